@@ -1,0 +1,283 @@
+"""Weight formats: how a float32 matrix [rows, cols] becomes typed parts, and back.
+
+The exact byte layout of every format is specified in docs/formats.md; this module is
+its executable form. Two layers, kept apart so each can be tested on its own:
+
+- quantize / dequantize: floats <-> integer codes plus per-group scales (the maths);
+- pack / unpack: integer codes <-> little-endian u32 words (the bits). Exact inverses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PART_ALIGN = 256  # every part starts at a multiple of this inside its shard stream
+
+
+class FormatError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    name: str
+    dtype: str  # "u32" | "f16" | "f32"
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * NUMPY_DTYPES[self.dtype].itemsize
+
+
+NUMPY_DTYPES = {"u32": np.dtype("<u4"), "f16": np.dtype("<f2"), "f32": np.dtype("<f4")}
+
+
+# ---------------------------------------------------------------------------------------
+# bits
+
+
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Pack unsigned codes [rows, cols] (< 2**bits) into u32 words [rows, cols*bits/32].
+
+    Element i of a word (in column order) occupies bits [i*bits, (i+1)*bits)."""
+    per_word = 32 // bits
+    rows, cols = codes.shape
+    if cols % per_word:
+        raise FormatError(f"cols {cols} not a multiple of {per_word}")
+    c = codes.astype(np.uint32).reshape(rows, cols // per_word, per_word)
+    shifts = (np.arange(per_word, dtype=np.uint32) * bits)[None, None, :]
+    return np.bitwise_or.reduce(c << shifts, axis=2).astype("<u4")
+
+
+def unpack_codes(words: np.ndarray, bits: int) -> np.ndarray:
+    per_word = 32 // bits
+    rows, nwords = words.shape
+    shifts = (np.arange(per_word, dtype=np.uint32) * bits)[None, None, :]
+    mask = np.uint32((1 << bits) - 1)
+    c = (words.astype(np.uint32)[:, :, None] >> shifts) & mask
+    return c.reshape(rows, nwords * per_word).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------
+# maths
+
+
+def _groups(w: np.ndarray, group: int) -> np.ndarray:
+    rows, cols = w.shape
+    return w.reshape(rows, cols // group, group)
+
+
+def _round_scale(s: np.ndarray, scale_dtype: str) -> np.ndarray:
+    """Scales are stored in f16/f32; quantize with the stored value so decode matches."""
+    return s.astype(NUMPY_DTYPES[scale_dtype]).astype(np.float32)
+
+
+def quantize_symmetric(w: np.ndarray, bits: int, group: int, scale_dtype: str,
+                       search: tuple[float, ...] = (1.0,)) -> tuple[np.ndarray, np.ndarray]:
+    """w ~= (q - zero) * scale with zero = 2**(bits-1), q in [0, 2**bits).
+
+    The base scale maps the group's largest-magnitude value onto -zero (so the full
+    negative range is used, as llama.cpp's Q4_0 does); each factor in `search` shrinks it
+    and the one with the lowest squared error per group wins."""
+    zero = 1 << (bits - 1)
+    qmax = (1 << bits) - 1
+    g = _groups(w.astype(np.float32), group)
+    idx = np.argmax(np.abs(g), axis=2)[..., None]
+    signed_max = np.take_along_axis(g, idx, axis=2)[..., 0]
+    base = signed_max / -zero
+    best_q = best_s = best_err = None
+    for factor in search:
+        s = _round_scale(base * factor, scale_dtype)
+        inv = np.divide(1.0, s, out=np.zeros_like(s), where=s != 0)
+        q = np.clip(np.rint(g * inv[..., None]) + zero, 0, qmax)
+        err = np.sum(np.square((q - zero) * s[..., None] - g), axis=2)
+        if best_err is None:
+            best_q, best_s, best_err = q, s, err
+        else:
+            better = err < best_err
+            best_q = np.where(better[..., None], q, best_q)
+            best_s = np.where(better, s, best_s)
+            best_err = np.minimum(err, best_err)
+    return best_q.reshape(w.shape).astype(np.uint8), best_s
+
+
+def dequantize_symmetric(q: np.ndarray, scales: np.ndarray, bits: int, group: int) -> np.ndarray:
+    zero = 1 << (bits - 1)
+    g = _groups(q.astype(np.float32) - zero, group)
+    return (g * scales.astype(np.float32)[..., None]).reshape(q.shape)
+
+
+ASYM_SHRINK = (0.0, 0.04, 0.08, 0.12, 0.16, 0.2, 0.25, 0.3)
+
+
+def quantize_asymmetric(w: np.ndarray, bits: int, group: int, scale_dtype: str,
+                        refine_steps: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """w ~= q * scale + min, q in [0, 2**bits).
+
+    The clipping range [lo, hi] of each group is searched (shrinking min and max
+    independently by the ASYM_SHRINK fractions of the range) for the lowest squared
+    error, then (scale, min) are refit by least squares on the chosen codes."""
+    qmax = (1 << bits) - 1
+    g = _groups(w.astype(np.float32), group)
+    gmin, gmax = g.min(axis=2), g.max(axis=2)
+    span = gmax - gmin
+
+    def codes_for(lo, s):
+        inv = np.divide(1.0, s, out=np.zeros_like(s), where=s != 0)
+        return np.clip(np.rint((g - lo[..., None]) * inv[..., None]), 0, qmax)
+
+    best = None
+    for a in ASYM_SHRINK:
+        for b in ASYM_SHRINK:
+            if a + b >= 0.9:
+                continue
+            lo = gmin + a * span
+            s = (gmax - b * span - lo) / qmax
+            q = codes_for(lo, s)
+            err = np.sum(np.square(q * s[..., None] + lo[..., None] - g), axis=2)
+            if best is None:
+                best = [q, s, lo, err]
+            else:
+                better = err < best[3]
+                best[0] = np.where(better[..., None], q, best[0])
+                best[1] = np.where(better, s, best[1])
+                best[2] = np.where(better, lo, best[2])
+                best[3] = np.minimum(err, best[3])
+    q, s, lo, err = best
+    for _ in range(refine_steps):
+        # least squares for g ~= s*q + m given q; keep the old fit where it was better
+        n = g.shape[2]
+        sq, sqq = q.sum(axis=2), np.square(q).sum(axis=2)
+        sw, sqw = g.sum(axis=2), (q * g).sum(axis=2)
+        det = n * sqq - sq * sq
+        ok = det > 0
+        ns = np.where(ok, (n * sqw - sq * sw) / np.where(ok, det, 1), s)
+        nm = np.where(ok, (sw - ns * sq) / n, lo)
+        nq = codes_for(nm, ns)
+        nerr = np.sum(np.square(nq * ns[..., None] + nm[..., None] - g), axis=2)
+        better = nerr < err
+        q = np.where(better[..., None], nq, q)
+        s, lo, err = np.where(better, ns, s), np.where(better, nm, lo), np.minimum(nerr, err)
+    s, lo = _round_scale(s, scale_dtype), _round_scale(lo, scale_dtype)
+    q = codes_for(lo, s)  # recompute with the stored (rounded) scale and min
+    return q.reshape(w.shape).astype(np.uint8), s, lo
+
+
+def dequantize_asymmetric(q, scales, mins, group):
+    g = _groups(q.astype(np.float32), group)
+    return (g * scales.astype(np.float32)[..., None] + mins.astype(np.float32)[..., None]).reshape(q.shape)
+
+
+# ---------------------------------------------------------------------------------------
+# formats
+
+
+@dataclass(frozen=True)
+class Format:
+    """A storage format for a 2-D weight [rows, cols] (cols = the input dimension)."""
+
+    name: str
+    bits: int  # bits per code (32/16 for the float formats)
+    group: int = 0  # codes per scale along cols; 0 for float formats
+    scale_dtype: str = "f32"
+    asymmetric: bool = False
+
+    @property
+    def quantized(self) -> bool:
+        return self.group > 0
+
+    def supports(self, shape: tuple[int, ...]) -> bool:
+        if not self.quantized:
+            return True
+        return len(shape) == 2 and shape[1] % self.group == 0 and shape[1] % (32 // self.bits) == 0
+
+    def bits_per_weight(self) -> float:
+        if not self.quantized:
+            return float(self.bits)
+        scale_bits = 16 if self.scale_dtype == "f16" else 32
+        return self.bits + scale_bits * (2 if self.asymmetric else 1) / self.group
+
+    def parts(self, shape: tuple[int, ...]) -> list[PartSpec]:
+        shape = tuple(int(d) for d in shape)
+        if not self.quantized:
+            return [PartSpec("weight", self.name, shape)]
+        if not self.supports(shape):
+            raise FormatError(f"{self.name} needs a 2-D shape with cols divisible by {self.group}, got {shape}")
+        rows, cols = shape
+        specs = [PartSpec("qweight", "u32", (rows, cols * self.bits // 32)),
+                 PartSpec("scales", self.scale_dtype, (rows, cols // self.group))]
+        if self.asymmetric:
+            specs.append(PartSpec("mins", self.scale_dtype, (rows, cols // self.group)))
+        return specs
+
+    def encode(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        """float array -> {part name: little-endian array}, in the order of parts()."""
+        if not self.quantized:
+            return {"weight": np.ascontiguousarray(w, dtype=NUMPY_DTYPES[self.name])}
+        self.parts(w.shape)
+        if self.asymmetric:
+            q, s, m = quantize_asymmetric(w, self.bits, self.group, self.scale_dtype)
+            out = {"qweight": pack_codes(q, self.bits), "scales": s, "mins": m}
+        else:
+            q, s = quantize_symmetric(w, self.bits, self.group, self.scale_dtype, SYMMETRIC_SEARCH[self.bits])
+            out = {"qweight": pack_codes(q, self.bits), "scales": s}
+        dt = NUMPY_DTYPES[self.scale_dtype]
+        return {k: np.ascontiguousarray(v if k == "qweight" else v.astype(dt)) for k, v in out.items()}
+
+    def decode(self, parts: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+        """{part name: array} -> float32 array of `shape`."""
+        if not self.quantized:
+            return parts["weight"].astype(np.float32).reshape(shape)
+        q = unpack_codes(parts["qweight"].reshape(shape[0], -1), self.bits)
+        scales = parts["scales"].reshape(shape[0], -1)
+        if self.asymmetric:
+            return dequantize_asymmetric(q, scales, parts["mins"].reshape(shape[0], -1), self.group)
+        return dequantize_symmetric(q, scales, self.bits, self.group)
+
+    def encode_bytes(self, w: np.ndarray) -> tuple[list[tuple[str, int, int]], bytes]:
+        """Encode and lay the parts out back to back, each at a PART_ALIGN offset.
+
+        Returns ([(part, offset, nbytes)], blob). Offsets are relative to the blob."""
+        layout, chunks, pos = [], [], 0
+        for name, arr in self.encode(w).items():
+            pad = -pos % PART_ALIGN
+            chunks.append(b"\0" * pad)
+            pos += pad
+            data = arr.tobytes()
+            layout.append((name, pos, len(data)))
+            chunks.append(data)
+            pos += len(data)
+        return layout, b"".join(chunks)
+
+    def decode_bytes(self, blob: memoryview | bytes, layout: list[dict], shape) -> np.ndarray:
+        specs = {p.name: p for p in self.parts(shape)}
+        parts = {}
+        for entry in layout:
+            spec = specs[entry["name"]]
+            raw = blob[entry["offset"]: entry["offset"] + entry["bytes"]]
+            parts[spec.name] = np.frombuffer(raw, dtype=NUMPY_DTYPES[spec.dtype]).reshape(spec.shape)
+        return self.decode(parts, shape)
+
+
+SYMMETRIC_SEARCH = {
+    4: (1.0, 0.95, 0.9, 0.85, 0.8),
+    8: (1.0,),
+}
+
+FORMATS: dict[str, Format] = {
+    "f32": Format("f32", 32),
+    "f16": Format("f16", 16),
+    "q8f16": Format("q8f16", 8, 32, "f16"),
+    "q4f16": Format("q4f16", 4, 32, "f16"),
+    "q4f32": Format("q4f32", 4, 32, "f32"),
+    "q2f16": Format("q2f16", 2, 64, "f16", asymmetric=True),
+}
+
+
+def get_format(name: str) -> Format:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise FormatError(f"unknown weight format {name!r}; known: {', '.join(FORMATS)}") from None

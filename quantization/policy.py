@@ -1,0 +1,53 @@
+"""Quantization schemes: which weight format each tensor of a model gets.
+
+A scheme (`--quant`) names the format of the bulk of the weights; the policy keeps
+vectors (norms, biases) in f32, keeps embeddings and the output head at >= 4 bits
+under 2-bit schemes, and falls back to a float format for a matrix whose input
+dimension does not divide into the format's groups. The manifest records the outcome
+per tensor, so readers never re-derive it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .formats import FORMATS, Format
+
+
+@dataclass(frozen=True)
+class Scheme:
+    name: str
+    matrix: str  # format of 2-D weights
+    embedding: str  # format of the token embedding and lm_head
+    fallback: str  # float format for matrices the quantized format cannot hold
+    compute: str  # "f16" when the kernels may compute in f16, else "f32"
+    description: str
+
+
+SCHEMES: dict[str, Scheme] = {s.name: s for s in [
+    Scheme("q4f16", "q4f16", "q4f16", "f16", "f16", "4-bit weights, f16 scales per 32; f16 compute where available"),
+    Scheme("q4f32", "q4f32", "q4f32", "f32", "f32", "4-bit weights, f32 scales per 32; f32 compute"),
+    Scheme("q2f16", "q2f16", "q4f16", "f16", "f16", "2-bit weights (asymmetric, per 64), embeddings/head 4-bit"),
+    Scheme("q8f16", "q8f16", "q8f16", "f16", "f16", "8-bit weights, f16 scales per 32"),
+    Scheme("f16", "f16", "f16", "f16", "f16", "16-bit float weights"),
+    Scheme("f32", "f32", "f32", "f32", "f32", "32-bit float weights (reference)"),
+]}
+
+
+class SchemeError(ValueError):
+    pass
+
+
+def get_scheme(name: str) -> Scheme:
+    try:
+        return SCHEMES[name]
+    except KeyError:
+        raise SchemeError(f"unknown --quant {name!r}; choose one of: {', '.join(SCHEMES)}") from None
+
+
+def choose_format(scheme: Scheme, shape: tuple[int, ...], role: str) -> Format:
+    """role: "vector", "embedding" (embedding table or lm_head) or "matrix"."""
+    if role == "vector" or len(shape) != 2:
+        return FORMATS["f32"]
+    fmt = FORMATS[scheme.embedding if role == "embedding" else scheme.matrix]
+    return fmt if fmt.supports(shape) else FORMATS[scheme.fallback]
