@@ -15,10 +15,14 @@ from quantization.policy import SchemeError
 
 from .errors import PackError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Turn Hugging Face language models into browser-ready WebGPU/Wasm bundles.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False)
 err_console = Console(stderr=True)
 USER_ERRORS: tuple[type[Exception], ...] = (PackError, FormatError, SchemeError)
+
+
+@app.callback()
+def _root() -> None:
+    """Turn Hugging Face language models into browser-ready WebGPU/Wasm bundles."""
 
 
 @app.command()
@@ -59,20 +63,12 @@ _register_subcommands()
 
 
 def main() -> None:
+    """Console entry point: usage errors are typer's; user errors become one line, exit 1."""
     try:
-        app(standalone_mode=False)
+        app()
     except USER_ERRORS as e:
         err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except (typer.Abort, KeyboardInterrupt):
-        err_console.print("[red]aborted[/red]")
-        sys.exit(130)
-    except Exception as e:  # click's usage errors
-        import click
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -1,0 +1,256 @@
+"""`llmpack package`: checkpoint -> tensors -> quantized records -> shards + manifest.
+
+The bundle is built in a temporary directory beside the destination and renamed into
+place only when complete, so a failure never leaves a half-written bundle and never
+touches an existing one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import resource
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from quantization.formats import PART_ALIGN
+from quantization.policy import choose_format, get_scheme
+
+from . import __version__
+from .checkpoint import Checkpoint, open_checkpoint
+from .errors import PackError
+from .llama import SUPPORTED_ARCHITECTURES, count_parameters, expected_tensors, normalize_config
+from .shards import ShardWriter
+
+BUNDLE_FORMAT = "llmpack-bundle"
+BUNDLE_VERSION = 1
+DEFAULT_SHARD_SIZE = 32 << 20
+MAX_CONTEXT_WINDOW = 4096  # default cap on the KV cache; --context-window overrides
+ESTIMATE_PREFILL_CHUNK = 128
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise PackError(f"cannot read size {text!r}; write e.g. 32MiB, 8MB or 1048576")
+    size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    size -= size % PART_ALIGN
+    if size < 4096:
+        raise PackError(f"shard size {text!r} is too small; use at least 4KiB (default 32MiB)")
+    return size
+
+
+def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int = DEFAULT_SHARD_SIZE,
+                  context_window: int | None = None, force: bool = False, progress: bool = False) -> dict:
+    """Package `src` into a bundle at `out`; return a summary dict."""
+    t0 = time.perf_counter()
+    scheme = get_scheme(quant)
+    out = Path(out)
+    _check_destination(out, force)
+    ck = open_checkpoint(Path(src))
+    try:
+        hf_arch, cfg = normalize_config(ck.config)
+        plan = _tensor_plan(ck, cfg)
+        window = _context_window(cfg, context_window)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is meant to be served
+        try:
+            tensors, shards = _write_shards(ck, plan, scheme, tmp, shard_size, progress)
+            files = _copy_tokenizer(ck, tmp)
+            manifest = _manifest(ck, hf_arch, cfg, scheme, tensors, shards, files, window)
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+            _swap_into_place(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        ck.close()
+    weights = manifest["memory"]["weights_bytes"]
+    return {
+        "out": str(out), "source": ck.name, "architecture": hf_arch, "quant": scheme.name,
+        "parameters": manifest["model"]["parameters"], "tensors": len(tensors), "shards": len(shards),
+        "weights_bytes": weights, "bits_per_weight": manifest["quantization"]["bits_per_weight"],
+        "memory_estimate_bytes": manifest["memory"]["estimate_bytes"],
+        "seconds": round(time.perf_counter() - t0, 3),
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+def _check_destination(out: Path, force: bool) -> None:
+    if not out.exists():
+        return
+    if not force:
+        raise PackError(f"{out} already exists; pass --force to replace it")
+    if not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").exists()):
+        raise PackError(f"{out} exists and is not a bundle; refusing to replace it even with --force")
+
+
+def _context_window(cfg: dict, requested: int | None) -> int:
+    limit = cfg["max_position_embeddings"]
+    if requested is None:
+        return min(limit, MAX_CONTEXT_WINDOW)
+    if requested < 16 or requested > limit:
+        raise PackError(f"--context-window {requested} must be between 16 and the model's "
+                        f"max_position_embeddings ({limit})")
+    return requested
+
+
+def _tensor_plan(ck: Checkpoint, cfg: dict) -> list[tuple[str, tuple[int, ...], str]]:
+    """Check every expected tensor exists with the right shape before writing anything."""
+    plan = expected_tensors(cfg)
+    for name, shape, _ in plan:
+        if name not in ck.shapes:
+            raise PackError(f"tensor {name} is missing from {ck.name}; the checkpoint is incomplete")
+        if tuple(ck.shapes[name]) != shape:
+            raise PackError(f"tensor {name} has shape {list(ck.shapes[name])}, expected {list(shape)} "
+                            "from config.json; the config does not match the weights")
+    return plan
+
+
+def _write_shards(ck: Checkpoint, plan, scheme, root: Path, shard_size: int, progress: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    writer = ShardWriter(root, shard_size)
+    records = []
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[current]}")]
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"quantizing to {scheme.name}", total=len(plan), current="")
+        for name, shape, role in plan:
+            bar.update(task, current=name)
+            w = ck.read(name)
+            if not np.isfinite(w).all():
+                bad = int(np.size(w) - np.count_nonzero(np.isfinite(w)))
+                raise PackError(f"tensor {name} has {bad} non-finite values (NaN/inf); the checkpoint is corrupt")
+            fmt = choose_format(scheme, shape, role)
+            layout, blob = fmt.encode_bytes(w.reshape(shape if len(shape) == 2 else (1, -1)))
+            del w
+            shard, offset = writer.append(blob)
+            specs = {p.name: p for p in fmt.parts(shape if len(shape) == 2 else (1, shape[0]))}
+            records.append({
+                "name": name, "shape": list(shape), "format": fmt.name,
+                "shard": shard, "offset": offset, "bytes": len(blob),
+                "parts": [{"name": p, "dtype": specs[p].dtype, "shape": list(specs[p].shape),
+                           "offset": o, "bytes": n} for p, o, n in layout],
+            })
+            bar.advance(task)
+        bar.update(task, current="")
+    return records, writer.close()
+
+
+def _file_entry(root: Path, rel: str) -> dict:
+    data = (root / rel).read_bytes()
+    return {"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _copy_tokenizer(ck: Checkpoint, root: Path) -> list[dict]:
+    entries = []
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if (ck.tokenizer_dir / name).exists():
+            shutil.copyfile(ck.tokenizer_dir / name, root / name)
+            entries.append(_file_entry(root, name))
+    return entries
+
+
+def _tokenizer_info(ck: Checkpoint) -> dict:
+    path = ck.tokenizer_dir / "tokenizer_config.json"
+    tc = json.loads(path.read_text()) if path.exists() else {}
+    template = tc.get("chat_template")
+    if isinstance(template, list):  # named templates: take the default one
+        template = next((t["template"] for t in template if t.get("name") == "default"), None)
+    for fname in ("chat_template.jinja",):
+        if template is None and (ck.tokenizer_dir / fname).exists():
+            template = (ck.tokenizer_dir / fname).read_text()
+    if template is None and (ck.tokenizer_dir / "chat_template.json").exists():
+        template = json.loads((ck.tokenizer_dir / "chat_template.json").read_text()).get("chat_template")
+
+    def token(key):
+        v = tc.get(key)
+        return v.get("content") if isinstance(v, dict) else v
+
+    return {"file": "tokenizer.json", "config_file": "tokenizer_config.json" if path.exists() else None,
+            "chat_template": template, "bos_token": token("bos_token"), "eos_token": token("eos_token"),
+            "add_bos_token": bool(tc.get("add_bos_token", False))}
+
+
+def _generation(ck: Checkpoint) -> dict:
+    g, c = ck.generation, ck.config
+    eos = g.get("eos_token_id", c.get("eos_token_id"))
+    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+    return {
+        "eos_token_ids": eos_ids,
+        "bos_token_id": g.get("bos_token_id", c.get("bos_token_id")),
+        "temperature": float(g.get("temperature", 0.7)) if g.get("do_sample", True) else 0.0,
+        "top_p": float(g.get("top_p", 0.9)),
+        "top_k": int(g.get("top_k", 0) or 0),
+        "repetition_penalty": float(g.get("repetition_penalty", 1.0)),
+        "max_new_tokens": int(g.get("max_new_tokens", 256) or 256),
+    }
+
+
+def _memory(cfg: dict, weights: int, window: int) -> dict:
+    kv_per_token = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"] * 4
+    chunk, h = ESTIMATE_PREFILL_CHUNK, cfg["hidden_size"]
+    q, kv = cfg["num_attention_heads"] * cfg["head_dim"], cfg["num_key_value_heads"] * cfg["head_dim"]
+    activations = 4 * chunk * (3 * h + q + 2 * kv + 2 * cfg["intermediate_size"]) \
+        + 4 * cfg["num_attention_heads"] * chunk * window + 4 * cfg["vocab_size"]
+    return {"weights_bytes": weights, "kv_cache_bytes_per_token": kv_per_token, "context_window": window,
+            "activation_bytes": activations, "estimate_bytes": weights + kv_per_token * window + activations}
+
+
+def _manifest(ck, hf_arch, cfg, scheme, tensors, shards, files, window) -> dict:
+    weights = sum(t["bytes"] for t in tensors)
+    elements = sum(int(np.prod(t["shape"])) for t in tensors)
+    payload = sum(p["bytes"] for t in tensors for p in t["parts"])
+    name = re.sub(r"(\.(gguf|safetensors))$", "", ck.name)
+    name = re.sub(r"\.(q\d\w*|f16|f32|bf16)$", "", name, flags=re.I)
+    return {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "generator": f"llmpack {__version__}",
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": {
+            "name": re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-") or "model",
+            "architecture": SUPPORTED_ARCHITECTURES[hf_arch],
+            "hf_architecture": hf_arch,
+            "source": {"kind": ck.kind, "name": ck.name},
+            "license": ck.license,
+            "parameters": count_parameters(cfg),
+            "config": cfg,
+            "hf_config": ck.config,
+        },
+        "quantization": {"scheme": scheme.name, "compute": scheme.compute,
+                         "bits_per_weight": round(8 * payload / elements, 3)},
+        "tokenizer": _tokenizer_info(ck),
+        "generation": _generation(ck),
+        "tensors": tensors,
+        "shards": shards,
+        "files": files,
+        "memory": _memory(cfg, weights, window),
+    }
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rename(out, old / "b")
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old / "b", out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,262 @@
+"""Checkpoint readers: a Hugging Face directory (safetensors) or a GGUF file, as a
+uniform source of config, tokenizer files and float32 tensors read one at a time.
+
+Tensors are memory-mapped and converted one by one, so reading a model never holds
+more than one tensor (plus its float32 copy) in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+import numpy as np
+
+from .errors import PackError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+SAFETENSORS_DTYPES = {
+    "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),
+    "F64": np.dtype("<f8"),
+}
+
+
+@dataclass
+class Checkpoint:
+    """What the packager needs from a source, whatever its file format."""
+
+    kind: str  # "safetensors" | "gguf"
+    name: str
+    config: dict  # config.json as transformers writes it
+    tokenizer_dir: Path  # holds tokenizer.json, tokenizer_config.json, maybe chat_template.jinja
+    generation: dict  # generation_config.json, or {}
+    license: str | None
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    _cleanup: tempfile.TemporaryDirectory | None = None
+
+    def read(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self._cleanup is not None:
+            self._cleanup.cleanup()
+            self._cleanup = None
+
+
+# ---------------------------------------------------------------------------------------
+# safetensors
+
+
+class SafetensorsFile:
+    """A memory-mapped .safetensors file. Reads the header itself (8-byte length + JSON)
+    so that bf16 tensors convert to float32 without torch, and so that a truncated or
+    malformed file is reported before any tensor is used."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as f:
+                head = f.read(8)
+                if len(head) < 8:
+                    raise ValueError("file shorter than its 8-byte header length")
+                (n,) = struct.unpack("<Q", head)
+                if n > size - 8 or n > 100 << 20:
+                    raise ValueError(f"header length {n} exceeds the file size {size}")
+                header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise PackError(f"{path.name}: not a readable safetensors file ({e}); re-download or re-export it") from None
+        self.data_start = 8 + n
+        header.pop("__metadata__", None)
+        self.entries: dict[str, dict] = header
+        data_len = size - self.data_start
+        for name, e in header.items():
+            begin, end = e["data_offsets"]
+            if end > data_len:
+                raise PackError(f"{path.name}: truncated: tensor {name} ends at byte {end} of {data_len}; "
+                                "re-download the file")
+            if e["dtype"] not in SAFETENSORS_DTYPES:
+                raise PackError(f"{path.name}: tensor {name} has unsupported dtype {e['dtype']} "
+                                f"(supported: {', '.join(SAFETENSORS_DTYPES)})")
+        self._mm = np.memmap(path, dtype=np.uint8, mode="r") if size else None
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.entries[name]["shape"])
+
+    def read(self, name: str) -> np.ndarray:
+        e = self.entries[name]
+        begin, end = e["data_offsets"]
+        raw = self._mm[self.data_start + begin: self.data_start + end]
+        arr = raw.view(SAFETENSORS_DTYPES[e["dtype"]])
+        if e["dtype"] == "BF16":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        return arr.astype(np.float32).reshape(e["shape"])
+
+
+class SafetensorsCheckpoint(Checkpoint):
+    files: dict[str, SafetensorsFile]
+
+    def read(self, name: str) -> np.ndarray:
+        return self.files[name].read(name)
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PackError(f"{path} not found: {what}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PackError(f"{path.name} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); fix or re-download it") from None
+    if not isinstance(data, dict):
+        raise PackError(f"{path.name} must hold a JSON object")
+    return data
+
+
+def open_safetensors_dir(src: Path) -> SafetensorsCheckpoint:
+    config = _read_json(src / "config.json", "a Hugging Face checkpoint directory needs config.json")
+    index = src / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = _read_json(index, "the shard index").get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise PackError(f"{index.name} has no weight_map")
+        names = sorted(set(weight_map.values()))
+    else:
+        names = sorted(p.name for p in src.glob("*.safetensors"))
+    if not names:
+        raise PackError(f"no *.safetensors files in {src}; convert .bin/.pt checkpoints with transformers' save_pretrained first")
+    files: dict[str, SafetensorsFile] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for fname in names:
+        if not (src / fname).exists():
+            raise PackError(f"{fname} is listed in the shard index but missing from {src}")
+        st = SafetensorsFile(src / fname)
+        for t in st.entries:
+            files[t] = st
+            shapes[t] = st.shape(t)
+    for f in TOKENIZER_FILES[:1]:
+        if not (src / f).exists():
+            raise PackError(f"{src / f} not found: the bundle needs the model's fast tokenizer; "
+                            "save it with AutoTokenizer.from_pretrained(...).save_pretrained(dir)")
+    gen = _read_json(src / "generation_config.json", "") if (src / "generation_config.json").exists() else {}
+    ck = SafetensorsCheckpoint(kind="safetensors", name=src.resolve().name, config=config, tokenizer_dir=src,
+                               generation=gen, license=config.get("license"), shapes=shapes)
+    ck.files = files
+    return ck
+
+
+# ---------------------------------------------------------------------------------------
+# GGUF
+
+GGUF_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+GGUF_BLOCK_NAMES = {
+    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+
+
+def gguf_to_hf_name(name: str) -> str | None:
+    if name in GGUF_NAMES:
+        return GGUF_NAMES[name]
+    parts = name.split(".")
+    if len(parts) == 4 and parts[0] == "blk" and parts[2] in GGUF_BLOCK_NAMES:
+        return f"model.layers.{parts[1]}.{GGUF_BLOCK_NAMES[parts[2]]}.{parts[3]}"
+    return None
+
+
+class GGUFCheckpoint(Checkpoint):
+    tensors: dict  # hf name -> gguf ReaderTensor
+
+    def read(self, name: str) -> np.ndarray:
+        from gguf import GGMLQuantizationType, quants
+
+        t = self.tensors[name]
+        if t.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+            w = np.asarray(t.data, dtype=np.float32)
+        else:
+            w = quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        w = w.reshape(self.shapes[name])
+        # llama.cpp stores q/k rows permuted for its interleaved RoPE; undo it to get back
+        # the Hugging Face (rotate_half) layout.
+        if name.endswith("self_attn.q_proj.weight"):
+            w = _unpermute_rope(w, self.config["num_attention_heads"])
+        elif name.endswith("self_attn.k_proj.weight"):
+            w = _unpermute_rope(w, self.config.get("num_key_value_heads") or self.config["num_attention_heads"])
+        return np.ascontiguousarray(w)
+
+
+def _unpermute_rope(w: np.ndarray, heads: int) -> np.ndarray:
+    rows = w.shape[0]
+    return w.reshape(heads, rows // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def open_gguf(src: Path) -> GGUFCheckpoint:
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(src, "r")
+    except Exception as e:  # the gguf package raises bare ValueError/IndexError/struct errors on bad files
+        raise PackError(f"{src.name}: not a readable GGUF file ({type(e).__name__}: {e}); re-download it") from None
+    arch_field = reader.fields.get("general.architecture")
+    arch = arch_field.contents() if arch_field else None
+    if arch != "llama":
+        raise PackError(f"{src.name}: GGUF architecture {arch!r} is not supported; supported: llama "
+                        "(Llama, SmolLM2, TinyLlama, Mistral)")
+    tensors, shapes = {}, {}
+    for t in reader.tensors:
+        hf = gguf_to_hf_name(t.name)
+        if hf is None:
+            continue
+        tensors[hf] = t
+        shapes[hf] = tuple(int(d) for d in reversed(t.shape.tolist()))
+    tmp = tempfile.TemporaryDirectory(prefix="llmpack-gguf-")
+    config, license_ = _gguf_config_and_tokenizer(src, Path(tmp.name))
+    ck = GGUFCheckpoint(kind="gguf", name=src.name, config=config, tokenizer_dir=Path(tmp.name),
+                        generation={}, license=license_, shapes=shapes, _cleanup=tmp)
+    ck.tensors = tensors
+    return ck
+
+
+def _gguf_config_and_tokenizer(src: Path, out: Path) -> tuple[dict, str | None]:
+    """Config and tokenizer through transformers' GGUF support (no tensors are loaded)."""
+    import logging
+
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        config = AutoConfig.from_pretrained(src.parent, gguf_file=src.name)
+        tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    except Exception as e:
+        raise PackError(f"{src.name}: transformers could not read its config or tokenizer ({e})") from None
+    tok.save_pretrained(out)
+    config.save_pretrained(out)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg.setdefault("architectures", ["LlamaForCausalLM"])
+    from gguf import GGUFReader
+
+    lic = GGUFReader(src, "r").fields.get("general.license")
+    return cfg, (lic.contents() if lic else None)
+
+
+def open_checkpoint(src: Path) -> Checkpoint:
+    src = Path(src)
+    if not src.exists():
+        raise PackError(f"{src} does not exist; give a Hugging Face checkpoint directory or a .gguf file")
+    if src.is_dir():
+        return open_safetensors_dir(src)
+    if src.suffix == ".gguf":
+        return open_gguf(src)
+    raise PackError(f"{src} is neither a checkpoint directory nor a .gguf file")
+
