@@ -1,0 +1,1 @@
+export { evalExpr, checkExpr, ExprError } from "./expr.js";
