@@ -1,0 +1,557 @@
+/**
+ * Bundle loader: fetches manifest.json, then streams every weight shard through an
+ * incremental sha256 into a {@link ShardSink} (in practice a backend writing GPU or
+ * Wasm buffers), never holding more than `chunkBytes` of a shard in one ArrayBuffer.
+ *
+ * Verified-before-use. Bytes reach the sink before the shard's hash is known (a
+ * shard is only ever in memory one chunk at a time), so the sink sees two kinds of
+ * calls: `write` (unverified bytes) and `commit` (the shard's sha256 matched; its
+ * bytes may now be used). On a failed attempt (hash mismatch, wrong length, broken
+ * connection) the loader calls `discard`, then streams the whole shard again exactly
+ * once (rewriting every byte of it) or rejects with a {@link ShardError} naming the
+ * shard. `loadShards` resolves only after every shard was committed. A backend must
+ * therefore not run anything before `loadShards` resolved, and must drop its buffers
+ * if it rejects. See ShardSink for the two ways a backend can stage the bytes.
+ *
+ * Persistence: each shard is also streamed into a {@link ShardCache} entry that is
+ * committed only once the hash matched, so a later load (or a resumed interrupted
+ * one) reads verified shards from the cache, hashing them again as they are read,
+ * and touches the network only for the rest.
+ */
+import { sha256 } from "@noble/hashes/sha2.js";
+import { bytesToHex } from "@noble/hashes/utils.js";
+import { type CacheWriter, type ShardCache, openDefaultCache } from "./cache.js";
+import { type FetchLike, defaultFetch } from "./fetch.js";
+import { ShardLayout } from "./layout.js";
+import { type FileRecord, type Manifest, parseManifest } from "./manifest.js";
+
+export type LoadPhase = "manifest" | "files" | "weights" | "backend" | "ready";
+
+export interface ProgressReport {
+  phase: LoadPhase;
+  /** bytes of weights verified or in flight so far (phase "weights"); else 0 */
+  bytesDone: number;
+  bytesTotal: number;
+  /** index of the shard this report is about (-1 when none) */
+  shard: number;
+  shards: number;
+  /** whether that shard is being read from the persistent cache */
+  fromCache?: boolean;
+  text: string;
+}
+
+export type ProgressCallback = (p: ProgressReport) => void;
+
+/**
+ * Receives a shard's bytes as they stream. Chunks arrive in shard order; each starts
+ * at a multiple of `chunkBytes` of its shard and is `chunkBytes` long except the
+ * shard's last one, so offsets are 4-byte aligned as `GPUQueue.writeBuffer` needs.
+ * A chunk is only valid until the returned promise settles (its memory is reused):
+ * copy it or write it out before then. Different shards may interleave (concurrency).
+ *
+ * Two valid staging strategies for a backend:
+ * - write-through: write each chunk straight into the destination buffers; they are
+ *   not used before `loadShards` resolved, and a refetch after `discard` rewrites the
+ *   same ranges. Costs no extra memory. (The WebGPU executor's choice.)
+ * - staging buffer: write into a shard-sized staging buffer and copy it to the
+ *   destinations (`ShardLayout.partsInShard`) in `commit`, so unverified bytes never
+ *   touch a weight buffer.
+ */
+export interface ShardSink {
+  write(shard: number, offsetInShard: number, chunk: Uint8Array): void | Promise<void>;
+  /** The shard's sha256 matched: everything written for it is final and may be used. */
+  commit(shard: number): void | Promise<void>;
+  /** What was written for this shard is not to be trusted; a full rewrite follows or the load rejects. */
+  discard?(shard: number, reason: Error): void | Promise<void>;
+}
+
+export class ShardError extends Error {
+  override name = "ShardError";
+  constructor(
+    readonly shard: number,
+    readonly file: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`shard ${shard} (${file}): ${message}`, options);
+  }
+}
+
+export class BundleFileError extends Error {
+  override name = "BundleFileError";
+}
+
+/** A failure of one attempt to transfer bytes: worth a refetch (unlike sink or abort errors). */
+class TransferError extends Error {}
+
+export interface LoaderOptions {
+  fetch?: FetchLike;
+  /** persistent store; undefined: the environment's default; null: none */
+  cache?: ShardCache | null;
+  /** Node: directory of the default store (default ~/.cache/llmpack/shards) */
+  cacheDir?: string;
+  signal?: AbortSignal;
+  onProgress?: ProgressCallback;
+}
+
+export interface LoadShardsOptions {
+  signal?: AbortSignal;
+  onProgress?: ProgressCallback;
+  /** shards transferred at once (default 2) */
+  concurrency?: number;
+  /** size of the chunks handed to the sink (default 1 MiB; a multiple of 256) */
+  chunkBytes?: number;
+  /** refetches of a shard after a failed attempt (default 1) */
+  retries?: number;
+}
+
+export interface LoadStats {
+  shards: number;
+  bytes: number;
+  networkShards: number;
+  networkBytes: number;
+  cachedShards: number;
+  /** attempts that failed and were repeated */
+  refetches: number;
+  ms: number;
+}
+
+const isNode = typeof process !== "undefined" && !!process.versions?.node;
+
+/** Resolves a bundle location (folder URL, manifest URL, or in Node a path) to its folder URL. */
+export async function bundleBaseUrl(location: string | URL): Promise<URL> {
+  let url: URL;
+  if (location instanceof URL) url = new URL(location.href);
+  else if (/^[a-z][a-z0-9+.-]*:/i.test(location) && !/^[a-z]:[\\/]/i.test(location)) url = new URL(location);
+  else if (isNode) url = (await import("node:url")).pathToFileURL((await import("node:path")).resolve(location));
+  else url = new URL(location, globalThis.location?.href);
+  if (url.pathname.endsWith("/manifest.json")) url = new URL(".", url);
+  else if (!url.pathname.endsWith("/")) url.pathname += "/";
+  return url;
+}
+
+function abortError(signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException("The load was aborted", "AbortError");
+}
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+export class BundleLoader {
+  readonly layout: ShardLayout;
+  private readonly filesByPath: Map<string, FileRecord>;
+
+  private constructor(
+    readonly baseUrl: URL,
+    readonly manifest: Manifest,
+    readonly cache: ShardCache | null,
+    private readonly fetchFn: FetchLike,
+  ) {
+    this.layout = new ShardLayout(manifest);
+    this.filesByPath = new Map(manifest.files.map((f) => [f.path, f]));
+  }
+
+  /** Fetches and validates manifest.json (always from the network: it is what says what to load). */
+  static async open(location: string | URL, opts: LoaderOptions = {}): Promise<BundleLoader> {
+    const fetchFn = opts.fetch ?? defaultFetch;
+    const base = await bundleBaseUrl(location);
+    const url = new URL("manifest.json", base).href;
+    opts.onProgress?.({ phase: "manifest", bytesDone: 0, bytesTotal: 0, shard: -1, shards: 0, text: `fetching ${url}` });
+    let res: Response;
+    try {
+      res = await fetchFn(url, { signal: opts.signal, cache: "no-cache" });
+    } catch (e) {
+      if (opts.signal?.aborted) throw abortError(opts.signal);
+      throw new BundleFileError(`cannot fetch ${url}: ${message(e)}`, { cause: e });
+    }
+    if (!res.ok) throw new BundleFileError(`cannot fetch ${url}: HTTP ${res.status} ${res.statusText}`);
+    let json: unknown;
+    try {
+      json = await res.json();
+    } catch (e) {
+      if (opts.signal?.aborted) throw abortError(opts.signal);
+      throw new BundleFileError(`${url} is not valid JSON: ${message(e)}`, { cause: e });
+    }
+    const manifest = parseManifest(json);
+    const cache = opts.cache !== undefined ? opts.cache : await openDefaultCache(opts.cacheDir);
+    return new BundleLoader(base, manifest, cache, fetchFn);
+  }
+
+  url(path: string): string {
+    return new URL(path, this.baseUrl).href;
+  }
+
+  /**
+   * A whole (small) bundle file such as tokenizer.json. When the manifest lists it in
+   * `files`, its size and sha256 are checked (one refetch on mismatch) and it is kept in
+   * the persistent cache like a shard. Not for weights.
+   */
+  async fetchFile(path: string, signal?: AbortSignal): Promise<Uint8Array> {
+    const rec = this.filesByPath.get(path);
+    if (rec && this.cache) {
+      const body = await this.cache.read(rec.sha256).catch(() => null);
+      if (body) {
+        const data = await collect(body, signal).catch(() => null);
+        if (data && data.length === rec.bytes && bytesToHex(sha256(data)) === rec.sha256) return data;
+        signal?.throwIfAborted();
+        await this.cache.delete(rec.sha256).catch(() => {});
+      }
+    }
+    const url = this.url(path);
+    let problem = "";
+    for (let attempt = 0; attempt < 2; attempt++) {
+      let res: Response;
+      try {
+        res = await this.fetchFn(url, { signal, cache: attempt ? "reload" : "default" });
+      } catch (e) {
+        if (signal?.aborted) throw abortError(signal);
+        problem = message(e);
+        continue;
+      }
+      if (!res.ok || !res.body) {
+        throw new BundleFileError(`cannot fetch ${path} of the bundle (${url}): HTTP ${res.status} ${res.statusText}`);
+      }
+      let data: Uint8Array;
+      try {
+        data = await collect(res.body, signal);
+      } catch (e) {
+        if (signal?.aborted) throw abortError(signal);
+        problem = message(e);
+        continue;
+      }
+      if (!rec) return data;
+      const got = bytesToHex(sha256(data));
+      if (data.length === rec.bytes && got === rec.sha256) {
+        if (this.cache) await storeWhole(this.cache, rec.sha256, data);
+        return data;
+      }
+      problem = data.length !== rec.bytes ? `${data.length} bytes, manifest says ${rec.bytes}` : `sha256 ${got}, manifest says ${rec.sha256}`;
+    }
+    throw new BundleFileError(`bundle file ${path} failed verification twice: ${problem}`);
+  }
+
+  async fetchText(path: string, signal?: AbortSignal): Promise<string> {
+    return new TextDecoder().decode(await this.fetchFile(path, signal));
+  }
+
+  async fetchJson<T = unknown>(path: string, signal?: AbortSignal): Promise<T> {
+    const text = await this.fetchText(path, signal);
+    try {
+      return JSON.parse(text) as T;
+    } catch (e) {
+      throw new BundleFileError(`bundle file ${path} is not valid JSON: ${message(e)}`, { cause: e });
+    }
+  }
+
+  /** Streams every shard into `sink`; resolves once all of them were verified and committed. */
+  async loadShards(sink: ShardSink, opts: LoadShardsOptions = {}): Promise<LoadStats> {
+    const run = new ShardRun(this, sink, opts);
+    return run.start();
+  }
+
+  /** @internal used by ShardRun */
+  get fetcher(): FetchLike {
+    return this.fetchFn;
+  }
+}
+
+/** One `loadShards` call: a pool of workers, shared progress and the first failure. */
+class ShardRun {
+  private readonly shards;
+  private readonly chunkBytes: number;
+  private readonly retries: number;
+  private readonly ctl = new AbortController();
+  private readonly done: number[]; // bytes counted per shard, so a retry can take them back
+  private bytesDone = 0;
+  private lastReport = -Infinity;
+  private next = 0;
+  private failure: unknown = null;
+  private readonly stats: LoadStats;
+
+  constructor(
+    private readonly loader: BundleLoader,
+    private readonly sink: ShardSink,
+    private readonly opts: LoadShardsOptions,
+  ) {
+    this.shards = loader.manifest.shards;
+    this.chunkBytes = opts.chunkBytes ?? 1 << 20;
+    if (this.chunkBytes < 256 || this.chunkBytes % 256) throw new RangeError("chunkBytes must be a positive multiple of 256");
+    this.retries = opts.retries ?? 1;
+    this.done = this.shards.map(() => 0);
+    const bytes = this.shards.reduce((a, s) => a + s.bytes, 0);
+    this.stats = { shards: this.shards.length, bytes, networkShards: 0, networkBytes: 0, cachedShards: 0, refetches: 0, ms: 0 };
+  }
+
+  async start(): Promise<LoadStats> {
+    const t0 = performance.now();
+    const user = this.opts.signal;
+    user?.throwIfAborted();
+    const onAbort = () => this.ctl.abort(user!.reason);
+    user?.addEventListener("abort", onAbort, { once: true });
+    try {
+      const n = Math.max(1, Math.min(this.opts.concurrency ?? 2, this.shards.length));
+      await Promise.all(Array.from({ length: n }, () => this.worker()));
+      if (this.failure !== null) throw this.failure;
+      if (user?.aborted) throw abortError(user);
+    } finally {
+      user?.removeEventListener("abort", onAbort);
+    }
+    this.report(-1, false, true);
+    this.stats.ms = performance.now() - t0;
+    return this.stats;
+  }
+
+  private async worker(): Promise<void> {
+    while (!this.ctl.signal.aborted && this.next < this.shards.length) {
+      const i = this.next++;
+      try {
+        await this.loadShard(i);
+      } catch (e) {
+        if (this.failure === null) this.failure = this.ctl.signal.aborted ? abortError(this.ctl.signal) : e;
+        this.ctl.abort(this.failure);
+        // (a ShardError's last attempt was already discarded)
+        if (!(e instanceof ShardError)) {
+          await Promise.resolve(this.sink.discard?.(i, e instanceof Error ? e : new Error(String(e)))).catch(() => {});
+        }
+      }
+    }
+  }
+
+  private async loadShard(i: number): Promise<void> {
+    const rec = this.shards[i];
+    const cache = this.loader.cache;
+    const signal = this.ctl.signal;
+    if (cache) {
+      const body = await cache.read(rec.sha256).catch(() => null);
+      if (body) {
+        try {
+          await this.pump(i, body, null, true);
+          this.stats.cachedShards++;
+          await this.sink.commit(i);
+          return;
+        } catch (e) {
+          if (!(e instanceof TransferError)) throw e;
+          // The stored copy rotted: forget it and fetch the shard like any other.
+          await this.sink.discard?.(i, e);
+          this.uncount(i);
+          await cache.delete(rec.sha256).catch(() => {});
+        }
+      }
+    }
+    const url = this.loader.url(rec.file);
+    let last: TransferError | null = null;
+    for (let attempt = 0; attempt <= this.retries; attempt++) {
+      if (attempt > 0) this.stats.refetches++;
+      let writer: CacheWriter | null = null;
+      try {
+        const body = await this.request(url, rec.bytes, attempt);
+        const staged = cache ? await cache.write(rec.sha256, rec.bytes).catch(() => null) : null;
+        writer = staged && bestEffort(staged);
+        await this.pump(i, body, writer, false);
+        await writer?.commit();
+        writer = null;
+        this.stats.networkShards++;
+        this.stats.networkBytes += rec.bytes;
+        await this.sink.commit(i);
+        return;
+      } catch (e) {
+        await writer?.abort();
+        if (signal.aborted) throw abortError(signal);
+        if (!(e instanceof TransferError)) throw e;
+        last = e;
+        await this.sink.discard?.(i, e);
+        this.uncount(i);
+      }
+    }
+    const tries = this.retries + 1;
+    throw new ShardError(i, rec.file, `${last!.message} (${tries} attempt${tries > 1 ? "s" : ""})`, { cause: last });
+  }
+
+  private async request(url: string, bytes: number, attempt: number): Promise<ReadableStream<Uint8Array>> {
+    let res: Response;
+    try {
+      // A refetch bypasses the HTTP cache, which may hold the bad copy.
+      res = await this.loader.fetcher(url, { signal: this.ctl.signal, cache: attempt > 0 ? "reload" : "default" });
+    } catch (e) {
+      if (this.ctl.signal.aborted) throw abortError(this.ctl.signal);
+      throw new TransferError(`request failed: ${message(e)}`);
+    }
+    if (!res.ok || !res.body) {
+      res.body?.cancel().catch(() => {});
+      throw new TransferError(`HTTP ${res.status} ${res.statusText}`.trim());
+    }
+    // Content-Length is the encoded size when the server compresses: compare only then.
+    const length = res.headers.get("content-length");
+    const encoding = res.headers.get("content-encoding");
+    if (length !== null && (!encoding || encoding === "identity") && Number(length) !== bytes) {
+      res.body.cancel().catch(() => {});
+      throw new TransferError(`server announces ${length} bytes, manifest says ${bytes}`);
+    }
+    return res.body;
+  }
+
+  /** Reads one shard source to its end: hash, length check, cache copy, chunks to the sink. */
+  private async pump(i: number, body: ReadableStream<Uint8Array>, writer: CacheWriter | null, fromCache: boolean): Promise<void> {
+    const rec = this.shards[i];
+    const signal = this.ctl.signal;
+    const hash = sha256.create();
+    const out = new Rechunker(this.chunkBytes, (offset, chunk) => this.sink.write(i, offset, chunk));
+    const reader = body.getReader();
+    let n = 0;
+    try {
+      for (;;) {
+        if (signal.aborted) throw abortError(signal);
+        let r: ReadableStreamReadResult<Uint8Array>;
+        try {
+          r = await reader.read();
+        } catch (e) {
+          if (signal.aborted) throw abortError(signal);
+          throw new TransferError(`transfer broke after ${n} of ${rec.bytes} bytes: ${message(e)}`);
+        }
+        if (r.done) break;
+        const chunk = r.value;
+        if (n + chunk.length > rec.bytes) throw new TransferError(`more than the ${rec.bytes} bytes the manifest lists`);
+        hash.update(chunk);
+        n += chunk.length;
+        if (writer) await writer.write(chunk);
+        await out.push(chunk);
+        this.count(i, chunk.length, fromCache);
+      }
+    } catch (e) {
+      reader.cancel().catch(() => {});
+      throw e;
+    }
+    if (n !== rec.bytes) throw new TransferError(`ended after ${n} of the ${rec.bytes} bytes the manifest lists`);
+    await out.flush();
+    const got = bytesToHex(hash.digest());
+    if (got !== rec.sha256) throw new TransferError(`sha256 mismatch: content hashes to ${got}, manifest says ${rec.sha256}`);
+  }
+
+  private count(i: number, bytes: number, fromCache: boolean): void {
+    this.done[i] += bytes;
+    this.bytesDone += bytes;
+    this.report(i, fromCache, this.done[i] === this.shards[i].bytes);
+  }
+
+  private uncount(i: number): void {
+    this.bytesDone -= this.done[i];
+    this.done[i] = 0;
+  }
+
+  private report(shard: number, fromCache: boolean, force: boolean): void {
+    const cb = this.opts.onProgress;
+    // At most one report per MiB, plus the end of each shard.
+    if (!cb || (!force && this.bytesDone - this.lastReport < 1 << 20)) return;
+    this.lastReport = this.bytesDone;
+    const total = this.stats.bytes;
+    const pct = total ? Math.floor((100 * this.bytesDone) / total) : 100;
+    cb({
+      phase: "weights",
+      bytesDone: this.bytesDone,
+      bytesTotal: total,
+      shard,
+      shards: this.shards.length,
+      fromCache,
+      text: `weights ${pct}% (${(this.bytesDone / 2 ** 20).toFixed(1)} of ${(total / 2 ** 20).toFixed(1)} MiB)`,
+    });
+  }
+}
+
+/**
+ * Re-cuts a byte stream into pieces of exactly `size` bytes at offsets that are
+ * multiples of `size` (the last piece may be shorter), copying through one reusable
+ * buffer only when an incoming chunk does not line up.
+ */
+class Rechunker {
+  private buf: Uint8Array | null = null;
+  private fill = 0;
+  private offset = 0;
+
+  constructor(
+    private readonly size: number,
+    private readonly emit: (offset: number, chunk: Uint8Array) => void | Promise<void>,
+  ) {}
+
+  async push(chunk: Uint8Array): Promise<void> {
+    let pos = 0;
+    while (pos < chunk.length) {
+      if (this.fill === 0 && chunk.length - pos >= this.size) {
+        await this.emit(this.offset, chunk.subarray(pos, pos + this.size));
+        this.offset += this.size;
+        pos += this.size;
+        continue;
+      }
+      this.buf ??= new Uint8Array(this.size);
+      const take = Math.min(this.size - this.fill, chunk.length - pos);
+      this.buf.set(chunk.subarray(pos, pos + take), this.fill);
+      this.fill += take;
+      pos += take;
+      if (this.fill === this.size) await this.flush();
+    }
+  }
+
+  async flush(): Promise<void> {
+    if (!this.fill) return;
+    await this.emit(this.offset, this.buf!.subarray(0, this.fill));
+    this.offset += this.fill;
+    this.fill = 0;
+  }
+}
+
+/** Persistence must never fail a load: a cache write that fails just stops. */
+function bestEffort(w: CacheWriter): CacheWriter {
+  let failed = false;
+  const fail = async () => {
+    failed = true;
+    await w.abort();
+  };
+  return {
+    write: async (chunk) => {
+      if (!failed) await w.write(chunk).catch(fail);
+    },
+    commit: async () => {
+      if (!failed) await w.commit().catch(fail);
+    },
+    abort: async () => {
+      if (!failed) await fail();
+    },
+  };
+}
+
+/** Reads a whole (small) stream into one array. */
+async function collect(body: ReadableStream<Uint8Array>, signal?: AbortSignal): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  let n = 0;
+  const reader = body.getReader();
+  try {
+    for (;;) {
+      signal?.throwIfAborted();
+      const r = await reader.read();
+      if (r.done) break;
+      parts.push(r.value);
+      n += r.value.length;
+    }
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    throw e;
+  }
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+async function storeWhole(cache: ShardCache, sha: string, data: Uint8Array): Promise<void> {
+  const w = await cache.write(sha, data.length).catch(() => null);
+  if (!w) return;
+  try {
+    await w.write(data);
+    await w.commit();
+  } catch {
+    await w.abort();
+  }
+}
