@@ -1,0 +1,90 @@
+// Causal attention with grouped-query heads over the KV cache, for prefill chunks and
+// decode alike: query row t of the chunk sits at position past_len + t and attends to
+// cache positions 0 ..= past_len + t (the chunk's own keys are appended first).
+//   out[t, h, :] = softmax_j(SCALE * q[t, h, :] . kc[j, h / GROUP, :]) @ vc[j, h / GROUP, :]
+// One 64-thread workgroup per (head, query row): keys go in tiles of 64 (one per
+// thread), with an online softmax (running max m and sum l, in f32); thread d
+// accumulates output dimensions d, d + 64, ...
+// bindings: 0 uniform, 1 q act[seq, NH, HD], 2 kc act[ctx, NKV, HD], 3 vc act[ctx, NKV, HD],
+//           4 out act[seq, NH, HD]
+// workgroups: (NH, seq_len, 1)
+{{PRELUDE}}
+const NH: u32 = {{NH}}u;
+const NKV: u32 = {{NKV}}u;
+const HD: u32 = {{HD}}u;
+const GROUP: u32 = NH / NKV;
+const SCALE: f32 = {{SCALE}};
+const WG: u32 = 64u;
+const DPT: u32 = (HD + WG - 1u) / WG;   // output dimensions per thread
+const NEG: f32 = -3.0e38;
+
+struct Params { seq_len: u32, past_len: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<act>;
+@group(0) @binding(2) var<storage, read> kc: array<act>;
+@group(0) @binding(3) var<storage, read> vc: array<act>;
+@group(0) @binding(4) var<storage, read_write> out: array<act>;
+
+var<workgroup> qs: array<f32, HD>;
+var<workgroup> pr: array<f32, WG>;    // probabilities of the current key tile
+var<workgroup> red: array<f32, WG>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let h = wid.x;
+  let t = wid.y;
+  let kvh = h / GROUP;
+  let n_keys = p.past_len + t + 1u;
+  for (var d = tid; d < HD; d += WG) { qs[d] = f32(q[(t * NH + h) * HD + d]) * SCALE; }
+  workgroupBarrier();
+  var m = NEG;
+  var l = 0.0;
+  var acc: array<f32, DPT>;
+  let n_tiles = (n_keys + WG - 1u) / WG;
+  for (var tile = 0u; tile < n_tiles; tile++) {
+    let j = tile * WG + tid;
+    var s = NEG;
+    if (j < n_keys) {
+      let kb = (j * NKV + kvh) * HD;
+      var dot = 0.0;
+      for (var d = 0u; d < HD; d++) { dot += qs[d] * f32(kc[kb + d]); }
+      s = dot;
+    }
+    red[tid] = s;
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st >>= 1u) {
+      if (tid < st) { red[tid] = max(red[tid], red[tid + st]); }
+      workgroupBarrier();
+    }
+    let m_new = max(m, red[0]);
+    workgroupBarrier();
+    var pj = 0.0;
+    if (j < n_keys) { pj = exp(s - m_new); }
+    pr[tid] = pj;
+    red[tid] = pj;
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st >>= 1u) {
+      if (tid < st) { red[tid] += red[tid + st]; }
+      workgroupBarrier();
+    }
+    let alpha = exp(m - m_new);
+    l = l * alpha + red[0];
+    m = m_new;
+    let cnt = min(WG, n_keys - tile * WG);
+    for (var e = 0u; e < DPT; e++) {
+      let d = tid + e * WG;
+      if (d < HD) {
+        var a = acc[e] * alpha;
+        for (var jj = 0u; jj < cnt; jj++) {
+          a += pr[jj] * f32(vc[((tile * WG + jj) * NKV + kvh) * HD + d]);
+        }
+        acc[e] = a;
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var e = 0u; e < DPT; e++) {
+    let d = tid + e * WG;
+    if (d < HD) { out[(t * NH + h) * HD + d] = act(acc[e] / l); }
+  }
+}
