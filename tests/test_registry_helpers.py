@@ -1,0 +1,101 @@
+"""Helpers for the registry tests: fabricated bundles (docs/bundle.md) and registry URLs.
+
+`make_bundle` writes a small but valid bundle: real shard files named by their sha256,
+a manifest whose tensors, shards and files lists agree with them, and tokenizer files.
+The registry only reads the manifest's lists and summary fields, so random bytes serve
+as weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def shard_bytes(seed: int, size: int = 3000) -> bytes:
+    """Deterministic pseudo-random bytes: the same seed gives the same shard."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{seed}:{counter}".encode()).digest()
+        counter += 1
+    return bytes(out[:size])
+
+
+def make_bundle(path: Path, name: str = "tiny-model", shard_seeds=(1, 2), *, extra_files=None,
+                requirements=None, license="apache-2.0") -> Path:
+    """Write a bundle at `path` whose shards hold shard_bytes(seed) for each seed."""
+    (path / "shards").mkdir(parents=True)
+    shards, tensors = [], []
+    for i, seed in enumerate(shard_seeds):
+        data = shard_bytes(seed, 2816 + 256 * (seed % 4))
+        sha = hashlib.sha256(data).hexdigest()
+        (path / "shards" / f"{sha}.bin").write_bytes(data)
+        shards.append({"file": f"shards/{sha}.bin", "bytes": len(data), "sha256": sha})
+        tensors.append({"name": f"model.layers.{i}.mlp.weight", "shape": [16, 16], "format": "f32", "shard": i,
+                        "offset": 0, "bytes": 1024,
+                        "parts": [{"name": "data", "dtype": "f32", "shape": [16, 16], "offset": 0, "bytes": 1024}]})
+    contents = {"tokenizer.json": json.dumps({"model": {"type": "BPE"}, "name": name}).encode(),
+                "tokenizer_config.json": b'{"bos_token": "<s>"}',
+                **(extra_files or {})}
+    files = []
+    for rel, data in contents.items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_bytes(data)
+        files.append({"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    weights = sum(t["bytes"] for t in tensors)
+    manifest = {
+        "format": "llmpack-bundle", "version": 1, "generator": "llmpack-tests",
+        "created": "2026-11-23T08:00:00Z",
+        "model": {"name": name, "architecture": "llama", "hf_architecture": "LlamaForCausalLM",
+                  "source": {"kind": "safetensors", "name": name}, "license": license, "parameters": 512,
+                  "config": {"vocab_size": 32, "hidden_size": 16}, "hf_config": {}},
+        "quantization": {"scheme": "f32", "compute": "f32", "bits_per_weight": 32.0},
+        "tokenizer": {"file": "tokenizer.json", "config_file": "tokenizer_config.json", "chat_template": None,
+                      "bos_token": "<s>", "eos_token": "</s>", "add_bos_token": False},
+        "generation": {"eos_token_ids": [2], "bos_token_id": 1, "temperature": 0.7, "top_p": 0.9, "top_k": 0,
+                       "repetition_penalty": 1.0, "max_new_tokens": 64},
+        "tensors": tensors, "shards": shards, "files": files,
+        "memory": {"weights_bytes": weights, "kv_cache_bytes_per_token": 256, "context_window": 128,
+                   "estimate_bytes": weights + 256 * 128 + 4096},
+    }
+    if requirements is not None:
+        manifest["requirements"] = requirements
+    (path / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return path
+
+
+def bundle_files(path: Path) -> dict[str, bytes]:
+    """Every file of a bundle folder, by relative path."""
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the real `llmpack` entry point (packager.cli:main) in a subprocess."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    full_env.pop("LLMPACK_REGISTRY", None) if env is None or "LLMPACK_REGISTRY" not in env else None
+    return subprocess.run([sys.executable, "-m", "packager.cli", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(params=["local", "memory"])
+def registry_url(request, tmp_path):
+    """A fresh, empty registry location: a local folder, or a memory:// prefix."""
+    if request.param == "local":
+        yield str(tmp_path / "registry")
+    else:
+        url = f"memory://registry-{uuid.uuid4().hex}"
+        yield url
+        import fsspec
+        fs = fsspec.filesystem("memory")
+        if fs.exists(url):
+            fs.rm(url, recursive=True)
