@@ -135,13 +135,13 @@ def _write_shards(ck: Checkpoint, plan, scheme, root: Path, shard_size: int, pro
                 bad = int(np.size(w) - np.count_nonzero(np.isfinite(w)))
                 raise PackError(f"tensor {name} has {bad} non-finite values (NaN/inf); the checkpoint is corrupt")
             fmt = choose_format(scheme, shape, role)
-            layout, blob = fmt.encode_bytes(w.reshape(shape if len(shape) == 2 else (1, -1)))
+            layout, pieces = fmt.encode_bytes(w.reshape(shape if len(shape) == 2 else (1, -1)))
             del w
-            shard, offset = writer.append(blob)
+            shard, offset = writer.append(pieces)
             specs = {p.name: p for p in fmt.parts(shape if len(shape) == 2 else (1, shape[0]))}
             records.append({
                 "name": name, "shape": list(shape), "format": fmt.name,
-                "shard": shard, "offset": offset, "bytes": len(blob),
+                "shard": shard, "offset": offset, "bytes": sum(p.nbytes for p in pieces),
                 "parts": [{"name": p, "dtype": specs[p].dtype, "shape": list(specs[p].shape),
                            "offset": o, "bytes": n} for p, o, n in layout],
             })

@@ -53,26 +53,27 @@ class ShardWriter:
         self.shards.append({"file": f"{SHARD_DIR}/{final.name}", "bytes": self._pos, "sha256": digest})
         self._file = None
 
-    def append(self, blob: bytes) -> tuple[int, int]:
-        """Store `blob`; return (index of the shard it starts in, offset in that shard)."""
-        n = len(blob)
+    def append(self, pieces: list[memoryview]) -> tuple[int, int]:
+        """Store the concatenation of `pieces` (one tensor); return (index of the shard it
+        starts in, offset in that shard)."""
+        n = sum(p.nbytes for p in pieces)
         if self._file is not None:
             pad = -self._pos % PART_ALIGN
             if self._pos + pad + n > self.shard_size:
                 self._finish()
             elif pad:
-                self._write(b"\0" * pad)
+                self._write(bytes(pad))
         if self._file is None:
             self._open()
         start = (len(self.shards), self._pos)
-        view = memoryview(blob)
-        while len(view):
-            room = self.shard_size - self._pos
-            self._write(view[:room])
-            view = view[room:]
-            if len(view):  # only a tensor larger than a shard gets here
-                self._finish()
-                self._open()
+        for view in pieces:
+            while len(view):
+                if self._pos == self.shard_size:  # only a tensor larger than a shard gets here
+                    self._finish()
+                    self._open()
+                room = self.shard_size - self._pos
+                self._write(view[:room])
+                view = view[room:]
         return start
 
     def close(self) -> list[dict]:

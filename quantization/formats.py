@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PART_ALIGN = 256  # every part starts at a multiple of this inside its shard stream
+ENCODE_BLOCK_ELEMENTS = 1 << 21  # quantize this many elements at a time
 
 
 class FormatError(ValueError):
@@ -217,14 +218,18 @@ class Format:
         if not self.quantized:
             return {"weight": np.ascontiguousarray(w, dtype=NUMPY_DTYPES[self.name])}
         self.parts(w.shape)
+        # Row blocks bound the quantizers' temporaries, whatever the tensor's size.
+        step = max(1, ENCODE_BLOCK_ELEMENTS // w.shape[1])
+        blocks = [self._encode_rows(w[r:r + step]) for r in range(0, w.shape[0], step)]
+        return {k: np.ascontiguousarray(np.concatenate([b[k] for b in blocks])) for k in blocks[0]}
+
+    def _encode_rows(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        dt = NUMPY_DTYPES[self.scale_dtype]
         if self.asymmetric:
             q, s, m = quantize_asymmetric(w, self.bits, self.group, self.scale_dtype)
-            out = {"qweight": pack_codes(q, self.bits), "scales": s, "mins": m}
-        else:
-            q, s = quantize_symmetric(w, self.bits, self.group, self.scale_dtype, SYMMETRIC_SEARCH[self.bits])
-            out = {"qweight": pack_codes(q, self.bits), "scales": s}
-        dt = NUMPY_DTYPES[self.scale_dtype]
-        return {k: np.ascontiguousarray(v if k == "qweight" else v.astype(dt)) for k, v in out.items()}
+            return {"qweight": pack_codes(q, self.bits), "scales": s.astype(dt), "mins": m.astype(dt)}
+        q, s = quantize_symmetric(w, self.bits, self.group, self.scale_dtype, SYMMETRIC_SEARCH[self.bits])
+        return {"qweight": pack_codes(q, self.bits), "scales": s.astype(dt)}
 
     def decode(self, parts: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
         """{part name: array} -> float32 array of `shape`."""
@@ -236,20 +241,22 @@ class Format:
             return dequantize_asymmetric(q, scales, parts["mins"].reshape(shape[0], -1), self.group)
         return dequantize_symmetric(q, scales, self.bits, self.group)
 
-    def encode_bytes(self, w: np.ndarray) -> tuple[list[tuple[str, int, int]], bytes]:
+    def encode_bytes(self, w: np.ndarray) -> tuple[list[tuple[str, int, int]], list[memoryview]]:
         """Encode and lay the parts out back to back, each at a PART_ALIGN offset.
 
-        Returns ([(part, offset, nbytes)], blob). Offsets are relative to the blob."""
-        layout, chunks, pos = [], [], 0
+        Returns ([(part, offset, nbytes)], pieces): the blob is the concatenation of
+        `pieces` (parts and zero padding, without copying the parts)."""
+        layout, pieces, pos = [], [], 0
         for name, arr in self.encode(w).items():
             pad = -pos % PART_ALIGN
-            chunks.append(b"\0" * pad)
-            pos += pad
-            data = arr.tobytes()
-            layout.append((name, pos, len(data)))
-            chunks.append(data)
-            pos += len(data)
-        return layout, b"".join(chunks)
+            if pad:
+                pieces.append(memoryview(bytes(pad)))
+                pos += pad
+            data = memoryview(arr).cast("B")
+            layout.append((name, pos, data.nbytes))
+            pieces.append(data)
+            pos += data.nbytes
+        return layout, pieces
 
     def decode_bytes(self, blob: memoryview | bytes, layout: list[dict], shape) -> np.ndarray:
         specs = {p.name: p for p in self.parts(shape)}

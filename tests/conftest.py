@@ -34,4 +34,42 @@ def smollm2_path() -> Path:
     return path
 
 
-__all__ = ["TINY_VARIANTS"]
+__all__ = ["TINY_VARIANTS", "CHAT_PROMPTS"]
+
+
+@pytest.fixture(scope="session")
+def smollm2_bundle(smollm2_path, tmp_path_factory):
+    """smollm2_bundle(quant, **package_kw) -> path of SmolLM2 packaged once per (quant, kw)."""
+    from packager.bundle import package_model
+
+    cache = {}
+
+    def get(quant: str = "q4f32", **kw) -> Path:
+        key = (quant, tuple(sorted(kw.items())))
+        if key not in cache:
+            out = tmp_path_factory.mktemp("smollm2") / f"smollm2-{quant}"
+            package_model(smollm2_path, out, quant=quant, **kw)
+            cache[key] = out
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf(smollm2_path):
+    """(transformers model on the GGUF's dequantized weights, its tokenizer), CPU, f32."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kw = dict(gguf_file=smollm2_path.name)
+    tok = AutoTokenizer.from_pretrained(smollm2_path.parent, **kw)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path.parent, dtype=torch.float32, **kw).eval()
+    return model, tok
+
+
+CHAT_PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "system", "content": "You are a concise assistant."},
+     {"role": "user", "content": "Write a haiku about the sea."}],
+    [{"role": "user", "content": "List three uses of a paperclip."}],
+]

@@ -1,0 +1,65 @@
+"""The real model: SmolLM2-135M-Instruct bundles greedy-decode what transformers does."""
+
+import numpy as np
+import pytest
+
+from conftest import CHAT_PROMPTS
+from packager.reference import ReferenceModel
+
+pytestmark = pytest.mark.slow
+NEW_TOKENS = 32
+
+
+def hf_greedy(model, prompt, n):
+    import torch
+    ids, out, cache = torch.tensor([prompt]), [], None
+    with torch.no_grad():
+        for _ in range(n):
+            r = model(ids, past_key_values=cache, use_cache=True)
+            cache = r.past_key_values
+            tok = int(r.logits[0, -1].argmax())
+            out.append(tok)
+            ids = torch.tensor([[tok]])
+    return out
+
+
+def chat_ids(tok, messages):
+    return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+
+
+def test_manifest_of_real_model(smollm2_bundle):
+    from packager.reference import load_manifest
+    m = load_manifest(smollm2_bundle("q4f16"))
+    assert m["model"]["config"]["num_hidden_layers"] == 30 and m["model"]["license"] == "apache-2.0"
+    assert m["model"]["parameters"] == 134515008
+    assert "<|im_start|>" in m["tokenizer"]["chat_template"]
+    assert 4.4 < m["quantization"]["bits_per_weight"] < 4.6
+
+
+def test_f32_bundle_greedy_equals_transformers(smollm2_bundle, smollm2_hf):
+    model, tok = smollm2_hf
+    ref = ReferenceModel(smollm2_bundle("f32"))
+    for messages in CHAT_PROMPTS:
+        prompt = chat_ids(tok, messages)
+        assert ref.greedy(prompt, NEW_TOKENS) == hf_greedy(model, prompt, NEW_TOKENS)
+
+
+@pytest.mark.parametrize("quant", ["q4f16", "q4f32"])
+def test_q4_bundle_greedy_equals_transformers_on_dequantized_weights(quant, smollm2_bundle, smollm2_hf):
+    import copy
+
+    import torch
+    model, tok = smollm2_hf
+    ref = ReferenceModel(smollm2_bundle(quant))
+    deq = copy.deepcopy(model)
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in ref.w.items()}
+    missing, unexpected = deq.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}
+    deq.tie_weights()
+    outputs = []
+    for messages in CHAT_PROMPTS:
+        prompt = chat_ids(tok, messages)
+        got = ref.greedy(prompt, NEW_TOKENS)
+        assert got == hf_greedy(deq, prompt, NEW_TOKENS)
+        outputs.append(tok.decode(got))
+    assert any("Paris" in o for o in outputs), outputs  # still a working model after 4-bit
