@@ -1,0 +1,115 @@
+/**
+ * The bundle's tokenizer: tokenizer.json / tokenizer_config.json through
+ * @huggingface/tokenizers, the chat template through @huggingface/jinja.
+ */
+import { Template } from "@huggingface/jinja";
+import { Tokenizer } from "@huggingface/tokenizers";
+import { IncrementalDecoder } from "./detokenizer.js";
+import type { Manifest } from "./manifest.js";
+
+export interface ChatMessage {
+  role: string;
+  content: string;
+  [key: string]: unknown;
+}
+
+export interface TokenizerSource {
+  fetchJson<T = unknown>(path: string, signal?: AbortSignal): Promise<T>;
+}
+
+export class BundleTokenizer {
+  readonly eosTokenIds: ReadonlySet<number>;
+  readonly bosTokenId: number | null;
+  private readonly tok: Tokenizer;
+  private template: Template | null = null;
+
+  constructor(
+    tokenizerJson: object,
+    private readonly config: Record<string, unknown>,
+    private readonly info: Manifest["tokenizer"],
+    generation?: Partial<Manifest["generation"]>,
+  ) {
+    this.tok = new Tokenizer(tokenizerJson, config);
+    const eos = new Set<number>(generation?.eos_token_ids ?? []);
+    const eosId = info.eos_token ? this.tok.token_to_id(info.eos_token) : undefined;
+    if (eosId !== undefined) eos.add(eosId);
+    this.eosTokenIds = eos;
+    const bosId = info.bos_token ? this.tok.token_to_id(info.bos_token) : undefined;
+    this.bosTokenId = bosId ?? generation?.bos_token_id ?? null;
+  }
+
+  /** Loads tokenizer.json and tokenizer_config.json named by the manifest. */
+  static async load(manifest: Manifest, source: TokenizerSource, signal?: AbortSignal): Promise<BundleTokenizer> {
+    const info = manifest.tokenizer;
+    const [json, config] = await Promise.all([
+      source.fetchJson<object>(info.file, signal),
+      info.config_file ? source.fetchJson<Record<string, unknown>>(info.config_file, signal) : Promise.resolve({}),
+    ]);
+    return new BundleTokenizer(json, config, info, manifest.generation);
+  }
+
+  get vocabSize(): number {
+    return this.tok.get_vocab(true).size;
+  }
+
+  /**
+   * Text to ids. With `addSpecialTokens` (default) the tokenizer's post-processor adds
+   * what the model expects around plain text (e.g. BOS), as `tokenizer(text)` does in
+   * transformers.
+   */
+  encode(text: string, { addSpecialTokens = true } = {}): number[] {
+    if (!text) return addSpecialTokens && this.needsBos([]) ? [this.bosTokenId!] : [];
+    const ids = this.tok.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+    return addSpecialTokens && this.needsBos(ids) ? [this.bosTokenId!, ...ids] : ids;
+  }
+
+  /** `add_bos_token` for tokenizers whose post-processor does not add it itself. */
+  private needsBos(ids: number[]): boolean {
+    return this.info.add_bos_token && this.bosTokenId !== null && ids[0] !== this.bosTokenId;
+  }
+
+  decode(ids: ArrayLike<number>, { skipSpecialTokens = true } = {}): string {
+    if (ids.length === 0) return "";
+    return this.tok.decode(Array.from(ids), { skip_special_tokens: skipSpecialTokens });
+  }
+
+  tokenId(token: string): number | undefined {
+    return this.tok.token_to_id(token);
+  }
+
+  get hasChatTemplate(): boolean {
+    return this.chatTemplateSource() !== null;
+  }
+
+  private chatTemplateSource(): string | null {
+    if (this.info.chat_template) return this.info.chat_template;
+    const fromConfig = this.config.chat_template;
+    return typeof fromConfig === "string" ? fromConfig : null;
+  }
+
+  /** Renders the conversation with the model's chat template, as transformers' apply_chat_template(tokenize=False). */
+  applyChatTemplate(messages: ChatMessage[], { addGenerationPrompt = true, extra = {} as Record<string, unknown> } = {}): string {
+    if (!this.template) {
+      const src = this.chatTemplateSource();
+      if (src === null) throw new Error("this bundle has no chat template; use engine.generate() with a raw prompt");
+      this.template = new Template(src);
+    }
+    return this.template.render({
+      bos_token: this.info.bos_token ?? "",
+      eos_token: this.info.eos_token ?? "",
+      ...extra,
+      messages,
+      add_generation_prompt: addGenerationPrompt,
+    });
+  }
+
+  /** The prompt ids of a conversation: the template supplies the special tokens. */
+  encodeChat(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): number[] {
+    return this.encode(this.applyChatTemplate(messages, opts), { addSpecialTokens: false });
+  }
+
+  /** A decoder that turns generated ids into text deltas, holding back incomplete characters. */
+  streamDecoder(): IncrementalDecoder {
+    return new IncrementalDecoder((ids) => this.decode(ids));
+  }
+}
