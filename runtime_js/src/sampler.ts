@@ -1,0 +1,231 @@
+/**
+ * Next-token selection from a logits vector.
+ *
+ * Order of operations (as transformers' generate):
+ *   1. repetition_penalty (Hugging Face semantics): for every token seen in the prompt
+ *      or the output, a positive logit is divided by the penalty, a negative one
+ *      multiplied by it;
+ *   2. frequency_penalty / presence_penalty (OpenAI semantics), over the generated
+ *      tokens only: logit -= count * frequency_penalty + (count > 0) * presence_penalty;
+ *   3. temperature 0 (or top_k 1): argmax, lowest id on ties (as torch.argmax);
+ *      else logits / temperature, top-k, softmax, top-p (the smallest set of most
+ *      likely tokens whose probability reaches top_p), then one draw from a seeded
+ *      PRNG. The same seed and logits always give the same token sequence.
+ */
+
+export interface SamplingParams {
+  /** 0: greedy (default 1) */
+  temperature?: number;
+  /** 0: off */
+  top_k?: number;
+  /** 1: off */
+  top_p?: number;
+  /** 1: off */
+  repetition_penalty?: number;
+  /** 0: off; -2..2 in OpenAI's API */
+  frequency_penalty?: number;
+  /** 0: off; -2..2 in OpenAI's API */
+  presence_penalty?: number;
+  /** PRNG seed; random when absent */
+  seed?: number;
+}
+
+/** xoshiro128** (Blackman & Vigna), seeded through splitmix32. */
+export class Prng {
+  private s = new Uint32Array(4);
+
+  constructor(seed: number) {
+    // Use all 53 bits of an integer seed: low word and high word both feed splitmix.
+    let x = (seed >>> 0) ^ Math.imul(Math.floor(seed / 2 ** 32) >>> 0, 0x9e3779b9);
+    for (let i = 0; i < 4; i++) {
+      x = (x + 0x9e3779b9) | 0;
+      let z = x;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+      this.s[i] = (z ^ (z >>> 16)) >>> 0;
+    }
+    if (!(this.s[0] | this.s[1] | this.s[2] | this.s[3])) this.s[0] = 1;
+  }
+
+  nextUint32(): number {
+    const s = this.s;
+    const r = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
+    const t = s[1] << 9;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 11);
+    return r;
+  }
+
+  /** uniform in [0, 1) with 53 random bits */
+  next(): number {
+    const hi = this.nextUint32() >>> 5;
+    const lo = this.nextUint32() >>> 6;
+    return (hi * 67108864 + lo) / 9007199254740992;
+  }
+}
+
+function rotl(x: number, k: number): number {
+  return (x << k) | (x >>> (32 - k));
+}
+
+export function randomSeed(): number {
+  const a = new Uint32Array(2);
+  globalThis.crypto.getRandomValues(a);
+  return (a[0] & 0x1fffff) * 2 ** 32 + a[1];
+}
+
+export class Sampler {
+  readonly seed: number;
+  private readonly rng: Prng;
+  private readonly temperature: number;
+  private readonly topK: number;
+  private readonly topP: number;
+  private readonly repetition: number;
+  private readonly frequency: number;
+  private readonly presence: number;
+  /** tokens seen in prompt or output (for repetition_penalty) */
+  private readonly seen = new Set<number>();
+  /** counts of generated tokens (for frequency/presence penalties) */
+  private readonly counts = new Map<number, number>();
+  private scratch = new Float64Array(0);
+  private order = new Int32Array(0);
+
+  constructor(params: SamplingParams = {}, promptTokens: ArrayLike<number> = []) {
+    this.temperature = params.temperature ?? 1;
+    this.topK = Math.max(0, Math.floor(params.top_k ?? 0));
+    this.topP = params.top_p ?? 1;
+    this.repetition = params.repetition_penalty ?? 1;
+    this.frequency = params.frequency_penalty ?? 0;
+    this.presence = params.presence_penalty ?? 0;
+    if (!(this.temperature >= 0)) throw new RangeError(`temperature must be >= 0, got ${params.temperature}`);
+    if (!(this.topP > 0 && this.topP <= 1)) throw new RangeError(`top_p must be in (0, 1], got ${params.top_p}`);
+    if (!(this.repetition > 0)) throw new RangeError(`repetition_penalty must be > 0, got ${params.repetition_penalty}`);
+    for (const [name, v] of [["frequency_penalty", this.frequency], ["presence_penalty", this.presence]] as const) {
+      if (!Number.isFinite(v)) throw new RangeError(`${name} must be a number, got ${v}`);
+    }
+    this.seed = params.seed ?? randomSeed();
+    if (!Number.isSafeInteger(this.seed)) throw new RangeError(`seed must be an integer, got ${params.seed}`);
+    this.rng = new Prng(this.seed);
+    for (let i = 0; i < promptTokens.length; i++) this.seen.add(promptTokens[i]);
+  }
+
+  get greedy(): boolean {
+    return this.temperature === 0 || this.topK === 1;
+  }
+
+  /** Picks the next token and records it as generated. `logits` is not modified. */
+  sample(logits: Float32Array): number {
+    const x = this.penalized(logits);
+    const token = this.greedy ? argmax(x) : this.draw(x);
+    this.seen.add(token);
+    this.counts.set(token, (this.counts.get(token) ?? 0) + 1);
+    return token;
+  }
+
+  private penalized(logits: Float32Array): Float64Array {
+    if (this.scratch.length !== logits.length) this.scratch = new Float64Array(logits.length);
+    const x = this.scratch;
+    x.set(logits);
+    if (this.repetition !== 1) {
+      for (const t of this.seen) {
+        if (t < x.length) x[t] = x[t] < 0 ? x[t] * this.repetition : x[t] / this.repetition;
+      }
+    }
+    if (this.frequency !== 0 || this.presence !== 0) {
+      for (const [t, c] of this.counts) if (t < x.length) x[t] -= c * this.frequency + this.presence;
+    }
+    return x;
+  }
+
+  private draw(x: Float64Array): number {
+    const n = x.length;
+    const invT = 1 / this.temperature;
+    // Candidates: the top-k ids, or every id with a finite logit.
+    let cand: Int32Array;
+    if (this.topK > 0 && this.topK < n) {
+      cand = topK(x, this.topK);
+    } else {
+      if (this.order.length !== n) this.order = new Int32Array(n);
+      let m = 0;
+      for (let i = 0; i < n; i++) if (x[i] > -Infinity) this.order[m++] = i;
+      cand = this.order.subarray(0, m);
+    }
+    if (cand.length === 0) return argmax(x);
+    let max = -Infinity;
+    for (const i of cand) if (x[i] > max) max = x[i];
+    // Unnormalized probabilities, in place (x is scratch).
+    let z = 0;
+    for (const i of cand) {
+      const p = Math.exp((x[i] - max) * invT);
+      x[i] = p;
+      z += p;
+    }
+    if (this.topP < 1) {
+      const kept = nucleus(x, cand, z, this.topP);
+      cand = kept.ids;
+      z = kept.mass;
+    }
+    let u = this.rng.next() * z;
+    for (const i of cand) {
+      u -= x[i];
+      if (u < 0) return i;
+    }
+    return cand[cand.length - 1]; // u == z up to rounding
+  }
+}
+
+function argmax(x: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+/** The k ids with the largest values (ties: lower id first), by a min-heap. */
+function topK(x: Float64Array, k: number): Int32Array {
+  const heap = new Int32Array(k);
+  // "less" = worse candidate: smaller value, or equal value and larger id.
+  const less = (a: number, b: number) => x[a] < x[b] || (x[a] === x[b] && a > b);
+  const siftDown = (i: number) => {
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < k && less(heap[l], heap[m])) m = l;
+      if (r < k && less(heap[r], heap[m])) m = r;
+      if (m === i) return;
+      [heap[i], heap[m]] = [heap[m], heap[i]];
+      i = m;
+    }
+  };
+  for (let i = 0; i < k; i++) heap[i] = i;
+  for (let i = (k >> 1) - 1; i >= 0; i--) siftDown(i);
+  for (let i = k; i < x.length; i++) {
+    if (less(heap[0], i)) {
+      heap[0] = i;
+      siftDown(0);
+    }
+  }
+  return heap.sort((a, b) => x[b] - x[a] || a - b).filter((i) => x[i] > -Infinity);
+}
+
+/**
+ * Top-p over unnormalized probabilities `p[ids]` with total `z`: the most likely ids
+ * until their mass reaches top_p. Only ids with p >= (1 - top_p) * z / n need sorting:
+ * the others weigh less than (1 - top_p) * z together, so the cut lies before them.
+ */
+function nucleus(p: Float64Array, ids: Int32Array, z: number, topP: number): { ids: Int32Array; mass: number } {
+  const floor = ((1 - topP) * z) / ids.length;
+  const big = ids.filter((i) => p[i] >= floor).sort((a, b) => p[b] - p[a] || a - b);
+  const target = topP * z;
+  let mass = 0;
+  let n = 0;
+  while (n < big.length) {
+    mass += p[big[n++]];
+    if (mass >= target) break;
+  }
+  return { ids: big.subarray(0, n), mass };
+}

@@ -1,0 +1,138 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { Prng, Sampler, type SamplingParams } from "../src/sampler.js";
+
+const LOGITS = Float32Array.from([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0]);
+
+function softmax(x: ArrayLike<number>, t = 1): number[] {
+  const m = Math.max(...Array.from(x));
+  const e = Array.from(x, (v) => Math.exp((v - m) / t));
+  const z = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / z);
+}
+
+function histogram(params: SamplingParams, n: number, logits = LOGITS): number[] {
+  const counts = new Array(logits.length).fill(0);
+  // A fresh sampler per draw: penalties would otherwise change the distribution.
+  const rng = new Prng(12345);
+  for (let i = 0; i < n; i++) counts[new Sampler({ ...params, seed: rng.nextUint32() }).sample(logits)]++;
+  return counts;
+}
+
+/** Pearson's chi-square of observed counts against expected probabilities (zero-probability bins must be empty). */
+function chiSquare(counts: number[], probs: number[]): number {
+  const n = counts.reduce((a, b) => a + b, 0);
+  let chi = 0;
+  counts.forEach((c, i) => {
+    if (probs[i] === 0) assert.equal(c, 0, `token ${i} has probability 0 but was drawn ${c} times`);
+    else chi += (c - n * probs[i]) ** 2 / (n * probs[i]);
+  });
+  return chi;
+}
+
+// 99.9th percentile of chi-square for 7 degrees of freedom (fewer for restricted sets: still a safe bound).
+const CHI2_CRIT = 24.32;
+const N = 20000;
+
+describe("sampler distribution", () => {
+  test("temperature 1 samples the softmax", () => {
+    assert.ok(chiSquare(histogram({ temperature: 1 }, N), softmax(LOGITS)) < CHI2_CRIT);
+  });
+
+  test("temperature scales the logits", () => {
+    assert.ok(chiSquare(histogram({ temperature: 0.5 }, N), softmax(LOGITS, 0.5)) < CHI2_CRIT);
+    assert.ok(chiSquare(histogram({ temperature: 2 }, N), softmax(LOGITS, 2)) < CHI2_CRIT);
+  });
+
+  test("top-k keeps the k most likely tokens, renormalized", () => {
+    const p = softmax(LOGITS.slice(0, 3));
+    const probs = [...p, 0, 0, 0, 0, 0];
+    assert.ok(chiSquare(histogram({ temperature: 1, top_k: 3 }, N), probs) < CHI2_CRIT);
+  });
+
+  test("top-p keeps the smallest set reaching p", () => {
+    const full = softmax(LOGITS); // cumulative: .40 .65 .80 .89 ...
+    const cum = full.map((_, i) => full.slice(0, i + 1).reduce((a, b) => a + b, 0));
+    const keep = cum.findIndex((c) => c >= 0.7) + 1;
+    assert.equal(keep, 3);
+    const mass = cum[keep - 1];
+    const probs = full.map((v, i) => (i < keep ? v / mass : 0));
+    assert.ok(chiSquare(histogram({ temperature: 1, top_p: 0.7 }, N), probs) < CHI2_CRIT);
+  });
+
+  test("top-p over a large vocabulary matches a full sort", () => {
+    const rng = new Prng(7);
+    const logits = Float32Array.from({ length: 5000 }, () => rng.next() * 8);
+    const p = softmax(logits);
+    const order = p.map((v, i) => [v, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+    let mass = 0;
+    const allowed = new Set<number>();
+    for (const [v, i] of order) {
+      allowed.add(i);
+      mass += v;
+      if (mass >= 0.5) break;
+    }
+    const s = new Sampler({ temperature: 1, top_p: 0.5, seed: 3 });
+    for (let i = 0; i < 300; i++) assert.ok(allowed.has(s.sample(logits)));
+  });
+
+  test("-Infinity logits are never drawn", () => {
+    const logits = Float32Array.from([0, -Infinity, 0, -Infinity]);
+    const c = histogram({ temperature: 1 }, 2000, logits);
+    assert.equal(c[1] + c[3], 0);
+  });
+});
+
+describe("sampler determinism and penalties", () => {
+  test("same seed, same tokens; different seed, different tokens", () => {
+    const run = (seed: number) => {
+      const s = new Sampler({ temperature: 1.2, top_p: 0.95, top_k: 6, seed });
+      return Array.from({ length: 64 }, () => s.sample(LOGITS));
+    };
+    assert.deepEqual(run(42), run(42));
+    assert.notDeepEqual(run(42), run(43));
+    assert.notDeepEqual(run(2 ** 40), run(2 ** 40 + 2 ** 33)); // high seed bits matter
+  });
+
+  test("greedy is argmax, lowest id on ties, and needs no seed", () => {
+    assert.equal(new Sampler({ temperature: 0 }).sample(LOGITS), 0);
+    assert.equal(new Sampler({ temperature: 0 }).sample(Float32Array.from([1, 3, 3, 2])), 1);
+    assert.equal(new Sampler({ temperature: 5, top_k: 1 }).sample(Float32Array.from([1, 3, 4, 2])), 2);
+  });
+
+  test("repetition_penalty follows Hugging Face (divide positive, multiply negative, prompt included)", () => {
+    // token 0 (logit 2.0, in the prompt) / 2 = 1.0 loses to token 1 (1.5)
+    assert.equal(new Sampler({ temperature: 0, repetition_penalty: 2 }, [0]).sample(LOGITS), 1);
+    // a negative logit gets more negative: -0.5 * 4 = -2 < -1
+    const neg = Float32Array.from([-0.5, -1.0]);
+    assert.equal(new Sampler({ temperature: 0, repetition_penalty: 4 }, [0]).sample(neg), 1);
+    // generated tokens count too
+    const s = new Sampler({ temperature: 0, repetition_penalty: 2 });
+    assert.deepEqual([s.sample(LOGITS), s.sample(LOGITS), s.sample(LOGITS)], [0, 1, 0]);
+  });
+
+  test("frequency and presence penalties follow OpenAI (generated tokens only)", () => {
+    const flat = Float32Array.from([1.0, 0.9, 0.0]);
+    // prompt tokens are not penalized
+    assert.equal(new Sampler({ temperature: 0, presence_penalty: 2 }, [0]).sample(flat), 0);
+    // presence: once drawn, token 0 loses 0.5 -> 0.5 < 0.9
+    const p = new Sampler({ temperature: 0, presence_penalty: 0.5 });
+    assert.deepEqual([p.sample(flat), p.sample(flat), p.sample(flat)], [0, 1, 0]);
+    // frequency: -0.3 per occurrence -> 0, 0 (0.7 < 0.9 -> 1), ...
+    const f = new Sampler({ temperature: 0, frequency_penalty: 0.3 });
+    assert.deepEqual([0, 1, 2, 3].map(() => f.sample(flat)), [0, 1, 0, 1]);
+  });
+
+  test("sample() leaves the caller's logits untouched", () => {
+    const copy = LOGITS.slice();
+    new Sampler({ temperature: 0.7, repetition_penalty: 1.3, frequency_penalty: 1, top_p: 0.9, seed: 1 }, [0, 1]).sample(LOGITS);
+    assert.deepEqual(LOGITS, copy);
+  });
+
+  test("invalid parameters throw", () => {
+    assert.throws(() => new Sampler({ temperature: -1 }), RangeError);
+    assert.throws(() => new Sampler({ top_p: 0 }), RangeError);
+    assert.throws(() => new Sampler({ repetition_penalty: 0 }), RangeError);
+    assert.throws(() => new Sampler({ seed: 1.5 }), RangeError);
+  });
+});
