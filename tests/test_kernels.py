@@ -1,0 +1,351 @@
+"""Every WGSL kernel, f32 and f16 variants, against small numpy implementations of its op.
+
+Runs on whatever WebGPU adapter wgpu-py finds (lavapipe on CI). Inputs are random;
+outputs are poisoned with NaN before each run so that unwritten elements fail.
+Errors are max|gpu - ref| / max|ref|: <= 1e-5 for f32, <= 2e-3 for f16 (whose inputs
+are f16 values and whose outputs are stored as f16).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from packager.compile import WEIGHT_PARTS, render
+from packager.gpu_executor import PipelineCache, request_device, run_kernel
+from packager.plan import rope_inv_freq
+from quantization.formats import FORMATS
+
+TOL = {"f32": 1e-5, "f16": 2e-3}
+ACT = {"f32": np.float32, "f16": np.float16}
+SEQ_LENS = (1, 7, 64, 300)
+VARIANTS = ("f32", "f16")
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    try:
+        dev = request_device(f16=True)
+    except RuntimeError:
+        dev = request_device(f16=False)
+    return dev, PipelineCache(dev)
+
+
+def need_variant(dev, variant):
+    if variant == "f16" and "shader-f16" not in dev.features:
+        pytest.skip("adapter lacks shader-f16")
+
+
+def rel_err(got, ref):
+    got = np.asarray(got, np.float64)
+    ref = np.asarray(ref, np.float64)
+    assert got.shape == ref.shape
+    assert np.all(np.isfinite(got)), f"{np.sum(~np.isfinite(got))} unwritten / non-finite elements"
+    return float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-30))
+
+
+def act_arr(a, variant):
+    """Round an array to the variant's activation type (returned as that numpy type)."""
+    return np.asarray(a, np.float32).astype(ACT[variant])
+
+
+def as_act(raw: np.ndarray, variant, shape):
+    return raw.view(ACT[variant]).reshape(shape).astype(np.float64)
+
+
+def weight_parts(fmt, w):
+    """Encode w with the format; returns (binding -> array, dequantized float64 weights)."""
+    f = FORMATS[fmt]
+    parts = f.encode(w)
+    deq = f.decode(parts, w.shape).astype(np.float64)
+    return {8 + i: np.ascontiguousarray(parts[p]) for i, p in enumerate(WEIGHT_PARTS[fmt])}, deq
+
+
+def row_block(parts: dict[int, np.ndarray], r0, r1):
+    return {b: np.ascontiguousarray(a.reshape(a.shape[0], -1)[r0:r1]) for b, a in parts.items()}
+
+
+BIND_MM = [(0, "uniform"), (1, "read-only-storage"), (2, "storage")]
+
+
+def wbinds(fmt):
+    return [(8 + i, "read-only-storage") for i in range(len(WEIGHT_PARTS[fmt]))]
+
+
+# ---------------------------------------------------------------------------------------
+# matmul (decode mat-vec and tiled prefill), every weight format
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("path", ["matvec", "matmul"])
+@pytest.mark.parametrize("fmt", list(WEIGHT_PARTS))
+def test_matmul(gpu, fmt, path, variant):
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(hash((fmt, path, variant)) % 2**32)
+    K, N = 256, 200
+    w = rng.normal(0, 1, (N, K)).astype(np.float32)
+    parts, deq = weight_parts(fmt, w)
+    code = render(path, variant, {"K": K, "N": N}, fmt)
+    modules = None
+    for seq in SEQ_LENS:
+        x = act_arr(rng.normal(0, 1, (seq, K)), variant)
+        ref = x.astype(np.float64) @ deq.T
+        wg = (math.ceil(N / 4), seq, 1) if path == "matvec" else (math.ceil(N / 32), math.ceil(seq / 32), 1)
+        out = run_kernel(dev, cache, code, BIND_MM + wbinds(fmt),
+                         {1: x, 2: np.zeros((seq, N), ACT[variant]), **parts},
+                         [seq, 0, N], wg, read=[2], poison=[2])
+        got = as_act(out[2], variant, (seq, N))
+        assert rel_err(got, ref) <= TOL[variant], (seq, rel_err(got, ref))
+        if modules is None:
+            modules = cache.modules
+        assert cache.modules == modules, "a new seq_len must not compile a new kernel"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("path", ["matvec", "matmul"])
+def test_matmul_row_blocks_and_f32_out(gpu, path, variant):
+    """A weight split into row blocks, one dispatch per block, each writing its rows."""
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(7)
+    fmt, K, N, seq = "q4f16", 128, 328, 7
+    w = rng.normal(0, 1, (N, K)).astype(np.float32)
+    parts, deq = weight_parts(fmt, w)
+    x = act_arr(rng.normal(0, 1, (seq, K)), variant)
+    ref = x.astype(np.float64) @ deq.T
+    code = render(path, variant, {"K": K, "N": N, "OUT": "f32"}, fmt)
+    got = np.full((seq, N), np.nan)
+    for r0, r1 in [(0, 128), (128, 256), (256, N)]:
+        rows = r1 - r0
+        wg = (math.ceil(rows / 4), seq, 1) if path == "matvec" else (math.ceil(rows / 32), math.ceil(seq / 32), 1)
+        out = run_kernel(dev, cache, code, BIND_MM + wbinds(fmt),
+                         {1: x, 2: np.zeros((seq, N), np.float32), **row_block(parts, r0, r1)},
+                         [seq, r0, rows], wg, read=[2], poison=[2])
+        block = out[2].view(np.float32).reshape(seq, N)
+        assert np.all(np.isnan(np.delete(block, np.s_[r0:r1], axis=1))), "wrote outside its rows"
+        got[:, r0:r1] = block[:, r0:r1]
+    assert rel_err(got, ref) <= TOL["f32"] * (1 if variant == "f32" else 10)
+
+
+# ---------------------------------------------------------------------------------------
+# embedding gather, every weight format, with a split table
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("fmt", list(WEIGHT_PARTS))
+def test_embedding(gpu, fmt, variant):
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(3)
+    V, H = 200, 128
+    w = rng.normal(0, 1, (V, H)).astype(np.float32)
+    parts, deq = weight_parts(fmt, w)
+    code = render("embedding", variant, {"K": H}, fmt)
+    binds = [(0, "uniform"), (1, "read-only-storage"), (2, "storage")] + wbinds(fmt)
+    for seq in SEQ_LENS:
+        tokens = rng.integers(0, V, seq).astype(np.uint32)
+        ref = deq[tokens]
+        wg = (math.ceil(H / 8 / 64), seq, 1)
+        out = run_kernel(dev, cache, code, binds, {1: tokens, 2: np.zeros((seq, H), ACT[variant]), **parts},
+                         [seq, 0, V], wg, read=[2], poison=[2])
+        assert rel_err(as_act(out[2], variant, (seq, H)), ref) <= TOL[variant]
+    # split table: two row blocks, each writes only its own tokens
+    seq = 64
+    tokens = rng.integers(0, V, seq).astype(np.uint32)
+    got = np.full((seq, H), np.nan)
+    for r0, r1 in [(0, 128), (128, V)]:
+        out = run_kernel(dev, cache, code, binds,
+                         {1: tokens, 2: np.zeros((seq, H), ACT[variant]), **row_block(parts, r0, r1)},
+                         [seq, r0, r1 - r0], (1, seq, 1), read=[2], poison=[2])
+        block = as_act(out[2], variant, (seq, H))
+        mine = (tokens >= r0) & (tokens < r1)
+        assert np.all(np.isnan(block[~mine]))
+        got[mine] = block[mine]
+    assert rel_err(got, deq[tokens]) <= TOL[variant]
+
+
+# ---------------------------------------------------------------------------------------
+# RMSNorm
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_rmsnorm(gpu, variant):
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(5)
+    H, eps = 576, 1e-5
+    w = (1 + 0.1 * rng.normal(size=H)).astype(np.float32)
+    code = render("rmsnorm", variant, {"H": H, "EPS": eps})
+    binds = [(0, "uniform"), (1, "read-only-storage"), (2, "storage"), (8, "read-only-storage")]
+    for seq in SEQ_LENS:
+        x = act_arr(rng.normal(0, 2, (seq, H)), variant)
+        xd = x.astype(np.float64)
+        ref = xd / np.sqrt(np.mean(xd * xd, axis=1, keepdims=True) + eps) * w
+        out = run_kernel(dev, cache, code, binds, {1: x, 2: np.zeros((seq, H), ACT[variant]), 8: w},
+                         [0], (seq, 1, 1), read=[2], poison=[2])
+        assert rel_err(as_act(out[2], variant, (seq, H)), ref) <= TOL[variant]
+        # last row only (the final norm before the logits)
+        out = run_kernel(dev, cache, code, binds, {1: x, 2: np.zeros((1, H), ACT[variant]), 8: w},
+                         [seq - 1], (1, 1, 1), read=[2], poison=[2])
+        assert rel_err(as_act(out[2], variant, (1, H)), ref[-1:]) <= TOL[variant]
+
+
+# ---------------------------------------------------------------------------------------
+# RoPE
+
+ROPES = {
+    "default": {"type": "default", "theta": 10000.0},
+    "linear": {"type": "linear", "theta": 10000.0, "factor": 4.0},
+    "llama3": {"type": "llama3", "theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+}
+
+
+def hf_inv_freq(rope, head_dim):
+    """transformers' own inv_freq for the same configuration."""
+    torch = pytest.importorskip("torch")
+    from transformers import LlamaConfig
+
+    params = {"rope_type": rope["type"], "rope_theta": rope["theta"]}
+    params.update({k: v for k, v in rope.items() if k not in ("type", "theta")})
+    cfg = LlamaConfig(hidden_size=head_dim * 4, num_attention_heads=4, head_dim=head_dim,
+                      max_position_embeddings=4096, rope_parameters=params)
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    inv = LlamaRotaryEmbedding(config=cfg).inv_freq
+    return inv.numpy()
+
+
+@pytest.mark.parametrize("kind", list(ROPES))
+def test_rope_inv_freq_matches_transformers(kind):
+    ours = rope_inv_freq(ROPES[kind], 64)
+    theirs = hf_inv_freq(ROPES[kind], 64)
+    np.testing.assert_allclose(ours, theirs, rtol=2e-7, atol=0)
+
+
+def rope_ref(x, pos, inv_freq):
+    """x [seq, heads, hd] float64; HF rotate_half convention; angle = f32 product."""
+    half = x.shape[-1] // 2
+    ang = (pos.astype(np.float32)[:, None] * inv_freq[None, :]).astype(np.float64)
+    c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+    x1, x2 = x[..., :half], x[..., half:]
+    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("kind", list(ROPES))
+def test_rope(gpu, kind, variant):
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(11)
+    NH, NKV, HD, ctx = 4, 2, 64, 4096
+    inv = rope_inv_freq(ROPES[kind], HD)
+    code = render("rope", variant, {"NH": NH, "NKV": NKV, "HD": HD, "HALF": HD // 2,
+                                    "INV_FREQ": ", ".join(f"{float(v):.9e}" for v in inv)})
+    binds = [(0, "uniform"), (1, "storage"), (2, "storage")]
+    for seq, past in [(1, 0), (1, 5), (1, ctx - 1), (7, 5), (64, 0), (300, 5), (300, ctx - 300)]:
+        q = act_arr(rng.normal(0, 1, (seq, NH, HD)), variant)
+        k = act_arr(rng.normal(0, 1, (seq, NKV, HD)), variant)
+        pos = np.arange(past, past + seq)
+        n = seq * (NH + NKV) * HD // 2
+        nwg = math.ceil(n / 64)
+        out = run_kernel(dev, cache, code, binds, {1: q, 2: k}, [seq, past], (nwg, 1, 1), read=[1, 2])
+        # rounding of the f32 angle products dominates at large positions: 2e-6 abs
+        tol = max(TOL[variant], 3e-6)
+        assert rel_err(as_act(out[1], variant, q.shape), rope_ref(q.astype(np.float64), pos, inv)) <= tol
+        assert rel_err(as_act(out[2], variant, k.shape), rope_ref(k.astype(np.float64), pos, inv)) <= tol
+
+
+# ---------------------------------------------------------------------------------------
+# KV-cache append, attention
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_kv_append(gpu, variant):
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(13)
+    KVD, ctx = 2 * 64, 512
+    code = render("kv_append", variant)
+    binds = [(0, "uniform"), (1, "read-only-storage"), (2, "read-only-storage"), (3, "storage"), (4, "storage")]
+    for seq, past in [(1, 0), (7, 5), (64, 5), (300, ctx - 300), (1, ctx - 1)]:
+        k = act_arr(rng.normal(size=(seq, KVD)), variant)
+        v = act_arr(rng.normal(size=(seq, KVD)), variant)
+        kc = act_arr(rng.normal(size=(ctx, KVD)), variant)
+        vc = act_arr(rng.normal(size=(ctx, KVD)), variant)
+        n = seq * KVD
+        out = run_kernel(dev, cache, code, binds, {1: k, 2: v, 3: kc, 4: vc}, [n, past * KVD],
+                         (math.ceil(n / 256), 1, 1), read=[3, 4])
+        for b, new, old in [(3, k, kc), (4, v, vc)]:
+            want = old.copy()
+            want[past: past + seq] = new
+            np.testing.assert_array_equal(out[b].view(ACT[variant]).reshape(ctx, KVD), want)
+
+
+def attention_ref(q, kc, vc, past, nkv):
+    seq, nh, hd = q.shape
+    group = nh // nkv
+    out = np.zeros_like(q)
+    for t in range(seq):
+        n = past + t + 1
+        for h in range(nh):
+            s = kc[:n, h // group] @ q[t, h] / math.sqrt(hd)
+            p = np.exp(s - s.max())
+            out[t, h] = (p / p.sum()) @ vc[:n, h // group]
+    return out
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("heads", [(4, 2, 64), (3, 1, 128), (2, 2, 16)], ids=["gqa", "mqa-hd128", "mha-hd16"])
+def test_attention(gpu, heads, variant):
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(17)
+    NH, NKV, HD = heads
+    ctx = 512
+    code = render("attention", variant, {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": HD ** -0.5})
+    binds = [(0, "uniform"), (1, "read-only-storage"), (2, "read-only-storage"), (3, "read-only-storage"),
+             (4, "storage")]
+    cases = [(1, 0), (1, 5), (1, ctx - 1), (7, 0), (7, 5), (64, 5), (300, 0), (300, ctx - 300)]
+    if heads[2] != 64:
+        cases = [(1, 0), (1, ctx - 1), (7, 5), (64, 200)]
+    modules = None
+    for seq, past in cases:
+        q = act_arr(rng.normal(0, 1, (seq, NH, HD)), variant)
+        kc = act_arr(rng.normal(0, 1, (ctx, NKV, HD)), variant)
+        vc = act_arr(rng.normal(0, 1, (ctx, NKV, HD)), variant)
+        total = past + seq
+        kc[total:] = np.nan  # never read past the causal end
+        vc[total:] = np.nan
+        ref = attention_ref(q.astype(np.float64), kc.astype(np.float64), vc.astype(np.float64), past, NKV)
+        out = run_kernel(dev, cache, code, binds, {1: q, 2: kc, 3: vc, 4: np.zeros_like(q)}, [seq, past],
+                         (NH, seq, 1), read=[4], poison=[4])
+        assert rel_err(as_act(out[4], variant, q.shape), ref) <= TOL[variant], (seq, past)
+        modules = modules or cache.modules
+        assert cache.modules == modules
+
+
+# ---------------------------------------------------------------------------------------
+# elementwise: SiLU-gated MLP activation, residual add
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_silu_mul_and_add(gpu, variant):
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(19)
+    binds = [(0, "uniform"), (1, "storage"), (2, "read-only-storage")]
+    for seq in SEQ_LENS:
+        n = seq * 384
+        g = act_arr(rng.normal(0, 3, n), variant)
+        u = act_arr(rng.normal(0, 1, n), variant)
+        gd = g.astype(np.float64)
+        ref = gd / (1 + np.exp(-gd)) * u
+        wg = (min(math.ceil(n / 256), 65535), math.ceil(math.ceil(n / 256) / 65535), 1)
+        out = run_kernel(dev, cache, render("silu_mul", variant), binds, {1: g, 2: u}, [n], wg, read=[1])
+        assert rel_err(out[1].view(ACT[variant]), ref) <= TOL[variant]
+        out = run_kernel(dev, cache, render("add", variant), binds, {1: g, 2: u}, [n], wg, read=[1])
+        assert rel_err(out[1].view(ACT[variant]), gd + u) <= TOL[variant]
