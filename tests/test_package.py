@@ -231,3 +231,21 @@ def test_bad_gguf(damage, smollm2_path, tmp_path):
     bad.write_bytes(head if damage == "truncated" else b"GGUF" + os.urandom(4096))
     out = tmp_path / "bundle"
     assert_clean_failure(run_cli("package", bad, "--out", out), "not a readable GGUF file", out)
+
+
+def test_sharded_bf16_checkpoint(tmp_path):
+    """Many safetensors files with an index, stored in bf16 as most Hub models are."""
+    import torch
+    from safetensors.torch import load_file
+
+    from checkpoints import build_tiny_llama
+    src = build_tiny_llama(tmp_path / "ck", "gqa", dtype="bfloat16", max_shard_size="40KB")
+    files = sorted(src.glob("*.safetensors"))
+    assert len(files) > 1 and (src / "model.safetensors.index.json").exists()
+    package_model(src, tmp_path / "b", quant="f32")
+    ref = ReferenceModel(tmp_path / "b")
+    expected = {}
+    for f in files:
+        expected.update({k: v.to(torch.float32).numpy() for k, v in load_file(f).items()})
+    for name, w in ref.w.items():
+        assert np.array_equal(w, expected[name]), name
