@@ -39,7 +39,23 @@ def _registry(url: Optional[str], flag: str = "--registry/-r") -> Registry:
 
 
 def _console() -> Console:
-    return Console(highlight=False)
+    """stdout console; when piped, tables get room to stay one row per line (grep-able)."""
+    con = Console(highlight=False, soft_wrap=True)
+    if not con.is_terminal:
+        con = Console(highlight=False, soft_wrap=True, width=200)
+    return con
+
+
+def _table(*columns: str, **kwargs) -> Table:
+    """A table that folds long cells instead of cutting them: ids and hashes must stay whole."""
+    table = Table(**kwargs)
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    return table
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _progress() -> bool:
@@ -87,12 +103,12 @@ def publish(
         con.print(f"{label} already holds this bundle in {reg.url}; nothing to do")
     else:
         verb = "repaired" if summary["status"] == "repaired" else "published"
-        con.print(f"[green]{verb}[/green] {label} to {reg.url}: {summary['shards']} shards, "
-                  f"{_size(summary['total_bytes'])}; uploaded {summary['uploaded_blobs']} new blobs "
-                  f"({_size(summary['uploaded_bytes'])})")
+        con.print(f"[green]{verb}[/green] {label} to {reg.url}: {_plural(summary['shards'], 'shard')}, "
+                  f"{_size(summary['total_bytes'])}; uploaded {_plural(summary['uploaded_blobs'], 'file')} "
+                  f"({_size(summary['uploaded_bytes'])}), the registry had the rest")
     if summary["unlisted_files"]:
         names = ", ".join(summary["unlisted_files"][:5]) + (", …" if len(summary["unlisted_files"]) > 5 else "")
-        Console(stderr=True, highlight=False).print(
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
             f"[yellow]warning:[/yellow] not published, because manifest.json does not list them: {names}")
 
 
@@ -111,7 +127,7 @@ def list_models(
     if not index["models"]:
         con.print("no models yet")
         return
-    table = Table("id", "latest", "versions", "architecture", "quant", "size", "memory", "license")
+    table = _table("id", "latest", "versions", "arch", "quant", "size", "memory", "license")
     for mid, model in sorted(index["models"].items()):
         e = model["versions"][model["latest"]]
         table.add_row(mid, model["latest"], str(len(model["versions"])), e.get("architecture") or "-",
@@ -145,8 +161,8 @@ def show(
     for v, e in versions:
         table = Table(title=f"{model_id}@{v}" + ("  (latest)" if v == latest else ""), show_header=False,
                       title_justify="left")
-        table.add_column(style="bold")
-        table.add_column()
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column(overflow="fold")
         q = e.get("quantization") or {}
         src = e.get("source") or {}
         rows = [
@@ -205,8 +221,8 @@ def verify(
     else:
         con = _console()
         if n:
-            table = Table("problem", "path", "used by", "detail", title=f"{n} problem(s) in {reg.url}",
-                          title_justify="left")
+            table = _table("problem", "path", "used by", "detail", title=f"{n} problem(s) in {reg.url}",
+                           title_justify="left")
             for p in report["problems"]:
                 table.add_row(p["kind"], p["path"], ", ".join(p["used_by"]), p["detail"])
             con.print(table)
@@ -231,10 +247,10 @@ def remove(
     if as_json:
         _print_json(result)
         return
-    _console().print(f"removed {result['removed']} from {reg.url}; deleted {result['shards_removed']} "
-                     f"unreferenced shards ({_size(result['bytes_freed'])})")
+    _console().print(f"removed {result['removed']} from {reg.url}; deleted "
+                     f"{_plural(result['shards_removed'], 'unreferenced shard')} ({_size(result['bytes_freed'])})")
     if result["skipped"]:
-        Console(stderr=True, highlight=False).print(f"[yellow]warning:[/yellow] {result['skipped']}")
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[yellow]warning:[/yellow] {result['skipped']}")
 
 
 @registry_app.command()
@@ -249,10 +265,10 @@ def gc(
     if as_json:
         _print_json(result)
         return
-    _console().print(f"{reg.url}: deleted {result['shards_removed']} unreferenced shards "
-                     f"({_size(result['bytes_freed'])}) and {len(result['dirs_removed'])} orphaned folders")
+    _console().print(f"{reg.url}: deleted {_plural(result['shards_removed'], 'unreferenced shard')} "
+                     f"({_size(result['bytes_freed'])}) and {_plural(len(result['dirs_removed']), 'orphaned folder')}")
     if result["skipped"]:
-        Console(stderr=True, highlight=False).print(f"[yellow]warning:[/yellow] {result['skipped']}")
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[yellow]warning:[/yellow] {result['skipped']}")
 
 
 @registry_app.command()

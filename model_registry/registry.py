@@ -402,12 +402,12 @@ class Registry:
                     sha, size = self.store.hash_file(rel, advance)
                 except (FileNotFoundError, IsADirectoryError):
                     problems.append({"kind": "missing", "path": rel, "used_by": users,
-                                     "detail": f"{self.store.display(rel)} is missing"})
+                                     "detail": f"expected {blob.bytes} bytes, sha256 {blob.sha256[:16]}…"})
                     continue
                 checked_bytes += size
                 if size != blob.bytes or sha != blob.sha256:
                     problems.append({"kind": "corrupt", "path": rel, "used_by": users,
-                                     "detail": f"{self.store.display(rel)} has {size} bytes, sha256 {sha[:16]}…; "
+                                     "detail": f"has {size} bytes, sha256 {sha[:16]}…; "
                                                f"expected {blob.bytes} bytes, sha256 {blob.sha256[:16]}…"})
         return {"registry": self.url, "model": model_id, "versions": versions, "shards": len(shards),
                 "files": len(files) + versions, "bytes_checked": checked_bytes, "ok": not problems,
