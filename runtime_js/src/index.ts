@@ -1,1 +1,46 @@
-export { evalExpr, checkExpr, ExprError } from "./expr.js";
+/**
+ * llmpack runtime: streams an llmpack bundle into a backend and generates text.
+ * One ES module for pages, Web Workers and Node.
+ */
+export { createEngine, Engine, type EngineOptions, type GenerateOptions, type RequestOptions } from "./engine.js";
+export { type Backend, type BackendFactory, type BackendLoadOptions, registerBackend } from "./backend.js";
+export {
+  BundleLoader,
+  BundleFileError,
+  ShardError,
+  bundleBaseUrl,
+  type LoadPhase,
+  type LoadShardsOptions,
+  type LoadStats,
+  type LoaderOptions,
+  type ProgressCallback,
+  type ProgressReport,
+  type ShardSink,
+} from "./loader.js";
+export { ShardLayout, type PartSpan } from "./layout.js";
+export { CacheApiCache, DirectoryCache, openDefaultCache, type CacheWriter, type ShardCache } from "./cache.js";
+export { defaultFetch, type FetchLike } from "./fetch.js";
+export {
+  BUNDLE_FORMAT,
+  BUNDLE_VERSION,
+  ManifestError,
+  parseManifest,
+  type FileRecord,
+  type Manifest,
+  type PartRecord,
+  type ShardRecord,
+  type TensorRecord,
+} from "./manifest.js";
+export { BundleTokenizer, type ChatMessage } from "./tokenizer.js";
+export { IncrementalDecoder } from "./detokenizer.js";
+export { StopMatcher } from "./stop.js";
+export { Prng, Sampler, type SamplingParams } from "./sampler.js";
+export { ContextWindowError, Session, type FinishReason, type GenerationParams, type GenerationResult, type Timings } from "./session.js";
+export type {
+  ChatCompletion,
+  ChatCompletionChunk,
+  ChatCompletionMessageParam,
+  ChatCompletionRequest,
+  CompletionUsage,
+} from "./openai.js";
+export { checkExpr, evalExpr, ExprError, type Env } from "./expr.js";

@@ -32,7 +32,12 @@ export function tmpDir(prefix = "llmpack-test-"): string {
 const sha256hex = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
 
 /** Writes shards the way the packager does: cut at tensor boundaries, 256-byte aligned, big tensors span shards. */
-export function makeBundle(tensors: FakeTensor[], shardSize: number, dir = tmpDir()): FakeBundle {
+export function makeBundle(
+  tensors: FakeTensor[],
+  shardSize: number,
+  dir = tmpDir(),
+  extra: { files?: Record<string, string>; manifest?: Record<string, unknown> } = {},
+): FakeBundle {
   mkdirSync(path.join(dir, "shards"), { recursive: true });
   const shards: any[] = [];
   let cur: Buffer[] = [];
@@ -85,8 +90,11 @@ export function makeBundle(tensors: FakeTensor[], shardSize: number, dir = tmpDi
     allParts.push(parts);
   }
   finish();
-  const tokenizer = Buffer.from(JSON.stringify({ hello: "world" }));
-  writeFileSync(path.join(dir, "extra.json"), tokenizer);
+  const files = Object.entries({ "extra.json": JSON.stringify({ hello: "world" }), ...extra.files }).map(([name, text]) => {
+    const data = Buffer.from(text);
+    writeFileSync(path.join(dir, name), data);
+    return { path: name, bytes: data.length, sha256: sha256hex(data) };
+  });
   const manifest = {
     format: "llmpack-bundle",
     version: 1,
@@ -97,8 +105,9 @@ export function makeBundle(tensors: FakeTensor[], shardSize: number, dir = tmpDi
     generation: { eos_token_ids: [0], bos_token_id: null, temperature: 0, top_p: 1, top_k: 0, repetition_penalty: 1, max_new_tokens: 8 },
     tensors: records,
     shards,
-    files: [{ path: "extra.json", bytes: tokenizer.length, sha256: sha256hex(tokenizer) }],
+    files,
     memory: { weights_bytes: 0, kv_cache_bytes_per_token: 0, context_window: 64, estimate_bytes: 0 },
+    ...extra.manifest,
   };
   writeFileSync(path.join(dir, "manifest.json"), JSON.stringify(manifest, null, 1));
   return { dir, manifest, parts: allParts };
@@ -228,4 +237,55 @@ export class RecordingSink {
 
 export function readJson(file: string): any {
   return JSON.parse(readFileSync(file, "utf8"));
+}
+
+/**
+ * The byte <-> printable-character table of byte-level BPE (GPT-2): printable Latin-1
+ * bytes stand for themselves, the others are shifted to U+0100 onwards.
+ */
+function byteChars(): string[] {
+  const direct = (b: number) => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+  let next = 256;
+  return Array.from({ length: 256 }, (_, b) => String.fromCodePoint(direct(b) ? b : next++));
+}
+
+export const CHATML =
+  "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}" +
+  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/**
+ * A byte-level BPE tokenizer without merges: token id = byte value, so every
+ * non-ASCII character spans several tokens; 256 = <|im_start|>, 257 = <|im_end|>.
+ */
+export function byteTokenizerFiles(): Record<string, string> {
+  const vocab: Record<string, number> = {};
+  byteChars().forEach((c, b) => (vocab[c] = b));
+  const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true };
+  const tokenizer = {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: [special(256, "<|im_start|>"), special(257, "<|im_end|>")],
+    normalizer: null,
+    pre_tokenizer: byteLevel,
+    post_processor: null,
+    decoder: byteLevel,
+    model: { type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab: { ...vocab, "<|im_start|>": 256, "<|im_end|>": 257 }, merges: [] },
+  };
+  const config = { bos_token: "<|im_start|>", eos_token: "<|im_end|>", tokenizer_class: "PreTrainedTokenizerFast", clean_up_tokenization_spaces: false };
+  return { "tokenizer.json": JSON.stringify(tokenizer), "tokenizer_config.json": JSON.stringify(config) };
+}
+
+/** A bundle with tiny fake weights, the byte tokenizer and a ChatML template. */
+export function makeChatBundle(opts: { contextWindow?: number; generation?: Record<string, unknown> } = {}): FakeBundle {
+  return makeBundle([{ name: "w", parts: [3000, 100] }, { name: "v", parts: [5000] }], 4096, tmpDir(), {
+    files: byteTokenizerFiles(),
+    manifest: {
+      model: { name: "fake-chat", architecture: "llama", config: { vocab_size: 258, hidden_size: 4, num_hidden_layers: 1, max_position_embeddings: 1024 } },
+      tokenizer: { file: "tokenizer.json", config_file: "tokenizer_config.json", chat_template: CHATML, bos_token: "<|im_start|>", eos_token: "<|im_end|>", add_bos_token: false },
+      generation: { eos_token_ids: [257], bos_token_id: 256, temperature: 0, top_p: 1, top_k: 0, repetition_penalty: 1, max_new_tokens: 64, ...opts.generation },
+      memory: { weights_bytes: 8192, kv_cache_bytes_per_token: 0, context_window: opts.contextWindow ?? 256, estimate_bytes: 0 },
+    },
+  });
 }

@@ -1,0 +1,221 @@
+/**
+ * The public engine: load a bundle, then chat in the OpenAI shape.
+ *
+ *   const engine = await createEngine(url, { onProgress, signal, backend });
+ *   const res = await engine.chat.completions.create({ messages, max_tokens: 64 });
+ *   for await (const chunk of await engine.chat.completions.create({ messages, stream: true })) ...
+ *
+ * Requests run one at a time, in call order, on the one backend; `interrupt()` ends
+ * the running one (finish_reason "abort").
+ */
+import { type Backend, type BackendFactory, resolveBackend } from "./backend.js";
+import type { ShardCache } from "./cache.js";
+import type { FetchLike } from "./fetch.js";
+import { BundleLoader, type LoadStats, type ProgressCallback } from "./loader.js";
+import type { Manifest } from "./manifest.js";
+import {
+  type ChatCompletion,
+  type ChatCompletionChunk,
+  type ChatCompletionRequest,
+  chatMessages,
+  completionId,
+  generationParams,
+  usage,
+} from "./openai.js";
+import { type GenerationParams, type GenerationResult, Session } from "./session.js";
+import { BundleTokenizer } from "./tokenizer.js";
+
+export interface EngineOptions {
+  onProgress?: ProgressCallback;
+  /** aborts the load */
+  signal?: AbortSignal;
+  /** a Backend, a factory, or a registered name ("webgpu", "wasm"); default: the first registered */
+  backend?: Backend | BackendFactory | string;
+  /** Node: directory of the shard cache (default ~/.cache/llmpack/shards) */
+  cacheDir?: string;
+  /** a custom persistent store, or null for none */
+  cache?: ShardCache | null;
+  fetch?: FetchLike;
+}
+
+export interface GenerateOptions extends GenerationParams {
+  /** called with each piece of text as it is generated */
+  onText?: (delta: string) => void;
+  signal?: AbortSignal;
+}
+
+export interface RequestOptions {
+  /** ends this request (finish_reason "abort"); an abort before it starts rejects it */
+  signal?: AbortSignal;
+}
+
+export async function createEngine(bundleUrl: string | URL, opts: EngineOptions = {}): Promise<Engine> {
+  const { signal, onProgress } = opts;
+  const loader = await BundleLoader.open(bundleUrl, { fetch: opts.fetch, cache: opts.cache, cacheDir: opts.cacheDir, signal, onProgress });
+  const m = loader.manifest;
+  onProgress?.({ phase: "files", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: "loading the tokenizer" });
+  const tokenizer = await BundleTokenizer.load(m, loader, signal);
+  const backend = await resolveBackend(opts.backend);
+  try {
+    onProgress?.({ phase: "backend", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: `preparing the ${backend.name} backend` });
+    await backend.load(m, loader, { signal, onProgress });
+  } catch (e) {
+    await Promise.resolve(backend.unload()).catch(() => {});
+    throw e;
+  }
+  onProgress?.({ phase: "ready", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: "ready" });
+  return new Engine(m, tokenizer, backend, loader);
+}
+
+export class Engine {
+  readonly chat: {
+    completions: {
+      create(req: ChatCompletionRequest & { stream: true }, opts?: RequestOptions): Promise<AsyncIterable<ChatCompletionChunk>>;
+      create(req: ChatCompletionRequest & { stream?: false | null }, opts?: RequestOptions): Promise<ChatCompletion>;
+      create(req: ChatCompletionRequest, opts?: RequestOptions): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
+    };
+  };
+  private readonly session: Session;
+  /** tail of the request queue */
+  private queue: Promise<void> = Promise.resolve();
+  /** bumped by interrupt(): a running request stops when it changes */
+  private interrupts = 0;
+  private unloaded = false;
+
+  constructor(
+    readonly manifest: Manifest,
+    readonly tokenizer: BundleTokenizer,
+    readonly backend: Backend,
+    readonly loader: BundleLoader,
+  ) {
+    const window = Math.min(manifest.memory.context_window, backend.contextWindow ?? Infinity);
+    this.session = new Session(backend, tokenizer, window, manifest.generation);
+    const create = (req: ChatCompletionRequest, opts?: RequestOptions) => this.createChatCompletion(req, opts);
+    this.chat = { completions: { create: create as Engine["chat"]["completions"]["create"] } };
+  }
+
+  get modelName(): string {
+    return this.manifest.model.name;
+  }
+
+  get contextWindow(): number {
+    return this.session.contextWindow;
+  }
+
+  /** Generates from a raw prompt (no chat template; the tokenizer adds its special tokens). */
+  async generate(prompt: string, opts: GenerateOptions = {}): Promise<string> {
+    const { onText, signal, ...params } = opts;
+    const ids = this.tokenizer.encode(prompt);
+    let text = "";
+    await this.exclusive(async () => {
+      const run = this.session.run(ids, params, this.stopCheck(signal));
+      for (let r = await run.next(); !r.done; r = await run.next()) {
+        text += r.value;
+        onText?.(r.value);
+      }
+    }, signal);
+    return text;
+  }
+
+  /** Ends the running request, if any, at its next token. */
+  interrupt(): void {
+    this.interrupts++;
+  }
+
+  /**
+   * Ends the running request, waits for its backend call to return, and frees the
+   * backend. Later calls reject. (A stream that was neither finished nor closed keeps
+   * its place in the queue: `for await ... break` closes it.)
+   */
+  async unload(): Promise<void> {
+    if (this.unloaded) return;
+    this.unloaded = true;
+    this.interrupt();
+    await this.session.idle();
+    await this.backend.unload();
+  }
+
+  private async createChatCompletion(req: ChatCompletionRequest, opts: RequestOptions = {}): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
+    this.assertLoaded();
+    const messages = chatMessages(req);
+    const prompt = this.tokenizer.encodeChat(messages);
+    const params = generationParams(req);
+    this.session.resolve(params); // validate defaults early
+    const meta = { id: completionId(), created: Math.floor(Date.now() / 1000), model: req.model ?? this.modelName };
+    if (req.stream) return this.streamChat(prompt, params, meta, opts.signal);
+
+    let content = "";
+    let result!: GenerationResult;
+    await this.exclusive(async () => {
+      const run = this.session.run(prompt, params, this.stopCheck(opts.signal));
+      let r = await run.next();
+      for (; !r.done; r = await run.next()) content += r.value;
+      result = r.value;
+    }, opts.signal);
+    return {
+      ...meta,
+      object: "chat.completion",
+      choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: result.finishReason, logprobs: null }],
+      usage: usage(result),
+      timings: result.timings,
+    };
+  }
+
+  private async *streamChat(
+    prompt: number[],
+    params: GenerationParams,
+    meta: { id: string; created: number; model: string },
+    signal?: AbortSignal,
+  ): AsyncGenerator<ChatCompletionChunk> {
+    const chunk = (delta: ChatCompletionChunk["choices"][0]["delta"], finish: ChatCompletionChunk["choices"][0]["finish_reason"] = null): ChatCompletionChunk => ({
+      ...meta,
+      object: "chat.completion.chunk",
+      choices: [{ index: 0, delta, finish_reason: finish, logprobs: null }],
+    });
+    const release = await this.acquire(signal);
+    try {
+      const run = this.session.run(prompt, params, this.stopCheck(signal));
+      yield chunk({ role: "assistant", content: "" });
+      let r = await run.next();
+      for (; !r.done; r = await run.next()) yield chunk({ content: r.value });
+      yield { ...chunk({}, r.value.finishReason), usage: usage(r.value), timings: r.value.timings };
+    } finally {
+      release();
+    }
+  }
+
+  /** Runs `fn` when every earlier request finished. */
+  private async exclusive(fn: () => Promise<void>, signal?: AbortSignal): Promise<void> {
+    const release = await this.acquire(signal);
+    try {
+      await fn();
+    } finally {
+      release();
+    }
+  }
+
+  private async acquire(signal?: AbortSignal): Promise<() => void> {
+    this.assertLoaded();
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const before = this.queue;
+    this.queue = before.then(() => mine);
+    await before;
+    if (signal?.aborted || this.unloaded) {
+      release();
+      signal?.throwIfAborted();
+      this.assertLoaded();
+    }
+    return release;
+  }
+
+  /** Interrupts that happened before the request began do not count. */
+  private stopCheck(signal?: AbortSignal): () => boolean {
+    const at = this.interrupts;
+    return () => this.interrupts !== at || this.unloaded || !!signal?.aborted;
+  }
+
+  private assertLoaded(): void {
+    if (this.unloaded) throw new Error("this engine was unloaded");
+  }
+}

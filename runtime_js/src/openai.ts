@@ -1,0 +1,131 @@
+/**
+ * OpenAI chat-completions shapes (the subset a local engine can honour) and the
+ * translation of a request into generation parameters.
+ */
+import type { FinishReason, GenerationParams, GenerationResult, Timings } from "./session.js";
+import type { ChatMessage } from "./tokenizer.js";
+
+export type ContentPart = { type: "text"; text: string } | { type: string; [key: string]: unknown };
+
+export interface ChatCompletionMessageParam {
+  role: "system" | "user" | "assistant" | "developer" | "tool" | string;
+  content: string | ContentPart[] | null;
+  name?: string;
+}
+
+export interface ChatCompletionRequest {
+  messages: ChatCompletionMessageParam[];
+  model?: string;
+  stream?: boolean;
+  max_tokens?: number | null;
+  /** OpenAI's newer name for max_tokens */
+  max_completion_tokens?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  /** not in OpenAI's API; as in vLLM and WebLLM */
+  top_k?: number | null;
+  stop?: string | string[] | null;
+  seed?: number | null;
+  frequency_penalty?: number | null;
+  presence_penalty?: number | null;
+  /** not in OpenAI's API; Hugging Face semantics */
+  repetition_penalty?: number | null;
+  n?: number | null;
+  stream_options?: { include_usage?: boolean } | null;
+}
+
+export interface CompletionUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: "chat.completion";
+  created: number;
+  model: string;
+  choices: {
+    index: number;
+    message: { role: "assistant"; content: string };
+    finish_reason: FinishReason;
+    logprobs: null;
+  }[];
+  usage: CompletionUsage;
+  /** not in OpenAI's API: where the time went */
+  timings: Timings;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: "chat.completion.chunk";
+  created: number;
+  model: string;
+  choices: {
+    index: number;
+    delta: { role?: "assistant"; content?: string };
+    finish_reason: FinishReason | null;
+    logprobs: null;
+  }[];
+  /** on the last chunk only (the one with finish_reason) */
+  usage?: CompletionUsage;
+  timings?: Timings;
+}
+
+const UNSUPPORTED = ["tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs", "logit_bias", "response_format"] as const;
+
+/** Checks a request and turns its messages into template input. */
+export function chatMessages(req: ChatCompletionRequest): ChatMessage[] {
+  if (!req || !Array.isArray(req.messages) || req.messages.length === 0) {
+    throw new TypeError("messages must be a non-empty array of {role, content}");
+  }
+  if (req.n != null && req.n !== 1) throw new TypeError("only n = 1 is supported");
+  for (const key of UNSUPPORTED) {
+    const v = (req as unknown as Record<string, unknown>)[key];
+    if (v != null && v !== false) throw new TypeError(`${key} is not supported by this engine`);
+  }
+  return req.messages.map((m, i) => {
+    if (!m || typeof m.role !== "string") throw new TypeError(`messages[${i}] has no role`);
+    return { role: m.role, content: messageText(m.content, i) };
+  });
+}
+
+function messageText(content: ChatCompletionMessageParam["content"], i: number): string {
+  if (content == null) return "";
+  if (typeof content === "string") return content;
+  if (!Array.isArray(content)) throw new TypeError(`messages[${i}].content must be a string or an array of parts`);
+  return content
+    .map((part) => {
+      if (part.type !== "text" || typeof part.text !== "string") {
+        throw new TypeError(`messages[${i}] has a "${part.type}" part; only text parts are supported`);
+      }
+      return part.text;
+    })
+    .join("");
+}
+
+/** Request fields -> generation parameters (null and undefined both mean "default"). */
+export function generationParams(req: ChatCompletionRequest): GenerationParams {
+  const v = <T>(x: T | null | undefined): T | undefined => (x === null ? undefined : x);
+  return {
+    max_tokens: v(req.max_completion_tokens) ?? v(req.max_tokens),
+    temperature: v(req.temperature),
+    top_p: v(req.top_p),
+    top_k: v(req.top_k),
+    stop: v(req.stop),
+    seed: v(req.seed),
+    frequency_penalty: v(req.frequency_penalty),
+    presence_penalty: v(req.presence_penalty),
+    repetition_penalty: v(req.repetition_penalty),
+  };
+}
+
+export function usage(r: GenerationResult): CompletionUsage {
+  return { prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens };
+}
+
+export function completionId(): string {
+  const bytes = new Uint8Array(12);
+  globalThis.crypto.getRandomValues(bytes);
+  return `chatcmpl-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}

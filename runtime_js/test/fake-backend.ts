@@ -1,0 +1,81 @@
+/**
+ * A deterministic stand-in for a model executor: it keeps the token history as its
+ * "KV cache" (checking the engine's positions against it) and answers with logits
+ * chosen by a script of the step number after the prompt.
+ */
+import type { Backend, BackendLoadOptions } from "../src/backend.js";
+import type { BundleLoader, LoadStats } from "../src/loader.js";
+import type { Manifest } from "../src/manifest.js";
+
+export const EOS = 257;
+
+/** Script that greedily spells `text` (one token per UTF-8 byte), then EOS. */
+export function spell(text: string): (step: number) => number {
+  const ids = [...new TextEncoder().encode(text)];
+  return (step) => (step < ids.length ? ids[step] : EOS);
+}
+
+export class FakeBackend implements Backend {
+  readonly name = "fake";
+  kv: number[] = [];
+  calls: string[] = [];
+  loadStats: LoadStats | null = null;
+  committed = new Set<number>();
+  private promptEnd = 0;
+  private readonly vocab: number;
+
+  constructor(
+    private readonly script: (step: number, history: number[]) => number | Float32Array,
+    readonly opts: { vocab?: number; delayMs?: number; contextWindow?: number; failDecodeAt?: number } = {},
+  ) {
+    this.vocab = opts.vocab ?? 258;
+  }
+
+  get contextWindow(): number | undefined {
+    return this.opts.contextWindow;
+  }
+
+  async load(_m: Manifest, loader: BundleLoader, opts: BackendLoadOptions = {}): Promise<void> {
+    this.loadStats = await loader.loadShards(
+      { write: () => {}, commit: (i) => void this.committed.add(i) },
+      { signal: opts.signal, onProgress: opts.onProgress },
+    );
+  }
+
+  async prefill(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
+    if (pastLen > this.kv.length) throw new Error(`prefill at ${pastLen} but the cache holds ${this.kv.length}`);
+    this.calls.push(`prefill ${tokens.length}@${pastLen}`);
+    this.kv.length = pastLen;
+    this.kv.push(...tokens);
+    this.promptEnd = this.kv.length;
+    return this.logits();
+  }
+
+  async decode(token: number, pos: number): Promise<Float32Array> {
+    if (pos !== this.kv.length) throw new Error(`decode at ${pos} but the cache holds ${this.kv.length}`);
+    if (this.opts.failDecodeAt === pos) {
+      this.opts.failDecodeAt = undefined; // once
+      throw new Error("device lost");
+    }
+    this.kv.push(token);
+    if (this.opts.delayMs) await new Promise((r) => setTimeout(r, this.opts.delayMs));
+    return this.logits();
+  }
+
+  reset(): void {
+    this.calls.push("reset");
+    this.kv = [];
+  }
+
+  unload(): void {
+    this.calls.push("unload");
+  }
+
+  private logits(): Float32Array {
+    const out = this.script(this.kv.length - this.promptEnd, this.kv);
+    if (out instanceof Float32Array) return out;
+    const l = new Float32Array(this.vocab);
+    l[out] = 5;
+    return l;
+  }
+}
