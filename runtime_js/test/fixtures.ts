@@ -136,6 +136,11 @@ export interface TestServer {
   requestsFor(prefix: string): number;
 }
 
+function contentType(file: string): string {
+  const types: Record<string, string> = { ".js": "text/javascript", ".json": "application/json", ".html": "text/html", ".map": "application/json" };
+  return types[path.extname(file)] ?? "application/octet-stream";
+}
+
 export async function serve(root: string): Promise<TestServer> {
   const log: string[] = [];
   const faults = new Map<string, { fault: Fault; times: number }>();
@@ -188,7 +193,7 @@ export async function serve(root: string): Promise<TestServer> {
         res.end(Buffer.alloc(256));
         return;
       default:
-        res.writeHead(200, { "content-length": data.length }).end(data);
+        res.writeHead(200, { "content-length": data.length, "content-type": contentType(urlPath) }).end(data);
     }
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
