@@ -39,8 +39,12 @@ from .bundles import CHUNK
 from .errors import RegistryError
 
 LOCK_NAME = "index.lock"
-LOCK_TIMEOUT_S = float(os.environ.get("LLMPACK_REGISTRY_LOCK_TIMEOUT", "120"))
-LEASE_S = float(os.environ.get("LLMPACK_REGISTRY_LOCK_LEASE", "600"))
+# How long a command waits for the lock, and (object stores) how long a lock object is
+# honoured before a waiter may break it. The wait outlasts the lease, so a lock left by a
+# killed publisher delays the next one instead of failing it.
+LOCK_TIMEOUT_S = float(os.environ.get("LLMPACK_REGISTRY_LOCK_TIMEOUT", "360"))
+LEASE_S = float(os.environ.get("LLMPACK_REGISTRY_LOCK_LEASE", "300"))
+LEASE_MARGIN_S = 5.0  # a holder commits only with at least this much lease left
 
 UMASK = os.umask(0)
 os.umask(UMASK)
@@ -330,8 +334,9 @@ class LeaseLock:
     hands, so a holder that stalled past its lease does not overwrite another's commit.
     """
 
-    def __init__(self, store: Store, purpose: str, timeout: float, lease: float = LEASE_S):
-        self.store, self.purpose, self.timeout, self.lease = store, purpose, timeout, lease
+    def __init__(self, store: Store, purpose: str, timeout: float, lease: float | None = None):
+        self.store, self.purpose, self.timeout = store, purpose, timeout
+        self.lease = LEASE_S if lease is None else lease
         self.token = uuid.uuid4().hex
         self.expires = 0.0
 
@@ -354,7 +359,7 @@ class LeaseLock:
                                "host": socket.gethostname(), "since": utc_now(),
                                "expires": self.expires}).encode()
             try:
-                self.store.fs.pipe_file(path, body, mode="create")
+                self._create(path, body)
                 info = self._read()
                 if info and info.get("owner") == self.token:
                     return
@@ -373,9 +378,19 @@ class LeaseLock:
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
 
+    def _create(self, path: str, body: bytes) -> None:
+        """Create `path` only if absent (FileExistsError otherwise)."""
+        try:
+            self.store.fs.pipe_file(path, body, mode="create")
+        except TypeError:  # a backend that predates fsspec's mode="create": check, then write
+            if self.store.fs.exists(path):
+                raise FileExistsError(path) from None
+            self.store.fs.pipe_file(path, body)
+
     def check(self) -> None:
         info = self._read()
-        if time.time() >= self.expires or not info or info.get("owner") != self.token:
+        if time.time() + min(LEASE_MARGIN_S, self.lease / 10) >= self.expires or not info \
+                or info.get("owner") != self.token:
             raise RegistryError(f"lost the lock on registry {self.store.url} (lease of {self.lease:.0f}s ran out); "
                                 "the index was not changed, retry the command")
 

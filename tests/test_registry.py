@@ -3,6 +3,7 @@ and interruption. Runs on a local folder and on fsspec's memory:// file system."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -364,3 +365,61 @@ def test_memory_registries_are_separate():
         for u in (a, b):
             if fs.exists(u):
                 fs.rm(u, recursive=True)
+
+
+# -- locks ---------------------------------------------------------------------------
+
+def test_lock_held_elsewhere_times_out_with_holder_named(registry_url, tmp_path, monkeypatch):
+    import model_registry.storage as storage
+
+    reg = Registry(registry_url)
+    reg.publish(make_bundle(tmp_path / "a", "a", (1,)))
+    before = index_bytes(registry_url)
+    monkeypatch.setattr(storage, "LOCK_TIMEOUT_S", 0.3)
+    store = Store(registry_url)
+    if store.is_local:  # another process's flock; taken directly, past this process's thread lock
+        holder = storage._flock(store.path(storage.LOCK_NAME), registry_url, "publish other", 1)
+    else:  # another machine's lease object
+        holder = _held_lease(storage.LeaseLock(store, "publish other", 1))
+    with holder:
+        with pytest.raises(RegistryError, match=rf"is locked \(publish other by pid {os.getpid()} .*\)"):
+            reg.publish(make_bundle(tmp_path / "b", "b", (2,)))
+    assert index_bytes(registry_url) == before
+    assert reg.publish(tmp_path / "b")["status"] == "published"
+
+
+@contextlib.contextmanager
+def _held_lease(lease):
+    lease.acquire()
+    try:
+        yield
+    finally:
+        lease.release()
+
+
+def test_stale_lease_is_broken(tmp_path):
+    url = f"memory://stale-{os.getpid()}"
+    try:
+        store = Store(url)
+        store.write_atomic("index.lock", json.dumps({"owner": "dead", "pid": 1, "expires": time.time() - 1}).encode())
+        assert Registry(url).publish(make_bundle(tmp_path / "a", "a", (1,)))["status"] == "published"
+        assert not store.exists("index.lock")
+    finally:
+        fsspec.filesystem("memory").rm(url, recursive=True)
+
+
+def test_lease_running_out_before_commit_changes_nothing(tmp_path, monkeypatch):
+    import model_registry.storage as storage
+
+    url = f"memory://lease-{os.getpid()}"
+    try:
+        reg = Registry(url)
+        reg.publish(make_bundle(tmp_path / "a", "a", (1,)))
+        before = index_bytes(url)
+        monkeypatch.setattr(storage, "LEASE_S", 0.2)
+        monkeypatch.setenv("LLMPACK_REGISTRY_TEST_UPLOAD_DELAY", "0.1")  # 3 uploads under the lock
+        with pytest.raises(RegistryError, match=r"lost the lock .*the index was not changed"):
+            reg.publish(make_bundle(tmp_path / "b", "b", (2,)))
+        assert index_bytes(url) == before
+    finally:
+        fsspec.filesystem("memory").rm(url, recursive=True)
