@@ -8,7 +8,7 @@ more than one tensor (plus its float32 copy) in memory.
 from __future__ import annotations
 
 import json
-import os
+import mmap
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -82,19 +82,30 @@ class SafetensorsFile:
             if e["dtype"] not in SAFETENSORS_DTYPES:
                 raise PackError(f"{path.name}: tensor {name} has unsupported dtype {e['dtype']} "
                                 f"(supported: {', '.join(SAFETENSORS_DTYPES)})")
-        self._mm = np.memmap(path, dtype=np.uint8, mode="r") if size else None
+        with open(path, "rb") as f:
+            self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.entries[name]["shape"])
 
     def read(self, name: str) -> np.ndarray:
+        """A float32 copy of one tensor. The mapped pages are dropped afterwards, so that
+        resident memory holds one tensor at a time, not every page read so far."""
         e = self.entries[name]
-        begin, end = e["data_offsets"]
-        raw = self._mm[self.data_start + begin: self.data_start + end]
-        arr = raw.view(SAFETENSORS_DTYPES[e["dtype"]])
+        begin, end = (self.data_start + o for o in e["data_offsets"])
+        dtype = SAFETENSORS_DTYPES[e["dtype"]]
+        arr = np.frombuffer(self._mm, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=begin)
         if e["dtype"] == "BF16":
-            arr = (arr.astype(np.uint32) << 16).view(np.float32)
-        return arr.astype(np.float32).reshape(e["shape"])
+            out = arr.astype(np.uint32)
+            out <<= 16
+            out = out.view(np.float32)
+        else:
+            out = arr.astype(np.float32)
+        del arr
+        page = mmap.PAGESIZE
+        start = begin - begin % page
+        self._mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+        return out.reshape(e["shape"])
 
 
 class SafetensorsCheckpoint(Checkpoint):
