@@ -198,9 +198,14 @@ def test_real_server_on_loopback(tmp_path):
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        line = proc.stdout.readline()
-        match = re.search(r"at (http://127\.0\.0\.1:(\d+)/)", line)
-        assert match, line + (proc.stdout.read() if proc.poll() is not None else "")
+        seen = ""
+        for _ in range(20):  # the URL line comes first, unless the interpreter warned about something
+            line = proc.stdout.readline()
+            seen += line
+            match = re.search(r"at (http://127\.0\.0\.1:(\d+)/)", line)
+            if match or not line:
+                break
+        assert match, seen
         base = match.group(1)
         with httpx.Client(base_url=base, timeout=10) as client:
             for _ in range(100):  # the socket listens before uvicorn's loop runs: retry briefly
