@@ -135,6 +135,20 @@ describe("engine", () => {
     assert.equal(next.choices[0].finish_reason, "length");
   });
 
+  test("a request's signal ends it (abort) or, aborted before it starts, rejects it", async () => {
+    const engine = await engineWith(new FakeBackend(() => 97, { delayMs: 1 }));
+    const ctl = new AbortController();
+    const running = engine.chat.completions.create({ messages: MESSAGES, max_tokens: 1000 }, { signal: ctl.signal });
+    const queued = engine.generate("next", { max_tokens: 3, signal: ctl.signal });
+    setTimeout(() => ctl.abort(), 15);
+    assert.equal((await running).choices[0].finish_reason, "abort");
+    await assert.rejects(queued, { name: "AbortError" });
+    assert.equal((await engine.chat.completions.create({ messages: MESSAGES, max_tokens: 2 })).choices[0].finish_reason, "length");
+    const dead = new AbortController();
+    dead.abort();
+    await assert.rejects(engineWith(new FakeBackend(() => 97), { signal: dead.signal }), { name: "AbortError" });
+  });
+
   test("requests run one at a time, in order", async () => {
     const engine = await engineWith(new FakeBackend(spell("xyz"), { delayMs: 1 }));
     const [a, b, c] = await Promise.all([
