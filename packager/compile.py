@@ -48,7 +48,7 @@ TEMPLATES: dict[str, dict] = {
     "rmsnorm": dict(bindings=[(0, U), (1, R), (2, W), (8, R)], uniforms=["in_row0"],
                     workgroup_size=(64, 1, 1), workgroup_bytes=256, weights=False),
     "matvec": dict(bindings=[(0, U), (1, R), (2, W)], uniforms=["seq_len", "row0", "rows"],
-                   workgroup_size=(64, 1, 1), workgroup_bytes=1024, weights=True),
+                   workgroup_size=(64, 1, 1), workgroup_bytes=None, weights=True),
     "matmul": dict(bindings=[(0, U), (1, R), (2, W)], uniforms=["seq_len", "row0", "rows"],
                    workgroup_size=(8, 8, 1), workgroup_bytes=8192, weights=True),
     "rope": dict(bindings=[(0, U), (1, W), (2, W)], uniforms=["seq_len", "past_len"],
@@ -132,8 +132,10 @@ class KernelSpec:
 
     def workgroup_bytes(self) -> int:
         n = self.info["workgroup_bytes"]
-        if n is None:  # attention: qs[HD] + pr[64] + red[64], f32
+        if n is None and self.template == "attention":  # qs[HD] + pr[64] + red[64], f32
             n = 4 * (self.consts["HD"] + 128)
+        elif n is None and self.template == "matvec":  # xs[min(K, 2048)] + red[64], f32
+            n = 4 * (min(self.consts["K"], 2048) + 64)
         return n
 
     def source(self, variant: str) -> str:

@@ -129,3 +129,179 @@ def run_kernel(device, pipelines: PipelineCache, code: str, bindings: list[tuple
     for n in read:
         out[n] = np.frombuffer(device.queue.read_buffer(gbufs[n]), np.uint8)[: buffers[n].nbytes].copy()
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# plan executor
+
+
+def _read_bundle_files(bundle: Path, plan_bytes: bytes) -> dict[str, bytes]:
+    plan = json.loads(plan_bytes)
+    files = {"plan.json": plan_bytes}
+    for k in plan["kernels"].values():
+        for path in k["files"].values():
+            files[path] = (bundle / path).read_bytes()
+    return files
+
+
+class GpuExecutor:
+    """Interprets a bundle's plan on wgpu-py.
+
+    bundle: a bundle folder (manifest.json, shards; plan.json and kernels/ when the
+    bundle has them). files: {path: bytes} as compile_artifacts returns them, to run
+    a plan that is not (or differently) stored in the bundle; when neither exists the
+    plan is compiled from the manifest. variant: "auto" (the first of the plan's
+    variant_order the device supports), "f16" or "f32"."""
+
+    def __init__(self, bundle, *, files: dict[str, bytes] | None = None, variant: str = "auto"):
+        from .reference import load_manifest
+        from .shards import read_tensor_bytes
+
+        self.bundle = Path(bundle)
+        self.manifest = load_manifest(self.bundle)
+        if files is None:
+            if (self.bundle / "plan.json").exists():
+                files = _read_bundle_files(self.bundle, (self.bundle / "plan.json").read_bytes())
+            else:
+                from .compile import compile_artifacts
+
+                window = self.manifest.get("memory", {}).get("context_window")
+                files, _ = compile_artifacts(self.manifest, context_window=window, validate=False)
+        self.files = files
+        self.plan = plan = json.loads(files["plan.json"])
+        if variant == "auto":
+            variant = plan["variant_order"][0]
+            if variant == "f16":
+                try:
+                    request_device(f16=True)
+                except RuntimeError:
+                    variant = "f32"
+        if variant not in plan["variants"]:
+            raise ValueError(f"plan has no {variant} variant (has {', '.join(plan['variants'])})")
+        self.variant = variant
+        self.device = dev = request_device(f16=variant == "f16")
+        self.context_window = plan["context_window"]
+        self.pipelines = PipelineCache(dev)
+        usage = _usage()
+
+        from .plan import buffer_size
+
+        # buffers; weights are copied in from the shards, block by block
+        self.buffers = {}
+        records = {t["name"]: t for t in self.manifest["tensors"]}
+        blobs: dict[str, bytes] = {}
+        for name, buf in plan["buffers"].items():
+            size = buffer_size(buf, variant)
+            self.buffers[name] = dev.create_buffer(label=name, size=size,
+                                                   usage=usage.STORAGE | usage.COPY_DST | usage.COPY_SRC)
+            if buf["kind"] == "weight":
+                rec = records[buf["tensor"]]
+                if buf["tensor"] not in blobs:
+                    blobs.clear()  # keep one tensor in memory at a time (buffers are grouped)
+                    blobs[buf["tensor"]] = read_tensor_bytes(self.bundle, self.manifest["shards"], rec)
+                part = next(p for p in rec["parts"] if p["name"] == buf["part"])
+                start = part["offset"] + buf["offset"]
+                data = blobs[buf["tensor"]][start: start + buf["bytes"]]
+                pad = -len(data) % 4
+                dev.queue.write_buffer(self.buffers[name], 0, data + b"\0" * pad if pad else data)
+        blobs.clear()
+
+        # pipelines, one per kernel, compiled once
+        self.kernels = {}
+        for kname, k in plan["kernels"].items():
+            code = files[k["files"][variant]].decode()
+            binds = [(b["binding"], b["type"]) for b in k["bindings"]]
+            self.kernels[kname] = self.pipelines.get(code, binds, label=kname)
+
+        # bind groups; one uniform buffer per distinct list of uniform expressions
+        self.uniforms: dict[tuple, list] = {}  # exprs -> [buffer, last values]
+        self.entries = {}
+        for ename, entry in plan["entries"].items():
+            prepared = []
+            for disp in entry["dispatches"]:
+                pipe, bgl = self.kernels[disp["kernel"]]
+                key = tuple(disp["uniforms"])
+                if key not in self.uniforms:
+                    ubuf = dev.create_buffer(size=align(4 * max(len(key), 1), 16),
+                                             usage=usage.UNIFORM | usage.COPY_DST)
+                    self.uniforms[key] = [ubuf, None]
+                res = [{"binding": 0, "resource": {"buffer": self.uniforms[key][0]}}]
+                res += [{"binding": n, "resource": {"buffer": self.buffers[b]}} for n, b in disp["bindings"]]
+                bg = dev.create_bind_group(layout=bgl, entries=res)
+                prepared.append((pipe, bg, disp["workgroups"]))
+            self.entries[ename] = prepared
+        self.past_len = 0
+
+    # -- running ------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        self.past_len = 0
+
+    def run(self, entry: str, seq_len: int, past_len: int, stop_after: int | None = None) -> None:
+        """Encode and submit one entry point for the given dimensions."""
+        env = {"seq_len": seq_len, "past_len": past_len}
+        for key, slot in self.uniforms.items():
+            values = [evaluate(e, env) for e in key]
+            if values != slot[1]:
+                data = np.zeros(align(max(len(values), 1), 4), np.uint32)
+                data[: len(values)] = values
+                self.device.queue.write_buffer(slot[0], 0, data.tobytes())
+                slot[1] = values
+        enc = self.device.create_command_encoder()
+        cp = enc.begin_compute_pass()
+        for i, (pipe, bg, wg) in enumerate(self.entries[entry]):
+            if stop_after is not None and i >= stop_after:
+                break
+            counts = [evaluate(e, env) for e in wg]
+            if 0 in counts:
+                continue
+            cp.set_pipeline(pipe)
+            cp.set_bind_group(0, bg)
+            cp.dispatch_workgroups(*counts)
+        cp.end()
+        self.device.queue.submit([enc.finish()])
+
+    def read(self, name: str) -> np.ndarray:
+        """Contents of a plan buffer (activations as float32)."""
+        buf = self.plan["buffers"][name]
+        raw = self.device.queue.read_buffer(self.buffers[name])
+        dt = {"u32": np.uint32, "f32": np.float32}.get(buf.get("dtype"), np.float16 if self.variant == "f16"
+                                                     else np.float32)
+        n = buf.get("elements", len(raw) // np.dtype(dt).itemsize)
+        return np.frombuffer(raw, dt)[:n].astype(np.float32 if dt != np.uint32 else np.uint32)
+
+    def _step(self, entry: str, tokens: np.ndarray) -> np.ndarray:
+        n = len(tokens)
+        if self.past_len + n > self.context_window:
+            raise ValueError(f"context window of {self.context_window} tokens exceeded ({self.past_len} + {n})")
+        self.device.queue.write_buffer(self.buffers["tokens"], 0, np.ascontiguousarray(tokens, np.uint32).tobytes())
+        self.run(entry, n, self.past_len)
+        self.past_len += n
+        return self.read(self.plan["outputs"]["logits"])
+
+    def prefill(self, tokens) -> np.ndarray:
+        """Run tokens after the cached ones (in chunks of prefill_chunk); return the last
+        token's logits [vocab] (float32)."""
+        tokens = np.asarray(tokens, np.uint32)
+        if tokens.ndim != 1 or len(tokens) == 0:
+            raise ValueError("prefill needs a non-empty 1-D list of token ids")
+        chunk = self.plan["prefill_chunk"]
+        logits = None
+        for i in range(0, len(tokens), chunk):
+            logits = self._step("prefill", tokens[i: i + chunk])
+        return logits
+
+    def decode(self, token: int) -> np.ndarray:
+        return self._step("decode", np.array([token], np.uint32))
+
+    def greedy(self, prompt, max_new_tokens: int, stop_ids=()) -> list[int]:
+        self.reset()
+        logits = self.prefill(prompt)
+        out = []
+        for _ in range(max_new_tokens):
+            tok = int(np.argmax(logits))
+            out.append(tok)
+            if tok in stop_ids:
+                break
+            logits = self.decode(tok)
+        return out

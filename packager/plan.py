@@ -22,7 +22,7 @@ PLAN_VERSION = 1
 DEFAULT_PREFILL_CHUNK = 128
 CONTEXT_CAP = 4096  # default context window = min(max_position_embeddings, CONTEXT_CAP)
 MAX_WORKGROUPS = 65535  # WebGPU's default maxComputeWorkgroupsPerDimension
-MATVEC_ROWS = 4  # output rows per matvec workgroup (kernels/matvec.wgsl)
+MATVEC_ROWS = 16  # output rows per matvec workgroup (kernels/matvec.wgsl)
 TILE = 32  # output tile edge of kernels/matmul.wgsl
 BLOCK_ROW_MULTIPLE = 64  # row blocks of a split weight are multiples of this
 DTYPE_BYTES = {"u32": 4, "f32": 4}

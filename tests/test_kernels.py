@@ -93,7 +93,7 @@ def test_matmul(gpu, fmt, path, variant):
     for seq in SEQ_LENS:
         x = act_arr(rng.normal(0, 1, (seq, K)), variant)
         ref = x.astype(np.float64) @ deq.T
-        wg = (math.ceil(N / 4), seq, 1) if path == "matvec" else (math.ceil(N / 32), math.ceil(seq / 32), 1)
+        wg = (math.ceil(N / 16), seq, 1) if path == "matvec" else (math.ceil(N / 32), math.ceil(seq / 32), 1)
         out = run_kernel(dev, cache, code, BIND_MM + wbinds(fmt),
                          {1: x, 2: np.zeros((seq, N), ACT[variant]), **parts},
                          [seq, 0, N], wg, read=[2], poison=[2])
@@ -120,7 +120,7 @@ def test_matmul_row_blocks_and_f32_out(gpu, path, variant):
     got = np.full((seq, N), np.nan)
     for r0, r1 in [(0, 128), (128, 256), (256, N)]:
         rows = r1 - r0
-        wg = (math.ceil(rows / 4), seq, 1) if path == "matvec" else (math.ceil(rows / 32), math.ceil(seq / 32), 1)
+        wg = (math.ceil(rows / 16), seq, 1) if path == "matvec" else (math.ceil(rows / 32), math.ceil(seq / 32), 1)
         out = run_kernel(dev, cache, code, BIND_MM + wbinds(fmt),
                          {1: x, 2: np.zeros((seq, N), np.float32), **row_block(parts, r0, r1)},
                          [seq, r0, rows], wg, read=[2], poison=[2])
@@ -128,6 +128,22 @@ def test_matmul_row_blocks_and_f32_out(gpu, path, variant):
         assert np.all(np.isnan(np.delete(block, np.s_[r0:r1], axis=1))), "wrote outside its rows"
         got[:, r0:r1] = block[:, r0:r1]
     assert rel_err(got, ref) <= TOL["f32"] * (1 if variant == "f32" else 10)
+
+
+@pytest.mark.parametrize("fmt", ["f16", "q4f32", "q2f16"])
+def test_matvec_long_rows(gpu, fmt):
+    """K above the 2048-value x chunk of the mat-vec kernel (and not a multiple of it)."""
+    dev, cache = gpu
+    rng = np.random.default_rng(23)
+    K, N = 4224, 40
+    w = rng.normal(0, 1, (N, K)).astype(np.float32)
+    parts, deq = weight_parts(fmt, w)
+    code = render("matvec", "f32", {"K": K, "N": N}, fmt)
+    for seq in (1, 7):
+        x = rng.normal(0, 1, (seq, K)).astype(np.float32)
+        out = run_kernel(dev, cache, code, BIND_MM + wbinds(fmt), {1: x, 2: np.zeros((seq, N), np.float32), **parts},
+                         [seq, 0, N], (math.ceil(N / 16), seq, 1), read=[2], poison=[2])
+        assert rel_err(out[2].view(np.float32).reshape(seq, N), x.astype(np.float64) @ deq.T) <= TOL["f32"]
 
 
 # ---------------------------------------------------------------------------------------

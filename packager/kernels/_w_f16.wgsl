@@ -1,5 +1,9 @@
 // Weight fragment, format f16: part `weight` f16[rows, K], read as u32 pairs so the
 // f32 variant needs no shader-f16.
+// Every weight fragment declares its parts at bindings 8.. and provides, for a row of
+// the bound row block: wload8(row, k8) -> W8, the 8 dequantized values of columns
+// [8 k8, 8 k8 + 8); and wdot(row, g, x4), the dot product of the GK columns of group g
+// with x staged in the including kernel's workgroup array `xs` (vec4<f32>) from xs[x4].
 @group(0) @binding(8) var<storage, read> w_weight: array<vec4<u32>>;
 
 struct W8 { a: vec4<f32>, b: vec4<f32> }
@@ -8,4 +12,14 @@ fn wload8(row: u32, k8: u32) -> W8 {
   let v = w_weight[row * (K / 8u) + k8];
   return W8(vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)),
             vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)));
+}
+
+// wdot(row, g, x4): sum over the GK = 8 columns of group g of W[row, c] * x[c], with x
+// read from the including kernel's workgroup array `xs` (vec4<f32>) at xs[x4 ..].
+const GK: u32 = 8u;
+
+fn wdot(row: u32, g: u32, x4: u32) -> f32 {
+  let v = w_weight[row * (K / 8u) + g];
+  return dot(xs[x4], vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)))
+       + dot(xs[x4 + 1u], vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)));
 }

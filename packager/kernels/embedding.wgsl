@@ -13,6 +13,8 @@ struct Params { seq_len: u32, row0: u32, rows: u32 }
 
 {{WEIGHTS}}
 
+var<workgroup> xs: array<vec4<f32>, 1>;   // (the weight fragment's wdot needs it; unused)
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let t = wid.y;

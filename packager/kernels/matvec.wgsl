@@ -1,14 +1,17 @@
 // Decode matmul (matrix-vector): y[t, row0 + n] = sum_k x[t, k] * W[n, k]
 // for n < rows (rows of the bound weight block), t = workgroup_id.y.
-// Each workgroup computes ROWS output rows; its 64 threads stride over the 8-wide
-// column chunks and the partial sums are reduced in workgroup memory.
+// A 64-thread workgroup computes RPW = 16 output rows, TPR = 4 threads per row: x is
+// staged in workgroup memory (f32, in chunks of up to 2048 values), the 4 threads of a
+// row take turns over its quantization groups (adjacent memory), and their partial sums
+// are reduced in workgroup memory.
 // bindings: 0 uniform, 1 x act[*, K], 2 y OUT[*, N], 8.. weight parts
-// workgroups: (cdiv(rows, ROWS), seq_len, 1)
+// workgroups: (cdiv(rows, 16), seq_len, 1)
 {{PRELUDE}}
 const K: u32 = {{K}}u;
-const N: u32 = {{N}}u;       // row stride of y: all rows of the weight
-const ROWS: u32 = 4u;
-const WG: u32 = 64u;
+const N: u32 = {{N}}u;            // row stride of y: all rows of the weight
+const TPR: u32 = 4u;              // threads per row
+const RPW: u32 = 16u;             // rows per workgroup
+const XC: u32 = min(K, 2048u);    // x chunk staged in workgroup memory (multiple of GK)
 
 struct Params { seq_len: u32, row0: u32, rows: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -17,33 +20,30 @@ struct Params { seq_len: u32, row0: u32, rows: u32 }
 
 {{WEIGHTS}}
 
-var<workgroup> red: array<f32, 256>;   // ROWS * WG
+var<workgroup> xs: array<vec4<f32>, XC / 4u>;
+var<workgroup> red: array<f32, 64>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let n0 = wid.x * ROWS;
   let t = wid.y;
-  let xb = t * (K / 4u);
-  var acc = vec4<f32>(0.0);
-  for (var k8 = tid; k8 < K / 8u; k8 += WG) {
-    let xa = vec4<f32>(x[xb + k8 * 2u]);
-    let xc = vec4<f32>(x[xb + k8 * 2u + 1u]);
-    for (var r = 0u; r < ROWS; r++) {
-      if (n0 + r < p.rows) {
-        let w = wload8(n0 + r, k8);
-        acc[r] += dot(xa, w.a) + dot(xc, w.b);
-      }
-    }
-  }
-  for (var r = 0u; r < ROWS; r++) { red[r * WG + tid] = acc[r]; }
-  workgroupBarrier();
-  for (var st = WG / 2u; st > 0u; st >>= 1u) {
-    if (tid < st) {
-      for (var r = 0u; r < ROWS; r++) { red[r * WG + tid] += red[r * WG + tid + st]; }
+  let r = wid.x * RPW + tid / TPR;
+  let j = tid % TPR;
+  let row = min(r, p.rows - 1u);   // rows past the end compute a copy, never stored
+  var acc = 0.0;
+  for (var k0 = 0u; k0 < K; k0 += XC) {
+    workgroupBarrier();
+    for (var i = tid; i < XC / 4u; i += 64u) {
+      if (k0 / 4u + i < K / 4u) { xs[i] = vec4<f32>(x[(t * K + k0) / 4u + i]); }
     }
     workgroupBarrier();
+    let groups = min(XC, K - k0) / GK;
+    for (var g = j; g < groups; g += TPR) {
+      acc += wdot(row, k0 / GK + g, g * (GK / 4u));
+    }
   }
-  if (tid < ROWS && n0 + tid < p.rows && t < p.seq_len) {
-    y[t * N + p.row0 + n0 + tid] = {{OUT}}(red[tid * WG]);
+  red[tid] = acc;
+  workgroupBarrier();
+  if (j == 0u && r < p.rows && t < p.seq_len) {
+    y[t * N + p.row0 + r] = {{OUT}}(red[tid] + red[tid + 1u] + red[tid + 2u] + red[tid + 3u]);
   }
 }
