@@ -1,0 +1,347 @@
+"""The execution plan: expression grammar, plan structure and limits, and the whole plan
+run on wgpu-py (lavapipe) against the numpy reference executor (packager/reference.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from packager.compile import compile_artifacts, validate_kernels
+from packager.errors import PackError
+from packager.plan import build_plan, buffer_size
+from packager.plan_expr import ExprError, evaluate, names
+
+DATA = Path(__file__).parent / "data"
+F32_TOL = 1e-3  # max |gpu - ref| / max |ref| of the logits, f32 kernels
+F16_TOL = 2e-2  # f16 kernels (activations and KV cache stored as f16)
+PROMPT_LEN, SECOND_CHUNK, DECODE_STEPS = 37, 21, 16
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert np.all(np.isfinite(a))
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+# ---------------------------------------------------------------------------------------
+# expressions
+
+
+def test_expression_cases():
+    cases = json.loads((DATA / "expr_cases.json").read_text())
+    for text, value in cases["cases"]:
+        assert evaluate(text, cases["env"]) == value, text
+    for text in cases["errors"]:
+        with pytest.raises(ExprError):
+            evaluate(text, cases["env"])
+
+
+def test_expression_rules():
+    assert evaluate("cdiv(0, 4) + 10 / 3 * 3 + 10 % 3", {}) == 10
+    assert evaluate("max(2, 3) * min(4, 5)", {}) == 12
+    assert evaluate("a-b", {"a": 5, "b": 5}) == 0
+    assert names("cdiv(seq_len * 9, 64) + past_len") == {"seq_len", "past_len"}
+    for bad, env in [("a - b", {"a": 1, "b": 2}), ("5 % 0", {}), ("cdiv(3, 0)", {}), ("x", {"x": -1}),
+                     ("min(1, 2, 3)", {}), ("()", {}), ("1 2", {}), ("eval(1, 2)", {})]:
+        with pytest.raises(ExprError):
+            evaluate(bad, env)
+
+
+# ---------------------------------------------------------------------------------------
+# bundles
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tiny_llama, tmp_path_factory):
+    from packager.bundle import package_model
+
+    cache = {}
+
+    def get(variant: str = "gqa", quant: str = "q4f16") -> Path:
+        if (variant, quant) not in cache:
+            out = tmp_path_factory.mktemp("plan") / f"tiny-{variant}-{quant}"
+            package_model(tiny_llama(variant), out, quant=quant)
+            cache[variant, quant] = out
+        return cache[variant, quant]
+
+    return get
+
+
+def manifest_of(bundle: Path) -> dict:
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------
+# plan structure, limits, split rule (no GPU)
+
+
+def check_plan(plan: dict):
+    buffers, kernels = plan["buffers"], plan["kernels"]
+    dims = set(plan["dims"])
+    for entry in plan["entries"].values():
+        for d in entry["dispatches"]:
+            k = kernels[d["kernel"]]
+            declared = {b["binding"]: b["type"] for b in k["bindings"]}
+            bound = {n: b for n, b in d["bindings"]}
+            assert set(bound) | {0} == set(declared), d["label"]
+            assert len(d["uniforms"]) == len(k["uniforms"]), d["label"]
+            writable = [b for n, b in bound.items() if declared[n] == "storage"]
+            for b in writable:  # a written buffer is bound once per dispatch
+                assert list(bound.values()).count(b) == 1, d["label"]
+            for b in bound.values():
+                assert b in buffers, b
+            for e in d["uniforms"] + d["workgroups"]:
+                assert names(e) <= dims, e
+    for b in buffers.values():
+        for v in plan["variants"]:
+            assert buffer_size(b, v) <= plan["variants"][v]["limits"]["maxStorageBufferBindingSize"]
+
+
+def test_plan_structure(tiny_bundle):
+    m = manifest_of(tiny_bundle("gqa", "q4f16"))
+    files, req = compile_artifacts(m, context_window=None)
+    plan = json.loads(files["plan.json"])
+    check_plan(plan)
+    assert plan["format"] == "llmpack-plan" and plan["version"] == 1
+    assert plan["variant_order"] == ["f16", "f32"]
+    assert plan["context_window"] == 256  # min(max_position_embeddings, 4096)
+    for k in plan["kernels"].values():
+        for v, path in k["files"].items():
+            assert path in files and files[path].decode().startswith("//")
+            assert ("enable f16;" in files[path].decode()) == (v == "f16")
+    assert req["features"] == [] and req["optional_features"] == ["shader-f16"]
+    lim = req["limits"]
+    assert lim["maxComputeWorkgroupStorageSize"] <= 16384 and lim["maxComputeInvocationsPerWorkgroup"] <= 256
+    assert lim["maxStorageBuffersPerShaderStage"] <= 8
+    assert plan["variants"]["f16"]["features"] == ["shader-f16"]
+    # KV cache: one K and one V buffer per layer, [context_window, kv_heads * head_dim]
+    cfg = m["model"]["config"]
+    kv = plan["buffers"]["k_cache.0"]
+    assert kv["elements"] == 256 * cfg["num_key_value_heads"] * cfg["head_dim"]
+    assert plan["variants"]["f16"]["memory"]["kv_cache_bytes"] * 2 == plan["variants"]["f32"]["memory"]["kv_cache_bytes"]
+    # q4f32: f32 kernels only
+    plan32, _ = build_plan(manifest_of(tiny_bundle("gqa", "q4f32")))
+    assert plan32["variant_order"] == ["f32"] and plan32["requirements"]["optional_features"] == []
+
+
+def test_split_rule(tiny_bundle):
+    m = manifest_of(tiny_bundle("untied", "q4f16"))
+    limit = 4096  # small activations too: prefill chunk 8, context 64
+    plan, _ = build_plan(m, max_binding_size=limit, prefill_chunk=8, context_window=64)
+    check_plan(plan)
+    tensors = {t["name"]: t for t in m["tensors"]}
+    for name in ("model.embed_tokens.weight", "lm_head.weight", "model.layers.0.mlp.down_proj.weight"):
+        assert any(b["kind"] == "weight" and b["tensor"] == name for b in plan["buffers"].values())
+        t = tensors[name]
+        for part in t["parts"]:
+            blocks = [b for b in plan["buffers"].values()
+                      if b["kind"] == "weight" and b["tensor"] == name and b["part"] == part["name"]]
+            assert all(buffer_size(b, "f32") <= limit for b in blocks)
+            assert sum(b["bytes"] for b in blocks) == part["bytes"]
+            assert [b["offset"] for b in blocks] == sorted(b["offset"] for b in blocks)
+    embeds = [d for d in plan["entries"]["prefill"]["dispatches"] if d["label"].startswith("embed")]
+    heads = [d for d in plan["entries"]["decode"]["dispatches"] if d["label"].startswith("lm_head")]
+    assert len(embeds) > 1 and len(heads) > 1
+    with pytest.raises(PackError, match="binding limit"):
+        build_plan(m, max_binding_size=256, prefill_chunk=8, context_window=64)
+
+
+def test_context_window_and_limits(tiny_bundle):
+    m = manifest_of(tiny_bundle("gqa", "q4f32"))
+    assert build_plan(m, context_window=64)[0]["context_window"] == 64
+    with pytest.raises(PackError, match="context-window"):
+        build_plan(m, context_window=100000)
+    with pytest.raises(PackError, match="k_cache.0.*context-window"):  # 256 x 32 floats per layer
+        build_plan(m, max_binding_size=16 << 10, max_buffer_size=16 << 10, prefill_chunk=16)
+
+
+def test_kernel_compile_error_names_the_kernel(tiny_bundle, monkeypatch):
+    with pytest.raises(PackError, match=r"kernel broken\.f32 failed to compile: .*"):
+        validate_kernels({"broken.f32": "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }"})
+    import packager.compile as compile_mod
+
+    real = compile_mod.load_template
+
+    def sabotaged(name):
+        text = real(name)
+        return text.replace("x[i] = act(", "x[i] = nonsense(") if name == "add" else text
+
+    monkeypatch.setattr(compile_mod, "load_template", sabotaged)
+    with pytest.raises(PackError, match=r"kernel add\.f(16|32) failed to compile"):
+        compile_artifacts(manifest_of(tiny_bundle("gqa", "q4f16")), context_window=None)
+
+
+# ---------------------------------------------------------------------------------------
+# the whole plan on the GPU vs the numpy reference
+
+
+def reference_run(ref, prompt, second, steps):
+    """Logits after the prompt, after a second chunk, and after each greedy decode step
+    (tokens chosen by the reference); returns (list of logits, decode tokens)."""
+    ref.reset()
+    out = [ref.prefill(prompt)[-1], ref.prefill(second)[-1]]
+    tokens = []
+    for _ in range(steps):
+        tokens.append(int(np.argmax(out[-1])))
+        out.append(ref.decode(tokens[-1]))
+    return out, tokens
+
+
+def gpu_run(ex, prompt, second, tokens):
+    ex.reset()
+    out = [ex.prefill(prompt), ex.prefill(second)]
+    for t in tokens:
+        out.append(ex.decode(t))
+    return out
+
+
+def compare(gpu_logits, ref_logits, tol):
+    errs = [rel(g, r) for g, r in zip(gpu_logits, ref_logits)]
+    assert max(errs) <= tol, f"max rel err {max(errs):.2e} > {tol} (per step: {[f'{e:.1e}' for e in errs]})"
+    return max(errs)
+
+
+def prompts(vocab, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(3, vocab, PROMPT_LEN).tolist(), rng.integers(3, vocab, SECOND_CHUNK).tolist()
+
+
+@pytest.mark.parametrize("quant", ["q4f32", "q4f16", "q2f16"])
+@pytest.mark.parametrize("variant", ["plain", "gqa", "llama3", "untied"])
+def test_tiny_plan_matches_reference(tiny_bundle, variant, quant):
+    from packager.gpu_executor import GpuExecutor
+    from packager.reference import ReferenceModel
+
+    bundle = tiny_bundle(variant, quant)
+    ref = ReferenceModel(bundle)
+    p1, p2 = prompts(ref.cfg["vocab_size"])
+    want, tokens = reference_run(ref, p1, p2, DECODE_STEPS)
+    files, _ = compile_artifacts(manifest_of(bundle), context_window=ref.context_window, validate=False)
+    kernel_variants = json.loads(files["plan.json"])["variant_order"]
+    assert kernel_variants == (["f16", "f32"] if quant != "q4f32" else ["f32"])
+    for kv in kernel_variants:
+        ex = GpuExecutor(bundle, files=files, variant=kv)
+        compare(gpu_run(ex, p1, p2, tokens), want, F32_TOL if kv == "f32" else F16_TOL)
+
+
+def test_chunked_prefill_and_one_kernel_set_for_all_lengths(tiny_bundle):
+    """A prompt longer than prefill_chunk runs in chunks; every length runs on the kernels
+    compiled at load time (no module or pipeline is created afterwards)."""
+    from packager.gpu_executor import GpuExecutor
+    from packager.reference import ReferenceModel
+
+    bundle = tiny_bundle("llama3", "q4f32")
+    ref = ReferenceModel(bundle)
+    files, _ = compile_artifacts(manifest_of(bundle), context_window=None, prefill_chunk=16, validate=False)
+    ex = GpuExecutor(bundle, files=files, variant="f32")
+    plan = json.loads(files["plan.json"])
+    assert plan["prefill_chunk"] == 16
+    compiled = (ex.pipelines.modules, ex.pipelines.pipelines)
+    assert compiled[1] == len(plan["kernels"])
+    rng = np.random.default_rng(1)
+    for n in (1, 5, 16, 37, 64):
+        toks = rng.integers(3, ref.cfg["vocab_size"], n).tolist()
+        ref.reset()
+        want = ref.prefill(toks)[-1]
+        ex.reset()
+        assert rel(ex.prefill(toks), want) <= F32_TOL, n
+        tok = int(np.argmax(want))
+        assert rel(ex.decode(tok), ref.decode(tok)) <= F32_TOL
+    assert (ex.pipelines.modules, ex.pipelines.pipelines) == compiled
+    ex.reset()
+    ex.prefill(list(range(3, 3 + 250)))
+    with pytest.raises(ValueError, match="context window"):
+        ex.prefill(list(range(3, 10)))
+
+
+def test_tiny_split_path_is_identical(tiny_bundle):
+    from packager.gpu_executor import GpuExecutor
+
+    bundle = tiny_bundle("untied", "q2f16")
+    m = manifest_of(bundle)
+    kw = dict(context_window=64, prefill_chunk=8, validate=False)
+    whole, _ = compile_artifacts(m, **kw)
+    split, _ = compile_artifacts(m, max_binding_size=4096, **kw)
+    assert len(json.loads(split["plan.json"])["buffers"]) > len(json.loads(whole["plan.json"])["buffers"])
+    p1, p2 = prompts(m["model"]["config"]["vocab_size"], seed=2)
+    for kv in ("f32", "f16"):
+        a = gpu_run(GpuExecutor(bundle, files=whole, variant=kv), p1, p2, [5, 9, 200])
+        b = gpu_run(GpuExecutor(bundle, files=split, variant=kv), p1, p2, [5, 9, 200])
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+
+
+# ---------------------------------------------------------------------------------------
+# SmolLM2-135M-Instruct
+
+
+@pytest.fixture(scope="module")
+def smollm2_runs(smollm2_bundle):
+    """Per quant: (bundle, prompt, second chunk, decode tokens, reference logits)."""
+    from packager.reference import ReferenceModel
+
+    cache = {}
+
+    def get(quant):
+        if quant not in cache:
+            bundle = smollm2_bundle(quant)
+            ref = ReferenceModel(bundle)
+            p1, p2 = prompts(ref.cfg["vocab_size"], seed=3)
+            want, tokens = reference_run(ref, p1, p2, DECODE_STEPS)
+            cache[quant] = (bundle, p1, p2, tokens, want, ref)
+        return cache[quant]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quant", ["q4f32", "q4f16", "q2f16"])
+def test_smollm2_plan_matches_reference(smollm2_runs, quant):
+    from packager.gpu_executor import GpuExecutor
+
+    bundle, p1, p2, tokens, want, _ = smollm2_runs(quant)
+    ex = GpuExecutor(bundle, variant="f32")
+    got = gpu_run(ex, p1, p2, tokens)
+    compare(got, want, F32_TOL)
+    if quant == "q4f32":  # greedy choice equal at every step
+        assert [int(np.argmax(g)) for g in got[1:-1]] == tokens
+    if "f16" in ex.plan["variants"]:
+        compare(gpu_run(GpuExecutor(bundle, variant="f16"), p1, p2, tokens), want, F16_TOL)
+
+
+@pytest.mark.slow
+def test_smollm2_q4f32_greedy_chat_equals_reference(smollm2_runs):
+    from tokenizers import Tokenizer
+
+    from packager.gpu_executor import GpuExecutor
+
+    bundle, *_, ref = smollm2_runs("q4f32")
+    tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    prompt = tok.encode("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n").ids
+    ex = GpuExecutor(bundle, variant="f32")
+    assert ex.greedy(prompt, 32) == ref.greedy(prompt, 32)
+
+
+@pytest.mark.slow
+def test_smollm2_split_embedding_is_identical(smollm2_runs):
+    """Binding limit 8 MiB: the 49152 x 576 q4f32 embedding / tied lm_head (14 MiB of
+    codes) is split into row blocks; logits are bit-identical to the unsplit plan."""
+    from packager.gpu_executor import GpuExecutor
+
+    bundle, p1, p2, tokens, want, _ = smollm2_runs("q4f32")
+    m = manifest_of(bundle)
+    window = m["memory"]["context_window"]
+    files, req = compile_artifacts(m, context_window=window, max_binding_size=8 << 20, validate=False)
+    plan = json.loads(files["plan.json"])
+    embeds = [d for d in plan["entries"]["prefill"]["dispatches"] if d["label"].startswith("embed")]
+    heads = [d for d in plan["entries"]["decode"]["dispatches"] if d["label"].startswith("lm_head")]
+    assert len(embeds) == len(heads) == 2
+    assert req["limits"]["maxStorageBufferBindingSize"] <= 8 << 20
+    whole = GpuExecutor(bundle, variant="f32")
+    split = GpuExecutor(bundle, files=files, variant="f32")
+    for a, b in zip(gpu_run(whole, p1, p2, tokens[:4]), gpu_run(split, p1, p2, tokens[:4])):
+        np.testing.assert_array_equal(a, b)
