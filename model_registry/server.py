@@ -19,7 +19,8 @@ works against this server unchanged:
 Only the index, the listed files of indexed versions and well-formed shard names are
 served: request paths are matched against those lists, never joined onto a file-system
 path, so nothing outside the registry can be reached. Files support HEAD, single-range
-`Range` requests (206/416), `ETag`/`If-None-Match` and CORS for cross-origin pages.
+`Range` requests (206/416), `ETag`/`If-None-Match` (packager/static_files.py, shared with
+`llmpack serve`) and CORS for cross-origin pages.
 """
 
 from __future__ import annotations
@@ -27,61 +28,24 @@ from __future__ import annotations
 import collections
 import hashlib
 import ipaddress
-import mimetypes
 import re
 import socket
 import sys
 import threading
 import time
-from typing import Iterator
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
-from .bundles import CHUNK, MANIFEST, Manifest
+from packager.static_files import IMMUTABLE, REVALIDATE, file_response, parse_range  # noqa: F401 (re-exported)
+
+from .bundles import MANIFEST, Manifest
 from .errors import RegistryError
 from .naming import is_valid_id, is_valid_version
 from .registry import INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, Registry, version_dir, versions_newest_first
 
-IMMUTABLE = "public, max-age=31536000, immutable"
-REVALIDATE = "no-cache"
 _SHARD_FILE = re.compile(r"([0-9a-f]{64})\.bin")
-_MEDIA_TYPES = {
-    ".json": "application/json",
-    ".bin": "application/octet-stream",
-    ".wasm": "application/wasm",  # required by WebAssembly.instantiateStreaming
-    ".wgsl": "text/wgsl; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".mjs": "text/javascript; charset=utf-8",
-    ".txt": "text/plain; charset=utf-8",
-    ".jinja": "text/plain; charset=utf-8",
-    ".model": "application/octet-stream",
-}
-
-
-def media_type(path: str) -> str:
-    dot = path.rfind(".")
-    ext = path[dot:].lower() if dot > path.rfind("/") else ""
-    return _MEDIA_TYPES.get(ext) or mimetypes.guess_type(path)[0] or "application/octet-stream"
-
-
-def parse_range(header: str, size: int) -> tuple[int, int] | str | None:
-    """A single `bytes=` range -> (first, last) inclusive; "unsatisfiable"; or None to
-    ignore the header and send the whole file (multiple ranges, malformed headers)."""
-    m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
-    if not m or m.group(1) == m.group(2) == "":
-        return None
-    first, last = m.groups()
-    if first == "":
-        n = int(last)
-        return (max(0, size - n), size - 1) if n > 0 and size > 0 else "unsatisfiable"
-    start = int(first)
-    if last and int(last) < start:
-        return None
-    if start >= size:
-        return "unsatisfiable"
-    return start, min(int(last), size - 1) if last else size - 1
 
 
 def create_app(registry: Registry | str, *, index_ttl: float = 1.0) -> FastAPI:
@@ -142,28 +106,7 @@ def create_app(registry: Registry | str, *, index_ttl: float = 1.0) -> FastAPI:
         size = reg.store.size(rel)
         if size is None:
             raise HTTPException(404, f"{rel} is missing from the registry; run `llmpack registry verify`")
-        headers = {"Accept-Ranges": "bytes", "Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
-        if etag:
-            headers["ETag"] = f'"{etag}"'
-            tags = [t.strip().removeprefix("W/") for t in request.headers.get("if-none-match", "").split(",")]
-            if "*" in tags or headers["ETag"] in tags:
-                return Response(status_code=304, headers=headers)
-        start, length, status = 0, size, 200
-        header = request.headers.get("range")
-        if_range = request.headers.get("if-range")
-        if header and (if_range is None or (etag and if_range.strip() == headers["ETag"])):
-            r = parse_range(header, size)
-            if r == "unsatisfiable":
-                return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
-            if r is not None:
-                start, length, status = r[0], r[1] - r[0] + 1, 206
-                headers["Content-Range"] = f"bytes {r[0]}-{r[1]}/{size}"
-        headers["Content-Length"] = str(length)
-        mtype = media_type(rel)
-        if request.method == "HEAD":
-            return Response(status_code=status, headers=headers, media_type=mtype)
-        return StreamingResponse(_read_range(reg, rel, start, length), status_code=status, headers=headers,
-                                 media_type=mtype)
+        return file_response(request, rel, size, lambda: reg.store.open_read(rel), etag=etag, cache=cache)
 
     @app.get("/")
     def root(request: Request):
@@ -238,18 +181,6 @@ def create_app(registry: Registry | str, *, index_ttl: float = 1.0) -> FastAPI:
         return send_file(request, f"shards/{name}", match.group(1), IMMUTABLE)
 
     return app
-
-
-def _read_range(reg: Registry, rel: str, start: int, length: int) -> Iterator[bytes]:
-    with reg.store.open_read(rel) as f:
-        f.seek(start)
-        left = length
-        while left > 0:
-            chunk = f.read(min(CHUNK, left))
-            if not chunk:
-                break  # the file shrank under us; the client's hash check will say so
-            left -= len(chunk)
-            yield chunk
 
 
 def bind(host: str, port: int) -> socket.socket:
