@@ -251,7 +251,8 @@ class _Builder:
         self.tensor("model.norm.weight", (H,))
 
         self.act("tokens", C, kind="input", dtype="u32")
-        for name, n in [("x", C * H), ("xn", C * H), ("q", C * NH * HD), ("k", C * KVD), ("v", C * KVD),
+        self.act("x", C * H, dtype="f32")  # the residual stream: f32 in both variants
+        for name, n in [("xn", C * H), ("q", C * NH * HD), ("k", C * KVD), ("v", C * KVD),
                         ("attn", C * NH * HD), ("o", C * H), ("gate", C * I), ("up", C * I), ("x_last", H)]:
             self.act(name, n)
         self.act("logits", V, kind="output", dtype="f32")

@@ -1,10 +1,11 @@
 // Residual add, in place: x[i] += y[i] for i < n (n = seq_len * hidden_size).
-// bindings: 0 uniform, 1 x act[] (in/out), 2 y act[]
+// x is the residual stream, f32 in both variants.
+// bindings: 0 uniform, 1 x f32[] (in/out), 2 y act[]
 // workgroups: grid over n threads (x, y; 256 per workgroup)
 {{PRELUDE}}
 struct Params { n: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> x: array<act>;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read> y: array<act>;
 
 @compute @workgroup_size(256)
@@ -12,5 +13,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) tid: u32) {
   let i = (wid.y * nwg.x + wid.x) * 256u + tid;
   if (i >= p.n) { return; }
-  x[i] = act(f32(x[i]) + f32(y[i]));
+  x[i] = x[i] + f32(y[i]);
 }

@@ -1,7 +1,8 @@
 // Embedding gather: y[t, :] = E[tokens[t], :] for t < seq_len, E in any weight format.
 // A table split into row blocks runs once per block; each run writes only the tokens
 // whose id falls into its block [row0, row0 + rows).
-// bindings: 0 uniform, 1 tokens u32[], 2 y act[seq, K], 8.. weight parts
+// The residual stream y is f32 in both variants.
+// bindings: 0 uniform, 1 tokens u32[], 2 y f32[seq, K], 8.. weight parts
 // workgroups: (cdiv(K / 8, 64), seq_len, 1)
 {{PRELUDE}}
 const K: u32 = {{K}}u;
@@ -9,7 +10,7 @@ const K: u32 = {{K}}u;
 struct Params { seq_len: u32, row0: u32, rows: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;
-@group(0) @binding(2) var<storage, read_write> y: array<act4>;
+@group(0) @binding(2) var<storage, read_write> y: array<vec4<f32>>;
 
 {{WEIGHTS}}
 
@@ -23,6 +24,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let tok = tokens[t];
   if (tok < p.row0 || tok - p.row0 >= p.rows) { return; }
   let w = wload8(tok - p.row0, k8);
-  y[t * (K / 4u) + k8 * 2u] = act4(w.a);
-  y[t * (K / 4u) + k8 * 2u + 1u] = act4(w.b);
+  y[t * (K / 4u) + k8 * 2u] = w.a;
+  y[t * (K / 4u) + k8 * 2u + 1u] = w.b;
 }

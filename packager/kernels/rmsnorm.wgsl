@@ -1,6 +1,7 @@
 // RMSNorm (Llama): y[t, i] = x[in_row0 + t, i] / sqrt(mean_i(x^2) + EPS) * w[i],
 // statistics in f32. One workgroup per output row t.
-// bindings: 0 uniform, 1 x act[*, H], 2 y act[*, H], 8 w f32[H]
+// x is the residual stream (f32 in both variants).
+// bindings: 0 uniform, 1 x f32[*, H], 2 y act[*, H], 8 w f32[H]
 // workgroups: (rows, 1, 1)
 {{PRELUDE}}
 const H: u32 = {{H}}u;
@@ -9,7 +10,7 @@ const WG: u32 = 64u;
 
 struct Params { in_row0: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<act>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<act>;
 @group(0) @binding(8) var<storage, read> w: array<f32>;
 
@@ -21,7 +22,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let dst = wid.x * H;
   var s = 0.0;
   for (var i = tid; i < H; i += WG) {
-    let v = f32(x[src + i]);
+    let v = x[src + i];
     s += v * v;
   }
   red[tid] = s;
@@ -32,6 +33,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   let inv = inverseSqrt(red[0] / f32(H) + EPS);
   for (var i = tid; i < H; i += WG) {
-    y[dst + i] = act(f32(x[src + i]) * inv * w[i]);
+    y[dst + i] = act(x[src + i] * inv * w[i]);
   }
 }
