@@ -226,5 +226,5 @@ def compile_artifacts(manifest: dict, *, context_window: int | None = None,
             files[spec.file(variant)] = code.encode()
     if validate and not os.environ.get("LLMPACK_SKIP_KERNEL_VALIDATION"):
         validate_kernels(sources)
-    files["plan.json"] = (json.dumps(plan, indent=1) + "\n").encode()
+    files["plan.json"] = (json.dumps(plan, separators=(",", ":")) + "\n").encode()
     return files, plan["requirements"]

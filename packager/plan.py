@@ -114,7 +114,7 @@ class _Builder:
         H, HD, NH, NKV = self.H, self.HD, self.NH, self.NKV
         if NH % NKV:
             raise PackError(f"num_attention_heads {NH} is not a multiple of num_key_value_heads {NKV}")
-        if HD % 2 or (HD * NH) % 8 or (HD * NKV) % 8 or H % 8 or self.I % 8:
+        if HD % 8 or (HD * NH) % 8 or (HD * NKV) % 8 or H % 8 or self.I % 8:
             raise PackError("hidden, intermediate and head sizes must be multiples of 8 "
                             f"(hidden {H}, intermediate {self.I}, head_dim {HD})")
         biases = [n for n in self.tensors if n.endswith(".bias")]

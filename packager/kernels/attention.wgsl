@@ -21,11 +21,11 @@ const NEG: f32 = -3.0e38;
 struct Params { seq_len: u32, past_len: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<act>;
-@group(0) @binding(2) var<storage, read> kc: array<act>;
+@group(0) @binding(2) var<storage, read> kc: array<act4>;
 @group(0) @binding(3) var<storage, read> vc: array<act>;
 @group(0) @binding(4) var<storage, read_write> out: array<act>;
 
-var<workgroup> qs: array<f32, HD>;
+var<workgroup> qs: array<vec4<f32>, HD / 4u>;
 var<workgroup> pr: array<f32, WG>;    // probabilities of the current key tile
 var<workgroup> red: array<f32, WG>;
 
@@ -35,7 +35,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let t = wid.y;
   let kvh = h / GROUP;
   let n_keys = p.past_len + t + 1u;
-  for (var d = tid; d < HD; d += WG) { qs[d] = f32(q[(t * NH + h) * HD + d]) * SCALE; }
+  for (var d = tid; d < HD / 4u; d += WG) {
+    let b = (t * NH + h) * HD + 4u * d;
+    qs[d] = vec4<f32>(f32(q[b]), f32(q[b + 1u]), f32(q[b + 2u]), f32(q[b + 3u])) * SCALE;
+  }
   workgroupBarrier();
   var m = NEG;
   var l = 0.0;
@@ -45,10 +48,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let j = tile * WG + tid;
     var s = NEG;
     if (j < n_keys) {
-      let kb = (j * NKV + kvh) * HD;
-      var dot = 0.0;
-      for (var d = 0u; d < HD; d++) { dot += qs[d] * f32(kc[kb + d]); }
-      s = dot;
+      let kb = (j * NKV + kvh) * (HD / 4u);
+      var qk = 0.0;
+      for (var d = 0u; d < HD / 4u; d++) { qk += dot(qs[d], vec4<f32>(kc[kb + d])); }
+      s = qk;
     }
     red[tid] = s;
     workgroupBarrier();
