@@ -50,10 +50,16 @@ def parse_size(text: str) -> int:
 
 
 def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int = DEFAULT_SHARD_SIZE,
-                  context_window: int | None = None, force: bool = False, progress: bool = False) -> dict:
-    """Package `src` into a bundle at `out`; return a summary dict."""
+                  context_window: int | None = None, force: bool = False, progress: bool = False,
+                  quantizer: str = "search") -> dict:
+    """Package `src` into a bundle at `out`; return a summary dict.
+
+    quantizer: "search" (error-minimizing scales, the default) or "rtn" (plain
+    round-to-nearest, kept as the baseline that quality reports compare against)."""
     t0 = time.perf_counter()
     scheme = get_scheme(quant)
+    if quantizer not in ("search", "rtn"):
+        raise PackError(f"unknown --quantizer {quantizer!r}; use search (default) or rtn")
     out = Path(out)
     _check_destination(out, force)
     ck = open_checkpoint(Path(src))
@@ -67,9 +73,9 @@ def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is meant to be served
         try:
-            tensors, shards = _write_shards(ck, plan, scheme, tmp, shard_size, progress)
+            tensors, shards = _write_shards(ck, plan, scheme, tmp, shard_size, progress, quantizer)
             files = _copy_tokenizer(ck, tmp)
-            manifest = _manifest(ck, hf_arch, cfg, scheme, tensors, shards, files, window)
+            manifest = _manifest(ck, hf_arch, cfg, scheme, quantizer, tensors, shards, files, window)
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
             _swap_into_place(tmp, out)
         except BaseException:
@@ -119,7 +125,7 @@ def _tensor_plan(ck: Checkpoint, cfg: dict) -> list[tuple[str, tuple[int, ...], 
     return plan
 
 
-def _write_shards(ck: Checkpoint, plan, scheme, root: Path, shard_size: int, progress: bool):
+def _write_shards(ck: Checkpoint, plan, scheme, root: Path, shard_size: int, progress: bool, quantizer: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     writer = ShardWriter(root, shard_size)
@@ -135,7 +141,7 @@ def _write_shards(ck: Checkpoint, plan, scheme, root: Path, shard_size: int, pro
                 bad = int(np.size(w) - np.count_nonzero(np.isfinite(w)))
                 raise PackError(f"tensor {name} has {bad} non-finite values (NaN/inf); the checkpoint is corrupt")
             fmt = choose_format(scheme, shape, role)
-            layout, pieces = fmt.encode_bytes(w.reshape(shape if len(shape) == 2 else (1, -1)))
+            layout, pieces = fmt.encode_bytes(w.reshape(shape if len(shape) == 2 else (1, -1)), quantizer)
             del w
             shard, offset = writer.append(pieces)
             specs = {p.name: p for p in fmt.parts(shape if len(shape) == 2 else (1, shape[0]))}
@@ -210,7 +216,7 @@ def _memory(cfg: dict, weights: int, window: int) -> dict:
             "activation_bytes": activations, "estimate_bytes": weights + kv_per_token * window + activations}
 
 
-def _manifest(ck, hf_arch, cfg, scheme, tensors, shards, files, window) -> dict:
+def _manifest(ck, hf_arch, cfg, scheme, quantizer, tensors, shards, files, window) -> dict:
     weights = sum(t["bytes"] for t in tensors)
     elements = sum(int(np.prod(t["shape"])) for t in tensors)
     payload = sum(p["bytes"] for t in tensors for p in t["parts"])
@@ -231,7 +237,7 @@ def _manifest(ck, hf_arch, cfg, scheme, tensors, shards, files, window) -> dict:
             "config": cfg,
             "hf_config": ck.config,
         },
-        "quantization": {"scheme": scheme.name, "compute": scheme.compute,
+        "quantization": {"scheme": scheme.name, "compute": scheme.compute, "quantizer": quantizer,
                          "bits_per_weight": round(8 * payload / elements, 3)},
         "tokenizer": _tokenizer_info(ck),
         "generation": _generation(ck),

@@ -51,6 +51,75 @@ def package(
             f"({summary['bits_per_weight']:.2f} bits/weight) in {summary['seconds']:.1f}s")
 
 
+@app.command("eval")
+def eval_(
+    src: Optional[Path] = typer.Argument(None, help="a bundle, or a checkpoint to package and evaluate per --quant; "
+                                         "default: SmolLM2-135M-Instruct"),
+    quant: str = typer.Option("f32,q8f16,q4f16,q4f32,q3f16,q2f16", "--quant", "-q",
+                              help="comma-separated schemes to evaluate when SRC is a checkpoint"),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="unquantized bundle or checkpoint for KL "
+                                             "when SRC is a bundle"),
+    text: Optional[Path] = typer.Option(None, "--text", help="UTF-8 text file (default: built-in held-out English)"),
+    window: int = typer.Option(256, "--window", help="tokens per evaluation window"),
+    max_windows: Optional[int] = typer.Option(None, "--max-windows", help="evaluate at most this many windows"),
+    quantizer: str = typer.Option("search", "--quantizer", help="search (error-minimizing) or rtn (baseline)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+):
+    """Perplexity and KL divergence against f32, computed by the numpy reference executor."""
+    from .checkpoint import default_source
+    from .evaluate import run_eval
+
+    if text is not None and not text.is_file():
+        raise PackError(f"--text {text}: no such file")
+    result = run_eval(src or default_source(), quants=[q.strip() for q in quant.split(",") if q.strip()],
+                      reference=reference, text_file=text, window=window, max_windows=max_windows,
+                      quantizer=quantizer, progress=not as_json)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{result['tokens']} tokens in {result['windows']} windows of {result['window']}")
+    for col in ("model", "MB", "bits/weight", "perplexity", "vs f32", "KL vs f32"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in result["rows"]:
+        inc = r.get("perplexity_increase")
+        table.add_row(r["model"], f"{r['mb']:.1f}", f"{r['bits_per_weight']:.2f}", f"{r['perplexity']:.3f}",
+                      "" if inc is None else f"{100 * inc:+.2f}%", "" if "kl" not in r else f"{r['kl']:.4f}")
+    Console().print(table)
+
+
+@app.command()
+def serve(
+    paths: list[Path] = typer.Argument(..., metavar="BUNDLE_OR_DIR...",
+                                       help="bundle folders, or folders holding bundle folders"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (other than loopback: a warning)"),
+    port: int = typer.Option(8000, "--port", "-p", help="port; 0 picks a free one"),
+    registry: Optional[str] = typer.Option(None, "--registry", help="also list a registry's models: the URL of "
+                                           "`llmpack registry serve`, or a registry folder / fsspec URL"),
+):
+    """Serve bundles, the JS runtime and the chat demo page over HTTP."""
+    from .serve import serve as run_server
+
+    run_server(paths, host=host, port=port, registry=registry)
+
+
+@app.command()
+def demo(
+    quant: str = typer.Option("q4f16", "--quant", "-q", help="quantization of the demo bundle"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+    port: int = typer.Option(8000, "--port", "-p", help="port; 0 picks a free one"),
+    no_open: bool = typer.Option(False, "--no-open", help="do not open a browser"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", envvar="LLMPACK_CACHE_DIR",
+                                             help="where the bundle is kept (default ~/.cache/llmpack)"),
+    repackage: bool = typer.Option(False, "--repackage", help="package again even if a bundle is cached"),
+):
+    """Package SmolLM2-135M-Instruct once, then serve it with the chat demo."""
+    from .demo import run_demo
+
+    run_demo(quant, host, port, open_browser=not no_open, cache_dir=cache_dir, repackage=repackage)
+
+
 def _register_subcommands() -> None:
     try:
         from model_registry.cli import registry_app, RegistryError

@@ -113,8 +113,8 @@ def dequantize_symmetric(q: np.ndarray, scales: np.ndarray, bits: int, group: in
 ASYM_SHRINK = (0.0, 0.04, 0.08, 0.12, 0.16, 0.2, 0.25, 0.3)
 
 
-def quantize_asymmetric(w: np.ndarray, bits: int, group: int, scale_dtype: str,
-                        refine_steps: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def quantize_asymmetric(w: np.ndarray, bits: int, group: int, scale_dtype: str, refine_steps: int = 2,
+                        shrink: tuple[float, ...] = ASYM_SHRINK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """w ~= q * scale + min, q in [0, 2**bits).
 
     The clipping range [lo, hi] of each group is searched (shrinking min and max
@@ -130,8 +130,8 @@ def quantize_asymmetric(w: np.ndarray, bits: int, group: int, scale_dtype: str,
         return np.clip(np.rint((g - lo[..., None]) * inv[..., None]), 0, qmax)
 
     best = None
-    for a in ASYM_SHRINK:
-        for b in ASYM_SHRINK:
+    for a in shrink:
+        for b in shrink:
             if a + b >= 0.9:
                 continue
             lo = gmin + a * span
@@ -192,7 +192,7 @@ class Format:
     def supports(self, shape: tuple[int, ...]) -> bool:
         if not self.quantized:
             return True
-        return len(shape) == 2 and shape[1] % self.group == 0 and shape[1] % (32 // self.bits) == 0
+        return len(shape) == 2 and shape[1] % self.group == 0 and shape[1] % 32 == 0
 
     def bits_per_weight(self) -> float:
         if not self.quantized:
@@ -207,47 +207,70 @@ class Format:
         if not self.supports(shape):
             raise FormatError(f"{self.name} needs a 2-D shape with cols divisible by {self.group}, got {shape}")
         rows, cols = shape
-        specs = [PartSpec("qweight", "u32", (rows, cols * self.bits // 32)),
-                 PartSpec("scales", self.scale_dtype, (rows, cols // self.group))]
+        if self.bits == 3:
+            specs = [PartSpec("qweight", "u32", (rows, cols // 16)), PartSpec("qhigh", "u32", (rows, cols // 32))]
+        else:
+            specs = [PartSpec("qweight", "u32", (rows, cols * self.bits // 32))]
+        specs.append(PartSpec("scales", self.scale_dtype, (rows, cols // self.group)))
         if self.asymmetric:
             specs.append(PartSpec("mins", self.scale_dtype, (rows, cols // self.group)))
         return specs
 
-    def encode(self, w: np.ndarray) -> dict[str, np.ndarray]:
-        """float array -> {part name: little-endian array}, in the order of parts()."""
+    def encode(self, w: np.ndarray, method: str = "search") -> dict[str, np.ndarray]:
+        """float array -> {part name: little-endian array}, in the order of parts().
+
+        method "search" picks scales (and clipping ranges) that minimize the squared
+        error; "rtn" is plain round-to-nearest from the group's min/max (a baseline)."""
         if not self.quantized:
             return {"weight": np.ascontiguousarray(w, dtype=NUMPY_DTYPES[self.name])}
         self.parts(w.shape)
         # Row blocks bound the quantizers' temporaries, whatever the tensor's size.
         step = max(1, ENCODE_BLOCK_ELEMENTS // w.shape[1])
-        blocks = [self._encode_rows(w[r:r + step]) for r in range(0, w.shape[0], step)]
+        blocks = [self._encode_rows(w[r:r + step], method) for r in range(0, w.shape[0], step)]
         return {k: np.ascontiguousarray(np.concatenate([b[k] for b in blocks])) for k in blocks[0]}
 
-    def _encode_rows(self, w: np.ndarray) -> dict[str, np.ndarray]:
+    def _encode_rows(self, w: np.ndarray, method: str) -> dict[str, np.ndarray]:
+        if method not in ("search", "rtn"):
+            raise FormatError(f"unknown quantization method {method!r}; use search or rtn")
         dt = NUMPY_DTYPES[self.scale_dtype]
         if self.asymmetric:
-            q, s, m = quantize_asymmetric(w, self.bits, self.group, self.scale_dtype)
-            return {"qweight": pack_codes(q, self.bits), "scales": s.astype(dt), "mins": m.astype(dt)}
-        q, s = quantize_symmetric(w, self.bits, self.group, self.scale_dtype, SYMMETRIC_SEARCH[self.bits])
-        return {"qweight": pack_codes(q, self.bits), "scales": s.astype(dt)}
+            kw = dict(refine_steps=0, shrink=(0.0,)) if method == "rtn" else {}
+            q, s, m = quantize_asymmetric(w, self.bits, self.group, self.scale_dtype, **kw)
+            return {**self._pack(q), "scales": s.astype(dt), "mins": m.astype(dt)}
+        search = (1.0,) if method == "rtn" else SYMMETRIC_SEARCH[self.bits]
+        q, s = quantize_symmetric(w, self.bits, self.group, self.scale_dtype, search)
+        return {**self._pack(q), "scales": s.astype(dt)}
+
+    def _pack(self, q: np.ndarray) -> dict[str, np.ndarray]:
+        """3-bit codes are stored as two bit planes (low 2 bits, high bit): u32 words
+        then hold a whole number of codes and kernels keep shifts and masks simple."""
+        if self.bits == 3:
+            return {"qweight": pack_codes(q & 3, 2), "qhigh": pack_codes(q >> 2, 1)}
+        return {"qweight": pack_codes(q, self.bits)}
+
+    def _unpack(self, parts: dict[str, np.ndarray], rows: int) -> np.ndarray:
+        if self.bits == 3:
+            return unpack_codes(parts["qweight"].reshape(rows, -1), 2) | \
+                (unpack_codes(parts["qhigh"].reshape(rows, -1), 1) << 2)
+        return unpack_codes(parts["qweight"].reshape(rows, -1), self.bits)
 
     def decode(self, parts: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
         """{part name: array} -> float32 array of `shape`."""
         if not self.quantized:
             return parts["weight"].astype(np.float32).reshape(shape)
-        q = unpack_codes(parts["qweight"].reshape(shape[0], -1), self.bits)
+        q = self._unpack(parts, shape[0])
         scales = parts["scales"].reshape(shape[0], -1)
         if self.asymmetric:
             return dequantize_asymmetric(q, scales, parts["mins"].reshape(shape[0], -1), self.group)
         return dequantize_symmetric(q, scales, self.bits, self.group)
 
-    def encode_bytes(self, w: np.ndarray) -> tuple[list[tuple[str, int, int]], list[memoryview]]:
+    def encode_bytes(self, w: np.ndarray, method: str = "search") -> tuple[list[tuple[str, int, int]], list[memoryview]]:
         """Encode and lay the parts out back to back, each at a PART_ALIGN offset.
 
         Returns ([(part, offset, nbytes)], pieces): the blob is the concatenation of
         `pieces` (parts and zero padding, without copying the parts)."""
         layout, pieces, pos = [], [], 0
-        for name, arr in self.encode(w).items():
+        for name, arr in self.encode(w, method).items():
             pad = -pos % PART_ALIGN
             if pad:
                 pieces.append(memoryview(bytes(pad)))
@@ -279,6 +302,7 @@ FORMATS: dict[str, Format] = {
     "q8f16": Format("q8f16", 8, 32, "f16"),
     "q4f16": Format("q4f16", 4, 32, "f16"),
     "q4f32": Format("q4f32", 4, 32, "f32"),
+    "q3f16": Format("q3f16", 3, 64, "f16", asymmetric=True),
     "q2f16": Format("q2f16", 2, 64, "f16", asymmetric=True),
 }
 

@@ -27,6 +27,7 @@ class Scheme:
 SCHEMES: dict[str, Scheme] = {s.name: s for s in [
     Scheme("q4f16", "q4f16", "q4f16", "f16", "f16", "4-bit weights, f16 scales per 32; f16 compute where available"),
     Scheme("q4f32", "q4f32", "q4f32", "f32", "f32", "4-bit weights, f32 scales per 32; f32 compute"),
+    Scheme("q3f16", "q3f16", "q4f16", "f16", "f16", "3-bit weights (asymmetric, per 64), embeddings/head 4-bit"),
     Scheme("q2f16", "q2f16", "q4f16", "f16", "f16", "2-bit weights (asymmetric, per 64), embeddings/head 4-bit"),
     Scheme("q8f16", "q8f16", "q8f16", "f16", "f16", "8-bit weights, f16 scales per 32"),
     Scheme("f16", "f16", "f16", "f16", "f16", "16-bit float weights"),
