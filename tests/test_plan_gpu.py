@@ -168,7 +168,7 @@ def test_kernel_compile_error_names_the_kernel(tiny_bundle, monkeypatch):
 
     def sabotaged(name):
         text = real(name)
-        return text.replace("x[i] = act(", "x[i] = nonsense(") if name == "add" else text
+        return text.replace("x[i] = x[i] +", "x[i] = nonsense(x[i]) +") if name == "add" else text
 
     monkeypatch.setattr(compile_mod, "load_template", sabotaged)
     with pytest.raises(PackError, match=r"kernel add\.f(16|32) failed to compile"):
