@@ -7,7 +7,7 @@ by plain text substitution of `{{NAME}}` placeholders:
   `alias act = f16;`. `act` is the storage type of activations and of the KV cache;
   all arithmetic is f32 in both variants (see docs/plan.md).
 - `{{WEIGHTS}}`: the weight-format fragment `_w_<format>.wgsl`, which declares the
-  weight parts at bindings 8, 9, 10 and `fn wload8(row, k8) -> W8` (8 dequantized
+  weight parts at bindings 8, 9, ... and `fn wload8(row, k8) -> W8` (8 dequantized
   values of one row).
 - `{{OUT}}`: output element type of a matmul (`act`, or `f32` for logits).
 - any other `{{NAME}}`: a constant of the kernel's spec (ints become `123`, floats a
@@ -40,7 +40,7 @@ ACT_BYTES = {"f32": 4, "f16": 2}
 U, R, W = "uniform", "read-only-storage", "storage"
 
 # Per template: bindings [(binding, type)] besides the weight parts (read-only storage
-# at 8, 9, 10 in the order of the format's parts), the uniform field names (binding 0,
+# at 8, 9, ... in the order of the format's parts), the uniform field names (binding 0,
 # u32 each, in order), workgroup size and workgroup memory bytes.
 TEMPLATES: dict[str, dict] = {
     "embedding": dict(bindings=[(0, U), (1, R), (2, W)], uniforms=["seq_len", "row0", "rows"],
@@ -67,7 +67,7 @@ WEIGHT_BINDING0 = 8
 WEIGHT_PARTS = {
     "f32": ["weight"], "f16": ["weight"],
     "q8f16": ["qweight", "scales"], "q4f16": ["qweight", "scales"], "q4f32": ["qweight", "scales"],
-    "q2f16": ["qweight", "scales", "mins"],
+    "q3f16": ["qweight", "qhigh", "scales", "mins"], "q2f16": ["qweight", "scales", "mins"],
 }
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Z0-9_]+)\}\}")

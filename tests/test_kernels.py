@@ -130,7 +130,7 @@ def test_matmul_row_blocks_and_f32_out(gpu, path, variant):
     assert rel_err(got, ref) <= TOL["f32"] * (1 if variant == "f32" else 10)
 
 
-@pytest.mark.parametrize("fmt", ["f16", "q4f32", "q2f16"])
+@pytest.mark.parametrize("fmt", ["f16", "q4f32", "q3f16", "q2f16"])
 def test_matvec_long_rows(gpu, fmt):
     """K above the 2048-value x chunk of the mat-vec kernel (and not a multiple of it)."""
     dev, cache = gpu

@@ -210,8 +210,11 @@ def prompts(vocab, seed=0):
     return rng.integers(3, vocab, PROMPT_LEN).tolist(), rng.integers(3, vocab, SECOND_CHUNK).tolist()
 
 
-@pytest.mark.parametrize("quant", ["q4f32", "q4f16", "q2f16"])
-@pytest.mark.parametrize("variant", ["plain", "gqa", "llama3", "untied"])
+TINY_CASES = [(v, q) for v in ("plain", "gqa", "llama3", "untied") for q in ("q4f32", "q4f16", "q2f16")]
+TINY_CASES += [("gqa", "q3f16"), ("untied", "q8f16"), ("llama3", "f16"), ("plain", "f32")]  # every format
+
+
+@pytest.mark.parametrize("variant,quant", TINY_CASES)
 def test_tiny_plan_matches_reference(tiny_bundle, variant, quant):
     from packager.gpu_executor import GpuExecutor
     from packager.reference import ReferenceModel
@@ -222,7 +225,7 @@ def test_tiny_plan_matches_reference(tiny_bundle, variant, quant):
     want, tokens = reference_run(ref, p1, p2, DECODE_STEPS)
     files, _ = compile_artifacts(manifest_of(bundle), context_window=ref.context_window, validate=False)
     kernel_variants = json.loads(files["plan.json"])["variant_order"]
-    assert kernel_variants == (["f16", "f32"] if quant != "q4f32" else ["f32"])
+    assert kernel_variants == (["f16", "f32"] if quant not in ("q4f32", "f32") else ["f32"])
     for kv in kernel_variants:
         ex = GpuExecutor(bundle, files=files, variant=kv)
         compare(gpu_run(ex, p1, p2, tokens), want, F32_TOL if kv == "f32" else F16_TOL)
