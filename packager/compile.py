@@ -50,7 +50,7 @@ TEMPLATES: dict[str, dict] = {
     "matvec": dict(bindings=[(0, U), (1, R), (2, W)], uniforms=["seq_len", "row0", "rows"],
                    workgroup_size=(64, 1, 1), workgroup_bytes=None, weights=True),
     "matmul": dict(bindings=[(0, U), (1, R), (2, W)], uniforms=["seq_len", "row0", "rows"],
-                   workgroup_size=(8, 8, 1), workgroup_bytes=8192, weights=True),
+                   workgroup_size=(8, 8, 1), workgroup_bytes=12288, weights=True),
     "rope": dict(bindings=[(0, U), (1, W), (2, W)], uniforms=["seq_len", "past_len"],
                  workgroup_size=(64, 1, 1), workgroup_bytes=0, weights=False),
     "kv_append": dict(bindings=[(0, U), (1, R), (2, R), (3, W), (4, W)], uniforms=["n", "dst"],

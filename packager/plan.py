@@ -23,7 +23,7 @@ DEFAULT_PREFILL_CHUNK = 128
 CONTEXT_CAP = 4096  # default context window = min(max_position_embeddings, CONTEXT_CAP)
 MAX_WORKGROUPS = 65535  # WebGPU's default maxComputeWorkgroupsPerDimension
 MATVEC_ROWS = 16  # output rows per matvec workgroup (kernels/matvec.wgsl)
-TILE = 32  # output tile edge of kernels/matmul.wgsl
+TILE_M, TILE_N = 32, 64  # output tile of kernels/matmul.wgsl (tokens x weight rows)
 BLOCK_ROW_MULTIPLE = 64  # row blocks of a split weight are multiples of this
 DTYPE_BYTES = {"u32": 4, "f32": 4}
 
@@ -208,7 +208,7 @@ class _Builder:
             binds = [[1, x], [2, y]] + [[8 + i, b["parts"][p]] for i, p in enumerate(WEIGHT_PARTS[fmt])]
             seq = "1" if single_row else "seq_len"
             if template == "matmul":
-                wg = [str(-(-b["rows"] // TILE)), f"cdiv({seq}, {TILE})", "1"]
+                wg = [str(-(-b["rows"] // TILE_N)), f"cdiv({seq}, {TILE_M})", "1"]
             else:
                 wg = [str(-(-b["rows"] // MATVEC_ROWS)), seq, "1"]
             lab = label if len(blocks) == 1 else f"{label} rows {b['row0']}+{b['rows']}"

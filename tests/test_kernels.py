@@ -93,7 +93,7 @@ def test_matmul(gpu, fmt, path, variant):
     for seq in SEQ_LENS:
         x = act_arr(rng.normal(0, 1, (seq, K)), variant)
         ref = x.astype(np.float64) @ deq.T
-        wg = (math.ceil(N / 16), seq, 1) if path == "matvec" else (math.ceil(N / 32), math.ceil(seq / 32), 1)
+        wg = (math.ceil(N / 16), seq, 1) if path == "matvec" else (math.ceil(N / 64), math.ceil(seq / 32), 1)
         out = run_kernel(dev, cache, code, BIND_MM + wbinds(fmt),
                          {1: x, 2: np.zeros((seq, N), ACT[variant]), **parts},
                          [seq, 0, N], wg, read=[2], poison=[2])
@@ -120,7 +120,7 @@ def test_matmul_row_blocks_and_f32_out(gpu, path, variant):
     got = np.full((seq, N), np.nan)
     for r0, r1 in [(0, 128), (128, 256), (256, N)]:
         rows = r1 - r0
-        wg = (math.ceil(rows / 16), seq, 1) if path == "matvec" else (math.ceil(rows / 32), math.ceil(seq / 32), 1)
+        wg = (math.ceil(rows / 16), seq, 1) if path == "matvec" else (math.ceil(rows / 64), math.ceil(seq / 32), 1)
         out = run_kernel(dev, cache, code, BIND_MM + wbinds(fmt),
                          {1: x, 2: np.zeros((seq, N), np.float32), **row_block(parts, r0, r1)},
                          [seq, r0, rows], wg, read=[2], poison=[2])
