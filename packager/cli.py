@@ -33,6 +33,8 @@ def package(
     quant: str = typer.Option("q4f16", "--quant", "-q", help="q4f16 | q4f32 | q2f16 | q8f16 | f16 | f32"),
     shard_size: str = typer.Option("32MiB", "--shard-size", help="target shard size, e.g. 32MiB, 8MB, 1000000"),
     context_window: Optional[int] = typer.Option(None, "--context-window", help="KV-cache length (default: from the config, capped)"),
+    quantizer: str = typer.Option("auto", "--quantizer", help="auto (GPTQ below 4 bits, else search) | gptq "
+                                  "(calibrated) | search (error-minimizing scales) | rtn (round-to-nearest)"),
     force: bool = typer.Option(False, "--force", help="replace an existing OUT"),
     as_json: bool = typer.Option(False, "--json", help="print a machine-readable summary"),
 ):
@@ -41,7 +43,8 @@ def package(
     from .checkpoint import default_source
 
     summary = package_model(src or default_source(), out, quant=quant, shard_size=parse_size(shard_size),
-                            context_window=context_window, force=force, progress=not as_json)
+                            context_window=context_window, force=force, progress=not as_json,
+                            quantizer=quantizer)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
@@ -62,7 +65,7 @@ def eval_(
     text: Optional[Path] = typer.Option(None, "--text", help="UTF-8 text file (default: built-in held-out English)"),
     window: int = typer.Option(256, "--window", help="tokens per evaluation window"),
     max_windows: Optional[int] = typer.Option(None, "--max-windows", help="evaluate at most this many windows"),
-    quantizer: str = typer.Option("search", "--quantizer", help="search (error-minimizing) or rtn (baseline)"),
+    quantizer: str = typer.Option("auto", "--quantizer", help="auto | gptq | search | rtn (see llmpack package)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ):
     """Perplexity and KL divergence against f32, computed by the numpy reference executor."""
@@ -91,7 +94,7 @@ def eval_(
 
 @app.command()
 def serve(
-    paths: list[Path] = typer.Argument(..., metavar="BUNDLE_OR_DIR...",
+    paths: list[Path] = typer.Argument(..., metavar="BUNDLE_OR_DIR",
                                        help="bundle folders, or folders holding bundle folders"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (other than loopback: a warning)"),
     port: int = typer.Option(8000, "--port", "-p", help="port; 0 picks a free one"),

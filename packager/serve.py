@@ -1,0 +1,465 @@
+"""`llmpack serve`: a local HTTP server for bundles, the JS runtime and the chat demo.
+
+URL space (docs/serve.md):
+
+    /                        the chat demo (web_demo/)
+    /runtime/llmpack.js      the JS runtime (runtime_js/dist; built when missing or stale)
+    /models/<id>/<file>      a bundle: manifest.json, tokenizer files, shards/<sha256>.bin, ...
+    /api/models              the served models, and those of a registry (--registry)
+    /registry/...            a local registry's HTTP API (--registry PATH)
+
+Every response carries COOP/COEP (cross-origin isolation, so that Wasm threads can use
+SharedArrayBuffer). Content-addressed shards are cached forever; everything else is
+revalidated. A request path is checked segment by segment and resolved (symlinks
+included) before anything is read: only regular files inside a served root come back.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+
+from .errors import PackError
+from .static_files import IMMUTABLE, REVALIDATE, local_file_response
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME_DIR = ROOT / "runtime_js"
+WEB_DEMO_DIR = ROOT / "web_demo"
+MANIFEST = "manifest.json"
+BUNDLE_FORMAT = "llmpack-bundle"
+
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+}
+_SHARD_PATH = re.compile(r"shards/([0-9a-f]{64})\.bin")
+# refused in any path segment: a leading dot ("..", hidden files), backslashes, "%" (what
+# is left of a double encoding), ":" (drive letters, streams), control characters
+_UNSAFE_SEGMENT = re.compile(r"^\.|[\\%:\x00-\x1f\x7f]")
+
+
+def resolve_inside(root: Path, rel: str) -> Path | None:
+    """The regular file `rel` (a decoded URL path, "/"-separated) names inside `root` (an
+    already resolved folder), or None. Refuses absolute paths, empty, dot-led, encoded or
+    backslashed segments, and anything whose real path (symlinks followed) leaves root."""
+    parts = rel.split("/")
+    if not rel or any(not p or _UNSAFE_SEGMENT.search(p) for p in parts):
+        return None
+    try:
+        real = root.joinpath(*parts).resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a symlink loop
+        return None
+    if not real.is_relative_to(root) or not real.is_file():
+        return None
+    return real
+
+
+# ---------------------------------------------------------------------------- bundles
+
+
+@dataclass(frozen=True)
+class Bundle:
+    id: str
+    path: Path  # resolved
+    manifest: dict
+    manifest_bytes: int
+
+    def summary(self, base_url: str) -> dict:
+        m = self.manifest
+        model, memory, shards = m.get("model") or {}, m.get("memory") or {}, m.get("shards") or []
+        url = f"{base_url}models/{self.id}/"
+        total = self.manifest_bytes + sum(s.get("bytes", 0) for s in shards) \
+            + sum(f.get("bytes", 0) for f in m.get("files") or [])
+        return {
+            "id": self.id, "source": "local", "url": url, "manifest_url": url + MANIFEST,
+            "name": model.get("name") or self.id, "architecture": model.get("architecture"),
+            "parameters": model.get("parameters"), "license": model.get("license"),
+            "quantization": m.get("quantization"), "bytes": total, "shard_count": len(shards),
+            "weights_bytes": memory.get("weights_bytes"), "memory_estimate_bytes": memory.get("estimate_bytes"),
+            "context_window": memory.get("context_window"), "requirements": m.get("requirements"),
+            "created": m.get("created"),
+        }
+
+
+def read_manifest(folder: Path) -> tuple[dict, int]:
+    """The bundle manifest in `folder` and its size; PackError when it is not one."""
+    path = folder / MANIFEST
+    try:
+        raw = path.read_bytes()
+        manifest = json.loads(raw)
+    except FileNotFoundError:
+        raise PackError(f"{folder} is not a bundle: it has no {MANIFEST}") from None
+    except (OSError, ValueError) as e:
+        raise PackError(f"cannot read {path}: {e}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise PackError(f"{path} is not an llmpack bundle manifest (format is not {BUNDLE_FORMAT!r})")
+    if manifest.get("version") != 1:
+        raise PackError(f"{path} has bundle version {manifest.get('version')!r}; this llmpack reads version 1")
+    return manifest, len(raw)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.") or "model"
+
+
+class BundleSet:
+    """The bundles under the paths given to `llmpack serve`: each path is a bundle folder
+    or a folder of bundle folders. Folders of bundles are re-scanned at most every `ttl`
+    seconds, so a bundle packaged into one while the server runs appears."""
+
+    def __init__(self, paths: Sequence[Path | str], ttl: float = 1.0):
+        if not paths:
+            raise PackError("give at least one bundle folder or folder of bundles")
+        self.roots: list[tuple[Path, bool]] = []  # (resolved folder, is a bundle itself)
+        for given in paths:
+            p = Path(given).expanduser()
+            if not p.exists():
+                raise PackError(f"{given} does not exist")
+            if not p.is_dir():
+                raise PackError(f"{given} is not a folder: give a bundle folder (with {MANIFEST}) "
+                                "or a folder of bundle folders")
+            is_bundle = (p / MANIFEST).exists()
+            if is_bundle:
+                read_manifest(p)  # a broken bundle named explicitly is an error, not a skip
+            self.roots.append((p.resolve(), is_bundle))
+        self.ttl = ttl
+        self.problems: list[str] = []
+        self._lock = threading.Lock()
+        self._cache: dict[Path, tuple[tuple[int, int], dict, int]] = {}
+        self._bundles: dict[str, Bundle] = {}
+        self._at = -1e9
+        if not self.all():
+            shown = ", ".join(str(p) for p in paths)
+            raise PackError(f"no bundles in {shown}: a bundle is a folder with {MANIFEST}; "
+                            "make one with `llmpack package --out DIR`")
+
+    def all(self) -> list[Bundle]:
+        with self._lock:
+            if time.monotonic() - self._at > self.ttl:
+                self._bundles = self._scan()
+                self._at = time.monotonic()
+            return list(self._bundles.values())
+
+    def get(self, bundle_id: str) -> Bundle | None:
+        return next((b for b in self.all() if b.id == bundle_id), None)
+
+    def _scan(self) -> dict[str, Bundle]:
+        found: dict[str, Bundle] = {}
+        problems = []
+        for root, is_bundle in self.roots:
+            if is_bundle:
+                folders = [root]
+            else:
+                try:
+                    folders = sorted(c for c in root.iterdir()
+                                     if not c.name.startswith(".") and (c / MANIFEST).is_file())
+                except OSError as e:
+                    problems.append(f"cannot list {root}: {e.strerror}")
+                    continue
+            for folder in folders:
+                real = folder.resolve()
+                try:
+                    manifest, size = self._manifest(real)
+                except PackError as e:
+                    problems.append(str(e))
+                    continue
+                base = _slug(folder.name)
+                bundle_id, n = base, 2
+                while bundle_id in found:
+                    bundle_id, n = f"{base}-{n}", n + 1
+                found[bundle_id] = Bundle(bundle_id, real, manifest, size)
+        self.problems = problems
+        return found
+
+    def _manifest(self, folder: Path) -> tuple[dict, int]:
+        try:
+            st = (folder / MANIFEST).stat()
+        except OSError:
+            raise PackError(f"{folder} is not a bundle: it has no {MANIFEST}") from None
+        key = (st.st_mtime_ns, st.st_size)
+        hit = self._cache.get(folder)
+        if hit and hit[0] == key:
+            return hit[1], hit[2]
+        manifest, size = read_manifest(folder)
+        self._cache[folder] = (key, manifest, size)
+        return manifest, size
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _registry_summary(entry: dict, base_url: str, registry: str) -> dict:
+    """A registry version entry (docs/registry.md) in the shape of Bundle.summary."""
+    return {
+        "id": entry["id"], "version": entry.get("version"), "source": "registry", "registry": registry,
+        "url": base_url, "manifest_url": base_url + MANIFEST,
+        "name": entry.get("name") or entry["id"], "architecture": entry.get("architecture"),
+        "parameters": entry.get("parameters"), "license": entry.get("license"),
+        "quantization": entry.get("quantization"), "bytes": entry.get("total_bytes"),
+        "shard_count": entry.get("shard_count"), "weights_bytes": entry.get("weights_bytes"),
+        "memory_estimate_bytes": entry.get("memory_estimate_bytes"),
+        "context_window": entry.get("context_window"), "requirements": entry.get("requirements"),
+        "created": entry.get("created"),
+    }
+
+
+class RegistrySource:
+    """The models of a registry, for /api/models: either a running `llmpack registry
+    serve` (an http(s) URL; the page loads from it directly, it allows CORS), or a
+    registry location (folder, fsspec URL) whose HTTP API this server mounts at
+    /registry/."""
+
+    PREFIX = "/registry"
+
+    def __init__(self, location: str, ttl: float = 5.0):
+        self.location = location
+        self.ttl = ttl
+        self.app = None
+        self._cached: tuple[float, list[dict], str | None] | None = None
+        self._lock = threading.Lock()
+        if not re.match(r"https?://", location):
+            from model_registry.errors import RegistryError
+            from model_registry.registry import Registry
+            from model_registry.server import create_app as registry_app
+
+            try:
+                self.registry = Registry(location)
+                self.app = registry_app(self.registry)
+            except RegistryError as e:
+                raise PackError(f"--registry {location}: {e}") from None
+
+    def models(self, base_url: str) -> tuple[list[dict], str | None]:
+        """(model summaries, error text or None)."""
+        if self.app is not None:
+            return self._local(base_url), None
+        with self._lock:
+            if self._cached and time.monotonic() - self._cached[0] < self.ttl:
+                return self._cached[1], self._cached[2]
+        models, error = self._remote()
+        with self._lock:
+            self._cached = (time.monotonic(), models, error)
+        return models, error
+
+    def _local(self, base_url: str) -> list[dict]:
+        out = []
+        for model_id, model in self.registry.load_index()["models"].items():
+            version = model["latest"]
+            url = f"{base_url}{self.PREFIX.lstrip('/')}/models/{model_id}/{version}/"
+            out.append(_registry_summary({**model["versions"][version], "id": model_id, "version": version},
+                                         url, self.location))
+        return out
+
+    def _remote(self) -> tuple[list[dict], str | None]:
+        url = self.location.rstrip("/") + "/models"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                data = json.loads(r.read())
+            return [_registry_summary(m, m["base_url"], self.location) for m in data["models"]], None
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as e:
+            reason = getattr(e, "reason", None) or e
+            return [], f"registry {self.location} is unreachable or not an llmpack registry ({reason})"
+
+
+# -------------------------------------------------------------------------------- app
+
+
+class _IsolationHeaders:
+    """ASGI wrapper: adds COOP/COEP to every HTTP response and routes /registry/ to a
+    mounted registry app (with root_path set, so that the URLs it builds include it)."""
+
+    def __init__(self, app, registry_app=None):
+        self.app, self.registry_app = app, registry_app
+        self.extra = [(k.lower().encode(), v.encode()) for k, v in ISOLATION_HEADERS.items()]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        app = self.app
+        path = scope["path"]
+        prefix = RegistrySource.PREFIX
+        if self.registry_app is not None and (path == prefix or path.startswith(prefix + "/")):
+            app, scope = self.registry_app, {**scope, "root_path": scope.get("root_path", "") + prefix}
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.extra]}
+            await send(message)
+
+        await app(scope, receive, send_with_headers)
+
+
+def create_app(paths: Sequence[Path | str] | BundleSet, *, registry: str | RegistrySource | None = None,
+               runtime_dist: Path | None = None, web_dir: Path = WEB_DEMO_DIR):
+    """The ASGI app of `llmpack serve`. `runtime_dist` is the folder holding llmpack.js
+    (default runtime_js/dist, not built here: see ensure_runtime)."""
+    bundles = paths if isinstance(paths, BundleSet) else BundleSet(paths)
+    source = RegistrySource(registry) if isinstance(registry, str) else registry
+    runtime_root = (runtime_dist or RUNTIME_DIR / "dist").resolve()
+    web_root = web_dir.resolve()
+    app = FastAPI(title="llmpack serve", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def send(request: Request, path: Path | None, **kw) -> Response:
+        if path is None:
+            raise HTTPException(404, "not found")
+        try:
+            return local_file_response(request, path, **kw)
+        except OSError:
+            raise HTTPException(404, "not found") from None
+
+    @app.get("/api/models")
+    def api_models(request: Request):
+        base = str(request.base_url)
+        models = [b.summary(base) for b in bundles.all()]
+        errors = list(bundles.problems)
+        if source is not None:
+            listed, error = source.models(base)
+            models += listed
+            errors += [error] if error else []
+        return JSONResponse({"models": models, "errors": errors}, headers={"Cache-Control": REVALIDATE})
+
+    @app.api_route("/models/{bundle_id}/{path:path}", methods=["GET", "HEAD"])
+    def bundle_file(bundle_id: str, path: str, request: Request):
+        bundle = bundles.get(bundle_id)
+        if bundle is None:
+            raise HTTPException(404, f"no bundle {bundle_id!r} is served here; see /api/models")
+        shard = _SHARD_PATH.fullmatch(path)
+        if shard:  # the name is the content's sha256: cache forever
+            return send(request, resolve_inside(bundle.path, path), etag=shard.group(1), cache=IMMUTABLE)
+        return send(request, resolve_inside(bundle.path, path))
+
+    @app.api_route("/runtime/{name}", methods=["GET", "HEAD"])
+    def runtime_file(name: str, request: Request):
+        found = resolve_inside(runtime_root, name)
+        if found is None and name == "llmpack.js":
+            raise HTTPException(404, "the JS runtime is not built: run `npm ci && npm run build` in runtime_js/")
+        return send(request, found)
+
+    @app.api_route("/{path:path}", methods=["GET", "HEAD"])
+    def web_file(path: str, request: Request):
+        return send(request, resolve_inside(web_root, path or "index.html"))
+
+    return _IsolationHeaders(app, source.app if source else None)
+
+
+# ----------------------------------------------------------------------------- runtime
+
+
+def ensure_runtime(runtime_dir: Path = RUNTIME_DIR, log: Callable[[str], None] = print) -> Path:
+    """runtime_js/dist, built with `npm run build` when llmpack.js is missing or older
+    than the sources; a PackError that says how to build it when that cannot be done."""
+    dist = runtime_dir / "dist"
+    js = dist / "llmpack.js"
+    built = js.is_file()
+    if built and not _older_than_sources(js, runtime_dir / "src"):
+        return dist
+    npm = shutil.which("npm")
+    how = f"run `npm ci && npm run build` in {runtime_dir}"
+    if npm is None or not (runtime_dir / "node_modules").is_dir():
+        if built:
+            log(f"warning: {js} is older than runtime_js/src; to rebuild it, {how}")
+            return dist
+        need = "" if npm else " (needs Node.js 20 or newer with npm)"
+        raise PackError(f"the JavaScript runtime is not built ({js} is missing): {how}{need}")
+    log("building the JavaScript runtime (npm run build in runtime_js) ...")
+    r = subprocess.run([npm, "run", "--silent", "build"], cwd=runtime_dir, capture_output=True, text=True)
+    if r.returncode == 0 and js.is_file():
+        return dist
+    lines = [ln for ln in (r.stderr + r.stdout).splitlines() if ln.strip()]
+    why = lines[-1].strip() if lines else f"exit status {r.returncode}"
+    if built:
+        log(f"warning: rebuilding the JavaScript runtime failed ({why}); serving the previous build")
+        return dist
+    raise PackError(f"`npm run build` in {runtime_dir} failed: {why}")
+
+
+def _older_than_sources(js: Path, src: Path) -> bool:
+    try:
+        built = js.stat().st_mtime
+        return any(p.stat().st_mtime > built for p in src.rglob("*.ts"))
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------------------ server
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free port), or a one-line PackError."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise PackError(f"cannot resolve --host {host!r}: {e.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise PackError(f"cannot listen on {host}:{port} ({e.strerror}); pass another --port "
+                        "(--port 0 picks a free one)") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def page_url(host: str, port: int) -> str:
+    """The URL to open: a wildcard address is reached through the loopback one."""
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
+
+
+def serve(paths: Sequence[Path | str], host: str = "127.0.0.1", port: int = 8000, *, registry: str | None = None,
+          open_browser: bool = False, query: str = "", log_level: str = "warning",
+          out: Callable[[str], None] = print) -> None:
+    """Run `llmpack serve` until interrupted: checks the paths and the runtime, binds,
+    prints the URL (first line) and the served models, then runs uvicorn."""
+    import uvicorn
+
+    bundles = BundleSet(paths)
+    app = create_app(bundles, registry=registry, runtime_dist=ensure_runtime(log=out))
+    sock = bind(host, port)
+    url = page_url(host, sock.getsockname()[1])
+    listed = bundles.all()
+    out(f"serving {len(listed)} model{'s' if len(listed) != 1 else ''} and the chat demo at {url}{query} "
+        "(Ctrl+C to stop)")
+    for b in listed:
+        out(f"  {b.id:<32} {url}models/{b.id}/  ({b.path})")
+    for problem in bundles.problems:
+        out(f"warning: skipped: {problem}")
+    if registry:
+        out(f"  + the models of registry {registry}")
+    if not is_loopback(host):
+        out(f"warning: listening on {host}: other machines can reach this server and read every served file. "
+            "Browsers enable WebGPU only on https:// or localhost pages: serve other machines through HTTPS.")
+    sys.stdout.flush()
+    if open_browser:
+        import webbrowser
+        threading.Timer(0.5, webbrowser.open, args=(url + query,)).start()
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="off"))
+    server.run(sockets=[sock])
+
