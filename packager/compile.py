@@ -57,6 +57,10 @@ TEMPLATES: dict[str, dict] = {
                       workgroup_size=(256, 1, 1), workgroup_bytes=0, weights=False),
     "attention": dict(bindings=[(0, U), (1, R), (2, R), (3, R), (4, W)], uniforms=["seq_len", "past_len"],
                       workgroup_size=(64, 1, 1), workgroup_bytes=None, weights=False),
+    "attention_decode": dict(bindings=[(0, U), (1, R), (2, R), (3, R), (4, W)], uniforms=["past_len"],
+                             workgroup_size=(64, 1, 1), workgroup_bytes=None, weights=False),
+    "attention_combine": dict(bindings=[(0, U), (1, R), (2, W)], uniforms=["past_len"],
+                              workgroup_size=(64, 1, 1), workgroup_bytes=0, weights=False),
     "silu_mul": dict(bindings=[(0, U), (1, W), (2, R)], uniforms=["n"],
                      workgroup_size=(256, 1, 1), workgroup_bytes=0, weights=False),
     "add": dict(bindings=[(0, U), (1, W), (2, R)], uniforms=["n"],
@@ -132,7 +136,7 @@ class KernelSpec:
 
     def workgroup_bytes(self) -> int:
         n = self.info["workgroup_bytes"]
-        if n is None and self.template == "attention":  # qs[HD] + pr[64] + red[64], f32
+        if n is None and self.template in ("attention", "attention_decode"):  # qs[HD] + pr[64] + red[64]
             n = 4 * (self.consts["HD"] + 128)
         elif n is None and self.template == "matvec":  # xs[min(K, 2048)] + red[64], f32
             n = 4 * (min(self.consts["K"], 2048) + 64)

@@ -24,6 +24,7 @@ CONTEXT_CAP = 4096  # default context window = min(max_position_embeddings, CONT
 MAX_WORKGROUPS = 65535  # WebGPU's default maxComputeWorkgroupsPerDimension
 MATVEC_ROWS = 16  # output rows per matvec workgroup (kernels/matvec.wgsl)
 TILE_M, TILE_N = 32, 64  # output tile of kernels/matmul.wgsl (tokens x weight rows)
+ATTN_SPLIT = 256  # keys per workgroup of the decode attention (kernels/attention_decode.wgsl)
 BLOCK_ROW_MULTIPLE = 64  # row blocks of a split weight are multiples of this
 DTYPE_BYTES = {"u32": 4, "f32": 4}
 
@@ -255,6 +256,8 @@ class _Builder:
         for name, n in [("xn", C * H), ("q", C * NH * HD), ("k", C * KVD), ("v", C * KVD),
                         ("attn", C * NH * HD), ("o", C * H), ("gate", C * I), ("up", C * I), ("x_last", H)]:
             self.act(name, n)
+        max_splits = -(-self.ctx // ATTN_SPLIT)
+        self.act("attn_part", NH * max_splits * (HD + 2), dtype="f32")
         self.act("logits", V, kind="output", dtype="f32")
         for i in range(self.L):
             self.act(f"k_cache.{i}", self.ctx * KVD, kind="kv_cache")
@@ -266,6 +269,12 @@ class _Builder:
             "INV_FREQ": ", ".join(f"{float(v):.9e}" for v in inv_freq)})
         attn_k = self.kernel(f"attention.h{NH}.kv{NKV}.d{HD}", "attention",
                              {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": float(HD ** -0.5)})
+
+        split = {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": float(HD ** -0.5), "SPLIT": ATTN_SPLIT,
+                 "MAX_SPLITS": max_splits}
+        attn_dec = self.kernel(f"attention_decode.h{NH}.kv{NKV}.d{HD}.s{max_splits}", "attention_decode", split)
+        attn_comb = self.kernel(f"attention_combine.h{NH}.d{HD}.s{max_splits}", "attention_combine",
+                                {"HD": HD, "SPLIT": ATTN_SPLIT, "MAX_SPLITS": max_splits})
 
         entries = {}
         for mode in ("prefill", "decode"):
@@ -291,9 +300,18 @@ class _Builder:
                 self.elementwise(d, lp + "kv_append", "kv_append",
                                  [[1, "k"], [2, "v"], [3, f"k_cache.{i}"], [4, f"v_cache.{i}"]],
                                  f"seq_len * {KVD}", [f"past_len * {KVD}"])
-                d.append({"kernel": attn_k, "label": lp + "attention",
-                          "bindings": [[1, "q"], [2, f"k_cache.{i}"], [3, f"v_cache.{i}"], [4, "attn"]],
-                          "uniforms": ["seq_len", "past_len"], "workgroups": [str(NH), "seq_len", "1"]})
+                if mode == "prefill":
+                    d.append({"kernel": attn_k, "label": lp + "attention",
+                              "bindings": [[1, "q"], [2, f"k_cache.{i}"], [3, f"v_cache.{i}"], [4, "attn"]],
+                              "uniforms": ["seq_len", "past_len"], "workgroups": [str(NH), "seq_len", "1"]})
+                else:  # split over the cache, then merge the splits
+                    d.append({"kernel": attn_dec, "label": lp + "attention (splits)",
+                              "bindings": [[1, "q"], [2, f"k_cache.{i}"], [3, f"v_cache.{i}"], [4, "attn_part"]],
+                              "uniforms": ["past_len"],
+                              "workgroups": [str(NH), f"cdiv(past_len + 1, {ATTN_SPLIT})", "1"]})
+                    d.append({"kernel": attn_comb, "label": lp + "attention (combine)",
+                              "bindings": [[1, "attn_part"], [2, "attn"]], "uniforms": ["past_len"],
+                              "workgroups": [str(NH), "1", "1"]})
                 self.linear(d, lp + "o_proj", p + "self_attn.o_proj.weight", "attn", "o", mode)
                 self.elementwise(d, lp + "residual", "add", [[1, "x"], [2, "o"]], f"seq_len * {H}")
                 self.rmsnorm(d, lp + "post_attention_layernorm", p + "post_attention_layernorm.weight", "x", "xn")

@@ -344,6 +344,36 @@ def test_attention(gpu, heads, variant):
         assert cache.modules == modules
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_attention_decode_splits(gpu, variant):
+    """Decode attention split over the cache (256 keys per workgroup) and merged."""
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(29)
+    NH, NKV, HD, ctx, split = 6, 2, 64, 1024, 256
+    max_splits = ctx // split
+    consts = {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": HD ** -0.5, "SPLIT": split, "MAX_SPLITS": max_splits}
+    code1 = render("attention_decode", variant, consts)
+    code2 = render("attention_combine", variant, {"HD": HD, "SPLIT": split, "MAX_SPLITS": max_splits})
+    b1 = [(0, "uniform"), (1, "read-only-storage"), (2, "read-only-storage"), (3, "read-only-storage"),
+          (4, "storage")]
+    b2 = [(0, "uniform"), (1, "read-only-storage"), (2, "storage")]
+    for past in (0, 5, 255, 256, 700, ctx - 1):
+        q = act_arr(rng.normal(0, 1, (1, NH, HD)), variant)
+        kc = act_arr(rng.normal(0, 1, (ctx, NKV, HD)), variant)
+        vc = act_arr(rng.normal(0, 1, (ctx, NKV, HD)), variant)
+        kc[past + 1:] = np.nan
+        vc[past + 1:] = np.nan
+        ref = attention_ref(q.astype(np.float64), kc.astype(np.float64), vc.astype(np.float64), past, NKV)
+        n_split = math.ceil((past + 1) / split)
+        part = np.full(NH * max_splits * (HD + 2), np.nan, np.float32)
+        out = run_kernel(dev, cache, code1, b1, {1: q, 2: kc, 3: vc, 4: part}, [past], (NH, n_split, 1), read=[4])
+        part = out[4].view(np.float32)
+        out = run_kernel(dev, cache, code2, b2, {1: part, 2: np.zeros_like(q)}, [past], (NH, 1, 1), read=[2],
+                         poison=[2])
+        assert rel_err(as_act(out[2], variant, q.shape), ref) <= TOL[variant], past
+
+
 # ---------------------------------------------------------------------------------------
 # elementwise: SiLU-gated MLP activation, residual add
 

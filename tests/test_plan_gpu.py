@@ -354,3 +354,55 @@ def test_smollm2_split_embedding_is_identical(smollm2_runs):
     split = GpuExecutor(bundle, files=files, variant="f32")
     for a, b in zip(gpu_run(whole, p1, p2, tokens[:4]), gpu_run(split, p1, p2, tokens[:4])):
         np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------
+# Dawn (Tint) accepts the kernels too: the JS runtime compiles them with it. (Shader
+# modules only: SwiftShader's pipeline compilation takes ~0.4 s a kernel.)
+
+DAWN_CHECK = r"""
+import { create, globals } from %(module)s;
+import fs from 'fs';
+Object.assign(globalThis, globals);
+const gpu = create([]);  // keep a reference: the adapter dies with it
+const adapter = await gpu.requestAdapter();
+const device = await adapter.requestDevice();
+const srcs = JSON.parse(fs.readFileSync(process.argv[2]));
+const errors = [];
+for (const [name, code] of Object.entries(srcs)) {
+  device.pushErrorScope('validation');
+  const m = device.createShaderModule({code});
+  for (const msg of (await m.getCompilationInfo()).messages)
+    if (msg.type === 'error') errors.push(`${name}:${msg.lineNum}: ${msg.message}`);
+  const err = await device.popErrorScope();
+  if (err) errors.push(`${name}: ${err.message}`);
+}
+console.log(JSON.stringify({checked: Object.keys(srcs).length, errors}));
+process.exit(0);
+"""
+
+
+def test_f32_kernels_compile_on_dawn(tiny_bundle, tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    module = Path(__file__).resolve().parent.parent / "runtime_js" / "node_modules" / "webgpu" / "index.js"
+    icd = Path("/usr/lib/chromium/vk_swiftshader_icd.json")
+    if not shutil.which("node") or not module.exists() or not icd.exists():
+        pytest.skip("needs node, runtime_js/node_modules/webgpu and Debian chromium's SwiftShader")
+    srcs = {}
+    for quant in ("q4f16", "q3f16", "q8f16", "f32"):
+        files, _ = compile_artifacts(manifest_of(tiny_bundle("gqa" if quant != "f32" else "untied", quant)),
+                                     context_window=None, validate=False)
+        srcs.update({k: v.decode() for k, v in files.items() if k.endswith(".f32.wgsl")})
+    (tmp_path / "srcs.json").write_text(json.dumps(srcs))
+    (tmp_path / "check.mjs").write_text(DAWN_CHECK % {"module": json.dumps(str(module))})
+    env = dict(os.environ, VK_ICD_FILENAMES=str(icd))
+    env.setdefault("XDG_RUNTIME_DIR", str(tmp_path))
+    r = subprocess.run(["node", str(tmp_path / "check.mjs"), str(tmp_path / "srcs.json")], capture_output=True,
+                       text=True, timeout=300, env=env)
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    assert line, r.stdout + r.stderr
+    result = json.loads(line[-1])
+    assert result["checked"] == len(srcs) and result["errors"] == []
