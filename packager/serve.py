@@ -2,7 +2,7 @@
 
 URL space (docs/serve.md):
 
-    /                        the chat demo (web_demo/)
+    /<file>                  the chat demo (web_demo/*: index.html, app.js, ...)
     /runtime/llmpack.js      the JS runtime (runtime_js/dist; built when missing or stale)
     /models/<id>/<file>      a bundle: manifest.json, tokenizer files, shards/<sha256>.bin, ...
     /api/models              the served models, and those of a registry (--registry)
@@ -351,6 +351,8 @@ def create_app(paths: Sequence[Path | str] | BundleSet, *, registry: str | Regis
 
     @app.api_route("/{path:path}", methods=["GET", "HEAD"])
     def web_file(path: str, request: Request):
+        if "/" in path:  # the page is the folder's top-level files (web_demo/test/ is not served)
+            raise HTTPException(404, "not found")
         return send(request, resolve_inside(web_root, path or "index.html"))
 
     return _IsolationHeaders(app, source.app if source else None)

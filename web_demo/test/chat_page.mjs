@@ -1,0 +1,214 @@
+// Drives the chat page (web_demo/) in headless Chromium with playwright-core, the way a
+// user would: pick the model, load it, ask, watch the answer stream, ask again, stop a
+// long answer, and take screenshots at 1280x800 and 390x844. Run by
+// tests/test_demo_browser.py, which serves the page and a real bundle; it prints one
+// JSON line of observations, which the Python test checks.
+//
+// Backend: the page uses whatever backend the runtime registers ("webgpu", "wasm").
+// Until the runtime ships one, this script registers a scripted stand-in, "test-fake",
+// in the page (an init script; the shipped page has none). The runtime prefers
+// "webgpu" and "wasm" over any other registered name, so a real backend wins as soon
+// as it exists, and the result's `backend` says which one ran.
+//
+// Input: env LLMPACK_DEMO_TEST = {url, modelId, replies: [[token ids]...], eos, vocab,
+// chromium, artifacts}.
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const require = createRequire(path.join(here, "../../runtime_js/package.json"));
+const { chromium } = require("playwright-core");
+
+const cfg = JSON.parse(process.env.LLMPACK_DEMO_TEST);
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+
+/** Page-side stand-in backend: answers turn i with replies[i] (token ids), then EOS. */
+function fakeBackendScript({ replies, eos, vocab }) {
+  return `
+  window.__fake = { prefills: [] };
+  import("/runtime/llmpack.js").then(({ registerBackend }) => {
+    const replies = ${JSON.stringify(replies)};
+    class TestFakeBackend {
+      name = "test-fake";
+      turn = -1; step = 0;
+      async load(manifest, loader, opts) {
+        await loader.loadShards({ write() {}, commit() {} }, opts);
+      }
+      logits() {
+        const ids = replies[Math.min(this.turn, replies.length - 1)];
+        const l = new Float32Array(${vocab});
+        l[this.step < ids.length ? ids[this.step] : ${eos}] = 30;
+        this.step++;
+        return l;
+      }
+      async prefill(tokens, pastLen) {
+        window.__fake.prefills.push({ tokens: tokens.length, pastLen });
+        this.turn++; this.step = 0;
+        return this.logits();
+      }
+      async decode() {
+        await new Promise((r) => setTimeout(r, 25));
+        return this.logits();
+      }
+      reset() {}
+      unload() {}
+    }
+    registerBackend("test-fake", () => new TestFakeBackend());
+  });`;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function waitState(page, states, timeout = 120_000) {
+  const list = [].concat(states);
+  await page.waitForFunction((s) => s.includes(document.body.dataset.state), list, { timeout, polling: 50 });
+  return page.evaluate(() => document.body.dataset.state);
+}
+
+/** Sends `text`, records every length the newest answer passes through, waits for the end. */
+async function ask(page, text, { stopAfterChars = 0 } = {}) {
+  await page.evaluate(() => {
+    window.__lengths = [];
+    const box = document.getElementById("messages");
+    window.__observer?.disconnect();
+    window.__observer = new MutationObserver(() => {
+      const answers = box.querySelectorAll(".msg.assistant .text");
+      const last = answers[answers.length - 1];
+      if (last) window.__lengths.push(last.textContent.length);
+    });
+    window.__observer.observe(box, { subtree: true, childList: true, characterData: true });
+  });
+  await page.fill("#prompt", text);
+  await page.press("#prompt", "Enter");
+  await waitState(page, "generating", 10_000).catch(() => {});
+  let atStop = null;
+  if (stopAfterChars) {
+    await page.waitForFunction((n) => {
+      const a = document.querySelectorAll(".msg.assistant .text");
+      return a.length && a[a.length - 1].textContent.length >= n;
+    }, stopAfterChars, { timeout: 120_000, polling: 20 });
+    await page.click("#stop");
+    atStop = await page.evaluate(() => Date.now());
+  }
+  await waitState(page, ["ready", "error"]);
+  const settled = await lastAnswer(page);
+  await sleep(stopAfterChars ? 600 : 0);
+  const later = await lastAnswer(page);
+  const lengths = await page.evaluate(() => window.__lengths);
+  return { ...later, grewAfterEnd: later.text.length !== settled.text.length, distinctLengths: new Set(lengths).size, stoppedAt: atStop };
+}
+
+function lastAnswer(page) {
+  return page.evaluate(() => {
+    const rows = document.querySelectorAll(".msg.assistant");
+    const row = rows[rows.length - 1];
+    return {
+      text: row?.querySelector(".text")?.textContent ?? "",
+      meta: row?.querySelector(".meta")?.textContent ?? "",
+      finish: row?.dataset.finish ?? null,
+      failed: row?.classList.contains("failed") ?? false,
+    };
+  });
+}
+
+async function shot(page, name) {
+  const file = path.join(cfg.artifacts, name);
+  await page.screenshot({ path: file });
+  return file;
+}
+
+async function main() {
+  mkdirSync(cfg.artifacts, { recursive: true });
+  const userDir = mkdtempSync(path.join(tmpdir(), "llmpack-demo-chromium-"));
+  const context = await chromium.launchPersistentContext(userDir, {
+    executablePath: cfg.chromium,
+    headless: true,
+    viewport: DESKTOP,
+    args: ["--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"],
+  });
+  const out = { screenshots: [], console: [], progress: [] };
+  try {
+    const page = context.pages()[0] ?? (await context.newPage());
+    page.on("console", (m) => m.type() === "error" && out.console.push(m.text()));
+    page.on("pageerror", (e) => out.console.push(`pageerror: ${e.message}`));
+    await page.addInitScript(fakeBackendScript(cfg));
+    // slow the shards down a little, so that the progress bar can be seen (and shot)
+    await page.route("**/shards/*.bin", async (route) => {
+      await sleep(150);
+      await route.continue();
+    });
+
+    await page.goto(cfg.url);
+    await waitState(page, "idle", 30_000);
+    out.isolated = await page.evaluate(() => window.crossOriginIsolated);
+    out.screenshots.push(await shot(page, "desktop-start.png"));
+
+    // pick the model and load it, recording what the progress line says
+    await page.click(`.model[data-id="${cfg.modelId}"]`);
+    await page.evaluate(() => {
+      window.__progress = [];
+      const el = document.getElementById("progress");
+      new MutationObserver(() => window.__progress.push(el.innerText.replace(/\s+/g, " ").trim()))
+        .observe(el, { subtree: true, childList: true, characterData: true });
+    });
+    await page.click("#load");
+    await page.waitForFunction(() => /shard \d+ of \d+/.test(document.getElementById("progress-numbers").textContent), null, { timeout: 60_000, polling: 20 }).catch(() => {});
+    out.screenshots.push(await shot(page, "desktop-loading.png"));
+    out.loadState = await waitState(page, ["ready", "error"]);
+    out.progress = [...new Set(await page.evaluate(() => window.__progress))];
+    out.badge = await page.textContent("#backend-badge");
+    out.backend = await page.evaluate(() => window.llmpackDemo.state.engine?.backend?.name ?? null);
+    out.notices = await page.evaluate(() => document.getElementById("notices").innerText);
+    if (out.loadState !== "ready") {
+      out.screenshots.push(await shot(page, "desktop-load-error.png"));
+      return out;
+    }
+
+    await page.fill("#max-tokens", "40");
+    out.first = await ask(page, "What is the capital of France?");
+    out.second = await ask(page, "And of Italy?");
+    out.messages = await page.evaluate(() => window.llmpackDemo.state.messages.map((m) => m.role));
+    out.prefills = await page.evaluate(() => window.__fake?.prefills ?? []);
+    out.screenshots.push(await shot(page, "desktop-chat.png"));
+
+    await page.fill("#max-tokens", "2000");
+    out.stopped = await ask(page, "Tell me a very long story.", { stopAfterChars: 12 });
+    out.screenshots.push(await shot(page, "desktop-stopped.png"));
+
+    await page.setViewportSize(PHONE);
+    await sleep(200);
+    out.panelOpenAfterLoad = await page.evaluate(() => document.getElementById("sidebar").classList.contains("open"));
+    out.screenshots.push(await shot(page, "phone-chat.png"));
+    await page.click("#panel-toggle");
+    await sleep(100);
+    out.panelOpens = await page.isVisible("#load");
+    out.screenshots.push(await shot(page, "phone-panel.png"));
+    out.phoneOverflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+
+    const fresh = await context.newPage();
+    await fresh.setViewportSize(PHONE);
+    await fresh.goto(cfg.url);
+    await waitState(fresh, "idle", 30_000);
+    out.screenshots.push(await shot(fresh, "phone-start.png"));
+    await fresh.close();
+    return out;
+  } finally {
+    await context.close();
+    rmSync(userDir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  (out) => {
+    console.log(JSON.stringify(out));
+  },
+  (e) => {
+    console.error(e?.stack ?? String(e));
+    process.exit(1);
+  },
+);
