@@ -107,6 +107,14 @@ def test_chat_page(bundle, tmp_path):
 
     assert out["phoneOverflow"] is False, "the page scrolls sideways at 390 px"
     assert out["panelOpenAfterLoad"] is False and out["panelOpens"] is True  # the phone's model panel
+    # without the stand-in: a real backend loads, or the page says plainly why it cannot
+    if real:
+        assert out["plainLoad"] == "ready" and out["plainBackend"] == out["backend"]
+    else:
+        assert out["plainLoad"] == "error" and "cannot run the model" in out["plainNotices"], out["plainNotices"]
+    assert "This browser has no WebGPU" in out["noGpuBefore"]
+    if out["noGpuLoad"] == "error":
+        assert "no WebGPU" in out["noGpuAfter"], out["noGpuAfter"]
     names = {Path(p).name for p in out["screenshots"]}
     assert {"desktop-chat.png", "phone-chat.png", "phone-panel.png", "phone-start.png"} <= names
     for p in out["screenshots"]:

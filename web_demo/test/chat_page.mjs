@@ -190,12 +190,30 @@ async function main() {
     out.screenshots.push(await shot(page, "phone-panel.png"));
     out.phoneOverflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
 
+    // a page without the stand-in: the runtime's own backends only
     const fresh = await context.newPage();
     await fresh.setViewportSize(PHONE);
     await fresh.goto(cfg.url);
     await waitState(fresh, "idle", 30_000);
     out.screenshots.push(await shot(fresh, "phone-start.png"));
+    await fresh.click("#load");
+    out.plainLoad = await waitState(fresh, ["ready", "error"]);
+    out.plainNotices = await fresh.evaluate(() => document.getElementById("notices").innerText);
+    out.plainBackend = await fresh.evaluate(() => window.llmpackDemo.state.engine?.backend?.name ?? null);
+    out.screenshots.push(await shot(fresh, `phone-${out.plainLoad === "ready" ? "loaded" : "load-error"}.png`));
     await fresh.close();
+
+    // a browser without WebGPU: the page says so before and after trying to load
+    const nogpu = await context.newPage();
+    await nogpu.addInitScript(() => delete Navigator.prototype.gpu);
+    await nogpu.goto(cfg.url);
+    await waitState(nogpu, "idle", 30_000);
+    out.noGpuBefore = await nogpu.evaluate(() => document.getElementById("notices").innerText);
+    await nogpu.click("#load");
+    out.noGpuLoad = await waitState(nogpu, ["ready", "error"]);
+    out.noGpuAfter = await nogpu.evaluate(() => document.getElementById("notices").innerText);
+    out.screenshots.push(await shot(nogpu, "desktop-no-webgpu.png"));
+    await nogpu.close();
     return out;
   } finally {
     await context.close();
