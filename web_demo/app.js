@@ -2,6 +2,7 @@
 // runtime (/runtime/llmpack.js), and chats with it, streaming tokens as they come.
 import { checkModel, explainError, probeBrowser } from "./compat.js";
 import { describeBackend, formatMB, formatMs, modelFacts, modelTitle, replyStats } from "./format.js";
+import { renderMarkdown } from "./markdown.js";
 
 const RUNTIME_URL = "/runtime/llmpack.js";
 const $ = (id) => document.getElementById(id);
@@ -267,7 +268,7 @@ async function loadSelected() {
     adoptDefaults(engine);
     const backend = describeBackend(engine);
     setBadge(backend, "on");
-    setProgress(`Ready: ${modelTitle(model)} on ${backend}`, `loaded in ${formatMs(performance.now() - t0)}`, 1);
+    setProgress(`Ready on ${backend}`, `loaded in ${formatMs(performance.now() - t0)}`, 1);
     showNotices(checkModel(state.env, model).filter((n) => n.level === "info"));
     state.loading = null;
     setState("ready");
@@ -317,6 +318,7 @@ function scrollDown(force = false) {
   if (force || nearBottom()) ui.messages.scrollTop = ui.messages.scrollHeight;
 }
 
+/** A message row; an assistant's text is Markdown, rendered as it grows. */
 function addMessage(role, text) {
   ui.empty.hidden = true;
   const row = document.createElement("div");
@@ -324,14 +326,31 @@ function addMessage(role, text) {
   const bubble = document.createElement("div");
   bubble.className = "bubble";
   const body = document.createElement("div");
-  body.className = "text";
-  const node = document.createTextNode(text);
-  body.append(node);
+  body.className = role === "assistant" ? "text md" : "text";
   bubble.append(body);
   row.append(bubble);
   ui.messages.append(row);
+  const view = { row, bubble, body, raw: "", frame: 0 };
+  if (role === "assistant") renderMarkdown(body, text);
+  else body.textContent = text;
   scrollDown(true);
-  return { row, bubble, body, node };
+  return view;
+}
+
+/** Appends streamed text; the Markdown is re-rendered at most once per frame. */
+function appendText(view, delta) {
+  view.raw += delta;
+  view.frame ||= requestAnimationFrame(() => {
+    view.frame = 0;
+    renderMarkdown(view.body, view.raw);
+    scrollDown();
+  });
+}
+
+function flushText(view) {
+  if (view.frame) cancelAnimationFrame(view.frame);
+  view.frame = 0;
+  renderMarkdown(view.body, view.raw);
 }
 
 function addMeta(view, text, title = "") {
@@ -369,14 +388,15 @@ async function send(text) {
       const delta = choice?.delta?.content;
       if (delta) {
         content += delta;
-        view.node.appendData(delta);
-        scrollDown();
+        appendText(view, delta);
       }
       if (choice?.finish_reason) last = chunk;
     }
     state.messages.push({ role: "assistant", content });
+    flushText(view);
     finishReply(view, last, content);
   } catch (e) {
+    flushText(view);
     if (content) state.messages.push({ role: "assistant", content });
     else state.messages.pop(); // the turn failed before any answer: forget the question
     const { title, text: why } = explainError(e, state.env, state.loaded);
@@ -391,8 +411,10 @@ async function send(text) {
 }
 
 function finishReply(view, last, content) {
-  if (!content) view.body.classList.add("muted");
-  if (!content) view.node.appendData("(no text)");
+  if (!content) {
+    view.body.classList.add("muted");
+    view.body.textContent = "(no text)";
+  }
   const stats = replyStats(last);
   const reason = last?.choices?.[0]?.finish_reason;
   const parts = [];

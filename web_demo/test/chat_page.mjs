@@ -169,7 +169,7 @@ async function main() {
       return out;
     }
 
-    await page.fill("#max-tokens", "40");
+    await page.fill("#max-tokens", String(cfg.maxTokens ?? 40));
     out.first = await ask(page, "What is the capital of France?");
     out.second = await ask(page, "And of Italy?");
     out.messages = await page.evaluate(() => window.llmpackDemo.state.messages.map((m) => m.role));
