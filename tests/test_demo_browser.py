@@ -63,7 +63,7 @@ def test_chat_page(bundle, tmp_path):
     app = create_app([bundle.parent], runtime_dist=ensure_runtime(log=lambda _: None))
     with running(app) as base:
         env["LLMPACK_DEMO_TEST"] = json.dumps({
-            "url": base, "modelId": "tiny-chat", "replies": replies,
+            "url": f"{base}?seed=7", "modelId": "tiny-chat", "replies": replies,  # seed: reproducible answers
             "eos": manifest["generation"]["eos_token_ids"][0], "vocab": manifest["model"]["config"]["vocab_size"],
             "chromium": CHROMIUM, "artifacts": str(ARTIFACTS),
         })

@@ -357,6 +357,31 @@ def test_port_in_use_and_bad_host():
     assert page_url("0.0.0.0", 80) == "http://127.0.0.1:80/" and page_url("::1", 8) == "http://[::1]:8/"
 
 
+def test_non_loopback_host_warns(tree, monkeypatch):
+    """--host 0.0.0.0 prints a warning and a loopback URL (nothing actually binds it here)."""
+    import packager.serve as serve_mod
+
+    loopback = bind("127.0.0.1", 0)
+    monkeypatch.setattr(serve_mod, "bind", lambda host, port: loopback)
+    monkeypatch.setattr(serve_mod, "ensure_runtime", lambda log: tree / "dist")
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: None)
+    lines = []
+    try:
+        serve_mod.serve([tree / "solo"], host="0.0.0.0", port=0, out=lines.append)
+    finally:
+        loopback.close()
+    assert re.match(r"serving 1 model and the chat demo at http://127\.0\.0\.1:\d+/ ", lines[0])
+    assert any(line.startswith("warning: listening on 0.0.0.0") and "HTTPS" in line for line in lines)
+    lines.clear()
+    loopback = bind("127.0.0.1", 0)
+    monkeypatch.setattr(serve_mod, "bind", lambda host, port: loopback)
+    try:
+        serve_mod.serve([tree / "solo"], host="127.0.0.1", port=0, out=lines.append)
+    finally:
+        loopback.close()
+    assert not any("warning" in line for line in lines)
+
+
 def test_runtime_build_errors(tmp_path, monkeypatch):
     rt = tmp_path / "runtime_js"
     (rt / "src").mkdir(parents=True)

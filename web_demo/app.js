@@ -366,7 +366,10 @@ function settings() {
   let max = Math.round(Number(ui.maxTokens.value));
   if (!Number.isFinite(max) || max < 1) max = 256;
   ui.maxTokens.value = String(max);
-  return { temperature, max_tokens: max };
+  const out = { temperature, max_tokens: max };
+  const seed = new URLSearchParams(location.search).get("seed"); // ?seed=N: reproducible sampling
+  if (seed && /^\d{1,9}$/.test(seed)) out.seed = Number(seed);
+  return out;
 }
 
 async function send(text) {
