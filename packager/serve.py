@@ -246,7 +246,12 @@ class RegistrySource:
     def models(self, base_url: str) -> tuple[list[dict], str | None]:
         """(model summaries, error text or None)."""
         if self.app is not None:
-            return self._local(base_url), None
+            from model_registry.errors import RegistryError
+
+            try:
+                return self._local(base_url), None
+            except RegistryError as e:
+                return [], f"registry {self.location}: {e}"
         with self._lock:
             if self._cached and time.monotonic() - self._cached[0] < self.ttl:
                 return self._cached[1], self._cached[2]
@@ -278,7 +283,7 @@ class RegistrySource:
 # -------------------------------------------------------------------------------- app
 
 
-class _IsolationHeaders:
+class _Site:
     """ASGI wrapper: adds COOP/COEP to every HTTP response and routes /registry/ to a
     mounted registry app (with root_path set, so that the URLs it builds include it)."""
 
@@ -355,7 +360,7 @@ def create_app(paths: Sequence[Path | str] | BundleSet, *, registry: str | Regis
             raise HTTPException(404, "not found")
         return send(request, resolve_inside(web_root, path or "index.html"))
 
-    return _IsolationHeaders(app, source.app if source else None)
+    return _Site(app, source.app if source else None)
 
 
 # ----------------------------------------------------------------------------- runtime
