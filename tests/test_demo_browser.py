@@ -77,6 +77,12 @@ def test_chat_page(bundle, tmp_path):
         warnings.warn(f"the chat page test ran with the scripted stand-in backend {out['backend']!r}: the runtime "
                       "registers no real backend yet")
     assert out["isolated"] is True, "COOP/COEP should make the page cross-origin isolated"
+    assert out["compat"]["notices"] == [
+        'error: Your GPU lacks "timestamp-query"', "error: Your GPU's limits are too small for this model",
+        "info: No 16-bit float shaders on this GPU", "warn: This model may not fit in memory"]
+    assert out["compat"]["insecure"] == ["This page is not a secure context"]
+    assert out["compat"]["errors"] == ["This browser cannot run the model", "A weight file could not be loaded",
+                                       "The model could not be downloaded", "Not enough GPU memory"]
     assert out["loadState"] == "ready", out
     assert out["console"] == [], out["console"]
     # progress: MB and shard counts, up to the last shard

@@ -473,6 +473,9 @@ ui.prompt.addEventListener("keydown", (e) => {
 });
 ui.prompt.addEventListener("input", autosize);
 ui.stop.addEventListener("click", stopGeneration);
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape" && state.generating) stopGeneration();
+});
 ui.load.addEventListener("click", loadSelected);
 ui.cancelLoad.addEventListener("click", () => state.loading?.abort());
 ui.refresh.addEventListener("click", fetchModels);

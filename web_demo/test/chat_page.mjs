@@ -146,6 +146,22 @@ async function main() {
     await page.goto(cfg.url);
     await waitState(page, "idle", 30_000);
     out.isolated = await page.evaluate(() => window.crossOriginIsolated);
+    // the compatibility rules against a GPU with small limits and no shader-f16
+    out.compat = await page.evaluate(async () => {
+      const { checkModel, explainError } = await import("/compat.js");
+      const env = { secure: true, webgpu: true, adapter: {}, features: new Set(), deviceMemoryGB: 4,
+        limits: { maxStorageBufferBindingSize: 128 << 20, maxBufferSize: 256 << 20 } };
+      const model = { memory_estimate_bytes: 3e9, requirements: { features: ["timestamp-query"], optional_features: ["shader-f16"],
+        limits: { maxStorageBufferBindingSize: 300 << 20, maxBufferSize: 200 << 20 } } };
+      const errors = [new Error("no backend is available; pass {backend} to createEngine"),
+        Object.assign(new Error("shard 1 (shards/ab.bin): sha256 mismatch"), { name: "ShardError" }),
+        new TypeError("Failed to fetch"), new Error("GPU out of memory")];
+      return {
+        notices: checkModel(env, model).map((n) => `${n.level}: ${n.title}`),
+        insecure: checkModel({ ...env, secure: false }, model).map((n) => n.title),
+        errors: errors.map((e) => explainError(e, env, model).title),
+      };
+    });
     out.screenshots.push(await shot(page, "desktop-start.png"));
 
     // pick the model and load it, recording what the progress line says
