@@ -11,7 +11,7 @@
 // as it exists, and the result's `backend` says which one ran.
 //
 // Input: env LLMPACK_DEMO_TEST = {url, modelId, replies: [[token ids]...], eos, vocab,
-// chromium, artifacts}.
+// chromium, artifacts, maxTokens?, colorScheme?}.
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
@@ -128,6 +128,7 @@ async function main() {
     executablePath: cfg.chromium,
     headless: true,
     viewport: DESKTOP,
+    colorScheme: cfg.colorScheme ?? "light",
     args: ["--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking",
       "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"],
   });
