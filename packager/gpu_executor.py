@@ -154,7 +154,10 @@ class GpuExecutor:
     variant_order the device supports), "f16" or "f32"."""
 
     def __init__(self, bundle, *, files: dict[str, bytes] | None = None, variant: str = "auto"):
-        from .reference import load_manifest
+        try:
+            from .manifest import load_manifest
+        except ImportError:  # older layout
+            from .reference import load_manifest
         from .shards import read_tensor_bytes
 
         self.bundle = Path(bundle)
