@@ -150,6 +150,50 @@ def test_split_rule(tiny_bundle):
         build_plan(m, max_binding_size=256, prefill_chunk=8, context_window=64)
 
 
+def synthetic_manifest(cfg: dict, quant: str) -> dict:
+    """A manifest with the tensor index a bundle of `cfg` would have (no weights)."""
+    from packager.llama import expected_tensors
+    from quantization.formats import PART_ALIGN
+    from quantization.policy import choose_format, get_scheme
+
+    scheme, tensors = get_scheme(quant), []
+    for name, shape, role in expected_tensors(cfg):
+        fmt = choose_format(scheme, shape, role)
+        parts, pos = [], 0
+        for spec in fmt.parts(shape if len(shape) == 2 else (1, shape[0])):
+            pos += -pos % PART_ALIGN
+            parts.append({"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape), "offset": pos,
+                          "bytes": spec.nbytes})
+            pos += spec.nbytes
+        tensors.append({"name": name, "shape": list(shape), "format": fmt.name, "parts": parts, "bytes": pos})
+    return {"model": {"architecture": "llama", "config": cfg}, "tensors": tensors,
+            "quantization": {"scheme": quant, "compute": scheme.compute}}
+
+
+LLAMA3_8B = {"vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 2,
+             "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "rms_norm_eps": 1e-5,
+             "max_position_embeddings": 131072, "tie_word_embeddings": False,
+             "rope": {"type": "llama3", "theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}
+
+
+@pytest.mark.parametrize("quant", ["q4f16", "f16", "f32"])
+def test_plan_for_llama3_8b_shapes(quant):
+    """Llama-3-8B's shapes (2 of its 32 layers): within the default limits every large
+    tensor is split, kernels compile, and no dispatch needs more than 65535 workgroups."""
+    files, req = compile_artifacts(synthetic_manifest(LLAMA3_8B, quant), context_window=None)
+    plan = json.loads(files["plan.json"])
+    check_plan(plan)
+    assert plan["context_window"] == 4096
+    lim = req["limits"]
+    assert lim["maxStorageBufferBindingSize"] <= 128 << 20 and lim["maxBufferSize"] <= 128 << 20
+    assert lim["maxComputeWorkgroupsPerDimension"] <= 65535
+    blocks = {b["tensor"] for n, b in plan["buffers"].items() if b["kind"] == "weight" and n.count(":") == 2}
+    assert {"model.embed_tokens.weight", "lm_head.weight"} <= blocks
+    if quant == "f32":  # 14336 x 4096 f32 = 224 MiB
+        assert "model.layers.0.mlp.gate_proj.weight" in blocks
+
+
 def test_context_window_and_limits(tiny_bundle):
     m = manifest_of(tiny_bundle("gqa", "q4f32"))
     assert build_plan(m, context_window=64)[0]["context_window"] == 64
