@@ -7,8 +7,10 @@ by plain text substitution of `{{NAME}}` placeholders:
   `alias act = f16;`. `act` is the storage type of activations and of the KV cache;
   all arithmetic is f32 in both variants (see docs/plan.md).
 - `{{WEIGHTS}}`: the weight-format fragment `_w_<format>.wgsl`, which declares the
-  weight parts at bindings 8, 9, ... and `fn wload8(row, k8) -> W8` (8 dequantized
-  values of one row).
+  weight parts at bindings 8, 9, ... and provides `fn wload8(row, k8) -> W8` (8
+  dequantized values of one row) and `fn wdot(row, g, x4) -> f32` (the dot product of
+  one quantization group, `GK` columns, with x staged in the kernel's workgroup array
+  `xs: array<vec4<f32>, ...>`, which every kernel including a fragment declares).
 - `{{OUT}}`: output element type of a matmul (`act`, or `f32` for logits).
 - any other `{{NAME}}`: a constant of the kernel's spec (ints become `123`, floats a
   WGSL float literal, strings are inserted as they are).
@@ -44,27 +46,27 @@ U, R, W = "uniform", "read-only-storage", "storage"
 # u32 each, in order), workgroup size and workgroup memory bytes.
 TEMPLATES: dict[str, dict] = {
     "embedding": dict(bindings=[(0, U), (1, R), (2, W)], uniforms=["seq_len", "row0", "rows"],
-                      workgroup_size=(64, 1, 1), workgroup_bytes=0, weights=True),
+                      workgroup_size=(64, 1, 1), workgroup_bytes=0),
     "rmsnorm": dict(bindings=[(0, U), (1, R), (2, W), (8, R)], uniforms=["in_row0"],
-                    workgroup_size=(64, 1, 1), workgroup_bytes=256, weights=False),
+                    workgroup_size=(64, 1, 1), workgroup_bytes=256),
     "matvec": dict(bindings=[(0, U), (1, R), (2, W)], uniforms=["seq_len", "row0", "rows"],
-                   workgroup_size=(64, 1, 1), workgroup_bytes=None, weights=True),
+                   workgroup_size=(64, 1, 1), workgroup_bytes=None),
     "matmul": dict(bindings=[(0, U), (1, R), (2, W)], uniforms=["seq_len", "row0", "rows"],
-                   workgroup_size=(8, 8, 1), workgroup_bytes=12288, weights=True),
+                   workgroup_size=(8, 8, 1), workgroup_bytes=12288),
     "rope": dict(bindings=[(0, U), (1, W), (2, W)], uniforms=["seq_len", "past_len"],
-                 workgroup_size=(64, 1, 1), workgroup_bytes=0, weights=False),
+                 workgroup_size=(64, 1, 1), workgroup_bytes=0),
     "kv_append": dict(bindings=[(0, U), (1, R), (2, R), (3, W), (4, W)], uniforms=["n", "dst"],
-                      workgroup_size=(256, 1, 1), workgroup_bytes=0, weights=False),
+                      workgroup_size=(256, 1, 1), workgroup_bytes=0),
     "attention": dict(bindings=[(0, U), (1, R), (2, R), (3, R), (4, W)], uniforms=["seq_len", "past_len"],
-                      workgroup_size=(64, 1, 1), workgroup_bytes=None, weights=False),
+                      workgroup_size=(64, 1, 1), workgroup_bytes=None),
     "attention_decode": dict(bindings=[(0, U), (1, R), (2, R), (3, R), (4, W)], uniforms=["past_len"],
-                             workgroup_size=(64, 1, 1), workgroup_bytes=None, weights=False),
+                             workgroup_size=(64, 1, 1), workgroup_bytes=None),
     "attention_combine": dict(bindings=[(0, U), (1, R), (2, W)], uniforms=["past_len"],
-                              workgroup_size=(64, 1, 1), workgroup_bytes=0, weights=False),
+                              workgroup_size=(64, 1, 1), workgroup_bytes=0),
     "silu_mul": dict(bindings=[(0, U), (1, W), (2, R)], uniforms=["n"],
-                     workgroup_size=(256, 1, 1), workgroup_bytes=0, weights=False),
+                     workgroup_size=(256, 1, 1), workgroup_bytes=0),
     "add": dict(bindings=[(0, U), (1, W), (2, R)], uniforms=["n"],
-                workgroup_size=(256, 1, 1), workgroup_bytes=0, weights=False),
+                workgroup_size=(256, 1, 1), workgroup_bytes=0),
 }
 
 WEIGHT_BINDING0 = 8
@@ -91,8 +93,7 @@ def wgsl_literal(value) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        text = f"{value:.9e}"
-        return text
+        return f"{value:.9e}"  # 9 significant digits: the f32 value round-trips
     return str(value)
 
 
