@@ -20,20 +20,22 @@ from pathlib import Path
 
 import numpy as np
 
-from quantization.formats import PART_ALIGN
+from quantization.formats import FORMATS, PART_ALIGN
+from quantization.gptq import gptq_quantize
 from quantization.policy import choose_format, get_scheme
 
 from . import __version__
+from .calibrate import Calibrator
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import PackError
 from .llama import SUPPORTED_ARCHITECTURES, count_parameters, expected_tensors, normalize_config
+from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION
 from .shards import ShardWriter
 
-BUNDLE_FORMAT = "llmpack-bundle"
-BUNDLE_VERSION = 1
 DEFAULT_SHARD_SIZE = 32 << 20
 MAX_CONTEXT_WINDOW = 4096  # default cap on the KV cache; --context-window overrides
 ESTIMATE_PREFILL_CHUNK = 128
+QUANTIZERS = ("auto", "gptq", "search", "rtn")
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
@@ -51,15 +53,18 @@ def parse_size(text: str) -> int:
 
 def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int = DEFAULT_SHARD_SIZE,
                   context_window: int | None = None, force: bool = False, progress: bool = False,
-                  quantizer: str = "search") -> dict:
+                  quantizer: str = "auto") -> dict:
     """Package `src` into a bundle at `out`; return a summary dict.
 
-    quantizer: "search" (error-minimizing scales, the default) or "rtn" (plain
-    round-to-nearest, kept as the baseline that quality reports compare against)."""
+    quantizer: "auto" (GPTQ for schemes below 4 bits, else "search"), "gptq"
+    (calibrated, error-compensating), "search" (error-minimizing scales per group) or
+    "rtn" (plain round-to-nearest, the baseline quality reports compare against)."""
     t0 = time.perf_counter()
     scheme = get_scheme(quant)
-    if quantizer not in ("search", "rtn"):
-        raise PackError(f"unknown --quantizer {quantizer!r}; use search (default) or rtn")
+    if quantizer not in QUANTIZERS:
+        raise PackError(f"unknown --quantizer {quantizer!r}; choose one of: {', '.join(QUANTIZERS)}")
+    if quantizer == "auto":
+        quantizer = "gptq" if FORMATS[scheme.matrix].bits <= 3 else "search"
     out = Path(out)
     _check_destination(out, force)
     ck = open_checkpoint(Path(src))
@@ -73,7 +78,7 @@ def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is meant to be served
         try:
-            tensors, shards = _write_shards(ck, plan, scheme, tmp, shard_size, progress, quantizer)
+            tensors, shards = _write_shards(ck, cfg, plan, scheme, tmp, shard_size, progress, quantizer)
             files = _copy_tokenizer(ck, tmp)
             manifest = _manifest(ck, hf_arch, cfg, scheme, quantizer, tensors, shards, files, window)
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -125,15 +130,17 @@ def _tensor_plan(ck: Checkpoint, cfg: dict) -> list[tuple[str, tuple[int, ...], 
     return plan
 
 
-def _write_shards(ck: Checkpoint, plan, scheme, root: Path, shard_size: int, progress: bool, quantizer: str):
+def _write_shards(ck: Checkpoint, cfg: dict, plan, scheme, root: Path, shard_size: int, progress: bool, quantizer: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     writer = ShardWriter(root, shard_size)
+    calibrator = Calibrator(ck, cfg) if quantizer == "gptq" else None
     records = []
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[current]}")]
+    label = f"quantizing to {scheme.name}" + (" (GPTQ)" if calibrator else "")
     with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task(f"quantizing to {scheme.name}", total=len(plan), current="")
+        task = bar.add_task(label, total=len(plan), current="")
         for name, shape, role in plan:
             bar.update(task, current=name)
             w = ck.read(name)
@@ -141,10 +148,18 @@ def _write_shards(ck: Checkpoint, plan, scheme, root: Path, shard_size: int, pro
                 bad = int(np.size(w) - np.count_nonzero(np.isfinite(w)))
                 raise PackError(f"tensor {name} has {bad} non-finite values (NaN/inf); the checkpoint is corrupt")
             fmt = choose_format(scheme, shape, role)
-            layout, pieces = fmt.encode_bytes(w.reshape(shape if len(shape) == 2 else (1, -1)), quantizer)
+            shape2d = shape if len(shape) == 2 else (1, shape[0])
+            hessian = calibrator.hessian(name) if calibrator and fmt.quantized and role == "matrix" else None
+            if hessian is not None:
+                parts = gptq_quantize(w, hessian, fmt)
+            else:
+                parts = fmt.encode(w.reshape(shape2d), "rtn" if quantizer == "rtn" else "search")
+            if calibrator:
+                calibrator.record(name, fmt.decode(parts, shape2d).reshape(shape))
             del w
+            layout, pieces = fmt.lay_out(parts)
             shard, offset = writer.append(pieces)
-            specs = {p.name: p for p in fmt.parts(shape if len(shape) == 2 else (1, shape[0]))}
+            specs = {p.name: p for p in fmt.parts(shape2d)}
             records.append({
                 "name": name, "shape": list(shape), "format": fmt.name,
                 "shard": shard, "offset": offset, "bytes": sum(p.nbytes for p in pieces),

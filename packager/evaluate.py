@@ -14,7 +14,8 @@ from quantization.quality import default_text, evaluate, token_windows
 
 from .bundle import package_model
 from .errors import PackError
-from .reference import ReferenceModel, load_manifest
+from .manifest import load_manifest
+from .reference import ReferenceModel
 
 DEFAULT_WINDOW = 256
 
@@ -32,12 +33,12 @@ def encode_text(bundle: Path, text: str) -> list[int]:
 def _row(bundle: Path, model: ReferenceModel, metrics: dict, label: str) -> dict:
     m = load_manifest(bundle)
     q = m["quantization"]
-    return {"model": label, "scheme": q["scheme"], "quantizer": q.get("quantizer", "search"),
+    return {"model": label, "scheme": q["scheme"], "quantizer": q.get("quantizer"),
             "mb": round(m["memory"]["weights_bytes"] / 1e6, 1), "bits_per_weight": q["bits_per_weight"], **metrics}
 
 
 def run_eval(src: Path, *, quants: list[str], reference: Path | None = None, text_file: Path | None = None,
-             window: int = DEFAULT_WINDOW, max_windows: int | None = None, quantizer: str = "search",
+             window: int = DEFAULT_WINDOW, max_windows: int | None = None, quantizer: str = "auto",
              progress: bool = False) -> dict:
     text = text_file.read_text(encoding="utf-8") if text_file else default_text()
     if window < 2:

@@ -7,42 +7,16 @@ chunk of tokens after what is cached, `decode` for one more token.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
 from quantization.formats import get_format
 
-from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION
 from .errors import PackError
+from .manifest import load_manifest, verify_shards
 from .rope import rope_cos_sin, rope_inv_freq
 from .shards import read_tensor_bytes
-
-
-def load_manifest(bundle: Path) -> dict:
-    path = Path(bundle) / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PackError(f"{bundle} is not a bundle: manifest.json not found") from None
-    except json.JSONDecodeError as e:
-        raise PackError(f"{path}: invalid JSON ({e.msg})") from None
-    if manifest.get("format") != BUNDLE_FORMAT or manifest.get("version") != BUNDLE_VERSION:
-        raise PackError(f"{path}: not an {BUNDLE_FORMAT} v{BUNDLE_VERSION} manifest "
-                        f"(format={manifest.get('format')!r}, version={manifest.get('version')!r})")
-    return manifest
-
-
-def verify_shards(bundle: Path, manifest: dict) -> None:
-    for s in manifest["shards"]:
-        h = hashlib.sha256()
-        with open(Path(bundle) / s["file"], "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        if h.hexdigest() != s["sha256"]:
-            raise PackError(f"shard {s['file']} is corrupt (sha256 mismatch)")
 
 
 def load_weights(bundle: Path, manifest: dict) -> dict[str, np.ndarray]:
@@ -87,6 +61,45 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, past_len: int) -> np.
     return p @ v
 
 
+class LayerWeights:
+    """w["q_proj"] -> the weights of layer i by short name (e.g. self_attn.q_proj)."""
+
+    SHORT = {"input_layernorm": "input_layernorm.weight", "q_proj": "self_attn.q_proj.weight",
+             "k_proj": "self_attn.k_proj.weight", "v_proj": "self_attn.v_proj.weight",
+             "o_proj": "self_attn.o_proj.weight", "post_attention_layernorm": "post_attention_layernorm.weight",
+             "gate_proj": "mlp.gate_proj.weight", "up_proj": "mlp.up_proj.weight", "down_proj": "mlp.down_proj.weight"}
+
+    def __init__(self, weights: dict, layer: int):
+        self.weights, self.prefix = weights, f"model.layers.{layer}."
+
+    def __getitem__(self, short: str) -> np.ndarray:
+        return self.weights[self.prefix + self.SHORT[short]]
+
+
+def decoder_layer(h, w, c: dict, cos, sin, k_cache, v_cache, past: int, taps: dict | None = None) -> np.ndarray:
+    """One Llama decoder layer on h [n, hidden] after `past` cached positions.
+
+    Writes this chunk's keys/values into k_cache/v_cache [kv_heads, window, head_dim].
+    If `taps` is a dict, the inputs of the linear layers are stored in it (for
+    calibration): "attn_in" (q/k/v), "o_in", "mlp_in" (gate/up), "down_in"."""
+    n = h.shape[0]
+    heads, kv_heads, d = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
+    x = rms_norm(h, w["input_layernorm"], c["rms_norm_eps"])
+    q = (x @ w["q_proj"].T).reshape(n, heads, d).transpose(1, 0, 2)
+    k = (x @ w["k_proj"].T).reshape(n, kv_heads, d).transpose(1, 0, 2)
+    v = (x @ w["v_proj"].T).reshape(n, kv_heads, d).transpose(1, 0, 2)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    k_cache[:, past:past + n] = k
+    v_cache[:, past:past + n] = v
+    o = attention(q, k_cache[:, :past + n], v_cache[:, :past + n], past).transpose(1, 0, 2).reshape(n, heads * d)
+    h = h + o @ w["o_proj"].T
+    x2 = rms_norm(h, w["post_attention_layernorm"], c["rms_norm_eps"])
+    m = silu(x2 @ w["gate_proj"].T) * (x2 @ w["up_proj"].T)
+    if taps is not None:
+        taps.update(attn_in=x, o_in=o, mlp_in=x2, down_in=m)
+    return h + m @ w["down_proj"].T
+
+
 class ReferenceModel:
     """model = ReferenceModel(bundle); model.prefill(ids) -> logits [n, vocab]; model.decode(id)."""
 
@@ -116,24 +129,10 @@ class ReferenceModel:
             raise PackError(f"context window of {self.context_window} tokens exceeded ({past} + {n})")
         if n == 0 or tokens.min() < 0 or tokens.max() >= c["vocab_size"]:
             raise PackError("token ids must be a non-empty list within the vocabulary")
-        heads, kv_heads, d = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
         cos, sin = rope_cos_sin(self.inv_freq, np.arange(past, past + n))
         h = w["model.embed_tokens.weight"][tokens]
         for i in range(c["num_hidden_layers"]):
-            p = f"model.layers.{i}."
-            x = rms_norm(h, w[p + "input_layernorm.weight"], c["rms_norm_eps"])
-            q = (x @ w[p + "self_attn.q_proj.weight"].T).reshape(n, heads, d).transpose(1, 0, 2)
-            k = (x @ w[p + "self_attn.k_proj.weight"].T).reshape(n, kv_heads, d).transpose(1, 0, 2)
-            v = (x @ w[p + "self_attn.v_proj.weight"].T).reshape(n, kv_heads, d).transpose(1, 0, 2)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-            self.k_cache[i, :, past:past + n] = k
-            self.v_cache[i, :, past:past + n] = v
-            o = attention(q, self.k_cache[i, :, :past + n], self.v_cache[i, :, :past + n], past)
-            h = h + o.transpose(1, 0, 2).reshape(n, heads * d) @ w[p + "self_attn.o_proj.weight"].T
-            x = rms_norm(h, w[p + "post_attention_layernorm.weight"], c["rms_norm_eps"])
-            gate = x @ w[p + "mlp.gate_proj.weight"].T
-            up = x @ w[p + "mlp.up_proj.weight"].T
-            h = h + (silu(gate) * up) @ w[p + "mlp.down_proj.weight"].T
+            h = decoder_layer(h, LayerWeights(w, i), c, cos, sin, self.k_cache[i], self.v_cache[i], past)
         h = rms_norm(h, w["model.norm.weight"], c["rms_norm_eps"])
         head = w["model.embed_tokens.weight"] if c["tie_word_embeddings"] else w["lm_head.weight"]
         self.past_len += n

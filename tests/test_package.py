@@ -13,7 +13,8 @@ import pytest
 
 from checkpoints import TINY_VARIANTS
 from packager.bundle import package_model
-from packager.reference import ReferenceModel, load_manifest
+from packager.manifest import load_manifest
+from packager.reference import ReferenceModel
 from packager.shards import read_tensor_bytes
 
 ROOT = Path(__file__).resolve().parent.parent

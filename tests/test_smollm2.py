@@ -28,7 +28,7 @@ def chat_ids(tok, messages):
 
 
 def test_manifest_of_real_model(smollm2_bundle):
-    from packager.reference import load_manifest
+    from packager.manifest import load_manifest
     m = load_manifest(smollm2_bundle("q4f16"))
     assert m["model"]["config"]["num_hidden_layers"] == 30 and m["model"]["license"] == "apache-2.0"
     assert m["model"]["parameters"] == 134515008
