@@ -27,33 +27,37 @@ from quantization.policy import choose_format, get_scheme
 from . import __version__
 from .calibrate import Calibrator
 from .checkpoint import Checkpoint, open_checkpoint
+from .compile import compile_artifacts
 from .errors import PackError
 from .llama import SUPPORTED_ARCHITECTURES, count_parameters, expected_tensors, normalize_config
 from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION
+from .plan import CONTEXT_CAP
 from .shards import ShardWriter
 
 DEFAULT_SHARD_SIZE = 32 << 20
-MAX_CONTEXT_WINDOW = 4096  # default cap on the KV cache; --context-window overrides
-ESTIMATE_PREFILL_CHUNK = 128
+DEFAULT_MAX_BINDING = 128 << 20  # WebGPU maxStorageBufferBindingSize on many devices
+DEFAULT_MAX_BUFFER = 256 << 20  # WebGPU's default maxBufferSize
 QUANTIZERS = ("auto", "gptq", "search", "rtn")
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, minimum: int = 4096, what: str = "size") -> int:
+    """'32MiB' -> 33554432, rounded down to a multiple of PART_ALIGN."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
     if not m or m.group(2).lower() not in _SIZE_UNITS:
-        raise PackError(f"cannot read size {text!r}; write e.g. 32MiB, 8MB or 1048576")
+        raise PackError(f"cannot read {what} {text!r}; write e.g. 32MiB, 8MB or 1048576")
     size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
     size -= size % PART_ALIGN
-    if size < 4096:
-        raise PackError(f"shard size {text!r} is too small; use at least 4KiB (default 32MiB)")
+    if size < minimum:
+        raise PackError(f"{what} {text!r} is too small; use at least {minimum} bytes")
     return size
 
 
 def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int = DEFAULT_SHARD_SIZE,
                   context_window: int | None = None, force: bool = False, progress: bool = False,
-                  quantizer: str = "auto") -> dict:
+                  quantizer: str = "auto", max_binding_size: int = DEFAULT_MAX_BINDING,
+                  max_buffer_size: int = DEFAULT_MAX_BUFFER) -> dict:
     """Package `src` into a bundle at `out`; return a summary dict.
 
     quantizer: "auto" (GPTQ for schemes below 4 bits, else "search"), "gptq"
@@ -81,6 +85,8 @@ def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int
             tensors, shards = _write_shards(ck, cfg, plan, scheme, tmp, shard_size, progress, quantizer)
             files = _copy_tokenizer(ck, tmp)
             manifest = _manifest(ck, hf_arch, cfg, scheme, quantizer, tensors, shards, files, window)
+            _add_compiled(tmp, manifest, window, {"max_binding_size": max_binding_size,
+                                                  "max_buffer_size": max_buffer_size})
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
             _swap_into_place(tmp, out)
         except BaseException:
@@ -88,11 +94,10 @@ def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int
             raise
     finally:
         ck.close()
-    weights = manifest["memory"]["weights_bytes"]
     return {
         "out": str(out), "source": ck.name, "architecture": hf_arch, "quant": scheme.name,
         "parameters": manifest["model"]["parameters"], "tensors": len(tensors), "shards": len(shards),
-        "weights_bytes": weights, "bits_per_weight": manifest["quantization"]["bits_per_weight"],
+        "weights_bytes": manifest["memory"]["weights_bytes"], "bits_per_weight": manifest["quantization"]["bits_per_weight"],
         "memory_estimate_bytes": manifest["memory"]["estimate_bytes"],
         "seconds": round(time.perf_counter() - t0, 3),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -111,7 +116,7 @@ def _check_destination(out: Path, force: bool) -> None:
 def _context_window(cfg: dict, requested: int | None) -> int:
     limit = cfg["max_position_embeddings"]
     if requested is None:
-        return min(limit, MAX_CONTEXT_WINDOW)
+        return min(limit, CONTEXT_CAP)
     if requested < 16 or requested > limit:
         raise PackError(f"--context-window {requested} must be between 16 and the model's "
                         f"max_position_embeddings ({limit})")
@@ -221,18 +226,27 @@ def _generation(ck: Checkpoint) -> dict:
     }
 
 
-def _memory(cfg: dict, weights: int, window: int) -> dict:
+def _memory(cfg: dict, plan_memory: dict, window: int) -> dict:
+    """From the plan's buffer sizes (f32 variant: the larger one)."""
     kv_per_token = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"] * 4
-    chunk, h = ESTIMATE_PREFILL_CHUNK, cfg["hidden_size"]
-    q, kv = cfg["num_attention_heads"] * cfg["head_dim"], cfg["num_key_value_heads"] * cfg["head_dim"]
-    activations = 4 * chunk * (3 * h + q + 2 * kv + 2 * cfg["intermediate_size"]) \
-        + 4 * cfg["num_attention_heads"] * chunk * window + 4 * cfg["vocab_size"]
-    return {"weights_bytes": weights, "kv_cache_bytes_per_token": kv_per_token, "context_window": window,
-            "activation_bytes": activations, "estimate_bytes": weights + kv_per_token * window + activations}
+    return {"weights_bytes": plan_memory["weights_bytes"], "kv_cache_bytes_per_token": kv_per_token,
+            "context_window": window, "kv_cache_bytes": plan_memory["kv_cache_bytes"],
+            "activation_bytes": plan_memory["activation_bytes"], "estimate_bytes": sum(plan_memory.values())}
+
+
+def _add_compiled(tmp: Path, manifest: dict, window: int, limits: dict) -> None:
+    """Plan + kernels (validated by naga) into the bundle; requirements and memory into the manifest."""
+    files, requirements = compile_artifacts(manifest, context_window=window, **limits)
+    for rel, data in sorted(files.items()):
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_bytes(data)
+        manifest["files"].append(_file_entry(tmp, rel))
+    manifest["requirements"] = requirements
+    plan = json.loads(files["plan.json"])
+    manifest["memory"] = _memory(manifest["model"]["config"], plan["variants"]["f32"]["memory"], window)
 
 
 def _manifest(ck, hf_arch, cfg, scheme, quantizer, tensors, shards, files, window) -> dict:
-    weights = sum(t["bytes"] for t in tensors)
     elements = sum(int(np.prod(t["shape"])) for t in tensors)
     payload = sum(p["bytes"] for t in tensors for p in t["parts"])
     name = re.sub(r"(\.(gguf|safetensors))$", "", ck.name)
@@ -259,7 +273,6 @@ def _manifest(ck, hf_arch, cfg, scheme, quantizer, tensors, shards, files, windo
         "tensors": tensors,
         "shards": shards,
         "files": files,
-        "memory": _memory(cfg, weights, window),
     }
 
 

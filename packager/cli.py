@@ -35,6 +35,9 @@ def package(
     context_window: Optional[int] = typer.Option(None, "--context-window", help="KV-cache length (default: from the config, capped)"),
     quantizer: str = typer.Option("auto", "--quantizer", help="auto (GPTQ below 4 bits, else search) | gptq "
                                   "(calibrated) | search (error-minimizing scales) | rtn (round-to-nearest)"),
+    max_binding: str = typer.Option("128MiB", "--max-binding-size", help="largest GPU buffer binding the plan "
+                                    "may use (maxStorageBufferBindingSize); bigger weights are split"),
+    max_buffer: str = typer.Option("256MiB", "--max-buffer-size", help="largest GPU buffer the plan may allocate"),
     force: bool = typer.Option(False, "--force", help="replace an existing OUT"),
     as_json: bool = typer.Option(False, "--json", help="print a machine-readable summary"),
 ):
@@ -42,9 +45,10 @@ def package(
     from .bundle import package_model, parse_size
     from .checkpoint import default_source
 
-    summary = package_model(src or default_source(), out, quant=quant, shard_size=parse_size(shard_size),
+    summary = package_model(src or default_source(), out, quant=quant, shard_size=parse_size(shard_size, what="shard size"),
                             context_window=context_window, force=force, progress=not as_json,
-                            quantizer=quantizer)
+                            quantizer=quantizer, max_binding_size=parse_size(max_binding, minimum=1 << 16),
+                            max_buffer_size=parse_size(max_buffer, minimum=1 << 16))
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

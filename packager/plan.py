@@ -16,6 +16,7 @@ import numpy as np
 from .compile import ACT_BYTES, TEMPLATES, WEIGHT_PARTS, KernelSpec
 from .errors import PackError
 from .plan_expr import evaluate
+from .rope import rope_inv_freq
 
 PLAN_FORMAT = "llmpack-plan"
 PLAN_VERSION = 1
@@ -39,36 +40,6 @@ def buffer_size(buf: dict, variant: str) -> int:
         return align16(buf["bytes"])
     item = ACT_BYTES[variant] if buf["dtype"] == "act" else DTYPE_BYTES[buf["dtype"]]
     return align16(buf["elements"] * item)
-
-
-# ---------------------------------------------------------------------------------------
-# RoPE
-
-
-def rope_inv_freq(rope: dict, head_dim: int) -> np.ndarray:
-    """inv_freq [head_dim / 2] in float32, step by step as transformers computes it
-    (default, linear and llama3 rope types)."""
-    kind = rope.get("type", "default")
-    f32 = np.float32
-    exponent = np.arange(0, head_dim, 2, dtype=np.int64).astype(f32) / f32(head_dim)
-    base = f32(rope["theta"])
-    inv = f32(1.0) / (base.astype(np.float64) ** exponent.astype(np.float64)).astype(f32)
-    if kind == "default":
-        return inv
-    if kind == "linear":
-        return (inv / f32(rope["factor"])).astype(f32)
-    if kind == "llama3":
-        factor = rope["factor"]
-        low, high = rope["low_freq_factor"], rope["high_freq_factor"]
-        old = rope["original_max_position_embeddings"]
-        low_wavelen, high_wavelen = old / low, old / high
-        wavelen = f32(2 * math.pi) / inv
-        inv_l = np.where(wavelen > f32(low_wavelen), inv / f32(factor), inv).astype(f32)
-        smooth = ((f32(old) / wavelen - f32(low)) / f32(high - low)).astype(f32)
-        smoothed = ((f32(1) - smooth) * inv_l / f32(factor) + smooth * inv_l).astype(f32)
-        medium = ~(wavelen < f32(high_wavelen)) & ~(wavelen > f32(low_wavelen))
-        return np.where(medium, smoothed, inv_l).astype(f32)
-    raise PackError(f"rope type {kind!r} is not supported (default, linear, llama3 are)")
 
 
 # ---------------------------------------------------------------------------------------

@@ -9,25 +9,33 @@ import math
 
 import numpy as np
 
+from .errors import PackError
+
 
 def rope_inv_freq(rope: dict, head_dim: int) -> np.ndarray:
-    """inv_freq[head_dim/2] (float32) for a normalized rope dict (see docs/bundle.md)."""
-    exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim
-    inv = (1.0 / (rope["theta"] ** exponents)).astype(np.float32)
-    kind = rope["type"]
+    """inv_freq [head_dim / 2] in float32, step by step as transformers computes it
+    (default, linear and llama3 rope types)."""
+    kind = rope.get("type", "default")
+    f32 = np.float32
+    exponent = np.arange(0, head_dim, 2, dtype=np.int64).astype(f32) / f32(head_dim)
+    base = f32(rope["theta"])
+    inv = f32(1.0) / (base.astype(np.float64) ** exponent.astype(np.float64)).astype(f32)
+    if kind == "default":
+        return inv
     if kind == "linear":
-        return (inv / rope["factor"]).astype(np.float32)
+        return (inv / f32(rope["factor"])).astype(f32)
     if kind == "llama3":
-        factor, lo, hi = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
-        old_ctx = rope["original_max_position_embeddings"]
-        low_wavelen, high_wavelen = old_ctx / lo, old_ctx / hi
-        wavelen = 2 * math.pi / inv
-        scaled = np.where(wavelen > low_wavelen, inv / factor, inv)
-        smooth = (old_ctx / wavelen - lo) / (hi - lo)
-        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
-        return np.where(medium, smoothed, scaled).astype(np.float32)
-    return inv
+        factor = rope["factor"]
+        low, high = rope["low_freq_factor"], rope["high_freq_factor"]
+        old = rope["original_max_position_embeddings"]
+        low_wavelen, high_wavelen = old / low, old / high
+        wavelen = f32(2 * math.pi) / inv
+        inv_l = np.where(wavelen > f32(low_wavelen), inv / f32(factor), inv).astype(f32)
+        smooth = ((f32(old) / wavelen - f32(low)) / f32(high - low)).astype(f32)
+        smoothed = ((f32(1) - smooth) * inv_l / f32(factor) + smooth * inv_l).astype(f32)
+        medium = ~(wavelen < f32(high_wavelen)) & ~(wavelen > f32(low_wavelen))
+        return np.where(medium, smoothed, inv_l).astype(f32)
+    raise PackError(f"rope type {kind!r} is not supported (default, linear, llama3 are)")
 
 
 def rope_cos_sin(inv_freq: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import pytest
 
 from packager.compile import WEIGHT_PARTS, render
 from packager.gpu_executor import PipelineCache, request_device, run_kernel
-from packager.plan import rope_inv_freq
+from packager.rope import rope_inv_freq
 from quantization.formats import FORMATS
 
 TOL = {"f32": 1e-5, "f16": 2e-3}
