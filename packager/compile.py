@@ -72,7 +72,7 @@ TEMPLATES: dict[str, dict] = {
 WEIGHT_BINDING0 = 8
 WEIGHT_PARTS = {
     "f32": ["weight"], "f16": ["weight"],
-    "q8f16": ["qweight", "scales"], "q4f16": ["qweight", "scales"], "q4f32": ["qweight", "scales"],
+    "q8f16": ["qweight", "scales"], "q4f16": ["qweight", "scales", "mins"], "q4f32": ["qweight", "scales", "mins"],
     "q3f16": ["qweight", "qhigh", "scales", "mins"], "q2f16": ["qweight", "scales", "mins"],
 }
 

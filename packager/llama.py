@@ -90,11 +90,12 @@ def _rope(c) -> dict:
 def expected_tensors(cfg: dict) -> list[tuple[str, tuple[int, ...], str]]:
     """(name, shape, role) of every weight, in the order they are stored.
 
-    role is "vector", "matrix" or "embedding" (token table and output head)."""
+    role is "vector", "matrix", "embedding" (the input token table) or "head" (the
+    output head: lm_head, or the token table when it is tied to the head)."""
     h, i, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     q = cfg["num_attention_heads"] * cfg["head_dim"]
     kv = cfg["num_key_value_heads"] * cfg["head_dim"]
-    out = [("model.embed_tokens.weight", (v, h), "embedding")]
+    out = [("model.embed_tokens.weight", (v, h), "head" if cfg["tie_word_embeddings"] else "embedding")]
     for n in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{n}."
         out += [
@@ -110,7 +111,7 @@ def expected_tensors(cfg: dict) -> list[tuple[str, tuple[int, ...], str]]:
         ]
     out.append(("model.norm.weight", (h,), "vector"))
     if not cfg["tie_word_embeddings"]:
-        out.append(("lm_head.weight", (v, h), "embedding"))
+        out.append(("lm_head.weight", (v, h), "head"))
     return out
 
 

@@ -325,17 +325,14 @@ class Format:
         return self.decode(parts, shape)
 
 
-SYMMETRIC_SEARCH = {
-    4: (1.0, 0.95, 0.9, 0.85, 0.8),
-    8: (1.0,),
-}
+SYMMETRIC_SEARCH = {8: (1.0,)}
 
 FORMATS: dict[str, Format] = {
     "f32": Format("f32", 32),
     "f16": Format("f16", 16),
     "q8f16": Format("q8f16", 8, 32, "f16"),
-    "q4f16": Format("q4f16", 4, 32, "f16"),
-    "q4f32": Format("q4f32", 4, 32, "f32"),
+    "q4f16": Format("q4f16", 4, 32, "f16", asymmetric=True),
+    "q4f32": Format("q4f32", 4, 32, "f32", asymmetric=True),
     "q3f16": Format("q3f16", 3, 64, "f16", asymmetric=True),
     "q2f16": Format("q2f16", 2, 64, "f16", asymmetric=True),
 }

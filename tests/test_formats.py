@@ -39,8 +39,9 @@ def test_quantize_error_bound(name):
     d = fmt.decode(parts, w.shape)
     rel = np.sqrt(np.mean((d - w) ** 2) / np.mean(w ** 2))
     assert rel <= ERROR_BOUND[name], rel
-    if fmt.quantized:  # decoding is a pure function of the stored parts: re-encoding is stable
-        assert np.array_equal(fmt.decode(fmt.encode(d), w.shape), d)
+    if fmt.quantized:  # values already on the grid survive a second quantization (almost) unchanged
+        again = fmt.decode(fmt.encode(d), w.shape)
+        assert np.sqrt(np.mean((again - d) ** 2) / np.mean(d ** 2)) < 2e-3
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
@@ -56,12 +57,21 @@ def test_bytes_layout_roundtrip(name):
 
 
 def test_q4_value_matches_spec_example():
-    """docs/formats.md: value = (((word >> 4c) & 0xF) - 8) * f16(scale)."""
+    """docs/formats.md: value of column 5 = ((word >> 20) & 0xF) * f16(scale) + f16(min)."""
     fmt = FORMATS["q4f16"]
     w = np.random.default_rng(3).standard_normal((2, 64)).astype(np.float32)
     parts = fmt.encode(w)
-    word, scale = int(parts["qweight"][1, 0]), float(parts["scales"][1, 0])
-    assert fmt.decode(parts, w.shape)[1, 5] == np.float32((((word >> 20) & 0xF) - 8) * scale)
+    word, scale, mn = int(parts["qweight"][1, 0]), parts["scales"][1, 0], parts["mins"][1, 0]
+    expected = np.float32((word >> 20) & 0xF) * np.float32(scale) + np.float32(mn)
+    assert fmt.decode(parts, w.shape)[1, 5] == expected
+
+
+def test_q8_value_matches_spec():
+    fmt = FORMATS["q8f16"]
+    w = np.random.default_rng(5).standard_normal((2, 64)).astype(np.float32)
+    parts = fmt.encode(w)
+    word, scale = int(parts["qweight"][0, 1]), parts["scales"][0, 0]
+    assert fmt.decode(parts, w.shape)[0, 6] == np.float32(((word >> 16) & 0xFF) - 128) * np.float32(scale)
 
 
 def test_q2_search_beats_min_max():
@@ -82,6 +92,7 @@ def test_policy():
     q2 = SCHEMES["q2f16"]
     assert choose_format(q2, (64,), "vector").name == "f32"
     assert choose_format(q2, (320, 64), "embedding").name == "q4f16"
+    assert choose_format(q2, (320, 64), "head").name == "q8f16"
     assert choose_format(q2, (128, 64), "matrix").name == "q2f16"
     assert choose_format(q2, (128, 48), "matrix").name == "f16"  # 48 not a multiple of 64
     assert choose_format(SCHEMES["q4f32"], (128, 40), "matrix").name == "f32"

@@ -55,7 +55,7 @@ def test_manifest_records(tiny_llama, tmp_path):
     summary = package_model(tiny_llama("untied"), tmp_path / "b", quant="q2f16", shard_size=8192)
     m = load_manifest(tmp_path / "b")
     fmts = {t["name"]: t["format"] for t in m["tensors"]}
-    assert fmts["model.embed_tokens.weight"] == "q4f16" and fmts["lm_head.weight"] == "q4f16"
+    assert fmts["model.embed_tokens.weight"] == "q4f16" and fmts["lm_head.weight"] == "q8f16"
     assert fmts["model.layers.0.mlp.up_proj.weight"] == "q2f16"
     assert fmts["model.layers.0.mlp.down_proj.weight"] == "q2f16"
     assert fmts["model.norm.weight"] == "f32"
