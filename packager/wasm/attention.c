@@ -1,0 +1,27 @@
+/* attention: causal grouped-query attention of the chunk's queries over the KV cache:
+ * query row t (position past_len + t) of head h attends to cache rows 0 ..= past_len + t
+ * of kv head h / (NH / NKV):
+ *   out[t, h, :] = softmax_j(SCALE q[t, h, :] . kc[j, kvh, :]) @ vc[j, kvh, :]
+ * args: consts [NH, NKV, HD, SCALE (f32 bits)] | uniforms [seq_len, past_len] | wg[3] |
+ *       pointers [q f32[seq, NH, HD], kc f32[ctx, NKV, HD], vc, out f32[seq, NH, HD]]
+ * Threads take (t, h) pairs round-robin (later rows attend to more keys). */
+#include "attend.h"
+
+void op_attention(const uint32_t *a, uint32_t tid, uint32_t nt) {
+  uint32_t NH = a[0], NKV = a[1], HD = a[2], seq = a[4], past = a[5];
+  float scale = f32_bits(a[3]);
+  const float *q = (const float *)a[9], *kc = (const float *)a[10], *vc = (const float *)a[11];
+  float *out = (float *)a[12];
+  uint32_t group = NH / NKV, stride = NKV * HD;
+  float qs[HD] __attribute__((aligned(16)));
+  float acc[HD] __attribute__((aligned(16)));
+  for (uint32_t i = tid; i < seq * NH; i += nt) {
+    uint32_t t = i / NH, h = i % NH, kvh = h / group;
+    float m, l;
+    scaled(q + (size_t)i * HD, scale, HD, qs);
+    attend(qs, kc + kvh * HD, vc + kvh * HD, stride, HD, 0, past + t + 1, acc, &m, &l);
+    v128_t il = wasm_f32x4_splat(1.0f / l);
+    float *o = out + (size_t)i * HD;
+    for (uint32_t d = 0; d < HD; d += 4) wasm_v128_store(o + d, wasm_f32x4_mul(wasm_v128_load(acc + d), il));
+  }
+}

@@ -1,0 +1,25 @@
+/* attention_decode: pass 1 of the split decode attention ("flash decoding"): the one
+ * query row (position past_len) of head h attends to cache rows
+ * [s SPLIT, min((s + 1) SPLIT, past_len + 1)) of split s, and writes the split's
+ * unnormalized result to part[h, s, :] = [acc[0..HD), m, l] (see attend.h).
+ * args: consts [NH, NKV, HD, SCALE (f32 bits), SPLIT, MAX_SPLITS] | uniforms [past_len] |
+ *       wg[3] | pointers [q f32[NH, HD], kc, vc, part f32[NH, MAX_SPLITS, HD + 2]]
+ * Threads take (h, s) pairs round-robin. */
+#include "attend.h"
+
+void op_attention_decode(const uint32_t *a, uint32_t tid, uint32_t nt) {
+  uint32_t NH = a[0], NKV = a[1], HD = a[2], SPLIT = a[4], MAX_SPLITS = a[5], past = a[6];
+  float scale = f32_bits(a[3]);
+  const float *q = (const float *)a[10], *kc = (const float *)a[11], *vc = (const float *)a[12];
+  float *part = (float *)a[13];
+  uint32_t group = NH / NKV, stride = NKV * HD, n = past + 1;
+  uint32_t splits = (n + SPLIT - 1) / SPLIT;
+  float qs[HD] __attribute__((aligned(16)));
+  for (uint32_t i = tid; i < NH * splits; i += nt) {
+    uint32_t h = i / splits, s = i % splits, kvh = h / group;
+    uint32_t j0 = s * SPLIT, j1 = j0 + SPLIT < n ? j0 + SPLIT : n;
+    float *p = part + ((size_t)h * MAX_SPLITS + s) * (HD + 2);
+    scaled(q + (size_t)h * HD, scale, HD, qs);
+    attend(qs, kc + kvh * HD, vc + kvh * HD, stride, HD, j0, j1, p, &p[HD], &p[HD + 1]);
+  }
+}

@@ -1,0 +1,20 @@
+/* embedding: y[t, :] = E[tokens[t] - row0, :] for the tokens of this row block.
+ * args: consts [format, K] | uniforms [seq_len, row0, rows] | wg[3] |
+ *       pointers [tokens u32, y f32[seq, K], weight parts ...]
+ * Tokens outside [row0, row0 + rows) are left alone (another block writes them).
+ * Threads take contiguous runs of tokens. */
+#include "llmpack.h"
+
+void op_embedding(const uint32_t *a, uint32_t tid, uint32_t nt) {
+  const wformat *f = weight_format(a[0]);
+  uint32_t K = a[1], seq = a[2], row0 = a[3], rows = a[4];
+  const uint32_t *tokens = (const uint32_t *)a[8];
+  float *y = (float *)a[9];
+  wmat w = {{(const void *)a[10], (const void *)a[11], (const void *)a[12], (const void *)a[13]}, K};
+  uint32_t b, e;
+  share(seq, 1, tid, nt, &b, &e);
+  for (uint32_t t = b; t < e; t++) {
+    uint32_t tok = tokens[t];
+    if (tok >= row0 && tok - row0 < rows) f->row(&w, tok - row0, y + (size_t)t * K);
+  }
+}

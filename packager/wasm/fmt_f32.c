@@ -1,0 +1,36 @@
+/* f32: weight f32[rows, K]. */
+#include "llmpack.h"
+
+static void prep(const float *x, uint32_t K, float *xp, float *xs) {
+  (void)xs;
+  __builtin_memcpy(xp, x, K * sizeof(float));
+}
+
+INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, float *out, uint32_t T) {
+  const float *r = (const float *)w->p[0] + (size_t)row * w->K;
+  v128_t acc[MAXT];
+  for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);
+  for (uint32_t k = 0; k < w->K; k += 8) {
+    v128_t a = wasm_v128_load(r + k), b = wasm_v128_load(r + k + 4);
+    for (uint32_t t = 0; t < T; t++)
+      acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_add(wasm_f32x4_mul(a, wasm_v128_load(xp[t] + k)),
+                                                     wasm_f32x4_mul(b, wasm_v128_load(xp[t] + k + 4))));
+  }
+  for (uint32_t t = 0; t < T; t++) out[t] = hsum(acc[t]);
+}
+
+static void dot(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out, uint32_t T) {
+  (void)xs;
+  switch (T) {
+    case 4: dot_t(w, row, xp, out, 4); break;
+    case 3: dot_t(w, row, xp, out, 3); break;
+    case 2: dot_t(w, row, xp, out, 2); break;
+    default: dot_t(w, row, xp, out, 1); break;
+  }
+}
+
+static void row_values(const wmat *w, uint32_t row, float *out) {
+  __builtin_memcpy(out, (const float *)w->p[0] + (size_t)row * w->K, w->K * sizeof(float));
+}
+
+const wformat FORMAT_F32 = {8, prep, dot, row_values};

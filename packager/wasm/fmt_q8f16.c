@@ -1,0 +1,60 @@
+/* q8f16: qweight u32[rows, K/4] (byte c of a row is code c), scales f16[rows, K/32];
+ * value = (q - 128) * scale. q ^ 0x80 read as a signed byte is exactly q - 128. */
+#include "llmpack.h"
+
+static void prep(const float *x, uint32_t K, float *xp, float *xs) {
+  (void)xs;
+  __builtin_memcpy(xp, x, K * sizeof(float));
+}
+
+/* eight f32x4 of the 32 signed codes at q */
+INLINE void codes(const uint8_t *q, v128_t c[8]) {
+  for (int h = 0; h < 2; h++) {
+    v128_t v = wasm_v128_xor(wasm_v128_load(q + 16 * h), wasm_i8x16_splat((int8_t)0x80));
+    v128_t a = wasm_i16x8_extend_low_i8x16(v), b = wasm_i16x8_extend_high_i8x16(v);
+    c[4 * h + 0] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(a));
+    c[4 * h + 1] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(a));
+    c[4 * h + 2] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(b));
+    c[4 * h + 3] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(b));
+  }
+}
+
+INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, float *out, uint32_t T) {
+  const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * w->K;
+  const uint16_t *sc = (const uint16_t *)w->p[1] + (size_t)row * (w->K / 32);
+  v128_t acc[MAXT];
+  for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);
+  for (uint32_t g = 0; g < w->K / 32; g++) {
+    v128_t c[8];
+    codes(q + 32 * g, c);
+    v128_t s = wasm_f32x4_splat(f16_to_f32(sc[g]));
+    for (uint32_t t = 0; t < T; t++) {
+      const float *x = xp[t] + 32 * g;
+      v128_t p0 = wasm_f32x4_add(wasm_f32x4_mul(c[0], wasm_v128_load(x)), wasm_f32x4_mul(c[1], wasm_v128_load(x + 4)));
+      v128_t p1 = wasm_f32x4_add(wasm_f32x4_mul(c[2], wasm_v128_load(x + 8)), wasm_f32x4_mul(c[3], wasm_v128_load(x + 12)));
+      v128_t p2 = wasm_f32x4_add(wasm_f32x4_mul(c[4], wasm_v128_load(x + 16)), wasm_f32x4_mul(c[5], wasm_v128_load(x + 20)));
+      v128_t p3 = wasm_f32x4_add(wasm_f32x4_mul(c[6], wasm_v128_load(x + 24)), wasm_f32x4_mul(c[7], wasm_v128_load(x + 28)));
+      v128_t p = wasm_f32x4_add(wasm_f32x4_add(p0, p1), wasm_f32x4_add(p2, p3));
+      acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(p, s));
+    }
+  }
+  for (uint32_t t = 0; t < T; t++) out[t] = hsum(acc[t]);
+}
+
+static void dot(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out, uint32_t T) {
+  (void)xs;
+  switch (T) {
+    case 4: dot_t(w, row, xp, out, 4); break;
+    case 3: dot_t(w, row, xp, out, 3); break;
+    case 2: dot_t(w, row, xp, out, 2); break;
+    default: dot_t(w, row, xp, out, 1); break;
+  }
+}
+
+static void row_values(const wmat *w, uint32_t row, float *out) {
+  const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * w->K;
+  const uint16_t *sc = (const uint16_t *)w->p[1] + (size_t)row * (w->K / 32);
+  for (uint32_t c = 0; c < w->K; c++) out[c] = (float)((int)q[c] - 128) * f16_to_f32(sc[c / 32]);
+}
+
+const wformat FORMAT_Q8F16 = {32, prep, dot, row_values};

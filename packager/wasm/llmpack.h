@@ -1,0 +1,152 @@
+/* llmpack Wasm kernels: shared declarations.
+ *
+ * Every op of the execution plan (docs/plan.md) is one C function with the signature
+ *
+ *     void op(const uint32_t *a, uint32_t tid, uint32_t nt);
+ *
+ * `a` is the dispatch's argument record in linear memory, laid out as
+ *
+ *     [consts of the kernel ...][uniforms of the dispatch ...][wg_x, wg_y, wg_z][buffer pointers ...]
+ *
+ * (consts come from kernels/llmpack.wasm.json, written by packager/wasm_build.py; the
+ * uniforms and workgroup counts are the dispatch's expressions evaluated by the runtime;
+ * pointers are the byte addresses of the dispatch's bindings in binding order). An op
+ * does the share `tid` of `nt` of its work: the shares are independent, so the threads
+ * of a dispatch need no barrier until the op ends (runner.c puts one between ops).
+ * All arithmetic is f32; activations and the KV cache are f32 (the plan's f32 variant).
+ */
+#ifndef LLMPACK_H
+#define LLMPACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <wasm_simd128.h>
+
+#define EXPORT(name) __attribute__((export_name(name)))
+#define INLINE static inline __attribute__((always_inline))
+
+typedef void (*op_fn)(const uint32_t *a, uint32_t tid, uint32_t nt);
+
+/* Op ids: the order of the runner's table (packager/wasm_build.py OPS mirrors it). */
+enum {
+  OP_EMBEDDING, OP_RMSNORM, OP_MATMUL, OP_ROPE, OP_KV_APPEND, OP_ATTENTION,
+  OP_ATTENTION_DECODE, OP_ATTENTION_COMBINE, OP_SILU_MUL, OP_ADD, OP_COUNT
+};
+#define OP_NOP 0xFFFFFFFFu /* a dispatch with a zero workgroup count */
+
+/* Weight formats (docs/formats.md); ids mirror packager/wasm_build.py FORMATS. */
+enum { FMT_F32, FMT_F16, FMT_Q8F16, FMT_Q4F16, FMT_Q4F32, FMT_Q3F16, FMT_Q2F16, FMT_COUNT };
+
+void op_embedding(const uint32_t *a, uint32_t tid, uint32_t nt);
+void op_rmsnorm(const uint32_t *a, uint32_t tid, uint32_t nt);
+void op_matmul(const uint32_t *a, uint32_t tid, uint32_t nt);
+void op_rope(const uint32_t *a, uint32_t tid, uint32_t nt);
+void op_kv_append(const uint32_t *a, uint32_t tid, uint32_t nt);
+void op_attention(const uint32_t *a, uint32_t tid, uint32_t nt);
+void op_attention_decode(const uint32_t *a, uint32_t tid, uint32_t nt);
+void op_attention_combine(const uint32_t *a, uint32_t tid, uint32_t nt);
+void op_silu_mul(const uint32_t *a, uint32_t tid, uint32_t nt);
+void op_add(const uint32_t *a, uint32_t tid, uint32_t nt);
+
+/* ---- a weight format: how to read rows of a [rows, K] matrix ---------------------- */
+
+/* The parts of a row block (pointers in the format's part order) and its width. */
+typedef struct {
+  const void *p[4];
+  uint32_t K;
+} wmat;
+
+/* Most tokens one dot call handles at once (their x vectors share the unpacked codes). */
+#define MAXT 4
+
+typedef struct {
+  /* values in a group (the unit of prep and dot) */
+  uint32_t group;
+  /* x [K] -> xp [K] in the order the format's dot reads codes, and per-group sums
+   * xs [K / group] (for the mins of asymmetric formats). */
+  void (*prep)(const float *x, uint32_t K, float *xp, float *xs);
+  /* out[t] = sum_k W[row, k] x_t[k] for t < T (1..MAXT), from prepped xp[t], xs[t]. */
+  void (*dot)(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out, uint32_t T);
+  /* out[0..K) = row `row`, dequantized. */
+  void (*row)(const wmat *w, uint32_t row, float *out);
+} wformat;
+
+/* NULL for formats this module was built without (see packager/wasm_build.py). */
+const wformat *weight_format(uint32_t id);
+
+extern const wformat FORMAT_F32, FORMAT_F16, FORMAT_Q8F16, FORMAT_Q4F16, FORMAT_Q4F32, FORMAT_Q3F16,
+    FORMAT_Q2F16;
+
+/* ---- helpers ------------------------------------------------------------------- */
+
+INLINE float f32_bits(uint32_t u) {
+  union { uint32_t u; float f; } v = {u};
+  return v.f;
+}
+
+INLINE uint32_t bits_f32(float f) {
+  union { float f; uint32_t u; } v = {f};
+  return v.u;
+}
+
+/* IEEE binary16 -> binary32, exact (subnormals, inf, nan). */
+INLINE float f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  uint32_t em = h & 0x7fffu;
+  float mag = f32_bits(em << 13) * 0x1p112f; /* rebias the exponent; subnormals stay exact */
+  if (em >= 0x7c00u) mag = f32_bits(0x7f800000u | (em & 0x3ffu) << 13);
+  return f32_bits(bits_f32(mag) | sign);
+}
+
+/* 8 halves -> two f32x4 (low four, high four), same semantics as f16_to_f32. */
+INLINE void f16x8_to_f32(v128_t h, v128_t *lo, v128_t *hi) {
+  v128_t a = wasm_u32x4_extend_low_u16x8(h), b = wasm_u32x4_extend_high_u16x8(h);
+  const v128_t em_mask = wasm_i32x4_splat(0x7fff), magic = wasm_f32x4_splat(0x1p112f);
+  const v128_t inf16 = wasm_i32x4_splat(0x7c00), inf32 = wasm_i32x4_splat(0x7f800000);
+  v128_t ea = wasm_v128_and(a, em_mask), eb = wasm_v128_and(b, em_mask);
+  v128_t ma = wasm_f32x4_mul(wasm_i32x4_shl(ea, 13), magic);
+  v128_t mb = wasm_f32x4_mul(wasm_i32x4_shl(eb, 13), magic);
+  ma = wasm_v128_bitselect(wasm_v128_or(inf32, wasm_i32x4_shl(ea, 13)), ma, wasm_u32x4_ge(ea, inf16));
+  mb = wasm_v128_bitselect(wasm_v128_or(inf32, wasm_i32x4_shl(eb, 13)), mb, wasm_u32x4_ge(eb, inf16));
+  *lo = wasm_v128_or(ma, wasm_i32x4_shl(wasm_v128_xor(a, ea), 16));
+  *hi = wasm_v128_or(mb, wasm_i32x4_shl(wasm_v128_xor(b, eb), 16));
+}
+
+INLINE float hsum(v128_t v) {
+  v = wasm_f32x4_add(v, wasm_i32x4_shuffle(v, v, 2, 3, 0, 1));
+  v = wasm_f32x4_add(v, wasm_i32x4_shuffle(v, v, 1, 0, 3, 2));
+  return wasm_f32x4_extract_lane(v, 0);
+}
+
+/* sum_i a[i] b[i] for i < n (n a multiple of 4). */
+INLINE float dot_f32(const float *a, const float *b, uint32_t n) {
+  v128_t s0 = wasm_f32x4_splat(0.0f), s1 = s0;
+  uint32_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    s0 = wasm_f32x4_add(s0, wasm_f32x4_mul(wasm_v128_load(a + i), wasm_v128_load(b + i)));
+    s1 = wasm_f32x4_add(s1, wasm_f32x4_mul(wasm_v128_load(a + i + 4), wasm_v128_load(b + i + 4)));
+  }
+  for (; i < n; i += 4) s0 = wasm_f32x4_add(s0, wasm_f32x4_mul(wasm_v128_load(a + i), wasm_v128_load(b + i)));
+  return hsum(wasm_f32x4_add(s0, s1));
+}
+
+/* The share [*b, *e) of n items for thread tid of nt, in runs that are multiples of
+ * `align` (the last share takes the rest). */
+INLINE void share(uint32_t n, uint32_t align, uint32_t tid, uint32_t nt, uint32_t *b, uint32_t *e) {
+  uint32_t units = (n + align - 1) / align;
+  uint32_t per = (units + nt - 1) / nt * align;
+  uint32_t lo = tid * per, hi = lo + per;
+  *b = lo < n ? lo : n;
+  *e = hi < n ? hi : n;
+}
+
+/* Element-wise ops below this many elements run on one thread (syncing costs more). */
+#define SMALL_WORK 4096u
+
+/* ---- math (mathf.c) -------------------------------------------------------------- */
+
+float exp_f32(float x);        /* e^x, rel. error < 2e-7 */
+v128_t exp_f32x4(v128_t x);    /* the same, four lanes */
+void sincos_f32(float a, float *s, float *c); /* correctly reduced; error < 1 ulp of f32 */
+
+#endif

@@ -1,0 +1,337 @@
+"""Every Wasm kernel (packager/wasm/*.c) against small numpy implementations of its op.
+
+The module is compiled by packager.wasm_build (PyPI ziglang) and run with PyPI wasmtime.
+Sizes and tolerances follow tests/test_kernels.py (the WGSL kernels): seq_len 1, 7, 64,
+300; past_len 0, 5 and near the context window; errors max|wasm - ref| / max|ref| <=
+1e-5 (all Wasm arithmetic and storage is f32). Outputs are poisoned with NaN before
+each call so that unwritten elements fail. Every op also runs as 3 "threads" (its three
+shares called one after another), which must together write exactly the same result.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from packager.compile import WEIGHT_PARTS
+from packager.rope import rope_inv_freq
+from packager.wasm_build import FORMATS, OPS, compile_module, f32_bits, heap_base
+from quantization.formats import FORMATS as QFORMATS
+
+wasmtime = pytest.importorskip("wasmtime")
+
+TOL = 1e-5
+SEQ_LENS = (1, 7, 64, 300)
+ROPES = {
+    "default": {"type": "default", "theta": 10000.0},
+    "linear": {"type": "linear", "theta": 10000.0, "factor": 4.0},
+    "llama3": {"type": "llama3", "theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+}
+ROPE_HD = 64
+PAGE = 65536
+
+
+class Kernels:
+    """The module on wasmtime: call(op, consts, uniforms, wg, buffers) with numpy buffers."""
+
+    def __init__(self, wasm: bytes, pages: int = 2048):
+        self.store = wasmtime.Store(wasmtime.Engine())
+        self.memory = wasmtime.Memory(self.store, wasmtime.MemoryType(wasmtime.Limits(pages, None)))
+        inst = wasmtime.Instance(self.store, wasmtime.Module(self.store.engine, wasm), [self.memory])
+        ex = inst.exports(self.store)
+        self.op_call = ex["op_call"]
+        stack_top = heap_base(wasm) + (4 << 20)  # a 4 MiB stack above the module's data
+        stack_top -= stack_top % 16
+        ex["__stack_pointer"].set_value(self.store, wasmtime.Val.i32(stack_top))
+        self.base = stack_top
+        self.limit = pages * PAGE
+
+    def call(self, op: str, consts, uniforms, wg, buffers: list[np.ndarray], *, read=(), poison=(), threads=1):
+        """Writes the buffers, runs every share of the op, returns the `read` buffers
+        (by position in `buffers`) as arrays shaped and typed like the inputs."""
+        ptr, ptrs = self.base, []
+        for i, arr in enumerate(buffers):
+            arr = np.ascontiguousarray(arr)
+            raw = np.full(arr.shape, np.nan, arr.dtype).tobytes() if i in poison else arr.tobytes()
+            self.memory.write(self.store, raw, ptr)
+            ptrs.append(ptr)
+            ptr += (len(raw) + 63) // 64 * 64 + 64
+        args = np.array([*consts, *uniforms, *wg, *ptrs], np.uint32)
+        assert ptr + args.nbytes < self.limit, "test buffers exceed the memory"
+        self.memory.write(self.store, args.tobytes(), ptr)
+        for tid in range(threads):
+            self.op_call(self.store, OPS.index(op), ptr, tid, threads)
+        out = {}
+        for i in read:
+            arr = np.asarray(buffers[i])
+            raw = self.memory.read(self.store, ptrs[i], ptrs[i] + arr.nbytes)
+            out[i] = np.frombuffer(bytes(raw), arr.dtype).reshape(arr.shape).copy()
+        return out
+
+
+@pytest.fixture(scope="module")
+def wk():
+    tables = [rope_inv_freq(ROPES[k], ROPE_HD) for k in ROPES]
+    return Kernels(compile_module(FORMATS, tables, threads=False))
+
+
+def rope_offset(kind: str) -> int:
+    return list(ROPES).index(kind) * (ROPE_HD // 2)
+
+
+def rel_err(got, ref):
+    got = np.asarray(got, np.float64)
+    ref = np.asarray(ref, np.float64)
+    assert got.shape == ref.shape
+    assert np.all(np.isfinite(got)), f"{np.sum(~np.isfinite(got))} unwritten / non-finite elements"
+    return float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-30))
+
+
+def weight_parts(fmt, w):
+    f = QFORMATS[fmt]
+    parts = f.encode(w)
+    deq = f.decode(parts, w.shape).astype(np.float64)
+    return [np.ascontiguousarray(parts[p]) for p in WEIGHT_PARTS[fmt]], deq
+
+
+def row_block(parts, r0, r1):
+    return [np.ascontiguousarray(a.reshape(a.shape[0], -1)[r0:r1]) for a in parts]
+
+
+# ---------------------------------------------------------------------------------------
+# matmul (decode mat-vec and prefill), every weight format
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_matmul(wk, fmt):
+    rng = np.random.default_rng(FORMATS.index(fmt))
+    K, N = 256, 200
+    w = rng.normal(0, 1, (N, K)).astype(np.float32)
+    parts, deq = weight_parts(fmt, w)
+    for seq in SEQ_LENS:
+        x = rng.normal(0, 1, (seq, K)).astype(np.float32)
+        ref = x.astype(np.float64) @ deq.T
+        for threads in (1, 3):
+            out = wk.call("matmul", [FORMATS.index(fmt), K, N], [seq, 0, N], [1, 1, 1],
+                          [x, np.zeros((seq, N), np.float32), *parts], read=[1], poison=[1], threads=threads)
+            assert rel_err(out[1], ref) <= TOL, (seq, threads, rel_err(out[1], ref))
+
+
+@pytest.mark.parametrize("fmt", ["q4f16", "q8f16", "q3f16"])
+def test_matmul_row_blocks(wk, fmt):
+    """A weight split into row blocks, one call per block, each writing only its columns."""
+    rng = np.random.default_rng(7)
+    K, N, seq = 128, 328, 7
+    w = rng.normal(0, 1, (N, K)).astype(np.float32)
+    parts, deq = weight_parts(fmt, w)
+    x = rng.normal(0, 1, (seq, K)).astype(np.float32)
+    got = np.full((seq, N), np.nan)
+    for r0, r1 in [(0, 128), (128, 256), (256, N)]:
+        out = wk.call("matmul", [FORMATS.index(fmt), K, N], [seq, r0, r1 - r0], [1, 1, 1],
+                      [x, np.zeros((seq, N), np.float32), *row_block(parts, r0, r1)], read=[1], poison=[1],
+                      threads=2)
+        block = out[1]
+        assert np.all(np.isnan(np.delete(block, np.s_[r0:r1], axis=1))), "wrote outside its rows"
+        got[:, r0:r1] = block[:, r0:r1]
+    assert rel_err(got, x.astype(np.float64) @ deq.T) <= TOL
+
+
+@pytest.mark.parametrize("fmt", ["f16", "q4f32", "q3f16", "q2f16"])
+def test_matmul_long_rows(wk, fmt):
+    rng = np.random.default_rng(23)
+    K, N = 4224, 40
+    w = rng.normal(0, 1, (N, K)).astype(np.float32)
+    parts, deq = weight_parts(fmt, w)
+    for seq in (1, 7):
+        x = rng.normal(0, 1, (seq, K)).astype(np.float32)
+        out = wk.call("matmul", [FORMATS.index(fmt), K, N], [seq, 0, N], [1, 1, 1],
+                      [x, np.zeros((seq, N), np.float32), *parts], read=[1], poison=[1])
+        assert rel_err(out[1], x.astype(np.float64) @ deq.T) <= TOL
+
+
+# ---------------------------------------------------------------------------------------
+# embedding gather, every weight format, with a split table
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_embedding(wk, fmt):
+    rng = np.random.default_rng(3)
+    V, H = 200, 128
+    w = rng.normal(0, 1, (V, H)).astype(np.float32)
+    parts, deq = weight_parts(fmt, w)
+    for seq in SEQ_LENS:
+        tokens = rng.integers(0, V, seq).astype(np.uint32)
+        out = wk.call("embedding", [FORMATS.index(fmt), H], [seq, 0, V], [1, seq, 1],
+                      [tokens, np.zeros((seq, H), np.float32), *parts], read=[1], poison=[1], threads=3)
+        assert rel_err(out[1], deq[tokens]) <= TOL
+    seq = 64
+    tokens = rng.integers(0, V, seq).astype(np.uint32)
+    got = np.full((seq, H), np.nan)
+    for r0, r1 in [(0, 128), (128, V)]:
+        out = wk.call("embedding", [FORMATS.index(fmt), H], [seq, r0, r1 - r0], [1, seq, 1],
+                      [tokens, np.zeros((seq, H), np.float32), *row_block(parts, r0, r1)], read=[1], poison=[1])
+        mine = (tokens >= r0) & (tokens < r1)
+        assert np.all(np.isnan(out[1][~mine]))
+        got[mine] = out[1][mine]
+    assert rel_err(got, deq[tokens]) <= TOL
+
+
+# ---------------------------------------------------------------------------------------
+# RMSNorm
+
+
+def test_rmsnorm(wk):
+    rng = np.random.default_rng(5)
+    H, eps = 576, 1e-5
+    w = (1 + 0.1 * rng.normal(size=H)).astype(np.float32)
+    for seq in SEQ_LENS:
+        x = rng.normal(0, 2, (seq, H)).astype(np.float32)
+        xd = x.astype(np.float64)
+        ref = xd / np.sqrt(np.mean(xd * xd, axis=1, keepdims=True) + eps) * w
+        for threads in (1, 3):
+            out = wk.call("rmsnorm", [H, f32_bits(eps)], [0], [seq, 1, 1], [x, np.zeros((seq, H), np.float32), w],
+                          read=[1], poison=[1], threads=threads)
+            assert rel_err(out[1], ref) <= TOL
+        out = wk.call("rmsnorm", [H, f32_bits(eps)], [seq - 1], [1, 1, 1], [x, np.zeros((1, H), np.float32), w],
+                      read=[1], poison=[1])
+        assert rel_err(out[1], ref[-1:]) <= TOL
+
+
+# ---------------------------------------------------------------------------------------
+# RoPE (default, linear, llama3 tables)
+
+
+def rope_ref(x, pos, inv_freq):
+    half = x.shape[-1] // 2
+    ang = (pos.astype(np.float32)[:, None] * inv_freq[None, :]).astype(np.float64)
+    c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+    x1, x2 = x[..., :half], x[..., half:]
+    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+
+
+@pytest.mark.parametrize("kind", list(ROPES))
+def test_rope(wk, kind):
+    rng = np.random.default_rng(11)
+    NH, NKV, HD, ctx = 4, 2, ROPE_HD, 4096
+    inv = rope_inv_freq(ROPES[kind], HD)
+    for seq, past in [(1, 0), (1, 5), (1, ctx - 1), (7, 5), (64, 0), (300, 5), (300, ctx - 300)]:
+        q = rng.normal(0, 1, (seq, NH, HD)).astype(np.float32)
+        k = rng.normal(0, 1, (seq, NKV, HD)).astype(np.float32)
+        pos = np.arange(past, past + seq)
+        out = wk.call("rope", [NH, NKV, HD, rope_offset(kind)], [seq, past], [1, 1, 1], [q, k], read=[0, 1],
+                      threads=2)
+        # the f32 rounding of the angle products is in the reference too; what is left
+        # is the f32 rounding of cos, sin and the products
+        assert rel_err(out[0], rope_ref(q.astype(np.float64), pos, inv)) <= TOL
+        assert rel_err(out[1], rope_ref(k.astype(np.float64), pos, inv)) <= TOL
+
+
+# ---------------------------------------------------------------------------------------
+# KV-cache append, attention
+
+
+def test_kv_append(wk):
+    rng = np.random.default_rng(13)
+    KVD, ctx = 2 * 64, 512
+    for seq, past in [(1, 0), (7, 5), (64, 5), (300, ctx - 300), (1, ctx - 1)]:
+        k = rng.normal(size=(seq, KVD)).astype(np.float32)
+        v = rng.normal(size=(seq, KVD)).astype(np.float32)
+        kc = rng.normal(size=(ctx, KVD)).astype(np.float32)
+        vc = rng.normal(size=(ctx, KVD)).astype(np.float32)
+        n = seq * KVD
+        out = wk.call("kv_append", [], [n, past * KVD], [1, 1, 1], [k, v, kc, vc], read=[2, 3], threads=3)
+        for b, new, old in [(2, k, kc), (3, v, vc)]:
+            want = old.copy()
+            want[past: past + seq] = new
+            np.testing.assert_array_equal(out[b], want)
+
+
+def attention_ref(q, kc, vc, past, nkv):
+    seq, nh, hd = q.shape
+    group = nh // nkv
+    out = np.zeros_like(q)
+    for t in range(seq):
+        n = past + t + 1
+        for h in range(nh):
+            s = kc[:n, h // group] @ q[t, h] / math.sqrt(hd)
+            p = np.exp(s - s.max())
+            out[t, h] = (p / p.sum()) @ vc[:n, h // group]
+    return out
+
+
+@pytest.mark.parametrize("heads", [(4, 2, 64), (3, 1, 128), (2, 2, 16)], ids=["gqa", "mqa-hd128", "mha-hd16"])
+def test_attention(wk, heads):
+    rng = np.random.default_rng(17)
+    NH, NKV, HD = heads
+    ctx = 512
+    cases = [(1, 0), (1, 5), (1, ctx - 1), (7, 0), (7, 5), (64, 5), (300, 0), (300, ctx - 300)]
+    if HD != 64:
+        cases = [(1, 0), (1, ctx - 1), (7, 5), (64, 200)]
+    for seq, past in cases:
+        q = rng.normal(0, 1, (seq, NH, HD)).astype(np.float32)
+        kc = rng.normal(0, 1, (ctx, NKV, HD)).astype(np.float32)
+        vc = rng.normal(0, 1, (ctx, NKV, HD)).astype(np.float32)
+        total = past + seq
+        kc[total:] = np.nan  # never read past the causal end
+        vc[total:] = np.nan
+        ref = attention_ref(q.astype(np.float64), kc.astype(np.float64), vc.astype(np.float64), past, NKV)
+        out = wk.call("attention", [NH, NKV, HD, f32_bits(HD ** -0.5)], [seq, past], [NH, seq, 1],
+                      [q, kc, vc, np.zeros_like(q)], read=[3], poison=[3], threads=3)
+        assert rel_err(out[3], ref) <= TOL, (seq, past)
+
+
+def test_attention_decode_splits(wk):
+    """Decode attention split over the cache (256 keys per split) and merged."""
+    rng = np.random.default_rng(29)
+    NH, NKV, HD, ctx, split = 6, 2, 64, 1024, 256
+    max_splits = ctx // split
+    consts = [NH, NKV, HD, f32_bits(HD ** -0.5), split, max_splits]
+    for past in (0, 5, 255, 256, 700, ctx - 1):
+        q = rng.normal(0, 1, (1, NH, HD)).astype(np.float32)
+        kc = rng.normal(0, 1, (ctx, NKV, HD)).astype(np.float32)
+        vc = rng.normal(0, 1, (ctx, NKV, HD)).astype(np.float32)
+        kc[past + 1:] = np.nan
+        vc[past + 1:] = np.nan
+        ref = attention_ref(q.astype(np.float64), kc.astype(np.float64), vc.astype(np.float64), past, NKV)
+        n_split = math.ceil((past + 1) / split)
+        part = np.full(NH * max_splits * (HD + 2), np.nan, np.float32)
+        out = wk.call("attention_decode", consts, [past], [NH, n_split, 1], [q, kc, vc, part], read=[3], threads=2)
+        out = wk.call("attention_combine", [HD, split, max_splits], [past], [NH, 1, 1],
+                      [out[3], np.zeros_like(q)], read=[1], poison=[1], threads=4)
+        assert rel_err(out[1], ref) <= TOL, past
+
+
+# ---------------------------------------------------------------------------------------
+# elementwise: SiLU-gated MLP activation, residual add
+
+
+def test_silu_mul_and_add(wk):
+    rng = np.random.default_rng(19)
+    for seq in SEQ_LENS:
+        n = seq * 384 + 3  # odd length: the scalar tail too
+        g = rng.normal(0, 3, n).astype(np.float32)
+        g[:4] = [-100.0, 100.0, 0.0, -88.5]  # exp clamps
+        u = rng.normal(0, 1, n).astype(np.float32)
+        gd = g.astype(np.float64)
+        ref = gd / (1 + np.exp(-gd)) * u
+        out = wk.call("silu_mul", [], [n], [1, 1, 1], [g, u], read=[0], threads=3)
+        assert rel_err(out[0], ref) <= TOL
+        x = rng.normal(0, 3, n).astype(np.float32)
+        out = wk.call("add", [], [n], [1, 1, 1], [x, u], read=[0], threads=3)
+        assert rel_err(out[0], x.astype(np.float64) + u) <= TOL
+
+
+def test_modules_build_per_bundle_formats():
+    """Only the formats asked for are compiled in; the threaded module exports the pool."""
+    small = compile_module(["q4f32"], [], threads=False)
+    assert len(small) < len(compile_module(FORMATS, [], threads=False))
+    cfg = wasmtime.Config()
+    cfg.wasm_threads = True
+    engine = wasmtime.Engine(cfg)
+    mt = wasmtime.Module(engine, compile_module(["q4f32"], [], threads=True))
+    assert {"pool_init", "pool_run", "pool_worker", "__stack_pointer", "__heap_base"} <= {e.name for e in mt.exports}
+    st = wasmtime.Module(engine, small)
+    assert {"run", "op_call"} <= {e.name for e in st.exports}
