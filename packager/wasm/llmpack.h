@@ -34,8 +34,16 @@ enum {
 };
 #define OP_NOP 0xFFFFFFFFu /* a dispatch with a zero workgroup count */
 
-/* Weight formats (docs/formats.md); ids mirror packager/wasm_build.py FORMATS. */
-enum { FMT_F32, FMT_F16, FMT_Q8F16, FMT_Q4F16, FMT_Q4F32, FMT_Q3F16, FMT_Q2F16, FMT_COUNT };
+/* Weight formats (docs/formats.md); ids mirror packager/wasm_build.py FORMATS.
+ * Macros, not an enum: formats.c tests them in #if. */
+#define FMT_F32 0
+#define FMT_F16 1
+#define FMT_Q8F16 2
+#define FMT_Q4F16 3
+#define FMT_Q4F32 4
+#define FMT_Q3F16 5
+#define FMT_Q2F16 6
+#define FMT_COUNT 7
 
 void op_embedding(const uint32_t *a, uint32_t tid, uint32_t nt);
 void op_rmsnorm(const uint32_t *a, uint32_t tid, uint32_t nt);
