@@ -154,7 +154,7 @@ def _write_shards(ck: Checkpoint, cfg: dict, plan, scheme, root: Path, shard_siz
                 raise PackError(f"tensor {name} has {bad} non-finite values (NaN/inf); the checkpoint is corrupt")
             fmt = choose_format(scheme, shape, role)
             shape2d = shape if len(shape) == 2 else (1, shape[0])
-            hessian = calibrator.hessian(name) if calibrator and fmt.quantized and role == "matrix" else None
+            hessian = calibrator.hessian(name) if calibrator and fmt.quantized and role in ("matrix", "sensitive") else None
             if hessian is not None:
                 parts = gptq_quantize(w, hessian, fmt)
             else:

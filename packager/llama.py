@@ -90,8 +90,10 @@ def _rope(c) -> dict:
 def expected_tensors(cfg: dict) -> list[tuple[str, tuple[int, ...], str]]:
     """(name, shape, role) of every weight, in the order they are stored.
 
-    role is "vector", "matrix", "embedding" (the input token table) or "head" (the
-    output head: lm_head, or the token table when it is tied to the head)."""
+    role is "vector", "matrix", "sensitive" (a matrix whose quantization error costs the
+    most: v_proj and down_proj, which low-bit schemes keep at 4 bits as llama.cpp's
+    Q2_K/Q3_K mixes do), "embedding" (the input token table) or "head" (the output
+    head: lm_head, or the token table when it is tied to the head)."""
     h, i, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     q = cfg["num_attention_heads"] * cfg["head_dim"]
     kv = cfg["num_key_value_heads"] * cfg["head_dim"]
@@ -102,12 +104,12 @@ def expected_tensors(cfg: dict) -> list[tuple[str, tuple[int, ...], str]]:
             (p + "input_layernorm.weight", (h,), "vector"),
             (p + "self_attn.q_proj.weight", (q, h), "matrix"),
             (p + "self_attn.k_proj.weight", (kv, h), "matrix"),
-            (p + "self_attn.v_proj.weight", (kv, h), "matrix"),
+            (p + "self_attn.v_proj.weight", (kv, h), "sensitive"),
             (p + "self_attn.o_proj.weight", (h, q), "matrix"),
             (p + "post_attention_layernorm.weight", (h,), "vector"),
             (p + "mlp.gate_proj.weight", (i, h), "matrix"),
             (p + "mlp.up_proj.weight", (i, h), "matrix"),
-            (p + "mlp.down_proj.weight", (h, i), "matrix"),
+            (p + "mlp.down_proj.weight", (h, i), "sensitive"),
         ]
     out.append(("model.norm.weight", (h,), "vector"))
     if not cfg["tie_word_embeddings"]:

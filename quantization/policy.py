@@ -3,7 +3,9 @@
 A scheme (`--quant`) names the format of the bulk of the weights; the policy keeps
 vectors (norms, biases) in f32, the output head (or the token table tied to it) at
 8 bits, the input token table at >= 4 bits, and falls back to a float format for a
-matrix whose input dimension does not divide into the format's groups. The head is
+matrix whose input dimension does not divide into the format's groups. Under 2- and
+3-bit schemes the "sensitive" matrices (v_proj, down_proj) stay at 4 bits: on
+SmolLM2-135M at q3f16 that takes the perplexity increase from +95 % to +39 %. The head is
 kept at 8 bits because it is the most sensitive matrix: on SmolLM2-135M, a 4-bit tied
 head alone costs ~7% perplexity, an 8-bit one ~0% (docs/formats.md, `llmpack eval`). The manifest records the outcome
 per tensor, so readers never re-derive it.
@@ -20,6 +22,7 @@ from .formats import FORMATS, Format
 class Scheme:
     name: str
     matrix: str  # format of 2-D weights
+    sensitive: str  # format of the matrices that cost the most when quantized coarsely
     embedding: str  # format of the input token table (when not tied to the head)
     head: str  # format of the output head (lm_head, or the tied token table)
     fallback: str  # float format for matrices the quantized format cannot hold
@@ -28,13 +31,14 @@ class Scheme:
 
 
 SCHEMES: dict[str, Scheme] = {s.name: s for s in [
-    Scheme("q4f16", "q4f16", "q4f16", "q8f16", "f16", "f16", "4-bit weights, f16 scale+min per 32; f16 compute where available"),
-    Scheme("q4f32", "q4f32", "q4f32", "q8f16", "f32", "f32", "4-bit weights, f32 scale+min per 32; f32 compute"),
-    Scheme("q3f16", "q3f16", "q4f16", "q8f16", "f16", "f16", "3-bit weights (scale+min per 64)"),
-    Scheme("q2f16", "q2f16", "q4f16", "q8f16", "f16", "f16", "2-bit weights (scale+min per 64)"),
-    Scheme("q8f16", "q8f16", "q8f16", "q8f16", "f16", "f16", "8-bit weights, f16 scales per 32"),
-    Scheme("f16", "f16", "f16", "f16", "f16", "f16", "16-bit float weights"),
-    Scheme("f32", "f32", "f32", "f32", "f32", "f32", "32-bit float weights (reference)"),
+    #      name     matrix   sensitive embedding head   fallback compute
+    Scheme("q4f16", "q4f16", "q4f16", "q4f16", "q8f16", "f16", "f16", "4-bit, f16 scale+min per 32"),
+    Scheme("q4f32", "q4f32", "q4f32", "q4f32", "q8f16", "f32", "f32", "4-bit, f32 scale+min per 32"),
+    Scheme("q3f16", "q3f16", "q4f16", "q4f16", "q8f16", "f16", "f16", "3-bit weights (scale+min per 64)"),
+    Scheme("q2f16", "q2f16", "q4f16", "q4f16", "q8f16", "f16", "f16", "2-bit weights (scale+min per 64)"),
+    Scheme("q8f16", "q8f16", "q8f16", "q8f16", "q8f16", "f16", "f16", "8-bit weights, f16 scales per 32"),
+    Scheme("f16", "f16", "f16", "f16", "f16", "f16", "f16", "16-bit float weights"),
+    Scheme("f32", "f32", "f32", "f32", "f32", "f32", "f32", "32-bit float weights (reference)"),
 ]}
 
 
@@ -50,8 +54,9 @@ def get_scheme(name: str) -> Scheme:
 
 
 def choose_format(scheme: Scheme, shape: tuple[int, ...], role: str) -> Format:
-    """role: "vector", "matrix", "embedding" or "head" (see packager/llama.py)."""
+    """role: "vector", "matrix", "sensitive", "embedding" or "head" (packager/llama.py)."""
     if role == "vector" or len(shape) != 2:
         return FORMATS["f32"]
-    fmt = FORMATS[{"embedding": scheme.embedding, "head": scheme.head}.get(role, scheme.matrix)]
+    fmt = FORMATS[{"embedding": scheme.embedding, "head": scheme.head, "sensitive": scheme.sensitive}
+                  .get(role, scheme.matrix)]
     return fmt if fmt.supports(shape) else FORMATS[scheme.fallback]

@@ -57,7 +57,9 @@ def test_manifest_records(tiny_llama, tmp_path):
     fmts = {t["name"]: t["format"] for t in m["tensors"]}
     assert fmts["model.embed_tokens.weight"] == "q4f16" and fmts["lm_head.weight"] == "q8f16"
     assert fmts["model.layers.0.mlp.up_proj.weight"] == "q2f16"
-    assert fmts["model.layers.0.mlp.down_proj.weight"] == "q2f16"
+    assert fmts["model.layers.0.mlp.down_proj.weight"] == "q4f16"  # sensitive: kept at 4 bits
+    assert fmts["model.layers.1.self_attn.v_proj.weight"] == "q4f16"
+    assert fmts["model.layers.1.self_attn.k_proj.weight"] == "q2f16"
     assert fmts["model.norm.weight"] == "f32"
     assert m["model"]["config"]["num_key_value_heads"] == 1 and not m["model"]["config"]["tie_word_embeddings"]
     assert m["tokenizer"]["chat_template"].startswith("{% for m in messages %}")
