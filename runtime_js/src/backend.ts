@@ -14,9 +14,12 @@ export interface BackendLoadOptions {
 export interface Backend {
   readonly name: string;
 
+  /** What to show a user once loaded, e.g. "WebGPU f16" (the demo's badge). */
+  readonly label?: string;
+
   /**
-   * Sets up the device (rejecting with a clear message when it cannot run this
-   * bundle), then streams the weights with `loader.loadShards(sink)` and prepares
+   * Sets up the device (rejecting with a {@link BackendUnsupportedError} when this
+   * environment cannot run this bundle, before any weight is fetched), then streams the weights with `loader.loadShards(sink)` and prepares
    * the kernels. Must not run anything on weights before `loadShards` resolved (see
    * ShardSink), and must free what it allocated if it rejects.
    */
@@ -56,21 +59,69 @@ export function registerBackend(name: string, factory: BackendFactory): void {
   registry.set(name, factory);
 }
 
-/** Preference when no backend is named. */
+/**
+ * Thrown by `Backend.load` when this environment cannot run the bundle at all (no
+ * WebGPU, a device below the bundle's limits, a missing feature). It is thrown before
+ * any weight is fetched, so automatic selection moves on to the next backend.
+ */
+export class BackendUnsupportedError extends Error {
+  override name = "BackendUnsupportedError";
+}
+
+/** Preference when no backend is named (or "auto"). */
 const DEFAULT_ORDER = ["webgpu", "wasm"];
 
-export async function resolveBackend(choice: Backend | BackendFactory | string | undefined): Promise<Backend> {
-  if (choice && typeof choice === "object") return choice;
-  if (typeof choice === "function") return choice();
-  const names = choice ? [choice] : [...DEFAULT_ORDER.filter((n) => registry.has(n)), ...registry.keys()];
-  const factory = names.map((n) => registry.get(n)).find((f) => f);
-  if (!factory) {
-    const known = [...registry.keys()];
-    throw new Error(
-      choice
-        ? `no backend named "${choice}" (available: ${known.join(", ") || "none"})`
-        : "no backend is available; pass {backend} to createEngine",
-    );
+export type BackendChoice = Backend | BackendFactory | string | undefined;
+
+/** The backends to try for a choice, in order: one, or every registered one for "auto". */
+export function backendCandidates(choice: BackendChoice): { name: string; create: BackendFactory }[] {
+  if (choice && typeof choice === "object") return [{ name: choice.name, create: () => choice }];
+  if (typeof choice === "function") return [{ name: "custom", create: choice }];
+  if (choice && choice !== "auto") {
+    const factory = registry.get(choice);
+    if (!factory) {
+      const known = [...registry.keys()];
+      throw new Error(`no backend named "${choice}" (available: ${known.join(", ") || "none"})`);
+    }
+    return [{ name: choice, create: factory }];
   }
-  return factory();
+  const names = [...new Set([...DEFAULT_ORDER.filter((n) => registry.has(n)), ...registry.keys()])];
+  if (!names.length) throw new Error("no backend is available; pass {backend} to createEngine");
+  return names.map((name) => ({ name, create: registry.get(name)! }));
+}
+
+/** The first backend of a choice (without loading it). */
+export async function resolveBackend(choice: BackendChoice): Promise<Backend> {
+  return backendCandidates(choice)[0].create();
+}
+
+/**
+ * Creates and loads the backend of a choice. With "auto" (or nothing), each registered
+ * backend is tried in preference order and the first whose `load` does not reject
+ * with {@link BackendUnsupportedError} is kept; if none can run the bundle, the error
+ * names every backend's reason. Other load errors (a broken shard, an abort) reject
+ * at once. A backend that rejects is unloaded.
+ */
+export async function loadBackend(
+  choice: BackendChoice,
+  manifest: Manifest,
+  loader: BundleLoader,
+  opts: BackendLoadOptions & { onTry?: (name: string) => void } = {},
+): Promise<Backend> {
+  const candidates = backendCandidates(choice);
+  const reasons: string[] = [];
+  for (const c of candidates) {
+    opts.signal?.throwIfAborted();
+    const backend = await c.create();
+    opts.onTry?.(backend.name);
+    try {
+      await backend.load(manifest, loader, { signal: opts.signal, onProgress: opts.onProgress });
+      return backend;
+    } catch (e) {
+      await Promise.resolve(backend.unload()).catch(() => {});
+      if (!(e instanceof BackendUnsupportedError) || candidates.length === 1) throw e;
+      reasons.push(`${backend.name}: ${e.message}`);
+    }
+  }
+  throw new BackendUnsupportedError(`no backend is available that can run this bundle here (${reasons.join("; ")})`);
 }

@@ -8,7 +8,7 @@
  * Requests run one at a time, in call order, on the one backend; `interrupt()` ends
  * the running one (finish_reason "abort").
  */
-import { type Backend, type BackendFactory, resolveBackend } from "./backend.js";
+import { type Backend, type BackendFactory, loadBackend } from "./backend.js";
 import type { ShardCache } from "./cache.js";
 import type { FetchLike } from "./fetch.js";
 import { BundleLoader, type LoadStats, type ProgressCallback } from "./loader.js";
@@ -22,6 +22,7 @@ import {
   generationParams,
   usage,
 } from "./openai.js";
+import { REGISTRY_SCHEME, resolveRegistryModel } from "./registry.js";
 import { type GenerationParams, type GenerationResult, Session } from "./session.js";
 import { BundleTokenizer } from "./tokenizer.js";
 
@@ -29,8 +30,13 @@ export interface EngineOptions {
   onProgress?: ProgressCallback;
   /** aborts the load */
   signal?: AbortSignal;
-  /** a Backend, a factory, or a registered name ("webgpu", "wasm"); default: the first registered */
+  /**
+   * a Backend, a factory, or a registered name ("webgpu", "wasm"); default "auto":
+   * the first registered backend that can run the bundle here (WebGPU, then Wasm)
+   */
   backend?: Backend | BackendFactory | string;
+  /** root URL of an llmpack registry, for locations written `registry:ID[@VERSION]` */
+  registryUrl?: string | URL;
   /** Node: directory of the shard cache (default ~/.cache/llmpack/shards) */
   cacheDir?: string;
   /** a custom persistent store, or null for none */
@@ -51,18 +57,24 @@ export interface RequestOptions {
 
 export async function createEngine(bundleUrl: string | URL, opts: EngineOptions = {}): Promise<Engine> {
   const { signal, onProgress } = opts;
-  const loader = await BundleLoader.open(bundleUrl, { fetch: opts.fetch, cache: opts.cache, cacheDir: opts.cacheDir, signal, onProgress });
+  let location = bundleUrl;
+  let fetchFn = opts.fetch;
+  if (typeof bundleUrl === "string" && bundleUrl.startsWith(REGISTRY_SCHEME)) {
+    if (!opts.registryUrl) throw new Error(`${bundleUrl}: pass {registryUrl} to createEngine to load a model by registry id`);
+    const model = await resolveRegistryModel(bundleUrl, { registryUrl: opts.registryUrl, fetch: opts.fetch, signal });
+    location = model.baseUrl;
+    fetchFn = model.fetch ?? opts.fetch;
+  }
+  const loader = await BundleLoader.open(location, { fetch: fetchFn, cache: opts.cache, cacheDir: opts.cacheDir, signal, onProgress });
   const m = loader.manifest;
   onProgress?.({ phase: "files", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: "loading the tokenizer" });
   const tokenizer = await BundleTokenizer.load(m, loader, signal);
-  const backend = await resolveBackend(opts.backend);
-  try {
-    onProgress?.({ phase: "backend", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: `preparing the ${backend.name} backend` });
-    await backend.load(m, loader, { signal, onProgress });
-  } catch (e) {
-    await Promise.resolve(backend.unload()).catch(() => {});
-    throw e;
-  }
+  const backend = await loadBackend(opts.backend, m, loader, {
+    signal,
+    onProgress,
+    onTry: (name) =>
+      onProgress?.({ phase: "backend", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: `preparing the ${name} backend` }),
+  });
   onProgress?.({ phase: "ready", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: "ready" });
   return new Engine(m, tokenizer, backend, loader);
 }

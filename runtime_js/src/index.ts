@@ -3,7 +3,16 @@
  * One ES module for pages, Web Workers and Node.
  */
 export { createEngine, Engine, type EngineOptions, type GenerateOptions, type RequestOptions } from "./engine.js";
-export { type Backend, type BackendFactory, type BackendLoadOptions, registerBackend } from "./backend.js";
+export {
+  type Backend,
+  type BackendChoice,
+  type BackendFactory,
+  type BackendLoadOptions,
+  BackendUnsupportedError,
+  backendCandidates,
+  loadBackend,
+  registerBackend,
+} from "./backend.js";
 export {
   BundleLoader,
   BundleFileError,
@@ -44,3 +53,29 @@ export type {
   CompletionUsage,
 } from "./openai.js";
 export { checkExpr, evalExpr, ExprError, type Env } from "./expr.js";
+export {
+  EntryProgram,
+  PLAN_FORMAT,
+  PLAN_VERSION,
+  PlanError,
+  align,
+  bufferBytes,
+  checkCall,
+  chooseVariant,
+  forEachBlockPiece,
+  itemBytes,
+  parsePlan,
+  planBytes,
+  weightBlocks,
+  type Dims,
+  type Plan,
+  type PlanBuffer,
+  type PlanDispatch,
+  type PlanEntry,
+  type PlanKernel,
+  type PlanVariant,
+  type WeightBlock,
+} from "./plan.js";
+export { REGISTRY_SCHEME, RegistryError, parseRegistryRef, resolveRegistryModel, type RegistryVersion, type ResolvedModel } from "./registry.js";
+// Registers the "webgpu" backend.
+export * from "./webgpu/index.js";

@@ -1,0 +1,347 @@
+/**
+ * The execution plan (docs/plan.md, version 1): types, validation, and the helpers
+ * every plan executor needs whatever it runs on (WebGPU here, Wasm elsewhere): buffer
+ * sizes per variant, the variant a device can run, where each weight buffer's bytes
+ * live in the tensors, and a compiled form of an entry point whose uniforms and
+ * workgroup counts are evaluated per call without allocating.
+ */
+import { ExprError, checkExpr, evalExpr } from "./expr.js";
+import type { Manifest } from "./manifest.js";
+
+export const PLAN_FORMAT = "llmpack-plan";
+export const PLAN_VERSION = 1;
+
+export type BindingType = "uniform" | "storage" | "read-only-storage";
+
+export interface PlanKernel {
+  template: string;
+  /** variant name -> kernel file path in the bundle */
+  files: Record<string, string>;
+  bindings: { binding: number; type: BindingType }[];
+  uniforms: string[];
+  workgroup_size: [number, number, number];
+  workgroup_storage_bytes: number;
+}
+
+export interface WeightBuffer {
+  kind: "weight";
+  tensor: string;
+  part: string;
+  /** byte offset inside the part */
+  offset: number;
+  bytes: number;
+}
+
+export interface ArrayPlanBuffer {
+  kind: "activation" | "kv_cache" | "input" | "output";
+  dtype: "act" | "f32" | "u32";
+  elements: number;
+}
+
+export type PlanBuffer = WeightBuffer | ArrayPlanBuffer;
+
+export interface PlanDispatch {
+  kernel: string;
+  label?: string;
+  /** [binding, buffer name] for every binding but 0 */
+  bindings: [number, string][];
+  uniforms: (string | number)[];
+  workgroups: [string | number, string | number, string | number];
+}
+
+export interface PlanEntry {
+  max_seq_len: number;
+  dispatches: PlanDispatch[];
+}
+
+export interface PlanVariant {
+  features: string[];
+  limits: Record<string, number>;
+  memory: { weights_bytes: number; kv_cache_bytes: number; activation_bytes: number };
+}
+
+export interface Plan {
+  format: typeof PLAN_FORMAT;
+  version: number;
+  architecture: string;
+  context_window: number;
+  prefill_chunk: number;
+  dims: string[];
+  variant_order: string[];
+  variants: Record<string, PlanVariant>;
+  requirements?: { features: string[]; optional_features: string[]; limits: Record<string, number> };
+  inputs: { tokens: string };
+  outputs: { logits: string };
+  kernels: Record<string, PlanKernel>;
+  buffers: Record<string, PlanBuffer>;
+  entries: Record<string, PlanEntry>;
+}
+
+export class PlanError extends Error {
+  override name = "PlanError";
+}
+
+/** The dynamic dimensions of one call of an entry point. */
+export interface Dims {
+  seq_len: number;
+  past_len: number;
+}
+
+const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+
+/**
+ * Validates plan.json against the manifest and returns it typed: known format and
+ * version, every binding names a buffer, every dispatch a kernel, every weight buffer
+ * a byte range inside a manifest tensor part, every expression parses.
+ */
+export function parsePlan(json: unknown, manifest?: Manifest): Plan {
+  const p = json as Plan;
+  if (!p || typeof p !== "object") throw new PlanError("plan.json is not a JSON object");
+  if (p.format !== PLAN_FORMAT) throw new PlanError(`plan.json: format is ${JSON.stringify(p.format)}, expected "${PLAN_FORMAT}"`);
+  if (p.version !== PLAN_VERSION) {
+    throw new PlanError(`plan.json version ${JSON.stringify(p.version)} is not supported by this runtime (it reads version ${PLAN_VERSION})`);
+  }
+  for (const key of ["variants", "kernels", "buffers", "entries", "inputs", "outputs"] as const) {
+    if (!p[key] || typeof p[key] !== "object") throw new PlanError(`plan.json has no "${key}" object`);
+  }
+  if (!isCount(p.context_window) || p.context_window < 1) throw new PlanError("plan.json: bad context_window");
+  if (!isCount(p.prefill_chunk) || p.prefill_chunk < 1) throw new PlanError("plan.json: bad prefill_chunk");
+  if (!Array.isArray(p.variant_order) || !p.variant_order.every((v) => p.variants[v])) {
+    throw new PlanError("plan.json: variant_order names a variant the plan does not have");
+  }
+  for (const name of [p.inputs.tokens, p.outputs.logits]) {
+    if (!p.buffers[name]) throw new PlanError(`plan.json: input/output buffer ${JSON.stringify(name)} is not declared`);
+  }
+  const parts = new Map<string, number>();
+  for (const t of manifest?.tensors ?? []) for (const part of t.parts) parts.set(`${t.name}:${part.name}`, part.bytes);
+  for (const [name, b] of Object.entries(p.buffers)) {
+    if (b.kind === "weight") {
+      if (!isCount(b.offset) || !isCount(b.bytes)) throw new PlanError(`plan buffer ${name}: malformed weight range`);
+      if (manifest) {
+        const size = parts.get(`${b.tensor}:${b.part}`);
+        if (size === undefined) throw new PlanError(`plan buffer ${name}: the manifest has no part ${b.part} of tensor ${b.tensor}`);
+        if (b.offset + b.bytes > size) throw new PlanError(`plan buffer ${name}: bytes ${b.offset}..${b.offset + b.bytes} lie outside the part (${size} bytes)`);
+      }
+    } else if (!isCount(b.elements) || !["act", "f32", "u32"].includes(b.dtype)) {
+      throw new PlanError(`plan buffer ${name}: malformed ${JSON.stringify(b)}`);
+    }
+  }
+  const check = (e: string | number, where: string) => {
+    if (typeof e === "number") {
+      if (!isCount(e)) throw new PlanError(`${where}: ${e} is not a non-negative integer`);
+      return;
+    }
+    try {
+      checkExpr(e);
+    } catch (err) {
+      throw new PlanError(`${where}: ${(err as Error).message}`);
+    }
+  };
+  for (const [ename, entry] of Object.entries(p.entries)) {
+    if (!isCount(entry.max_seq_len) || !Array.isArray(entry.dispatches)) throw new PlanError(`plan entry ${ename} is malformed`);
+    entry.dispatches.forEach((d, i) => {
+      const where = `plan entry ${ename}, dispatch ${i} (${d.label ?? d.kernel})`;
+      const k = p.kernels[d.kernel];
+      if (!k) throw new PlanError(`${where}: unknown kernel ${JSON.stringify(d.kernel)}`);
+      if (d.uniforms.length !== k.uniforms.length) {
+        throw new PlanError(`${where}: ${d.uniforms.length} uniform values for kernel fields [${k.uniforms.join(", ")}]`);
+      }
+      if (!Array.isArray(d.workgroups) || d.workgroups.length !== 3) throw new PlanError(`${where}: workgroups must have 3 entries`);
+      const declared = new Set(k.bindings.filter((b) => b.type !== "uniform").map((b) => b.binding));
+      for (const [n, buf] of d.bindings) {
+        if (!p.buffers[buf]) throw new PlanError(`${where}: binding ${n} names unknown buffer ${JSON.stringify(buf)}`);
+        if (!declared.delete(n)) throw new PlanError(`${where}: binding ${n} is not a storage binding of the kernel`);
+      }
+      if (declared.size) throw new PlanError(`${where}: bindings ${[...declared].join(", ")} are not bound`);
+      d.uniforms.forEach((u) => check(u, where));
+      d.workgroups.forEach((w) => check(w, where));
+    });
+  }
+  return p;
+}
+
+export const align = (n: number, a = 16) => Math.ceil(n / a) * a;
+
+/** Bytes of one element of a plan dtype in a variant ("act" is f16 in the f16 variant). */
+export function itemBytes(dtype: ArrayPlanBuffer["dtype"], variant: string): number {
+  return dtype === "act" && variant === "f16" ? 2 : 4;
+}
+
+/** Bytes to allocate for a plan buffer (docs/plan.md, "Buffers"). */
+export function bufferBytes(buf: PlanBuffer, variant: string): number {
+  const n = buf.kind === "weight" ? buf.bytes : buf.elements * itemBytes(buf.dtype, variant);
+  return Math.max(16, align(n));
+}
+
+/** Bytes of all buffers of a kind (or all) in a variant. */
+export function planBytes(plan: Plan, variant: string, kind?: PlanBuffer["kind"]): number {
+  let n = 0;
+  for (const b of Object.values(plan.buffers)) if (!kind || b.kind === kind) n += bufferBytes(b, variant);
+  return n;
+}
+
+/**
+ * The first variant of `variant_order` whose features all are in `features`, or
+ * null (then the caller says which features are missing).
+ */
+export function chooseVariant(plan: Plan, features: ReadonlySet<string>, want: string = "auto"): string | null {
+  const order = want === "auto" ? plan.variant_order : [want];
+  for (const v of order) {
+    const spec = plan.variants[v];
+    if (spec && spec.features.every((f) => features.has(f))) return v;
+  }
+  return null;
+}
+
+/** A weight buffer's share of one part: bytes [offset, offset + bytes) of the part. */
+export interface WeightBlock {
+  buffer: string;
+  offset: number;
+  bytes: number;
+}
+
+/**
+ * For each "tensor:part" the weight buffers that hold its bytes, by part offset. A
+ * loader routes a chunk of a part to the blocks whose range it intersects.
+ */
+export function weightBlocks(plan: Plan): Map<string, WeightBlock[]> {
+  const out = new Map<string, WeightBlock[]>();
+  for (const [name, b] of Object.entries(plan.buffers)) {
+    if (b.kind !== "weight") continue;
+    const key = `${b.tensor}:${b.part}`;
+    let list = out.get(key);
+    if (!list) out.set(key, (list = []));
+    list.push({ buffer: name, offset: b.offset, bytes: b.bytes });
+  }
+  for (const list of out.values()) list.sort((a, b) => a.offset - b.offset);
+  return out;
+}
+
+/** Calls fn for every piece of a part range [offset, offset + bytes) that falls into a block. */
+export function forEachBlockPiece(
+  blocks: readonly WeightBlock[] | undefined,
+  offset: number,
+  bytes: number,
+  fn: (block: WeightBlock, offsetInBlock: number, offsetInRange: number, length: number) => void,
+): void {
+  if (!blocks) return;
+  const end = offset + bytes;
+  for (const blk of blocks) {
+    const a = Math.max(offset, blk.offset);
+    const b = Math.min(end, blk.offset + blk.bytes);
+    if (a < b) fn(blk, a - blk.offset, a - offset, b - a);
+  }
+}
+
+/**
+ * An entry point prepared for repeated calls. Every distinct expression of its
+ * dispatches is parsed once and evaluated once per call (into `values`); each
+ * dispatch's uniforms and workgroup counts are indices into that table. Dispatches
+ * with the same uniform list share one "uniform slot" (one buffer in an executor),
+ * as docs/plan.md allows. Nothing is allocated per call.
+ */
+export class EntryProgram {
+  /** distinct expressions of the entry */
+  readonly exprs: (string | number)[] = [];
+  /** values of `exprs` for the last `evaluate` */
+  readonly values: Float64Array;
+  /** distinct uniform lists: indices into exprs */
+  readonly slots: number[][] = [];
+  /** per dispatch: its uniform slot */
+  readonly slotOf: Int32Array;
+  /** per dispatch: 3 indices into exprs */
+  readonly workgroupExprs: Int32Array;
+  /** per dispatch, after `evaluate`: workgroup counts x, y, z */
+  readonly counts: Uint32Array;
+  private lastSeq = -1;
+  private lastPast = -1;
+
+  constructor(
+    readonly name: string,
+    readonly entry: PlanEntry,
+  ) {
+    const exprIndex = new Map<string, number>();
+    const idx = (e: string | number) => {
+      const key = typeof e === "number" ? `#${e}` : e.replace(/\s+/g, "");
+      let i = exprIndex.get(key);
+      if (i === undefined) {
+        i = this.exprs.length;
+        this.exprs.push(e);
+        exprIndex.set(key, i);
+      }
+      return i;
+    };
+    const slotIndex = new Map<string, number>();
+    const n = entry.dispatches.length;
+    this.slotOf = new Int32Array(n);
+    this.workgroupExprs = new Int32Array(3 * n);
+    this.counts = new Uint32Array(3 * n);
+    entry.dispatches.forEach((d, i) => {
+      const u = d.uniforms.map(idx);
+      const key = u.join(",");
+      let s = slotIndex.get(key);
+      if (s === undefined) {
+        s = this.slots.length;
+        this.slots.push(u);
+        slotIndex.set(key, s);
+      }
+      this.slotOf[i] = s;
+      for (let j = 0; j < 3; j++) this.workgroupExprs[3 * i + j] = idx(d.workgroups[j]);
+    });
+    this.values = new Float64Array(this.exprs.length);
+  }
+
+  /**
+   * Evaluates every expression for `dims` (skipped when the dims did not change).
+   * Throws PlanError for a value outside u32, naming the expression.
+   */
+  evaluate(seqLen: number, pastLen: number): void {
+    if (seqLen === this.lastSeq && pastLen === this.lastPast) return;
+    const env: Dims = { seq_len: seqLen, past_len: pastLen };
+    for (let i = 0; i < this.exprs.length; i++) {
+      let v: number;
+      try {
+        v = evalExpr(this.exprs[i], env as unknown as Record<string, number>);
+      } catch (e) {
+        if (e instanceof ExprError) throw new PlanError(`entry ${this.name} at seq_len=${seqLen}, past_len=${pastLen}: ${e.message}`);
+        throw e;
+      }
+      if (v < 0 || v > 0xffffffff) {
+        throw new PlanError(`entry ${this.name}: ${JSON.stringify(this.exprs[i])} = ${v} at seq_len=${seqLen}, past_len=${pastLen} is not a u32`);
+      }
+      this.values[i] = v;
+    }
+    const w = this.workgroupExprs;
+    for (let i = 0; i < w.length; i++) this.counts[i] = this.values[w[i]];
+    this.lastSeq = seqLen;
+    this.lastPast = pastLen;
+  }
+
+  /** Writes slot `s`'s uniform values (after `evaluate`) into `out`; true when they changed. */
+  fillSlot(s: number, out: Uint32Array): boolean {
+    const u = this.slots[s];
+    let changed = false;
+    for (let j = 0; j < u.length; j++) {
+      const v = this.values[u[j]];
+      if (out[j] !== v) {
+        out[j] = v;
+        changed = true;
+      }
+    }
+    return changed;
+  }
+}
+
+/** Checks the call shape an entry point allows, and the context window. */
+export function checkCall(plan: Plan, entry: string, seqLen: number, pastLen: number): void {
+  const e = plan.entries[entry];
+  if (!e) throw new PlanError(`the plan has no entry point ${JSON.stringify(entry)}`);
+  if (!Number.isInteger(seqLen) || seqLen < 1 || seqLen > e.max_seq_len) {
+    throw new RangeError(`${entry}: seq_len ${seqLen} outside 1..${e.max_seq_len}`);
+  }
+  if (!Number.isInteger(pastLen) || pastLen < 0 || pastLen + seqLen > plan.context_window) {
+    throw new RangeError(
+      `${entry}: positions ${pastLen}..${pastLen + seqLen - 1} do not fit the context window of ${plan.context_window} tokens`,
+    );
+  }
+}
