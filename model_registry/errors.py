@@ -1,7 +1,10 @@
 """The one exception type the registry raises for user errors."""
 
 
-class RegistryError(Exception):
+from packager.errors import PackError
+
+
+class RegistryError(PackError):
     """Bad input, a missing or damaged registry entry, or a refused operation.
 
     The message is one line a user can act on: what is wrong and what to do about it.

@@ -40,6 +40,8 @@ from typing import Iterator
 
 from .bundles import (CHUNK, MANIFEST, Blob, LocalBundle, Manifest, check_hashes, index_fields, parse_manifest,
                       read_bundle)
+from packager.atomic_dir import swap_into_place
+
 from .errors import RegistryError
 from .naming import check_id, check_version, id_from_name, is_valid_id, is_valid_version, parse_spec
 from .progress import byte_progress
@@ -338,7 +340,7 @@ class Registry:
                 for rel, blob in jobs:
                     self._download(rel, blob, tmp / blob.path, label, out, advance)
             (tmp / MANIFEST).write_bytes(m.raw)
-            _swap_into_place(tmp, out)
+            swap_into_place(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -503,19 +505,3 @@ def _is_temp_name(name: str) -> bool:
 def _older(entry: dict, now: float) -> bool:
     mtime = entry.get("mtime")
     return isinstance(mtime, (int, float)) and now - mtime > STALE_TEMP_S
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished folder `tmp` to `out`, replacing an existing `out` only once
-    `tmp` is complete, and putting it back if the rename fails."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.rename(out, old / "previous")
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old / "previous", out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import ipaddress
 import re
-import socket
 import sys
 import threading
 import time
@@ -38,6 +36,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
+from packager.listen import bind, is_loopback  # noqa: F401 (re-exported)
 from packager.static_files import IMMUTABLE, REVALIDATE, file_response, parse_range  # noqa: F401 (re-exported)
 
 from .bundles import MANIFEST, Manifest
@@ -181,34 +180,6 @@ def create_app(registry: Registry | str, *, index_ttl: float = 1.0) -> FastAPI:
         return send_file(request, f"shards/{name}", match.group(1), IMMUTABLE)
 
     return app
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port (port 0: any free port), or a one-line error."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as e:
-        raise RegistryError(f"cannot resolve --host {host!r}: {e.strerror}") from None
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(addr)
-    except OSError as e:
-        sock.close()
-        raise RegistryError(f"cannot listen on {host}:{port} ({e.strerror}); pass another --port") from None
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(registry: str, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info") -> None:

@@ -29,6 +29,7 @@ from .calibrate import Calibrator
 from .checkpoint import Checkpoint, open_checkpoint
 from .compile import compile_artifacts
 from .errors import PackError
+from .atomic_dir import swap_into_place
 from .llama import SUPPORTED_ARCHITECTURES, count_parameters, expected_tensors, normalize_config
 from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION
 from .plan import CONTEXT_CAP
@@ -88,7 +89,7 @@ def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int
             _add_compiled(tmp, manifest, window, {"max_binding_size": max_binding_size,
                                                   "max_buffer_size": max_buffer_size})
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-            _swap_into_place(tmp, out)
+            swap_into_place(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -274,17 +275,3 @@ def _manifest(ck, hf_arch, cfg, scheme, quantizer, tensors, shards, files, windo
         "shards": shards,
         "files": files,
     }
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.rename(out, old / "b")
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old / "b", out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -128,12 +128,8 @@ def demo(
 
 
 def _register_subcommands() -> None:
-    try:
-        from model_registry.cli import registry_app, RegistryError
-    except ImportError:
-        return
-    global USER_ERRORS
-    USER_ERRORS = USER_ERRORS + (RegistryError,)
+    from model_registry.cli import registry_app  # its RegistryError is a PackError
+
     app.add_typer(registry_app, name="registry")
 
 

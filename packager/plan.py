@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
 from .compile import ACT_BYTES, TEMPLATES, WEIGHT_PARTS, KernelSpec
 from .errors import PackError

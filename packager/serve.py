@@ -16,11 +16,9 @@ included) before anything is read: only regular files inside a served root come 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +33,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
 from .errors import PackError
+from .listen import bind, is_loopback
 from .static_files import IMMUTABLE, REVALIDATE, local_file_response
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -403,35 +402,6 @@ def _older_than_sources(js: Path, src: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------ server
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port (port 0: any free port), or a one-line PackError."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as e:
-        raise PackError(f"cannot resolve --host {host!r}: {e.strerror}") from None
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(addr)
-    except OSError as e:
-        sock.close()
-        raise PackError(f"cannot listen on {host}:{port} ({e.strerror}); pass another --port "
-                        "(--port 0 picks a free one)") from None
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def page_url(host: str, port: int) -> str:

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from model_registry.errors import RegistryError
 from model_registry.registry import Registry
 from model_registry.server import IMMUTABLE, create_app, parse_range
+from packager.errors import PackError
 from test_registry_helpers import ROOT, make_bundle, registry_url  # noqa: F401 (fixture)
 
 WGSL = b"@compute @workgroup_size(64) fn main() {}\n"
@@ -251,7 +252,7 @@ def test_serve_port_in_use_is_a_clear_error(tmp_path):
 
     first = bind("127.0.0.1", 0)
     try:
-        with pytest.raises(RegistryError, match=r"cannot listen on 127\.0\.0\.1:\d+ .*pass another --port"):
+        with pytest.raises(PackError, match=r"cannot listen on 127\.0\.0\.1:\d+ .*pass another --port"):
             bind("127.0.0.1", first.getsockname()[1])
     finally:
         first.close()
