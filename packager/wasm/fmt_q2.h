@@ -22,10 +22,10 @@ static void q2_prep(const float *x, uint32_t K, float *xp, float *xs) {
 
 INLINE void u8x16_to_f32_q2(v128_t v, v128_t c[4]) {
   v128_t a = wasm_u16x8_extend_low_u8x16(v), b = wasm_u16x8_extend_high_u8x16(v);
-  c[0] = wasm_f32x4_convert_u32x4(wasm_u32x4_extend_low_u16x8(a));
-  c[1] = wasm_f32x4_convert_u32x4(wasm_u32x4_extend_high_u16x8(a));
-  c[2] = wasm_f32x4_convert_u32x4(wasm_u32x4_extend_low_u16x8(b));
-  c[3] = wasm_f32x4_convert_u32x4(wasm_u32x4_extend_high_u16x8(b));
+  c[0] = wasm_f32x4_convert_i32x4(wasm_u32x4_extend_low_u16x8(a));
+  c[1] = wasm_f32x4_convert_i32x4(wasm_u32x4_extend_high_u16x8(a));
+  c[2] = wasm_f32x4_convert_i32x4(wasm_u32x4_extend_low_u16x8(b));
+  c[3] = wasm_f32x4_convert_i32x4(wasm_u32x4_extend_high_u16x8(b));
 }
 
 INLINE v128_t dot16_q2(const v128_t c[4], const float *x) {
