@@ -79,3 +79,5 @@ export {
 export { REGISTRY_SCHEME, RegistryError, parseRegistryRef, resolveRegistryModel, type RegistryVersion, type ResolvedModel } from "./registry.js";
 // Registers the "webgpu" backend.
 export * from "./webgpu/index.js";
+// Registers the "wasm" backend.
+export * from "./wasm/index.js";

@@ -1,0 +1,118 @@
+/**
+ * Where everything lives in the one Wasm linear memory (docs/wasm.md):
+ *
+ *   [0, heap_base)            the module's static data and its own small stack
+ *   stacks                    one per thread (table.stack_bytes each; grows down)
+ *   arrays                    activations, KV cache, tokens, logits: f32 / u32 (the
+ *                             plan's f32 variant: Wasm computes and stores f32)
+ *   programs                  one command list per entry point (program.ts)
+ *   weights                   every tensor part of the manifest, as stored in the shards
+ *
+ * A plan weight buffer (a row block of a part) is an address inside its part, so split
+ * weights cost nothing. wasm32 addresses are 32-bit: the total must stay below 4 GiB
+ * (65535 pages of 64 KiB; the largest memory the modules declare), else the backend
+ * refuses the bundle with the numbers.
+ */
+import type { Manifest } from "../manifest.js";
+import type { Plan } from "../plan.js";
+import type { WasmTable } from "./table.js";
+
+export const PAGE = 65536;
+export const MAX_PAGES = 65535;
+const ALIGN = 64;
+
+const up = (n: number, a = ALIGN) => Math.ceil(n / a) * a;
+
+export interface MemoryLayout {
+  /** bytes of linear memory to create */
+  bytes: number;
+  pages: number;
+  /** stack top of thread i is stacks + (i + 1) * stackBytes */
+  stacks: number;
+  stackBytes: number;
+  /** plan buffer name -> address */
+  buffers: Map<string, number>;
+  /** manifest tensor index -> part index -> address */
+  parts: number[][];
+  /** entry point -> address of its program, and its size in words */
+  programs: Map<string, { addr: number; words: number }>;
+  /** the pieces, for messages */
+  weightsBytes: number;
+  kvBytes: number;
+  activationBytes: number;
+}
+
+/** Words of an entry point's program: per dispatch [op, n, consts, uniforms, wg x3, pointers]. */
+export function programWords(plan: Plan, table: WasmTable, entry: string): number {
+  let n = 0;
+  for (const d of plan.entries[entry].dispatches) {
+    n += 2 + table.kernels[d.kernel].consts.length + d.uniforms.length + 3 + d.bindings.length;
+  }
+  return n;
+}
+
+export function planLayout(manifest: Manifest, plan: Plan, table: WasmTable, heapBase: number, threads: number): MemoryLayout {
+  let pos = up(heapBase);
+  const stacks = pos;
+  const stackBytes = table.stack_bytes;
+  pos += threads * stackBytes;
+  const buffers = new Map<string, number>();
+  let kvBytes = 0;
+  let activationBytes = 0;
+  for (const [name, b] of Object.entries(plan.buffers)) {
+    if (b.kind === "weight") continue;
+    buffers.set(name, pos);
+    const bytes = up(4 * b.elements);
+    if (b.kind === "kv_cache") kvBytes += bytes;
+    else activationBytes += bytes;
+    pos += bytes;
+  }
+  const programs = new Map<string, { addr: number; words: number }>();
+  for (const name of Object.keys(plan.entries)) {
+    const words = programWords(plan, table, name);
+    programs.set(name, { addr: pos, words });
+    pos += up(4 * words);
+  }
+  const weightsStart = pos;
+  const parts = manifest.tensors.map((t) =>
+    t.parts.map((p) => {
+      const at = pos;
+      pos += up(p.bytes);
+      return at;
+    }),
+  );
+  const index = new Map(manifest.tensors.map((t, i) => [t.name, i]));
+  for (const [name, b] of Object.entries(plan.buffers)) {
+    if (b.kind !== "weight") continue;
+    const ti = index.get(b.tensor);
+    const pi = ti === undefined ? -1 : manifest.tensors[ti].parts.findIndex((p) => p.name === b.part);
+    if (ti === undefined || pi < 0) throw new Error(`plan buffer ${name}: no part ${b.part} of tensor ${b.tensor} in the manifest`);
+    buffers.set(name, parts[ti][pi] + b.offset);
+  }
+  const bytes = pos;
+  return {
+    bytes,
+    pages: Math.ceil(bytes / PAGE),
+    stacks,
+    stackBytes,
+    buffers,
+    parts,
+    programs,
+    weightsBytes: bytes - weightsStart,
+    kvBytes,
+    activationBytes: activationBytes + threads * stackBytes,
+  };
+}
+
+const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
+
+/** null when the layout fits wasm32, else why not (with the bundle's numbers). */
+export function ceilingProblem(layout: MemoryLayout, contextWindow: number): string | null {
+  if (layout.pages <= MAX_PAGES) return null;
+  return (
+    `the bundle needs ${gib(layout.bytes)} of Wasm memory (weights ${gib(layout.weightsBytes)} + KV cache ` +
+    `${gib(layout.kvBytes)} for ${contextWindow} tokens + activations and stacks ${gib(layout.activationBytes)}), ` +
+    `over the 4 GiB that a wasm32 module can address; use the WebGPU backend, a smaller quantization, ` +
+    `or package with a smaller --context-window`
+  );
+}

@@ -1,0 +1,65 @@
+/**
+ * The Wasm kernel table of a bundle, kernels/llmpack.wasm.json (written at package time
+ * by packager/wasm_build.py, docs/wasm.md): which op of the module implements each
+ * kernel of plan.json, with that op's constant arguments, and the facts about the two
+ * modules (single-threaded, threaded) the runtime needs before instantiating them.
+ */
+import type { Plan } from "../plan.js";
+
+export const WASM_TABLE_FILE = "kernels/llmpack.wasm.json";
+export const WASM_TABLE_FORMAT = "llmpack-wasm";
+export const WASM_TABLE_VERSION = 1;
+
+export interface WasmModuleInfo {
+  file: string;
+  /** first byte after the module's static data and its own stack */
+  heap_base: number;
+  bytes: number;
+  sha256: string;
+}
+
+export interface WasmKernel {
+  /** index into `ops` (the module's op table) */
+  op: number;
+  /** the op's constant arguments (u32; floats as their f32 bits) */
+  consts: number[];
+}
+
+export interface WasmTable {
+  format: typeof WASM_TABLE_FORMAT;
+  version: number;
+  ops: string[];
+  formats: string[];
+  /** stack each thread needs */
+  stack_bytes: number;
+  kernels: Record<string, WasmKernel>;
+  modules: { single: WasmModuleInfo; threads?: WasmModuleInfo };
+  plan_sha256?: string;
+}
+
+export class WasmTableError extends Error {
+  override name = "WasmTableError";
+}
+
+const u32 = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
+
+/** Validates the table against the plan: every plan kernel has an op. */
+export function parseWasmTable(json: unknown, plan: Plan): WasmTable {
+  const t = json as WasmTable;
+  if (!t || typeof t !== "object" || t.format !== WASM_TABLE_FORMAT) {
+    throw new WasmTableError(`${WASM_TABLE_FILE} is not an llmpack Wasm kernel table`);
+  }
+  if (t.version !== WASM_TABLE_VERSION) {
+    throw new WasmTableError(`${WASM_TABLE_FILE} version ${t.version} is not supported (this runtime reads ${WASM_TABLE_VERSION})`);
+  }
+  if (!t.modules?.single || !u32(t.modules.single.heap_base) || !u32(t.stack_bytes) || !Array.isArray(t.ops)) {
+    throw new WasmTableError(`${WASM_TABLE_FILE} is malformed`);
+  }
+  for (const name of Object.keys(plan.kernels)) {
+    const k = t.kernels?.[name];
+    if (!k || !u32(k.op) || k.op >= t.ops.length || !Array.isArray(k.consts) || !k.consts.every(u32)) {
+      throw new WasmTableError(`${WASM_TABLE_FILE} has no Wasm op for kernel ${name} of plan.json (package the bundle again)`);
+    }
+  }
+  return t;
+}
