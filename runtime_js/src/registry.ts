@@ -100,10 +100,12 @@ export async function resolveRegistryModel(
     return { id, version: entry.version, baseUrl: new URL(entry.base_url, root).href, entry };
   }
 
+  // The API answered with an error of its own (e.g. an unknown id).
+  if (api.status >= 400 && typeof api.json?.detail === "string") throw new RegistryError(`registry ${root.href}: ${api.json.detail}`);
+
   // A static host: read the index itself.
   const idx = await getJson(fetchFn, new URL("index.json", root).href, opts.signal);
   if (idx.status !== 200 || !idx.json || idx.json.format !== "llmpack-registry") {
-    if (api.status === 404 && api.json?.detail) throw new RegistryError(`registry ${root.href}: ${api.json.detail}`);
     throw new RegistryError(`${root.href} is not an llmpack registry (GET models/${id}: HTTP ${api.status}; GET index.json: HTTP ${idx.status})`);
   }
   const model = idx.json.models?.[id];
