@@ -127,6 +127,34 @@ def demo(
     run_demo(quant, host, port, open_browser=not no_open, cache_dir=cache_dir, repackage=repackage)
 
 
+@app.command()
+def bench(
+    bundle: Path = typer.Argument(..., help="bundle folder to benchmark"),
+    backend: str = typer.Option("webgpu", "--backend", help="runtime backend: webgpu | wasm"),
+    where: str = typer.Option("node", "--where", help="node (Dawn through npm webgpu) | chromium (headless)"),
+    runs: int = typer.Option(3, "--runs", help="timed runs; the median is reported"),
+    prompt_tokens: int = typer.Option(64, "--prompt-tokens", help="tokens to prefill per run"),
+    new_tokens: int = typer.Option(32, "--new-tokens", help="tokens to decode per run"),
+    chromium: Optional[str] = typer.Option(None, "--chromium", envvar="CHROMIUM", help="Chromium binary (default /usr/bin/chromium)"),
+    dawn_flag: list[str] = typer.Option([], "--dawn-flag", help="Dawn toggle to enable, e.g. disable_workgroup_init (repeatable)"),
+    as_json: bool = typer.Option(False, "--json", help="print the JSON result only"),
+):
+    """Load time, prefill and decode tokens/s and peak memory of a bundle in the JS runtime."""
+    from .bench import run_bench, summary_rows
+
+    result = run_bench(bundle, backend=backend, where=where, runs=runs, prompt_tokens=prompt_tokens,
+                       new_tokens=new_tokens, chromium=chromium, dawn_flags=tuple(dawn_flag))
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"llmpack bench: {bundle} (median of {result['runs']} runs)", show_header=False)
+    for what, value in summary_rows(result):
+        table.add_row(what, value)
+    Console().print(table)
+
+
 def _register_subcommands() -> None:
     from model_registry.cli import registry_app  # its RegistryError is a PackError
 

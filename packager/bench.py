@@ -1,0 +1,109 @@
+"""`llmpack bench`: how fast a bundle loads and runs in the JavaScript runtime.
+
+Drives runtime_js/bench/bench.mjs in Node (WebGPU through npm `webgpu`, i.e. Dawn) or
+in headless Chromium (playwright-core), which serves the bundle on 127.0.0.1, loads it
+twice (cold: empty shard cache; cached: the second load), then times prefill and
+greedy decode through the runtime's Backend interface. The result is one JSON object:
+load times, prefill and decode tokens/s (median of the runs), peak memory where the
+environment reports it (Node: RSS and heap; Chromium: performance.memory), the
+adapter and the backend label.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .errors import PackError
+
+RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime_js"
+BENCH_SCRIPT = RUNTIME_DIR / "bench" / "bench.mjs"
+SWIFTSHADER_ICD = Path("/usr/lib/chromium/vk_swiftshader_icd.json")
+WHERE = ("node", "chromium")
+
+
+def runtime_env(swiftshader: bool = False) -> dict[str, str]:
+    """The environment for the Node process: XDG_RUNTIME_DIR set (quiets Mesa), and with
+    `swiftshader`, Dawn pointed at SwiftShader's Vulkan driver (the ICD Debian's
+    chromium package ships), for machines without a GPU Dawn accepts."""
+    env = dict(os.environ)
+    env.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
+    if swiftshader:
+        env["VK_ICD_FILENAMES"] = str(SWIFTSHADER_ICD)
+    return env
+
+
+def run_bench(bundle: Path, *, backend: str = "webgpu", where: str = "node", runs: int = 3, prompt_tokens: int = 64,
+              new_tokens: int = 32, chromium: str | None = None, dawn_flags: tuple[str, ...] = (),
+              extra_args: tuple[str, ...] = (), timeout: float | None = None) -> dict:
+    """Run the benchmark; return its JSON object. PackError on a user-facing problem."""
+    from .serve import ensure_runtime
+
+    bundle = Path(bundle)
+    if not (bundle / "manifest.json").is_file():
+        raise PackError(f"{bundle} is not a bundle (no manifest.json)")
+    if where not in WHERE:
+        raise PackError(f"--where must be one of {', '.join(WHERE)}, not {where!r}")
+    if runs < 1 or prompt_tokens < 1 or new_tokens < 0:
+        raise PackError("--runs and --prompt-tokens must be at least 1, --new-tokens at least 0")
+    node = shutil.which("node")
+    if node is None:
+        raise PackError("llmpack bench needs Node.js 20 or newer (`node` is not on PATH)")
+    ensure_runtime(RUNTIME_DIR, log=lambda _: None)
+    need = "playwright-core" if where == "chromium" else "webgpu"
+    if not (RUNTIME_DIR / "node_modules" / need).is_dir():
+        raise PackError(f"npm package {need} is missing: run `npm ci` in {RUNTIME_DIR}")
+    cmd = [node, str(BENCH_SCRIPT), "--bundle", str(bundle.resolve()), "--where", where, "--backend", backend,
+           "--runs", str(runs), "--prompt-tokens", str(prompt_tokens), "--new-tokens", str(new_tokens)]
+    if chromium:
+        cmd += ["--chromium", chromium]
+    for flag in dawn_flags:
+        cmd += ["--dawn-flag", flag]
+    cmd += list(extra_args)
+    r = _run(cmd, runtime_env(), timeout)
+    # In Node on a machine without a GPU that Dawn accepts, use SwiftShader (unless the
+    # user chose a Vulkan driver).
+    if (r.returncode != 0 and where == "node" and "no WebGPU adapter" in r.stderr
+            and "VK_ICD_FILENAMES" not in os.environ and SWIFTSHADER_ICD.is_file()):
+        r = _run(cmd, runtime_env(swiftshader=True), timeout)
+    if r.returncode != 0:
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        why = next((ln.strip() for ln in lines if ln.lstrip().startswith(("Error", "BackendUnsupportedError",
+                                                                            "ShardError", "PlanError"))),
+                   lines[-1].strip() if lines else f"exit status {r.returncode}")
+        raise PackError(f"the benchmark failed ({where}, {backend}): {why}")
+    try:
+        return json.loads(r.stdout)
+    except json.JSONDecodeError as e:
+        raise PackError(f"the benchmark printed no JSON: {r.stdout[-400:]!r}") from e
+
+
+def _run(cmd: list[str], env: dict[str, str], timeout: float | None) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, cwd=RUNTIME_DIR, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise PackError(f"the benchmark did not finish within {timeout:.0f} s") from e
+
+
+def summary_rows(result: dict) -> list[tuple[str, str]]:
+    """(what, value) pairs for a human-readable table."""
+    mem = result.get("peak_memory") or {}
+    peak = mem.get("max_rss_bytes") or mem.get("rss_bytes") or mem.get("js_heap_used_bytes")
+    peak_what = "peak RSS" if ("max_rss_bytes" in mem or "rss_bytes" in mem) else "peak JS heap"
+    adapter = result.get("adapter") or {}
+    rows = [
+        ("backend", f"{result.get('label')} ({result.get('where')}, {result.get('runtime')})"),
+        ("adapter", adapter.get("description") or " ".join(v for v in (adapter.get("vendor"), adapter.get("architecture")) if v) or "-"),
+        ("model", f"{result.get('model')} {result.get('quantization')}"),
+        ("load, cold", f"{result.get('load_cold_ms', 0) / 1000:.2f} s"),
+        ("load, cached", f"{result.get('load_cached_ms', 0) / 1000:.2f} s"),
+        ("prefill", f"{result.get('prefill_tok_s')} tok/s ({result.get('prompt_tokens')} tokens)"),
+        ("decode", f"{result.get('decode_tok_s')} tok/s ({result.get('new_tokens')} tokens)"),
+    ]
+    if peak:
+        rows.append((peak_what, f"{peak / 2**20:.0f} MiB"))
+    return rows
