@@ -39,8 +39,9 @@ def runtime_env(swiftshader: bool = False) -> dict[str, str]:
 
 def run_bench(bundle: Path, *, backend: str = "webgpu", where: str = "node", runs: int = 3, prompt_tokens: int = 64,
               new_tokens: int = 32, chromium: str | None = None, dawn_flags: tuple[str, ...] = (),
-              extra_args: tuple[str, ...] = (), timeout: float | None = None) -> dict:
-    """Run the benchmark; return its JSON object. PackError on a user-facing problem."""
+              extra_args: tuple[str, ...] = (), timeout: float | None = None, threads: int | None = None) -> dict:
+    """Run the benchmark; return its JSON object. PackError on a user-facing problem.
+    threads: worker threads of the Wasm backend (None: its default)."""
     from .serve import ensure_runtime
 
     bundle = Path(bundle)
@@ -63,6 +64,8 @@ def run_bench(bundle: Path, *, backend: str = "webgpu", where: str = "node", run
         cmd += ["--chromium", chromium]
     for flag in dawn_flags:
         cmd += ["--dawn-flag", flag]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
     cmd += list(extra_args)
     r = _run(cmd, runtime_env(), timeout)
     # In Node on a machine without a GPU that Dawn accepts, use SwiftShader (unless the
@@ -87,6 +90,24 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float | None) -> subproce
         return subprocess.run(cmd, cwd=RUNTIME_DIR, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         raise PackError(f"the benchmark did not finish within {timeout:.0f} s") from e
+
+
+def parse_threads(text: str | None, backend: str) -> list[int | None]:
+    """--threads "1,4" -> [1, 4]; none given: [1, min(CPUs, 4)] for wasm, [None] otherwise."""
+    if text is None:
+        if backend != "wasm":
+            return [None]
+        n = min(os.cpu_count() or 1, 4)
+        return [1, n] if n > 1 else [1]
+    if backend != "wasm":
+        raise PackError("--threads applies to --backend wasm")
+    try:
+        counts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise PackError(f"--threads wants positive counts like 1,4, not {text!r}")
+    return counts
 
 
 def summary_rows(result: dict) -> list[tuple[str, str]]:

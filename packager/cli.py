@@ -137,22 +137,27 @@ def bench(
     new_tokens: int = typer.Option(32, "--new-tokens", help="tokens to decode per run"),
     chromium: Optional[str] = typer.Option(None, "--chromium", envvar="CHROMIUM", help="Chromium binary (default /usr/bin/chromium)"),
     dawn_flag: list[str] = typer.Option([], "--dawn-flag", help="Dawn toggle to enable, e.g. disable_workgroup_init (repeatable)"),
+    threads: Optional[str] = typer.Option(None, "--threads", help="Wasm backend: worker threads, a count or a comma "
+                                          "list (one benchmark per count); default for wasm: 1 and min(CPUs, 4)"),
     as_json: bool = typer.Option(False, "--json", help="print the JSON result only"),
 ):
     """Load time, prefill and decode tokens/s and peak memory of a bundle in the JS runtime."""
-    from .bench import run_bench, summary_rows
+    from .bench import parse_threads, run_bench, summary_rows
 
-    result = run_bench(bundle, backend=backend, where=where, runs=runs, prompt_tokens=prompt_tokens,
-                       new_tokens=new_tokens, chromium=chromium, dawn_flags=tuple(dawn_flag))
+    counts = parse_threads(threads, backend)
+    results = [run_bench(bundle, backend=backend, where=where, runs=runs, prompt_tokens=prompt_tokens,
+                         new_tokens=new_tokens, chromium=chromium, dawn_flags=tuple(dawn_flag), threads=n)
+               for n in counts]
     if as_json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
         return
     from rich.table import Table
 
-    table = Table(title=f"llmpack bench: {bundle} (median of {result['runs']} runs)", show_header=False)
-    for what, value in summary_rows(result):
-        table.add_row(what, value)
-    Console().print(table)
+    for result in results:
+        table = Table(title=f"llmpack bench: {bundle} (median of {result['runs']} runs)", show_header=False)
+        for what, value in summary_rows(result):
+            table.add_row(what, value)
+        Console().print(table)
 
 
 def _register_subcommands() -> None:

@@ -23,6 +23,7 @@ const { values: o } = parseArgs({
     "dawn-flag": { type: "string", multiple: true, default: [] },
     "chromium-arg": { type: "string", multiple: true, default: [] },
     chromium: { type: "string" },
+    threads: { type: "string" },
   },
 });
 if (!o.bundle) {
@@ -51,6 +52,7 @@ try {
     promptTokens: count("prompt-tokens", 1),
     newTokens: count("new-tokens", 0),
     cacheDir,
+    threads: o.threads ? count("threads", 1) : undefined,
     dawnFlags: o.where === "node" && o["dawn-flag"].length ? [`enable-dawn-features=${o["dawn-flag"].join(",")}`] : undefined,
   });
   result.where = o.where;

@@ -42,10 +42,11 @@ function argmax(l) {
 }
 
 export async function run(args) {
-  const { runtimeUrl, bundleUrl, backend = "webgpu", runs = 3, promptTokens = 64, newTokens = 32, cacheDir, dawnFlags } = args;
+  const { runtimeUrl, bundleUrl, backend = "webgpu", runs = 3, promptTokens = 64, newTokens = 32, cacheDir, dawnFlags, threads } = args;
   const m = await import(runtimeUrl);
   const mem = memorySampler();
-  const choice = backend === "webgpu" && dawnFlags?.length ? () => new m.WebGpuBackend({ dawnFlags }) : backend;
+  const choice = backend === "webgpu" && dawnFlags?.length ? () => new m.WebGpuBackend({ dawnFlags })
+    : backend === "wasm" && threads ? () => new m.WasmBackend({ threads }) : backend;
   const open = async () => {
     const t0 = now();
     const engine = await m.createEngine(bundleUrl, { backend: choice, cacheDir });
@@ -86,6 +87,7 @@ export async function run(args) {
     backend: b.name,
     label: b.label ?? b.name,
     variant: b.variant ?? null,
+    threads: b.threads ?? null,
     adapter: b.adapter ?? null,
     model: engine.manifest.model.name,
     quantization: engine.manifest.quantization.scheme,

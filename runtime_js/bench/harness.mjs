@@ -30,6 +30,10 @@ export async function serveMounts(mounts) {
   const server = http.createServer((req, res) => {
     const urlPath = decodeURIComponent(new URL(req.url, "http://x").pathname);
     log.push(urlPath.slice(1));
+    // cross-origin isolated (as `llmpack serve`), so that the Wasm backend can use threads
+    res.setHeader("cross-origin-opener-policy", "same-origin");
+    res.setHeader("cross-origin-embedder-policy", "require-corp");
+    res.setHeader("cross-origin-resource-policy", "same-origin");
     if (urlPath === "/" || urlPath === "/index.html") {
       res.writeHead(200, { "content-type": "text/html" }).end('<!doctype html><link rel=icon href="data:,"><title>llmpack harness</title>');
       return;
