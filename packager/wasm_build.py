@@ -44,7 +44,7 @@ FORMATS = ["f32", "f16", "q8f16", "q4f16", "q4f32", "q3f16", "q2f16"]
 OP_SOURCES = ["embedding.c", "rmsnorm.c", "matmul.c", "rope.c", "kv_append.c", "attention.c",
               "attention_decode.c", "attention_combine.c", "silu_mul.c", "add.c",
               "mathf.c", "formats.c", "runner.c"]
-MATMUL_TILE = 16  # tokens per x tile in wasm/matmul.c (its stack use)
+MATMUL_TILE, MATMUL_RB = 16, 4  # tokens per x tile, rows per f32 tile in wasm/matmul.c (its stack use)
 MAX_MEMORY = 65535 * 65536  # wasm32: 4 GiB less one page (the largest max zig's linker takes)
 LINK_STACK = 64 << 10  # the module's own stack; the runtime gives every thread a larger one
 
@@ -158,8 +158,9 @@ def kernel_table(manifest: dict, plan: dict) -> tuple[dict, list[str], list[np.n
         if spec.template in ("matmul", "matvec", "embedding"):
             max_k = max(max_k, int(spec.consts["K"]))
         kernels[name] = {"op": _op(spec.template), "consts": [int(v) for v in _consts(spec, rope_offset)]}
-    # per-thread stack: matmul's x tile (TILE x K prepped + group sums) and a margin
-    stack = MATMUL_TILE * 4 * (max_k + max_k // 8 + 8) + (128 << 10)
+    # per-thread stack: matmul's x tile (TILE x K prepped + group sums), its f32 row tile
+    # (RB x K) and a margin
+    stack = 4 * (MATMUL_TILE * (max_k + max_k // 8 + 8) + MATMUL_RB * max_k) + (128 << 10)
     stack = -(-stack // 65536) * 65536
     table = {"format": WASM_FORMAT, "version": WASM_VERSION, "ops": OPS, "formats": FORMATS,
              "stack_bytes": stack, "kernels": kernels}

@@ -40,4 +40,4 @@ static void row_values(const wmat *w, uint32_t row, float *out) {
   }
 }
 
-const wformat FORMAT_F16 = {8, prep, dot, row_values};
+const wformat FORMAT_F16 = {8, prep, dot, row_values, row_values};

@@ -33,4 +33,4 @@ static void row_values(const wmat *w, uint32_t row, float *out) {
   __builtin_memcpy(out, (const float *)w->p[0] + (size_t)row * w->K, w->K * sizeof(float));
 }
 
-const wformat FORMAT_F32 = {8, prep, dot, row_values};
+const wformat FORMAT_F32 = {8, prep, dot, row_values, row_values};

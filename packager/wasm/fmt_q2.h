@@ -62,6 +62,21 @@ INLINE float dot_mins_f16(const uint16_t *m, const float *s, uint32_t n) {
   }                                                                                         \
   for (uint32_t t = 0; t < T; t++) out[t] = hsum(acc[t]) + dot_mins_f16(mn, xs[t], G);
 
+/* Row dequantized in prep order (planes), PLANE(g, s) as for the dot. */
+#define Q2_DEQ_BODY(PLANE)                                                                  \
+  uint32_t G = w->K / 64;                                                                   \
+  const uint16_t *sc = (const uint16_t *)w->p[SCALES] + (size_t)row * G;                    \
+  const uint16_t *mn = (const uint16_t *)w->p[SCALES + 1] + (size_t)row * G;                \
+  for (uint32_t g = 0; g < G; g++) {                                                        \
+    v128_t sv = wasm_f32x4_splat(f16_to_f32(sc[g])), mv = wasm_f32x4_splat(f16_to_f32(mn[g])); \
+    for (uint32_t s = 0; s < 4; s++) {                                                      \
+      v128_t c[4];                                                                          \
+      u8x16_to_f32_q2(PLANE(g, s), c);                                                      \
+      for (int i = 0; i < 4; i++)                                                           \
+        wasm_v128_store(out + 64 * g + 16 * s + 4 * i, wasm_f32x4_add(wasm_f32x4_mul(c[i], sv), mv)); \
+    }                                                                                       \
+  }
+
 INLINE uint32_t q2_low(const wmat *w, uint32_t row, uint32_t c) {
   const uint32_t *q = (const uint32_t *)w->p[0] + (size_t)row * (w->K / 16);
   return (q[c / 16] >> (2 * (c % 16))) & 3u;

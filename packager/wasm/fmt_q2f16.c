@@ -28,4 +28,11 @@ static void row_values(const wmat *w, uint32_t row, float *out) {
     out[c] = (float)q2_low(w, row, c) * f16_to_f32(sc[c / 64]) + f16_to_f32(mn[c / 64]);
 }
 
-const wformat FORMAT_Q2F16 = {64, q2_prep, dot, row_values};
+static void deq(const wmat *w, uint32_t row, float *out) {
+  const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * (w->K / 4);
+#define PLANE(g, s) wasm_v128_and(wasm_u8x16_shr(wasm_v128_load(q + 16 * (g)), 2 * (s)), wasm_i8x16_splat(3))
+  Q2_DEQ_BODY(PLANE)
+#undef PLANE
+}
+
+const wformat FORMAT_Q2F16 = {64, q2_prep, dot, row_values, deq};

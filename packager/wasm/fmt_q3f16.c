@@ -49,4 +49,12 @@ static void row_values(const wmat *w, uint32_t row, float *out) {
   }
 }
 
-const wformat FORMAT_Q3F16 = {64, q2_prep, dot, row_values};
+static void deq(const wmat *w, uint32_t row, float *out) {
+  const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * (w->K / 4);
+  const uint8_t *qh = (const uint8_t *)w->p[1] + (size_t)row * (w->K / 8);
+#define PLANE(g, s) plane(wasm_v128_load(q + 16 * (g)), high_nibbles(qh + 8 * (g)), s)
+  Q2_DEQ_BODY(PLANE)
+#undef PLANE
+}
+
+const wformat FORMAT_Q3F16 = {64, q2_prep, dot, row_values, deq};

@@ -64,6 +64,19 @@ INLINE float dot_tail(const float *m, const float *s, uint32_t n) {
   }                                                                                         \
   for (uint32_t t = 0; t < T; t++) out[t] = hsum(acc[t]) + MIN_DOT(xs[t], G);
 
+/* Row dequantized in prep order: per group [even codes, odd codes] * scale + min. */
+#define Q4_DEQ_BODY(SCALE, MIN)                                                             \
+  const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * (w->K / 2);                   \
+  for (uint32_t g = 0; g < w->K / 32; g++) {                                                \
+    v128_t v = wasm_v128_load(q + 16 * g);                                                  \
+    v128_t c[8];                                                                            \
+    u8x16_to_f32(wasm_v128_and(v, wasm_i8x16_splat(0x0f)), c);                              \
+    u8x16_to_f32(wasm_u8x16_shr(v, 4), c + 4);                                              \
+    v128_t s = wasm_f32x4_splat(SCALE(g)), m = wasm_f32x4_splat(MIN(g));                    \
+    for (int i = 0; i < 8; i++)                                                             \
+      wasm_v128_store(out + 32 * g + 4 * i, wasm_f32x4_add(wasm_f32x4_mul(c[i], s), m));    \
+  }
+
 INLINE float q4_code(const wmat *w, uint32_t row, uint32_t c) {
   const uint32_t *q = (const uint32_t *)w->p[0] + (size_t)row * (w->K / 8);
   return (float)((q[c / 8] >> (4 * (c % 8))) & 15u);

@@ -18,9 +18,10 @@ INLINE float dot_f16_mins(const uint16_t *m, const float *s, uint32_t n) {
 
 INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out,
                   uint32_t T) {
-  const uint16_t *sc = (const uint16_t *)w->p[1] + (size_t)row * (w->K / 32);
+  float sc[w->K / 32];
+  f16_to_f32_n((const uint16_t *)w->p[1] + (size_t)row * (w->K / 32), w->K / 32, sc);
   const uint16_t *mn = (const uint16_t *)w->p[2] + (size_t)row * (w->K / 32);
-#define SCALE(g) f16_to_f32(sc[g])
+#define SCALE(g) sc[g]
 #define MIN_DOT(x, n) dot_f16_mins(mn, x, n)
   Q4_DOT_BODY(SCALE, MIN_DOT)
 #undef SCALE
@@ -42,4 +43,14 @@ static void row_values(const wmat *w, uint32_t row, float *out) {
   for (uint32_t c = 0; c < w->K; c++) out[c] = q4_code(w, row, c) * f16_to_f32(sc[c / 32]) + f16_to_f32(mn[c / 32]);
 }
 
-const wformat FORMAT_Q4F16 = {32, q4_prep, dot, row_values};
+static void deq(const wmat *w, uint32_t row, float *out) {
+  const uint16_t *sc = (const uint16_t *)w->p[1] + (size_t)row * (w->K / 32);
+  const uint16_t *mn = (const uint16_t *)w->p[2] + (size_t)row * (w->K / 32);
+#define SCALE(g) f16_to_f32(sc[(g)])
+#define MIN(g) f16_to_f32(mn[(g)])
+  Q4_DEQ_BODY(SCALE, MIN)
+#undef SCALE
+#undef MIN
+}
+
+const wformat FORMAT_Q4F16 = {32, q4_prep, dot, row_values, deq};

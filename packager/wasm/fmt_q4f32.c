@@ -27,4 +27,14 @@ static void row_values(const wmat *w, uint32_t row, float *out) {
   for (uint32_t c = 0; c < w->K; c++) out[c] = q4_code(w, row, c) * sc[c / 32] + mn[c / 32];
 }
 
-const wformat FORMAT_Q4F32 = {32, q4_prep, dot, row_values};
+static void deq(const wmat *w, uint32_t row, float *out) {
+  const float *sc = (const float *)w->p[1] + (size_t)row * (w->K / 32);
+  const float *mn = (const float *)w->p[2] + (size_t)row * (w->K / 32);
+#define SCALE(g) sc[(g)]
+#define MIN(g) mn[(g)]
+  Q4_DEQ_BODY(SCALE, MIN)
+#undef SCALE
+#undef MIN
+}
+
+const wformat FORMAT_Q4F32 = {32, q4_prep, dot, row_values, deq};

@@ -21,13 +21,15 @@ INLINE void codes(const uint8_t *q, v128_t c[8]) {
 
 INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, float *out, uint32_t T) {
   const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * w->K;
-  const uint16_t *sc = (const uint16_t *)w->p[1] + (size_t)row * (w->K / 32);
+  uint32_t G = w->K / 32;
+  float sc[G];
+  f16_to_f32_n((const uint16_t *)w->p[1] + (size_t)row * G, G, sc);
   v128_t acc[MAXT];
   for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);
-  for (uint32_t g = 0; g < w->K / 32; g++) {
+  for (uint32_t g = 0; g < G; g++) {
     v128_t c[8];
     codes(q + 32 * g, c);
-    v128_t s = wasm_f32x4_splat(f16_to_f32(sc[g]));
+    v128_t s = wasm_f32x4_splat(sc[g]);
     for (uint32_t t = 0; t < T; t++) {
       const float *x = xp[t] + 32 * g;
       v128_t p0 = wasm_f32x4_add(wasm_f32x4_mul(c[0], wasm_v128_load(x)), wasm_f32x4_mul(c[1], wasm_v128_load(x + 4)));
@@ -57,4 +59,15 @@ static void row_values(const wmat *w, uint32_t row, float *out) {
   for (uint32_t c = 0; c < w->K; c++) out[c] = (float)((int)q[c] - 128) * f16_to_f32(sc[c / 32]);
 }
 
-const wformat FORMAT_Q8F16 = {32, prep, dot, row_values};
+static void deq(const wmat *w, uint32_t row, float *out) {
+  const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * w->K;
+  const uint16_t *sc = (const uint16_t *)w->p[1] + (size_t)row * (w->K / 32);
+  for (uint32_t g = 0; g < w->K / 32; g++) {
+    v128_t c[8];
+    codes(q + 32 * g, c);
+    v128_t s = wasm_f32x4_splat(f16_to_f32(sc[g]));
+    for (int i = 0; i < 8; i++) wasm_v128_store(out + 32 * g + 4 * i, wasm_f32x4_mul(c[i], s));
+  }
+}
+
+const wformat FORMAT_Q8F16 = {32, prep, dot, row_values, deq};

@@ -75,8 +75,10 @@ typedef struct {
   void (*prep)(const float *x, uint32_t K, float *xp, float *xs);
   /* out[t] = sum_k W[row, k] x_t[k] for t < T (1..MAXT), from prepped xp[t], xs[t]. */
   void (*dot)(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out, uint32_t T);
-  /* out[0..K) = row `row`, dequantized. */
+  /* out[0..K) = row `row`, dequantized (natural column order; the embedding). */
   void (*row)(const wmat *w, uint32_t row, float *out);
+  /* out[0..K) = row `row`, dequantized in the order of `prep` (matmul's prefill tiles). */
+  void (*deq)(const wmat *w, uint32_t row, float *out);
 } wformat;
 
 /* NULL for formats this module was built without (see packager/wasm_build.py). */
@@ -118,6 +120,18 @@ INLINE void f16x8_to_f32(v128_t h, v128_t *lo, v128_t *hi) {
   mb = wasm_v128_bitselect(wasm_v128_or(inf32, wasm_i32x4_shl(eb, 13)), mb, wasm_u32x4_ge(eb, inf16));
   *lo = wasm_v128_or(ma, wasm_i32x4_shl(wasm_v128_xor(a, ea), 16));
   *hi = wasm_v128_or(mb, wasm_i32x4_shl(wasm_v128_xor(b, eb), 16));
+}
+
+/* out[i] = f16 h[i] for i < n (any n; reads h in blocks of 8 while they fit) */
+INLINE void f16_to_f32_n(const uint16_t *h, uint32_t n, float *out) {
+  uint32_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    v128_t lo, hi;
+    f16x8_to_f32(wasm_v128_load(h + i), &lo, &hi);
+    wasm_v128_store(out + i, lo);
+    wasm_v128_store(out + i + 4, hi);
+  }
+  for (; i < n; i++) out[i] = f16_to_f32(h[i]);
 }
 
 INLINE float hsum(v128_t v) {

@@ -3,13 +3,61 @@
  * kernels both map here).
  * args: consts [format, K, N] | uniforms [seq_len, row0, rows] | wg[3] |
  *       pointers [x f32[seq, K], y f32[seq, N], weight parts ...]
- * Threads take contiguous runs of rows. Tokens go in tiles of up to TILE: each
- * token's x is prepped once per tile (the format's code order and group sums); then
- * every row of the thread's run is dotted with MAXT tokens at a time, so the row's
- * codes are unpacked once per MAXT tokens and stay in L1 across the tile. */
+ * Threads take contiguous runs of rows. Tokens go in tiles of up to TILE, each token's
+ * x prepped once per tile (into the order the format's codes unpack in, plus group
+ * sums). Then, per run of rows:
+ * - few tokens (decode): the format's fused dot, MAXT tokens at a time, so that a row's
+ *   codes are unpacked once per MAXT tokens;
+ * - GEMM_MIN tokens and more (prefill): RB rows are dequantized to f32 once per tile
+ *   and multiplied with the tile's x by a 4 x 2 register-blocked f32 kernel. */
 #include "llmpack.h"
 
 #define TILE 16u
+#define RB 4u
+#define GEMM_MIN 8u
+
+/* y[t, col0 + r] for r < RB, t < 2: four dequantized rows (w, stride K) by two x rows */
+static void kernel_4x2(const float *w, const float *x0, const float *x1, uint32_t K, float *y0, float *y1) {
+  v128_t a00 = wasm_f32x4_splat(0.0f), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+  const float *w0 = w, *w1 = w + K, *w2 = w + 2 * K, *w3 = w + 3 * K;
+  for (uint32_t k = 0; k < K; k += 4) {
+    v128_t u = wasm_v128_load(x0 + k), v = wasm_v128_load(x1 + k);
+    v128_t b = wasm_v128_load(w0 + k);
+    a00 = wasm_f32x4_add(a00, wasm_f32x4_mul(b, u));
+    a01 = wasm_f32x4_add(a01, wasm_f32x4_mul(b, v));
+    b = wasm_v128_load(w1 + k);
+    a10 = wasm_f32x4_add(a10, wasm_f32x4_mul(b, u));
+    a11 = wasm_f32x4_add(a11, wasm_f32x4_mul(b, v));
+    b = wasm_v128_load(w2 + k);
+    a20 = wasm_f32x4_add(a20, wasm_f32x4_mul(b, u));
+    a21 = wasm_f32x4_add(a21, wasm_f32x4_mul(b, v));
+    b = wasm_v128_load(w3 + k);
+    a30 = wasm_f32x4_add(a30, wasm_f32x4_mul(b, u));
+    a31 = wasm_f32x4_add(a31, wasm_f32x4_mul(b, v));
+  }
+  y0[0] = hsum(a00), y0[1] = hsum(a10), y0[2] = hsum(a20), y0[3] = hsum(a30);
+  y1[0] = hsum(a01), y1[1] = hsum(a11), y1[2] = hsum(a21), y1[3] = hsum(a31);
+}
+
+/* the tile's tt tokens (prepped x, stride K) times rows [r, r + nr) of W */
+static void gemm_rows(const wformat *f, const wmat *w, uint32_t r, uint32_t nr, const float *xp, uint32_t tt,
+                      float *wt, float *y, uint32_t N) {
+  uint32_t K = w->K;
+  for (uint32_t i = 0; i < nr; i++) f->deq(w, r + i, wt + (size_t)i * K);
+  uint32_t t = 0;
+  if (nr == RB) {
+    float o0[RB], o1[RB];
+    for (; t + 2 <= tt; t += 2) {
+      kernel_4x2(wt, xp + (size_t)t * K, xp + (size_t)(t + 1) * K, K, o0, o1);
+      for (uint32_t i = 0; i < RB; i++) {
+        y[(size_t)t * N + r + i] = o0[i];
+        y[(size_t)(t + 1) * N + r + i] = o1[i];
+      }
+    }
+  }
+  for (; t < tt; t++)
+    for (uint32_t i = 0; i < nr; i++) y[(size_t)t * N + r + i] = dot_f32(wt + (size_t)i * K, xp + (size_t)t * K, K);
+}
 
 void op_matmul(const uint32_t *a, uint32_t tid, uint32_t nt) {
   const wformat *f = weight_format(a[0]);
@@ -22,11 +70,18 @@ void op_matmul(const uint32_t *a, uint32_t tid, uint32_t nt) {
   if (rb >= re || seq == 0) return;
   uint32_t G = K / f->group;
   uint32_t tile = seq < TILE ? seq : TILE;
+  int gemm = seq >= GEMM_MIN;
   float xp[tile * K] __attribute__((aligned(16)));
   float xs[tile * G + 4] __attribute__((aligned(16)));
+  float wt[gemm ? RB * K : 4] __attribute__((aligned(16)));
   for (uint32_t t0 = 0; t0 < seq; t0 += tile) {
     uint32_t tt = seq - t0 < tile ? seq - t0 : tile;
     for (uint32_t t = 0; t < tt; t++) f->prep(x + (size_t)(t0 + t) * K, K, xp + (size_t)t * K, xs + t * G);
+    float *yt = y + (size_t)t0 * N + row0;
+    if (gemm) {
+      for (uint32_t r = rb; r < re; r += RB) gemm_rows(f, &w, r, re - r < RB ? re - r : RB, xp, tt, wt, yt, N);
+      continue;
+    }
     for (uint32_t r = rb; r < re; r++) {
       for (uint32_t q0 = 0; q0 < tt; q0 += MAXT) {
         uint32_t T = tt - q0 < MAXT ? tt - q0 : MAXT;
@@ -37,7 +92,7 @@ void op_matmul(const uint32_t *a, uint32_t tid, uint32_t nt) {
           xst[t] = xs + (q0 + t) * G;
         }
         f->dot(&w, r, xpt, xst, out, T);
-        for (uint32_t t = 0; t < T; t++) y[(size_t)(t0 + q0 + t) * N + row0 + r] = out[t];
+        for (uint32_t t = 0; t < T; t++) yt[(size_t)(q0 + t) * N + r] = out[t];
       }
     }
   }
