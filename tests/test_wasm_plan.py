@@ -38,7 +38,7 @@ def tiny_bundle(tiny_llama, tmp_path_factory):
         key = (variant, quant, tuple(sorted(kw.items())))
         if key not in cache:
             out = tmp_path_factory.mktemp("wasm") / f"tiny-{variant}-{quant}"
-            package_model(tiny_llama(variant), out, quant=quant, **kw)
+            package_model(tiny_llama(variant), out, quant=quant, quantizer="rtn", **kw)  # rtn: fast
             cache[key] = out
         return cache[key]
 
