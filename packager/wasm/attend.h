@@ -2,8 +2,8 @@
  * shared core of attention.c and attention_decode.c.
  *   scores s_j = qs . k_j (qs already scaled), j in [j0, j1)
  *   m = max_j s_j, l = sum_j e^(s_j - m), acc[d] = sum_j e^(s_j - m) v_j[d]
- * Keys go in blocks of BLOCK: scores of a block, its max, then the running m, l and
- * acc are rescaled once per block. k and v point at kv head 0 of cache row 0 of the
+ * Keys go in blocks of BLOCK: scores of a block (four keys at a time), its max, then
+ * the running m, l and acc are rescaled once per block. k and v point at kv head 0 of cache row 0 of the
  * head's cache; rows are `stride` floats apart. */
 #ifndef ATTEND_H
 #define ATTEND_H
@@ -12,6 +12,51 @@
 #define BLOCK 64u
 #define NEG_BIG (-3.0e38f)
 
+/* [a.b0, a.b1, a.b2, a.b3] for four partial-sum vectors s0..s3 (a transposed hsum) */
+INLINE v128_t hsum4(v128_t s0, v128_t s1, v128_t s2, v128_t s3) {
+  v128_t a = wasm_f32x4_add(wasm_i32x4_shuffle(s0, s1, 0, 4, 1, 5), wasm_i32x4_shuffle(s0, s1, 2, 6, 3, 7));
+  v128_t b = wasm_f32x4_add(wasm_i32x4_shuffle(s2, s3, 0, 4, 1, 5), wasm_i32x4_shuffle(s2, s3, 2, 6, 3, 7));
+  return wasm_f32x4_add(wasm_i32x4_shuffle(a, b, 0, 1, 4, 5), wasm_i32x4_shuffle(a, b, 2, 3, 6, 7));
+}
+
+/* s[j] = qs . k_j for j < n (keys four at a time, sharing the loads of qs) */
+INLINE void scores(const float *qs, const float *k, uint32_t stride, uint32_t HD, uint32_t n, float *s) {
+  uint32_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const float *k0 = k + (size_t)j * stride;
+    const float *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+    v128_t s0 = wasm_f32x4_splat(0.0f), s1 = s0, s2 = s0, s3 = s0;
+    for (uint32_t d = 0; d < HD; d += 4) {
+      v128_t q = wasm_v128_load(qs + d);
+      s0 = wasm_f32x4_add(s0, wasm_f32x4_mul(q, wasm_v128_load(k0 + d)));
+      s1 = wasm_f32x4_add(s1, wasm_f32x4_mul(q, wasm_v128_load(k1 + d)));
+      s2 = wasm_f32x4_add(s2, wasm_f32x4_mul(q, wasm_v128_load(k2 + d)));
+      s3 = wasm_f32x4_add(s3, wasm_f32x4_mul(q, wasm_v128_load(k3 + d)));
+    }
+    wasm_v128_store(s + j, hsum4(s0, s1, s2, s3));
+  }
+  for (; j < n; j++) s[j] = dot_f32(qs, k + (size_t)j * stride, HD);
+}
+
+/* acc[d] = alpha acc[d] + sum_j p[j] v_j[d]; dimensions 8 at a time, kept in registers
+ * over the block's keys */
+INLINE void accumulate(float *acc, float alpha, const float *p, const float *v, uint32_t stride, uint32_t HD,
+                       uint32_t n) {
+  v128_t av = wasm_f32x4_splat(alpha);
+  for (uint32_t d = 0; d < HD; d += 8) {
+    v128_t a0 = wasm_f32x4_mul(wasm_v128_load(acc + d), av);
+    v128_t a1 = wasm_f32x4_mul(wasm_v128_load(acc + d + 4), av);
+    const float *vr = v + d;
+    for (uint32_t j = 0; j < n; j++, vr += stride) {
+      v128_t pj = wasm_f32x4_splat(p[j]);
+      a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(pj, wasm_v128_load(vr)));
+      a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(pj, wasm_v128_load(vr + 4)));
+    }
+    wasm_v128_store(acc + d, a0);
+    wasm_v128_store(acc + d + 4, a1);
+  }
+}
+
 INLINE void attend(const float *qs, const float *k, const float *v, uint32_t stride, uint32_t HD, uint32_t j0,
                    uint32_t j1, float *acc, float *m_out, float *l_out) {
   float m = NEG_BIG, l = 0.0f;
@@ -19,11 +64,9 @@ INLINE void attend(const float *qs, const float *k, const float *v, uint32_t str
   for (uint32_t d = 0; d < HD; d += 4) wasm_v128_store(acc + d, wasm_f32x4_splat(0.0f));
   for (uint32_t jb = j0; jb < j1; jb += BLOCK) {
     uint32_t nb = j1 - jb < BLOCK ? j1 - jb : BLOCK;
+    scores(qs, k + (size_t)jb * stride, stride, HD, nb, s);
     float mb = NEG_BIG;
-    for (uint32_t j = 0; j < nb; j++) {
-      s[j] = dot_f32(qs, k + (size_t)(jb + j) * stride, HD);
-      mb = s[j] > mb ? s[j] : mb;
-    }
+    for (uint32_t j = 0; j < nb; j++) mb = s[j] > mb ? s[j] : mb;
     float m_new = mb > m ? mb : m;
     float alpha = exp_f32(m - m_new);
     v128_t mv = wasm_f32x4_splat(m_new);
@@ -41,14 +84,7 @@ INLINE void attend(const float *qs, const float *k, const float *v, uint32_t str
     }
     l = l * alpha + lb;
     m = m_new;
-    v128_t av = wasm_f32x4_splat(alpha);
-    for (uint32_t d = 0; d < HD; d += 4) wasm_v128_store(acc + d, wasm_f32x4_mul(wasm_v128_load(acc + d), av));
-    for (j = 0; j < nb; j++) {
-      const float *vr = v + (size_t)(jb + j) * stride;
-      v128_t p = wasm_f32x4_splat(s[j]);
-      for (uint32_t d = 0; d < HD; d += 4)
-        wasm_v128_store(acc + d, wasm_f32x4_add(wasm_v128_load(acc + d), wasm_f32x4_mul(p, wasm_v128_load(vr + d))));
-    }
+    accumulate(acc, alpha, s, v + (size_t)jb * stride, stride, HD, nb);
   }
   *m_out = m;
   *l_out = l;
