@@ -75,11 +75,18 @@ def compile_module(formats, rope_tables: list[np.ndarray], threads: bool) -> byt
         raise PackError(f"no Wasm kernels for weight format {unknown[0]!r}")
     mask = sum(1 << FORMATS.index(f) for f in formats)
     sources = OP_SOURCES + [f"fmt_{f}.c" for f in formats]
+    header = rope_header(rope_tables)
+    flags = [*BASE_FLAGS, *(THREAD_FLAGS if threads else []), f"-DLLMPACK_FORMATS={mask}u"]
+    key = hashlib.sha256(json.dumps([flags, sources, header]).encode())
+    for name in sorted(p.name for p in SRC_DIR.iterdir() if p.suffix in (".c", ".h")):
+        key.update(name.encode() + b"\0" + (SRC_DIR / name).read_bytes())
+    cached = _cache_dir() / f"{key.hexdigest()}.wasm" if _cache_dir() else None
+    if cached and cached.is_file():
+        return cached.read_bytes()
     with tempfile.TemporaryDirectory(prefix="llmpack-wasm-") as tmp:
-        (Path(tmp) / "rope_tables.h").write_text(rope_header(rope_tables))
+        (Path(tmp) / "rope_tables.h").write_text(header)
         out = Path(tmp) / "out.wasm"
-        cmd = [sys.executable, "-m", "ziglang", "cc", *BASE_FLAGS, *(THREAD_FLAGS if threads else []),
-               f"-DLLMPACK_FORMATS={mask}u", f"-I{tmp}", "-o", str(out), *sources]
+        cmd = [sys.executable, "-m", "ziglang", "cc", *flags, f"-I{tmp}", "-o", str(out), *sources]
         env = dict(os.environ)
         env.setdefault("ZIG_GLOBAL_CACHE_DIR", str(Path(tempfile.gettempdir()) / "llmpack-zig-cache"))
         try:
@@ -91,7 +98,26 @@ def compile_module(formats, rope_tables: list[np.ndarray], threads: bool) -> byt
             if "No module named ziglang" in msg:
                 msg = "the ziglang package is missing (pip install ziglang)"
             raise PackError(f"Wasm kernels failed to compile: {msg[-4000:]}")
-        return out.read_bytes()
+        wasm = out.read_bytes()
+    if cached:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            part = cached.with_suffix(f".{os.getpid()}.tmp")
+            part.write_bytes(wasm)
+            part.replace(cached)
+        except OSError:
+            pass  # a cache that cannot be written is no cache
+    return wasm
+
+
+def _cache_dir() -> Path | None:
+    """Compiled modules by content hash: $LLMPACK_WASM_CACHE ("" disables), else
+    $XDG_CACHE_HOME/llmpack/wasm or ~/.cache/llmpack/wasm."""
+    env = os.environ.get("LLMPACK_WASM_CACHE")
+    if env is not None:
+        return Path(env) if env else None
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "llmpack" / "wasm"
 
 
 # ---------------------------------------------------------------------------------------
