@@ -95,9 +95,12 @@ def finish_driver(proc: subprocess.Popen, timeout: float = 1800) -> dict:
 
 def run_drivers(jobs: list[tuple[str, Path, dict]], env: dict, tmp: Path) -> list[dict]:
     """Runs the drivers side by side (SwiftShader leaves a core idle); results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
     procs = [start_driver(where, bundle, spec, env, tmp) for where, bundle, spec in jobs]
     try:
-        return [finish_driver(p) for p in procs]
+        with ThreadPoolExecutor(len(procs)) as pool:
+            return list(pool.map(finish_driver, procs))
     finally:
         for p in procs:
             if p.poll() is None:

@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { startHarness } from "./harness.mjs";
+import { dawnToggles, startHarness } from "./harness.mjs";
 
 const { values: o } = parseArgs({
   options: {
@@ -37,11 +37,12 @@ const count = (name, min) => {
 };
 const job = path.join(path.dirname(fileURLToPath(import.meta.url)), "bench_job.mjs");
 const cacheDir = o.where === "node" ? mkdtempSync(path.join(os.tmpdir(), "llmpack-bench-cache-")) : undefined;
+const toggles = dawnToggles(o["dawn-flag"]);
 const h = await startHarness({
   bundleDir: o.bundle,
   where: o.where,
   chromium: o.chromium,
-  chromiumArgs: [...o["chromium-arg"], ...(o["dawn-flag"].length ? [`--enable-dawn-features=${o["dawn-flag"].join(",")}`] : [])],
+  chromiumArgs: [...o["chromium-arg"], ...toggles.chromium],
   onConsole: (line) => console.error(line),
 });
 try {
@@ -53,7 +54,7 @@ try {
     newTokens: count("new-tokens", 0),
     cacheDir,
     threads: o.threads ? count("threads", 1) : undefined,
-    dawnFlags: o.where === "node" && o["dawn-flag"].length ? [`enable-dawn-features=${o["dawn-flag"].join(",")}`] : undefined,
+    dawnFlags: o.where === "node" ? toggles.node : undefined,
   });
   result.where = o.where;
   result.runtime = o.where === "node" ? `node ${process.versions.node}` : await h.browserVersion();

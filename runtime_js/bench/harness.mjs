@@ -22,6 +22,19 @@ export const CHROMIUM_ARGS = [
   "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
 ];
 
+/**
+ * Dawn toggles (e.g. "disable_workgroup_init") as Node's Dawn options and as Chromium
+ * switches. Node needs allow_unsafe_apis for such toggles; Chromium's
+ * --enable-unsafe-webgpu grants it.
+ */
+export function dawnToggles(toggles = []) {
+  if (!toggles.length) return { node: undefined, chromium: [] };
+  return {
+    node: [`enable-dawn-features=allow_unsafe_apis,${toggles.join(",")}`],
+    chromium: [`--enable-dawn-features=${toggles.join(",")}`],
+  };
+}
+
 const TYPES = { ".js": "text/javascript", ".mjs": "text/javascript", ".json": "application/json", ".html": "text/html", ".map": "application/json", ".wgsl": "text/plain", ".wasm": "application/wasm" };
 
 /** Serves `mounts` ({"/prefix/": dir}) on 127.0.0.1; logs every request path (without the leading "/"). */

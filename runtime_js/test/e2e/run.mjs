@@ -10,17 +10,17 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { startHarness } from "../../bench/harness.mjs";
+import { dawnToggles, startHarness } from "../../bench/harness.mjs";
 
 const { values: o } = parseArgs({ options: { where: { type: "string", default: "node" }, bundle: { type: "string" }, spec: { type: "string" } } });
 const spec = JSON.parse(readFileSync(o.spec, "utf8"));
 const job = path.join(path.dirname(fileURLToPath(import.meta.url)), "greedy_job.mjs");
 const cacheDir = o.where === "node" ? mkdtempSync(path.join(os.tmpdir(), "llmpack-e2e-cache-")) : undefined;
-const flags = spec.dawnFlags ?? [];
+const toggles = dawnToggles(spec.dawnFlags ?? []);
 const h = await startHarness({
   bundleDir: o.bundle,
   where: o.where,
-  chromiumArgs: flags.length ? [`--enable-dawn-features=${flags.join(",")}`] : [],
+  chromiumArgs: toggles.chromium,
   onConsole: (line) => console.error(line),
 });
 const since = (n) => h.log.slice(n);
@@ -28,7 +28,7 @@ try {
   const args = {
     cacheDir,
     registryUrl: spec.registryUrl,
-    dawnFlags: o.where === "node" && flags.length ? [`enable-dawn-features=${flags.join(",")}`] : undefined,
+    dawnFlags: o.where === "node" ? toggles.node : undefined,
     ...(spec.model ? { bundleUrl: spec.model } : {}),
   };
   const first = await h.run(job, { ...args, cases: spec.cases, chat: spec.chat });
