@@ -28,6 +28,7 @@ from . import __version__
 from .calibrate import Calibrator
 from .checkpoint import Checkpoint, open_checkpoint
 from .compile import compile_artifacts
+from .wasm_build import build_wasm
 from .errors import PackError
 from .atomic_dir import swap_into_place
 from .llama import SUPPORTED_ARCHITECTURES, count_parameters, expected_tensors, normalize_config
@@ -236,14 +237,16 @@ def _memory(cfg: dict, plan_memory: dict, window: int) -> dict:
 
 
 def _add_compiled(tmp: Path, manifest: dict, window: int, limits: dict) -> None:
-    """Plan + kernels (validated by naga) into the bundle; requirements and memory into the manifest."""
+    """Plan, WGSL kernels (validated by naga) and the Wasm module into the bundle;
+    requirements and memory into the manifest."""
     files, requirements = compile_artifacts(manifest, context_window=window, **limits)
+    plan = json.loads(files["plan.json"])
+    files.update(build_wasm(manifest, plan))
     for rel, data in sorted(files.items()):
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp / rel).write_bytes(data)
         manifest["files"].append(_file_entry(tmp, rel))
     manifest["requirements"] = requirements
-    plan = json.loads(files["plan.json"])
     manifest["memory"] = _memory(manifest["model"]["config"], plan["variants"]["f32"]["memory"], window)
 
 
