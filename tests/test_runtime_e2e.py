@@ -172,6 +172,27 @@ def test_tiny_model_matches_reference(where, tiny_bundle, tiny_cases, js_env, tm
                     f"reload {result['reload']['load_ms']} ms, wall {result['wall_s']} s")
 
 
+def test_f16_bundle_picks_the_variant_the_device_can_run(tiny_llama, tiny_cases, js_env, tmp_path):
+    """A q4f16 bundle carries f16 and f32 kernels: the f16 ones where the adapter has
+    shader-f16, else the f32 ones (SwiftShader); either way the reference's tokens."""
+    from packager.bundle import package_model
+
+    bundle = tmp_path / "tiny-q4f16"
+    package_model(tiny_llama("gqa"), bundle, quant="q4f16", context_window=256)
+    plan = json.loads((bundle / "plan.json").read_text())
+    assert plan["variant_order"] == ["f16", "f32"]
+    case = tiny_cases[0]
+    expected = ReferenceModel(bundle).greedy(case["prompt_ids"], case["new_tokens"])
+    [result] = run_drivers([("node", bundle, {"cases": [{"prompt_ids": case["prompt_ids"], "new_tokens": case["new_tokens"]}]})],
+                           js_env, tmp_path)
+    first = result["first"]
+    assert first["label"] == f"WebGPU {first['variant']}" and first["variant"] in ("f16", "f32")
+    if first["variant"] == "f32":  # f32 arithmetic throughout: the reference's argmax exactly
+        assert first["cases"][0]["tokens"] == expected
+    else:  # f16 activations: the first tokens at least
+        assert first["cases"][0]["tokens"][:4] == expected[:4]
+
+
 def test_load_by_registry_id(tiny_bundle, tiny_cases, js_env, tmp_path):
     """Publish to a registry folder, serve it with `llmpack registry serve`, load by id."""
     reg = tmp_path / "registry"
