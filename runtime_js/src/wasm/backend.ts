@@ -120,7 +120,21 @@ export class WasmBackend implements Backend {
     const report = (text: string) => onProgress?.({ phase: "backend", bytesDone: 0, bytesTotal: 0, shard: -1, shards: manifest.shards.length, text });
 
     report(`Wasm: ${(layout.bytes / 2 ** 20).toFixed(0)} MiB of memory, ${threads} thread${threads > 1 ? "s" : ""}`);
-    const module = await WebAssembly.compile((await loader.fetchFile(info.file, signal)) as Uint8Array<ArrayBuffer>);
+    try {
+      await this.start(loader, info.file, threads, reason, opts);
+    } catch (e) {
+      this.unload();
+      throw e;
+    }
+    report(`${this.label}: ready`);
+  }
+
+  private async start(loader: BundleLoader, file: string, threads: number, reason: string, opts: BackendLoadOptions): Promise<void> {
+    const { signal, onProgress } = opts;
+    const plan = this.plan!;
+    const table = this.table!;
+    const layout = this.layout!;
+    const module = await WebAssembly.compile((await loader.fetchFile(file, signal)) as Uint8Array<ArrayBuffer>);
     try {
       this.memory = threads > 1
         ? new WebAssembly.Memory({ initial: layout.pages, maximum: layout.pages, shared: true })
@@ -150,7 +164,6 @@ export class WasmBackend implements Backend {
     );
     const out = plan.buffers[plan.outputs.logits];
     this.logits = new Float32Array(out.kind === "weight" ? 0 : out.elements);
-    report(`${this.label}: ready`);
   }
 
   private async step(entry: string, tokens: Int32Array, pastLen: number): Promise<void> {
