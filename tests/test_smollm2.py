@@ -33,7 +33,12 @@ def test_manifest_of_real_model(smollm2_bundle):
     assert m["model"]["config"]["num_hidden_layers"] == 30 and m["model"]["license"] == "apache-2.0"
     assert m["model"]["parameters"] == 134515008
     assert "<|im_start|>" in m["tokenizer"]["chat_template"]
-    assert 4.4 < m["quantization"]["bits_per_weight"] < 4.6
+    formats = {t["name"]: t["format"] for t in m["tensors"]}
+    assert formats["model.embed_tokens.weight"] == "q8f16"  # tied head: kept at 8 bits
+    assert formats["model.layers.0.mlp.down_proj.weight"] == "q4f16"
+    assert formats["model.norm.weight"] == "f32"
+    # 4.5 bits for the layers, 8.5 for the tied table (21 % of the weights)
+    assert 5.6 < m["quantization"]["bits_per_weight"] < 5.9
 
 
 def test_f32_bundle_greedy_equals_transformers(smollm2_bundle, smollm2_hf):
