@@ -59,13 +59,15 @@ export async function createEngine(bundleUrl: string | URL, opts: EngineOptions 
   const { signal, onProgress } = opts;
   let location = bundleUrl;
   let fetchFn = opts.fetch;
+  let manifestSha256: string | undefined;
   if (typeof bundleUrl === "string" && bundleUrl.startsWith(REGISTRY_SCHEME)) {
     if (!opts.registryUrl) throw new Error(`${bundleUrl}: pass {registryUrl} to createEngine to load a model by registry id`);
     const model = await resolveRegistryModel(bundleUrl, { registryUrl: opts.registryUrl, fetch: opts.fetch, signal });
     location = model.baseUrl;
     fetchFn = model.fetch ?? opts.fetch;
+    manifestSha256 = model.entry.manifest_sha256;
   }
-  const loader = await BundleLoader.open(location, { fetch: fetchFn, cache: opts.cache, cacheDir: opts.cacheDir, signal, onProgress });
+  const loader = await BundleLoader.open(location, { fetch: fetchFn, cache: opts.cache, cacheDir: opts.cacheDir, signal, onProgress, manifestSha256 });
   const m = loader.manifest;
   onProgress?.({ phase: "files", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: "loading the tokenizer" });
   const tokenizer = await BundleTokenizer.load(m, loader, signal);

@@ -92,6 +92,8 @@ export interface LoaderOptions {
   cacheDir?: string;
   signal?: AbortSignal;
   onProgress?: ProgressCallback;
+  /** sha256 (hex) the manifest.json bytes must have, e.g. from a registry's index */
+  manifestSha256?: string;
 }
 
 export interface LoadShardsOptions {
@@ -166,11 +168,26 @@ export class BundleLoader {
       throw new BundleFileError(`cannot fetch ${url}: ${message(e)}`, { cause: e });
     }
     if (!res.ok) throw new BundleFileError(`cannot fetch ${url}: HTTP ${res.status} ${res.statusText}`);
-    let json: unknown;
+    let raw: Uint8Array;
     try {
-      json = await res.json();
+      raw = new Uint8Array(await res.arrayBuffer());
     } catch (e) {
       if (opts.signal?.aborted) throw abortError(opts.signal);
+      throw new BundleFileError(`cannot read ${url}: ${message(e)}`, { cause: e });
+    }
+    // The manifest carries every shard's hash, so a registry's hash of the manifest makes
+    // the whole load verifiable from the index alone.
+    const want = opts.manifestSha256?.toLowerCase();
+    if (want !== undefined && bytesToHex(sha256(raw)) !== want) {
+      throw new BundleFileError(
+        `${url} has sha256 ${bytesToHex(sha256(raw)).slice(0, 16)}…, the registry says ${want.slice(0, 16)}…: ` +
+          "the copy on the server is damaged or was replaced (run `llmpack registry verify` on the registry)",
+      );
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(new TextDecoder().decode(raw));
+    } catch (e) {
       throw new BundleFileError(`${url} is not valid JSON: ${message(e)}`, { cause: e });
     }
     const manifest = parseManifest(json);

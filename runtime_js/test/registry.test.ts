@@ -6,7 +6,8 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { cpSync, mkdirSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { cpSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -27,11 +28,17 @@ function makeRegistry(bundle: FakeBundle): string {
     mkdirSync(dir, { recursive: true });
     cpSync(path.join(bundle.dir, "manifest.json"), path.join(dir, "manifest.json"));
     for (const f of bundle.manifest.files) cpSync(path.join(bundle.dir, f.path), path.join(dir, f.path));
-    versions[v] = { path: `models/tiny/${v}/`, manifest_sha256: "0".repeat(64) };
+    const sha = createHash("sha256").update(readFileSync(path.join(dir, "manifest.json"))).digest("hex");
+    versions[v] = { path: `models/tiny/${v}/`, manifest_sha256: sha };
   }
   for (const s of bundle.manifest.shards) cpSync(path.join(bundle.dir, s.file), path.join(root, s.file));
   writeFileSync(path.join(root, "index.json"), JSON.stringify({ format: "llmpack-registry", version: 1, models: { tiny: { latest: "2", versions } } }));
   return root;
+}
+
+/** Index entries of `root` */
+function indexOf(root: string) {
+  return JSON.parse(readFileSync(path.join(root, "index.json"), "utf8"));
 }
 
 /** The API's shape: GET /models/{id}; version files and shards under base_url. */
@@ -48,7 +55,8 @@ async function apiServer(root: string): Promise<TestServer & { close(): Promise<
         return;
       }
       const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-      const versions = ["2", "1"].map((v) => ({ version: v, latest: v === "2", base_url: `${base}/models/tiny/${v}/`, manifest_url: `${base}/models/tiny/${v}/manifest.json` }));
+      const entries = indexOf(root).models.tiny.versions;
+      const versions = ["2", "1"].map((v) => ({ ...entries[v], version: v, latest: v === "2", base_url: `${base}/models/tiny/${v}/`, manifest_url: `${base}/models/tiny/${v}/manifest.json` }));
       res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ id: "tiny", latest: "2", versions }));
       return;
     }
@@ -123,5 +131,29 @@ describe("registry ids", () => {
     assert.equal(statics.requestsFor("shards/"), bundle.manifest.shards.length);
     await assert.rejects(resolveRegistryModel("registry:nope", { registryUrl: statics.url }), /has no model "nope"/);
     await assert.rejects(resolveRegistryModel("registry:x", { registryUrl: `${statics.url}models/` }), /is not an llmpack registry/);
+  });
+
+  test("a manifest that does not hash to the registry's entry is refused before any shard", async () => {
+    const copy = tmpDir("llmpack-registry-tampered-");
+    cpSync(root, copy, { recursive: true });
+    const manifestPath = path.join(copy, "models", "tiny", "2", "manifest.json");
+    const m = JSON.parse(readFileSync(manifestPath, "utf8"));
+    m.generation = { ...m.generation, temperature: 2 };
+    writeFileSync(manifestPath, JSON.stringify(m));
+    for (const start of [serve, apiServer]) {
+      const host = await start(copy);
+      try {
+        await assert.rejects(
+          createEngine("registry:tiny@2", { registryUrl: host.url, backend: new FakeBackend(spell("x")), cache: null }),
+          /models\/tiny\/2\/manifest\.json has sha256 [0-9a-f]{16}…, the registry says [0-9a-f]{16}…/,
+        );
+        assert.equal(host.log.filter((p) => p.includes("shards/")).length, 0);
+        // the untouched version still loads from the same host
+        const engine = await createEngine("registry:tiny@1", { registryUrl: host.url, backend: new FakeBackend(spell("ok")), cache: null });
+        assert.equal((await engine.chat.completions.create({ messages: MESSAGES })).choices[0].message.content, "ok");
+      } finally {
+        await host.close();
+      }
+    }
   });
 });
