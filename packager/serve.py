@@ -206,7 +206,7 @@ def _registry_summary(entry: dict, base_url: str, registry: str) -> dict:
     """A registry version entry (docs/registry.md) in the shape of Bundle.summary."""
     return {
         "id": entry["id"], "version": entry.get("version"), "source": "registry", "registry": registry,
-        "url": base_url, "manifest_url": base_url + MANIFEST,
+        "url": base_url, "manifest_url": base_url + MANIFEST, "manifest_sha256": entry.get("manifest_sha256"),
         "name": entry.get("name") or entry["id"], "architecture": entry.get("architecture"),
         "parameters": entry.get("parameters"), "license": entry.get("license"),
         "quantization": entry.get("quantization"), "bytes": entry.get("total_bytes"),

@@ -5,6 +5,7 @@ headers), path confinement (every traversal variant, over raw HTTP through uvico
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -304,6 +305,7 @@ def test_registry_models_local_and_http(tree):
         assert m["shard_count"] == 2 and m["bytes"] > 0
         manifest = c.get(m["manifest_url"])
         assert manifest.status_code == 200 and manifest.headers["cross-origin-embedder-policy"] == "require-corp"
+        assert hashlib.sha256(manifest.content).hexdigest() == m["manifest_sha256"]  # the page checks it
         shard = manifest.json()["shards"][0]
         r = c.get(m["url"] + shard["file"], headers={"Range": "bytes=0-9"})
         assert r.status_code == 206 and r.headers["cache-control"] == IMMUTABLE

@@ -258,7 +258,11 @@ async function loadSelected() {
   const t0 = performance.now();
   try {
     const { createEngine } = await runtime();
-    const engine = await createEngine(model.url, { signal: ctl.signal, onProgress: progressReporter(model) });
+    const engine = await createEngine(model.url, {
+      signal: ctl.signal,
+      onProgress: progressReporter(model),
+      manifestSha256: model.manifest_sha256 ?? undefined,
+    });
     if (ctl.signal.aborted) {
       await engine.unload().catch(() => {});
       throw ctl.signal.reason ?? new DOMException("aborted", "AbortError");

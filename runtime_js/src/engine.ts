@@ -37,6 +37,8 @@ export interface EngineOptions {
   backend?: Backend | BackendFactory | string;
   /** root URL of an llmpack registry, for locations written `registry:ID[@VERSION]` */
   registryUrl?: string | URL;
+  /** sha256 (hex) the bundle's manifest.json must have (set from the index for registry ids) */
+  manifestSha256?: string;
   /** Node: directory of the shard cache (default ~/.cache/llmpack/shards) */
   cacheDir?: string;
   /** a custom persistent store, or null for none */
@@ -59,7 +61,7 @@ export async function createEngine(bundleUrl: string | URL, opts: EngineOptions 
   const { signal, onProgress } = opts;
   let location = bundleUrl;
   let fetchFn = opts.fetch;
-  let manifestSha256: string | undefined;
+  let manifestSha256 = opts.manifestSha256;
   if (typeof bundleUrl === "string" && bundleUrl.startsWith(REGISTRY_SCHEME)) {
     if (!opts.registryUrl) throw new Error(`${bundleUrl}: pass {registryUrl} to createEngine to load a model by registry id`);
     const model = await resolveRegistryModel(bundleUrl, { registryUrl: opts.registryUrl, fetch: opts.fetch, signal });
