@@ -6,7 +6,9 @@ static void prep(const float *x, uint32_t K, float *xp, float *xs) {
   __builtin_memcpy(xp, x, K * sizeof(float));
 }
 
-INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, float *out, uint32_t T) {
+INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out,
+                  uint32_t T) {
+  (void)xs;
   const float *r = (const float *)w->p[0] + (size_t)row * w->K;
   v128_t acc[MAXT];
   for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);
@@ -19,15 +21,7 @@ INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, float *ou
   for (uint32_t t = 0; t < T; t++) out[t] = hsum(acc[t]);
 }
 
-static void dot(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out, uint32_t T) {
-  (void)xs;
-  switch (T) {
-    case 4: dot_t(w, row, xp, out, 4); break;
-    case 3: dot_t(w, row, xp, out, 3); break;
-    case 2: dot_t(w, row, xp, out, 2); break;
-    default: dot_t(w, row, xp, out, 1); break;
-  }
-}
+DOT_BY_T(dot_t)
 
 static void row_values(const wmat *w, uint32_t row, float *out) {
   __builtin_memcpy(out, (const float *)w->p[0] + (size_t)row * w->K, w->K * sizeof(float));

@@ -30,14 +30,7 @@ INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, const flo
 #undef PLANE
 }
 
-static void dot(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out, uint32_t T) {
-  switch (T) {
-    case 4: dot_t(w, row, xp, xs, out, 4); break;
-    case 3: dot_t(w, row, xp, xs, out, 3); break;
-    case 2: dot_t(w, row, xp, xs, out, 2); break;
-    default: dot_t(w, row, xp, xs, out, 1); break;
-  }
-}
+DOT_BY_T(dot_t)
 
 static void row_values(const wmat *w, uint32_t row, float *out) {
   const uint32_t *qh = (const uint32_t *)w->p[1] + (size_t)row * (w->K / 32);

@@ -19,7 +19,9 @@ INLINE void codes(const uint8_t *q, v128_t c[8]) {
   }
 }
 
-INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, float *out, uint32_t T) {
+INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out,
+                  uint32_t T) {
+  (void)xs;
   const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * w->K;
   uint32_t G = w->K / 32;
   float sc[G];
@@ -43,15 +45,7 @@ INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, float *ou
   for (uint32_t t = 0; t < T; t++) out[t] = hsum(acc[t]);
 }
 
-static void dot(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out, uint32_t T) {
-  (void)xs;
-  switch (T) {
-    case 4: dot_t(w, row, xp, out, 4); break;
-    case 3: dot_t(w, row, xp, out, 3); break;
-    case 2: dot_t(w, row, xp, out, 2); break;
-    default: dot_t(w, row, xp, out, 1); break;
-  }
-}
+DOT_BY_T(dot_t)
 
 static void row_values(const wmat *w, uint32_t row, float *out) {
   const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * w->K;

@@ -67,6 +67,19 @@ typedef struct {
 /* Most tokens one dot call handles at once (their x vectors share the unpacked codes). */
 #define MAXT 4
 
+/* A format's `dot` from its always-inlined dot_t(w, row, xp, xs, out, T): one call per
+ * constant T, so the compiler unrolls each token loop. */
+#define DOT_BY_T(DOT_T)                                                                          \
+  static void dot(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, \
+                  float *out, uint32_t T) {                                                      \
+    switch (T) {                                                                                 \
+      case 4: DOT_T(w, row, xp, xs, out, 4); break;                                              \
+      case 3: DOT_T(w, row, xp, xs, out, 3); break;                                              \
+      case 2: DOT_T(w, row, xp, xs, out, 2); break;                                              \
+      default: DOT_T(w, row, xp, xs, out, 1); break;                                             \
+    }                                                                                            \
+  }
+
 typedef struct {
   /* values in a group (the unit of prep and dot) */
   uint32_t group;
