@@ -73,3 +73,22 @@ CHAT_PROMPTS = [
      {"role": "user", "content": "Write a haiku about the sea."}],
     [{"role": "user", "content": "List three uses of a paperclip."}],
 ]
+
+
+def hf_greedy(model, prompt, n):
+    """n greedy tokens from a transformers model after `prompt` (token ids), with its KV cache."""
+    import torch
+
+    ids, out, cache = torch.tensor([prompt]), [], None
+    with torch.no_grad():
+        for _ in range(n):
+            r = model(ids, past_key_values=cache, use_cache=True)
+            cache = r.past_key_values
+            tok = int(r.logits[0, -1].argmax())
+            out.append(tok)
+            ids = torch.tensor([[tok]])
+    return out
+
+
+def chat_ids(tok, messages):
+    return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CHAT_PROMPTS
+from conftest import CHAT_PROMPTS, chat_ids, hf_greedy
 from packager.reference import ReferenceModel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,24 +217,6 @@ def test_load_by_registry_id(tiny_bundle, tiny_cases, js_env, tmp_path):
 
 # ---------------------------------------------------------------------------------------
 # SmolLM2-135M-Instruct: the real model
-
-
-def hf_greedy(model, prompt, n):
-    import torch
-
-    ids, out, cache = torch.tensor([prompt]), [], None
-    with torch.no_grad():
-        for _ in range(n):
-            r = model(ids, past_key_values=cache, use_cache=True)
-            cache = r.past_key_values
-            tok = int(r.logits[0, -1].argmax())
-            out.append(tok)
-            ids = torch.tensor([[tok]])
-    return out
-
-
-def chat_ids(tok, messages):
-    return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
 
 
 def smollm2_e2e(bundle: Path, expected: list[list[int]], prompts: list[list[int]], env, tmp, request, name: str):

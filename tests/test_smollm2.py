@@ -3,28 +3,11 @@
 import numpy as np
 import pytest
 
-from conftest import CHAT_PROMPTS
+from conftest import CHAT_PROMPTS, chat_ids, hf_greedy
 from packager.reference import ReferenceModel
 
 pytestmark = pytest.mark.slow
 NEW_TOKENS = 32
-
-
-def hf_greedy(model, prompt, n):
-    import torch
-    ids, out, cache = torch.tensor([prompt]), [], None
-    with torch.no_grad():
-        for _ in range(n):
-            r = model(ids, past_key_values=cache, use_cache=True)
-            cache = r.past_key_values
-            tok = int(r.logits[0, -1].argmax())
-            out.append(tok)
-            ids = torch.tensor([[tok]])
-    return out
-
-
-def chat_ids(tok, messages):
-    return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
 
 
 def test_manifest_of_real_model(smollm2_bundle):
