@@ -222,7 +222,7 @@ ROPES = {
 
 def hf_inv_freq(rope, head_dim):
     """transformers' own inv_freq for the same configuration."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from transformers import LlamaConfig
 
     params = {"rope_type": rope["type"], "rope_theta": rope["theta"]}
