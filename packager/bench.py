@@ -24,6 +24,7 @@ RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime_js"
 BENCH_SCRIPT = RUNTIME_DIR / "bench" / "bench.mjs"
 SWIFTSHADER_ICD = Path("/usr/lib/chromium/vk_swiftshader_icd.json")
 WHERE = ("node", "chromium")
+BACKENDS = ("webgpu", "wasm")
 
 
 def runtime_env(swiftshader: bool = False) -> dict[str, str]:
@@ -49,6 +50,8 @@ def run_bench(bundle: Path, *, backend: str = "webgpu", where: str = "node", run
         raise PackError(f"{bundle} is not a bundle (no manifest.json)")
     if where not in WHERE:
         raise PackError(f"--where must be one of {', '.join(WHERE)}, not {where!r}")
+    if backend not in BACKENDS:
+        raise PackError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if runs < 1 or prompt_tokens < 1 or new_tokens < 0:
         raise PackError("--runs and --prompt-tokens must be at least 1, --new-tokens at least 0")
     node = shutil.which("node")

@@ -10,6 +10,8 @@ from .errors import PackError
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on host:port (port 0: any free port), or a one-line PackError."""
+    if not 0 <= port <= 65535:
+        raise PackError(f"--port {port} is not a TCP port; pass 1-65535 (or 0 for any free port)")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:

@@ -356,6 +356,9 @@ def test_port_in_use_and_bad_host():
         first.close()
     with pytest.raises(PackError, match="cannot resolve --host"):
         bind("no-such-host.invalid", 0)
+    for port in (-1, 65536, 99999):
+        with pytest.raises(PackError, match=rf"--port {port} is not a TCP port"):
+            bind("127.0.0.1", port)
     assert page_url("0.0.0.0", 80) == "http://127.0.0.1:80/" and page_url("::1", 8) == "http://[::1]:8/"
 
 
