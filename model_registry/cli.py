@@ -83,7 +83,7 @@ def _print_json(data) -> None:
 @registry_app.command()
 def publish(
     bundle: Path = typer.Argument(..., help="bundle folder written by `llmpack package`"),
-    to: Optional[str] = typer.Option(None, "--to", "-t", envvar=ENV, help=_REGISTRY_HELP, show_envvar=False),
+    to: Optional[str] = typer.Option(None, "--to", "-t", "--registry", "-r", envvar=ENV, help=_REGISTRY_HELP, show_envvar=False),
     model_id: Optional[str] = typer.Option(None, "--id", help="model id (default: the manifest's model name)"),
     version: Optional[str] = typer.Option(None, "--version", "-V",
                                           help="version name (default: next number, 1, 2, ...)"),
