@@ -15,7 +15,7 @@
  * module can run (SharedArrayBuffer: a cross-origin isolated page, a worker of one,
  * or Node), else one thread on the calling thread.
  */
-import { BackendUnsupportedError, type Backend, type BackendLoadOptions } from "../backend.js";
+import { BackendUnsupportedError, CallGuard, type Backend, type BackendLoadOptions } from "../backend.js";
 import type { BundleLoader, LoadStats } from "../loader.js";
 import type { Manifest } from "../manifest.js";
 import { type Plan, checkCall, parsePlan } from "../plan.js";
@@ -59,7 +59,7 @@ export class WasmBackend implements Backend {
   private programs = new Map<string, WasmProgram>();
   private vocab = 0;
   private logits: Float32Array | null = null;
-  private busy = false;
+  private readonly guard = new CallGuard("Wasm");
 
   constructor(private readonly opts: WasmBackendOptions = {}) {}
 
@@ -216,16 +216,6 @@ export class WasmBackend implements Backend {
 
   private async exclusive<T>(tokens: Int32Array, fn: () => Promise<T>): Promise<T> {
     if (!this.runner) throw new Error("the Wasm backend is not loaded");
-    if (this.busy) throw new Error("the Wasm backend runs one call at a time");
-    for (let i = 0; i < tokens.length; i++) {
-      const t = tokens[i];
-      if (!(t >= 0 && t < this.vocab)) throw new RangeError(`token id ${t} is outside the vocabulary (0..${this.vocab - 1})`);
-    }
-    this.busy = true;
-    try {
-      return await fn();
-    } finally {
-      this.busy = false;
-    }
+    return this.guard.run(tokens, this.vocab, fn);
   }
 }

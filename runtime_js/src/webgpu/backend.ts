@@ -6,7 +6,7 @@
  * bind groups. Run: prefill in chunks of the plan's prefill_chunk, decode one token
  * at a time; each call reads back the last token's logits (f32).
  */
-import { BackendUnsupportedError, type Backend, type BackendLoadOptions } from "../backend.js";
+import { BackendUnsupportedError, CallGuard, type Backend, type BackendLoadOptions } from "../backend.js";
 import type { BundleLoader, LoadStats } from "../loader.js";
 import type { Manifest } from "../manifest.js";
 import { type Plan, parsePlan, weightBlocks } from "../plan.js";
@@ -34,8 +34,7 @@ export class WebGpuBackend implements Backend {
   private device: GPUDevice | null = null;
   private executor: PlanExecutor | null = null;
   private vocab = 0;
-  private busy = false;
-  private readonly one = new Int32Array(1);
+  private readonly guard = new CallGuard("WebGPU");
 
   constructor(private readonly opts: WebGpuBackendOptions = {}) {}
 
@@ -102,8 +101,8 @@ export class WebGpuBackend implements Backend {
   }
 
   async decode(token: number, pos: number): Promise<Float32Array> {
-    this.one[0] = token;
-    return this.exclusive(async () => (await this.executor!.run("decode", this.one, pos, true))!, this.one);
+    const one = Int32Array.of(token);
+    return this.exclusive(async () => (await this.executor!.run("decode", one, pos, true))!, one);
   }
 
   reset(): void {
@@ -119,16 +118,6 @@ export class WebGpuBackend implements Backend {
 
   private async exclusive<T>(fn: () => Promise<T>, tokens: Int32Array): Promise<T> {
     if (!this.executor) throw new Error("the WebGPU backend is not loaded");
-    if (this.busy) throw new Error("the WebGPU backend runs one call at a time");
-    for (let i = 0; i < tokens.length; i++) {
-      const t = tokens[i];
-      if (!(t >= 0 && t < this.vocab)) throw new RangeError(`token id ${t} is outside the vocabulary (0..${this.vocab - 1})`);
-    }
-    this.busy = true;
-    try {
-      return await fn();
-    } finally {
-      this.busy = false;
-    }
+    return this.guard.run(tokens, this.vocab, fn);
   }
 }
