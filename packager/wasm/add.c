@@ -7,12 +7,8 @@ void op_add(const uint32_t *a, uint32_t tid, uint32_t nt) {
   uint32_t n = a[0];
   float *x = (float *)a[4];
   const float *y = (const float *)a[5];
-  if (n < SMALL_WORK) {
-    if (tid) return;
-    nt = 1;
-  }
   uint32_t b, e;
-  share(n, 64, tid, nt, &b, &e);
+  share_elements(n, 64, tid, nt, &b, &e);
   uint32_t i = b;
   for (; i + 4 <= e; i += 4) wasm_v128_store(x + i, wasm_f32x4_add(wasm_v128_load(x + i), wasm_v128_load(y + i)));
   for (; i < e; i++) x[i] += y[i];

@@ -178,6 +178,16 @@ INLINE void share(uint32_t n, uint32_t align, uint32_t tid, uint32_t nt, uint32_
 /* Element-wise ops below this many elements run on one thread (syncing costs more). */
 #define SMALL_WORK 4096u
 
+/* share() for an element-wise op: below SMALL_WORK thread 0 takes everything. */
+INLINE void share_elements(uint32_t n, uint32_t align, uint32_t tid, uint32_t nt, uint32_t *b, uint32_t *e) {
+  if (n < SMALL_WORK) {
+    *b = 0;
+    *e = tid ? 0 : n;
+    return;
+  }
+  share(n, align, tid, nt, b, e);
+}
+
 /* ---- math (mathf.c) -------------------------------------------------------------- */
 
 float exp_f32(float x);        /* e^x, rel. error < 2e-7 */

@@ -7,12 +7,8 @@ void op_silu_mul(const uint32_t *a, uint32_t tid, uint32_t nt) {
   uint32_t n = a[0];
   float *g = (float *)a[4];
   const float *u = (const float *)a[5];
-  if (n < SMALL_WORK) {
-    if (tid) return;
-    nt = 1;
-  }
   uint32_t b, e;
-  share(n, 64, tid, nt, &b, &e);
+  share_elements(n, 64, tid, nt, &b, &e);
   uint32_t i = b;
   const v128_t one = wasm_f32x4_splat(1.0f);
   for (; i + 4 <= e; i += 4) {
