@@ -16,11 +16,11 @@ import pytest
 from packager.compile import WEIGHT_PARTS, render
 from packager.gpu_executor import PipelineCache, request_device, run_kernel
 from packager.rope import rope_inv_freq
-from quantization.formats import FORMATS
+
+from kernel_refs import ROPES, SEQ_LENS, attention_ref, encode_weight, rel_err, rope_ref
 
 TOL = {"f32": 1e-5, "f16": 2e-3}
 ACT = {"f32": np.float32, "f16": np.float16}
-SEQ_LENS = (1, 7, 64, 300)
 VARIANTS = ("f32", "f16")
 
 
@@ -38,14 +38,6 @@ def need_variant(dev, variant):
         pytest.skip("adapter lacks shader-f16")
 
 
-def rel_err(got, ref):
-    got = np.asarray(got, np.float64)
-    ref = np.asarray(ref, np.float64)
-    assert got.shape == ref.shape
-    assert np.all(np.isfinite(got)), f"{np.sum(~np.isfinite(got))} unwritten / non-finite elements"
-    return float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-30))
-
-
 def act_arr(a, variant):
     """Round an array to the variant's activation type (returned as that numpy type)."""
     return np.asarray(a, np.float32).astype(ACT[variant])
@@ -57,10 +49,8 @@ def as_act(raw: np.ndarray, variant, shape):
 
 def weight_parts(fmt, w):
     """Encode w with the format; returns (binding -> array, dequantized float64 weights)."""
-    f = FORMATS[fmt]
-    parts = f.encode(w)
-    deq = f.decode(parts, w.shape).astype(np.float64)
-    return {8 + i: np.ascontiguousarray(parts[p]) for i, p in enumerate(WEIGHT_PARTS[fmt])}, deq
+    parts, deq = encode_weight(fmt, w)
+    return {8 + i: a for i, a in enumerate(parts)}, deq
 
 
 def row_block(parts: dict[int, np.ndarray], r0, r1):
@@ -212,14 +202,6 @@ def test_rmsnorm(gpu, variant):
 # ---------------------------------------------------------------------------------------
 # RoPE
 
-ROPES = {
-    "default": {"type": "default", "theta": 10000.0},
-    "linear": {"type": "linear", "theta": 10000.0, "factor": 4.0},
-    "llama3": {"type": "llama3", "theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
-}
-
-
 def hf_inv_freq(rope, head_dim):
     """transformers' own inv_freq for the same configuration."""
     pytest.importorskip("torch")
@@ -240,15 +222,6 @@ def test_rope_inv_freq_matches_transformers(kind):
     ours = rope_inv_freq(ROPES[kind], 64)
     theirs = hf_inv_freq(ROPES[kind], 64)
     np.testing.assert_allclose(ours, theirs, rtol=2e-7, atol=0)
-
-
-def rope_ref(x, pos, inv_freq):
-    """x [seq, heads, hd] float64; HF rotate_half convention; angle = f32 product."""
-    half = x.shape[-1] // 2
-    ang = (pos.astype(np.float32)[:, None] * inv_freq[None, :]).astype(np.float64)
-    c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
-    x1, x2 = x[..., :half], x[..., half:]
-    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -299,19 +272,6 @@ def test_kv_append(gpu, variant):
             want = old.copy()
             want[past: past + seq] = new
             np.testing.assert_array_equal(out[b].view(ACT[variant]).reshape(ctx, KVD), want)
-
-
-def attention_ref(q, kc, vc, past, nkv):
-    seq, nh, hd = q.shape
-    group = nh // nkv
-    out = np.zeros_like(q)
-    for t in range(seq):
-        n = past + t + 1
-        for h in range(nh):
-            s = kc[:n, h // group] @ q[t, h] / math.sqrt(hd)
-            p = np.exp(s - s.max())
-            out[t, h] = (p / p.sum()) @ vc[:n, h // group]
-    return out
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -15,21 +15,14 @@ import math
 import numpy as np
 import pytest
 
-from packager.compile import WEIGHT_PARTS
 from packager.rope import rope_inv_freq
 from packager.wasm_build import FORMATS, OPS, compile_module, f32_bits, heap_base
-from quantization.formats import FORMATS as QFORMATS
+
+from kernel_refs import ROPES, SEQ_LENS, attention_ref, encode_weight, rel_err, rope_ref
 
 wasmtime = pytest.importorskip("wasmtime")
 
 TOL = 1e-5
-SEQ_LENS = (1, 7, 64, 300)
-ROPES = {
-    "default": {"type": "default", "theta": 10000.0},
-    "linear": {"type": "linear", "theta": 10000.0, "factor": 4.0},
-    "llama3": {"type": "llama3", "theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
-}
 ROPE_HD = 64
 PAGE = 65536
 
@@ -82,21 +75,6 @@ def rope_offset(kind: str) -> int:
     return list(ROPES).index(kind) * (ROPE_HD // 2)
 
 
-def rel_err(got, ref):
-    got = np.asarray(got, np.float64)
-    ref = np.asarray(ref, np.float64)
-    assert got.shape == ref.shape
-    assert np.all(np.isfinite(got)), f"{np.sum(~np.isfinite(got))} unwritten / non-finite elements"
-    return float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-30))
-
-
-def weight_parts(fmt, w):
-    f = QFORMATS[fmt]
-    parts = f.encode(w)
-    deq = f.decode(parts, w.shape).astype(np.float64)
-    return [np.ascontiguousarray(parts[p]) for p in WEIGHT_PARTS[fmt]], deq
-
-
 def row_block(parts, r0, r1):
     return [np.ascontiguousarray(a.reshape(a.shape[0], -1)[r0:r1]) for a in parts]
 
@@ -110,7 +88,7 @@ def test_matmul(wk, fmt):
     rng = np.random.default_rng(FORMATS.index(fmt))
     K, N = 256, 200
     w = rng.normal(0, 1, (N, K)).astype(np.float32)
-    parts, deq = weight_parts(fmt, w)
+    parts, deq = encode_weight(fmt, w)
     for seq in SEQ_LENS:
         x = rng.normal(0, 1, (seq, K)).astype(np.float32)
         ref = x.astype(np.float64) @ deq.T
@@ -126,7 +104,7 @@ def test_matmul_row_blocks(wk, fmt):
     rng = np.random.default_rng(7)
     K, N, seq = 128, 328, 7
     w = rng.normal(0, 1, (N, K)).astype(np.float32)
-    parts, deq = weight_parts(fmt, w)
+    parts, deq = encode_weight(fmt, w)
     x = rng.normal(0, 1, (seq, K)).astype(np.float32)
     got = np.full((seq, N), np.nan)
     for r0, r1 in [(0, 128), (128, 256), (256, N)]:
@@ -144,7 +122,7 @@ def test_matmul_long_rows(wk, fmt):
     rng = np.random.default_rng(23)
     K, N = 4224, 40
     w = rng.normal(0, 1, (N, K)).astype(np.float32)
-    parts, deq = weight_parts(fmt, w)
+    parts, deq = encode_weight(fmt, w)
     for seq in (1, 7):
         x = rng.normal(0, 1, (seq, K)).astype(np.float32)
         out = wk.call("matmul", [FORMATS.index(fmt), K, N], [seq, 0, N], [1, 1, 1],
@@ -161,7 +139,7 @@ def test_embedding(wk, fmt):
     rng = np.random.default_rng(3)
     V, H = 200, 128
     w = rng.normal(0, 1, (V, H)).astype(np.float32)
-    parts, deq = weight_parts(fmt, w)
+    parts, deq = encode_weight(fmt, w)
     for seq in SEQ_LENS:
         tokens = rng.integers(0, V, seq).astype(np.uint32)
         out = wk.call("embedding", [FORMATS.index(fmt), H], [seq, 0, V], [1, seq, 1],
@@ -204,14 +182,6 @@ def test_rmsnorm(wk):
 # RoPE (default, linear, llama3 tables)
 
 
-def rope_ref(x, pos, inv_freq):
-    half = x.shape[-1] // 2
-    ang = (pos.astype(np.float32)[:, None] * inv_freq[None, :]).astype(np.float64)
-    c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
-    x1, x2 = x[..., :half], x[..., half:]
-    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
-
-
 @pytest.mark.parametrize("kind", list(ROPES))
 def test_rope(wk, kind):
     rng = np.random.default_rng(11)
@@ -247,19 +217,6 @@ def test_kv_append(wk):
             want = old.copy()
             want[past: past + seq] = new
             np.testing.assert_array_equal(out[b], want)
-
-
-def attention_ref(q, kc, vc, past, nkv):
-    seq, nh, hd = q.shape
-    group = nh // nkv
-    out = np.zeros_like(q)
-    for t in range(seq):
-        n = past + t + 1
-        for h in range(nh):
-            s = kc[:n, h // group] @ q[t, h] / math.sqrt(hd)
-            p = np.exp(s - s.max())
-            out[t, h] = (p / p.sum()) @ vc[:n, h // group]
-    return out
 
 
 @pytest.mark.parametrize("heads", [(4, 2, 64), (3, 1, 128), (2, 2, 16)], ids=["gqa", "mqa-hd128", "mha-hd16"])

@@ -1,0 +1,59 @@
+"""Numpy references and helpers shared by the WGSL kernel tests (test_kernels.py) and the
+Wasm kernel tests (test_wasm_kernels.py): the same sizes, the same oracles."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from packager.compile import WEIGHT_PARTS
+from quantization.formats import FORMATS
+
+SEQ_LENS = (1, 7, 64, 300)
+ROPES = {
+    "default": {"type": "default", "theta": 10000.0},
+    "linear": {"type": "linear", "theta": 10000.0, "factor": 4.0},
+    "llama3": {"type": "llama3", "theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+}
+
+
+def rel_err(got, ref):
+    """max |got - ref| / max |ref|; fails on any non-finite (unwritten, NaN-poisoned) element."""
+    got = np.asarray(got, np.float64)
+    ref = np.asarray(ref, np.float64)
+    assert got.shape == ref.shape
+    assert np.all(np.isfinite(got)), f"{np.sum(~np.isfinite(got))} unwritten / non-finite elements"
+    return float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-30))
+
+
+def encode_weight(fmt, w):
+    """w in the format: (its parts in kernel binding order, the dequantized float64 weights)."""
+    f = FORMATS[fmt]
+    parts = f.encode(w)
+    deq = f.decode(parts, w.shape).astype(np.float64)
+    return [np.ascontiguousarray(parts[p]) for p in WEIGHT_PARTS[fmt]], deq
+
+
+def rope_ref(x, pos, inv_freq):
+    """x [seq, heads, hd] float64; HF rotate_half convention; angle = f32 product."""
+    half = x.shape[-1] // 2
+    ang = (pos.astype(np.float32)[:, None] * inv_freq[None, :]).astype(np.float64)
+    c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+    x1, x2 = x[..., :half], x[..., half:]
+    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+
+
+def attention_ref(q, kc, vc, past, nkv):
+    """Causal grouped-query attention of q [seq, heads, hd] over the cache rows < past + t + 1."""
+    seq, nh, hd = q.shape
+    group = nh // nkv
+    out = np.zeros_like(q)
+    for t in range(seq):
+        n = past + t + 1
+        for h in range(nh):
+            s = kc[:n, h // group] @ q[t, h] / math.sqrt(hd)
+            p = np.exp(s - s.max())
+            out[t, h] = (p / p.sum()) @ vc[:n, h // group]
+    return out
