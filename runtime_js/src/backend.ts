@@ -98,25 +98,20 @@ const DEFAULT_ORDER = ["webgpu", "wasm"];
 export type BackendChoice = Backend | BackendFactory | string | undefined;
 
 /** The backends to try for a choice, in order: one, or every registered one for "auto". */
-export function backendCandidates(choice: BackendChoice): { name: string; create: BackendFactory }[] {
-  if (choice && typeof choice === "object") return [{ name: choice.name, create: () => choice }];
-  if (typeof choice === "function") return [{ name: "custom", create: choice }];
+export function backendCandidates(choice: BackendChoice): BackendFactory[] {
+  if (choice && typeof choice === "object") return [() => choice];
+  if (typeof choice === "function") return [choice];
   if (choice && choice !== "auto") {
     const factory = registry.get(choice);
     if (!factory) {
       const known = [...registry.keys()];
       throw new Error(`no backend named "${choice}" (available: ${known.join(", ") || "none"})`);
     }
-    return [{ name: choice, create: factory }];
+    return [factory];
   }
   const names = [...new Set([...DEFAULT_ORDER.filter((n) => registry.has(n)), ...registry.keys()])];
   if (!names.length) throw new Error("no backend is available; pass {backend} to createEngine");
-  return names.map((name) => ({ name, create: registry.get(name)! }));
-}
-
-/** The first backend of a choice (without loading it). */
-export async function resolveBackend(choice: BackendChoice): Promise<Backend> {
-  return backendCandidates(choice)[0].create();
+  return names.map((name) => registry.get(name)!);
 }
 
 /**
@@ -134,9 +129,9 @@ export async function loadBackend(
 ): Promise<Backend> {
   const candidates = backendCandidates(choice);
   const reasons: string[] = [];
-  for (const c of candidates) {
+  for (const create of candidates) {
     opts.signal?.throwIfAborted();
-    const backend = await c.create();
+    const backend = await create();
     opts.onTry?.(backend.name);
     try {
       await backend.load(manifest, loader, { signal: opts.signal, onProgress: opts.onProgress });

@@ -178,9 +178,10 @@ export class BundleLoader {
     // The manifest carries every shard's hash, so a registry's hash of the manifest makes
     // the whole load verifiable from the index alone.
     const want = opts.manifestSha256?.toLowerCase();
-    if (want !== undefined && bytesToHex(sha256(raw)) !== want) {
+    const got = want === undefined ? "" : bytesToHex(sha256(raw));
+    if (got !== (want ?? "")) {
       throw new BundleFileError(
-        `${url} has sha256 ${bytesToHex(sha256(raw)).slice(0, 16)}…, the registry says ${want.slice(0, 16)}…: ` +
+        `${url} has sha256 ${got.slice(0, 16)}…, the registry says ${want!.slice(0, 16)}…: ` +
           "the copy on the server is damaged or was replaced (run `llmpack registry verify` on the registry)",
       );
     }

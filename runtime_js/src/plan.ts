@@ -157,7 +157,19 @@ export function parsePlan(json: unknown, manifest?: Manifest): Plan {
       d.workgroups.forEach((w) => check(w, where));
     });
   }
+  const tokens = p.buffers[p.inputs.tokens];
+  const longest = Math.max(...Object.values(p.entries).map((e) => e.max_seq_len));
+  if (tokens.kind === "weight" || tokens.dtype !== "u32" || tokens.elements < longest) {
+    throw new PlanError(`plan.json: the tokens buffer must be a u32 array of at least ${longest} elements`);
+  }
+  const logits = p.buffers[p.outputs.logits];
+  if (logits.kind === "weight" || logits.dtype !== "f32") throw new PlanError("plan.json: the logits buffer must be an f32 array");
   return p;
+}
+
+/** The plan's logits buffer (parsePlan checked it is an f32 array). */
+export function logitsBuffer(plan: Plan): ArrayPlanBuffer {
+  return plan.buffers[plan.outputs.logits] as ArrayPlanBuffer;
 }
 
 export const align = (n: number, a = 16) => Math.ceil(n / a) * a;

@@ -18,7 +18,7 @@
 import { BackendUnsupportedError, CallGuard, type Backend, type BackendLoadOptions } from "../backend.js";
 import type { BundleLoader, LoadStats } from "../loader.js";
 import type { Manifest } from "../manifest.js";
-import { type Plan, checkCall, parsePlan } from "../plan.js";
+import { type Plan, checkCall, logitsBuffer, parsePlan } from "../plan.js";
 import { ceilingProblem, type MemoryLayout, planLayout } from "./layout.js";
 import { WasmProgram } from "./program.js";
 import { WASM_TABLE_FILE, type WasmTable, parseWasmTable } from "./table.js";
@@ -162,8 +162,7 @@ export class WasmBackend implements Backend {
       },
       { signal, onProgress, concurrency: this.opts.concurrency },
     );
-    const out = plan.buffers[plan.outputs.logits];
-    this.logits = new Float32Array(out.kind === "weight" ? 0 : out.elements);
+    this.logits = new Float32Array(logitsBuffer(plan).elements);
   }
 
   private async step(entry: string, tokens: Int32Array, pastLen: number): Promise<void> {

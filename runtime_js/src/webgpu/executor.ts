@@ -7,7 +7,7 @@
  * No per-model code: everything comes from plan.json.
  */
 import { BackendUnsupportedError } from "../backend.js";
-import { EntryProgram, type Plan, PlanError, bufferBytes, checkCall, planBytes } from "../plan.js";
+import { EntryProgram, type Plan, PlanError, bufferBytes, checkCall, logitsBuffer, planBytes } from "../plan.js";
 import { BufferUsage, MapMode } from "./gpu.js";
 import type { CompiledKernel } from "./kernels.js";
 
@@ -39,8 +39,7 @@ export class PlanExecutor {
     readonly variant: string,
   ) {
     this.tokenScratch = new Uint32Array(Math.max(...Object.values(plan.entries).map((e) => e.max_seq_len), 1));
-    const out = plan.buffers[plan.outputs.logits];
-    if (out.kind === "weight" || out.dtype !== "f32") throw new PlanError("the plan's logits buffer must be an f32 array");
+    const out = logitsBuffer(plan);
     this.logits = new Float32Array(out.elements);
     this.logitsBytes = out.elements * 4;
     device.lost.then((info) => {
