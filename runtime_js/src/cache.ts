@@ -12,6 +12,7 @@
  * were committed. Readers still re-hash what they read (disks and browser storage can
  * rot); the loader drops an entry that no longer matches.
  */
+import { isNode } from "./fetch.js";
 
 export interface CacheWriter {
   write(chunk: Uint8Array): Promise<void>;
@@ -28,8 +29,6 @@ export interface ShardCache {
   write(sha256: string, bytes: number): Promise<CacheWriter>;
   delete(sha256: string): Promise<void>;
 }
-
-const isNode = typeof process !== "undefined" && !!process.versions?.node;
 
 /**
  * The default store for this environment: the Cache API where it exists, a directory

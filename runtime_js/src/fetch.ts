@@ -6,7 +6,8 @@
 
 export type FetchLike = (url: string, init?: RequestInit) => Promise<Response>;
 
-const isNode = typeof process !== "undefined" && !!process.versions?.node;
+/** Running in Node (not a browser or a browser worker). */
+export const isNode = typeof process !== "undefined" && !!process.versions?.node;
 
 export const defaultFetch: FetchLike = (url, init) => {
   if (isNode && url.startsWith("file:")) return fetchFile(url, init);

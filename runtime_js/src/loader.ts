@@ -21,7 +21,7 @@
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { type CacheWriter, type ShardCache, openDefaultCache } from "./cache.js";
-import { type FetchLike, defaultFetch } from "./fetch.js";
+import { type FetchLike, defaultFetch, isNode } from "./fetch.js";
 import { ShardLayout } from "./layout.js";
 import { type FileRecord, type Manifest, parseManifest } from "./manifest.js";
 
@@ -118,7 +118,6 @@ export interface LoadStats {
   ms: number;
 }
 
-const isNode = typeof process !== "undefined" && !!process.versions?.node;
 
 /** Resolves a bundle location (folder URL, manifest URL, or in Node a path) to its folder URL. */
 export async function bundleBaseUrl(location: string | URL): Promise<URL> {

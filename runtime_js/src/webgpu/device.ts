@@ -7,6 +7,7 @@
  * device that cannot run the bundle correctly.
  */
 import { BackendUnsupportedError } from "../backend.js";
+import { isNode } from "../fetch.js";
 import type { Plan } from "../plan.js";
 import { getGpu } from "./gpu.js";
 
@@ -70,10 +71,9 @@ export async function openDevice(plan: Plan, opts: DeviceOptions = {}, extraLimi
     throw new BackendUnsupportedError(`requesting a WebGPU adapter failed: ${(e as Error).message}`);
   }
   if (!adapter) {
-    const node = typeof process !== "undefined" && !!process.versions?.node;
     throw new BackendUnsupportedError(
       "no WebGPU adapter is available" +
-        (node ? " (Dawn found no usable Vulkan/Metal/D3D driver; on Linux without a GPU set VK_ICD_FILENAMES to SwiftShader's ICD)" : ""),
+        (isNode ? " (Dawn found no usable Vulkan/Metal/D3D driver; on Linux without a GPU set VK_ICD_FILENAMES to SwiftShader's ICD)" : ""),
     );
   }
   const info = adapterInfo(adapter);

@@ -4,6 +4,7 @@
  * that nothing depends on the GPUBufferUsage / GPUMapMode globals (Node lacks them).
  */
 import { BackendUnsupportedError } from "../backend.js";
+import { isNode } from "../fetch.js";
 
 export const BufferUsage = {
   MAP_READ: 0x1,
@@ -16,7 +17,6 @@ export const BufferUsage = {
 export const ShaderStage = { COMPUTE: 0x4 } as const;
 export const MapMode = { READ: 0x1 } as const;
 
-const isNode = typeof process !== "undefined" && !!process.versions?.node;
 
 let nodeGpu: Promise<GPU> | null = null;
 
