@@ -40,7 +40,7 @@ def test_smollm2_greedy_on_wasm_matches_reference(smollm2_bundle, tmp_path):
     ids = Tokenizer.from_file(str(bundle / "tokenizer.json")).encode(PROMPT, add_special_tokens=False).ids
     expected = ReferenceModel(bundle, verify=False).greedy(ids, NEW_TOKENS)
     case = tmp_path / "case.json"
-    case.write_text(json.dumps({"bundle": str(bundle), "prompt_ids": ids, "new_tokens": NEW_TOKENS,
+    case.write_text(json.dumps({"bundle": str(bundle), "prompt": PROMPT, "prompt_ids": ids, "new_tokens": NEW_TOKENS,
                                 "expected": expected}))
 
     subprocess.run([node, "build.mjs"], cwd=RUNTIME, check=True, capture_output=True, timeout=300)

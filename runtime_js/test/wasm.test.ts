@@ -138,6 +138,7 @@ describe("Wasm backend: plan to commands", () => {
 
 interface Case {
   bundle: string;
+  prompt: string;
   prompt_ids: number[];
   new_tokens: number;
   expected: number[];
@@ -187,8 +188,9 @@ describe("Wasm backend: SmolLM2 q4f32 greedy tokens in Node", { skip: skipCase }
     const engine = await createEngine(c.bundle, { backend: "wasm", cache: null });
     try {
       assert.equal(engine.backend.name, "wasm");
-      const text = await engine.generate("The capital of France is", { max_tokens: 6, temperature: 0 });
-      assert.ok(text.length > 0);
+      assert.deepEqual(engine.tokenizer.encode(c.prompt), c.prompt_ids);
+      const text = await engine.generate(c.prompt, { max_tokens: 6, temperature: 0 });
+      assert.equal(text, engine.tokenizer.decode(c.expected.slice(0, 6)));
     } finally {
       await engine.unload();
     }
