@@ -53,7 +53,7 @@ export function checkModel(env, model) {
       level: "warn",
       title: "This browser has no WebGPU",
       text: "Models run fastest on the GPU through WebGPU (Chrome and Edge 113 or newer, Safari 26, Firefox 141 on " +
-        "Windows). Without it llmpack can only use its WebAssembly (CPU) backend, if this build has one, which " +
+        "Windows). Without it llmpack runs on the CPU through WebAssembly, which " +
         "is many times slower.",
     });
   } else if (!env.adapter) {
@@ -106,11 +106,13 @@ export function explainError(err, env, model) {
   const name = err?.name ?? "";
   if (name === "AbortError") return { title: "Cancelled", text: "Loading was cancelled." };
   if (/no backend (is available|named)/i.test(msg)) {
+    // the runtime lists each backend's reason: "... here (webgpu: ...; wasm: ...)"
+    const reasons = /\((.*)\)$/.exec(msg)?.[1];
     return {
       title: "This browser cannot run the model",
-      text: env?.webgpu
-        ? "The llmpack runtime served here has no backend it can use in this browser (no WebGPU or WebAssembly executor is registered in this build)."
-        : "This browser has no WebGPU, and the llmpack runtime served here has no WebAssembly (CPU) backend to fall back on. Try a recent Chrome or Edge.",
+      text: reasons
+        ? `Neither the GPU (WebGPU) nor the CPU (WebAssembly) backend can run it here: ${reasons}.`
+        : "The llmpack runtime served here has no backend it can use in this browser.",
     };
   }
   if (name === "ContextWindowError" || /context window/i.test(msg)) {

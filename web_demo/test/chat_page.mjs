@@ -4,14 +4,10 @@
 // tests/test_demo_browser.py, which serves the page and a real bundle; it prints one
 // JSON line of observations, which the Python test checks.
 //
-// Backend: the page uses whatever backend the runtime registers ("webgpu", "wasm").
-// Until the runtime ships one, this script registers a scripted stand-in, "test-fake",
-// in the page (an init script; the shipped page has none). The runtime prefers
-// "webgpu" and "wasm" over any other registered name, so a real backend wins as soon
-// as it exists, and the result's `backend` says which one ran.
+// Backend: the runtime's own, as a user gets it (WebGPU on SwiftShader here, else Wasm);
+// the driver wraps its prefill to record each call's past_len (KV cache reuse).
 //
-// Input: env LLMPACK_DEMO_TEST = {url, modelId, replies: [[token ids]...], eos, vocab,
-// chromium, artifacts, maxTokens?, colorScheme?}.
+// Input: env LLMPACK_DEMO_TEST = {url, modelId, chromium, artifacts, maxTokens?, colorScheme?}.
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
@@ -25,41 +21,6 @@ const { chromium } = require("playwright-core");
 const cfg = JSON.parse(process.env.LLMPACK_DEMO_TEST);
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
-
-/** Page-side stand-in backend: answers turn i with replies[i] (token ids), then EOS. */
-function fakeBackendScript({ replies, eos, vocab }) {
-  return `
-  window.__fake = { prefills: [] };
-  import("/runtime/llmpack.js").then(({ registerBackend }) => {
-    const replies = ${JSON.stringify(replies)};
-    class TestFakeBackend {
-      name = "test-fake";
-      turn = -1; step = 0;
-      async load(manifest, loader, opts) {
-        await loader.loadShards({ write() {}, commit() {} }, opts);
-      }
-      logits() {
-        const ids = replies[Math.min(this.turn, replies.length - 1)];
-        const l = new Float32Array(${vocab});
-        l[this.step < ids.length ? ids[this.step] : ${eos}] = 30;
-        this.step++;
-        return l;
-      }
-      async prefill(tokens, pastLen) {
-        window.__fake.prefills.push({ tokens: tokens.length, pastLen });
-        this.turn++; this.step = 0;
-        return this.logits();
-      }
-      async decode() {
-        await new Promise((r) => setTimeout(r, 25));
-        return this.logits();
-      }
-      reset() {}
-      unload() {}
-    }
-    registerBackend("test-fake", () => new TestFakeBackend());
-  });`;
-}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -137,7 +98,6 @@ async function main() {
     const page = context.pages()[0] ?? (await context.newPage());
     page.on("console", (m) => m.type() === "error" && out.console.push(m.text()));
     page.on("pageerror", (e) => out.console.push(`pageerror: ${e.message}`));
-    await page.addInitScript(fakeBackendScript(cfg));
     // slow the shards down a little, so that the progress bar can be seen (and shot)
     await page.route("**/shards/*.bin", async (route) => {
       await sleep(150);
@@ -161,6 +121,8 @@ async function main() {
         notices: checkModel(env, model).map((n) => `${n.level}: ${n.title}`),
         insecure: checkModel({ ...env, secure: false }, model).map((n) => n.title),
         errors: errors.map((e) => explainError(e, env, model).title),
+        noBackend: explainError(new Error("no backend is available that can run this bundle here " +
+          "(webgpu: feature \"shader-f16\" is missing; wasm: needs 5.00 GiB of Wasm memory)"), env, model).text,
       };
     });
     out.screenshots.push(await shot(page, "desktop-start.png"));
@@ -186,11 +148,20 @@ async function main() {
       return out;
     }
 
+    await page.evaluate(() => {
+      const b = window.llmpackDemo.state.engine.backend;
+      const prefill = b.prefill.bind(b);
+      window.__prefills = [];
+      b.prefill = (tokens, pastLen) => {
+        window.__prefills.push({ tokens: tokens.length, pastLen });
+        return prefill(tokens, pastLen);
+      };
+    });
     await page.fill("#max-tokens", String(cfg.maxTokens ?? 40));
     out.first = await ask(page, "What is the capital of France?");
     out.second = await ask(page, "And of Italy?");
     out.messages = await page.evaluate(() => window.llmpackDemo.state.messages.map((m) => m.role));
-    out.prefills = await page.evaluate(() => window.__fake?.prefills ?? []);
+    out.prefills = await page.evaluate(() => window.__prefills);
     out.screenshots.push(await shot(page, "desktop-chat.png"));
 
     await page.fill("#max-tokens", "2000");
@@ -207,7 +178,7 @@ async function main() {
     out.screenshots.push(await shot(page, "phone-panel.png"));
     out.phoneOverflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
 
-    // a page without the stand-in: the runtime's own backends only
+    // a second page at phone size loads the model from the start
     const fresh = await context.newPage();
     await fresh.setViewportSize(PHONE);
     await fresh.goto(cfg.url);
@@ -229,6 +200,7 @@ async function main() {
     await nogpu.click("#load");
     out.noGpuLoad = await waitState(nogpu, ["ready", "error"]);
     out.noGpuAfter = await nogpu.evaluate(() => document.getElementById("notices").innerText);
+    out.noGpuBackend = await nogpu.evaluate(() => window.llmpackDemo.state.engine?.backend?.name ?? null);
     out.screenshots.push(await shot(nogpu, "desktop-no-webgpu.png"));
     await nogpu.close();
     return out;
