@@ -1,6 +1,6 @@
 """Run a bundle's execution plan on wgpu-py (WebGPU over Vulkan; lavapipe on CI).
 
-For tests and benchmarks: it does what the JavaScript runtime does, from the same
+For tests: it does what the JavaScript runtime does, from the same
 plan.json and kernel files, with no model-specific code.
 
     ex = GpuExecutor(bundle_dir)            # variant "auto": f16 when the device has it
@@ -154,15 +154,9 @@ class GpuExecutor:
     variant_order the device supports), "f16" or "f32"."""
 
     def __init__(self, bundle, *, files: dict[str, bytes] | None = None, variant: str = "auto"):
-        try:
-            from .manifest import load_manifest
-        except ImportError:  # older layout
-            from .reference import load_manifest
+        from .manifest import load_manifest
         from .shards import read_tensor_bytes
 
-        import time
-
-        t0 = time.perf_counter()
         self.bundle = Path(bundle)
         self.manifest = load_manifest(self.bundle)
         if files is None:
@@ -237,8 +231,6 @@ class GpuExecutor:
                 prepared.append((pipe, bg, disp["workgroups"]))
             self.entries[ename] = prepared
         self.past_len = 0
-        self.read(plan["outputs"]["logits"])  # waits for the uploads
-        self.load_seconds = time.perf_counter() - t0
 
     # -- running ------------------------------------------------------------------------
 
@@ -313,28 +305,3 @@ class GpuExecutor:
                 break
             logits = self.decode(tok)
         return out
-
-    def benchmark(self, prompt_len: int = 64, decode_tokens: int = 16, runs: int = 3) -> dict:
-        """Prefill and decode speed (median of `runs`), as a JSON-able dict."""
-        import time
-
-        vocab = self.plan["buffers"][self.plan["outputs"]["logits"]]["elements"]
-        prompt = (np.arange(prompt_len) * 7919 % max(vocab - 3, 1) + 3).tolist()
-        prefill, decode = [], []
-        for _ in range(runs):
-            self.reset()
-            t = time.perf_counter()
-            logits = self.prefill(prompt)
-            prefill.append(time.perf_counter() - t)
-            for _ in range(decode_tokens):
-                t = time.perf_counter()
-                logits = self.decode(int(np.argmax(logits)))
-                decode.append(time.perf_counter() - t)
-        return {
-            "backend": "wgpu-py", "adapter": self.device.adapter.info.get("device", ""), "variant": self.variant,
-            "load_s": round(self.load_seconds, 3), "prompt_tokens": prompt_len,
-            "prefill_tok_s": round(prompt_len / float(np.median(prefill)), 2),
-            "decode_tok_s": round(1.0 / float(np.median(decode)), 2),
-            "kernels": len(self.plan["kernels"]),
-            "dispatches": {k: len(v) for k, v in self.entries.items()},
-        }

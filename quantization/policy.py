@@ -57,6 +57,5 @@ def choose_format(scheme: Scheme, shape: tuple[int, ...], role: str) -> Format:
     """role: "vector", "matrix", "sensitive", "embedding" or "head" (packager/llama.py)."""
     if role == "vector" or len(shape) != 2:
         return FORMATS["f32"]
-    fmt = FORMATS[{"embedding": scheme.embedding, "head": scheme.head, "sensitive": scheme.sensitive}
-                  .get(role, scheme.matrix)]
+    fmt = FORMATS[getattr(scheme, role)]  # roles "matrix", "sensitive", "embedding", "head" are Scheme fields
     return fmt if fmt.supports(shape) else FORMATS[scheme.fallback]

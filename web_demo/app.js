@@ -148,10 +148,6 @@ function showNotices(list) {
   ui.notices.replaceChildren(...list.map(noticeEl));
 }
 
-function addNotice(n) {
-  ui.notices.append(noticeEl(n));
-}
-
 function noticeEl({ level, title, text, detail }) {
   const box = document.createElement("div");
   box.className = `notice ${level}`;

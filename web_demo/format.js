@@ -50,11 +50,7 @@ export function modelFacts(m) {
 /** "WebGPU f16", "WebGPU f32", "Wasm": what the engine says about its backend. */
 export function describeBackend(engine) {
   const b = engine?.backend ?? {};
-  if (typeof b.label === "string" && b.label) return b.label;
-  const name = String(b.name ?? "unknown");
-  const pretty = { webgpu: "WebGPU", wasm: "Wasm" }[name.toLowerCase()] ?? name;
-  const precision = [b.variant, b.compute, b.precision, b.dtype].find((v) => typeof v === "string" && v);
-  return precision && !pretty.includes(precision) ? `${pretty} ${precision}` : pretty;
+  return b.label || String(b.name ?? "unknown");
 }
 
 /** Tokens/s and details from the last chunk of a stream (usage + timings). */

@@ -1,5 +1,5 @@
-// Causal attention with grouped-query heads over the KV cache, for prefill chunks and
-// decode alike: query row t of the chunk sits at position past_len + t and attends to
+// Causal attention with grouped-query heads over the KV cache, for prefill chunks
+// (decode uses attention_decode + attention_combine): query row t sits at position past_len + t and attends to
 // cache positions 0 ..= past_len + t (the chunk's own keys are appended first).
 //   out[t, h, :] = softmax_j(SCALE * q[t, h, :] . kc[j, h / GROUP, :]) @ vc[j, h / GROUP, :]
 // One 64-thread workgroup per (head, query row): keys go in tiles of 64 (one per
