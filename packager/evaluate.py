@@ -30,7 +30,7 @@ def encode_text(bundle: Path, text: str) -> list[int]:
     return Tokenizer.from_file(str(Path(bundle) / "tokenizer.json")).encode(text).ids
 
 
-def _row(bundle: Path, model: ReferenceModel, metrics: dict, label: str) -> dict:
+def _row(bundle: Path, metrics: dict, label: str) -> dict:
     m = load_manifest(bundle)
     q = m["quantization"]
     return {"model": label, "scheme": q["scheme"], "quantizer": q.get("quantizer"),
@@ -61,10 +61,8 @@ def run_eval(src: Path, *, quants: list[str], reference: Path | None = None, tex
         rows = []
         for bundle, label in bundles:
             model = ref_model if bundle == ref_bundle else ReferenceModel(bundle)
-            metrics = evaluate(model, windows, None if model is ref_model else ref_model)
-            if model is ref_model:
-                metrics["kl"] = 0.0
-            rows.append(_row(bundle, model, metrics, label))
+            metrics = evaluate(model, windows, ref_model)
+            rows.append(_row(bundle, metrics, label))
     base = next((r["perplexity"] for r in rows if r["scheme"] == "f32"), None)
     for r in rows:
         if base:

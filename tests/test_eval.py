@@ -34,7 +34,7 @@ def test_eval_cli_on_tiny_checkpoint(tiny_llama, tmp_path):
     out = json.loads(r.stdout)
     rows = {row["model"]: row for row in out["rows"]}
     assert list(rows) == ["f32", "q8f16", "q4f16"] and out["windows"] == 2
-    assert rows["f32"]["kl"] == 0.0 and rows["f32"]["perplexity_increase"] == 0.0
+    assert rows["f32"]["kl"] == 0.0  # the reference against itself: the executor is deterministic
     assert 0 < rows["q8f16"]["kl"] < rows["q4f16"]["kl"]
     assert rows["q4f16"]["bits_per_weight"] < rows["q8f16"]["bits_per_weight"]
 
