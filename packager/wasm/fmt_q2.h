@@ -20,27 +20,6 @@ static void q2_prep(const float *x, uint32_t K, float *xp, float *xs) {
   }
 }
 
-INLINE void u8x16_to_f32_q2(v128_t v, v128_t c[4]) {
-  v128_t a = wasm_u16x8_extend_low_u8x16(v), b = wasm_u16x8_extend_high_u8x16(v);
-  c[0] = wasm_f32x4_convert_i32x4(wasm_u32x4_extend_low_u16x8(a));
-  c[1] = wasm_f32x4_convert_i32x4(wasm_u32x4_extend_high_u16x8(a));
-  c[2] = wasm_f32x4_convert_i32x4(wasm_u32x4_extend_low_u16x8(b));
-  c[3] = wasm_f32x4_convert_i32x4(wasm_u32x4_extend_high_u16x8(b));
-}
-
-INLINE v128_t dot16_q2(const v128_t c[4], const float *x) {
-  v128_t p0 = wasm_f32x4_add(wasm_f32x4_mul(c[0], wasm_v128_load(x)), wasm_f32x4_mul(c[1], wasm_v128_load(x + 4)));
-  v128_t p1 = wasm_f32x4_add(wasm_f32x4_mul(c[2], wasm_v128_load(x + 8)), wasm_f32x4_mul(c[3], wasm_v128_load(x + 12)));
-  return wasm_f32x4_add(p0, p1);
-}
-
-/* sum_g f16(m[g]) s[g], any n */
-INLINE float dot_mins_f16(const uint16_t *m, const float *s, uint32_t n) {
-  float r = 0.0f;
-  for (uint32_t i = 0; i < n; i++) r += f16_to_f32(m[i]) * s[i];
-  return r;
-}
-
 /* The dot over planes: PLANE(g, s) yields the u8x16 codes of plane s of group g. */
 #define Q2_DOT_BODY(PLANE)                                                                  \
   uint32_t G = w->K / 64;                                                                   \
@@ -53,14 +32,14 @@ INLINE float dot_mins_f16(const uint16_t *m, const float *s, uint32_t n) {
     for (uint32_t t = 0; t < T; t++) part[t] = wasm_f32x4_splat(0.0f);                      \
     for (uint32_t s = 0; s < 4; s++) {                                                      \
       v128_t c[4];                                                                          \
-      u8x16_to_f32_q2(PLANE(g, s), c);                                                      \
+      u8x16_to_f32(PLANE(g, s), c);                                                      \
       for (uint32_t t = 0; t < T; t++)                                                      \
-        part[t] = wasm_f32x4_add(part[t], dot16_q2(c, xp[t] + 64 * g + 16 * s));            \
+        part[t] = wasm_f32x4_add(part[t], dot16(c, xp[t] + 64 * g + 16 * s));            \
     }                                                                                       \
     v128_t sv = wasm_f32x4_splat(f16_to_f32(sc[g]));                                        \
     for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(part[t], sv)); \
   }                                                                                         \
-  for (uint32_t t = 0; t < T; t++) out[t] = hsum(acc[t]) + dot_mins_f16(mn, xs[t], G);
+  for (uint32_t t = 0; t < T; t++) out[t] = hsum(acc[t]) + dot_f16_mins(mn, xs[t], G);
 
 /* Row dequantized in prep order (planes), PLANE(g, s) as for the dot. */
 #define Q2_DEQ_BODY(PLANE)                                                                  \
@@ -71,7 +50,7 @@ INLINE float dot_mins_f16(const uint16_t *m, const float *s, uint32_t n) {
     v128_t sv = wasm_f32x4_splat(f16_to_f32(sc[g])), mv = wasm_f32x4_splat(f16_to_f32(mn[g])); \
     for (uint32_t s = 0; s < 4; s++) {                                                      \
       v128_t c[4];                                                                          \
-      u8x16_to_f32_q2(PLANE(g, s), c);                                                      \
+      u8x16_to_f32(PLANE(g, s), c);                                                      \
       for (int i = 0; i < 4; i++)                                                           \
         wasm_v128_store(out + 64 * g + 16 * s + 4 * i, wasm_f32x4_add(wasm_f32x4_mul(c[i], sv), mv)); \
     }                                                                                       \

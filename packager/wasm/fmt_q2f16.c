@@ -4,12 +4,13 @@
 
 #define SCALES 1
 
+/* the u8x16 codes of plane s of group g, from the row pointers q (and qh) in scope */
+#define PLANE(g, s) wasm_v128_and(wasm_u8x16_shr(wasm_v128_load(q + 16 * (g)), 2 * (s)), wasm_i8x16_splat(3))
+
 INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out,
                   uint32_t T) {
   const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * (w->K / 4);
-#define PLANE(g, s) wasm_v128_and(wasm_u8x16_shr(wasm_v128_load(q + 16 * (g)), 2 * (s)), wasm_i8x16_splat(3))
   Q2_DOT_BODY(PLANE)
-#undef PLANE
 }
 
 DOT_BY_T(dot_t)
@@ -23,9 +24,7 @@ static void row_values(const wmat *w, uint32_t row, float *out) {
 
 static void deq(const wmat *w, uint32_t row, float *out) {
   const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * (w->K / 4);
-#define PLANE(g, s) wasm_v128_and(wasm_u8x16_shr(wasm_v128_load(q + 16 * (g)), 2 * (s)), wasm_i8x16_splat(3))
   Q2_DEQ_BODY(PLANE)
-#undef PLANE
 }
 
 const wformat FORMAT_Q2F16 = {64, q2_prep, dot, row_values, deq};

@@ -21,13 +21,14 @@ INLINE v128_t plane(v128_t low, v128_t hn, uint32_t s) {
   return wasm_v128_or(lo, hi);
 }
 
+/* the u8x16 codes of plane s of group g, from the row pointers q (and qh) in scope */
+#define PLANE(g, s) plane(wasm_v128_load(q + 16 * (g)), high_nibbles(qh + 8 * (g)), s)
+
 INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out,
                   uint32_t T) {
   const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * (w->K / 4);
   const uint8_t *qh = (const uint8_t *)w->p[1] + (size_t)row * (w->K / 8);
-#define PLANE(g, s) plane(wasm_v128_load(q + 16 * (g)), high_nibbles(qh + 8 * (g)), s)
   Q2_DOT_BODY(PLANE)
-#undef PLANE
 }
 
 DOT_BY_T(dot_t)
@@ -45,9 +46,7 @@ static void row_values(const wmat *w, uint32_t row, float *out) {
 static void deq(const wmat *w, uint32_t row, float *out) {
   const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * (w->K / 4);
   const uint8_t *qh = (const uint8_t *)w->p[1] + (size_t)row * (w->K / 8);
-#define PLANE(g, s) plane(wasm_v128_load(q + 16 * (g)), high_nibbles(qh + 8 * (g)), s)
   Q2_DEQ_BODY(PLANE)
-#undef PLANE
 }
 
 const wformat FORMAT_Q3F16 = {64, q2_prep, dot, row_values, deq};

@@ -20,22 +20,6 @@ static void q4_prep(const float *x, uint32_t K, float *xp, float *xs) {
   }
 }
 
-/* four f32x4 of the 16 u8 codes in v (each < 256) */
-INLINE void u8x16_to_f32(v128_t v, v128_t c[4]) {
-  v128_t a = wasm_u16x8_extend_low_u8x16(v), b = wasm_u16x8_extend_high_u8x16(v);
-  c[0] = wasm_f32x4_convert_i32x4(wasm_u32x4_extend_low_u16x8(a));
-  c[1] = wasm_f32x4_convert_i32x4(wasm_u32x4_extend_high_u16x8(a));
-  c[2] = wasm_f32x4_convert_i32x4(wasm_u32x4_extend_low_u16x8(b));
-  c[3] = wasm_f32x4_convert_i32x4(wasm_u32x4_extend_high_u16x8(b));
-}
-
-/* sum over 16 codes (c) times 16 prepped x values */
-INLINE v128_t dot16(const v128_t c[4], const float *x) {
-  v128_t p0 = wasm_f32x4_add(wasm_f32x4_mul(c[0], wasm_v128_load(x)), wasm_f32x4_mul(c[1], wasm_v128_load(x + 4)));
-  v128_t p1 = wasm_f32x4_add(wasm_f32x4_mul(c[2], wasm_v128_load(x + 8)), wasm_f32x4_mul(c[3], wasm_v128_load(x + 12)));
-  return wasm_f32x4_add(p0, p1);
-}
-
 /* sum_i m[i] s[i], any n */
 INLINE float dot_tail(const float *m, const float *s, uint32_t n) {
   uint32_t n4 = n & ~3u;

@@ -175,6 +175,39 @@ INLINE void share(uint32_t n, uint32_t align, uint32_t tid, uint32_t nt, uint32_
   *e = hi < n ? hi : n;
 }
 
+/* ---- code unpacking shared by the quantized formats ---------------------------- */
+
+/* four f32x4 of the 16 u8 codes in v (each < 256) */
+INLINE void u8x16_to_f32(v128_t v, v128_t c[4]) {
+  v128_t a = wasm_u16x8_extend_low_u8x16(v), b = wasm_u16x8_extend_high_u8x16(v);
+  c[0] = wasm_f32x4_convert_i32x4(wasm_u32x4_extend_low_u16x8(a));
+  c[1] = wasm_f32x4_convert_i32x4(wasm_u32x4_extend_high_u16x8(a));
+  c[2] = wasm_f32x4_convert_i32x4(wasm_u32x4_extend_low_u16x8(b));
+  c[3] = wasm_f32x4_convert_i32x4(wasm_u32x4_extend_high_u16x8(b));
+}
+
+/* sum over 16 codes (c) times 16 prepped x values */
+INLINE v128_t dot16(const v128_t c[4], const float *x) {
+  v128_t p0 = wasm_f32x4_add(wasm_f32x4_mul(c[0], wasm_v128_load(x)), wasm_f32x4_mul(c[1], wasm_v128_load(x + 4)));
+  v128_t p1 = wasm_f32x4_add(wasm_f32x4_mul(c[2], wasm_v128_load(x + 8)), wasm_f32x4_mul(c[3], wasm_v128_load(x + 12)));
+  return wasm_f32x4_add(p0, p1);
+}
+
+/* sum_g f16(m[g]) s[g] (the mins term of the asymmetric formats), any n */
+INLINE float dot_f16_mins(const uint16_t *m, const float *s, uint32_t n) {
+  v128_t acc = wasm_f32x4_splat(0.0f);
+  uint32_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    v128_t lo, hi;
+    f16x8_to_f32(wasm_v128_load(m + i), &lo, &hi);
+    acc = wasm_f32x4_add(acc, wasm_f32x4_add(wasm_f32x4_mul(lo, wasm_v128_load(s + i)),
+                                             wasm_f32x4_mul(hi, wasm_v128_load(s + i + 4))));
+  }
+  float r = hsum(acc);
+  for (; i < n; i++) r += f16_to_f32(m[i]) * s[i];
+  return r;
+}
+
 /* Element-wise ops below this many elements run on one thread (syncing costs more). */
 #define SMALL_WORK 4096u
 
