@@ -4,11 +4,10 @@ A scheme (`--quant`) names the format of the bulk of the weights; the policy kee
 vectors (norms, biases) in f32, the output head (or the token table tied to it) at
 8 bits, the input token table at >= 4 bits, and falls back to a float format for a
 matrix whose input dimension does not divide into the format's groups. Under 2- and
-3-bit schemes the "sensitive" matrices (v_proj, down_proj) stay at 4 bits: on
-SmolLM2-135M at q3f16 that takes the perplexity increase from +95 % to +39 %. The head is
-kept at 8 bits because it is the most sensitive matrix: on SmolLM2-135M, a 4-bit tied
-head alone costs ~7% perplexity, an 8-bit one ~0% (docs/formats.md, `llmpack eval`). The manifest records the outcome
-per tensor, so readers never re-derive it.
+3-bit schemes the "sensitive" matrices (v_proj, down_proj) stay at 4 bits, and the head
+stays at 8 bits because it is the most sensitive matrix of all (docs/formats.md; what
+each scheme costs: `llmpack eval`). The manifest records the outcome per tensor, so
+readers never re-derive it.
 """
 
 from __future__ import annotations
