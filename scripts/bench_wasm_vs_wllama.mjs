@@ -15,7 +15,7 @@
 // (prompt and predicted per second; the JSON also has wall-clock figures: a 1-token
 // completion for the prefill, the difference to a (1 + N)-token one for decoding).
 // Medians over --runs after one warm-up run; with --rounds R every configuration runs R
-// times, interleaved, and the table keeps each one's best round (for shared machines).
+// times, interleaved, and the table keeps each one's best prefill and best decode (for shared machines).
 import { execFileSync } from "node:child_process";
 import { createReadStream, existsSync, statSync } from "node:fs";
 import http from "node:http";
@@ -175,8 +175,8 @@ try {
   await page.goto(base);
   if (!(await page.evaluate(() => self.crossOriginIsolated))) throw new Error("the page is not cross-origin isolated");
   const cores = await page.evaluate(() => navigator.hardwareConcurrency);
-  // Each round runs every configuration once; a row keeps its best round (on a shared
-  // machine the least disturbed one).
+  // Each round runs every configuration once; a row keeps its best prefill and its best
+  // decode figure over the rounds (on a shared machine, the least disturbed ones).
   const keep = (row) => {
     const old = rows.find((r) => r.engine === row.engine && r.quant === row.quant && r.threads === row.threads);
     if (!old) return rows.push({ ...row, rounds: [row] });
@@ -202,7 +202,7 @@ try {
   const version = await page.evaluate(() => /(Headless)?Chrome\/[\d.]+/.exec(navigator.userAgent)?.[0]);
   const f = (x) => (x == null ? "-" : x >= 100 ? x.toFixed(0) : x.toFixed(1));
   const lines = [
-    `SmolLM2-135M-Instruct, ${rows[0].prompt_tokens}-token prompt, ${newTokens} tokens greedy; ${version}, ${cores} logical CPUs (${os.cpus()[0]?.model ?? "?"}); median of ${runs} runs${rounds > 1 ? `, best of ${rounds} rounds` : ""}`,
+    `SmolLM2-135M-Instruct, ${rows[0].prompt_tokens}-token prompt, ${newTokens} tokens greedy; ${version}, ${cores} logical CPUs (${os.cpus()[0]?.model ?? "?"}); median of ${runs} runs${rounds > 1 ? `, best prefill and decode of ${rounds} rounds` : ""}`,
     "",
     "| engine | weights | threads | prefill tok/s | decode tok/s |",
     "|---|---|---:|---:|---:|",
