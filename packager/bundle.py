@@ -161,7 +161,7 @@ def _write_shards(ck: Checkpoint, cfg: dict, plan, scheme, root: Path, shard_siz
                 parts = gptq_quantize(w, hessian, fmt)
             else:
                 parts = fmt.encode(w.reshape(shape2d), "rtn" if quantizer == "rtn" else "search")
-            if calibrator:
+            if calibrator and calibrator.wants(name):
                 calibrator.record(name, fmt.decode(parts, shape2d).reshape(shape))
             del w
             layout, pieces = fmt.lay_out(parts)

@@ -68,6 +68,10 @@ class Calibrator:
             self._start_layer(layer)
         return self.hessians[TAP_OF[short]]
 
+    def wants(self, name: str) -> bool:
+        """Whether `record` uses this tensor (the token table and the layers' tensors)."""
+        return name == "model.embed_tokens.weight" or _split(name) is not None
+
     def record(self, name: str, dequantized: np.ndarray) -> None:
         """Tell the calibrator what a tensor became after quantization."""
         if name == "model.embed_tokens.weight":
