@@ -27,7 +27,7 @@ from quantization.policy import choose_format, get_scheme
 from . import __version__
 from .calibrate import Calibrator
 from .checkpoint import Checkpoint, open_checkpoint
-from .compile import compile_artifacts
+from .compile import DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER, compile_artifacts
 from .wasm_build import build_wasm
 from .errors import PackError
 from .atomic_dir import swap_into_place
@@ -37,8 +37,6 @@ from .plan import CONTEXT_CAP
 from .shards import ShardWriter
 
 DEFAULT_SHARD_SIZE = 32 << 20
-DEFAULT_MAX_BINDING = 128 << 20  # WebGPU maxStorageBufferBindingSize on many devices
-DEFAULT_MAX_BUFFER = 256 << 20  # WebGPU's default maxBufferSize
 QUANTIZERS = ("auto", "gptq", "search", "rtn")
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}

@@ -13,6 +13,7 @@ from rich.console import Console
 from quantization.formats import FormatError
 from quantization.policy import SCHEMES, SchemeError
 
+from .compile import DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER
 from .errors import PackError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -35,9 +36,9 @@ def package(
     context_window: Optional[int] = typer.Option(None, "--context-window", help="KV-cache length (default: from the config, capped)"),
     quantizer: str = typer.Option("auto", "--quantizer", help="auto (GPTQ below 4 bits, else search) | gptq "
                                   "(calibrated) | search (error-minimizing scales) | rtn (round-to-nearest)"),
-    max_binding: str = typer.Option("128MiB", "--max-binding-size", help="largest GPU buffer binding the plan "
+    max_binding: str = typer.Option(f"{DEFAULT_MAX_BINDING >> 20}MiB", "--max-binding-size", help="largest GPU buffer binding the plan "
                                     "may use (maxStorageBufferBindingSize); bigger weights are split"),
-    max_buffer: str = typer.Option("256MiB", "--max-buffer-size", help="largest GPU buffer the plan may allocate"),
+    max_buffer: str = typer.Option(f"{DEFAULT_MAX_BUFFER >> 20}MiB", "--max-buffer-size", help="largest GPU buffer the plan may allocate"),
     force: bool = typer.Option(False, "--force", help="replace an existing OUT"),
     as_json: bool = typer.Option(False, "--json", help="print a machine-readable summary"),
 ):

@@ -32,6 +32,11 @@ from .errors import PackError
 KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
 VARIANTS = ("f32", "f16")
 
+# The device limits a plan targets unless told otherwise: maxStorageBufferBindingSize on
+# many devices, and WebGPU's default maxBufferSize. Larger weights are split into row blocks.
+DEFAULT_MAX_BINDING = 128 << 20
+DEFAULT_MAX_BUFFER = 256 << 20
+
 PRELUDES = {
     "f32": "alias act = f32;\nalias act4 = vec4<f32>;\n",
     "f16": "enable f16;\nalias act = f16;\nalias act4 = vec4<f16>;\n",
@@ -209,7 +214,7 @@ def validate_kernels(sources: dict[str, str], *, device=None, strict: bool = Tru
 
 
 def compile_artifacts(manifest: dict, *, context_window: int | None = None,
-                      max_binding_size: int = 128 << 20, max_buffer_size: int = 256 << 20,
+                      max_binding_size: int = DEFAULT_MAX_BINDING, max_buffer_size: int = DEFAULT_MAX_BUFFER,
                       prefill_chunk: int | None = None, validate: bool = True) -> tuple[dict[str, bytes], dict]:
     """Build the execution plan and the kernels of a bundle.
 

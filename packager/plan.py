@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 
-from .compile import ACT_BYTES, TEMPLATES, WEIGHT_PARTS, KernelSpec
+from .compile import ACT_BYTES, DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER, TEMPLATES, WEIGHT_PARTS, KernelSpec
 from .errors import PackError
 from .plan_expr import evaluate
 from .rope import rope_inv_freq
@@ -366,8 +366,8 @@ class _Builder:
         }
 
 
-def build_plan(manifest: dict, *, context_window: int | None = None, max_binding_size: int = 128 << 20,
-               max_buffer_size: int = 256 << 20,
+def build_plan(manifest: dict, *, context_window: int | None = None,
+               max_binding_size: int = DEFAULT_MAX_BINDING, max_buffer_size: int = DEFAULT_MAX_BUFFER,
                prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> tuple[dict, list[KernelSpec]]:
     """manifest dict -> (plan JSON dict, kernel specs). Raises PackError."""
     return _Builder(manifest, context_window, max_binding_size, max_buffer_size, prefill_chunk).build()
