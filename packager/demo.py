@@ -15,6 +15,7 @@ from typing import Callable
 from urllib.parse import quote
 
 from .errors import PackError
+from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION
 
 CACHE_ENV = "LLMPACK_CACHE_DIR"
 
@@ -38,7 +39,7 @@ def is_complete_bundle(folder: Path) -> bool:
     with the listed sizes (a cheap check: no hashing)."""
     try:
         m = json.loads((folder / "manifest.json").read_text())
-        if m.get("format") != "llmpack-bundle" or m.get("version") != 1:
+        if m.get("format") != BUNDLE_FORMAT or m.get("version") != BUNDLE_VERSION:
             return False
         listed = [(s["file"], s["bytes"]) for s in m["shards"]] + [(f["path"], f["bytes"]) for f in m["files"]]
         return all((folder / rel).stat().st_size == size for rel, size in listed)

@@ -34,13 +34,13 @@ from fastapi.responses import JSONResponse, Response
 
 from .errors import PackError
 from .listen import bind, is_loopback
+from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION
 from .static_files import IMMUTABLE, REVALIDATE, local_file_response
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_DIR = ROOT / "runtime_js"
 WEB_DEMO_DIR = ROOT / "web_demo"
 MANIFEST = "manifest.json"
-BUNDLE_FORMAT = "llmpack-bundle"
 
 ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
@@ -107,8 +107,8 @@ def read_manifest(folder: Path) -> tuple[dict, int]:
         raise PackError(f"cannot read {path}: {e}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise PackError(f"{path} is not an llmpack bundle manifest (format is not {BUNDLE_FORMAT!r})")
-    if manifest.get("version") != 1:
-        raise PackError(f"{path} has bundle version {manifest.get('version')!r}; this llmpack reads version 1")
+    if manifest.get("version") != BUNDLE_VERSION:
+        raise PackError(f"{path} has bundle version {manifest.get('version')!r}; this llmpack reads version {BUNDLE_VERSION}")
     return manifest, len(raw)
 
 
