@@ -433,8 +433,9 @@ def test_f32_kernels_compile_on_dawn(tiny_bundle, tmp_path):
     import shutil
     import subprocess
 
+    from packager.bench import SWIFTSHADER_ICD as icd
+
     module = Path(__file__).resolve().parent.parent / "runtime_js" / "node_modules" / "webgpu" / "index.js"
-    icd = Path("/usr/lib/chromium/vk_swiftshader_icd.json")
     if not shutil.which("node") or not module.exists() or not icd.exists():
         pytest.skip("needs node, runtime_js/node_modules/webgpu and Debian chromium's SwiftShader")
     srcs = {}

@@ -29,13 +29,13 @@ from pathlib import Path
 import pytest
 
 from conftest import CHAT_PROMPTS, chat_ids, hf_greedy
+from packager.bench import SWIFTSHADER_ICD
 from packager.reference import ReferenceModel
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "runtime_js"
 DRIVER = RUNTIME / "test" / "e2e" / "run.mjs"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json"
 FAST_SWIFTSHADER = ["disable_workgroup_init"]
 NEW_TOKENS = 32
 
@@ -61,8 +61,8 @@ def js_env():
     probe = ("const { create } = await import('webgpu'); const a = await create([]).requestAdapter();"
              "console.log(a ? 'ok' : 'none'); process.exit(0);")
     tries = [env]
-    if "VK_ICD_FILENAMES" not in env and Path(SWIFTSHADER_ICD).is_file():
-        tries.append({**env, "VK_ICD_FILENAMES": SWIFTSHADER_ICD})
+    if "VK_ICD_FILENAMES" not in env and SWIFTSHADER_ICD.is_file():
+        tries.append({**env, "VK_ICD_FILENAMES": str(SWIFTSHADER_ICD)})
     for candidate in tries:
         r = subprocess.run(["node", "--input-type=module", "-e", probe], cwd=RUNTIME, env=candidate,
                            capture_output=True, text=True, timeout=120)
