@@ -38,6 +38,25 @@ __all__ = ["TINY_VARIANTS", "CHAT_PROMPTS"]
 
 
 @pytest.fixture(scope="session")
+def packaged_tiny(tiny_llama, tmp_path_factory):
+    """packaged_tiny(variant, quant, **package_kw) -> a tiny random Llama packaged once per
+    (variant, quant, kw)."""
+    from packager.bundle import package_model
+
+    cache = {}
+
+    def get(variant: str = "gqa", quant: str = "q4f16", **kw) -> Path:
+        key = (variant, quant, tuple(sorted(kw.items())))
+        if key not in cache:
+            out = tmp_path_factory.mktemp("tiny") / f"tiny-{variant}-{quant}"
+            package_model(tiny_llama(variant), out, quant=quant, **kw)
+            cache[key] = out
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def smollm2_bundle(smollm2_path, tmp_path_factory):
     """smollm2_bundle(quant, **package_kw) -> path of SmolLM2 packaged once per (quant, kw)."""
     from packager.bundle import package_model

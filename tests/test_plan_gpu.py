@@ -55,22 +55,6 @@ def test_expression_rules():
 # bundles
 
 
-@pytest.fixture(scope="module")
-def tiny_bundle(tiny_llama, tmp_path_factory):
-    from packager.bundle import package_model
-
-    cache = {}
-
-    def get(variant: str = "gqa", quant: str = "q4f16") -> Path:
-        if (variant, quant) not in cache:
-            out = tmp_path_factory.mktemp("plan") / f"tiny-{variant}-{quant}"
-            package_model(tiny_llama(variant), out, quant=quant)
-            cache[variant, quant] = out
-        return cache[variant, quant]
-
-    return get
-
-
 def manifest_of(bundle: Path) -> dict:
     return json.loads((bundle / "manifest.json").read_text())
 
@@ -101,8 +85,8 @@ def check_plan(plan: dict):
             assert buffer_size(b, v) <= plan["variants"][v]["limits"]["maxStorageBufferBindingSize"]
 
 
-def test_plan_structure(tiny_bundle):
-    m = manifest_of(tiny_bundle("gqa", "q4f16"))
+def test_plan_structure(packaged_tiny):
+    m = manifest_of(packaged_tiny("gqa", "q4f16"))
     files, req = compile_artifacts(m, context_window=None)
     plan = json.loads(files["plan.json"])
     check_plan(plan)
@@ -124,12 +108,12 @@ def test_plan_structure(tiny_bundle):
     assert kv["elements"] == 256 * cfg["num_key_value_heads"] * cfg["head_dim"]
     assert plan["variants"]["f16"]["memory"]["kv_cache_bytes"] * 2 == plan["variants"]["f32"]["memory"]["kv_cache_bytes"]
     # q4f32: f32 kernels only
-    plan32, _ = build_plan(manifest_of(tiny_bundle("gqa", "q4f32")))
+    plan32, _ = build_plan(manifest_of(packaged_tiny("gqa", "q4f32")))
     assert plan32["variant_order"] == ["f32"] and plan32["requirements"]["optional_features"] == []
 
 
-def test_split_rule(tiny_bundle):
-    m = manifest_of(tiny_bundle("untied", "q4f16"))
+def test_split_rule(packaged_tiny):
+    m = manifest_of(packaged_tiny("untied", "q4f16"))
     limit = 4096  # small activations too: prefill chunk 8, context 64
     plan, _ = build_plan(m, max_binding_size=limit, prefill_chunk=8, context_window=64)
     check_plan(plan)
@@ -194,8 +178,8 @@ def test_plan_for_llama3_8b_shapes(quant):
         assert "model.layers.0.mlp.gate_proj.weight" in blocks
 
 
-def test_context_window_and_limits(tiny_bundle):
-    m = manifest_of(tiny_bundle("gqa", "q4f32"))
+def test_context_window_and_limits(packaged_tiny):
+    m = manifest_of(packaged_tiny("gqa", "q4f32"))
     assert build_plan(m, context_window=64)[0]["context_window"] == 64
     with pytest.raises(PackError, match="context-window"):
         build_plan(m, context_window=100000)
@@ -203,7 +187,7 @@ def test_context_window_and_limits(tiny_bundle):
         build_plan(m, max_binding_size=16 << 10, max_buffer_size=16 << 10, prefill_chunk=16)
 
 
-def test_kernel_compile_error_names_the_kernel(tiny_bundle, monkeypatch):
+def test_kernel_compile_error_names_the_kernel(packaged_tiny, monkeypatch):
     with pytest.raises(PackError, match=r"kernel broken\.f32 failed to compile: .*"):
         validate_kernels({"broken.f32": "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }"})
     import packager.compile as compile_mod
@@ -216,7 +200,7 @@ def test_kernel_compile_error_names_the_kernel(tiny_bundle, monkeypatch):
 
     monkeypatch.setattr(compile_mod, "load_template", sabotaged)
     with pytest.raises(PackError, match=r"kernel add\.f(16|32) failed to compile"):
-        compile_artifacts(manifest_of(tiny_bundle("gqa", "q4f16")), context_window=None)
+        compile_artifacts(manifest_of(packaged_tiny("gqa", "q4f16")), context_window=None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -259,11 +243,11 @@ TINY_CASES += [("gqa", "q3f16"), ("untied", "q8f16"), ("llama3", "f16"), ("plain
 
 
 @pytest.mark.parametrize("variant,quant", TINY_CASES)
-def test_tiny_plan_matches_reference(tiny_bundle, variant, quant):
+def test_tiny_plan_matches_reference(packaged_tiny, variant, quant):
     from packager.gpu_executor import GpuExecutor
     from packager.reference import ReferenceModel
 
-    bundle = tiny_bundle(variant, quant)
+    bundle = packaged_tiny(variant, quant)
     ref = ReferenceModel(bundle)
     p1, p2 = prompts(ref.cfg["vocab_size"])
     want, tokens = reference_run(ref, p1, p2, DECODE_STEPS)
@@ -275,13 +259,13 @@ def test_tiny_plan_matches_reference(tiny_bundle, variant, quant):
         compare(gpu_run(ex, p1, p2, tokens), want, F32_TOL if kv == "f32" else F16_TOL)
 
 
-def test_chunked_prefill_and_one_kernel_set_for_all_lengths(tiny_bundle):
+def test_chunked_prefill_and_one_kernel_set_for_all_lengths(packaged_tiny):
     """A prompt longer than prefill_chunk runs in chunks; every length runs on the kernels
     compiled at load time (no module or pipeline is created afterwards)."""
     from packager.gpu_executor import GpuExecutor
     from packager.reference import ReferenceModel
 
-    bundle = tiny_bundle("llama3", "q4f32")
+    bundle = packaged_tiny("llama3", "q4f32")
     ref = ReferenceModel(bundle)
     files, _ = compile_artifacts(manifest_of(bundle), context_window=None, prefill_chunk=16, validate=False)
     ex = GpuExecutor(bundle, files=files, variant="f32")
@@ -305,10 +289,10 @@ def test_chunked_prefill_and_one_kernel_set_for_all_lengths(tiny_bundle):
         ex.prefill(list(range(3, 10)))
 
 
-def test_tiny_split_path_is_identical(tiny_bundle):
+def test_tiny_split_path_is_identical(packaged_tiny):
     from packager.gpu_executor import GpuExecutor
 
-    bundle = tiny_bundle("untied", "q2f16")
+    bundle = packaged_tiny("untied", "q2f16")
     m = manifest_of(bundle)
     kw = dict(context_window=64, prefill_chunk=8, validate=False)
     whole, _ = compile_artifacts(m, **kw)
@@ -428,7 +412,7 @@ process.exit(0);
 """
 
 
-def test_f32_kernels_compile_on_dawn(tiny_bundle, tmp_path):
+def test_f32_kernels_compile_on_dawn(packaged_tiny, tmp_path):
     import os
     import shutil
     import subprocess
@@ -440,7 +424,7 @@ def test_f32_kernels_compile_on_dawn(tiny_bundle, tmp_path):
         pytest.skip("needs node, runtime_js/node_modules/webgpu and Debian chromium's SwiftShader")
     srcs = {}
     for quant in ("q4f16", "q3f16", "q8f16", "f32"):
-        files, _ = compile_artifacts(manifest_of(tiny_bundle("gqa" if quant != "f32" else "untied", quant)),
+        files, _ = compile_artifacts(manifest_of(packaged_tiny("gqa" if quant != "f32" else "untied", quant)),
                                      context_window=None, validate=False)
         srcs.update({k: v.decode() for k, v in files.items() if k.endswith(".f32.wgsl")})
     (tmp_path / "srcs.json").write_text(json.dumps(srcs))

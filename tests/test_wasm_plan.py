@@ -28,21 +28,10 @@ def rel(a, b):
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
-@pytest.fixture(scope="module")
-def tiny_bundle(tiny_llama, tmp_path_factory):
-    from packager.bundle import package_model
-
-    cache = {}
-
-    def get(variant: str, quant: str, **kw):
-        key = (variant, quant, tuple(sorted(kw.items())))
-        if key not in cache:
-            out = tmp_path_factory.mktemp("wasm") / f"tiny-{variant}-{quant}"
-            package_model(tiny_llama(variant), out, quant=quant, quantizer="rtn", **kw)  # rtn: fast
-            cache[key] = out
-        return cache[key]
-
-    return get
+@pytest.fixture
+def tiny_bundle(packaged_tiny):
+    """The tiny models with plain rounding: fast to package, and the plan is what is tested."""
+    return lambda variant, quant, **kw: packaged_tiny(variant, quant, quantizer="rtn", **kw)
 
 
 CASES = [("gqa", "q4f32", {}), ("llama3", "q4f16", {}), ("untied", "q8f16", {}), ("plain", "q3f16", {}),
