@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .plan_expr import evaluate
+from .plan_session import PlanSession
 
 _DEVICES: dict[bool, object] = {}
 
@@ -144,7 +145,7 @@ def _read_bundle_files(bundle: Path, plan_bytes: bytes) -> dict[str, bytes]:
     return files
 
 
-class GpuExecutor:
+class GpuExecutor(PlanSession):
     """Interprets a bundle's plan on wgpu-py.
 
     bundle: a bundle folder (manifest.json, shards; plan.json and kernels/ when the
@@ -180,7 +181,6 @@ class GpuExecutor:
             raise ValueError(f"plan has no {variant} variant (has {', '.join(plan['variants'])})")
         self.variant = variant
         self.device = dev = request_device(f16=variant == "f16")
-        self.context_window = plan["context_window"]
         self.pipelines = PipelineCache(dev)
         usage = _usage()
 
@@ -234,9 +234,6 @@ class GpuExecutor:
 
     # -- running ------------------------------------------------------------------------
 
-    def reset(self) -> None:
-        self.past_len = 0
-
     def run(self, entry: str, seq_len: int, past_len: int, stop_after: int | None = None) -> None:
         """Encode and submit one entry point for the given dimensions."""
         env = {"seq_len": seq_len, "past_len": past_len}
@@ -270,38 +267,7 @@ class GpuExecutor:
         n = buf.get("elements", len(raw) // np.dtype(dt).itemsize)
         return np.frombuffer(raw, dt)[:n].astype(np.float32 if dt != np.uint32 else np.uint32)
 
-    def _step(self, entry: str, tokens: np.ndarray) -> np.ndarray:
-        n = len(tokens)
-        if self.past_len + n > self.context_window:
-            raise ValueError(f"context window of {self.context_window} tokens exceeded ({self.past_len} + {n})")
-        self.device.queue.write_buffer(self.buffers["tokens"], 0, np.ascontiguousarray(tokens, np.uint32).tobytes())
-        self.run(entry, n, self.past_len)
-        self.past_len += n
+    def _forward(self, entry: str, tokens: np.ndarray) -> np.ndarray:
+        self.device.queue.write_buffer(self.buffers["tokens"], 0, tokens.tobytes())
+        self.run(entry, len(tokens), self.past_len)
         return self.read(self.plan["outputs"]["logits"])
-
-    def prefill(self, tokens) -> np.ndarray:
-        """Run tokens after the cached ones (in chunks of prefill_chunk); return the last
-        token's logits [vocab] (float32)."""
-        tokens = np.asarray(tokens, np.uint32)
-        if tokens.ndim != 1 or len(tokens) == 0:
-            raise ValueError("prefill needs a non-empty 1-D list of token ids")
-        chunk = self.plan["prefill_chunk"]
-        logits = None
-        for i in range(0, len(tokens), chunk):
-            logits = self._step("prefill", tokens[i: i + chunk])
-        return logits
-
-    def decode(self, token: int) -> np.ndarray:
-        return self._step("decode", np.array([token], np.uint32))
-
-    def greedy(self, prompt, max_new_tokens: int, stop_ids=()) -> list[int]:
-        self.reset()
-        logits = self.prefill(prompt)
-        out = []
-        for _ in range(max_new_tokens):
-            tok = int(np.argmax(logits))
-            out.append(tok)
-            if tok in stop_ids:
-                break
-            logits = self.decode(tok)
-        return out

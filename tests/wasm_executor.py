@@ -16,6 +16,7 @@ import numpy as np
 
 from packager.manifest import load_manifest
 from packager.plan_expr import evaluate
+from packager.plan_session import PlanSession
 from packager.shards import read_tensor_bytes
 from packager.wasm_build import FILES, TABLE_FILE
 
@@ -26,7 +27,7 @@ def align(n: int, a: int = 64) -> int:
     return (n + a - 1) // a * a
 
 
-class WasmExecutor:
+class WasmExecutor(PlanSession):
     def __init__(self, bundle, *, files: dict[str, bytes] | None = None):
         import wasmtime
 
@@ -71,10 +72,6 @@ class WasmExecutor:
             blob = read_tensor_bytes(self.bundle, self.manifest["shards"], t)
             for p in t["parts"]:
                 self.memory.write(self.store, blob[p["offset"]: p["offset"] + p["bytes"]], parts[t["name"], p["name"]])
-        self.context_window = plan["context_window"]
-        self.past_len = 0
-
-    def reset(self) -> None:
         self.past_len = 0
 
     def program(self, entry: str, env: dict) -> np.ndarray:
@@ -88,27 +85,12 @@ class WasmExecutor:
             words += [0xFFFFFFFF if 0 in wg else k["op"], len(args), *args]
         return np.array(words, np.uint32)
 
-    def _step(self, entry: str, tokens: np.ndarray) -> np.ndarray:
-        n = len(tokens)
-        if self.past_len + n > self.context_window:
-            raise ValueError("context window exceeded")
-        self.memory.write(self.store, np.ascontiguousarray(tokens, np.uint32).tobytes(), self.addr["tokens"])
-        prog = self.program(entry, {"seq_len": n, "past_len": self.past_len})
+    def _forward(self, entry: str, tokens: np.ndarray) -> np.ndarray:
+        self.memory.write(self.store, tokens.tobytes(), self.addr["tokens"])
+        prog = self.program(entry, {"seq_len": len(tokens), "past_len": self.past_len})
         self.memory.write(self.store, prog.tobytes(), self.programs[entry])
         count = len(self.plan["entries"][entry]["dispatches"])
         self._run(self.store, self.programs[entry], count)
-        self.past_len += n
         vocab = self.plan["buffers"]["logits"]["elements"]
         raw = self.memory.read(self.store, self.addr["logits"], self.addr["logits"] + 4 * vocab)
         return np.frombuffer(bytes(raw), np.float32).copy()
-
-    def prefill(self, tokens) -> np.ndarray:
-        tokens = np.asarray(tokens, np.uint32)
-        chunk = self.plan["prefill_chunk"]
-        logits = None
-        for i in range(0, len(tokens), chunk):
-            logits = self._step("prefill", tokens[i: i + chunk])
-        return logits
-
-    def decode(self, token: int) -> np.ndarray:
-        return self._step("decode", np.array([token], np.uint32))
