@@ -43,8 +43,6 @@ def run_bench(bundle: Path, *, backend: str = "webgpu", where: str = "node", run
               extra_args: tuple[str, ...] = (), timeout: float | None = None, threads: int | None = None) -> dict:
     """Run the benchmark; return its JSON object. PackError on a user-facing problem.
     threads: worker threads of the Wasm backend (None: its default)."""
-    from .serve import ensure_runtime
-
     bundle = Path(bundle)
     if not (bundle / "manifest.json").is_file():
         raise PackError(f"{bundle} is not a bundle (no manifest.json)")
@@ -57,10 +55,13 @@ def run_bench(bundle: Path, *, backend: str = "webgpu", where: str = "node", run
     node = shutil.which("node")
     if node is None:
         raise PackError("llmpack bench needs Node.js 20 or newer (`node` is not on PATH)")
-    ensure_runtime(RUNTIME_DIR, log=lambda _: None)
+    if not BENCH_SCRIPT.is_file():  # the harness and its npm packages are development tools
+        raise PackError("llmpack bench runs from a source checkout of llmpack (it needs runtime_js/bench "
+                        "and runtime_js/node_modules)")
     need = "playwright-core" if where == "chromium" else "webgpu"
-    if not (RUNTIME_DIR / "node_modules" / need).is_dir():
-        raise PackError(f"npm package {need} is missing: run `npm ci` in {RUNTIME_DIR}")
+    if not (RUNTIME_DIR / "node_modules" / need).is_dir() or not (RUNTIME_DIR / "dist" / "llmpack.js").is_file():
+        raise PackError(f"the runtime or npm package {need} is missing: run `npm ci && npm run build` in "
+                        f"{RUNTIME_DIR}")
     cmd = [node, str(BENCH_SCRIPT), "--bundle", str(bundle.resolve()), "--where", where, "--backend", backend,
            "--runs", str(runs), "--prompt-tokens", str(prompt_tokens), "--new-tokens", str(new_tokens)]
     if chromium:

@@ -2,8 +2,8 @@
 
 URL space (docs/serve.md):
 
-    /<file>                  the chat demo (web_demo/*: index.html, app.js, ...)
-    /runtime/llmpack.js      the JS runtime (runtime_js/dist; built when missing or stale)
+    /<file>                  the chat demo (index.html, app.js, ...; packager.web_assets)
+    /runtime/llmpack.js      the JS runtime, as built into the installed package
     /models/<id>/<file>      a bundle: manifest.json, tokenizer files, shards/<sha256>.bin, ...
     /api/models              the served models, and those of a registry (--registry)
     /registry/...            a local registry's HTTP API (--registry PATH)
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -32,14 +30,12 @@ from typing import Callable, Sequence
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
+from . import web_assets
 from .errors import PackError
 from .listen import bind, is_loopback
 from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION
 from .static_files import IMMUTABLE, REVALIDATE, local_file_response
 
-ROOT = Path(__file__).resolve().parent.parent
-RUNTIME_DIR = ROOT / "runtime_js"
-WEB_DEMO_DIR = ROOT / "web_demo"
 MANIFEST = "manifest.json"
 
 ISOLATION_HEADERS = {
@@ -108,7 +104,8 @@ def read_manifest(folder: Path) -> tuple[dict, int]:
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise PackError(f"{path} is not an llmpack bundle manifest (format is not {BUNDLE_FORMAT!r})")
     if manifest.get("version") != BUNDLE_VERSION:
-        raise PackError(f"{path} has bundle version {manifest.get('version')!r}; this llmpack reads version {BUNDLE_VERSION}")
+        raise PackError(f"{path} has bundle version {manifest.get('version')!r}; "
+                        f"this llmpack reads version {BUNDLE_VERSION}")
     return manifest, len(raw)
 
 
@@ -308,13 +305,13 @@ class _Site:
 
 
 def create_app(paths: Sequence[Path | str] | BundleSet, *, registry: str | RegistrySource | None = None,
-               runtime_dist: Path | None = None, web_dir: Path = WEB_DEMO_DIR):
-    """The ASGI app of `llmpack serve`. `runtime_dist` is the folder holding llmpack.js
-    (default runtime_js/dist, not built here: see ensure_runtime)."""
+               runtime_dist: Path | None = None, web_dir: Path | None = None):
+    """The ASGI app of `llmpack serve`. `runtime_dist` is the folder holding llmpack.js and
+    `web_dir` the chat page's; both default to the installed ones (packager.web_assets)."""
     bundles = paths if isinstance(paths, BundleSet) else BundleSet(paths)
     source = RegistrySource(registry) if isinstance(registry, str) else registry
-    runtime_root = (runtime_dist or RUNTIME_DIR / "dist").resolve()
-    web_root = web_dir.resolve()
+    runtime_root = (runtime_dist or web_assets.runtime_dir()).resolve()
+    web_root = (web_dir or web_assets.demo_dir()).resolve()
     app = FastAPI(title="llmpack serve", docs_url=None, redoc_url=None, openapi_url=None)
 
     def send(request: Request, path: Path | None, **kw) -> Response:
@@ -350,7 +347,7 @@ def create_app(paths: Sequence[Path | str] | BundleSet, *, registry: str | Regis
     def runtime_file(name: str, request: Request):
         found = resolve_inside(runtime_root, name)
         if found is None and name == "llmpack.js":
-            raise HTTPException(404, "the JS runtime is not built: run `npm ci && npm run build` in runtime_js/")
+            raise HTTPException(404, f"the JS runtime is missing from this install: {web_assets.REINSTALL}")
         return send(request, found)
 
     @app.api_route("/{path:path}", methods=["GET", "HEAD"])
@@ -360,45 +357,6 @@ def create_app(paths: Sequence[Path | str] | BundleSet, *, registry: str | Regis
         return send(request, resolve_inside(web_root, path or "index.html"))
 
     return _Site(app, source.app if source else None)
-
-
-# ----------------------------------------------------------------------------- runtime
-
-
-def ensure_runtime(runtime_dir: Path = RUNTIME_DIR, log: Callable[[str], None] = print) -> Path:
-    """runtime_js/dist, built with `npm run build` when llmpack.js is missing or older
-    than the sources; a PackError that says how to build it when that cannot be done."""
-    dist = runtime_dir / "dist"
-    js = dist / "llmpack.js"
-    built = js.is_file()
-    if built and not _older_than_sources(js, runtime_dir / "src"):
-        return dist
-    npm = shutil.which("npm")
-    how = f"run `npm ci && npm run build` in {runtime_dir}"
-    if npm is None or not (runtime_dir / "node_modules").is_dir():
-        if built:
-            log(f"warning: {js} is older than runtime_js/src; to rebuild it, {how}")
-            return dist
-        need = "" if npm else " (needs Node.js 20 or newer with npm)"
-        raise PackError(f"the JavaScript runtime is not built ({js} is missing): {how}{need}")
-    log("building the JavaScript runtime (npm run build in runtime_js) ...")
-    r = subprocess.run([npm, "run", "--silent", "build"], cwd=runtime_dir, capture_output=True, text=True)
-    if r.returncode == 0 and js.is_file():
-        return dist
-    lines = [ln for ln in (r.stderr + r.stdout).splitlines() if ln.strip()]
-    why = lines[-1].strip() if lines else f"exit status {r.returncode}"
-    if built:
-        log(f"warning: rebuilding the JavaScript runtime failed ({why}); serving the previous build")
-        return dist
-    raise PackError(f"`npm run build` in {runtime_dir} failed: {why}")
-
-
-def _older_than_sources(js: Path, src: Path) -> bool:
-    try:
-        built = js.stat().st_mtime
-        return any(p.stat().st_mtime > built for p in src.rglob("*.ts"))
-    except OSError:
-        return False
 
 
 # ------------------------------------------------------------------------------ server
@@ -418,7 +376,7 @@ def serve(paths: Sequence[Path | str], host: str = "127.0.0.1", port: int = 8000
     import uvicorn
 
     bundles = BundleSet(paths)
-    app = create_app(bundles, registry=registry, runtime_dist=ensure_runtime(log=out))
+    app = create_app(bundles, registry=registry, runtime_dist=web_assets.runtime_dir())
     sock = bind(host, port)
     url = page_url(host, sock.getsockname()[1])
     listed = bundles.all()

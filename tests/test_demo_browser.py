@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from packager.serve import create_app, ensure_runtime
+from packager.serve import create_app
 from test_registry_helpers import ROOT
 from test_serve import running
 
@@ -56,7 +56,7 @@ def test_chat_page(bundle, tmp_path):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert len(manifest["shards"]) >= 2
     env = {**os.environ, "XDG_RUNTIME_DIR": os.environ.get("XDG_RUNTIME_DIR") or str(tmp_path)}
-    app = create_app([bundle.parent], runtime_dist=ensure_runtime(log=lambda _: None))
+    app = create_app([bundle.parent])  # the installed runtime and page (packager.web_assets)
     with running(app) as base:
         env["LLMPACK_DEMO_TEST"] = json.dumps({
             "url": f"{base}?seed=7", "modelId": "tiny-chat",  # seed: reproducible answers

@@ -53,9 +53,8 @@ pytestmark = [
 def js_env():
     """Environment for the drivers: the runtime built, and a WebGPU adapter in Node
     (the machine's own, else SwiftShader's). Skips when Node has no adapter at all."""
-    from packager.serve import ensure_runtime
-
-    ensure_runtime(RUNTIME, log=lambda _: None)
+    if not (RUNTIME / "dist" / "llmpack.js").is_file():
+        pytest.fail("the runtime is not built: run `npm run build` in runtime_js (scripts/setup.sh does)")
     env = dict(os.environ)
     env.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
     probe = ("const { create } = await import('webgpu'); const a = await create([]).requestAdapter();"

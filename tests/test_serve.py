@@ -25,8 +25,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from packager.errors import PackError
-from packager.serve import (BundleSet, RegistrySource, bind, create_app, ensure_runtime, page_url,
-                            resolve_inside)
+from packager.serve import BundleSet, RegistrySource, bind, create_app, page_url, resolve_inside
 from packager.static_files import IMMUTABLE
 from test_registry_helpers import ROOT, make_bundle
 
@@ -368,7 +367,7 @@ def test_non_loopback_host_warns(tree, monkeypatch):
 
     loopback = bind("127.0.0.1", 0)
     monkeypatch.setattr(serve_mod, "bind", lambda host, port: loopback)
-    monkeypatch.setattr(serve_mod, "ensure_runtime", lambda log: tree / "dist")
+    monkeypatch.setattr(serve_mod.web_assets, "runtime_dir", lambda: tree / "dist")
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: None)
     lines = []
     try:
@@ -387,23 +386,20 @@ def test_non_loopback_host_warns(tree, monkeypatch):
     assert not any("warning" in line for line in lines)
 
 
-def test_runtime_build_errors(tmp_path, monkeypatch):
-    rt = tmp_path / "runtime_js"
-    (rt / "src").mkdir(parents=True)
-    (rt / "src" / "index.ts").write_text("export {};\n")
-    with pytest.raises(PackError, match=r"not built .*npm ci && npm run build"):
-        ensure_runtime(rt)
-    (rt / "dist").mkdir()
-    (rt / "dist" / "llmpack.js").write_text("")
-    os.utime(rt / "dist" / "llmpack.js", (1, 1))  # older than the sources, and no node_modules
-    logged = []
-    assert ensure_runtime(rt, log=logged.append) == rt / "dist"
-    assert "older than" in logged[0]
-    # a missing runtime at request time: a 404 that says how to build it
+def test_missing_web_assets_say_how_to_reinstall(tmp_path, monkeypatch):
+    """An install without the built runtime or page: one clear error, and a 404 that says
+    how to get it at request time."""
+    import packager.web_assets as web_assets
+
+    monkeypatch.setattr(web_assets, "WEB_DIR", tmp_path / "web")
+    with pytest.raises(PackError, match=r"no built JS runtime .*reinstall llmpack"):
+        web_assets.runtime_dir()
+    with pytest.raises(PackError, match=r"no chat page .*reinstall llmpack"):
+        web_assets.demo_dir()
     with TestClient(create_app([make_bundle(tmp_path / "b", "b", (1,))], runtime_dist=tmp_path / "none",
                                web_dir=tmp_path)) as c:
         r = c.get("/runtime/llmpack.js")
-        assert r.status_code == 404 and "npm run build" in r.json()["detail"]
+        assert r.status_code == 404 and "reinstall llmpack" in r.json()["detail"]
 
 
 # ------------------------------------------------------------------------- demo
