@@ -12,5 +12,5 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 ruff check .
-python -m pytest -q -rs "$@"
+pytest -q -rs "$@"  # not `python -m`: the installed package, not the cwd, is imported
 (cd runtime_js && npm test)

@@ -1,12 +1,11 @@
+"""Shared fixtures. The tests import llmpack as installed (scripts/setup.sh installs it
+into .venv); pytest puts this folder on sys.path for the helper modules beside it."""
+
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
