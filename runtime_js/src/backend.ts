@@ -68,30 +68,6 @@ export class BackendUnsupportedError extends Error {
   override name = "BackendUnsupportedError";
 }
 
-/**
- * What both backends put around a forward pass: one call at a time (they share
- * activation buffers and the KV cache), and token ids checked against the vocabulary
- * before anything runs.
- */
-export class CallGuard {
-  private busy = false;
-  constructor(private readonly backend: string) {}
-
-  async run<T>(tokens: Int32Array, vocab: number, fn: () => Promise<T>): Promise<T> {
-    if (this.busy) throw new Error(`the ${this.backend} backend runs one call at a time`);
-    for (let i = 0; i < tokens.length; i++) {
-      const t = tokens[i];
-      if (!(t >= 0 && t < vocab)) throw new RangeError(`token id ${t} is outside the vocabulary (0..${vocab - 1})`);
-    }
-    this.busy = true;
-    try {
-      return await fn();
-    } finally {
-      this.busy = false;
-    }
-  }
-}
-
 /** Preference when no backend is named (or "auto"). */
 const DEFAULT_ORDER = ["webgpu", "wasm"];
 

@@ -74,7 +74,8 @@ export interface Plan {
   outputs: { logits: string };
   kernels: Record<string, PlanKernel>;
   buffers: Record<string, PlanBuffer>;
-  entries: Record<string, PlanEntry>;
+  /** every runtime needs `prefill` and `decode` (parsePlan checks they are there) */
+  entries: Record<string, PlanEntry> & { prefill: PlanEntry; decode: PlanEntry };
 }
 
 export class PlanError extends Error {
@@ -109,8 +110,8 @@ export function parsePlan(json: unknown, manifest?: Manifest): Plan {
   if (!Array.isArray(p.variant_order) || !p.variant_order.every((v) => p.variants[v])) {
     throw new PlanError("plan.json: variant_order names a variant the plan does not have");
   }
-  for (const name of [p.inputs.tokens, p.outputs.logits]) {
-    if (!p.buffers[name]) throw new PlanError(`plan.json: input/output buffer ${JSON.stringify(name)} is not declared`);
+  for (const name of ["prefill", "decode"]) {
+    if (!p.entries[name]) throw new PlanError(`plan.json has no "${name}" entry point (a runtime needs prefill and decode)`);
   }
   const parts = new Map<string, number>();
   for (const t of manifest?.tensors ?? []) for (const part of t.parts) parts.set(`${t.name}:${part.name}`, part.bytes);
@@ -137,10 +138,18 @@ export function parsePlan(json: unknown, manifest?: Manifest): Plan {
       throw new PlanError(`${where}: ${(err as Error).message}`);
     }
   };
+  for (const [name, k] of Object.entries(p.kernels)) {
+    if (!k || !Array.isArray(k.bindings) || !Array.isArray(k.uniforms) || !k.files || typeof k.files !== "object") {
+      throw new PlanError(`plan kernel ${name} is malformed (it needs bindings, uniforms and files)`);
+    }
+  }
   for (const [ename, entry] of Object.entries(p.entries)) {
-    if (!isCount(entry.max_seq_len) || !Array.isArray(entry.dispatches)) throw new PlanError(`plan entry ${ename} is malformed`);
+    if (!entry || !isCount(entry.max_seq_len) || entry.max_seq_len < 1 || !Array.isArray(entry.dispatches)) {
+      throw new PlanError(`plan entry ${ename} is malformed`);
+    }
     entry.dispatches.forEach((d, i) => {
-      const where = `plan entry ${ename}, dispatch ${i} (${d.label ?? d.kernel})`;
+      const where = `plan entry ${ename}, dispatch ${i} (${d?.label ?? d?.kernel})`;
+      if (!d || !Array.isArray(d.bindings) || !Array.isArray(d.uniforms)) throw new PlanError(`${where} is malformed`);
       const k = p.kernels[d.kernel];
       if (!k) throw new PlanError(`${where}: unknown kernel ${JSON.stringify(d.kernel)}`);
       if (d.uniforms.length !== k.uniforms.length) {
@@ -148,7 +157,9 @@ export function parsePlan(json: unknown, manifest?: Manifest): Plan {
       }
       if (!Array.isArray(d.workgroups) || d.workgroups.length !== 3) throw new PlanError(`${where}: workgroups must have 3 entries`);
       const declared = new Set(k.bindings.filter((b) => b.type !== "uniform").map((b) => b.binding));
-      for (const [n, buf] of d.bindings) {
+      for (const pair of d.bindings) {
+        if (!Array.isArray(pair) || pair.length !== 2) throw new PlanError(`${where}: a binding is not a [binding, buffer] pair`);
+        const [n, buf] = pair;
         if (!p.buffers[buf]) throw new PlanError(`${where}: binding ${n} names unknown buffer ${JSON.stringify(buf)}`);
         if (!declared.delete(n)) throw new PlanError(`${where}: binding ${n} is not a storage binding of the kernel`);
       }
@@ -159,12 +170,19 @@ export function parsePlan(json: unknown, manifest?: Manifest): Plan {
   }
   const tokens = p.buffers[p.inputs.tokens];
   const longest = Math.max(...Object.values(p.entries).map((e) => e.max_seq_len));
-  if (tokens.kind === "weight" || tokens.dtype !== "u32" || tokens.elements < longest) {
-    throw new PlanError(`plan.json: the tokens buffer must be a u32 array of at least ${longest} elements`);
+  if (!tokens || tokens.kind === "weight" || tokens.dtype !== "u32" || tokens.elements < longest) {
+    throw new PlanError(`plan.json: the tokens buffer ${JSON.stringify(p.inputs.tokens)} must be a u32 array of at least ${longest} elements`);
   }
   const logits = p.buffers[p.outputs.logits];
-  if (logits.kind === "weight" || logits.dtype !== "f32") throw new PlanError("plan.json: the logits buffer must be an f32 array");
+  if (!logits || logits.kind === "weight" || logits.dtype !== "f32") {
+    throw new PlanError(`plan.json: the logits buffer ${JSON.stringify(p.outputs.logits)} must be an f32 array`);
+  }
   return p;
+}
+
+/** The plan's tokens buffer (parsePlan checked it is a u32 array). */
+export function tokensBuffer(plan: Plan): ArrayPlanBuffer {
+  return plan.buffers[plan.inputs.tokens] as ArrayPlanBuffer;
 }
 
 /** The plan's logits buffer (parsePlan checked it is an f32 array). */
@@ -257,11 +275,11 @@ export class EntryProgram {
   readonly exprs: (string | number)[] = [];
   /** values of `exprs` for the last `evaluate` */
   readonly values: Float64Array;
-  /** distinct uniform lists: indices into exprs */
+  /** distinct uniform lists: indices into exprs (and values) */
   readonly slots: number[][] = [];
-  /** per dispatch: its uniform slot */
+  /** per dispatch: its uniform slot (an index into slots) */
   readonly slotOf: Int32Array;
-  /** per dispatch: 3 indices into exprs */
+  /** per dispatch: 3 indices into exprs (and values) */
   readonly workgroupExprs: Int32Array;
   /** per dispatch, after `evaluate`: workgroup counts x, y, z */
   readonly counts: Uint32Array;
@@ -298,7 +316,8 @@ export class EntryProgram {
         slotIndex.set(key, s);
       }
       this.slotOf[i] = s;
-      for (let j = 0; j < 3; j++) this.workgroupExprs[3 * i + j] = idx(d.workgroups[j]);
+      const [x, y, z] = d.workgroups;
+      this.workgroupExprs.set([idx(x), idx(y), idx(z)], 3 * i);
     });
     this.values = new Float64Array(this.exprs.length);
   }
@@ -311,20 +330,22 @@ export class EntryProgram {
     if (seqLen === this.lastSeq && pastLen === this.lastPast) return;
     const env: Dims = { seq_len: seqLen, past_len: pastLen };
     for (let i = 0; i < this.exprs.length; i++) {
+      const e = this.exprs[i]!; // i < exprs.length
       let v: number;
       try {
-        v = evalExpr(this.exprs[i], env as unknown as Record<string, number>);
+        v = evalExpr(e, env as unknown as Record<string, number>);
       } catch (e) {
         if (e instanceof ExprError) throw new PlanError(`entry ${this.name} at seq_len=${seqLen}, past_len=${pastLen}: ${e.message}`);
         throw e;
       }
       if (v < 0 || v > 0xffffffff) {
-        throw new PlanError(`entry ${this.name}: ${JSON.stringify(this.exprs[i])} = ${v} at seq_len=${seqLen}, past_len=${pastLen} is not a u32`);
+        throw new PlanError(`entry ${this.name}: ${JSON.stringify(e)} = ${v} at seq_len=${seqLen}, past_len=${pastLen} is not a u32`);
       }
       this.values[i] = v;
     }
+    // workgroupExprs and counts have the same length; their entries index values
     const w = this.workgroupExprs;
-    for (let i = 0; i < w.length; i++) this.counts[i] = this.values[w[i]];
+    for (let i = 0; i < w.length; i++) this.counts[i] = this.values[w[i]!]!;
     this.lastSeq = seqLen;
     this.lastPast = pastLen;
   }
@@ -332,9 +353,10 @@ export class EntryProgram {
   /** Writes slot `s`'s uniform values (after `evaluate`) into `out`; true when they changed. */
   fillSlot(s: number, out: Uint32Array): boolean {
     const u = this.slots[s];
+    if (!u) throw new RangeError(`entry ${this.name} has no uniform slot ${s}`);
     let changed = false;
     for (let j = 0; j < u.length; j++) {
-      const v = this.values[u[j]];
+      const v = this.values[u[j]!]!; // slot entries index values
       if (out[j] !== v) {
         out[j] = v;
         changed = true;
@@ -351,9 +373,14 @@ export function checkCall(plan: Plan, entry: string, seqLen: number, pastLen: nu
   if (!Number.isInteger(seqLen) || seqLen < 1 || seqLen > e.max_seq_len) {
     throw new RangeError(`${entry}: seq_len ${seqLen} outside 1..${e.max_seq_len}`);
   }
-  if (!Number.isInteger(pastLen) || pastLen < 0 || pastLen + seqLen > plan.context_window) {
+  checkWindow(plan, entry, pastLen, seqLen);
+}
+
+/** Checks that `count` tokens at positions pastLen.. fit the context window (`what` names the call). */
+export function checkWindow(plan: Plan, what: string, pastLen: number, count: number): void {
+  if (!Number.isInteger(pastLen) || pastLen < 0 || pastLen + count > plan.context_window) {
     throw new RangeError(
-      `${entry}: positions ${pastLen}..${pastLen + seqLen - 1} do not fit the context window of ${plan.context_window} tokens`,
+      `${what}: positions ${pastLen}..${pastLen + count - 1} do not fit the context window of ${plan.context_window} tokens`,
     );
   }
 }

@@ -55,6 +55,7 @@ function smallPlan(weightBytes = 1024): { plan: Plan; table: WasmTable; manifest
           { kernel: "add", bindings: [[1, "x"], [2, "x"]], uniforms: ["past_len"], workgroups: ["past_len", "1", "1"] },
         ],
       },
+      decode: { max_seq_len: 1, dispatches: [{ kernel: "add", bindings: [[1, "x"], [2, "x"]], uniforms: ["1"], workgroups: ["1", "1", "1"] }] },
     },
   } as unknown as Plan;
   const table: WasmTable = {

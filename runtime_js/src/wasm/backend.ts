@@ -7,22 +7,23 @@
  * Load: read plan.json and the kernel table, lay out one linear memory for the whole
  * model (refusing bundles above the 4 GiB wasm32 ceiling before anything is fetched),
  * start the threads, then stream the weights shard by shard straight into that memory
- * (nothing runs before every shard verified). Run: each call evaluates the entry
- * point's expressions into its command list and runs it; prefill goes in chunks of the
- * plan's prefill_chunk; logits are read back from memory.
+ * (nothing runs before every shard verified). Run: PlanCalls' prefill (in chunks of
+ * the plan's prefill_chunk) and decode over the executor (executor.ts), which writes
+ * each run's command list and reads the logits back from memory.
  *
  * Threads: `threads: "auto"` (default) uses min(CPUs, 4) workers when the threaded
  * module can run (SharedArrayBuffer: a cross-origin isolated page, a worker of one,
  * or Node), else one thread on the calling thread.
  */
-import { BackendUnsupportedError, CallGuard, type Backend, type BackendLoadOptions } from "../backend.js";
+import { BackendUnsupportedError, type Backend, type BackendLoadOptions } from "../backend.js";
 import type { BundleLoader, LoadStats } from "../loader.js";
 import type { Manifest } from "../manifest.js";
-import { type Plan, checkCall, logitsBuffer, parsePlan } from "../plan.js";
-import { ceilingProblem, type MemoryLayout, planLayout } from "./layout.js";
-import { WasmProgram } from "./program.js";
+import { type Plan, parsePlan } from "../plan.js";
+import { PlanCalls } from "../plan_calls.js";
+import { WasmExecutor } from "./executor.js";
+import { ceilingProblem, type MemoryLayout, partAddress, planLayout } from "./layout.js";
 import { WASM_TABLE_FILE, type WasmTable, parseWasmTable } from "./table.js";
-import { InlineRunner, type Runner, WorkerPool, cpuCount, threadsAvailable } from "./threads.js";
+import { cpuCount, threadsAvailable } from "./threads.js";
 
 export interface WasmBackendOptions {
   /** worker threads: a count, or "auto" (default): min(CPUs, 4) where threads can run, else 1 */
@@ -54,12 +55,9 @@ export class WasmBackend implements Backend {
   threads = 0;
   /** why threads are not used, when they are not */
   singleThreadReason = "";
-  private memory: WebAssembly.Memory | null = null;
-  private runner: Runner | null = null;
-  private programs = new Map<string, WasmProgram>();
-  private vocab = 0;
-  private logits: Float32Array | null = null;
-  private readonly guard = new CallGuard("Wasm");
+  private executor: WasmExecutor | null = null;
+  /** set once loaded */
+  private calls: PlanCalls | null = null;
 
   constructor(private readonly opts: WasmBackendOptions = {}) {}
 
@@ -109,19 +107,34 @@ export class WasmBackend implements Backend {
       threads = 1;
       reason = "the bundle has no threaded module";
     }
-    const info = threads > 1 ? table.modules.threads! : table.modules.single;
+    const info = (threads > 1 && table.modules.threads) || table.modules.single;
     const layout = planLayout(manifest, plan, table, info.heap_base, threads);
     const problem = ceilingProblem(layout, plan.context_window);
     if (problem) throw new BackendUnsupportedError(problem);
     this.plan = plan;
     this.table = table;
     this.layout = layout;
-    this.vocab = Number(manifest.model.config.vocab_size);
     const report = (text: string) => onProgress?.({ phase: "backend", bytesDone: 0, bytesTotal: 0, shard: -1, shards: manifest.shards.length, text });
 
     report(`Wasm: ${(layout.bytes / 2 ** 20).toFixed(0)} MiB of memory, ${threads} thread${threads > 1 ? "s" : ""}`);
     try {
-      await this.start(loader, info.file, threads, reason, opts);
+      const module = await WebAssembly.compile((await loader.fetchFile(info.file, signal)) as Uint8Array<ArrayBuffer>);
+      const ex = await WasmExecutor.start(module, plan, table, layout, threads);
+      this.executor = ex;
+      this.threads = threads;
+      this.singleThreadReason = threads > 1 ? "" : reason;
+
+      // weights: write-through into their place in memory (used only after all shards verified)
+      const bytes = new Uint8Array(ex.memory.buffer);
+      this.loadStats = await loader.loadShards(
+        {
+          write: (shard, offset, chunk) =>
+            loader.layout.route(shard, offset, chunk, (t, p, offInPart, piece) => bytes.set(piece, partAddress(layout, t, p) + offInPart)),
+          commit: () => {},
+        },
+        { signal, onProgress, concurrency: this.opts.concurrency },
+      );
+      this.calls = new PlanCalls("Wasm", plan, manifest.model.config.vocab_size, ex);
     } catch (e) {
       this.unload();
       throw e;
@@ -129,77 +142,12 @@ export class WasmBackend implements Backend {
     report(`${this.label}: ready`);
   }
 
-  private async start(loader: BundleLoader, file: string, threads: number, reason: string, opts: BackendLoadOptions): Promise<void> {
-    const { signal, onProgress } = opts;
-    const plan = this.plan!;
-    const table = this.table!;
-    const layout = this.layout!;
-    const module = await WebAssembly.compile((await loader.fetchFile(file, signal)) as Uint8Array<ArrayBuffer>);
-    try {
-      this.memory = threads > 1
-        ? new WebAssembly.Memory({ initial: layout.pages, maximum: layout.pages, shared: true })
-        : new WebAssembly.Memory({ initial: layout.pages });
-    } catch (e) {
-      throw new BackendUnsupportedError(`cannot allocate ${(layout.bytes / 2 ** 20).toFixed(0)} MiB of Wasm memory here: ${(e as Error).message}`);
-    }
-    const stackTop = (tid: number) => layout.stacks + (tid + 1) * layout.stackBytes;
-    this.runner = threads > 1
-      ? await WorkerPool.start(module, this.memory, threads, stackTop)
-      : await InlineRunner.start(module, this.memory, stackTop(0));
-    this.threads = threads;
-    this.singleThreadReason = threads > 1 ? "" : reason;
-    const mem32 = new Uint32Array(this.memory.buffer);
-    for (const name of Object.keys(plan.entries)) this.programs.set(name, new WasmProgram(name, plan, table, layout, mem32));
-
-    // weights: write-through into their place in memory (used only after all shards verified)
-    const bytes = new Uint8Array(this.memory.buffer);
-    const parts = layout.parts;
-    this.loadStats = await loader.loadShards(
-      {
-        write: (shard, offset, chunk) =>
-          loader.layout.route(shard, offset, chunk, (t, p, offInPart, piece) => bytes.set(piece, parts[t][p] + offInPart)),
-        commit: () => {},
-      },
-      { signal, onProgress, concurrency: this.opts.concurrency },
-    );
-    this.logits = new Float32Array(logitsBuffer(plan).elements);
-  }
-
-  private async step(entry: string, tokens: Int32Array, pastLen: number): Promise<void> {
-    const plan = this.plan!;
-    const layout = this.layout!;
-    checkCall(plan, entry, tokens.length, pastLen);
-    const buf = this.memory!.buffer;
-    new Int32Array(buf, layout.buffers.get(plan.inputs.tokens)!, tokens.length).set(tokens);
-    const prog = this.programs.get(entry)!;
-    prog.prepare(tokens.length, pastLen, new Uint32Array(buf));
-    await this.runner!.run(prog.addr, prog.dispatches);
-  }
-
-  private readLogits(): Float32Array {
-    const plan = this.plan!;
-    const out = this.logits!;
-    out.set(new Float32Array(this.memory!.buffer, this.layout!.buffers.get(plan.outputs.logits)!, out.length));
-    return out;
-  }
-
   async prefill(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
-    if (tokens.length === 0) throw new RangeError("prefill needs at least one token");
-    return this.exclusive(tokens, async () => {
-      const chunk = Math.min(this.plan!.prefill_chunk, this.plan!.entries.prefill.max_seq_len);
-      for (let i = 0; i < tokens.length; i += chunk) {
-        await this.step("prefill", tokens.subarray(i, Math.min(tokens.length, i + chunk)), pastLen + i);
-      }
-      return this.readLogits();
-    });
+    return this.loaded().prefill(tokens, pastLen);
   }
 
   async decode(token: number, pos: number): Promise<Float32Array> {
-    const one = Int32Array.of(token);
-    return this.exclusive(one, async () => {
-      await this.step("decode", one, pos);
-      return this.readLogits();
-    });
+    return this.loaded().decode(token, pos);
   }
 
   reset(): void {
@@ -207,14 +155,13 @@ export class WasmBackend implements Backend {
   }
 
   unload(): void {
-    this.runner?.close();
-    this.runner = null;
-    this.memory = null;
-    this.programs.clear();
+    this.calls = null;
+    this.executor?.close();
+    this.executor = null;
   }
 
-  private async exclusive<T>(tokens: Int32Array, fn: () => Promise<T>): Promise<T> {
-    if (!this.runner) throw new Error("the Wasm backend is not loaded");
-    return this.guard.run(tokens, this.vocab, fn);
+  private loaded(): PlanCalls {
+    if (!this.calls) throw new Error("the Wasm backend is not loaded");
+    return this.calls;
   }
 }

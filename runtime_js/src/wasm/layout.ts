@@ -14,8 +14,8 @@
  * refuses the bundle with the numbers.
  */
 import type { Manifest } from "../manifest.js";
-import type { Plan } from "../plan.js";
-import type { WasmTable } from "./table.js";
+import { type Plan, PlanError } from "../plan.js";
+import { type WasmTable, wasmKernel } from "./table.js";
 
 export const PAGE = 65536;
 export const MAX_PAGES = 65535;
@@ -44,9 +44,11 @@ export interface MemoryLayout {
 
 /** Words of an entry point's program: per dispatch [op, n, consts, uniforms, wg x3, pointers]. */
 export function programWords(plan: Plan, table: WasmTable, entry: string): number {
+  const e = plan.entries[entry];
+  if (!e) throw new PlanError(`the plan has no entry point ${JSON.stringify(entry)}`);
   let n = 0;
-  for (const d of plan.entries[entry].dispatches) {
-    n += 2 + table.kernels[d.kernel].consts.length + d.uniforms.length + 3 + d.bindings.length;
+  for (const d of e.dispatches) {
+    n += 2 + wasmKernel(table, d.kernel).consts.length + d.uniforms.length + 3 + d.bindings.length;
   }
   return n;
 }
@@ -74,20 +76,20 @@ export function planLayout(manifest: Manifest, plan: Plan, table: WasmTable, hea
     pos += up(4 * words);
   }
   const weightsStart = pos;
+  const partAt = new Map<string, number>(); // "tensor:part" -> address
   const parts = manifest.tensors.map((t) =>
     t.parts.map((p) => {
       const at = pos;
+      partAt.set(`${t.name}:${p.name}`, at);
       pos += up(p.bytes);
       return at;
     }),
   );
-  const index = new Map(manifest.tensors.map((t, i) => [t.name, i]));
   for (const [name, b] of Object.entries(plan.buffers)) {
     if (b.kind !== "weight") continue;
-    const ti = index.get(b.tensor);
-    const pi = ti === undefined ? -1 : manifest.tensors[ti].parts.findIndex((p) => p.name === b.part);
-    if (ti === undefined || pi < 0) throw new Error(`plan buffer ${name}: no part ${b.part} of tensor ${b.tensor} in the manifest`);
-    buffers.set(name, parts[ti][pi] + b.offset);
+    const at = partAt.get(`${b.tensor}:${b.part}`);
+    if (at === undefined) throw new PlanError(`plan buffer ${name}: no part ${b.part} of tensor ${b.tensor} in the manifest`);
+    buffers.set(name, at + b.offset);
   }
   const bytes = pos;
   return {
@@ -102,6 +104,20 @@ export function planLayout(manifest: Manifest, plan: Plan, table: WasmTable, hea
     kvBytes,
     activationBytes: activationBytes + threads * stackBytes,
   };
+}
+
+/** The address of a plan buffer in the layout (every array and weight buffer has one). */
+export function bufferAddress(layout: MemoryLayout, name: string): number {
+  const addr = layout.buffers.get(name);
+  if (addr === undefined) throw new PlanError(`plan buffer ${name} has no place in the Wasm memory`);
+  return addr;
+}
+
+/** The address of part `part` of manifest tensor `tensor`. */
+export function partAddress(layout: MemoryLayout, tensor: number, part: number): number {
+  const at = layout.parts[tensor]?.[part];
+  if (at === undefined) throw new RangeError(`the Wasm layout has no part ${part} of tensor ${tensor}`);
+  return at;
 }
 
 const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;

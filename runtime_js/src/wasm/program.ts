@@ -9,66 +9,76 @@
  * the plan's expressions for its seq_len and past_len (EntryProgram) and rewrites the
  * uniform and workgroup words; a dispatch with a zero workgroup count becomes a no-op.
  */
-import { EntryProgram, type Plan } from "../plan.js";
-import type { MemoryLayout } from "./layout.js";
-import type { WasmTable } from "./table.js";
+import { EntryProgram, type Plan, PlanError } from "../plan.js";
+import { type MemoryLayout, bufferAddress } from "./layout.js";
+import { type WasmTable, wasmKernel } from "./table.js";
 
 export const OP_NOP = 0xffffffff;
+
+/** Where a dispatch's words are, and what goes into them per call. */
+interface DispatchWords {
+  op: number;
+  /** word index of the op */
+  opAt: number;
+  /** word index of the first uniform, and the uniforms' indices into the entry's expression values */
+  uniformAt: number;
+  uniformExprs: readonly number[];
+  /** word index of wg_x */
+  workgroupAt: number;
+}
 
 export class WasmProgram {
   readonly expressions: EntryProgram;
   /** address of the first word */
   readonly addr: number;
   readonly dispatches: number;
-  private readonly opAt: Uint32Array;
-  private readonly ops: Uint32Array;
-  private readonly uniformAt: Uint32Array;
-  private readonly workgroupAt: Uint32Array;
+  private readonly words: DispatchWords[];
 
   constructor(name: string, plan: Plan, table: WasmTable, layout: MemoryLayout, mem: Uint32Array) {
     const entry = plan.entries[name];
-    this.expressions = new EntryProgram(name, entry);
-    const { addr, words } = layout.programs.get(name)!;
-    this.addr = addr;
-    const n = entry.dispatches.length;
-    this.dispatches = n;
-    this.opAt = new Uint32Array(n);
-    this.ops = new Uint32Array(n);
-    this.uniformAt = new Uint32Array(n);
-    this.workgroupAt = new Uint32Array(n);
-    let w = addr / 4;
-    entry.dispatches.forEach((d, i) => {
-      const k = table.kernels[d.kernel];
+    const place = layout.programs.get(name);
+    if (!entry || !place) throw new PlanError(`the plan and the Wasm layout have no entry point ${JSON.stringify(name)}`);
+    const ep = new EntryProgram(name, entry);
+    this.expressions = ep;
+    this.addr = place.addr;
+    this.dispatches = entry.dispatches.length;
+    let w = place.addr / 4;
+    this.words = entry.dispatches.map((d, i) => {
+      const k = wasmKernel(table, d.kernel);
       const bindings = [...d.bindings].sort((a, b) => a[0] - b[0]);
-      this.opAt[i] = w;
-      this.ops[i] = k.op;
+      const opAt = w;
       mem[w] = k.op;
       mem[w + 1] = k.consts.length + d.uniforms.length + 3 + bindings.length;
       w += 2;
       for (const c of k.consts) mem[w++] = c;
-      this.uniformAt[i] = w;
+      const uniformAt = w;
       w += d.uniforms.length;
-      this.workgroupAt[i] = w;
+      const workgroupAt = w;
       w += 3;
-      for (const [, buf] of bindings) mem[w++] = layout.buffers.get(buf)!;
+      for (const [, buf] of bindings) mem[w++] = bufferAddress(layout, buf);
+      const uniformExprs = ep.slots[ep.slotOf[i]!]; // slotOf has one entry per dispatch
+      if (!uniformExprs) throw new PlanError(`entry ${name}, dispatch ${i}: no uniform slot`);
+      return { op: k.op, opAt, uniformAt, uniformExprs, workgroupAt };
     });
-    if (w !== addr / 4 + words) throw new Error(`program ${name}: ${w - addr / 4} words, layout says ${words}`);
+    if (w !== place.addr / 4 + place.words) throw new Error(`program ${name}: ${w - place.addr / 4} words, layout says ${place.words}`);
   }
 
   /** Writes this call's uniform and workgroup words. */
   prepare(seqLen: number, pastLen: number, mem: Uint32Array): void {
     const ep = this.expressions;
     ep.evaluate(seqLen, pastLen);
-    for (let i = 0; i < this.dispatches; i++) {
-      const slot = ep.slots[ep.slotOf[i]];
-      const u = this.uniformAt[i];
-      for (let j = 0; j < slot.length; j++) mem[u + j] = ep.values[slot[j]];
-      const x = ep.counts[3 * i], y = ep.counts[3 * i + 1], z = ep.counts[3 * i + 2];
-      const g = this.workgroupAt[i];
-      mem[g] = x;
-      mem[g + 1] = y;
-      mem[g + 2] = z;
-      mem[this.opAt[i]] = x && y && z ? this.ops[i] : OP_NOP;
-    }
+    const { values, counts } = ep;
+    this.words.forEach((d, i) => {
+      let u = d.uniformAt;
+      for (const e of d.uniformExprs) mem[u++] = values[e]!; // uniformExprs index values
+      // counts holds 3 per dispatch
+      const x = counts[3 * i]!;
+      const y = counts[3 * i + 1]!;
+      const z = counts[3 * i + 2]!;
+      mem[d.workgroupAt] = x;
+      mem[d.workgroupAt + 1] = y;
+      mem[d.workgroupAt + 2] = z;
+      mem[d.opAt] = x && y && z ? d.op : OP_NOP;
+    });
   }
 }

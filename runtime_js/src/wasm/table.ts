@@ -52,7 +52,8 @@ export function parseWasmTable(json: unknown, plan: Plan): WasmTable {
   if (t.version !== WASM_TABLE_VERSION) {
     throw new WasmTableError(`${WASM_TABLE_FILE} version ${t.version} is not supported (this runtime reads ${WASM_TABLE_VERSION})`);
   }
-  if (!t.modules?.single || !u32(t.modules.single.heap_base) || !u32(t.stack_bytes) || !Array.isArray(t.ops)) {
+  const moduleOk = (m: WasmModuleInfo | undefined) => !!m && typeof m.file === "string" && u32(m.heap_base);
+  if (!moduleOk(t.modules?.single) || (t.modules.threads && !moduleOk(t.modules.threads)) || !u32(t.stack_bytes) || !Array.isArray(t.ops)) {
     throw new WasmTableError(`${WASM_TABLE_FILE} is malformed`);
   }
   for (const name of Object.keys(plan.kernels)) {
@@ -62,4 +63,11 @@ export function parseWasmTable(json: unknown, plan: Plan): WasmTable {
     }
   }
   return t;
+}
+
+/** The table's entry for a kernel of the plan (parseWasmTable checked every plan kernel has one). */
+export function wasmKernel(table: WasmTable, kernel: string): WasmKernel {
+  const k = table.kernels[kernel];
+  if (!k) throw new WasmTableError(`${WASM_TABLE_FILE} has no Wasm op for kernel ${kernel}`);
+  return k;
 }

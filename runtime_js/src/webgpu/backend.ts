@@ -3,13 +3,14 @@
  * bundle's WGSL kernels. Load: read and check the plan, open a device that meets the
  * chosen variant's features and limits, allocate the plan's buffers, compile every
  * kernel once while the weights stream in through a staging sink, then build the
- * bind groups. Run: prefill in chunks of the plan's prefill_chunk, decode one token
- * at a time; each call reads back the last token's logits (f32).
+ * bind groups. Run: PlanCalls' prefill (in chunks of the plan's prefill_chunk) and
+ * decode over the executor; each call reads back the last token's logits (f32).
  */
-import { BackendUnsupportedError, CallGuard, type Backend, type BackendLoadOptions } from "../backend.js";
+import { BackendUnsupportedError, type Backend, type BackendLoadOptions } from "../backend.js";
 import type { BundleLoader, LoadStats } from "../loader.js";
 import type { Manifest } from "../manifest.js";
 import { type Plan, parsePlan, weightBlocks } from "../plan.js";
+import { PlanCalls } from "../plan_calls.js";
 import { type AdapterInfo, type DeviceOptions, describeAdapter, openDevice } from "./device.js";
 import { PlanExecutor } from "./executor.js";
 import { compileKernels } from "./kernels.js";
@@ -33,8 +34,8 @@ export class WebGpuBackend implements Backend {
   uploads: UploadLog | null = null;
   private device: GPUDevice | null = null;
   private executor: PlanExecutor | null = null;
-  private vocab = 0;
-  private readonly guard = new CallGuard("WebGPU");
+  /** set once loaded */
+  private calls: PlanCalls | null = null;
 
   constructor(private readonly opts: WebGpuBackendOptions = {}) {}
 
@@ -58,7 +59,6 @@ export class WebGpuBackend implements Backend {
       throw new BackendUnsupportedError("the bundle has no plan.json (it was packaged without WebGPU kernels; package it again)");
     }
     const plan = parsePlan(await loader.fetchJson("plan.json", signal), manifest);
-    this.vocab = Number(manifest.model.config.vocab_size);
     const opened = await openDevice(plan, this.opts, { maxBufferSize: StagingSink.stagingBytes(manifest) });
     this.device = opened.device;
     this.variant = opened.variant;
@@ -79,6 +79,7 @@ export class WebGpuBackend implements Backend {
       this.loadStats = await loader.loadShards(sink, { signal, onProgress, concurrency: this.opts.concurrency });
       ex.prepare(await compiling);
       await device.queue.onSubmittedWorkDone();
+      this.calls = new PlanCalls("WebGPU", plan, manifest.model.config.vocab_size, ex);
     } finally {
       this.uploads = sink.log;
       sink.destroy();
@@ -87,22 +88,11 @@ export class WebGpuBackend implements Backend {
   }
 
   async prefill(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
-    const plan = this.plan!;
-    if (tokens.length === 0) throw new RangeError("prefill needs at least one token");
-    return this.exclusive(async () => {
-      const chunk = Math.min(plan.prefill_chunk, plan.entries.prefill.max_seq_len);
-      let logits: Float32Array | null = null;
-      for (let i = 0; i < tokens.length; i += chunk) {
-        const last = i + chunk >= tokens.length;
-        logits = await this.executor!.run("prefill", tokens.subarray(i, Math.min(tokens.length, i + chunk)), pastLen + i, last);
-      }
-      return logits!;
-    }, tokens);
+    return this.loaded().prefill(tokens, pastLen);
   }
 
   async decode(token: number, pos: number): Promise<Float32Array> {
-    const one = Int32Array.of(token);
-    return this.exclusive(async () => (await this.executor!.run("decode", one, pos, true))!, one);
+    return this.loaded().decode(token, pos);
   }
 
   reset(): void {
@@ -110,14 +100,15 @@ export class WebGpuBackend implements Backend {
   }
 
   unload(): void {
+    this.calls = null;
     this.executor?.destroy();
     this.executor = null;
     this.device?.destroy();
     this.device = null;
   }
 
-  private async exclusive<T>(fn: () => Promise<T>, tokens: Int32Array): Promise<T> {
-    if (!this.executor) throw new Error("the WebGPU backend is not loaded");
-    return this.guard.run(tokens, this.vocab, fn);
+  private loaded(): PlanCalls {
+    if (!this.calls) throw new Error("the WebGPU backend is not loaded");
+    return this.calls;
   }
 }

@@ -1,35 +1,36 @@
 /**
  * Runs a plan's entry points on a WebGPU device: the plan's buffers, one bind group
  * per dispatch and one uniform buffer per distinct uniform list (all made once, at
- * load), then per call: write the tokens, rewrite the uniform buffers whose values
- * changed, record every dispatch in one compute pass, submit, and (for the call whose
- * logits are wanted) copy the logits into a mappable buffer and read them back.
+ * load), then per run of an entry point: write the tokens, rewrite the uniform buffers
+ * whose values changed, record every dispatch in one compute pass and submit; when the
+ * logits are wanted, copy them into a mappable buffer and read them back. The loop
+ * around the runs (chunks, window, one call at a time) is PlanCalls'.
  * No per-model code: everything comes from plan.json.
  */
 import { BackendUnsupportedError } from "../backend.js";
-import { EntryProgram, type Plan, PlanError, bufferBytes, checkCall, logitsBuffer, planBytes } from "../plan.js";
+import { type Dims, EntryProgram, type Plan, PlanError, bufferBytes, logitsBuffer, planBytes } from "../plan.js";
+import type { PlanDevice } from "../plan_calls.js";
 import { BufferUsage, MapMode } from "./gpu.js";
 import type { CompiledKernel } from "./kernels.js";
 
 interface PreparedEntry {
   program: EntryProgram;
-  /** per uniform slot: its buffer and what it holds */
-  uniformBuffers: GPUBuffer[];
-  uniformValues: Uint32Array[];
-  pipelines: GPUComputePipeline[];
-  bindGroups: GPUBindGroup[];
+  /** per uniform slot of the program: its buffer and what it holds */
+  uniforms: { buffer: GPUBuffer; values: Uint32Array }[];
+  /** per dispatch */
+  dispatches: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup }[];
 }
 
 const MiB = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
 
-export class PlanExecutor {
+export class PlanExecutor implements PlanDevice {
   readonly buffers = new Map<string, GPUBuffer>();
   private readonly entries = new Map<string, PreparedEntry>();
-  private readonly tokenScratch: Uint32Array;
   private readonly logits: Float32Array;
   private readonly logitsBytes: number;
   private readback: GPUBuffer | null = null;
-  private pendingErrors: Promise<GPUError | null>[] = [];
+  /** validation error scopes of the runs since the last read */
+  private pendingErrors: { entry: string; error: Promise<GPUError | null> }[] = [];
   private lostReason: string | null = null;
   private destroyed = false;
 
@@ -38,7 +39,6 @@ export class PlanExecutor {
     readonly plan: Plan,
     readonly variant: string,
   ) {
-    this.tokenScratch = new Uint32Array(Math.max(...Object.values(plan.entries).map((e) => e.max_seq_len), 1));
     const out = logitsBuffer(plan);
     this.logits = new Float32Array(out.elements);
     this.logitsBytes = out.elements * 4;
@@ -74,45 +74,44 @@ export class PlanExecutor {
     const device = this.device;
     for (const [name, entry] of Object.entries(this.plan.entries)) {
       const program = new EntryProgram(name, entry);
-      const uniformBuffers = program.slots.map((u, s) =>
-        device.createBuffer({ label: `${name} uniforms ${s}`, size: Math.max(16, Math.ceil((4 * u.length) / 16) * 16), usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST }),
-      );
-      const uniformValues = program.slots.map((u) => new Uint32Array(u.length));
-      const pipelines: GPUComputePipeline[] = [];
-      const bindGroups: GPUBindGroup[] = [];
-      entry.dispatches.forEach((d, i) => {
-        const k = kernels.get(d.kernel)!;
-        const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniformBuffers[program.slotOf[i]] } }];
-        for (const [binding, buf] of d.bindings) entries.push({ binding, resource: { buffer: this.buffers.get(buf)! } });
-        pipelines.push(k.pipeline);
-        bindGroups.push(device.createBindGroup({ label: d.label ?? d.kernel, layout: k.layout, entries }));
+      const uniforms = program.slots.map((u, s) => ({
+        buffer: device.createBuffer({ label: `${name} uniforms ${s}`, size: Math.max(16, Math.ceil((4 * u.length) / 16) * 16), usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST }),
+        values: new Uint32Array(u.length),
+      }));
+      const dispatches = entry.dispatches.map((d, i) => {
+        const k = kernels.get(d.kernel);
+        if (!k) throw new PlanError(`kernel ${d.kernel} was not compiled`);
+        const slot = uniforms[program.slotOf[i]!]!; // program.slotOf has a valid slot per dispatch
+        const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: slot.buffer } }];
+        for (const [binding, buf] of d.bindings) entries.push({ binding, resource: { buffer: this.planBuffer(buf) } });
+        return { pipeline: k.pipeline, bindGroup: device.createBindGroup({ label: d.label ?? d.kernel, layout: k.layout, entries }) };
       });
-      this.entries.set(name, { program, uniformBuffers, uniformValues, pipelines, bindGroups });
+      this.entries.set(name, { program, uniforms, dispatches });
     }
   }
 
+  /** PlanDevice: queues the write of the token ids. */
+  writeTokens(tokens: Int32Array): void {
+    this.checkUsable();
+    // ids are checked non-negative, so their int32 bytes are the u32 the kernels read
+    this.device.queue.writeBuffer(this.planBuffer(this.plan.inputs.tokens), 0, tokens);
+  }
+
   /**
-   * Runs `entry` on `tokens` at positions pastLen.. (the plan's limits apply). With
-   * `read`, resolves to the logits of the last token (a Float32Array reused by the
-   * next read); otherwise resolves once the work is queued.
+   * PlanDevice: records every dispatch of `entry` for `dims` in one compute pass and
+   * submits it; resolves once queued (readLogits waits for the work and reports errors).
    */
-  async run(entry: string, tokens: ArrayLike<number>, pastLen: number, read: boolean): Promise<Float32Array | null> {
-    if (this.destroyed) throw new Error("the WebGPU backend was unloaded");
-    if (this.lostReason) throw new Error(`the WebGPU device was lost: ${this.lostReason}`);
-    const n = tokens.length;
-    checkCall(this.plan, entry, n, pastLen);
+  async runEntry(entry: string, dims: Dims): Promise<void> {
+    this.checkUsable();
     const p = this.entries.get(entry);
     if (!p) throw new PlanError(`entry ${entry} was not prepared`);
     const device = this.device;
     const queue = device.queue;
-
-    for (let i = 0; i < n; i++) this.tokenScratch[i] = tokens[i];
-    queue.writeBuffer(this.buffers.get(this.plan.inputs.tokens)!, 0, this.tokenScratch, 0, n);
     const prog = p.program;
-    prog.evaluate(n, pastLen);
-    for (let s = 0; s < prog.slots.length; s++) {
-      if (prog.fillSlot(s, p.uniformValues[s])) queue.writeBuffer(p.uniformBuffers[s], 0, p.uniformValues[s]);
-    }
+    prog.evaluate(dims.seq_len, dims.past_len);
+    p.uniforms.forEach((u, s) => {
+      if (prog.fillSlot(s, u.values)) queue.writeBuffer(u.buffer, 0, u.values);
+    });
 
     const maxGroups = device.limits.maxComputeWorkgroupsPerDimension;
     device.pushErrorScope("validation");
@@ -120,34 +119,60 @@ export class PlanExecutor {
     const pass = enc.beginComputePass();
     const c = prog.counts;
     let current: GPUComputePipeline | null = null;
-    for (let i = 0; i < p.bindGroups.length; i++) {
-      const x = c[3 * i];
-      const y = c[3 * i + 1];
-      const z = c[3 * i + 2];
+    for (const [i, { pipeline, bindGroup }] of p.dispatches.entries()) {
+      // counts holds 3 values per dispatch
+      const x = c[3 * i]!;
+      const y = c[3 * i + 1]!;
+      const z = c[3 * i + 2]!;
       if (x === 0 || y === 0 || z === 0) continue;
       if (x > maxGroups || y > maxGroups || z > maxGroups) {
         pass.end();
         await device.popErrorScope();
         throw new PlanError(`${entry} dispatch ${i} needs ${x}x${y}x${z} workgroups; this device allows ${maxGroups} per dimension`);
       }
-      if (p.pipelines[i] !== current) pass.setPipeline((current = p.pipelines[i]));
-      pass.setBindGroup(0, p.bindGroups[i]);
+      if (pipeline !== current) pass.setPipeline((current = pipeline));
+      pass.setBindGroup(0, bindGroup);
       pass.dispatchWorkgroups(x, y, z);
     }
     pass.end();
-    if (read) enc.copyBufferToBuffer(this.buffers.get(this.plan.outputs.logits)!, 0, this.readback!, 0, this.logitsBytes);
     queue.submit([enc.finish()]);
-    this.pendingErrors.push(device.popErrorScope());
-    if (!read) return null;
+    this.pendingErrors.push({ entry, error: device.popErrorScope() });
+  }
 
-    await this.readback!.mapAsync(MapMode.READ, 0, this.logitsBytes);
-    this.logits.set(new Float32Array(this.readback!.getMappedRange(0, this.logitsBytes)));
-    this.readback!.unmap();
-    const errors = await Promise.all(this.pendingErrors);
+  /**
+   * PlanDevice: copies the logits into the mappable buffer, waits for them and resolves
+   * to them (a Float32Array reused by the next read); rejects when WebGPU refused any
+   * run since the last read.
+   */
+  async readLogits(): Promise<Float32Array> {
+    this.checkUsable();
+    const readback = this.readback;
+    if (!readback) throw new Error("the WebGPU executor has no readback buffer");
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(this.planBuffer(this.plan.outputs.logits), 0, readback, 0, this.logitsBytes);
+    this.device.queue.submit([enc.finish()]);
+    await readback.mapAsync(MapMode.READ, 0, this.logitsBytes);
+    this.logits.set(new Float32Array(readback.getMappedRange(0, this.logitsBytes)));
+    readback.unmap();
+    const pending = this.pendingErrors;
     this.pendingErrors = [];
-    const err = errors.find((e) => e);
-    if (err) throw new Error(`WebGPU rejected the ${entry} commands: ${err.message}`);
+    for (const { entry, error } of pending) {
+      const err = await error;
+      if (err) throw new Error(`WebGPU rejected the ${entry} commands: ${err.message}`);
+    }
     return this.logits;
+  }
+
+  private checkUsable(): void {
+    if (this.destroyed) throw new Error("the WebGPU backend was unloaded");
+    if (this.lostReason) throw new Error(`the WebGPU device was lost: ${this.lostReason}`);
+  }
+
+  /** The GPU buffer of a plan buffer (every plan buffer has one once allocated). */
+  private planBuffer(name: string): GPUBuffer {
+    const b = this.buffers.get(name);
+    if (!b) throw new PlanError(`plan buffer ${name} has no GPU buffer`);
+    return b;
   }
 
   /** A copy of a plan buffer's bytes (for tests and debugging). */
@@ -168,7 +193,7 @@ export class PlanExecutor {
     if (this.destroyed) return;
     this.destroyed = true;
     for (const b of this.buffers.values()) b.destroy();
-    for (const p of this.entries.values()) for (const b of p.uniformBuffers) b.destroy();
+    for (const p of this.entries.values()) for (const u of p.uniforms) u.buffer.destroy();
     this.readback?.destroy();
     this.buffers.clear();
     this.entries.clear();

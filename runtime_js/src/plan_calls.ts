@@ -1,0 +1,82 @@
+/**
+ * The prefill / decode loop every plan backend shares (WebGPU and Wasm run the same
+ * plan.json): one call at a time, token ids checked against the vocabulary and the
+ * positions against the context window before anything runs, a prompt cut into chunks
+ * that the plan's `prefill` entry accepts, each chunk run at its own past_len, and the
+ * last token's logits read once at the end.
+ *
+ * A backend supplies only what depends on where the plan runs (PlanDevice): write the
+ * token ids, run one entry point for given dynamic dims, read the logits.
+ */
+import { type Dims, type Plan, checkWindow } from "./plan.js";
+
+export interface PlanDevice {
+  /** Writes the ids of the next run's tokens (already checked) into the plan's tokens buffer. */
+  writeTokens(tokens: Int32Array): void;
+  /**
+   * Runs entry point `entry` for `dims` on the tokens written last. May resolve as soon
+   * as the work is queued: the device keeps runs and reads in order.
+   */
+  runEntry(entry: string, dims: Dims): Promise<void>;
+  /** The last token's logits of the last run, once it finished; the array may be reused by the next read. */
+  readLogits(): Promise<Float32Array>;
+}
+
+export class PlanCalls {
+  private busy = false;
+  /** tokens per prefill run */
+  readonly chunk: number;
+
+  /**
+   * `backend` names the backend in errors; `vocab` is the manifest's vocab_size.
+   */
+  constructor(
+    private readonly backend: string,
+    private readonly plan: Plan,
+    private readonly vocab: number,
+    private readonly device: PlanDevice,
+  ) {
+    this.chunk = Math.min(plan.prefill_chunk, plan.entries.prefill.max_seq_len);
+  }
+
+  /** Backend.prefill: `tokens` at positions pastLen.., in chunks; the last token's logits. */
+  async prefill(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
+    if (tokens.length === 0) throw new RangeError("prefill needs at least one token");
+    checkWindow(this.plan, "prefill", pastLen, tokens.length);
+    return this.exclusive(tokens, async () => {
+      for (let i = 0; i < tokens.length; i += this.chunk) {
+        await this.run("prefill", tokens.subarray(i, i + this.chunk), pastLen + i);
+      }
+      return this.device.readLogits();
+    });
+  }
+
+  /** Backend.decode: one token at position `pos`; its logits. */
+  async decode(token: number, pos: number): Promise<Float32Array> {
+    const one = Int32Array.of(token);
+    checkWindow(this.plan, "decode", pos, 1);
+    return this.exclusive(one, async () => {
+      await this.run("decode", one, pos);
+      return this.device.readLogits();
+    });
+  }
+
+  private async run(entry: "prefill" | "decode", tokens: Int32Array, pastLen: number): Promise<void> {
+    this.device.writeTokens(tokens);
+    await this.device.runEntry(entry, { seq_len: tokens.length, past_len: pastLen });
+  }
+
+  /** The backend's activations and KV cache serve one call at a time. */
+  private async exclusive<T>(tokens: Int32Array, fn: () => Promise<T>): Promise<T> {
+    if (this.busy) throw new Error(`the ${this.backend} backend runs one call at a time`);
+    for (const t of tokens) {
+      if (!(t >= 0 && t < this.vocab)) throw new RangeError(`token id ${t} is outside the vocabulary (0..${this.vocab - 1})`);
+    }
+    this.busy = true;
+    try {
+      return await fn();
+    } finally {
+      this.busy = false;
+    }
+  }
+}
