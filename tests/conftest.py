@@ -11,6 +11,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from checkpoints import TINY_VARIANTS, build_tiny_llama, smollm2_gguf  # noqa: E402
 
+LONG_TESTS = os.environ.get("LLMPACK_LONG_TESTS") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `long` are deselected (pytest reports them as such, not as passed or
+    skipped) unless LLMPACK_LONG_TESTS=1."""
+    if LONG_TESTS:
+        return
+    long = [item for item in items if item.get_closest_marker("long")]
+    if long:
+        config.hook.pytest_deselected(items=long)
+        items[:] = [item for item in items if not item.get_closest_marker("long")]
+
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory):

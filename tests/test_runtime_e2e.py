@@ -9,8 +9,11 @@ oracles are: the numpy reference executor (packager/reference.py) and transforme
 
 Without a GPU, Node's Dawn runs on SwiftShader (VK_ICD_FILENAMES, see
 runtime_js/README.md) and Chromium uses its own SwiftShader adapter: f32 kernels only.
-SwiftShader is slow; the SmolLM2 tests (marked slow) run Node and Chromium side by
-side and pass Dawn's `disable_workgroup_init` toggle (SwiftShader spends more than
+SwiftShader is slow (under 1 token/s for SmolLM2): by default each SmolLM2 test runs one
+chat prompt for a few tokens in one place (f32 against transformers in Node, q4f32
+against the reference in Chromium); LLMPACK_LONG_TESTS=1 runs every prompt for 32 tokens
+in Node and Chromium side by side, and the SwiftShader benchmarks. They pass Dawn's
+`disable_workgroup_init` toggle (SwiftShader spends more than
 half of a decode step zero-filling workgroup memory; the kernels write it before
 reading it, which these token-for-token comparisons would catch otherwise). The tiny
 model tests run with Dawn's defaults.
@@ -28,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CHAT_PROMPTS, chat_ids, hf_greedy
+from conftest import CHAT_PROMPTS, LONG_TESTS, chat_ids, hf_greedy
 from packager.bench import SWIFTSHADER_ICD
 from packager.reference import ReferenceModel
 
@@ -37,7 +40,8 @@ RUNTIME = ROOT / "runtime_js"
 DRIVER = RUNTIME / "test" / "e2e" / "run.mjs"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FAST_SWIFTSHADER = ["disable_workgroup_init"]
-NEW_TOKENS = 32
+NEW_TOKENS = 32 if LONG_TESTS else 6  # SmolLM2 tokens per prompt
+CHAT_TOKENS = 12 if LONG_TESTS else 3  # SmolLM2 tokens of the engine's chat answer (asked twice)
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed"),
@@ -218,11 +222,18 @@ def test_load_by_registry_id(tiny_bundle, tiny_cases, js_env, tmp_path):
 # SmolLM2-135M-Instruct: the real model
 
 
-def smollm2_e2e(bundle: Path, expected: list[list[int]], prompts: list[list[int]], env, tmp, request, name: str):
-    spec = {"cases": [{"messages": m, "new_tokens": NEW_TOKENS} for m in CHAT_PROMPTS],
-            "chat": {"messages": CHAT_PROMPTS[0], "max_tokens": 12}, "reload": {"cases": []},
+def smollm2_prompts() -> list[list[dict]]:
+    return CHAT_PROMPTS if LONG_TESTS else CHAT_PROMPTS[:1]
+
+
+def smollm2_e2e(bundle: Path, expected: list[list[int]], prompts: list[list[int]], env, tmp, request, name: str,
+                where: str):
+    spec = {"cases": [{"messages": m, "new_tokens": NEW_TOKENS} for m in smollm2_prompts()],
+            "chat": {"messages": CHAT_PROMPTS[0], "max_tokens": CHAT_TOKENS}, "reload": {"cases": []},
             "dawnFlags": FAST_SWIFTSHADER}
-    wheres = ["node"] + (["chromium"] if Path(CHROMIUM).exists() else [])
+    if where == "chromium" and not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM} (scripts/setup.sh --test installs it)")
+    wheres = ["node", "chromium"] if LONG_TESTS else [where]
     results = run_drivers([(w, bundle, spec) for w in wheres], env, tmp)
     for where, result in zip(wheres, results):
         check_common(result, bundle)
@@ -233,7 +244,7 @@ def smollm2_e2e(bundle: Path, expected: list[list[int]], prompts: list[list[int]
         times = ", ".join(f"{c['ms'] / 1000:.1f} s" for c in first["cases"])
         report(request, f"runtime e2e {name} ({where}, {first['label']}, {first['adapter'].get('description') or 'SwiftShader'}): "
                         f"load {first['load_ms'] / 1000:.1f} s, reload {result['reload']['load_ms'] / 1000:.1f} s, "
-                        f"3 x {NEW_TOKENS} tokens: {times}; wall {result['wall_s']} s")
+                        f"{len(prompts)} x {NEW_TOKENS} tokens: {times}; wall {result['wall_s']} s")
     return results
 
 
@@ -241,12 +252,13 @@ def smollm2_e2e(bundle: Path, expected: list[list[int]], prompts: list[list[int]
 def test_smollm2_f32_greedy_equals_transformers(smollm2_bundle, smollm2_hf, js_env, tmp_path, request):
     model, tok = smollm2_hf
     bundle = smollm2_bundle("f32", context_window=512)
-    prompts = [chat_ids(tok, m) for m in CHAT_PROMPTS]
+    prompts = [chat_ids(tok, m) for m in smollm2_prompts()]
     expected = [hf_greedy(model, p, NEW_TOKENS) for p in prompts]
-    results = smollm2_e2e(bundle, expected, prompts, js_env, tmp_path, request, "SmolLM2 f32 vs transformers")
+    results = smollm2_e2e(bundle, expected, prompts, js_env, tmp_path, request, "SmolLM2 f32 vs transformers",
+                          "node")
     # the engine's answer is the greedy continuation, cut at EOS
     eos = set(json.loads((bundle / "manifest.json").read_text())["generation"]["eos_token_ids"])
-    want = expected[0][:12]
+    want = expected[0][:CHAT_TOKENS]
     want = want[: next((i for i, t in enumerate(want) if t in eos), len(want))]
     for r in results:
         assert r["first"]["chat"]["text"] == tok.decode(want), (r["first"]["chat"], tok.decode(want))
@@ -257,12 +269,13 @@ def test_smollm2_q4f32_greedy_equals_reference(smollm2_bundle, smollm2_hf, js_en
     _, tok = smollm2_hf
     bundle = smollm2_bundle("q4f32", context_window=512)
     ref = ReferenceModel(bundle)
-    prompts = [chat_ids(tok, m) for m in CHAT_PROMPTS]
+    prompts = [chat_ids(tok, m) for m in smollm2_prompts()]
     expected = [ref.greedy(p, NEW_TOKENS) for p in prompts]
-    smollm2_e2e(bundle, expected, prompts, js_env, tmp_path, request, "SmolLM2 q4f32 vs reference")
+    smollm2_e2e(bundle, expected, prompts, js_env, tmp_path, request, "SmolLM2 q4f32 vs reference", "chromium")
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("where", where_params())
 def test_bench_smollm2(where, smollm2_bundle, js_env, request):
     """`llmpack bench` on the SmolLM2 bundle; its JSON goes to the test log."""
