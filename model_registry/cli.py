@@ -3,7 +3,8 @@
 The registry is named by `--registry/-r REGISTRY` (or `--to` for publish, or the
 positional argument of serve), falling back to the LLMPACK_REGISTRY environment
 variable. REGISTRY is a local folder or an fsspec URL (s3://bucket/prefix, memory://x).
-packager/cli.py mounts `registry_app` and turns RegistryError into `error: ...`, exit 1.
+packager/cli.py mounts `registry_app` as `llmpack registry`; `main` runs it on its own
+(`python -m model_registry.cli`). Both print a UserError as `error: ...` and exit 1.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bundle_contract.errors import UserError
+
 from .errors import RegistryError
 from .naming import parse_spec
 from .registry import Registry, versions_newest_first
-
-__all__ = ["registry_app", "RegistryError"]
 
 ENV = "LLMPACK_REGISTRY"
 registry_app = typer.Typer(
@@ -83,7 +84,8 @@ def _print_json(data) -> None:
 @registry_app.command()
 def publish(
     bundle: Path = typer.Argument(..., help="bundle folder written by `llmpack package`"),
-    to: Optional[str] = typer.Option(None, "--to", "-t", "--registry", "-r", envvar=ENV, help=_REGISTRY_HELP, show_envvar=False),
+    to: Optional[str] = typer.Option(None, "--to", "-t", "--registry", "-r", envvar=ENV, help=_REGISTRY_HELP,
+                                     show_envvar=False),
     model_id: Optional[str] = typer.Option(None, "--id", help="model id (default: the manifest's model name)"),
     version: Optional[str] = typer.Option(None, "--version", "-V",
                                           help="version name (default: next number, 1, 2, ...)"),
@@ -283,3 +285,16 @@ def serve(
 
     reg = _registry(registry, "REGISTRY")
     run_server(reg.url, host=host, port=port)
+
+
+def main() -> None:
+    """Entry point of `python -m model_registry.cli`: a user error is one line, exit 1."""
+    try:
+        registry_app()
+    except UserError as e:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {e}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,10 +1,9 @@
 """The one exception type the registry raises for user errors."""
 
+from bundle_contract.errors import UserError
 
-from packager.errors import PackError
 
-
-class RegistryError(PackError):
+class RegistryError(UserError):
     """Bad input, a missing or damaged registry entry, or a refused operation.
 
     The message is one line a user can act on: what is wrong and what to do about it.

@@ -38,10 +38,10 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .bundles import (CHUNK, MANIFEST, Blob, LocalBundle, Manifest, check_hashes, index_fields, parse_manifest,
-                      read_bundle)
-from packager.atomic_dir import swap_into_place
+from bundle_contract.atomic_dir import swap_into_place
+from bundle_contract.manifest import CHUNK, MANIFEST_NAME, Blob, Manifest
 
+from .bundles import LocalBundle, check_hashes, parse_manifest, read_bundle
 from .errors import RegistryError
 from .naming import check_id, check_version, id_from_name, is_valid_id, is_valid_version, parse_spec
 from .progress import byte_progress
@@ -148,7 +148,7 @@ class Registry:
 
     def read_manifest(self, model_id: str, version: str, entry: dict) -> Manifest:
         """The stored manifest of a version, checked against the hash the index records."""
-        rel = version_dir(model_id, version) + MANIFEST
+        rel = version_dir(model_id, version) + MANIFEST_NAME
         try:
             raw = self.store.read_bytes(rel)
         except FileNotFoundError:
@@ -174,10 +174,10 @@ class Registry:
         bundle = read_bundle(Path(bundle_dir))
         m = bundle.manifest
         if model_id is None:
-            model_id = id_from_name(m.data["model"].get("name"))
+            model_id = id_from_name(m.model.name)
             if model_id is None:
-                raise RegistryError(f"{bundle.root / MANIFEST} suggests no usable model id "
-                                    f"(model.name is {m.data['model'].get('name')!r}); pass --id ID")
+                raise RegistryError(f"{bundle.root / MANIFEST_NAME} suggests no usable model id "
+                                    f"(model.name is {m.model.name!r}); pass --id ID")
         check_id(model_id)
         if version is not None:
             check_version(version)
@@ -187,9 +187,9 @@ class Registry:
         if existing and not repair:
             return self._summary("unchanged", bundle, model_id, existing, 0, 0)
 
-        total = sum(b.bytes for b in m.shards) + sum(b.bytes for b in m.files)
+        total = sum(b.bytes for b in m.unique_shards) + sum(b.bytes for b in m.files)
         with byte_progress(progress, "checking bundle", total) as advance:
-            check_hashes(bundle, [*m.shards, *m.files], advance)
+            check_hashes(bundle, [*m.unique_shards, *m.files], advance)
         uploaded, uploaded_bytes = self._upload_shards(bundle, deep=repair, progress=progress)
 
         with self.store.lock(f"publish {model_id}") as lease:
@@ -211,7 +211,7 @@ class Registry:
                 "path": version_dir(model_id, version),
                 "manifest_sha256": m.sha256,
                 "manifest_bytes": len(m.raw),
-                **index_fields(m),
+                **m.summary(),
                 "published": utc_now(),
             }
             model["latest"] = version
@@ -222,7 +222,7 @@ class Registry:
                  uploaded_bytes: int) -> dict:
         m = bundle.manifest
         return {"status": status, "id": model_id, "version": version, "registry": self.url,
-                "manifest_sha256": m.sha256, "shards": len(m.shards), "files": len(m.files) + 1,
+                "manifest_sha256": m.sha256, "shards": len(m.unique_shards), "files": len(m.files) + 1,
                 "total_bytes": m.total_bytes, "uploaded_blobs": uploaded, "uploaded_bytes": uploaded_bytes,
                 "unlisted_files": bundle.unlisted}
 
@@ -268,7 +268,7 @@ class Registry:
 
     def _upload_shards(self, bundle: LocalBundle, deep: bool, progress: bool) -> tuple[int, int]:
         """Upload the bundle's shards the registry lacks (or, with `deep`, holds corrupt)."""
-        missing = [b for b in bundle.manifest.shards if self._needs_upload(b.path, b, deep)]
+        missing = [b for b in bundle.manifest.unique_shards if self._needs_upload(b.path, b, deep)]
         total = sum(b.bytes for b in missing)
         with byte_progress(progress, f"uploading {len(missing)} shards", total) as advance:
             for blob in missing:
@@ -299,8 +299,9 @@ class Registry:
             if fresh or self._needs_upload(base + blob.path, blob, deep=True):
                 self._upload_file(bundle, blob, base + blob.path)
                 n, nbytes = n + 1, nbytes + blob.bytes
-        if fresh or self._needs_upload(base + MANIFEST, Blob(MANIFEST, len(m.raw), m.sha256), deep=True):
-            self.store.upload_bytes(base + MANIFEST, m.raw)
+        manifest_blob = Blob(MANIFEST_NAME, len(m.raw), m.sha256)
+        if fresh or self._needs_upload(base + MANIFEST_NAME, manifest_blob, deep=True):
+            self.store.upload_bytes(base + MANIFEST_NAME, m.raw)
             n, nbytes = n + 1, nbytes + len(m.raw)
         return n, nbytes
 
@@ -329,7 +330,7 @@ class Registry:
         label = f"{model_id}@{version}"
         m = self.read_manifest(model_id, version, entry)
         base = version_dir(model_id, version)
-        jobs = [(base + b.path, b) for b in m.files] + [(b.path, b) for b in m.shards]
+        jobs = [(base + b.path, b) for b in m.files] + [(b.path, b) for b in m.unique_shards]
 
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -339,13 +340,13 @@ class Registry:
             with byte_progress(progress, f"pulling {label}", total) as advance:
                 for rel, blob in jobs:
                     self._download(rel, blob, tmp / blob.path, label, out, advance)
-            (tmp / MANIFEST).write_bytes(m.raw)
+            (tmp / MANIFEST_NAME).write_bytes(m.raw)
             swap_into_place(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return {"id": model_id, "version": version, "out": str(out), "manifest_sha256": m.sha256,
-                "shards": len(m.shards), "files": len(m.files) + 1, "total_bytes": m.total_bytes}
+                "shards": len(m.unique_shards), "files": len(m.files) + 1, "total_bytes": m.total_bytes}
 
     def _download(self, rel: str, blob: Blob, dest: Path, label: str, out: Path, advance) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -382,7 +383,7 @@ class Registry:
         for mid, v, entry in iter_versions(index, model_id):
             versions += 1
             label = f"{mid}@{v}"
-            rel = version_dir(mid, v) + MANIFEST
+            rel = version_dir(mid, v) + MANIFEST_NAME
             try:
                 m = self.read_manifest(mid, v, entry)
             except RegistryError as e:
@@ -391,7 +392,7 @@ class Registry:
                 continue
             for b in m.files:
                 files.append((version_dir(mid, v) + b.path, b, label))
-            for b in m.shards:
+            for b in m.unique_shards:
                 shards.setdefault(b.sha256, (b, []))[1].append(label)
 
         checks = [(rel, b, [label]) for rel, b, label in files] + \
@@ -475,7 +476,7 @@ class Registry:
         unreadable = []
         for mid, v, entry in iter_versions(index):
             try:
-                referenced.update(b.sha256 for b in self.read_manifest(mid, v, entry).shards)
+                referenced.update(b.sha256 for b in self.read_manifest(mid, v, entry).unique_shards)
             except RegistryError:
                 unreadable.append(f"{mid}@{v}")
         if unreadable:

@@ -19,7 +19,7 @@ works against this server unchanged:
 Only the index, the listed files of indexed versions and well-formed shard names are
 served: request paths are matched against those lists, never joined onto a file-system
 path, so nothing outside the registry can be reached. Files support HEAD, single-range
-`Range` requests (206/416), `ETag`/`If-None-Match` (packager/static_files.py, shared with
+`Range` requests (206/416), `ETag`/`If-None-Match` (bundle_contract/http.py, shared with
 `llmpack serve`) and CORS for cross-origin pages.
 """
 
@@ -36,10 +36,9 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
-from packager.listen import bind, is_loopback  # noqa: F401 (re-exported)
-from packager.static_files import IMMUTABLE, REVALIDATE, file_response, parse_range  # noqa: F401 (re-exported)
+from bundle_contract.http import IMMUTABLE, REVALIDATE, bind, file_response, is_loopback
+from bundle_contract.manifest import MANIFEST_NAME, Manifest
 
-from .bundles import MANIFEST, Manifest
 from .errors import RegistryError
 from .naming import is_valid_id, is_valid_version
 from .registry import INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, Registry, version_dir, versions_newest_first
@@ -99,7 +98,7 @@ def create_app(registry: Registry | str, *, index_ttl: float = 1.0) -> FastAPI:
     def version_json(base: str, model_id: str, version: str, entry: dict, latest: str) -> dict:
         url = f"{base}models/{model_id}/{version}/"
         return {"id": model_id, "version": version, "latest": version == latest, **entry,
-                "base_url": url, "manifest_url": url + MANIFEST}
+                "base_url": url, "manifest_url": url + MANIFEST_NAME}
 
     def send_file(request: Request, rel: str, etag: str | None, cache: str) -> Response:
         size = reg.store.size(rel)
@@ -158,13 +157,13 @@ def create_app(registry: Registry | str, *, index_ttl: float = 1.0) -> FastAPI:
     @app.api_route("/models/{model_id}/{version}/{path:path}", methods=["GET", "HEAD"])
     def version_file(model_id: str, version: str, path: str, request: Request):
         entry = version_of(model_id, version)
-        if path == MANIFEST:
-            return send_file(request, version_dir(model_id, version) + MANIFEST, entry["manifest_sha256"],
+        if path == MANIFEST_NAME:
+            return send_file(request, version_dir(model_id, version) + MANIFEST_NAME, entry["manifest_sha256"],
                              REVALIDATE)
         m = manifest_of(model_id, version, entry)
         if path.startswith("shards/"):
             match = _SHARD_FILE.fullmatch(path[len("shards/"):])
-            if match and any(b.sha256 == match.group(1) for b in m.shards):
+            if match and any(b.sha256 == match.group(1) for b in m.unique_shards):
                 return send_file(request, path, match.group(1), IMMUTABLE)
         for blob in m.files:
             if blob.path == path:

@@ -35,7 +35,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
-from .bundles import CHUNK
+from bundle_contract.manifest import CHUNK, hash_stream
+
 from .errors import RegistryError
 
 LOCK_NAME = "index.lock"
@@ -63,14 +64,6 @@ class HashMismatch(Exception):
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _test_upload_delay() -> None:
-    """Test hook: LLMPACK_REGISTRY_TEST_UPLOAD_DELAY=<seconds> sleeps before each upload,
-    so that a test can kill a publisher midway through its uploads."""
-    delay = os.environ.get("LLMPACK_REGISTRY_TEST_UPLOAD_DELAY")
-    if delay:
-        time.sleep(float(delay))
 
 
 class Store:
@@ -128,15 +121,8 @@ class Store:
 
     def hash_file(self, rel: str, on_bytes: Callable[[int], None] | None = None) -> tuple[str, int]:
         """sha256 and size of a stored file (FileNotFoundError if missing)."""
-        h = hashlib.sha256()
-        n = 0
         with self.open_read(rel) as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-                n += len(chunk)
-                if on_bytes:
-                    on_bytes(len(chunk))
-        return h.hexdigest(), n
+            return hash_stream(f.read, on_bytes)
 
     def listdir(self, rel: str) -> list[dict]:
         """Entries directly under `rel` as {"name": basename, "type", "size", "mtime"}; [] if none."""
@@ -188,7 +174,6 @@ class Store:
     def upload(self, rel: str, src: BinaryIO, sha256: str, on_bytes: Callable[[int], None] | None = None) -> None:
         """Copy `src` to `rel`, hashing on the way; raise HashMismatch (and store nothing
         under `rel`) unless the copied bytes have the expected sha256."""
-        _test_upload_delay()
         h = hashlib.sha256()
         n = 0
 
@@ -234,7 +219,6 @@ class Store:
                 raise HashMismatch(h.hexdigest(), n)
 
     def upload_bytes(self, rel: str, data: bytes) -> None:
-        _test_upload_delay()
         self.write_atomic(rel, data)
 
     def rm(self, rel: str, recursive: bool = False) -> None:
@@ -373,8 +357,9 @@ class LeaseLock:
                     self.store.rm(LOCK_NAME)
                     continue
             if time.monotonic() > deadline:
-                raise RegistryError(f"registry {self.store.url} is locked ({_holder_text(info or {})}); wait for that "
-                                    f"command to finish, or after its lease ends delete {self.store.display(LOCK_NAME)}")
+                raise RegistryError(f"registry {self.store.url} is locked ({_holder_text(info or {})}); wait for "
+                                    "that command to finish, or after its lease ends delete "
+                                    f"{self.store.display(LOCK_NAME)}")
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
 

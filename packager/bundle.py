@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bundle_contract.atomic_dir import swap_into_place
+from bundle_contract.manifest import BUNDLE_FORMAT, BUNDLE_VERSION
 from quantization.formats import FORMATS, PART_ALIGN
 from quantization.gptq import gptq_quantize
 from quantization.policy import choose_format, get_scheme
@@ -30,9 +32,7 @@ from .checkpoint import Checkpoint, open_checkpoint
 from .compile import DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER, compile_artifacts
 from .wasm_build import build_wasm
 from .errors import PackError
-from .atomic_dir import swap_into_place
 from .llama import SUPPORTED_ARCHITECTURES, count_parameters, expected_tensors, normalize_config
-from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION
 from .plan import CONTEXT_CAP
 from .shards import ShardWriter
 

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from bundle_contract.errors import UserError
 from quantization.formats import FormatError
 from quantization.policy import SCHEMES, SchemeError
 
@@ -18,7 +19,7 @@ from .errors import PackError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False)
 err_console = Console(stderr=True)
-USER_ERRORS: tuple[type[Exception], ...] = (PackError, FormatError, SchemeError)
+USER_ERRORS: tuple[type[Exception], ...] = (UserError, FormatError, SchemeError)
 
 
 @app.callback()
@@ -33,12 +34,15 @@ def package(
     out: Path = typer.Option(..., "--out", "-o", help="bundle directory to create"),
     quant: str = typer.Option("q4f16", "--quant", "-q", help=" | ".join(SCHEMES)),
     shard_size: str = typer.Option("32MiB", "--shard-size", help="target shard size, e.g. 32MiB, 8MB, 1000000"),
-    context_window: Optional[int] = typer.Option(None, "--context-window", help="KV-cache length (default: from the config, capped)"),
+    context_window: Optional[int] = typer.Option(None, "--context-window",
+                                                 help="KV-cache length (default: from the config, capped)"),
     quantizer: str = typer.Option("auto", "--quantizer", help="auto (GPTQ below 4 bits, else search) | gptq "
                                   "(calibrated) | search (error-minimizing scales) | rtn (round-to-nearest)"),
-    max_binding: str = typer.Option(f"{DEFAULT_MAX_BINDING >> 20}MiB", "--max-binding-size", help="largest GPU buffer binding the plan "
-                                    "may use (maxStorageBufferBindingSize); bigger weights are split"),
-    max_buffer: str = typer.Option(f"{DEFAULT_MAX_BUFFER >> 20}MiB", "--max-buffer-size", help="largest GPU buffer the plan may allocate"),
+    max_binding: str = typer.Option(f"{DEFAULT_MAX_BINDING >> 20}MiB", "--max-binding-size",
+                                    help="largest GPU buffer binding the plan may use "
+                                    "(maxStorageBufferBindingSize); bigger weights are split"),
+    max_buffer: str = typer.Option(f"{DEFAULT_MAX_BUFFER >> 20}MiB", "--max-buffer-size",
+                                   help="largest GPU buffer the plan may allocate"),
     force: bool = typer.Option(False, "--force", help="replace an existing OUT"),
     as_json: bool = typer.Option(False, "--json", help="print a machine-readable summary"),
 ):
@@ -46,8 +50,9 @@ def package(
     from .bundle import package_model, parse_size
     from .checkpoint import default_source
 
-    summary = package_model(src or default_source(), out, quant=quant, shard_size=parse_size(shard_size, what="shard size"),
-                            context_window=context_window, force=force, progress=not as_json,
+    summary = package_model(src or default_source(), out, quant=quant,
+                            shard_size=parse_size(shard_size, what="shard size"), context_window=context_window,
+                            force=force, progress=not as_json,
                             quantizer=quantizer, max_binding_size=parse_size(max_binding, minimum=1 << 16),
                             max_buffer_size=parse_size(max_buffer, minimum=1 << 16))
     if as_json:
@@ -136,8 +141,10 @@ def bench(
     runs: int = typer.Option(3, "--runs", help="timed runs; the median is reported"),
     prompt_tokens: int = typer.Option(64, "--prompt-tokens", help="tokens to prefill per run"),
     new_tokens: int = typer.Option(32, "--new-tokens", help="tokens to decode per run"),
-    chromium: Optional[str] = typer.Option(None, "--chromium", envvar="CHROMIUM", help="Chromium binary (default /usr/bin/chromium)"),
-    dawn_flag: list[str] = typer.Option([], "--dawn-flag", help="Dawn toggle to enable, e.g. disable_workgroup_init (repeatable)"),
+    chromium: Optional[str] = typer.Option(None, "--chromium", envvar="CHROMIUM",
+                                           help="Chromium binary (default /usr/bin/chromium)"),
+    dawn_flag: list[str] = typer.Option([], "--dawn-flag",
+                                        help="Dawn toggle to enable, e.g. disable_workgroup_init (repeatable)"),
     threads: Optional[str] = typer.Option(None, "--threads", help="Wasm backend: worker threads, a count or a comma "
                                           "list (one benchmark per count); default for wasm: 1 and min(CPUs, 4)"),
     as_json: bool = typer.Option(False, "--json", help="print the JSON result only"),
@@ -162,7 +169,7 @@ def bench(
 
 
 def _register_subcommands() -> None:
-    from model_registry.cli import registry_app  # its RegistryError is a PackError
+    from model_registry.cli import registry_app  # its RegistryError is a UserError
 
     app.add_typer(registry_app, name="registry")
 

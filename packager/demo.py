@@ -6,7 +6,6 @@ else `~/.cache/llmpack`) under `bundles/<model>-<quant>`; later runs reuse it.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -14,8 +13,10 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
 
+from bundle_contract.errors import UserError
+from bundle_contract.manifest import load, missing_blobs
+
 from .errors import PackError
-from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION
 
 CACHE_ENV = "LLMPACK_CACHE_DIR"
 
@@ -38,12 +39,8 @@ def is_complete_bundle(folder: Path) -> bool:
     """A bundle whose manifest this llmpack reads and whose shards and files are all there
     with the listed sizes (a cheap check: no hashing)."""
     try:
-        m = json.loads((folder / "manifest.json").read_text())
-        if m.get("format") != BUNDLE_FORMAT or m.get("version") != BUNDLE_VERSION:
-            return False
-        listed = [(s["file"], s["bytes"]) for s in m["shards"]] + [(f["path"], f["bytes"]) for f in m["files"]]
-        return all((folder / rel).stat().st_size == size for rel, size in listed)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return not missing_blobs(folder, load(folder))
+    except UserError:
         return False
 
 

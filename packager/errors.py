@@ -1,5 +1,7 @@
-"""The one exception type the CLI turns into a single line and a non-zero exit."""
+"""The packager's user error; the CLI prints every UserError as one line and exits 1."""
+
+from bundle_contract.errors import UserError
 
 
-class PackError(Exception):
-    """Bad input or an impossible request: the message says what and what to do."""
+class PackError(UserError):
+    """Bad input or an impossible request while packaging, evaluating or serving."""

@@ -10,18 +10,18 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from bundle_contract.manifest import MANIFEST_NAME, load
 from quantization.quality import default_text, evaluate, token_windows
 
 from .bundle import package_model
 from .errors import PackError
-from .manifest import load_manifest
 from .reference import ReferenceModel
 
 DEFAULT_WINDOW = 256
 
 
 def is_bundle(path: Path) -> bool:
-    return (Path(path) / "manifest.json").exists()
+    return (Path(path) / MANIFEST_NAME).exists()
 
 
 def encode_text(bundle: Path, text: str) -> list[int]:
@@ -31,10 +31,10 @@ def encode_text(bundle: Path, text: str) -> list[int]:
 
 
 def _row(bundle: Path, metrics: dict, label: str) -> dict:
-    m = load_manifest(bundle)
-    q = m["quantization"]
-    return {"model": label, "scheme": q["scheme"], "quantizer": q.get("quantizer"),
-            "mb": round(m["memory"]["weights_bytes"] / 1e6, 1), "bits_per_weight": q["bits_per_weight"], **metrics}
+    m = load(bundle)
+    q = m.quantization
+    return {"model": label, "scheme": q.scheme, "quantizer": q.quantizer, "mb": round(m.memory.weights_bytes / 1e6, 1),
+            "bits_per_weight": q.bits_per_weight, **metrics}
 
 
 def run_eval(src: Path, *, quants: list[str], reference: Path | None = None, text_file: Path | None = None,
@@ -51,7 +51,8 @@ def run_eval(src: Path, *, quants: list[str], reference: Path | None = None, tex
                 ref_bundle = reference if is_bundle(reference) else _package(reference, "f32", tmp, "search", progress)
         else:
             ref_bundle = _package(src, "f32", tmp, "search", progress)
-            bundles = [(ref_bundle, "f32")] + [(_package(src, q, tmp, quantizer, progress), q) for q in quants if q != "f32"]
+            bundles = [(ref_bundle, "f32")] + [(_package(src, q, tmp, quantizer, progress), q)
+                                               for q in quants if q != "f32"]
         ids = encode_text(bundles[0][0], text)
         windows = token_windows(ids, window, max_windows)
         if not windows:

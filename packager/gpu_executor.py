@@ -155,11 +155,12 @@ class GpuExecutor(PlanSession):
     variant_order the device supports), "f16" or "f32"."""
 
     def __init__(self, bundle, *, files: dict[str, bytes] | None = None, variant: str = "auto"):
-        from .manifest import load_manifest
+        from bundle_contract.manifest import load
+
         from .shards import read_tensor_bytes
 
         self.bundle = Path(bundle)
-        self.manifest = load_manifest(self.bundle)
+        self.manifest = load(self.bundle).data
         if files is None:
             if (self.bundle / "plan.json").exists():
                 files = _read_bundle_files(self.bundle, (self.bundle / "plan.json").read_bytes())

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bundle_contract.manifest import load, verify_shards
 from quantization.formats import get_format
 
 from .errors import PackError
-from .manifest import load_manifest, verify_shards
 from .rope import rope_cos_sin, rope_inv_freq
 from .shards import read_tensor_bytes
 
@@ -105,9 +105,10 @@ class ReferenceModel:
 
     def __init__(self, bundle: Path, verify: bool = True):
         self.bundle = Path(bundle)
-        self.manifest = load_manifest(self.bundle)
+        manifest = load(self.bundle)
         if verify:
-            verify_shards(self.bundle, self.manifest)
+            verify_shards(self.bundle, manifest)
+        self.manifest = manifest.data
         self.cfg = self.manifest["model"]["config"]
         self.w = load_weights(self.bundle, self.manifest)
         self.context_window = self.manifest["memory"]["context_window"]

@@ -17,6 +17,7 @@ included) before anything is read: only regular files inside a served root come 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 import threading
@@ -30,13 +31,13 @@ from typing import Callable, Sequence
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
+from bundle_contract.http import IMMUTABLE, REVALIDATE, bind, is_loopback, local_file_response
+from bundle_contract.manifest import MANIFEST_NAME, Manifest, ManifestError, load
+
 from . import web_assets
 from .errors import PackError
-from .listen import bind, is_loopback
-from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION
-from .static_files import IMMUTABLE, REVALIDATE, local_file_response
 
-MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 
 ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
@@ -71,42 +72,20 @@ def resolve_inside(root: Path, rel: str) -> Path | None:
 class Bundle:
     id: str
     path: Path  # resolved
-    manifest: dict
-    manifest_bytes: int
-
-    def summary(self, base_url: str) -> dict:
-        m = self.manifest
-        model, memory, shards = m.get("model") or {}, m.get("memory") or {}, m.get("shards") or []
-        url = f"{base_url}models/{self.id}/"
-        total = self.manifest_bytes + sum(s.get("bytes", 0) for s in shards) \
-            + sum(f.get("bytes", 0) for f in m.get("files") or [])
-        return {
-            "id": self.id, "source": "local", "url": url, "manifest_url": url + MANIFEST,
-            "name": model.get("name") or self.id, "architecture": model.get("architecture"),
-            "parameters": model.get("parameters"), "license": model.get("license"),
-            "quantization": m.get("quantization"), "bytes": total, "shard_count": len(shards),
-            "weights_bytes": memory.get("weights_bytes"), "memory_estimate_bytes": memory.get("estimate_bytes"),
-            "context_window": memory.get("context_window"), "requirements": m.get("requirements"),
-            "created": m.get("created"),
-        }
+    manifest: Manifest
 
 
-def read_manifest(folder: Path) -> tuple[dict, int]:
-    """The bundle manifest in `folder` and its size; PackError when it is not one."""
-    path = folder / MANIFEST
-    try:
-        raw = path.read_bytes()
-        manifest = json.loads(raw)
-    except FileNotFoundError:
-        raise PackError(f"{folder} is not a bundle: it has no {MANIFEST}") from None
-    except (OSError, ValueError) as e:
-        raise PackError(f"cannot read {path}: {e}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise PackError(f"{path} is not an llmpack bundle manifest (format is not {BUNDLE_FORMAT!r})")
-    if manifest.get("version") != BUNDLE_VERSION:
-        raise PackError(f"{path} has bundle version {manifest.get('version')!r}; "
-                        f"this llmpack reads version {BUNDLE_VERSION}")
-    return manifest, len(raw)
+# the fields of a manifest summary (or registry index entry) that /api/models lists
+_LISTED = ("name", "architecture", "parameters", "license", "quantization", "shard_count", "weights_bytes",
+           "memory_estimate_bytes", "context_window", "requirements", "created")
+
+
+def model_entry(summary: dict, model_id: str, url: str, source: str = "local", **extra) -> dict:
+    """One model of /api/models (docs/serve.md) from a manifest's summary or a registry
+    index entry (the same fields: Manifest.summary), loadable from `url`."""
+    return {"id": model_id, **extra, "source": source, "url": url, "manifest_url": url + MANIFEST_NAME,
+            **{k: summary.get(k) for k in _LISTED}, "name": summary.get("name") or model_id,
+            "bytes": summary.get("total_bytes")}
 
 
 def _slug(name: str) -> str:
@@ -127,21 +106,21 @@ class BundleSet:
             if not p.exists():
                 raise PackError(f"{given} does not exist")
             if not p.is_dir():
-                raise PackError(f"{given} is not a folder: give a bundle folder (with {MANIFEST}) "
+                raise PackError(f"{given} is not a folder: give a bundle folder (with {MANIFEST_NAME}) "
                                 "or a folder of bundle folders")
-            is_bundle = (p / MANIFEST).exists()
+            is_bundle = (p / MANIFEST_NAME).exists()
             if is_bundle:
-                read_manifest(p)  # a broken bundle named explicitly is an error, not a skip
+                load(p)  # a broken bundle named explicitly is an error, not a skip
             self.roots.append((p.resolve(), is_bundle))
         self.ttl = ttl
         self.problems: list[str] = []
         self._lock = threading.Lock()
-        self._cache: dict[Path, tuple[tuple[int, int], dict, int]] = {}
+        self._cache: dict[Path, tuple[tuple[int, int], Manifest | ManifestError]] = {}
         self._bundles: dict[str, Bundle] = {}
         self._at = -1e9
         if not self.all():
             shown = ", ".join(str(p) for p in paths)
-            raise PackError(f"no bundles in {shown}: a bundle is a folder with {MANIFEST}; "
+            raise PackError(f"no bundles in {shown}: a bundle is a folder with {MANIFEST_NAME}; "
                             "make one with `llmpack package --out DIR`")
 
     def all(self) -> list[Bundle]:
@@ -163,55 +142,46 @@ class BundleSet:
             else:
                 try:
                     folders = sorted(c for c in root.iterdir()
-                                     if not c.name.startswith(".") and (c / MANIFEST).is_file())
+                                     if not c.name.startswith(".") and (c / MANIFEST_NAME).is_file())
                 except OSError as e:
                     problems.append(f"cannot list {root}: {e.strerror}")
                     continue
             for folder in folders:
                 real = folder.resolve()
-                try:
-                    manifest, size = self._manifest(real)
-                except PackError as e:
-                    problems.append(str(e))
+                manifest = self._load(real)
+                if isinstance(manifest, ManifestError):
+                    problems.append(str(manifest))
                     continue
                 base = _slug(folder.name)
                 bundle_id, n = base, 2
                 while bundle_id in found:
                     bundle_id, n = f"{base}-{n}", n + 1
-                found[bundle_id] = Bundle(bundle_id, real, manifest, size)
+                found[bundle_id] = Bundle(bundle_id, real, manifest)
+        for problem in problems:
+            if problem not in self.problems:  # logged when it appears, not at every scan
+                log.warning("skipped: %s", problem)
         self.problems = problems
         return found
 
-    def _manifest(self, folder: Path) -> tuple[dict, int]:
+    def _load(self, folder: Path) -> Manifest | ManifestError:
+        """The folder's manifest, read again only when the file changed; the error instead
+        when it is not one this llmpack reads."""
         try:
-            st = (folder / MANIFEST).stat()
+            st = (folder / MANIFEST_NAME).stat()
         except OSError:
-            raise PackError(f"{folder} is not a bundle: it has no {MANIFEST}") from None
+            return ManifestError(f"{folder} is not a bundle: it has no {MANIFEST_NAME}")
         key = (st.st_mtime_ns, st.st_size)
         hit = self._cache.get(folder)
-        if hit and hit[0] == key:
-            return hit[1], hit[2]
-        manifest, size = read_manifest(folder)
-        self._cache[folder] = (key, manifest, size)
-        return manifest, size
+        if hit is None or hit[0] != key:
+            try:
+                hit = (key, load(folder))
+            except ManifestError as e:
+                hit = (key, e.with_traceback(None))
+            self._cache[folder] = hit
+        return hit[1]
 
 
 # --------------------------------------------------------------------------- registry
-
-
-def _registry_summary(entry: dict, base_url: str, registry: str) -> dict:
-    """A registry version entry (docs/registry.md) in the shape of Bundle.summary."""
-    return {
-        "id": entry["id"], "version": entry.get("version"), "source": "registry", "registry": registry,
-        "url": base_url, "manifest_url": base_url + MANIFEST, "manifest_sha256": entry.get("manifest_sha256"),
-        "name": entry.get("name") or entry["id"], "architecture": entry.get("architecture"),
-        "parameters": entry.get("parameters"), "license": entry.get("license"),
-        "quantization": entry.get("quantization"), "bytes": entry.get("total_bytes"),
-        "shard_count": entry.get("shard_count"), "weights_bytes": entry.get("weights_bytes"),
-        "memory_estimate_bytes": entry.get("memory_estimate_bytes"),
-        "context_window": entry.get("context_window"), "requirements": entry.get("requirements"),
-        "created": entry.get("created"),
-    }
 
 
 class RegistrySource:
@@ -261,8 +231,9 @@ class RegistrySource:
         for model_id, model in self.registry.load_index()["models"].items():
             version = model["latest"]
             url = f"{base_url}{self.PREFIX.lstrip('/')}/models/{model_id}/{version}/"
-            out.append(_registry_summary({**model["versions"][version], "id": model_id, "version": version},
-                                         url, self.location))
+            out.append(model_entry(model["versions"][version], model_id, url, "registry", version=version,
+                                   registry=self.location,
+                                   manifest_sha256=model["versions"][version].get("manifest_sha256")))
         return out
 
     def _remote(self) -> tuple[list[dict], str | None]:
@@ -270,8 +241,10 @@ class RegistrySource:
         try:
             with urllib.request.urlopen(url, timeout=5) as r:
                 data = json.loads(r.read())
-            return [_registry_summary(m, m["base_url"], self.location) for m in data["models"]], None
-        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as e:
+            return [model_entry(m, m["id"], m["base_url"], "registry", version=m.get("version"),
+                                registry=self.location, manifest_sha256=m.get("manifest_sha256"))
+                    for m in data["models"]], None
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             reason = getattr(e, "reason", None) or e
             return [], f"registry {self.location} is unreachable or not an llmpack registry ({reason})"
 
@@ -325,7 +298,7 @@ def create_app(paths: Sequence[Path | str] | BundleSet, *, registry: str | Regis
     @app.get("/api/models")
     def api_models(request: Request):
         base = str(request.base_url)
-        models = [b.summary(base) for b in bundles.all()]
+        models = [model_entry(b.manifest.summary(), b.id, f"{base}models/{b.id}/") for b in bundles.all()]
         errors = list(bundles.problems)
         if source is not None:
             listed, error = source.models(base)
@@ -384,8 +357,6 @@ def serve(paths: Sequence[Path | str], host: str = "127.0.0.1", port: int = 8000
         "(Ctrl+C to stop)")
     for b in listed:
         out(f"  {b.id:<32} {url}models/{b.id}/  ({b.path})")
-    for problem in bundles.problems:
-        out(f"warning: skipped: {problem}")
     if registry:
         out(f"  + the models of registry {registry}")
     if not is_loopback(host):

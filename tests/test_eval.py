@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bundle_contract.manifest import load
 from packager.evaluate import encode_text, run_eval
-from packager.manifest import load_manifest
 from quantization.quality import default_text, log_softmax, token_windows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,8 +75,8 @@ def test_low_bit_quality(smollm2_bundle):
     q4 = smollm2_bundle("q4f16")
     q2_rtn = smollm2_bundle("q2f16", quantizer="rtn")
     q2 = smollm2_bundle("q2f16")
-    assert load_manifest(q2)["quantization"]["quantizer"] == "gptq"
-    bpw = [load_manifest(b)["quantization"]["bits_per_weight"] for b in (q2, q2_rtn)]
+    assert load(q2).quantization.quantizer == "gptq"
+    bpw = [load(b).quantization.bits_per_weight for b in (q2, q2_rtn)]
     assert bpw[0] == bpw[1]
     ppl = {}
     for name, bundle in [("f32", f32), ("q4", q4), ("q2_rtn", q2_rtn), ("q2", q2)]:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from checkpoints import TINY_VARIANTS
+from bundle_contract.manifest import load
 from packager.bundle import package_model
-from packager.manifest import load_manifest
 from packager.reference import ReferenceModel
 from packager.shards import read_tensor_bytes
 
@@ -53,7 +53,7 @@ def test_f32_logits_match_transformers(variant, tiny_llama, tmp_path):
 
 def test_manifest_records(tiny_llama, tmp_path):
     summary = package_model(tiny_llama("untied"), tmp_path / "b", quant="q2f16", shard_size=8192)
-    m = load_manifest(tmp_path / "b")
+    m = load(tmp_path / "b").data
     fmts = {t["name"]: t["format"] for t in m["tensors"]}
     assert fmts["model.embed_tokens.weight"] == "q4f16" and fmts["lm_head.weight"] == "q8f16"
     assert fmts["model.layers.0.mlp.up_proj.weight"] == "q2f16"
@@ -89,7 +89,7 @@ def test_manifest_records(tiny_llama, tmp_path):
 def test_tensor_spanning_shards(tiny_llama, tmp_path):
     package_model(tiny_llama("plain"), tmp_path / "small", quant="f32", shard_size=4096)
     package_model(tiny_llama("plain"), tmp_path / "big", quant="f32")
-    small, big = load_manifest(tmp_path / "small"), load_manifest(tmp_path / "big")
+    small, big = load(tmp_path / "small").data, load(tmp_path / "big").data
     embed = small["tensors"][0]
     assert embed["bytes"] > 4096 and len(big["shards"]) == 1
     for a, b in zip(small["tensors"], big["tensors"]):
@@ -100,7 +100,7 @@ def test_tensor_spanning_shards(tiny_llama, tmp_path):
 def test_identical_output_is_deterministic(tiny_llama, tmp_path):
     package_model(tiny_llama("gqa"), tmp_path / "a", quant="q4f16", shard_size=16384)
     package_model(tiny_llama("gqa"), tmp_path / "b", quant="q4f16", shard_size=16384)
-    a, b = load_manifest(tmp_path / "a"), load_manifest(tmp_path / "b")
+    a, b = load(tmp_path / "a").data, load(tmp_path / "b").data
     assert a["shards"] == b["shards"]  # same content, same names: dedupes across versions
 
 
@@ -116,7 +116,7 @@ def test_cli_json_and_force(tiny_llama, tmp_path):
     assert (out / "manifest.json").read_text() == before  # untouched
     r = run_cli("package", tiny_llama("gqa"), "--out", out, "--quant", "f16", "--force", "--json")
     assert r.returncode == 0, r.stderr
-    assert load_manifest(out)["quantization"]["scheme"] == "f16"
+    assert load(out).data["quantization"]["scheme"] == "f16"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no temp dirs left behind
 
 

@@ -15,11 +15,14 @@ import time
 
 import fsspec
 import pytest
+import test_registry_helpers
+from test_registry_helpers import REQUIREMENTS, ROOT, bundle_files, make_bundle
 
 from model_registry.errors import RegistryError
 from model_registry.registry import Registry
 from model_registry.storage import Store
-from test_registry_helpers import ROOT, bundle_files, make_bundle, registry_url  # noqa: F401 (fixture)
+
+registry_url = test_registry_helpers.registry_url  # the fixture, used by this module's tests
 
 
 def stored_shards(url: str) -> list[str]:
@@ -29,6 +32,34 @@ def stored_shards(url: str) -> list[str]:
 
 def index_bytes(url: str) -> bytes:
     return Store(url).read_bytes("index.json")
+
+
+def slow_uploads(monkeypatch, seconds: float) -> None:
+    """Every registry upload first waits `seconds`, so a test can act between two uploads."""
+    for name in ("upload", "upload_bytes"):
+        method = getattr(Store, name)
+
+        def slowed(*args, _method=method, **kwargs):
+            time.sleep(seconds)
+            return _method(*args, **kwargs)
+
+        monkeypatch.setattr(Store, name, slowed)
+
+
+# `llmpack registry publish ARGS...` whose uploads each wait 0.4 s first (slow_uploads, in a child process)
+SLOW_PUBLISH = """
+import sys, time
+from model_registry.storage import Store
+from packager.cli import main
+
+for name in ("upload", "upload_bytes"):
+    def slowed(*args, _method=getattr(Store, name), **kwargs):
+        time.sleep(0.4)
+        return _method(*args, **kwargs)
+    setattr(Store, name, slowed)
+sys.argv = ["llmpack", *sys.argv[1:]]
+main()
+"""
 
 
 def test_two_models_sharing_a_shard_store_it_once(registry_url, tmp_path):
@@ -46,7 +77,7 @@ def test_two_models_sharing_a_shard_store_it_once(registry_url, tmp_path):
 
 
 def test_index_records_what_clients_need(registry_url, tmp_path):
-    req = {"features": ["shader-f16"], "limits": {"maxStorageBufferBindingSize": 134217728}}
+    req = REQUIREMENTS
     bundle = make_bundle(tmp_path / "a", "Fancy Model_2", (1,), requirements=req)
     manifest = json.loads((bundle / "manifest.json").read_text())
     reg = Registry(registry_url)
@@ -124,7 +155,7 @@ def test_tampered_shard_is_reported_and_refused(registry_url, tmp_path):
     manifest = json.loads((a / "manifest.json").read_text())
     shared = manifest["shards"][1]["file"]  # shard 2, used by both models
     tamper(registry_url, shared)
-    Store(registry_url).rm(f"models/model-b/1/tokenizer.json")
+    Store(registry_url).rm("models/model-b/1/tokenizer.json")
 
     report = reg.verify()
     assert not report["ok"]
@@ -324,11 +355,10 @@ def test_publish_killed_midway_leaves_index_unchanged(tmp_path):
     reg.publish(make_bundle(tmp_path / "first", "first", (1,)))
     before = index_bytes(url)
     bundle = make_bundle(tmp_path / "b", "second", (2, 3, 4, 5, 6))
-    env = {**os.environ, "LLMPACK_REGISTRY_TEST_UPLOAD_DELAY": "0.4"}
-    cmd = [sys.executable, "-m", "packager.cli", "registry", "publish", str(bundle), "--to", url]
+    cmd = [sys.executable, "-c", SLOW_PUBLISH, "registry", "publish", str(bundle), "--to", url]
 
     def publish_until(condition) -> None:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 30
             while not condition():
@@ -416,7 +446,7 @@ def test_lease_running_out_before_commit_changes_nothing(tmp_path, monkeypatch):
         reg.publish(make_bundle(tmp_path / "a", "a", (1,)))
         before = index_bytes(url)
         monkeypatch.setattr(storage, "LEASE_S", 0.2)
-        monkeypatch.setenv("LLMPACK_REGISTRY_TEST_UPLOAD_DELAY", "0.1")  # 3 uploads under the lock
+        slow_uploads(monkeypatch, 0.1)  # 3 uploads under the lock
         with pytest.raises(RegistryError, match=r"lost the lock .*the index was not changed"):
             reg.publish(make_bundle(tmp_path / "b", "b", (2,)))
         assert index_bytes(url) == before

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from test_registry_helpers import bundle_files, cli, make_bundle, run_cli
+from test_registry_helpers import REQUIREMENTS, bundle_files, cli, make_bundle, run_cli
 
 
 def assert_clean_failure(r, *fragments: str) -> None:
@@ -24,7 +23,7 @@ def assert_clean_failure(r, *fragments: str) -> None:
 def test_publish_list_show_pull_remove(tmp_path):
     reg = str(tmp_path / "registry")
     a = make_bundle(tmp_path / "a", "Model-A", (1, 2))
-    b = make_bundle(tmp_path / "b", "model-b", (2, 3), requirements={"features": ["shader-f16"]})
+    b = make_bundle(tmp_path / "b", "model-b", (2, 3), requirements=REQUIREMENTS)
 
     r = run_cli("registry", "publish", str(a), "--to", reg, "--json")  # the real console entry point
     assert r.returncode == 0, r.stderr
@@ -41,7 +40,7 @@ def test_publish_list_show_pull_remove(tmp_path):
 
     r = cli("registry", "show", "b", "-r", reg, "--json")
     shown = json.loads(r.stdout)
-    assert shown["latest"] == "0.1" and shown["versions"][0]["requirements"] == {"features": ["shader-f16"]}
+    assert shown["latest"] == "0.1" and shown["versions"][0]["requirements"] == REQUIREMENTS
     r = cli("registry", "show", "b@0.1", "-r", reg)
     assert r.returncode == 0 and "b@0.1" in r.stdout and "shader-f16" in r.stdout and "apache-2.0" in r.stdout
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# what a packaged bundle's "requirements" looks like (the plan writes it)
+REQUIREMENTS = {"features": [], "optional_features": ["shader-f16"], "limits": {"maxStorageBufferBindingSize": 1 << 27}}
 
 
 def shard_bytes(seed: int, size: int = 3000) -> bytes:

@@ -13,13 +13,17 @@ import time
 
 import httpx
 import pytest
+import test_registry_helpers
 from fastapi.testclient import TestClient
+from test_registry_helpers import REQUIREMENTS, ROOT, make_bundle
 
+from bundle_contract.errors import UserError
+from bundle_contract.http import IMMUTABLE, bind, parse_range
 from model_registry.errors import RegistryError
 from model_registry.registry import Registry
-from model_registry.server import IMMUTABLE, create_app, parse_range
-from packager.errors import PackError
-from test_registry_helpers import ROOT, make_bundle, registry_url  # noqa: F401 (fixture)
+from model_registry.server import create_app
+
+registry_url = test_registry_helpers.registry_url  # the fixture, used by this module's tests
 
 WGSL = b"@compute @workgroup_size(64) fn main() {}\n"
 WASM = b"\x00asm\x01\x00\x00\x00"
@@ -31,7 +35,7 @@ def served(registry_url, tmp_path):
     reg = Registry(registry_url)
     a = make_bundle(tmp_path / "a", "model-a", (1, 2),
                     extra_files={"kernels/matmul.wgsl": WGSL, "kernels/cpu.wasm": WASM},
-                    requirements={"features": ["shader-f16"]})
+                    requirements=REQUIREMENTS)
     b1 = make_bundle(tmp_path / "b1", "model-b", (2, 3))
     b2 = make_bundle(tmp_path / "b2", "model-b", (3, 4))
     for bundle in (a, b1, b2):
@@ -63,7 +67,7 @@ def test_models_api(served):
     models = {m["id"]: m for m in r.json()["models"]}
     assert set(models) == {"model-a", "model-b"}
     assert models["model-b"]["latest"] == "2" and models["model-b"]["versions"] == ["2", "1"]
-    assert models["model-a"]["requirements"] == {"features": ["shader-f16"]}
+    assert models["model-a"]["requirements"] == REQUIREMENTS
     assert models["model-a"]["base_url"] == "http://testserver/models/model-a/1/"
 
     detail = client.get("/models/model-b").json()
@@ -143,12 +147,18 @@ def test_range_requests(served):
     assert r.status_code == 200 and r.content == data
     r = client.get(url, headers={"Range": "bytes=5-9", "If-Range": f'"{shard["sha256"]}"'})
     assert r.status_code == 206 and r.content == data[5:10]
+    r = client.get(url, headers={"Range": "bytes=" + "9" * 5000 + "-"})
+    assert r.status_code == 416
 
 
 @pytest.mark.parametrize("header, size, expected", [
     ("bytes=0-0", 10, (0, 0)), ("bytes=9-", 10, (9, 9)), ("bytes=-20", 10, (0, 9)),
     ("bytes=10-", 10, "unsatisfiable"), ("bytes=-0", 10, "unsatisfiable"), ("bytes=5-2", 10, None),
     ("bytes=-", 10, None), ("items=0-1", 10, None), ("bytes=0-", 0, "unsatisfiable"),
+    # numbers far past any size (Python refuses int() of 4300+ digits): clamped, never an error
+    ("bytes=" + "9" * 5000 + "-", 10, "unsatisfiable"), ("bytes=2-" + "9" * 5000, 10, (2, 9)),
+    ("bytes=-" + "9" * 5000, 10, (0, 9)), ("bytes=" + "0" * 5000 + "3-4", 10, (3, 4)),
+    ("bytes=5-" + "0" * 5000 + "1", 10, None), ("bytes=١-٢", 10, None),  # non-ASCII digits: malformed
 ])
 def test_parse_range(header, size, expected):
     assert parse_range(header, size) == expected
@@ -248,11 +258,9 @@ def raw_status(base: str, path: str) -> int:
 
 
 def test_serve_port_in_use_is_a_clear_error(tmp_path):
-    from model_registry.server import bind
-
     first = bind("127.0.0.1", 0)
     try:
-        with pytest.raises(PackError, match=r"cannot listen on 127\.0\.0\.1:\d+ .*pass another --port"):
+        with pytest.raises(UserError, match=r"cannot listen on 127\.0\.0\.1:\d+ .*pass another --port"):
             bind("127.0.0.1", first.getsockname()[1])
     finally:
         first.close()

@@ -23,11 +23,13 @@ import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from test_registry_helpers import REQUIREMENTS, ROOT, make_bundle
 
+from bundle_contract.errors import UserError
+from bundle_contract.http import IMMUTABLE
+from bundle_contract.manifest import ManifestError
 from packager.errors import PackError
 from packager.serve import BundleSet, RegistrySource, bind, create_app, page_url, resolve_inside
-from packager.static_files import IMMUTABLE
-from test_registry_helpers import ROOT, make_bundle
 
 SECRET = b"TOP SECRET: outside every served root"
 WGSL = b"@compute @workgroup_size(64) fn main() {}\n"
@@ -48,7 +50,7 @@ def tree(tmp_path):
     (tmp_path / "outside" / "secret.txt").write_bytes(SECRET)
     a = make_bundle(tmp_path / "bundles" / "model-a", "model-a", (1, 2),
                     extra_files={"kernels/matmul.wgsl": WGSL, "kernels/cpu.wasm": WASM, "plan.json": b"{}"},
-                    requirements={"features": ["shader-f16"], "maxStorageBufferBindingSize": 1 << 27})
+                    requirements=REQUIREMENTS)
     make_bundle(tmp_path / "bundles" / "model-b", "model-b", (3,))
     make_bundle(tmp_path / "solo", "solo-model", (4,))
     (a / "leak.txt").symlink_to(tmp_path / "secret.txt")
@@ -132,7 +134,8 @@ def test_range_requests(client, tree):
     assert r.headers["content-range"] == f"bytes 100-355/{n}" and r.headers["content-length"] == "256"
     assert r.headers["cache-control"] == IMMUTABLE
     r = client.get(url, headers={"Range": "bytes=-64"})  # suffix
-    assert r.status_code == 206 and r.content == data[-64:] and r.headers["content-range"] == f"bytes {n - 64}-{n - 1}/{n}"
+    assert r.status_code == 206 and r.content == data[-64:]
+    assert r.headers["content-range"] == f"bytes {n - 64}-{n - 1}/{n}"
     r = client.get(url, headers={"Range": "bytes=2000-"})  # open-ended
     assert r.status_code == 206 and r.content == data[2000:]
     r = client.get(url, headers={"Range": f"bytes={n}-"})
@@ -256,7 +259,7 @@ def test_models_endpoint(client, tree):
     assert a["bytes"] == on_disk and a["shard_count"] == 2
     assert a["memory_estimate_bytes"] == manifest["memory"]["estimate_bytes"]
     assert a["context_window"] == 128
-    assert a["requirements"] == {"features": ["shader-f16"], "maxStorageBufferBindingSize": 1 << 27}
+    assert a["requirements"] == REQUIREMENTS
     assert models["model-b"]["requirements"] is None
     # every URL the page will use resolves
     for m in models.values():
@@ -278,6 +281,63 @@ def test_bundles_appear_and_broken_ones_are_reported(tree):
         assert [m["id"] for m in body["models"]] == ["model-c", "model-a", "model-b"]
         assert len(body["errors"]) == 1 and "broken" in body["errors"][0]
         assert c.get("/models/model-c/manifest.json").json()["model"]["name"] == "model-c"
+
+
+MALFORMED = {  # each turns a valid manifest into one the contract refuses, naming the field
+    "model is a string": (lambda m: m.update(model="x"), '"model" must be an object, not "x"'),
+    "shards are numbers": (lambda m: m.update(shards=[1, 2]), '"shards[0]" must be an object, not 1'),
+    "shard size is a string": (lambda m: m["shards"][0].update(bytes="12"),
+                               '"shards[0].bytes" must be a whole number >= 0, not "12"'),
+    "no memory": (lambda m: m.pop("memory"), '"memory" is missing'),
+    "tensor past its shard": (lambda m: m["tensors"][0].update(offset=10**6), "runs past the last shard"),
+    "requirements limit": (lambda m: m.update(requirements={"limits": {"maxBufferSize": [[]]}}),
+                           '"requirements.limits.maxBufferSize" must be a whole number >= 0, not a list'),
+}
+
+
+@pytest.mark.parametrize("change, message", MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_malformed_bundle_is_skipped_not_fatal(tree, change, message, caplog):
+    """One bad manifest among good ones: /api/models lists the others and names the bad
+    one under "errors"; the bad one is logged and served nowhere."""
+    bad = make_bundle(tree / "bundles" / "bad", "bad", (9,))
+    manifest = json.loads((bad / "manifest.json").read_text())
+    change(manifest)
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING", logger="packager.serve"), TestClient(make_app(tree)) as c:
+        r = c.get("/api/models")
+        assert r.status_code == 200
+        body = r.json()
+        assert [m["id"] for m in body["models"]] == ["model-a", "model-b", "solo"]
+        assert len(body["errors"]) == 1 and message in body["errors"][0]
+        assert c.get("/models/bad/manifest.json").status_code == 404
+        c.get("/api/models")
+    assert [r.getMessage() for r in caplog.records if message in r.getMessage()] == [f"skipped: {body['errors'][0]}"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"format": "llmpack-bundle", "version": 1, "hf_config": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+    ('{"format": "llmpack-bundle", "version": 1e999}', "bundle format version inf"),
+    ('{"format": "llmpack-bundle", "version": ' + "9" * 5000 + "}", "is not valid JSON"),
+    ("\xff\xfe{", "is not valid JSON"),
+    ("[1, 2]", "not a JSON object"),
+])
+def test_unreadable_manifests_are_one_clear_error(tree, text, message):
+    bad = make_bundle(tree / "bundles" / "bad", "bad", (9,))
+    (bad / "manifest.json").write_bytes(text.encode("latin-1"))
+    with TestClient(make_app(tree)) as c:
+        body = c.get("/api/models").json()
+        assert len(body["models"]) == 3 and len(body["errors"]) == 1 and message in body["errors"][0]
+    with pytest.raises(ManifestError, match=re.escape(message)):
+        BundleSet([bad])
+
+
+def test_huge_range_numbers_are_not_a_server_error(client, tree):
+    name, data = shard_of(tree / "bundles" / "model-a")
+    url = f"/models/model-a/{name}"
+    assert client.get(url, headers={"Range": "bytes=" + "9" * 5000 + "-"}).status_code == 416
+    r = client.get(url, headers={"Range": "bytes=0-" + "9" * 5000})
+    assert r.status_code == 206 and r.content == data
 
 
 def test_duplicate_folder_names_get_distinct_ids(tmp_path):
@@ -337,10 +397,13 @@ def test_bad_paths_are_one_line_errors(tree):
     with pytest.raises(PackError, match="no bundles in"):
         BundleSet([tree / "outside"])
     (tree / "outside" / "manifest.json").write_text('{"format": "something-else"}')
-    with pytest.raises(PackError, match="not an llmpack bundle manifest"):
+    with pytest.raises(ManifestError, match="not an llmpack bundle manifest"):
         BundleSet([tree / "outside"])
     (tree / "outside" / "manifest.json").write_text('{"format": "llmpack-bundle", "version": 9}')
-    with pytest.raises(PackError, match="bundle version 9"):
+    with pytest.raises(ManifestError, match="bundle format version 9; this llmpack reads version 1"):
+        BundleSet([tree / "outside"])
+    (tree / "outside" / "manifest.json").write_text('{"format": "llmpack-bundle", "version": 1, "model": "x"}')
+    with pytest.raises(ManifestError, match='"shards" is missing'):
         BundleSet([tree / "outside"])
     with pytest.raises(PackError, match="at least one"):
         BundleSet([])
@@ -349,14 +412,14 @@ def test_bad_paths_are_one_line_errors(tree):
 def test_port_in_use_and_bad_host():
     first = bind("127.0.0.1", 0)
     try:
-        with pytest.raises(PackError, match=r"cannot listen on 127\.0\.0\.1:\d+ .*another --port"):
+        with pytest.raises(UserError, match=r"cannot listen on 127\.0\.0\.1:\d+ .*another --port"):
             bind("127.0.0.1", first.getsockname()[1])
     finally:
         first.close()
-    with pytest.raises(PackError, match="cannot resolve --host"):
+    with pytest.raises(UserError, match="cannot resolve --host"):
         bind("no-such-host.invalid", 0)
     for port in (-1, 65536, 99999):
-        with pytest.raises(PackError, match=rf"--port {port} is not a TCP port"):
+        with pytest.raises(UserError, match=rf"--port {port} is not a TCP port"):
             bind("127.0.0.1", port)
     assert page_url("0.0.0.0", 80) == "http://127.0.0.1:80/" and page_url("::1", 8) == "http://[::1]:8/"
 

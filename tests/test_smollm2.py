@@ -11,8 +11,8 @@ NEW_TOKENS = 32
 
 
 def test_manifest_of_real_model(smollm2_bundle):
-    from packager.manifest import load_manifest
-    m = load_manifest(smollm2_bundle("q4f16"))
+    from bundle_contract.manifest import load
+    m = load(smollm2_bundle("q4f16")).data
     assert m["model"]["config"]["num_hidden_layers"] == 30 and m["model"]["license"] == "apache-2.0"
     assert m["model"]["parameters"] == 134515008
     assert "<|im_start|>" in m["tokenizer"]["chat_template"]

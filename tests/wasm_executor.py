@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from packager.manifest import load_manifest
+from bundle_contract.manifest import load
 from packager.plan_expr import evaluate
 from packager.plan_session import PlanSession
 from packager.shards import read_tensor_bytes
@@ -32,7 +32,7 @@ class WasmExecutor(PlanSession):
         import wasmtime
 
         self.bundle = Path(bundle)
-        self.manifest = load_manifest(self.bundle)
+        self.manifest = load(self.bundle).data
         self.plan = plan = json.loads((self.bundle / "plan.json").read_text())
         read = (lambda p: files[p]) if files else (lambda p: (self.bundle / p).read_bytes())
         self.table = table = json.loads(read(TABLE_FILE))

@@ -1,22 +1,28 @@
-"""File responses shared by `llmpack serve` and `llmpack registry serve`.
+"""HTTP for bundles, shared by `llmpack serve` and `llmpack registry serve`: file
+responses and the listening socket.
 
 One implementation of what both servers promise for a file: MIME types (including
 `application/wasm`, which `WebAssembly.instantiateStreaming` insists on), single-range
 `Range` requests (206, 416), `If-Range`, `ETag` / `If-None-Match` (304), `HEAD`, the
 cache policy (content-addressed files are immutable, everything else is revalidated),
 and `X-Content-Type-Options: nosniff`. Where the bytes come from is the caller's
-business: a callable that opens the file for reading.
+business: a callable that opens the file for reading. `bind` opens the listening socket
+(loopback by default; a taken port or an unknown host is a one-line UserError).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import mimetypes
 import re
+import socket
 from pathlib import Path
 from typing import BinaryIO, Callable, ContextManager, Iterator
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+
+from .errors import UserError
 
 IMMUTABLE = "public, max-age=31536000, immutable"  # content-addressed: the name pins the bytes
 REVALIDATE = "no-cache"  # may be cached, but must be revalidated (ETag) before each use
@@ -52,19 +58,25 @@ def media_type(path: str) -> str:
 def parse_range(header: str, size: int) -> tuple[int, int] | str | None:
     """A single `bytes=` range -> (first, last) inclusive; "unsatisfiable"; or None to
     ignore the header and send the whole file (multiple ranges, malformed headers)."""
-    m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    m = re.fullmatch(r"\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*", header)
     if not m or m.group(1) == m.group(2) == "":
         return None
     first, last = m.groups()
     if first == "":
-        n = int(last)
-        return (max(0, size - n), size - 1) if n > 0 and size > 0 else "unsatisfiable"
-    start = int(first)
-    if last and int(last) < start:
+        n = _at_most(last, size)
+        return (size - n, size - 1) if n > 0 and size > 0 else "unsatisfiable"
+    start = _at_most(first, size)
+    if last and _at_most(last, size) < start:
         return None
     if start >= size:
         return "unsatisfiable"
-    return start, min(int(last), size - 1) if last else size - 1
+    return start, min(_at_most(last, size), size - 1) if last else size - 1
+
+
+def _at_most(digits: str, cap: int) -> int:
+    """min(int(digits), cap) without converting thousands of digits (which Python refuses)."""
+    significant = digits.lstrip("0")
+    return cap if len(significant) > len(str(cap)) else min(int(significant or "0"), cap)
 
 
 def file_response(request: Request, name: str, size: int, open_file: Opener, *, etag: str | None = None,
@@ -112,3 +124,34 @@ def _read(open_file: Opener, start: int, length: int) -> Iterator[bytes]:
                 break  # the file shrank under us; a client that checks hashes will say so
             left -= len(chunk)
             yield chunk
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free port), or a one-line UserError."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port} is not a TCP port; pass 1-65535 (or 0 for any free port)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise UserError(f"cannot resolve --host {host!r}: {e.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); pass another --port "
+                        "(--port 0 picks a free one)") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
