@@ -151,3 +151,15 @@ def test_registry_must_be_named_and_exist(tmp_path):
     assert_clean_failure(cli("registry", "list", "-r", str(tmp_path / "nowhere")),
                          "no registry at", "llmpack registry publish")
     assert_clean_failure(cli("registry", "list", "-r", "nosuchproto://x"), "cannot open registry")
+
+
+def test_registry_cli_on_its_own(tmp_path, monkeypatch, capsys):
+    """`python -m model_registry.cli`: the same one-line errors without the packager."""
+    from model_registry.cli import main
+
+    monkeypatch.delenv("LLMPACK_REGISTRY", raising=False)
+    monkeypatch.setattr("sys.argv", ["registry", "list", "-r", str(tmp_path / "nowhere")])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.startswith("error: no registry at") and err.count("\n") == 1
