@@ -34,19 +34,19 @@ function tokenize(src: string): Token[] {
   const out: Token[] = [];
   let i = 0;
   while (i < src.length) {
-    const c = src[i];
+    const c = src.charAt(i);
     if (c === " " || c === "\t" || c === "\n" || c === "\r") {
       i++;
     } else if (c >= "0" && c <= "9") {
       let j = i;
-      while (j < src.length && src[j] >= "0" && src[j] <= "9") j++;
+      while (j < src.length && src.charAt(j) >= "0" && src.charAt(j) <= "9") j++;
       const v = Number(src.slice(i, j));
       if (!Number.isSafeInteger(v)) throw new ExprError(`integer literal too large in ${JSON.stringify(src)}`);
       out.push({ t: "num", v });
       i = j;
     } else if (/[A-Za-z_]/.test(c)) {
       let j = i;
-      while (j < src.length && /[A-Za-z0-9_]/.test(src[j])) j++;
+      while (j < src.length && /[A-Za-z0-9_]/.test(src.charAt(j))) j++;
       out.push({ t: "id", v: src.slice(i, j) });
       i = j;
     } else if ("+-*/%(),".includes(c)) {
@@ -66,7 +66,8 @@ class Parser {
   parse(): Node {
     if (this.toks.length === 0) throw this.error("empty expression");
     const node = this.expr();
-    if (this.i < this.toks.length) throw this.error(`unexpected ${JSON.stringify(this.toks[this.i].v)}`);
+    const extra = this.toks[this.i];
+    if (extra) throw this.error(`unexpected ${JSON.stringify(extra.v)}`);
     return node;
   }
 

@@ -44,7 +44,7 @@ export class ShardLayout {
     this.totalBytes = pos;
     this.ranges = [];
     manifest.tensors.forEach((t, ti) => {
-      const base = this.shardStart[t.shard] + t.offset;
+      const base = this.shardBounds(t.shard)[0] + t.offset;
       t.parts.forEach((p, pi) => {
         if (p.bytes > 0) this.ranges.push({ start: base + p.offset, end: base + p.offset + p.bytes, tensor: ti, part: pi });
       });
@@ -63,27 +63,15 @@ export class ShardLayout {
     chunk: Uint8Array,
     fn: (tensor: number, part: number, offsetInPart: number, bytes: Uint8Array) => void,
   ): void {
-    const g0 = this.shardStart[shard] + offsetInShard;
-    const g1 = g0 + chunk.length;
-    for (let i = this.firstEndingAfter(g0); i < this.ranges.length && this.ranges[i].start < g1; i++) {
-      const r = this.ranges[i];
-      const a = Math.max(g0, r.start);
-      const b = Math.min(g1, r.end);
-      if (a < b) fn(r.tensor, r.part, a - r.start, chunk.subarray(a - g0, b - g0));
-    }
+    const g0 = this.shardBounds(shard)[0] + offsetInShard;
+    this.overlaps(g0, g0 + chunk.length, (r, a, b) => fn(r.tensor, r.part, a - r.start, chunk.subarray(a - g0, b - g0)));
   }
 
   /** Every part piece stored in shard `shard`, in shard order (e.g. for a staging-buffer copy). */
   partsInShard(shard: number): PartSpan[] {
-    const s0 = this.shardStart[shard];
-    const s1 = shard + 1 < this.shardStart.length ? this.shardStart[shard + 1] : this.totalBytes;
+    const [s0, s1] = this.shardBounds(shard);
     const out: PartSpan[] = [];
-    for (let i = this.firstEndingAfter(s0); i < this.ranges.length && this.ranges[i].start < s1; i++) {
-      const r = this.ranges[i];
-      const a = Math.max(s0, r.start);
-      const b = Math.min(s1, r.end);
-      if (a < b) out.push({ tensor: r.tensor, part: r.part, offsetInPart: a - r.start, offsetInShard: a - s0, bytes: b - a });
-    }
+    this.overlaps(s0, s1, (r, a, b) => out.push({ tensor: r.tensor, part: r.part, offsetInPart: a - r.start, offsetInShard: a - s0, bytes: b - a }));
     return out;
   }
 
@@ -92,9 +80,27 @@ export class ShardLayout {
     const out = new Set<number>();
     for (const r of this.ranges) {
       if (r.tensor !== tensor) continue;
-      for (let s = this.shardAt(r.start); s < this.shardStart.length && this.shardStart[s] < r.end; s++) out.add(s);
+      for (let s = this.shardAt(r.start); (this.shardStart[s] ?? Infinity) < r.end; s++) out.add(s);
     }
     return [...out].sort((a, b) => a - b);
+  }
+
+  /** Stream coordinates [start, end) of shard `shard`. */
+  private shardBounds(shard: number): [number, number] {
+    const start = this.shardStart[shard];
+    if (start === undefined) throw new RangeError(`no shard ${shard} (the bundle has ${this.shardStart.length})`);
+    return [start, this.shardStart[shard + 1] ?? this.totalBytes];
+  }
+
+  /** Calls fn for every range overlapping [g0, g1), with the overlap [a, b). */
+  private overlaps(g0: number, g1: number, fn: (r: PartRange, a: number, b: number) => void): void {
+    for (let i = this.firstEndingAfter(g0); i < this.ranges.length; i++) {
+      const r = this.ranges[i]!; // i < ranges.length
+      if (r.start >= g1) break;
+      const a = Math.max(g0, r.start);
+      const b = Math.min(g1, r.end);
+      if (a < b) fn(r, a, b);
+    }
   }
 
   private shardAt(pos: number): number {
@@ -102,7 +108,7 @@ export class ShardLayout {
     let hi = this.shardStart.length - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >> 1;
-      if (this.shardStart[mid] <= pos) lo = mid;
+      if (this.shardStart[mid]! <= pos) lo = mid; // lo < mid <= hi < length
       else hi = mid - 1;
     }
     return lo;
@@ -114,7 +120,7 @@ export class ShardLayout {
     let hi = this.ranges.length;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if (this.ranges[mid].end <= pos) lo = mid + 1;
+      if (this.ranges[mid]!.end <= pos) lo = mid + 1; // mid < hi <= length
       else hi = mid;
     }
     return lo;

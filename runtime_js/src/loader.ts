@@ -23,7 +23,7 @@ import { bytesToHex } from "@noble/hashes/utils.js";
 import { type CacheWriter, type ShardCache, openDefaultCache } from "./cache.js";
 import { type FetchLike, defaultFetch, isNode } from "./fetch.js";
 import { ShardLayout } from "./layout.js";
-import { type FileRecord, type Manifest, parseManifest } from "./manifest.js";
+import { type FileRecord, type Manifest, type ShardRecord, parseManifest } from "./manifest.js";
 
 export type LoadPhase = "manifest" | "files" | "weights" | "backend" | "ready";
 
@@ -320,10 +320,12 @@ class ShardRun {
   }
 
   private async worker(): Promise<void> {
-    while (!this.ctl.signal.aborted && this.next < this.shards.length) {
+    while (!this.ctl.signal.aborted) {
       const i = this.next++;
+      const rec = this.shards[i];
+      if (!rec) break; // every shard taken
       try {
-        await this.loadShard(i);
+        await this.loadShard(i, rec);
       } catch (e) {
         if (this.failure === null) this.failure = this.ctl.signal.aborted ? abortError(this.ctl.signal) : e;
         this.ctl.abort(this.failure);
@@ -335,15 +337,14 @@ class ShardRun {
     }
   }
 
-  private async loadShard(i: number): Promise<void> {
-    const rec = this.shards[i];
+  private async loadShard(i: number, rec: ShardRecord): Promise<void> {
     const cache = this.loader.cache;
     const signal = this.ctl.signal;
     if (cache) {
       const body = await cache.read(rec.sha256).catch(() => null);
       if (body) {
         try {
-          await this.pump(i, body, null, true);
+          await this.pump(i, rec, body, null, true);
           this.stats.cachedShards++;
           await this.sink.commit(i);
           return;
@@ -365,7 +366,7 @@ class ShardRun {
         const body = await this.request(url, rec.bytes, attempt);
         const staged = cache ? await cache.write(rec.sha256, rec.bytes).catch(() => null) : null;
         writer = staged && bestEffort(staged);
-        await this.pump(i, body, writer, false);
+        await this.pump(i, rec, body, writer, false);
         await writer?.commit();
         writer = null;
         this.stats.networkShards++;
@@ -409,8 +410,7 @@ class ShardRun {
   }
 
   /** Reads one shard source to its end: hash, length check, cache copy, chunks to the sink. */
-  private async pump(i: number, body: ReadableStream<Uint8Array>, writer: CacheWriter | null, fromCache: boolean): Promise<void> {
-    const rec = this.shards[i];
+  private async pump(i: number, rec: ShardRecord, body: ReadableStream<Uint8Array>, writer: CacheWriter | null, fromCache: boolean): Promise<void> {
     const signal = this.ctl.signal;
     const hash = sha256.create();
     const out = new Rechunker(this.chunkBytes, (offset, chunk) => this.sink.write(i, offset, chunk));
@@ -433,7 +433,7 @@ class ShardRun {
         n += chunk.length;
         if (writer) await writer.write(chunk);
         await out.push(chunk);
-        this.count(i, chunk.length, fromCache);
+        this.count(i, rec, chunk.length, fromCache);
       }
     } catch (e) {
       reader.cancel().catch(() => {});
@@ -445,14 +445,15 @@ class ShardRun {
     if (got !== rec.sha256) throw new TransferError(`sha256 mismatch: content hashes to ${got}, manifest says ${rec.sha256}`);
   }
 
-  private count(i: number, bytes: number, fromCache: boolean): void {
-    this.done[i] += bytes;
+  private count(i: number, rec: ShardRecord, bytes: number, fromCache: boolean): void {
+    const done = (this.done[i] ?? 0) + bytes;
+    this.done[i] = done;
     this.bytesDone += bytes;
-    this.report(i, fromCache, this.done[i] === this.shards[i].bytes);
+    this.report(i, fromCache, done === rec.bytes);
   }
 
   private uncount(i: number): void {
-    this.bytesDone -= this.done[i];
+    this.bytesDone -= this.done[i] ?? 0;
     this.done[i] = 0;
   }
 

@@ -115,6 +115,8 @@ export function parseManifest(json: unknown): Manifest {
   for (const key of ["model", "tokenizer", "generation", "memory", "quantization"] as const) {
     if (!m[key] || typeof m[key] !== "object") throw new ManifestError(`manifest has no "${key}" object`);
   }
+  const vocab = m.model.config?.vocab_size;
+  if (!isCount(vocab) || vocab < 1) throw new ManifestError(`manifest: model.config.vocab_size must be a positive integer, got ${JSON.stringify(vocab)}`);
   if (!Array.isArray(m.shards) || !Array.isArray(m.tensors)) throw new ManifestError("manifest lacks shards or tensors");
   if (!Array.isArray(m.files)) m.files = [];
   m.shards.forEach((s, i) => {
@@ -136,15 +138,17 @@ function checkTensor(m: Manifest, t: TensorRecord): void {
   if (!t || !isCount(t.shard) || !isCount(t.offset) || !isCount(t.bytes) || !Array.isArray(t.parts)) {
     throw new ManifestError(`${where} has a malformed record`);
   }
-  if (t.shard >= m.shards.length) throw new ManifestError(`${where} names shard ${t.shard} of ${m.shards.length}`);
-  if (t.offset >= m.shards[t.shard].bytes && t.bytes > 0) {
-    throw new ManifestError(`${where} starts at offset ${t.offset}, past the end of shard ${t.shard} (${m.shards[t.shard].bytes} bytes)`);
+  const first = m.shards[t.shard];
+  if (!first) throw new ManifestError(`${where} names shard ${t.shard} of ${m.shards.length}`);
+  if (t.offset >= first.bytes && t.bytes > 0) {
+    throw new ManifestError(`${where} starts at offset ${t.offset}, past the end of shard ${t.shard} (${first.bytes} bytes)`);
   }
   // A tensor that overflows its shard continues at offset 0 of the next ones.
-  let room = m.shards[t.shard].bytes - t.offset;
-  for (let s = t.shard + 1; room < t.bytes && s < m.shards.length; s++) {
+  let room = first.bytes - t.offset;
+  for (const next of m.shards.slice(t.shard + 1)) {
+    if (room >= t.bytes) break;
     if (t.offset !== 0) throw new ManifestError(`${where} spans shards but does not start at offset 0`);
-    room += m.shards[s].bytes;
+    room += next.bytes;
   }
   if (room < t.bytes) throw new ManifestError(`${where} (${t.bytes} bytes at offset ${t.offset}) runs past the last shard`);
   for (const p of t.parts) {

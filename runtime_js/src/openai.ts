@@ -45,12 +45,15 @@ export interface ChatCompletion {
   object: "chat.completion";
   created: number;
   model: string;
-  choices: {
-    index: number;
-    message: { role: "assistant"; content: string };
-    finish_reason: FinishReason;
-    logprobs: null;
-  }[];
+  /** exactly one: the engine supports n = 1 only */
+  choices: [
+    {
+      index: number;
+      message: { role: "assistant"; content: string };
+      finish_reason: FinishReason;
+      logprobs: null;
+    },
+  ];
   usage: CompletionUsage;
   /** not in OpenAI's API: where the time went */
   timings: Timings;
@@ -61,12 +64,15 @@ export interface ChatCompletionChunk {
   object: "chat.completion.chunk";
   created: number;
   model: string;
-  choices: {
-    index: number;
-    delta: { role?: "assistant"; content?: string };
-    finish_reason: FinishReason | null;
-    logprobs: null;
-  }[];
+  /** exactly one: the engine supports n = 1 only */
+  choices: [
+    {
+      index: number;
+      delta: { role?: "assistant"; content?: string };
+      finish_reason: FinishReason | null;
+      logprobs: null;
+    },
+  ];
   /** on the last chunk only (the one with finish_reason) */
   usage?: CompletionUsage;
   timings?: Timings;

@@ -32,31 +32,38 @@ export interface SamplingParams {
 
 /** xoshiro128** (Blackman & Vigna), seeded through splitmix32. */
 export class Prng {
-  private s = new Uint32Array(4);
+  // the four state words, as int32 (bitwise operators work on 32 bits)
+  private s0: number;
+  private s1: number;
+  private s2: number;
+  private s3: number;
 
   constructor(seed: number) {
     // Use all 53 bits of an integer seed: low word and high word both feed splitmix.
     let x = (seed >>> 0) ^ Math.imul(Math.floor(seed / 2 ** 32) >>> 0, 0x9e3779b9);
-    for (let i = 0; i < 4; i++) {
+    const splitmix = () => {
       x = (x + 0x9e3779b9) | 0;
       let z = x;
       z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
       z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-      this.s[i] = (z ^ (z >>> 16)) >>> 0;
-    }
-    if (!(this.s[0] | this.s[1] | this.s[2] | this.s[3])) this.s[0] = 1;
+      return z ^ (z >>> 16);
+    };
+    this.s0 = splitmix();
+    this.s1 = splitmix();
+    this.s2 = splitmix();
+    this.s3 = splitmix();
+    if (!(this.s0 | this.s1 | this.s2 | this.s3)) this.s0 = 1;
   }
 
   nextUint32(): number {
-    const s = this.s;
-    const r = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
-    const t = s[1] << 9;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 11);
+    const r = Math.imul(rotl(Math.imul(this.s1, 5), 7), 9) >>> 0;
+    const t = this.s1 << 9;
+    this.s2 ^= this.s0;
+    this.s3 ^= this.s1;
+    this.s1 ^= this.s2;
+    this.s0 ^= this.s3;
+    this.s2 ^= t;
+    this.s3 = rotl(this.s3, 11);
     return r;
   }
 
@@ -73,9 +80,8 @@ function rotl(x: number, k: number): number {
 }
 
 export function randomSeed(): number {
-  const a = new Uint32Array(2);
-  globalThis.crypto.getRandomValues(a);
-  return (a[0] & 0x1fffff) * 2 ** 32 + a[1];
+  const [hi = 0, lo = 0] = globalThis.crypto.getRandomValues(new Uint32Array(2));
+  return (hi & 0x1fffff) * 2 ** 32 + lo;
 }
 
 export class Sampler {
@@ -110,7 +116,7 @@ export class Sampler {
     this.seed = params.seed ?? randomSeed();
     if (!Number.isSafeInteger(this.seed)) throw new RangeError(`seed must be an integer, got ${params.seed}`);
     this.rng = new Prng(this.seed);
-    for (let i = 0; i < promptTokens.length; i++) this.seen.add(promptTokens[i]);
+    for (let i = 0; i < promptTokens.length; i++) this.seen.add(promptTokens[i]!); // i < length
   }
 
   get greedy(): boolean {
@@ -130,13 +136,18 @@ export class Sampler {
     if (this.scratch.length !== logits.length) this.scratch = new Float64Array(logits.length);
     const x = this.scratch;
     x.set(logits);
+    // (a token id outside the logits is left alone)
     if (this.repetition !== 1) {
       for (const t of this.seen) {
-        if (t < x.length) x[t] = x[t] < 0 ? x[t] * this.repetition : x[t] / this.repetition;
+        const v = x[t];
+        if (v !== undefined) x[t] = v < 0 ? v * this.repetition : v / this.repetition;
       }
     }
     if (this.frequency !== 0 || this.presence !== 0) {
-      for (const [t, c] of this.counts) if (t < x.length) x[t] -= c * this.frequency + this.presence;
+      for (const [t, c] of this.counts) {
+        const v = x[t];
+        if (v !== undefined) x[t] = v - (c * this.frequency + this.presence);
+      }
     }
     return x;
   }
@@ -151,16 +162,20 @@ export class Sampler {
     } else {
       if (this.order.length !== n) this.order = new Int32Array(n);
       let m = 0;
-      for (let i = 0; i < n; i++) if (x[i] > -Infinity) this.order[m++] = i;
+      for (let i = 0; i < n; i++) if (x[i]! > -Infinity) this.order[m++] = i; // i < n = x.length
       cand = this.order.subarray(0, m);
     }
     if (cand.length === 0) return argmax(x);
+    // (candidates are ids of x, so x[i] below is in range)
     let max = -Infinity;
-    for (const i of cand) if (x[i] > max) max = x[i];
+    for (const i of cand) {
+      const v = x[i]!;
+      if (v > max) max = v;
+    }
     // Unnormalized probabilities, in place (x is scratch).
     let z = 0;
     for (const i of cand) {
-      const p = Math.exp((x[i] - max) * invT);
+      const p = Math.exp((x[i]! - max) * invT);
       x[i] = p;
       z += p;
     }
@@ -171,45 +186,57 @@ export class Sampler {
     }
     let u = this.rng.next() * z;
     for (const i of cand) {
-      u -= x[i];
+      u -= x[i]!;
       if (u < 0) return i;
     }
-    return cand[cand.length - 1]; // u == z up to rounding
+    return cand[cand.length - 1] ?? argmax(x); // u == z up to rounding: the last candidate
   }
 }
 
-function argmax(x: ArrayLike<number>): number {
+function argmax(x: Float64Array): number {
   let best = 0;
-  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  let top = x[0] ?? -Infinity;
+  for (let i = 1; i < x.length; i++) {
+    const v = x[i]!; // i < length
+    if (v > top) {
+      best = i;
+      top = v;
+    }
+  }
   return best;
 }
 
 /** The k ids with the largest values (ties: lower id first), by a min-heap. */
 function topK(x: Float64Array, k: number): Int32Array {
   const heap = new Int32Array(k);
+  // Heap slots are below k (0 < k < x.length) and hold ids of x: both accessors stay in range.
+  const at = (slot: number) => heap[slot]!;
+  const value = (id: number) => x[id]!;
   // "less" = worse candidate: smaller value, or equal value and larger id.
-  const less = (a: number, b: number) => x[a] < x[b] || (x[a] === x[b] && a > b);
+  const less = (a: number, b: number) => value(a) < value(b) || (value(a) === value(b) && a > b);
   const siftDown = (i: number) => {
     for (;;) {
       const l = 2 * i + 1;
       const r = l + 1;
       let m = i;
-      if (l < k && less(heap[l], heap[m])) m = l;
-      if (r < k && less(heap[r], heap[m])) m = r;
+      if (l < k && less(at(l), at(m))) m = l;
+      if (r < k && less(at(r), at(m))) m = r;
       if (m === i) return;
-      [heap[i], heap[m]] = [heap[m], heap[i]];
+      const t = at(i);
+      heap[i] = at(m);
+      heap[m] = t;
       i = m;
     }
   };
   for (let i = 0; i < k; i++) heap[i] = i;
   for (let i = (k >> 1) - 1; i >= 0; i--) siftDown(i);
   for (let i = k; i < x.length; i++) {
-    if (less(heap[0], i)) {
+    if (less(at(0), i)) {
       heap[0] = i;
       siftDown(0);
     }
   }
-  return heap.sort((a, b) => x[b] - x[a] || a - b).filter((i) => x[i] > -Infinity);
+  return heap.sort((a, b) => value(b) - value(a) || a - b).filter((i) => value(i) > -Infinity);
 }
 
 /**
@@ -219,12 +246,14 @@ function topK(x: Float64Array, k: number): Int32Array {
  */
 function nucleus(p: Float64Array, ids: Int32Array, z: number, topP: number): { ids: Int32Array; mass: number } {
   const floor = ((1 - topP) * z) / ids.length;
-  const big = ids.filter((i) => p[i] >= floor).sort((a, b) => p[b] - p[a] || a - b);
+  const prob = (id: number) => p[id]!; // ids index p
+  const big = ids.filter((i) => prob(i) >= floor).sort((a, b) => prob(b) - prob(a) || a - b);
   const target = topP * z;
   let mass = 0;
   let n = 0;
-  while (n < big.length) {
-    mass += p[big[n++]];
+  for (const id of big) {
+    mass += prob(id);
+    n++;
     if (mass >= target) break;
   }
   return { ids: big.subarray(0, n), mass };

@@ -76,7 +76,7 @@ describe("in Chromium", { skip }, () => {
   });
 
   // The module URL is an argument so that esbuild leaves the import alone.
-  const runInPage = () => page.evaluate(async ([lib, text]) => (await import(lib)).run(text), ["/t/lib.js", REPLY]);
+  const runInPage = () => page.evaluate(async ([lib, text]) => (await import(lib)).run(text), ["/t/lib.js", REPLY] as const);
   const shardRequests = () => server.log.filter((p) => p.startsWith("bundle/shards/")).length;
 
   test("a page streams a chat; the reload reads shards and tokenizer from the Cache API", async () => {

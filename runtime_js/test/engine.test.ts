@@ -57,7 +57,7 @@ describe("engine", () => {
   test("streaming yields whole characters and the same text; the last chunk has finish_reason and usage", async () => {
     const engine = await engineWith(new FakeBackend(spell(REPLY)));
     const chunks = await collect(await engine.chat.completions.create({ messages: MESSAGES, stream: true }));
-    assert.deepEqual(chunks[0].choices[0].delta, { role: "assistant", content: "" });
+    assert.deepEqual(chunks[0]?.choices[0].delta, { role: "assistant", content: "" });
     const deltas = chunks.slice(1, -1).map((c) => c.choices[0].delta.content!);
     assert.equal(deltas.join(""), REPLY);
     assert.ok(deltas.every((d) => d.length > 0 && !d.includes("\uFFFD")));
@@ -68,7 +68,7 @@ describe("engine", () => {
     assert.deepEqual(last.choices[0].delta, {});
     assert.equal(last.usage!.completion_tokens, new TextEncoder().encode(REPLY).length + 1);
     assert.ok(chunks.slice(0, -1).every((c) => c.choices[0].finish_reason === null && !c.usage));
-    assert.ok(chunks.every((c) => c.id === chunks[0].id));
+    assert.ok(chunks.every((c) => c.id === chunks[0]?.id));
   });
 
   test("max_tokens ends with finish_reason length", async () => {

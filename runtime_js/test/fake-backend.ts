@@ -12,7 +12,7 @@ export const EOS = 257;
 /** Script that greedily spells `text` (one token per UTF-8 byte), then EOS. */
 export function spell(text: string): (step: number) => number {
   const ids = [...new TextEncoder().encode(text)];
-  return (step) => (step < ids.length ? ids[step] : EOS);
+  return (step) => ids[step] ?? EOS;
 }
 
 export class FakeBackend implements Backend {

@@ -20,7 +20,7 @@ const BASE = randomBytes(MiB);
 
 /** Block j (1 MiB) of shard i is BASE rotated left by rot(i, j) bytes. */
 const rot = (i: number, j: number) => ((i * 131 + j * 17) * 4096) % MiB;
-const blockHalves = (i: number, j: number) => [BASE.subarray(rot(i, j)), BASE.subarray(0, rot(i, j))];
+const blockHalves = (i: number, j: number): [Buffer, Buffer] => [BASE.subarray(rot(i, j)), BASE.subarray(0, rot(i, j))];
 
 function shardSha256(i: number): string {
   const h = createHash("sha256");
@@ -99,7 +99,7 @@ test("a 4.25 GiB bundle streams through in chunks, with memory flat", async () =
         const [a, b] = blockHalves(shard, offset / MiB);
         assert.ok(Buffer.from(chunk.buffer, chunk.byteOffset, a.length).equals(a), `shard ${shard} at ${offset}`);
         assert.ok(Buffer.from(chunk.buffer, chunk.byteOffset + a.length, b.length).equals(b), `shard ${shard} at ${offset}`);
-        written[shard] += chunk.length;
+        written[shard] = (written[shard] ?? 0) + chunk.length;
         maxChunk = Math.max(maxChunk, chunk.length);
         if (++chunks % 64 === 0) maxArrayBuffers = Math.max(maxArrayBuffers, process.memoryUsage().arrayBuffers);
       },

@@ -23,8 +23,10 @@ test("parts of a spanning tensor continue at offset 0 of the following shards", 
   const spans = layout.partsInShard(3);
   // shard 3 holds the end of part 0 (bytes 4096..5000) and the start of part 1
   assert.deepEqual(spans[0], { tensor: 1, part: 0, offsetInPart: 2 * SHARD, offsetInShard: 0, bytes: 5000 - 2 * SHARD });
-  assert.equal(spans[1].part, 1);
-  assert.equal(spans[1].offsetInShard % 256, 0);
+  const second = spans[1];
+  assert.ok(second);
+  assert.equal(second.part, 1);
+  assert.equal(second.offsetInShard % 256, 0);
 });
 
 test("every part byte is covered exactly once, by route() and by partsInShard()", () => {
@@ -34,7 +36,10 @@ test("every part byte is covered exactly once, by route() and by partsInShard()"
     for (let off = 0; off < s.bytes; off += 300) {
       const chunk = new Uint8Array(Math.min(300, s.bytes - off));
       layout.route(i, off, chunk, (t, p, o, bytes) => {
-        for (let k = 0; k < bytes.length; k++) covered[t][p][o + k]++;
+        const part = covered[t]?.[p];
+        assert.ok(part, `tensor ${t} part ${p}`);
+        const seen = part.subarray(o, o + bytes.length);
+        seen.forEach((n, k) => (seen[k] = n + 1));
       });
     }
     for (const sp of layout.partsInShard(i)) assert.equal(sp.offsetInShard + sp.bytes <= s.bytes, true);
@@ -52,13 +57,17 @@ test("staging strategy: copy a verified shard to its parts on commit", async () 
   const weights = bundle.parts.map((ps) => ps.map((p) => new Uint8Array(p.length)));
   const staging = bundle.manifest.shards.map((s: { bytes: number }) => new Uint8Array(s.bytes));
   const sink: ShardSink = {
-    write: (shard, offset, chunk) => staging[shard].set(chunk, offset),
+    write: (shard, offset, chunk) => staging[shard]?.set(chunk, offset),
     commit: (shard) => {
+      const stage = staging[shard];
+      assert.ok(stage);
       for (const sp of loader.layout.partsInShard(shard)) {
-        weights[sp.tensor][sp.part].set(staging[shard].subarray(sp.offsetInShard, sp.offsetInShard + sp.bytes), sp.offsetInPart);
+        const part = weights[sp.tensor]?.[sp.part];
+        assert.ok(part);
+        part.set(stage.subarray(sp.offsetInShard, sp.offsetInShard + sp.bytes), sp.offsetInPart);
       }
     },
   };
   await loader.loadShards(sink, { chunkBytes: 256 });
-  bundle.parts.forEach((ps, t) => ps.forEach((p, i) => assert.deepEqual(weights[t][i], p)));
+  bundle.parts.forEach((ps, t) => ps.forEach((p, i) => assert.deepEqual(weights[t]?.[i], p)));
 });

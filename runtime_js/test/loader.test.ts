@@ -65,12 +65,16 @@ describe("loader over HTTP", () => {
       for (const c of sink.chunks) {
         assert.equal(c.offset % CHUNK, 0);
         const end = c.offset + c.length;
-        assert.ok(c.length === CHUNK || end === bundle.manifest.shards[c.shard].bytes, "only a shard's last chunk is short");
+        assert.ok(c.length === CHUNK || end === bundle.manifest.shards[c.shard]?.bytes, "only a shard's last chunk is short");
       }
       const last = reports.at(-1)!;
       assert.equal(last.bytesDone, last.bytesTotal);
       assert.equal(last.shards, bundle.manifest.shards.length);
-      for (let i = 1; i < reports.length; i++) assert.ok(reports[i].bytesDone >= reports[i - 1].bytesDone);
+      let before = 0;
+      for (const r of reports) {
+        assert.ok(r.bytesDone >= before, "progress never goes back");
+        before = r.bytesDone;
+      }
     });
   }
 
@@ -91,7 +95,7 @@ describe("loader over HTTP", () => {
       assert.equal(stats.refetches, 1);
       assert.equal(server.requestsFor(shardPath(1)) - before, 2);
       const d = sink.events.findIndex((e) => e.startsWith("discard 1"));
-      assert.ok(d >= 0 && sink.events[d].includes(why), sink.events[d]);
+      assert.ok(d >= 0 && sink.events[d]?.includes(why), sink.events[d]);
       assert.ok(d < sink.events.indexOf("commit 1"));
       assert.ok(sink.committedTensorsMatch());
     });
@@ -177,7 +181,7 @@ describe("persistent cache", () => {
     const sha = bundle.manifest.shards[3].sha256;
     const file = path.join(cacheDir, `${sha}.bin`);
     const data = readFileSync(file);
-    data[10] ^= 1;
+    data.writeUInt8(data.readUInt8(10) ^ 1, 10);
     writeFileSync(file, data);
     const m = server.log.length;
     const third = await load({ cacheDir });

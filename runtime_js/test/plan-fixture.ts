@@ -55,7 +55,8 @@ export interface PlanBundle extends FakeBundle {
 /** Expected logits after a call whose last token is `token` at past_len `past`. */
 export function expectedLogits(b: PlanBundle, token: number, past: number): Float32Array {
   const out = new Float32Array(VOCAB);
-  for (let c = 0; c < VOCAB; c++) out[c] = (b.table[token * VOCAB + c] & 0xffff) + 65536 * past;
+  const row = b.table.subarray(token * VOCAB, (token + 1) * VOCAB);
+  row.forEach((w, c) => (out[c] = (w & 0xffff) + 65536 * past));
   return out;
 }
 
@@ -125,6 +126,7 @@ export function makePlanBundle(overrides: Record<string, unknown> = {}, shardSiz
       memory: { weights_bytes: VOCAB * ROW_BYTES, kv_cache_bytes_per_token: 0, context_window: WINDOW, estimate_bytes: 0 },
     },
   });
-  const bytes = b.parts[1][0];
+  const bytes = b.parts[1]?.[0];
+  if (!bytes) throw new Error("the table's part is missing");
   return { ...b, plan, table: new Uint32Array(Uint8Array.from(bytes).buffer) };
 }

@@ -12,6 +12,7 @@ import {
   planBytes,
   weightBlocks,
 } from "../src/plan.js";
+import { type PlanDevice, PlanCalls } from "../src/plan_calls.js";
 import { CHUNK, WINDOW, makePlanBundle } from "./plan-fixture.js";
 
 const clone = <T>(x: T): T => JSON.parse(JSON.stringify(x));
@@ -42,6 +43,12 @@ describe("parsePlan", () => {
     bad((p) => (p.buffers["table:p0:1"].bytes += 4), /lie outside the part/);
     bad((p) => (p.buffers["table:p0:1"].part = "p9"), /has no part p9 of tensor table/);
     bad((p) => (p.buffers.logits.dtype = "f64"), /malformed/);
+    bad((p) => delete p.entries.decode, /no "decode" entry point/);
+    bad((p) => (p.entries.prefill.max_seq_len = 0), /plan entry prefill is malformed/);
+    bad((p) => (p.entries.prefill.dispatches[0].bindings = { 8: "table:p0:0" }), /dispatch 0 \(block 0\) is malformed/);
+    bad((p) => (p.entries.prefill.dispatches[0].bindings[0] = "tokens"), /not a \[binding, buffer\] pair/);
+    bad((p) => delete p.kernels.pick.uniforms, /plan kernel pick is malformed/);
+    bad((p) => (p.inputs.tokens = "nowhere"), /tokens buffer "nowhere" must be a u32 array/);
   });
 });
 
@@ -124,5 +131,68 @@ describe("EntryProgram", () => {
     assert.throws(() => checkCall(plan, "prefill", CHUNK + 1, 0), /seq_len 5 outside 1..4/);
     assert.throws(() => checkCall(plan, "decode", 1, WINDOW), /do not fit the context window of 32/);
     assert.throws(() => checkCall(plan, "nope", 1, 0), /no entry point "nope"/);
+  });
+});
+
+describe("PlanCalls (the prefill/decode loop both backends share)", () => {
+  /** A device that records what it is asked to do; its logits say how many runs it made. */
+  function recorder() {
+    const log: string[] = [];
+    let runs = 0;
+    let release = () => {};
+    let gate: Promise<void> | null = null;
+    const device: PlanDevice = {
+      writeTokens: (t) => void log.push(`tokens ${[...t].join(",")}`),
+      runEntry: async (entry, dims) => {
+        log.push(`${entry} seq_len=${dims.seq_len} past_len=${dims.past_len}`);
+        runs++;
+        if (gate) await gate;
+      },
+      readLogits: async () => (log.push("read"), Float32Array.of(runs)),
+    };
+    const hold = () => (gate = new Promise((r) => (release = r)));
+    return { log, device, hold, release: () => release() };
+  }
+  const plan = parsePlan(clone(makePlanBundle().plan)); // prefill_chunk 4, window 32
+  const VOCAB = 64;
+
+  test("a prompt runs in chunks of prefill_chunk at their past_len; logits are read once, at the end", async () => {
+    const r = recorder();
+    const calls = new PlanCalls("Test", plan, VOCAB, r.device);
+    const logits = await calls.prefill(Int32Array.from([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), 3);
+    assert.deepEqual([...logits], [3]);
+    assert.deepEqual(r.log, [
+      "tokens 1,2,3,4", "prefill seq_len=4 past_len=3",
+      "tokens 5,6,7,8", "prefill seq_len=4 past_len=7",
+      "tokens 9,10", "prefill seq_len=2 past_len=11",
+      "read",
+    ]);
+    r.log.length = 0;
+    await calls.decode(42, 13);
+    assert.deepEqual(r.log, ["tokens 42", "decode seq_len=1 past_len=13", "read"]);
+  });
+
+  test("the window, the vocabulary and an empty prompt are checked before anything runs", async () => {
+    const r = recorder();
+    const calls = new PlanCalls("Test", plan, VOCAB, r.device);
+    await assert.rejects(calls.prefill(new Int32Array(WINDOW - 1), 2), /prefill: positions 2..32 do not fit the context window of 32 tokens/);
+    await assert.rejects(calls.decode(1, WINDOW), /decode: positions 32..32 do not fit the context window of 32/);
+    await assert.rejects(calls.decode(1, -1), /do not fit the context window/);
+    await assert.rejects(calls.prefill(Int32Array.from([1, VOCAB]), 0), /token id 64 is outside the vocabulary \(0..63\)/);
+    await assert.rejects(calls.decode(-1, 0), /token id -1 is outside the vocabulary/);
+    await assert.rejects(calls.prefill(new Int32Array(0), 0), /at least one token/);
+    assert.deepEqual(r.log, []);
+    await calls.prefill(new Int32Array(WINDOW), 0); // exactly the window: fine
+  });
+
+  test("one call at a time", async () => {
+    const r = recorder();
+    const calls = new PlanCalls("Test", plan, VOCAB, r.device);
+    r.hold();
+    const first = calls.decode(1, 0);
+    await assert.rejects(calls.decode(2, 1), /the Test backend runs one call at a time/);
+    r.release();
+    await first;
+    await calls.decode(2, 1); // free again
   });
 });

@@ -23,9 +23,11 @@ function histogram(params: SamplingParams, n: number, logits = LOGITS): number[]
 function chiSquare(counts: number[], probs: number[]): number {
   const n = counts.reduce((a, b) => a + b, 0);
   let chi = 0;
+  assert.equal(counts.length, probs.length);
   counts.forEach((c, i) => {
-    if (probs[i] === 0) assert.equal(c, 0, `token ${i} has probability 0 but was drawn ${c} times`);
-    else chi += (c - n * probs[i]) ** 2 / (n * probs[i]);
+    const p = probs[i]!; // same lengths
+    if (p === 0) assert.equal(c, 0, `token ${i} has probability 0 but was drawn ${c} times`);
+    else chi += (c - n * p) ** 2 / (n * p);
   });
   return chi;
 }
@@ -55,7 +57,7 @@ describe("sampler distribution", () => {
     const cum = full.map((_, i) => full.slice(0, i + 1).reduce((a, b) => a + b, 0));
     const keep = cum.findIndex((c) => c >= 0.7) + 1;
     assert.equal(keep, 3);
-    const mass = cum[keep - 1];
+    const mass = cum[keep - 1]!; // 1 <= keep <= cum.length
     const probs = full.map((v, i) => (i < keep ? v / mass : 0));
     assert.ok(chiSquare(histogram({ temperature: 1, top_p: 0.7 }, N), probs) < CHI2_CRIT);
   });
@@ -64,7 +66,7 @@ describe("sampler distribution", () => {
     const rng = new Prng(7);
     const logits = Float32Array.from({ length: 5000 }, () => rng.next() * 8);
     const p = softmax(logits);
-    const order = p.map((v, i) => [v, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+    const order = p.map((v, i): [number, number] => [v, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
     let mass = 0;
     const allowed = new Set<number>();
     for (const [v, i] of order) {
@@ -79,7 +81,7 @@ describe("sampler distribution", () => {
   test("-Infinity logits are never drawn", () => {
     const logits = Float32Array.from([0, -Infinity, 0, -Infinity]);
     const c = histogram({ temperature: 1 }, 2000, logits);
-    assert.equal(c[1] + c[3], 0);
+    assert.deepEqual([c[1], c[3]], [0, 0]);
   });
 });
 

@@ -52,16 +52,16 @@ describe("device setup", () => {
     const calls: GPUDeviceDescriptor[] = [];
     const d = await openDevice(plan, { gpu: scriptedGpu(["shader-f16"], BIG, calls) });
     assert.equal(d.variant, "f16");
-    assert.deepEqual(calls[0].requiredFeatures, ["shader-f16"]);
-    assert.deepEqual(calls[0].requiredLimits, { maxStorageBufferBindingSize: 1000, maxBufferSize: 2000 });
+    assert.deepEqual(calls[0]?.requiredFeatures, ["shader-f16"]);
+    assert.deepEqual(calls[0]?.requiredLimits, { maxStorageBufferBindingSize: 1000, maxBufferSize: 2000 });
   });
 
   test("f32 without shader-f16; extra limits only raise", async () => {
     const calls: GPUDeviceDescriptor[] = [];
     const d = await openDevice(plan, { gpu: scriptedGpu([], BIG, calls) }, { maxBufferSize: 10_000, maxStorageBufferBindingSize: 5 });
     assert.equal(d.variant, "f32");
-    assert.deepEqual(calls[0].requiredFeatures, []);
-    assert.deepEqual(calls[0].requiredLimits, { maxStorageBufferBindingSize: 3000, maxBufferSize: 10_000 });
+    assert.deepEqual(calls[0]?.requiredFeatures, []);
+    assert.deepEqual(calls[0]?.requiredLimits, { maxStorageBufferBindingSize: 3000, maxBufferSize: 10_000 });
   });
 
   test("a device below the bundle's limits is refused, naming values", async () => {
@@ -177,7 +177,8 @@ describe("on Dawn", { skip }, () => {
       const got = new Uint8Array(b0.length + b1.length);
       got.set(b0);
       got.set(b1, b0.length);
-      const want = bundle.parts[1][0];
+      const want = bundle.parts[1]?.[0];
+      assert.ok(want);
       const shardBytes = bundle.manifest.shards[table.shard].bytes;
       for (const s of sink.log.committed.filter((s) => s >= table.shard)) {
         const a = (s - table.shard) * shardBytes;

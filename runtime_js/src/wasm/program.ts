@@ -56,8 +56,7 @@ export class WasmProgram {
       const workgroupAt = w;
       w += 3;
       for (const [, buf] of bindings) mem[w++] = bufferAddress(layout, buf);
-      const uniformExprs = ep.slots[ep.slotOf[i]!]; // slotOf has one entry per dispatch
-      if (!uniformExprs) throw new PlanError(`entry ${name}, dispatch ${i}: no uniform slot`);
+      const uniformExprs = ep.slots[ep.slotOf[i]!]!; // slotOf has one entry per dispatch, an index into slots
       return { op: k.op, opAt, uniformAt, uniformExprs, workgroupAt };
     });
     if (w !== place.addr / 4 + place.words) throw new Error(`program ${name}: ${w - place.addr / 4} words, layout says ${place.words}`);

@@ -153,11 +153,13 @@ export class WorkerPool implements Runner {
 
   run(prog: number, dispatches: number): Promise<void> {
     if (this.broken) return Promise.reject(new Error(`the Wasm thread pool is broken: ${this.broken.message}`));
+    const leader = this.workers[0];
+    if (!leader) return Promise.reject(new Error("the Wasm thread pool has no threads"));
     const id = this.nextId++;
     return new Promise<void>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.workers[0].ref();
-      this.workers[0].post({ type: "run", id, prog, n: dispatches });
+      leader.ref();
+      leader.post({ type: "run", id, prog, n: dispatches });
     });
   }
 

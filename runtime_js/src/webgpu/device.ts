@@ -85,6 +85,10 @@ export async function openDevice(plan: Plan, opts: DeviceOptions = {}, extraLimi
   const rejected: string[] = [];
   for (const variant of order) {
     const spec = plan.variants[variant];
+    if (!spec) {
+      rejected.push(`${variant} kernels: the plan has no such variant`);
+      continue;
+    }
     const limits = { ...spec.limits };
     for (const [k, v] of Object.entries(extraLimits)) limits[k] = Math.max(limits[k] ?? 0, v);
     const problems = deviceProblems(adapter, spec.features, limits);
@@ -103,8 +107,8 @@ export async function openDevice(plan: Plan, opts: DeviceOptions = {}, extraLimi
       rejected.push(`${variant} kernels: requestDevice failed: ${(e as Error).message}`);
       continue;
     }
-    const got = device.limits as unknown as Record<string, number>;
-    const short = Object.entries(limits).filter(([k, v]) => !(got[k] >= v));
+    const got = device.limits as unknown as Record<string, number | undefined>;
+    const short = Object.entries(limits).filter(([k, v]) => !((got[k] ?? -Infinity) >= v));
     if (short.length) {
       device.destroy();
       rejected.push(`${variant} kernels: the device granted ${short.map(([k, v]) => `${k} ${got[k]} < ${v}`).join(", ")}`);

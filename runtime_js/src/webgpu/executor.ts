@@ -81,7 +81,8 @@ export class PlanExecutor implements PlanDevice {
       const dispatches = entry.dispatches.map((d, i) => {
         const k = kernels.get(d.kernel);
         if (!k) throw new PlanError(`kernel ${d.kernel} was not compiled`);
-        const slot = uniforms[program.slotOf[i]!]!; // program.slotOf has a valid slot per dispatch
+        // slotOf has one entry per dispatch, an index into program.slots, which uniforms maps one to one
+        const slot = uniforms[program.slotOf[i]!]!;
         const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: slot.buffer } }];
         for (const [binding, buf] of d.bindings) entries.push({ binding, resource: { buffer: this.planBuffer(buf) } });
         return { pipeline: k.pipeline, bindGroup: device.createBindGroup({ label: d.label ?? d.kernel, layout: k.layout, entries }) };

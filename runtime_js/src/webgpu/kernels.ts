@@ -53,14 +53,12 @@ export async function compileKernels(
   variant: string,
   source: (path: string) => Promise<string>,
 ): Promise<Map<string, CompiledKernel>> {
-  const names = Object.keys(plan.kernels);
   const compiled = await Promise.all(
-    names.map(async (name) => {
-      const k = plan.kernels[name];
+    Object.entries(plan.kernels).map(async ([name, k]): Promise<[string, CompiledKernel]> => {
       const file = k.files[variant];
       if (!file) throw new KernelCompileError(`kernel ${name} has no ${variant} file in the plan`);
-      return compileOne(device, name, k, variant, await source(file));
+      return [name, await compileOne(device, name, k, variant, await source(file))];
     }),
   );
-  return new Map(names.map((n, i) => [n, compiled[i]]));
+  return new Map(compiled);
 }

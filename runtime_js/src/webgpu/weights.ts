@@ -83,7 +83,9 @@ export class StagingSink implements ShardSink {
     let bytes = 0;
     for (const span of this.layout.partsInShard(shard)) {
       const t = tensors[span.tensor];
-      const key = `${t.name}:${t.parts[span.part].name}`;
+      const part = t?.parts[span.part];
+      if (!t || !part) throw new Error(`shard ${shard}: the layout names part ${span.part} of tensor ${span.tensor}, which the manifest lacks`);
+      const key = `${t.name}:${part.name}`;
       forEachBlockPiece(this.blocks.get(key), span.offsetInPart, span.bytes, (blk, inBlock, inRange, length) => {
         const src = span.offsetInShard + inRange;
         const size = align(length, 4);
