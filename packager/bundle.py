@@ -29,12 +29,12 @@ from quantization.policy import choose_format, get_scheme
 from . import __version__
 from .calibrate import Calibrator
 from .checkpoint import Checkpoint, open_checkpoint
-from .compile import DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER, compile_artifacts
-from .wasm_build import build_wasm
+from .compile import DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER, kernel_files
 from .errors import PackError
-from .llama import SUPPORTED_ARCHITECTURES, count_parameters, expected_tensors, normalize_config
-from .plan import CONTEXT_CAP
+from .models import ModelConfig, TensorSpec, count_parameters, definition, resolve_config
+from .plan import build_plan
 from .shards import ShardWriter
+from .wasm_build import build_wasm
 
 DEFAULT_SHARD_SIZE = 32 << 20
 QUANTIZERS = ("auto", "gptq", "search", "rtn")
@@ -73,19 +73,18 @@ def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int
     _check_destination(out, force)
     ck = open_checkpoint(Path(src))
     try:
-        hf_arch, cfg = normalize_config(ck.config)
-        plan = _tensor_plan(ck, cfg)
-        window = _context_window(cfg, context_window)
+        config = resolve_config(ck.config, context_window)
+        plan = _tensor_plan(ck, config)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is meant to be served
         try:
-            tensors, shards = _write_shards(ck, cfg, plan, scheme, tmp, shard_size, progress, quantizer)
+            tensors, shards = _write_shards(ck, config, plan, scheme, tmp, shard_size, progress, quantizer)
             files = _copy_tokenizer(ck, tmp)
-            manifest = _manifest(ck, hf_arch, cfg, scheme, quantizer, tensors, shards, files, window)
-            _add_compiled(tmp, manifest, window, {"max_binding_size": max_binding_size,
+            manifest = _manifest(ck, config, scheme, quantizer, tensors, shards, files)
+            _add_compiled(tmp, manifest, config, {"max_binding_size": max_binding_size,
                                                   "max_buffer_size": max_buffer_size})
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
             swap_into_place(tmp, out)
@@ -95,9 +94,10 @@ def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int
     finally:
         ck.close()
     return {
-        "out": str(out), "source": ck.name, "architecture": hf_arch, "quant": scheme.name,
+        "out": str(out), "source": ck.name, "architecture": config.hf_architecture, "quant": scheme.name,
         "parameters": manifest["model"]["parameters"], "tensors": len(tensors), "shards": len(shards),
-        "weights_bytes": manifest["memory"]["weights_bytes"], "bits_per_weight": manifest["quantization"]["bits_per_weight"],
+        "weights_bytes": manifest["memory"]["weights_bytes"],
+        "bits_per_weight": manifest["quantization"]["bits_per_weight"],
         "memory_estimate_bytes": manifest["memory"]["estimate_bytes"],
         "seconds": round(time.perf_counter() - t0, 3),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -113,40 +113,33 @@ def _check_destination(out: Path, force: bool) -> None:
         raise PackError(f"{out} exists and is not a bundle; refusing to replace it even with --force")
 
 
-def _context_window(cfg: dict, requested: int | None) -> int:
-    limit = cfg["max_position_embeddings"]
-    if requested is None:
-        return min(limit, CONTEXT_CAP)
-    if requested < 16 or requested > limit:
-        raise PackError(f"--context-window {requested} must be between 16 and the model's "
-                        f"max_position_embeddings ({limit})")
-    return requested
-
-
-def _tensor_plan(ck: Checkpoint, cfg: dict) -> list[tuple[str, tuple[int, ...], str]]:
-    """Check every expected tensor exists with the right shape before writing anything."""
-    plan = expected_tensors(cfg)
-    for name, shape, _ in plan:
-        if name not in ck.shapes:
-            raise PackError(f"tensor {name} is missing from {ck.name}; the checkpoint is incomplete")
-        if tuple(ck.shapes[name]) != shape:
-            raise PackError(f"tensor {name} has shape {list(ck.shapes[name])}, expected {list(shape)} "
+def _tensor_plan(ck: Checkpoint, config: ModelConfig) -> list[TensorSpec]:
+    """Check every tensor of the architecture's table exists with the right shape before
+    writing anything."""
+    plan = definition(config.architecture).tensors(config)
+    for t in plan:
+        if t.name not in ck.shapes:
+            raise PackError(f"tensor {t.name} is missing from {ck.name}; the checkpoint is incomplete")
+        if tuple(ck.shapes[t.name]) != t.shape:
+            raise PackError(f"tensor {t.name} has shape {list(ck.shapes[t.name])}, expected {list(t.shape)} "
                             "from config.json; the config does not match the weights")
     return plan
 
 
-def _write_shards(ck: Checkpoint, cfg: dict, plan, scheme, root: Path, shard_size: int, progress: bool, quantizer: str):
+def _write_shards(ck: Checkpoint, config: ModelConfig, plan: list[TensorSpec], scheme, root: Path, shard_size: int,
+                  progress: bool, quantizer: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     writer = ShardWriter(root, shard_size)
-    calibrator = Calibrator(ck, cfg) if quantizer == "gptq" else None
+    calibrator = Calibrator(ck, config) if quantizer == "gptq" else None
     records = []
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[current]}")]
     label = f"quantizing to {scheme.name}" + (" (GPTQ)" if calibrator else "")
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task(label, total=len(plan), current="")
-        for name, shape, role in plan:
+        for t in plan:
+            name, shape, role = t.name, t.shape, t.role
             bar.update(task, current=name)
             w = ck.read(name)
             if not np.isfinite(w).all():
@@ -154,7 +147,8 @@ def _write_shards(ck: Checkpoint, cfg: dict, plan, scheme, root: Path, shard_siz
                 raise PackError(f"tensor {name} has {bad} non-finite values (NaN/inf); the checkpoint is corrupt")
             fmt = choose_format(scheme, shape, role)
             shape2d = shape if len(shape) == 2 else (1, shape[0])
-            hessian = calibrator.hessian(name) if calibrator and fmt.quantized and role in ("matrix", "sensitive") else None
+            calibrated = calibrator and fmt.quantized and role in ("matrix", "sensitive")
+            hessian = calibrator.hessian(name) if calibrated else None
             if hessian is not None:
                 parts = gptq_quantize(w, hessian, fmt)
             else:
@@ -226,29 +220,30 @@ def _generation(ck: Checkpoint) -> dict:
     }
 
 
-def _memory(cfg: dict, plan_memory: dict, window: int) -> dict:
+def _memory(config: ModelConfig, plan_memory: dict) -> dict:
     """From the plan's buffer sizes (f32 variant: the larger one)."""
-    kv_per_token = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"] * 4
+    kv_per_token = 2 * config.num_hidden_layers * config.kv_size * 4
     return {"weights_bytes": plan_memory["weights_bytes"], "kv_cache_bytes_per_token": kv_per_token,
-            "context_window": window, "kv_cache_bytes": plan_memory["kv_cache_bytes"],
+            "context_window": config.context_window, "kv_cache_bytes": plan_memory["kv_cache_bytes"],
             "activation_bytes": plan_memory["activation_bytes"], "estimate_bytes": sum(plan_memory.values())}
 
 
-def _add_compiled(tmp: Path, manifest: dict, window: int, limits: dict) -> None:
+def _add_compiled(tmp: Path, manifest: dict, config: ModelConfig, limits: dict) -> None:
     """Plan, WGSL kernels (validated by naga) and the Wasm module into the bundle;
-    requirements and memory into the manifest."""
-    files, requirements = compile_artifacts(manifest, context_window=window, **limits)
-    plan = json.loads(files["plan.json"])
+    requirements and memory into the manifest. The plan is built once: the Wasm build
+    reads the kernel constants it carries."""
+    plan, kernels = build_plan(manifest, config=config, **limits)
+    files = kernel_files(plan, kernels)
     files.update(build_wasm(manifest, plan))
     for rel, data in sorted(files.items()):
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp / rel).write_bytes(data)
         manifest["files"].append(_file_entry(tmp, rel))
-    manifest["requirements"] = requirements
-    manifest["memory"] = _memory(manifest["model"]["config"], plan["variants"]["f32"]["memory"], window)
+    manifest["requirements"] = plan["requirements"]
+    manifest["memory"] = _memory(config, plan["variants"]["f32"]["memory"])
 
 
-def _manifest(ck, hf_arch, cfg, scheme, quantizer, tensors, shards, files, window) -> dict:
+def _manifest(ck, config: ModelConfig, scheme, quantizer, tensors, shards, files) -> dict:
     elements = sum(int(np.prod(t["shape"])) for t in tensors)
     payload = sum(p["bytes"] for t in tensors for p in t["parts"])
     name = re.sub(r"(\.(gguf|safetensors))$", "", ck.name)
@@ -260,12 +255,12 @@ def _manifest(ck, hf_arch, cfg, scheme, quantizer, tensors, shards, files, windo
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": {
             "name": re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-") or "model",
-            "architecture": SUPPORTED_ARCHITECTURES[hf_arch],
-            "hf_architecture": hf_arch,
+            "architecture": config.architecture,
+            "hf_architecture": config.hf_architecture,
             "source": {"kind": ck.kind, "name": ck.name},
             "license": ck.license,
-            "parameters": count_parameters(cfg),
-            "config": cfg,
+            "parameters": count_parameters(config),
+            "config": config.to_json(),
             "hf_config": ck.config,
         },
         "quantization": {"scheme": scheme.name, "compute": scheme.compute, "quantizer": quantizer,

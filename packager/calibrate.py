@@ -16,17 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import Checkpoint
-from .reference import LayerWeights, decoder_layer
+from .models import ModelConfig, definition
+from .reference import run_ops
 from .rope import rope_cos_sin, rope_inv_freq
 
 CALIBRATION_TEXT = "calibration_en.txt"
 SEQ_LEN = 256
 MAX_SEQS = 8
-
-# tensor short name -> which recorded input feeds it
-TAP_OF = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "o_proj": "o_in",
-          "gate_proj": "mlp_in", "up_proj": "mlp_in", "down_proj": "down_in"}
-SHORT_OF = {v: k for k, v in LayerWeights.SHORT.items()}
 
 
 def calibration_tokens(tokenizer_dir: Path, vocab_size: int) -> list[np.ndarray]:
@@ -39,75 +35,77 @@ def calibration_tokens(tokenizer_dir: Path, vocab_size: int) -> list[np.ndarray]
     return [ids[i * SEQ_LEN:(i + 1) * SEQ_LEN] for i in range(n)]
 
 
-def _split(name: str) -> tuple[int, str] | None:
-    """'model.layers.3.mlp.up_proj.weight' -> (3, 'up_proj')."""
-    parts = name.split(".", 3)
-    if len(parts) == 4 and parts[0] == "model" and parts[1] == "layers":
-        return int(parts[2]), SHORT_OF.get(parts[3], "")
-    return None
-
-
 class Calibrator:
-    def __init__(self, ck: Checkpoint, cfg: dict):
-        self.ck, self.cfg = ck, cfg
-        self.seqs = calibration_tokens(ck.tokenizer_dir, cfg["vocab_size"])
+    def __init__(self, ck: Checkpoint, config: ModelConfig):
+        self.ck, self.config = ck, config
+        graph = definition(config.architecture).graph(config)
+        (embed,) = graph.embed  # the token table's rows are the first hidden states
+        self.embedding, self.stream = embed.weight, embed.out
+        self.layer_ops = graph.layers
+        self.layer_of = {op.weight: i for i, ops in enumerate(graph.layers) for op in ops if op.weight}
+        self.linear_layer = {op.weight: i for i, ops in enumerate(graph.layers) for op in ops if op.kind == "linear"}
+        self.seqs = calibration_tokens(ck.tokenizer_dir, config.vocab_size)
         self.hidden: list[np.ndarray] | None = None
         self.layer = -1
-        self.hessians: dict[str, np.ndarray] = {}
+        self.hessians: dict[str, np.ndarray] = {}  # by the first linear weight that reads an input
+        self.hessian_of: dict[str, str] = {}  # linear weight -> key in hessians
         self.quantized: dict[str, np.ndarray] = {}
-        inv = rope_inv_freq(cfg["rope"], cfg["head_dim"])
+        inv = rope_inv_freq(config.rope, config.head_dim)
         self.rope = [rope_cos_sin(inv, np.arange(len(s))) for s in self.seqs]
+
+    def weights(self, layer: int) -> list[str]:
+        return [name for name, i in self.layer_of.items() if i == layer]
 
     def hessian(self, name: str) -> np.ndarray | None:
         """X^T X of the inputs of linear layer `name` (None for other tensors)."""
-        where = _split(name)
-        if where is None or where[1] not in TAP_OF or self.hidden is None:
+        layer = self.linear_layer.get(name)
+        if layer is None or self.hidden is None:
             return None
-        layer, short = where
         if layer != self.layer:
             self._start_layer(layer)
-        return self.hessians[TAP_OF[short]]
+        return self.hessians[self.hessian_of[name]]
 
     def wants(self, name: str) -> bool:
         """Whether `record` uses this tensor (the token table and the layers' tensors)."""
-        return name == "model.embed_tokens.weight" or _split(name) is not None
+        return name == self.embedding or name in self.layer_of
 
     def record(self, name: str, dequantized: np.ndarray) -> None:
         """Tell the calibrator what a tensor became after quantization."""
-        if name == "model.embed_tokens.weight":
+        if name == self.embedding:
             self.hidden = [dequantized[s] for s in self.seqs]
             return
-        where = _split(name)
-        if where is None or self.hidden is None:
+        layer = self.layer_of.get(name)
+        if layer is None or self.hidden is None:
             return
-        if where[0] != self.layer:
-            self._start_layer(where[0])
-        self.quantized[where[1]] = dequantized
-        if len(self.quantized) == len(LayerWeights.SHORT):
+        if layer != self.layer:
+            self._start_layer(layer)
+        self.quantized[name] = dequantized
+        if len(self.quantized) == len(self.weights(layer)):
             self.hidden = self._run_layer(self.quantized)
             self.quantized = {}
 
     def _start_layer(self, layer: int) -> None:
         self.layer, self.quantized = layer, {}
-        prefix = f"model.layers.{layer}."
-        float_w = {short: self.ck.read(prefix + full) for short, full in LayerWeights.SHORT.items()}
-        sums: dict[str, np.ndarray] = {}
-        self._run_layer(float_w, sums)
-        self.hessians = sums
+        float_w = {name: self.ck.read(name) for name in self.weights(layer)}
+        self.hessians, self.hessian_of = {}, {}
+        self._run_layer(float_w, self.hessians)
 
     def _run_layer(self, weights: dict, hessians: dict | None = None) -> list[np.ndarray]:
-        c = self.cfg
-        w = LayerWeights({f"model.layers.{self.layer}." + LayerWeights.SHORT[k]: v for k, v in weights.items()},
-                         self.layer)
+        c = self.config
         out = []
-        for h, (cos, sin) in zip(self.hidden, self.rope):
+        for h, cos_sin in zip(self.hidden, self.rope):
             n = h.shape[0]
-            kc = np.zeros((c["num_key_value_heads"], n, c["head_dim"]), np.float32)
+            kc = np.zeros((c.num_key_value_heads, n, c.head_dim), np.float32)
             vc = np.zeros_like(kc)
             taps = {} if hessians is not None else None
-            out.append(decoder_layer(h, w, c, cos, sin, kc, vc, 0, taps))
+            env = {self.stream: h}
+            run_ops(self.layer_ops[self.layer], env, weights, c, cos_sin, kc, vc, 0, taps)
+            out.append(env[self.stream])
             if taps is not None:
-                for key, x in taps.items():
-                    xtx = x.T.astype(np.float32) @ x.astype(np.float32)
-                    hessians[key] = hessians[key] + xtx if key in hessians else xtx
+                first: dict[int, str] = {}  # linear layers reading the same input share its X^T X
+                for name, x in taps.items():
+                    key = self.hessian_of[name] = first.setdefault(id(x), name)
+                    if key == name:
+                        xtx = x.T.astype(np.float32) @ x.astype(np.float32)
+                        hessians[key] = hessians[key] + xtx if key in hessians else xtx
         return out

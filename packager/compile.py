@@ -12,10 +12,13 @@ by plain text substitution of `{{NAME}}` placeholders:
   one quantization group, `GK` columns, with x staged in the kernel's workgroup array
   `xs: array<vec4<f32>, ...>`, which every kernel including a fragment declares).
 - `{{OUT}}`: output element type of a matmul (`act`, or `f32` for logits).
+- `{{WG}}`, `{{WG_X}}`, `{{WG_Y}}`, `{{WG_Z}}` and the template's tile constants: from the
+  kernel table (packager/kernel_table.py), the one place they are written.
 - any other `{{NAME}}`: a constant of the kernel's spec (ints become `123`, floats a
-  WGSL float literal, strings are inserted as they are).
+  WGSL float literal, lists their comma-separated elements, strings are inserted as they are).
 
-`compile_artifacts` is the entry point used by packager/bundle.py.
+`kernel_files` (the WGSL and plan.json of a built plan) is what packager/bundle.py uses;
+`compile_artifacts` plans and compiles in one call.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from .errors import PackError
+from .kernel_table import TEMPLATES, WEIGHT_FORMATS, workgroup_bytes, workgroup_values
+from .kernel_table import bindings as kernel_bindings
 
 KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
 VARIANTS = ("f32", "f16")
@@ -42,44 +48,6 @@ PRELUDES = {
     "f16": "enable f16;\nalias act = f16;\nalias act4 = vec4<f16>;\n",
 }
 ACT_BYTES = {"f32": 4, "f16": 2}
-
-# Binding types, as WebGPU names them (GPUBufferBindingType).
-U, R, W = "uniform", "read-only-storage", "storage"
-
-# Per template: bindings [(binding, type)] besides the weight parts (read-only storage
-# at 8, 9, ... in the order of the format's parts), the uniform field names (binding 0,
-# u32 each, in order), workgroup size and workgroup memory bytes.
-TEMPLATES: dict[str, dict] = {
-    "embedding": dict(bindings=[(0, U), (1, R), (2, W)], uniforms=["seq_len", "row0", "rows"],
-                      workgroup_size=(64, 1, 1), workgroup_bytes=0),
-    "rmsnorm": dict(bindings=[(0, U), (1, R), (2, W), (8, R)], uniforms=["in_row0"],
-                    workgroup_size=(64, 1, 1), workgroup_bytes=256),
-    "matvec": dict(bindings=[(0, U), (1, R), (2, W)], uniforms=["seq_len", "row0", "rows"],
-                   workgroup_size=(64, 1, 1), workgroup_bytes=None),
-    "matmul": dict(bindings=[(0, U), (1, R), (2, W)], uniforms=["seq_len", "row0", "rows"],
-                   workgroup_size=(8, 8, 1), workgroup_bytes=12288),
-    "rope": dict(bindings=[(0, U), (1, W), (2, W)], uniforms=["seq_len", "past_len"],
-                 workgroup_size=(64, 1, 1), workgroup_bytes=0),
-    "kv_append": dict(bindings=[(0, U), (1, R), (2, R), (3, W), (4, W)], uniforms=["n", "dst"],
-                      workgroup_size=(256, 1, 1), workgroup_bytes=0),
-    "attention": dict(bindings=[(0, U), (1, R), (2, R), (3, R), (4, W)], uniforms=["seq_len", "past_len"],
-                      workgroup_size=(64, 1, 1), workgroup_bytes=None),
-    "attention_decode": dict(bindings=[(0, U), (1, R), (2, R), (3, R), (4, W)], uniforms=["past_len"],
-                             workgroup_size=(64, 1, 1), workgroup_bytes=None),
-    "attention_combine": dict(bindings=[(0, U), (1, R), (2, W)], uniforms=["past_len"],
-                              workgroup_size=(64, 1, 1), workgroup_bytes=0),
-    "silu_mul": dict(bindings=[(0, U), (1, W), (2, R)], uniforms=["n"],
-                     workgroup_size=(256, 1, 1), workgroup_bytes=0),
-    "add": dict(bindings=[(0, U), (1, W), (2, R)], uniforms=["n"],
-                workgroup_size=(256, 1, 1), workgroup_bytes=0),
-}
-
-WEIGHT_BINDING0 = 8
-WEIGHT_PARTS = {
-    "f32": ["weight"], "f16": ["weight"],
-    "q8f16": ["qweight", "scales"], "q4f16": ["qweight", "scales", "mins"], "q4f32": ["qweight", "scales", "mins"],
-    "q3f16": ["qweight", "qhigh", "scales", "mins"], "q2f16": ["qweight", "scales", "mins"],
-}
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Z0-9_]+)\}\}")
 
@@ -99,19 +67,25 @@ def wgsl_literal(value) -> str:
         return str(value)
     if isinstance(value, float):
         return f"{value:.9e}"  # 9 significant digits: the f32 value round-trips
+    if isinstance(value, (list, tuple)):  # the elements of an array constructor
+        return ", ".join(wgsl_literal(v) for v in value)
     return str(value)
 
 
 def render(template: str, variant: str, consts: dict | None = None, weight_format: str | None = None) -> str:
-    """Specialize a template into WGSL source for one variant ("f32" or "f16")."""
+    """Specialize a template into WGSL source for one variant ("f32" or "f16"). The
+    template's tile constants and workgroup size come from the kernel table; `consts`
+    are the kernel's params (and may repeat the tiles, as plan.json lists them)."""
     if variant not in VARIANTS:
         raise PackError(f"unknown kernel variant {variant!r}")
-    values = {"PRELUDE": PRELUDES[variant], "OUT": "act"}
+    spec = TEMPLATES[template]
+    values = {"PRELUDE": PRELUDES[variant], "OUT": "act", **spec.tiles, **workgroup_values(spec)}
     if weight_format is not None:
-        if weight_format not in WEIGHT_PARTS:
+        if weight_format not in WEIGHT_FORMATS:
             raise PackError(f"no kernel for weight format {weight_format!r}")
         values["WEIGHTS"] = load_template(f"_w_{weight_format}")
-    values.update({k: wgsl_literal(v) for k, v in (consts or {}).items()})
+    values.update(consts or {})
+    values = {k: wgsl_literal(v) for k, v in values.items()}
     text = load_template(template)
     for _ in range(3):  # fragments may hold placeholders of their own
         text = _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
@@ -127,26 +101,14 @@ class KernelSpec:
 
     name: str  # unique in a plan, e.g. "matvec.q4f16.k576.n1536"
     template: str
-    consts: dict = field(default_factory=dict)
+    consts: dict = field(default_factory=dict)  # params and tiles (kernel_table.kernel_consts)
     weight_format: str | None = None
 
-    @property
-    def info(self) -> dict:
-        return TEMPLATES[self.template]
-
     def bindings(self) -> list[tuple[int, str]]:
-        b = list(self.info["bindings"])
-        if self.weight_format is not None:
-            b += [(WEIGHT_BINDING0 + i, R) for i in range(len(WEIGHT_PARTS[self.weight_format]))]
-        return b
+        return kernel_bindings(self.template, self.weight_format)
 
     def workgroup_bytes(self) -> int:
-        n = self.info["workgroup_bytes"]
-        if n is None and self.template in ("attention", "attention_decode"):  # qs[HD] + pr[64] + red[64]
-            n = 4 * (self.consts["HD"] + 128)
-        elif n is None and self.template == "matvec":  # xs[min(K, 2048)] + red[64], f32
-            n = 4 * (min(self.consts["K"], 2048) + 64)
-        return n
+        return workgroup_bytes(self.template, self.consts)
 
     def source(self, variant: str) -> str:
         return render(self.template, variant, self.consts, self.weight_format)
@@ -155,28 +117,50 @@ class KernelSpec:
         return f"kernels/{self.name}.{variant}.wgsl"
 
     def to_json(self, variants) -> dict:
-        return {
+        out = {
             "template": self.template,
             "files": {v: self.file(v) for v in variants},
             "bindings": [{"binding": n, "type": t} for n, t in self.bindings()],
-            "uniforms": list(self.info["uniforms"]),
-            "workgroup_size": list(self.info["workgroup_size"]),
+            "uniforms": list(TEMPLATES[self.template].uniforms),
+            "workgroup_size": list(TEMPLATES[self.template].workgroup_size),
             "workgroup_storage_bytes": self.workgroup_bytes(),
+            "consts": dict(self.consts),
         }
+        if self.weight_format is not None:
+            out["weight_format"] = self.weight_format
+        return out
+
+    @classmethod
+    def from_json(cls, name: str, entry: dict) -> KernelSpec:
+        """The spec of a plan.json kernel entry (what the Wasm build reads)."""
+        if "consts" not in entry:
+            raise PackError(f"plan.json kernel {name} has no consts (packaged by an older llmpack); "
+                            "package the bundle again")
+        return cls(name, entry["template"], dict(entry["consts"]), entry.get("weight_format"))
 
 
 # ---------------------------------------------------------------------------------------
 # validation with naga (through wgpu-native)
 
 
-def validation_device(need_f16: bool):
-    """A wgpu device for compiling kernels (lavapipe on CI machines), or None."""
-    from .gpu_executor import request_device
+_DEVICES: dict[bool, object] = {}
 
-    try:
-        return request_device(f16=need_f16)
-    except Exception:  # no adapter at all, or none with shader-f16
-        return None
+
+def validation_device(need_f16: bool):
+    """A wgpu device for compiling kernels (lavapipe on CI machines), with shader-f16 when
+    need_f16; None when there is no such adapter. One per process."""
+    if need_f16 not in _DEVICES:
+        os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))  # quiets Mesa
+        try:
+            import wgpu
+
+            adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
+            if adapter is None or (need_f16 and "shader-f16" not in adapter.features):
+                return None
+            _DEVICES[need_f16] = adapter.request_device_sync(required_features=["shader-f16"] if need_f16 else [])
+        except Exception:  # no Vulkan driver, no adapter
+            return None
+    return _DEVICES[need_f16]
 
 
 def validate_kernels(sources: dict[str, str], *, device=None, strict: bool = True) -> int:
@@ -213,20 +197,10 @@ def validate_kernels(sources: dict[str, str], *, device=None, strict: bool = Tru
 # entry point
 
 
-def compile_artifacts(manifest: dict, *, context_window: int | None = None,
-                      max_binding_size: int = DEFAULT_MAX_BINDING, max_buffer_size: int = DEFAULT_MAX_BUFFER,
-                      prefill_chunk: int | None = None, validate: bool = True) -> tuple[dict[str, bytes], dict]:
-    """Build the execution plan and the kernels of a bundle.
-
-    Returns ({path in bundle: bytes}, requirements). The files are "plan.json" and
-    "kernels/<kernel>.<variant>.wgsl"; requirements is the dict to store as the
-    manifest's "requirements" (features, optional features, limits).
-    Raises PackError when the model cannot be planned or a kernel fails to compile."""
-    from .plan import DEFAULT_PREFILL_CHUNK, build_plan
-
-    plan, kernels = build_plan(manifest, context_window=context_window, max_binding_size=max_binding_size,
-                               max_buffer_size=max_buffer_size,
-                               prefill_chunk=prefill_chunk or DEFAULT_PREFILL_CHUNK)
+def kernel_files(plan: dict, kernels: list[KernelSpec], *, validate: bool = True) -> dict[str, bytes]:
+    """{path in bundle: bytes}: "plan.json" and "kernels/<kernel>.<variant>.wgsl" for every
+    kernel and variant of the plan, each compiled by naga first (unless validate=False or
+    $LLMPACK_SKIP_KERNEL_VALIDATION is set). Raises PackError naming a kernel that fails."""
     files: dict[str, bytes] = {}
     sources: dict[str, str] = {}
     for spec in kernels:
@@ -237,4 +211,20 @@ def compile_artifacts(manifest: dict, *, context_window: int | None = None,
     if validate and not os.environ.get("LLMPACK_SKIP_KERNEL_VALIDATION"):
         validate_kernels(sources)
     files["plan.json"] = (json.dumps(plan, separators=(",", ":")) + "\n").encode()
-    return files, plan["requirements"]
+    return files
+
+
+def compile_artifacts(manifest: dict, *, config=None, context_window: int | None = None,
+                      max_binding_size: int = DEFAULT_MAX_BINDING, max_buffer_size: int = DEFAULT_MAX_BUFFER,
+                      prefill_chunk: int | None = None, validate: bool = True) -> tuple[dict[str, bytes], dict]:
+    """Build the execution plan and the kernels of a bundle (build_plan + kernel_files).
+
+    Returns ({path in bundle: bytes}, requirements), requirements being the dict to store
+    as the manifest's "requirements" (features, optional features, limits).
+    Raises PackError when the model cannot be planned or a kernel fails to compile."""
+    from .plan import DEFAULT_PREFILL_CHUNK, build_plan
+
+    plan, kernels = build_plan(manifest, config=config, context_window=context_window,
+                               max_binding_size=max_binding_size, max_buffer_size=max_buffer_size,
+                               prefill_chunk=prefill_chunk or DEFAULT_PREFILL_CHUNK)
+    return kernel_files(plan, kernels, validate=validate), plan["requirements"]

@@ -1,36 +1,38 @@
 """Architecture -> execution plan (docs/plan.md).
 
-build_plan(manifest) turns a bundle manifest (model config + tensor index) into the
-plan JSON that the runtimes interpret, and the list of specialized kernels it uses.
-The plan is data: ordered dispatches whose uniform values and workgroup counts are
-expressions (packager/plan_expr.py) over the dynamic dimensions `seq_len` and
-`past_len`, so one compiled kernel set serves every prompt length.
+build_plan(manifest) lowers the graph of the model's architecture (packager.models) into
+the plan JSON that the runtimes interpret, and the list of specialized kernels it uses,
+given the bundle's tensor index (formats, parts) and device limits. The plan is data:
+ordered dispatches whose uniform values and workgroup counts are expressions
+(packager/plan_expr.py) over the dynamic dimensions `seq_len` and `past_len`, so one
+compiled kernel set serves every prompt length.
 """
 
 from __future__ import annotations
 
 import math
 
-
-from .compile import ACT_BYTES, DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER, TEMPLATES, WEIGHT_PARTS, KernelSpec
+from .compile import ACT_BYTES, DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER, KernelSpec
 from .errors import PackError
+from .kernel_table import TEMPLATES, WEIGHT_BINDING0, WEIGHT_FORMATS, kernel_consts
+from .models import ModelConfig, Op, config_from_manifest, definition
 from .plan_expr import evaluate
 from .rope import rope_inv_freq
 
 PLAN_FORMAT = "llmpack-plan"
 PLAN_VERSION = 1
 DEFAULT_PREFILL_CHUNK = 128
-CONTEXT_CAP = 4096  # default context window = min(max_position_embeddings, CONTEXT_CAP)
 MAX_WORKGROUPS = 65535  # WebGPU's default maxComputeWorkgroupsPerDimension
-MATVEC_ROWS = 16  # output rows per matvec workgroup (kernels/matvec.wgsl)
-TILE_M, TILE_N = 32, 64  # output tile of kernels/matmul.wgsl (tokens x weight rows)
-ATTN_SPLIT = 256  # keys per workgroup of the decode attention (kernels/attention_decode.wgsl)
 BLOCK_ROW_MULTIPLE = 64  # row blocks of a split weight are multiples of this
 DTYPE_BYTES = {"u32": 4, "f32": 4}
 
 
 def align16(n: int) -> int:
     return (n + 15) // 16 * 16
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def buffer_size(buf: dict, variant: str) -> int:
@@ -41,33 +43,22 @@ def buffer_size(buf: dict, variant: str) -> int:
     return align16(buf["elements"] * item)
 
 
+def tile(template: str, name: str) -> int:
+    """A template's tile constant or workgroup width, from the kernel table."""
+    t = TEMPLATES[template]
+    return t.tiles[name] if name in t.tiles else t.workgroup_size[0]
+
+
 # ---------------------------------------------------------------------------------------
 # plan builder
 
 
 class _Builder:
-    def __init__(self, manifest: dict, context_window, max_binding_size, max_buffer_size, prefill_chunk):
-        model = manifest.get("model", {})
-        if model.get("architecture", "llama") != "llama":
-            raise PackError(f"no plan for architecture {model.get('architecture')!r} (llama only)")
-        cfg = model["config"]
-        self.cfg = cfg
-        self.H = int(cfg["hidden_size"])
-        self.I = int(cfg["intermediate_size"])
-        self.L = int(cfg["num_hidden_layers"])
-        self.NH = int(cfg["num_attention_heads"])
-        self.NKV = int(cfg.get("num_key_value_heads") or self.NH)
-        self.HD = int(cfg.get("head_dim") or self.H // self.NH)
-        self.V = int(cfg["vocab_size"])
-        self.eps = float(cfg["rms_norm_eps"])
-        maxpos = int(cfg.get("max_position_embeddings") or CONTEXT_CAP)
-        if context_window is None:
-            context_window = min(maxpos, CONTEXT_CAP)
-        context_window = int(context_window)
-        if context_window < 1 or context_window > maxpos:
-            raise PackError(f"--context-window {context_window} must be between 1 and the model's "
-                            f"max_position_embeddings ({maxpos})")
-        self.ctx = context_window
+    def __init__(self, manifest: dict, config: ModelConfig, max_binding_size, max_buffer_size, prefill_chunk):
+        self.c = c = config
+        self.arch = definition(c.architecture)
+        self.graph = self.arch.graph(c)
+        self.ctx = c.context_window
         self.chunk = max(1, min(int(prefill_chunk), self.ctx))
         self.max_binding = int(max_binding_size)
         self.max_buffer = int(max_buffer_size)
@@ -82,15 +73,22 @@ class _Builder:
     # -- checks -------------------------------------------------------------------------
 
     def _check(self):
-        H, HD, NH, NKV = self.H, self.HD, self.NH, self.NKV
+        c = self.c
+        H, HD, NH, NKV, FF = c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads, \
+            c.intermediate_size
         if NH % NKV:
             raise PackError(f"num_attention_heads {NH} is not a multiple of num_key_value_heads {NKV}")
-        if HD % 8 or (HD * NH) % 8 or (HD * NKV) % 8 or H % 8 or self.I % 8:
+        if HD % 8 or (HD * NH) % 8 or (HD * NKV) % 8 or H % 8 or FF % 8:
             raise PackError("hidden, intermediate and head sizes must be multiples of 8 "
-                            f"(hidden {H}, intermediate {self.I}, head_dim {HD})")
-        biases = [n for n in self.tensors if n.endswith(".bias")]
-        if biases:
-            raise PackError(f"bias tensors are not supported by the llama plan yet: {biases[0]}")
+                            f"(hidden {H}, intermediate {FF}, head_dim {HD})")
+        expected = self.arch.tensors(c)
+        for t in expected:
+            self.tensor(t.name, t.shape)
+        names = {t.name for t in expected}
+        extra = [n for n in self.tensors if n not in names]
+        if extra:
+            raise PackError(f"manifest tensor {extra[0]} is not in the {self.arch.name} tensor table "
+                            "(not supported by this architecture yet)")
 
     def tensor(self, name: str, shape: tuple[int, ...]) -> dict:
         t = self.tensors.get(name)
@@ -98,7 +96,7 @@ class _Builder:
             raise PackError(f"manifest has no tensor {name}")
         if tuple(t["shape"]) != tuple(shape):
             raise PackError(f"tensor {name} has shape {t['shape']}, expected {list(shape)}")
-        if t["format"] not in WEIGHT_PARTS:
+        if t["format"] not in WEIGHT_FORMATS:
             raise PackError(f"tensor {name}: no kernels for weight format {t['format']!r}")
         if len(shape) == 2 and shape[1] % 8:
             raise PackError(f"tensor {name}: input dimension {shape[1]} is not a multiple of 8")
@@ -111,20 +109,20 @@ class _Builder:
         return name
 
     def weight_blocks(self, name: str) -> list[dict]:
-        """Row blocks of a tensor: [{"row0", "rows", "parts": {part: buffer}}]; one block
+        """Row blocks of a tensor: [{"row0", "rows", "parts": [buffer per part]}]; one block
         unless a part is larger than the binding or buffer limit."""
         if name in self.blocks:
             return self.blocks[name]
         t = self.tensors[name]
         rows = int(t["shape"][0]) if len(t["shape"]) == 2 else 1
         parts = {p["name"]: p for p in t["parts"]}
-        want = WEIGHT_PARTS[t["format"]]
+        want = WEIGHT_FORMATS[t["format"]].parts
         if set(parts) != set(want):
             raise PackError(f"tensor {name}: parts {sorted(parts)} do not match format {t['format']}")
         limit = min(self.max_binding, self.max_buffer)
         max_rows = rows
         if len(t["shape"]) == 2:  # matvec / matmul workgroup counts stay within limits
-            max_rows = min(rows, MAX_WORKGROUPS * MATVEC_ROWS)
+            max_rows = min(rows, MAX_WORKGROUPS * tile("matvec", "ROWS"))
         row_bytes = {}
         for pname, p in parts.items():
             if p["bytes"] % rows:
@@ -141,164 +139,194 @@ class _Builder:
         blocks = []
         for i, row0 in enumerate(range(0, rows, per_block)):
             n = min(per_block, rows - row0)
-            names = {}
+            names = []
             for pname in want:
                 bname = f"{name}:{pname}" if per_block == rows else f"{name}:{pname}:{i}"
                 self.buffers[bname] = {"kind": "weight", "tensor": name, "part": pname,
                                        "offset": row0 * row_bytes[pname], "bytes": n * row_bytes[pname]}
-                names[pname] = bname
+                names.append(bname)
             blocks.append({"row0": row0, "rows": n, "parts": names})
         self.blocks[name] = blocks
         return blocks
 
-    # -- kernels ------------------------------------------------------------------------
+    # -- kernels and dispatches ---------------------------------------------------------
 
-    def kernel(self, name: str, template: str, consts: dict | None = None, fmt: str | None = None) -> str:
+    def kernel(self, name: str, template: str, params: dict | None = None, fmt: str | None = None) -> str:
         if name not in self.kernels:
-            self.kernels[name] = KernelSpec(name, template, dict(consts or {}), fmt)
+            self.kernels[name] = KernelSpec(name, template, kernel_consts(template, params or {}), fmt)
         return name
+
+    @staticmethod
+    def binds(template: str, parts: list[str] = (), **buffers: str) -> list:
+        """[binding, buffer] pairs: the template's bindings by name (kernel table), then the
+        weight parts."""
+        out = [[b.binding, buffers[b.name]] for b in TEMPLATES[template].bindings]
+        return out + [[WEIGHT_BINDING0 + i, p] for i, p in enumerate(parts)]
+
+    @staticmethod
+    def block_label(label: str, blocks: list[dict], b: dict) -> str:
+        return label if len(blocks) == 1 else f"{label} rows {b['row0']}+{b['rows']}"
 
     @staticmethod
     def grid(n: str, wg: int) -> list[str]:
         """Workgroup counts covering n threads, folded into y above the x limit."""
         return [f"min(cdiv({n}, {wg}), {MAX_WORKGROUPS})", f"cdiv(cdiv({n}, {wg}), {MAX_WORKGROUPS})", "1"]
 
-    # -- ops ----------------------------------------------------------------------------
+    def elementwise(self, out: list, label: str, template: str, binds: list, n: str, extra: list | None = None):
+        kname = self.kernel(template, template)
+        out.append({"kernel": kname, "label": label, "bindings": binds, "uniforms": [n] + (extra or []),
+                    "workgroups": self.grid(n, tile(template, "WG"))})
 
-    def linear(self, out: list, label: str, tname: str, x: str, y: str, mode: str, out_type: str = "act",
-               single_row: bool = False):
-        t = self.tensors[tname]
-        N, K = t["shape"]
-        fmt = t["format"]
-        template = "matmul" if mode == "prefill" and not single_row else "matvec"
-        suffix = ".f32out" if out_type == "f32" else ""
-        kname = self.kernel(f"{template}.{fmt}.k{K}.n{N}{suffix}", template,
-                            {"K": K, "N": N, "OUT": out_type}, fmt)
-        blocks = self.weight_blocks(tname)
+    def width(self, activation: str) -> int:
+        return self.graph.activation(activation).width
+
+    def per_token(self, activation: str) -> bool:
+        return activation == "tokens" or not self.graph.activation(activation).last_token
+
+    # -- lowering the graph's ops ---------------------------------------------------------
+
+    def lower(self, out: list, op: Op, mode: str, layer: int | None):
+        """Append the dispatches of one op of the graph (labels: "layer <i> <op label>")."""
+        lower = getattr(self, f"_{op.kind}", None)
+        if lower is None:
+            raise PackError(f"the plan has no lowering for op {op.kind!r}")
+        lower(out, op, "" if layer is None else f"layer {layer} ", mode, layer)
+
+    def _embedding(self, out, op, prefix, mode, layer):
+        label = prefix + op.label
+        t = self.tensors[op.weight]
+        fmt, K = t["format"], int(t["shape"][1])
+        kname = self.kernel(f"embedding.{fmt}.k{K}", "embedding", {"K": K}, fmt)
+        blocks = self.weight_blocks(op.weight)
         for b in blocks:
-            binds = [[1, x], [2, y]] + [[8 + i, b["parts"][p]] for i, p in enumerate(WEIGHT_PARTS[fmt])]
-            seq = "1" if single_row else "seq_len"
-            if template == "matmul":
-                wg = [str(-(-b["rows"] // TILE_N)), f"cdiv({seq}, {TILE_M})", "1"]
-            else:
-                wg = [str(-(-b["rows"] // MATVEC_ROWS)), seq, "1"]
-            lab = label if len(blocks) == 1 else f"{label} rows {b['row0']}+{b['rows']}"
-            out.append({"kernel": kname, "label": lab, "bindings": binds,
-                        "uniforms": [seq, str(b["row0"]), str(b["rows"])], "workgroups": wg})
+            out.append({"kernel": kname, "label": self.block_label(label, blocks, b),
+                        "bindings": self.binds("embedding", b["parts"], tokens=op.inputs[0], y=op.out),
+                        "uniforms": ["seq_len", str(b["row0"]), str(b["rows"])],
+                        "workgroups": [str(cdiv(K // 8, tile("embedding", "WG"))), "seq_len", "1"]})
 
-    def rmsnorm(self, out: list, label: str, tname: str, x: str, y: str, last_only: bool = False):
-        self.tensor(tname, (self.H,))
-        kname = self.kernel(f"rmsnorm.h{self.H}", "rmsnorm", {"H": self.H, "EPS": self.eps})
-        (b,) = self.weight_blocks(tname)
-        out.append({"kernel": kname, "label": label, "bindings": [[1, x], [2, y], [8, b["parts"]["weight"]]],
+    def _rmsnorm(self, out, op, prefix, mode, layer):
+        label = prefix + op.label
+        H = self.width(op.inputs[0])
+        kname = self.kernel(f"rmsnorm.h{H}", "rmsnorm", {"H": H, "EPS": float(self.c.rms_norm_eps)})
+        (b,) = self.weight_blocks(op.weight)
+        last_only = self.per_token(op.inputs[0]) and not self.per_token(op.out)
+        out.append({"kernel": kname, "label": label,
+                    "bindings": self.binds("rmsnorm", x=op.inputs[0], y=op.out, w=b["parts"][0]),
                     "uniforms": ["seq_len - 1" if last_only else "0"],
                     "workgroups": ["1" if last_only else "seq_len", "1", "1"]})
 
-    def elementwise(self, out: list, label: str, template: str, binds: list, n: str, extra: list | None = None):
-        kname = self.kernel(template, template)
-        wg = TEMPLATES[template]["workgroup_size"][0]
-        out.append({"kernel": kname, "label": label, "bindings": binds, "uniforms": [n] + (extra or []),
-                    "workgroups": self.grid(n, wg)})
+    def _linear(self, out, op, prefix, mode, layer):
+        label = prefix + op.label
+        t = self.tensors[op.weight]
+        N, K = t["shape"]
+        fmt = t["format"]
+        single_row = not self.per_token(op.inputs[0])  # e.g. the logits of the last token
+        template = "matmul" if mode == "prefill" and not single_row else "matvec"
+        out_type = self.buffers[op.out]["dtype"]
+        suffix = ".f32out" if out_type == "f32" else ""
+        kname = self.kernel(f"{template}.{fmt}.k{K}.n{N}{suffix}", template, {"K": K, "N": N, "OUT": out_type}, fmt)
+        blocks = self.weight_blocks(op.weight)
+        seq = "1" if single_row else "seq_len"
+        for b in blocks:
+            if template == "matmul":
+                wg = [str(cdiv(b["rows"], tile("matmul", "TILE_N"))), f"cdiv({seq}, {tile('matmul', 'TILE_M')})", "1"]
+            else:
+                wg = [str(cdiv(b["rows"], tile("matvec", "ROWS"))), seq, "1"]
+            out.append({"kernel": kname, "label": self.block_label(label, blocks, b),
+                        "bindings": self.binds(template, b["parts"], x=op.inputs[0], y=op.out),
+                        "uniforms": [seq, str(b["row0"]), str(b["rows"])], "workgroups": wg})
+
+    def _rope(self, out, op, prefix, mode, layer):
+        label = prefix + op.label
+        c = self.c
+        NH, NKV, HD = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        inv_freq = [float(v) for v in rope_inv_freq(c.rope, HD)]
+        kname = self.kernel(f"rope.h{NH}.kv{NKV}.d{HD}", "rope",
+                            {"NH": NH, "NKV": NKV, "HD": HD, "HALF": HD // 2, "INV_FREQ": inv_freq})
+        q, k = op.inputs
+        out.append({"kernel": kname, "label": label, "bindings": self.binds("rope", q=q, k=k),
+                    "uniforms": ["seq_len", "past_len"],
+                    "workgroups": self.grid(f"seq_len * {(NH + NKV) * (HD // 2)}", tile("rope", "WG"))})
+
+    def _attention(self, out, op, prefix, mode, layer):
+        """The KV-cache append, then attention over the cache (in decode: split over the
+        cache, then the splits merged)."""
+        label = prefix + op.label
+        c = self.c
+        NH, NKV, HD = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        q, k, v = op.inputs
+        kc, vc = f"k_cache.{layer}", f"v_cache.{layer}"
+        self.elementwise(out, prefix + "kv_append", "kv_append", self.binds("kv_append", k=k, v=v, kc=kc, vc=vc),
+                         f"seq_len * {NKV * HD}", [f"past_len * {NKV * HD}"])
+        scale = float(HD ** -0.5)
+        if mode == "prefill":
+            kname = self.kernel(f"attention.h{NH}.kv{NKV}.d{HD}", "attention",
+                                {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": scale})
+            out.append({"kernel": kname, "label": label,
+                        "bindings": self.binds("attention", q=q, kc=kc, vc=vc, out=op.out),
+                        "uniforms": ["seq_len", "past_len"], "workgroups": [str(NH), "seq_len", "1"]})
+            return
+        split, splits = tile("attention_decode", "SPLIT"), self.max_splits
+        kname = self.kernel(f"attention_decode.h{NH}.kv{NKV}.d{HD}.s{splits}", "attention_decode",
+                            {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": scale, "MAX_SPLITS": splits})
+        out.append({"kernel": kname, "label": label + " (splits)",
+                    "bindings": self.binds("attention_decode", q=q, kc=kc, vc=vc, part="attn_part"),
+                    "uniforms": ["past_len"], "workgroups": [str(NH), f"cdiv(past_len + 1, {split})", "1"]})
+        kname = self.kernel(f"attention_combine.h{NH}.d{HD}.s{splits}", "attention_combine",
+                            {"HD": HD, "MAX_SPLITS": splits})
+        out.append({"kernel": kname, "label": label + " (combine)",
+                    "bindings": self.binds("attention_combine", part="attn_part", out=op.out),
+                    "uniforms": ["past_len"], "workgroups": [str(NH), "1", "1"]})
+
+    def _in_place(self, op: Op):
+        if op.out != op.inputs[0]:
+            raise PackError(f"op {op.kind} ({op.label}) must write its first input: its kernel works in place")
+
+    def _add(self, out, op, prefix, mode, layer):
+        label = prefix + op.label
+        self._in_place(op)
+        a, b = op.inputs
+        self.elementwise(out, label, "add", self.binds("add", x=a, y=b), f"seq_len * {self.width(a)}")
+
+    def _silu_mul(self, out, op, prefix, mode, layer):
+        label = prefix + op.label
+        self._in_place(op)
+        g, u = op.inputs
+        self.elementwise(out, label, "silu_mul", self.binds("silu_mul", g=g, u=u), f"seq_len * {self.width(g)}")
 
     # -- the model ----------------------------------------------------------------------
 
     def build(self) -> tuple[dict, list[KernelSpec]]:
-        H, I, NH, NKV, HD, V, C = self.H, self.I, self.NH, self.NKV, self.HD, self.V, self.chunk
-        KVD = NKV * HD
-        emb = self.tensor("model.embed_tokens.weight", (V, H))
-        if "lm_head.weight" in self.tensors:
-            head = "lm_head.weight"
-            self.tensor(head, (V, H))
-        elif self.cfg.get("tie_word_embeddings", True):
-            head = "model.embed_tokens.weight"
-        else:
-            raise PackError("manifest has no lm_head.weight and tie_word_embeddings is false")
-        for i in range(self.L):
-            p = f"model.layers.{i}."
-            for n, shape in [("self_attn.q_proj", (NH * HD, H)), ("self_attn.k_proj", (KVD, H)),
-                             ("self_attn.v_proj", (KVD, H)), ("self_attn.o_proj", (H, NH * HD)),
-                             ("mlp.gate_proj", (I, H)), ("mlp.up_proj", (I, H)), ("mlp.down_proj", (H, I))]:
-                self.tensor(p + n + ".weight", shape)
-        self.tensor("model.norm.weight", (H,))
-
+        c, g, C = self.c, self.graph, self.chunk
         self.act("tokens", C, kind="input", dtype="u32")
-        self.act("x", C * H, dtype="f32")  # the residual stream: f32 in both variants
-        for name, n in [("xn", C * H), ("q", C * NH * HD), ("k", C * KVD), ("v", C * KVD),
-                        ("attn", C * NH * HD), ("o", C * H), ("gate", C * I), ("up", C * I), ("x_last", H)]:
-            self.act(name, n)
-        max_splits = -(-self.ctx // ATTN_SPLIT)
-        self.act("attn_part", NH * max_splits * (HD + 2), dtype="f32")
-        self.act("logits", V, kind="output", dtype="f32")
-        for i in range(self.L):
-            self.act(f"k_cache.{i}", self.ctx * KVD, kind="kv_cache")
-            self.act(f"v_cache.{i}", self.ctx * KVD, kind="kv_cache")
-
-        inv_freq = rope_inv_freq(self.cfg.get("rope") or {"type": "default", "theta": 10000.0}, HD)
-        rope_k = self.kernel(f"rope.h{NH}.kv{NKV}.d{HD}", "rope", {
-            "NH": NH, "NKV": NKV, "HD": HD, "HALF": HD // 2,
-            "INV_FREQ": ", ".join(f"{float(v):.9e}" for v in inv_freq)})
-        attn_k = self.kernel(f"attention.h{NH}.kv{NKV}.d{HD}", "attention",
-                             {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": float(HD ** -0.5)})
-
-        split = {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": float(HD ** -0.5), "SPLIT": ATTN_SPLIT,
-                 "MAX_SPLITS": max_splits}
-        attn_dec = self.kernel(f"attention_decode.h{NH}.kv{NKV}.d{HD}.s{max_splits}", "attention_decode", split)
-        attn_comb = self.kernel(f"attention_combine.h{NH}.d{HD}.s{max_splits}", "attention_combine",
-                                {"HD": HD, "SPLIT": ATTN_SPLIT, "MAX_SPLITS": max_splits})
+        for a in g.activations:
+            self.act(a.name, a.width * (1 if a.last_token else C), dtype=a.dtype)
+        attention_layers = [i for i, ops in enumerate(g.layers) if any(op.kind == "attention" for op in ops)]
+        self.max_splits = cdiv(self.ctx, tile("attention_decode", "SPLIT"))
+        if attention_layers:
+            self.act("attn_part", c.num_attention_heads * self.max_splits * (c.head_dim + 2), dtype="f32")
+        self.act("logits", c.vocab_size, kind="output", dtype="f32")
+        for i in attention_layers:
+            self.act(f"k_cache.{i}", self.ctx * c.kv_size, kind="kv_cache")
+            self.act(f"v_cache.{i}", self.ctx * c.kv_size, kind="kv_cache")
 
         entries = {}
         for mode in ("prefill", "decode"):
             d: list[dict] = []
-            fmt = emb["format"]
-            ek = self.kernel(f"embedding.{fmt}.k{H}", "embedding", {"K": H}, fmt)
-            blocks = self.weight_blocks("model.embed_tokens.weight")
-            for b in blocks:
-                binds = [[1, "tokens"], [2, "x"]] + [[8 + j, b["parts"][p]] for j, p in enumerate(WEIGHT_PARTS[fmt])]
-                d.append({"kernel": ek, "label": "embed" if len(blocks) == 1 else f"embed rows {b['row0']}+{b['rows']}",
-                          "bindings": binds, "uniforms": ["seq_len", str(b["row0"]), str(b["rows"])],
-                          "workgroups": [str(-(-(H // 8) // 64)), "seq_len", "1"]})
-            for i in range(self.L):
-                p = f"model.layers.{i}."
-                lp = f"layer {i} "
-                self.rmsnorm(d, lp + "input_layernorm", p + "input_layernorm.weight", "x", "xn")
-                self.linear(d, lp + "q_proj", p + "self_attn.q_proj.weight", "xn", "q", mode)
-                self.linear(d, lp + "k_proj", p + "self_attn.k_proj.weight", "xn", "k", mode)
-                self.linear(d, lp + "v_proj", p + "self_attn.v_proj.weight", "xn", "v", mode)
-                d.append({"kernel": rope_k, "label": lp + "rope", "bindings": [[1, "q"], [2, "k"]],
-                          "uniforms": ["seq_len", "past_len"],
-                          "workgroups": self.grid(f"seq_len * {(NH + NKV) * (HD // 2)}", 64)})
-                self.elementwise(d, lp + "kv_append", "kv_append",
-                                 [[1, "k"], [2, "v"], [3, f"k_cache.{i}"], [4, f"v_cache.{i}"]],
-                                 f"seq_len * {KVD}", [f"past_len * {KVD}"])
-                if mode == "prefill":
-                    d.append({"kernel": attn_k, "label": lp + "attention",
-                              "bindings": [[1, "q"], [2, f"k_cache.{i}"], [3, f"v_cache.{i}"], [4, "attn"]],
-                              "uniforms": ["seq_len", "past_len"], "workgroups": [str(NH), "seq_len", "1"]})
-                else:  # split over the cache, then merge the splits
-                    d.append({"kernel": attn_dec, "label": lp + "attention (splits)",
-                              "bindings": [[1, "q"], [2, f"k_cache.{i}"], [3, f"v_cache.{i}"], [4, "attn_part"]],
-                              "uniforms": ["past_len"],
-                              "workgroups": [str(NH), f"cdiv(past_len + 1, {ATTN_SPLIT})", "1"]})
-                    d.append({"kernel": attn_comb, "label": lp + "attention (combine)",
-                              "bindings": [[1, "attn_part"], [2, "attn"]], "uniforms": ["past_len"],
-                              "workgroups": [str(NH), "1", "1"]})
-                self.linear(d, lp + "o_proj", p + "self_attn.o_proj.weight", "attn", "o", mode)
-                self.elementwise(d, lp + "residual", "add", [[1, "x"], [2, "o"]], f"seq_len * {H}")
-                self.rmsnorm(d, lp + "post_attention_layernorm", p + "post_attention_layernorm.weight", "x", "xn")
-                self.linear(d, lp + "gate_proj", p + "mlp.gate_proj.weight", "xn", "gate", mode)
-                self.linear(d, lp + "up_proj", p + "mlp.up_proj.weight", "xn", "up", mode)
-                self.elementwise(d, lp + "silu_mul", "silu_mul", [[1, "gate"], [2, "up"]], f"seq_len * {I}")
-                self.linear(d, lp + "down_proj", p + "mlp.down_proj.weight", "gate", "o", mode)
-                self.elementwise(d, lp + "residual", "add", [[1, "x"], [2, "o"]], f"seq_len * {H}")
-            self.rmsnorm(d, "final norm (last token)", "model.norm.weight", "x", "x_last", last_only=True)
-            self.linear(d, "lm_head", head, "x_last", "logits", mode, out_type="f32", single_row=True)
+            for op in g.embed:
+                self.lower(d, op, mode, None)
+            for i, ops in enumerate(g.layers):
+                for op in ops:
+                    self.lower(d, op, mode, i)
+            for op in g.head:
+                self.lower(d, op, mode, None)
             entries[mode] = {"max_seq_len": C if mode == "prefill" else 1, "dispatches": d}
 
         kernels = list(self.kernels.values())
         plan = {
             "format": PLAN_FORMAT,
             "version": PLAN_VERSION,
-            "architecture": "llama",
+            "architecture": c.architecture,
             "context_window": self.ctx,
             "prefill_chunk": C,
             "dims": ["seq_len", "past_len"],
@@ -336,11 +364,12 @@ class _Builder:
                         evaluate(e, env)
         if max_wg > MAX_WORKGROUPS:
             raise PackError(f"a dispatch needs {max_wg} workgroups in one dimension (limit {MAX_WORKGROUPS})")
+        sizes = [TEMPLATES[k.template].workgroup_size for k in kernels]
         kernel_limits = {
             "maxComputeWorkgroupStorageSize": max(k.workgroup_bytes() for k in kernels),
-            "maxComputeInvocationsPerWorkgroup": max(math.prod(k.info["workgroup_size"]) for k in kernels),
-            "maxComputeWorkgroupSizeX": max(k.info["workgroup_size"][0] for k in kernels),
-            "maxComputeWorkgroupSizeY": max(k.info["workgroup_size"][1] for k in kernels),
+            "maxComputeInvocationsPerWorkgroup": max(math.prod(s) for s in sizes),
+            "maxComputeWorkgroupSizeX": max(s[0] for s in sizes),
+            "maxComputeWorkgroupSizeY": max(s[1] for s in sizes),
             "maxStorageBuffersPerShaderStage": max(sum(t != "uniform" for _, t in k.bindings()) for k in kernels),
             "maxBindingsPerBindGroup": max(n for k in kernels for n, _ in k.bindings()) + 1,
             "maxComputeWorkgroupsPerDimension": max_wg,
@@ -366,8 +395,15 @@ class _Builder:
         }
 
 
-def build_plan(manifest: dict, *, context_window: int | None = None,
+def build_plan(manifest: dict, *, config: ModelConfig | None = None, context_window: int | None = None,
                max_binding_size: int = DEFAULT_MAX_BINDING, max_buffer_size: int = DEFAULT_MAX_BUFFER,
                prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> tuple[dict, list[KernelSpec]]:
-    """manifest dict -> (plan JSON dict, kernel specs). Raises PackError."""
-    return _Builder(manifest, context_window, max_binding_size, max_buffer_size, prefill_chunk).build()
+    """(plan JSON dict, kernel specs) of a bundle manifest (a dict: its tensor index and
+    quantization). config: the resolved config (packaging passes the one it resolved);
+    without it, the config is read from the manifest, the context window being
+    `context_window` if given, else the manifest's, else the default. Raises PackError."""
+    if config is None:
+        config = config_from_manifest(manifest, context_window)
+    elif context_window is not None:
+        raise ValueError("give the context window in the config or as context_window, not both")
+    return _Builder(manifest, config, max_binding_size, max_buffer_size, prefill_chunk).build()

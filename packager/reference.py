@@ -1,8 +1,10 @@
 """A numpy executor of a bundle: the oracle for the GPU and Wasm kernels.
 
 It reads the bundle only (manifest + shards), dequantizes every weight to float32 with
-quantization.formats, and runs the Llama forward pass with a KV cache: `prefill` for a
-chunk of tokens after what is cached, `decode` for one more token.
+quantization.formats, and runs the graph of the model's architecture (packager.models)
+op by op with a KV cache: `prefill` for a chunk of tokens after what is cached, `decode`
+for one more token. The calibrator (packager/calibrate.py) runs decoder layers through
+the same `run_ops`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from bundle_contract.manifest import load, verify_shards
 from quantization.formats import get_format
 
 from .errors import PackError
+from .models import ModelConfig, config_from_manifest, definition
 from .rope import rope_cos_sin, rope_inv_freq
 from .shards import read_tensor_bytes
 
@@ -61,43 +64,48 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, past_len: int) -> np.
     return p @ v
 
 
-class LayerWeights:
-    """w["q_proj"] -> the weights of layer i by short name (e.g. self_attn.q_proj)."""
-
-    SHORT = {"input_layernorm": "input_layernorm.weight", "q_proj": "self_attn.q_proj.weight",
-             "k_proj": "self_attn.k_proj.weight", "v_proj": "self_attn.v_proj.weight",
-             "o_proj": "self_attn.o_proj.weight", "post_attention_layernorm": "post_attention_layernorm.weight",
-             "gate_proj": "mlp.gate_proj.weight", "up_proj": "mlp.up_proj.weight", "down_proj": "mlp.down_proj.weight"}
-
-    def __init__(self, weights: dict, layer: int):
-        self.weights, self.prefix = weights, f"model.layers.{layer}."
-
-    def __getitem__(self, short: str) -> np.ndarray:
-        return self.weights[self.prefix + self.SHORT[short]]
+def _heads(x: np.ndarray, heads: int, head_dim: int) -> np.ndarray:
+    """[n, heads * head_dim] -> [heads, n, head_dim] (a view); rope's outputs already are."""
+    return x if x.ndim == 3 else x.reshape(x.shape[0], heads, head_dim).transpose(1, 0, 2)
 
 
-def decoder_layer(h, w, c: dict, cos, sin, k_cache, v_cache, past: int, taps: dict | None = None) -> np.ndarray:
-    """One Llama decoder layer on h [n, hidden] after `past` cached positions.
+def run_ops(ops, env: dict, weights: dict, c: ModelConfig, cos_sin=None, k_cache=None, v_cache=None,
+            past: int = 0, taps: dict | None = None) -> None:
+    """Run graph ops (packager.models.base.Op) on the activations in `env` (name -> array
+    [n, width]; rope leaves q and k head-major, [heads, n, head_dim], for attention).
 
-    Writes this chunk's keys/values into k_cache/v_cache [kv_heads, window, head_dim].
-    If `taps` is a dict, the inputs of the linear layers are stored in it (for
-    calibration): "attn_in" (q/k/v), "o_in", "mlp_in" (gate/up), "down_in"."""
-    n = h.shape[0]
-    heads, kv_heads, d = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
-    x = rms_norm(h, w["input_layernorm"], c["rms_norm_eps"])
-    q = (x @ w["q_proj"].T).reshape(n, heads, d).transpose(1, 0, 2)
-    k = (x @ w["k_proj"].T).reshape(n, kv_heads, d).transpose(1, 0, 2)
-    v = (x @ w["v_proj"].T).reshape(n, kv_heads, d).transpose(1, 0, 2)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    k_cache[:, past:past + n] = k
-    v_cache[:, past:past + n] = v
-    o = attention(q, k_cache[:, :past + n], v_cache[:, :past + n], past).transpose(1, 0, 2).reshape(n, heads * d)
-    h = h + o @ w["o_proj"].T
-    x2 = rms_norm(h, w["post_attention_layernorm"], c["rms_norm_eps"])
-    m = silu(x2 @ w["gate_proj"].T) * (x2 @ w["up_proj"].T)
-    if taps is not None:
-        taps.update(attn_in=x, o_in=o, mlp_in=x2, down_in=m)
-    return h + m @ w["down_proj"].T
+    cos_sin: the RoPE tables of the n positions after `past`; attention appends the chunk's
+    keys and values to k_cache / v_cache [kv_heads, window, head_dim] at `past`. If `taps` is
+    a dict, the input of every linear op is stored in it under the op's weight name (the
+    same array for ops that share an input), for calibration."""
+    NH, NKV, HD = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+    for op in ops:
+        a = [env[name] for name in op.inputs]
+        if op.kind == "embedding":
+            env[op.out] = weights[op.weight][a[0]]
+        elif op.kind == "rmsnorm":
+            env[op.out] = rms_norm(a[0], weights[op.weight], c.rms_norm_eps)
+        elif op.kind == "linear":
+            if taps is not None:
+                taps[op.weight] = a[0]
+            env[op.out] = a[0] @ weights[op.weight].T
+        elif op.kind == "rope":
+            cos, sin = cos_sin
+            for name, x, heads in zip(op.inputs, a, (NH, NKV)):
+                env[name] = apply_rope(_heads(x, heads, HD), cos, sin)
+        elif op.kind == "attention":
+            q, k, v = (_heads(x, heads, HD) for x, heads in zip(a, (NH, NKV, NKV)))
+            n = q.shape[1]
+            k_cache[:, past:past + n] = k
+            v_cache[:, past:past + n] = v
+            o = attention(q, k_cache[:, :past + n], v_cache[:, :past + n], past)
+            env[op.out] = o.transpose(1, 0, 2).reshape(n, NH * HD)
+        elif op.kind == "add":
+            env[op.out] = a[0] + a[1]
+        elif op.kind == "silu_mul":
+            env[op.out] = silu(a[0]) * a[1]
+        else:
+            raise PackError(f"the reference executor has no op {op.kind!r}")
 
 
 class ReferenceModel:
@@ -109,15 +117,16 @@ class ReferenceModel:
         if verify:
             verify_shards(self.bundle, manifest)
         self.manifest = manifest.data
-        self.cfg = self.manifest["model"]["config"]
+        self.config = config_from_manifest(self.manifest)
+        self.graph = definition(self.config.architecture).graph(self.config)
         self.w = load_weights(self.bundle, self.manifest)
-        self.context_window = self.manifest["memory"]["context_window"]
-        self.inv_freq = rope_inv_freq(self.cfg["rope"], self.cfg["head_dim"])
+        self.context_window = self.config.context_window
+        self.inv_freq = rope_inv_freq(self.config.rope, self.config.head_dim)
         self.reset()
 
     def reset(self) -> None:
-        c = self.cfg
-        shape = (c["num_hidden_layers"], c["num_key_value_heads"], self.context_window, c["head_dim"])
+        c = self.config
+        shape = (c.num_hidden_layers, c.num_key_value_heads, self.context_window, c.head_dim)
         self.k_cache = np.zeros(shape, np.float32)
         self.v_cache = np.zeros(shape, np.float32)
         self.past_len = 0
@@ -125,19 +134,19 @@ class ReferenceModel:
     def prefill(self, tokens) -> np.ndarray:
         """Run `tokens` after the cached ones; return their logits [len(tokens), vocab]."""
         tokens = np.asarray(tokens, dtype=np.int64)
-        c, w, past, n = self.cfg, self.w, self.past_len, len(tokens)
+        c, g, past, n = self.config, self.graph, self.past_len, len(tokens)
         if past + n > self.context_window:
             raise PackError(f"context window of {self.context_window} tokens exceeded ({past} + {n})")
-        if n == 0 or tokens.min() < 0 or tokens.max() >= c["vocab_size"]:
+        if n == 0 or tokens.min() < 0 or tokens.max() >= c.vocab_size:
             raise PackError("token ids must be a non-empty list within the vocabulary")
-        cos, sin = rope_cos_sin(self.inv_freq, np.arange(past, past + n))
-        h = w["model.embed_tokens.weight"][tokens]
-        for i in range(c["num_hidden_layers"]):
-            h = decoder_layer(h, LayerWeights(w, i), c, cos, sin, self.k_cache[i], self.v_cache[i], past)
-        h = rms_norm(h, w["model.norm.weight"], c["rms_norm_eps"])
-        head = w["model.embed_tokens.weight"] if c["tie_word_embeddings"] else w["lm_head.weight"]
+        cos_sin = rope_cos_sin(self.inv_freq, np.arange(past, past + n))
+        env = {"tokens": tokens}
+        run_ops(g.embed, env, self.w, c)
+        for i, ops in enumerate(g.layers):
+            run_ops(ops, env, self.w, c, cos_sin, self.k_cache[i], self.v_cache[i], past)
+        run_ops(g.head, env, self.w, c)  # (the plan computes the head for the last token only)
         self.past_len += n
-        return h @ head.T
+        return env["logits"]
 
     def decode(self, token: int) -> np.ndarray:
         return self.prefill([token])[0]

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from packager.compile import WEIGHT_PARTS
+from packager.kernel_table import WEIGHT_FORMATS
 from quantization.formats import FORMATS
 
 SEQ_LENS = (1, 7, 64, 300)
@@ -33,7 +33,7 @@ def encode_weight(fmt, w):
     f = FORMATS[fmt]
     parts = f.encode(w)
     deq = f.decode(parts, w.shape).astype(np.float64)
-    return [np.ascontiguousarray(parts[p]) for p in WEIGHT_PARTS[fmt]], deq
+    return [np.ascontiguousarray(parts[p]) for p in WEIGHT_FORMATS[fmt].parts], deq
 
 
 def rope_ref(x, pos, inv_freq):

@@ -12,12 +12,12 @@ import math
 
 import numpy as np
 import pytest
-
-from packager.compile import WEIGHT_PARTS, render
-from packager.gpu_executor import PipelineCache, request_device, run_kernel
-from packager.rope import rope_inv_freq
-
+from gpu_executor import PipelineCache, request_device, run_kernel
 from kernel_refs import ROPES, SEQ_LENS, attention_ref, encode_weight, rel_err, rope_ref
+
+from packager.compile import render
+from packager.kernel_table import WEIGHT_FORMATS
+from packager.rope import rope_inv_freq
 
 TOL = {"f32": 1e-5, "f16": 2e-3}
 ACT = {"f32": np.float32, "f16": np.float16}
@@ -61,7 +61,7 @@ BIND_MM = [(0, "uniform"), (1, "read-only-storage"), (2, "storage")]
 
 
 def wbinds(fmt):
-    return [(8 + i, "read-only-storage") for i in range(len(WEIGHT_PARTS[fmt]))]
+    return [(8 + i, "read-only-storage") for i in range(len(WEIGHT_FORMATS[fmt].parts))]
 
 
 # ---------------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def wbinds(fmt):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("path", ["matvec", "matmul"])
-@pytest.mark.parametrize("fmt", list(WEIGHT_PARTS))
+@pytest.mark.parametrize("fmt", list(WEIGHT_FORMATS))
 def test_matmul(gpu, fmt, path, variant):
     dev, cache = gpu
     need_variant(dev, variant)
@@ -141,7 +141,7 @@ def test_matvec_long_rows(gpu, fmt):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("fmt", list(WEIGHT_PARTS))
+@pytest.mark.parametrize("fmt", list(WEIGHT_FORMATS))
 def test_embedding(gpu, fmt, variant):
     dev, cache = gpu
     need_variant(dev, variant)
@@ -233,7 +233,7 @@ def test_rope(gpu, kind, variant):
     NH, NKV, HD, ctx = 4, 2, 64, 4096
     inv = rope_inv_freq(ROPES[kind], HD)
     code = render("rope", variant, {"NH": NH, "NKV": NKV, "HD": HD, "HALF": HD // 2,
-                                    "INV_FREQ": ", ".join(f"{float(v):.9e}" for v in inv)})
+                                    "INV_FREQ": [float(v) for v in inv]})
     binds = [(0, "uniform"), (1, "storage"), (2, "storage")]
     for seq, past in [(1, 0), (1, 5), (1, ctx - 1), (7, 5), (64, 0), (300, 5), (300, ctx - 300)]:
         q = act_arr(rng.normal(0, 1, (seq, NH, HD)), variant)

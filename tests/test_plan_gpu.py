@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gpu_executor import GpuExecutor
 
 from packager.compile import compile_artifacts, validate_kernels
 from packager.errors import PackError
-from packager.plan import build_plan, buffer_size
+from packager.plan import buffer_size, build_plan
 from packager.plan_expr import ExprError, evaluate, names
+from packager.reference import ReferenceModel
 
 DATA = Path(__file__).parent / "data"
 F32_TOL = 1e-3  # max |gpu - ref| / max |ref| of the logits, f32 kernels
@@ -106,7 +108,8 @@ def test_plan_structure(packaged_tiny):
     cfg = m["model"]["config"]
     kv = plan["buffers"]["k_cache.0"]
     assert kv["elements"] == 256 * cfg["num_key_value_heads"] * cfg["head_dim"]
-    assert plan["variants"]["f16"]["memory"]["kv_cache_bytes"] * 2 == plan["variants"]["f32"]["memory"]["kv_cache_bytes"]
+    memory = {v: plan["variants"][v]["memory"] for v in ("f16", "f32")}
+    assert memory["f16"]["kv_cache_bytes"] * 2 == memory["f32"]["kv_cache_bytes"]
     # q4f32: f32 kernels only
     plan32, _ = build_plan(manifest_of(packaged_tiny("gqa", "q4f32")))
     assert plan32["variant_order"] == ["f32"] and plan32["requirements"]["optional_features"] == []
@@ -136,13 +139,16 @@ def test_split_rule(packaged_tiny):
 
 def synthetic_manifest(cfg: dict, quant: str) -> dict:
     """A manifest with the tensor index a bundle of `cfg` would have (no weights)."""
-    from packager.llama import expected_tensors
+    from packager.models import config_from_manifest, definition
     from quantization.formats import PART_ALIGN
     from quantization.policy import choose_format, get_scheme
 
+    manifest = {"model": {"architecture": "llama", "config": cfg}}
+    config = config_from_manifest(manifest)
     scheme, tensors = get_scheme(quant), []
-    for name, shape, role in expected_tensors(cfg):
-        fmt = choose_format(scheme, shape, role)
+    for t in definition("llama").tensors(config):
+        name, shape = t.name, t.shape
+        fmt = choose_format(scheme, shape, t.role)
         parts, pos = [], 0
         for spec in fmt.parts(shape if len(shape) == 2 else (1, shape[0])):
             pos += -pos % PART_ALIGN
@@ -150,8 +156,7 @@ def synthetic_manifest(cfg: dict, quant: str) -> dict:
                           "bytes": spec.nbytes})
             pos += spec.nbytes
         tensors.append({"name": name, "shape": list(shape), "format": fmt.name, "parts": parts, "bytes": pos})
-    return {"model": {"architecture": "llama", "config": cfg}, "tensors": tensors,
-            "quantization": {"scheme": quant, "compute": scheme.compute}}
+    return {**manifest, "tensors": tensors, "quantization": {"scheme": quant, "compute": scheme.compute}}
 
 
 LLAMA3_8B = {"vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 2,
@@ -244,12 +249,10 @@ TINY_CASES += [("gqa", "q3f16"), ("untied", "q8f16"), ("llama3", "f16"), ("plain
 
 @pytest.mark.parametrize("variant,quant", TINY_CASES)
 def test_tiny_plan_matches_reference(packaged_tiny, variant, quant):
-    from packager.gpu_executor import GpuExecutor
-    from packager.reference import ReferenceModel
 
     bundle = packaged_tiny(variant, quant)
     ref = ReferenceModel(bundle)
-    p1, p2 = prompts(ref.cfg["vocab_size"])
+    p1, p2 = prompts(ref.config.vocab_size)
     want, tokens = reference_run(ref, p1, p2, DECODE_STEPS)
     files, _ = compile_artifacts(manifest_of(bundle), context_window=ref.context_window, validate=False)
     kernel_variants = json.loads(files["plan.json"])["variant_order"]
@@ -262,8 +265,6 @@ def test_tiny_plan_matches_reference(packaged_tiny, variant, quant):
 def test_chunked_prefill_and_one_kernel_set_for_all_lengths(packaged_tiny):
     """A prompt longer than prefill_chunk runs in chunks; every length runs on the kernels
     compiled at load time (no module or pipeline is created afterwards)."""
-    from packager.gpu_executor import GpuExecutor
-    from packager.reference import ReferenceModel
 
     bundle = packaged_tiny("llama3", "q4f32")
     ref = ReferenceModel(bundle)
@@ -275,7 +276,7 @@ def test_chunked_prefill_and_one_kernel_set_for_all_lengths(packaged_tiny):
     assert compiled[1] == len(plan["kernels"])
     rng = np.random.default_rng(1)
     for n in (1, 5, 16, 37, 64):
-        toks = rng.integers(3, ref.cfg["vocab_size"], n).tolist()
+        toks = rng.integers(3, ref.config.vocab_size, n).tolist()
         ref.reset()
         want = ref.prefill(toks)[-1]
         ex.reset()
@@ -290,7 +291,6 @@ def test_chunked_prefill_and_one_kernel_set_for_all_lengths(packaged_tiny):
 
 
 def test_tiny_split_path_is_identical(packaged_tiny):
-    from packager.gpu_executor import GpuExecutor
 
     bundle = packaged_tiny("untied", "q2f16")
     m = manifest_of(bundle)
@@ -323,7 +323,6 @@ def smollm2_runs(smollm2_bundle):
     tokens are the reference's greedy continuation."""
     from tokenizers import Tokenizer
 
-    from packager.reference import ReferenceModel
 
     cache = {}
 
@@ -353,7 +352,6 @@ SMOLLM2_F16_TOL = {"q4f16": 1e-2, "q2f16": 1e-1}
 def test_smollm2_plan_matches_reference(smollm2_runs, quant):
     """37-token prefill, second chunk, 16 decode steps: logits within 1e-3 (f32 kernels);
     for q4f32 the greedy tokens equal the reference's at every step."""
-    from packager.gpu_executor import GpuExecutor
 
     bundle, p1, p2, tokens, want = smollm2_runs(quant)
     ex = GpuExecutor(bundle, variant="f32")
@@ -369,7 +367,6 @@ def test_smollm2_plan_matches_reference(smollm2_runs, quant):
 def test_smollm2_split_embedding_is_identical(smollm2_runs):
     """Binding limit 8 MiB: the 49152 x 576 tied embedding / lm_head (q8f16 under q4f32:
     27 MiB of codes) is split into row blocks; logits are bit-identical to the unsplit plan."""
-    from packager.gpu_executor import GpuExecutor
 
     bundle, p1, p2, tokens, want = smollm2_runs("q4f32")
     m = manifest_of(bundle)

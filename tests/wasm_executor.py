@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+from plan_session import PlanSession
 
 from bundle_contract.manifest import load
 from packager.plan_expr import evaluate
-from packager.plan_session import PlanSession
 from packager.shards import read_tensor_bytes
 from packager.wasm_build import FILES, TABLE_FILE
 

@@ -2,9 +2,9 @@
 // (decode uses attention_decode + attention_combine): query row t sits at position past_len + t and attends to
 // cache positions 0 ..= past_len + t (the chunk's own keys are appended first).
 //   out[t, h, :] = softmax_j(SCALE * q[t, h, :] . kc[j, h / GROUP, :]) @ vc[j, h / GROUP, :]
-// One 64-thread workgroup per (head, query row): keys go in tiles of 64 (one per
+// One {{WG}}-thread workgroup per (head, query row): keys go in tiles of {{WG}} (one per
 // thread), with an online softmax (running max m and sum l, in f32); thread d
-// accumulates output dimensions d, d + 64, ...
+// accumulates output dimensions d, d + {{WG}}, ...
 // bindings: 0 uniform, 1 q act[seq, NH, HD], 2 kc act[ctx, NKV, HD], 3 vc act[ctx, NKV, HD],
 //           4 out act[seq, NH, HD]
 // workgroups: (NH, seq_len, 1)
@@ -14,7 +14,7 @@ const NKV: u32 = {{NKV}}u;
 const HD: u32 = {{HD}}u;
 const GROUP: u32 = NH / NKV;
 const SCALE: f32 = {{SCALE}};
-const WG: u32 = 64u;
+const WG: u32 = {{WG}}u;
 const DPT: u32 = (HD + WG - 1u) / WG;   // output dimensions per thread
 const NEG: f32 = -3.0e38;
 
@@ -29,7 +29,7 @@ var<workgroup> qs: array<vec4<f32>, HD / 4u>;
 var<workgroup> pr: array<f32, WG>;    // probabilities of the current key tile
 var<workgroup> red: array<f32, WG>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let h = wid.x;
   let t = wid.y;

@@ -14,7 +14,7 @@ struct Params { past_len: u32 }
 @group(0) @binding(1) var<storage, read> part: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<act>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let h = wid.x;
   let n = (p.past_len + SPLIT) / SPLIT;   // cdiv(past_len + 1, SPLIT)
@@ -25,7 +25,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let b = (h * MAX_SPLITS + s) * (HD + 2u);
     l += exp(part[b + HD] - mx) * part[b + HD + 1u];
   }
-  for (var d = tid; d < HD; d += 64u) {
+  for (var d = tid; d < HD; d += {{WG}}u) {
     var a = 0.0;
     for (var s = 0u; s < n; s++) {
       let b = (h * MAX_SPLITS + s) * (HD + 2u);

@@ -16,7 +16,7 @@ const GROUP: u32 = NH / NKV;
 const SCALE: f32 = {{SCALE}};
 const SPLIT: u32 = {{SPLIT}}u;
 const MAX_SPLITS: u32 = {{MAX_SPLITS}}u;
-const WG: u32 = 64u;
+const WG: u32 = {{WG}}u;
 const DPT: u32 = (HD + WG - 1u) / WG;
 const NEG: f32 = -3.0e38;
 
@@ -31,7 +31,7 @@ var<workgroup> qs: array<vec4<f32>, HD / 4u>;
 var<workgroup> pr: array<f32, WG>;
 var<workgroup> red: array<f32, WG>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let h = wid.x;
   let split = wid.y;

@@ -3,7 +3,7 @@
 // whose id falls into its block [row0, row0 + rows).
 // The residual stream y is f32 in both variants.
 // bindings: 0 uniform, 1 tokens u32[], 2 y f32[seq, K], 8.. weight parts
-// workgroups: (cdiv(K / 8, 64), seq_len, 1)
+// workgroups: (cdiv(K / 8, {{WG}}), seq_len, 1)
 {{PRELUDE}}
 const K: u32 = {{K}}u;
 
@@ -16,10 +16,10 @@ struct Params { seq_len: u32, row0: u32, rows: u32 }
 
 var<workgroup> xs: array<vec4<f32>, 1>;   // (the weight fragment's wdot needs it; unused)
 
-@compute @workgroup_size(64)
+@compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let t = wid.y;
-  let k8 = wid.x * 64u + tid;
+  let k8 = wid.x * {{WG}}u + tid;
   if (t >= p.seq_len || k8 >= K / 8u) { return; }
   let tok = tokens[t];
   if (tok < p.row0 || tok - p.row0 >= p.rows) { return; }

@@ -1,7 +1,7 @@
 // KV-cache append: kc[dst + i] = k[i], vc[dst + i] = v[i] for i < n
 // (n = seq_len * NKV * HD, dst = past_len * NKV * HD; cache layout [ctx, NKV, HD]).
 // bindings: 0 uniform, 1 k act[], 2 v act[], 3 kc act[], 4 vc act[]
-// workgroups: grid over n threads (x, y; 256 per workgroup)
+// workgroups: grid over n threads (x, y; {{WG}} per workgroup)
 {{PRELUDE}}
 struct Params { n: u32, dst: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -10,10 +10,10 @@ struct Params { n: u32, dst: u32 }
 @group(0) @binding(3) var<storage, read_write> kc: array<act>;
 @group(0) @binding(4) var<storage, read_write> vc: array<act>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * 256u + tid;
+  let i = (wid.y * nwg.x + wid.x) * {{WG}}u + tid;
   if (i >= p.n) { return; }
   kc[p.dst + i] = k[i];
   vc[p.dst + i] = v[i];

@@ -1,17 +1,17 @@
 // Prefill matmul (tiled): y[m, row0 + n] = sum_k x[m, k] * W[n, k]
 // for m < seq_len, n < rows (rows of the bound weight block).
-// A 64-thread (8 x 8) workgroup computes a 32 (tokens) x 64 (rows) output tile, 4 x 8
-// outputs per thread, stepping through K in tiles of 32 staged (dequantized, f32) in
+// A {{WG}}-thread ({{WG_X}} x {{WG_Y}}) workgroup computes a {{TILE_M}} (tokens) x {{TILE_N}} (rows) output tile, 4 x 8
+// outputs per thread, stepping through K in tiles of {{TILE_K}} staged (dequantized, f32) in
 // workgroup memory.
 // bindings: 0 uniform, 1 x act[seq, K], 2 y OUT[seq, N], 8.. weight parts
-// workgroups: (cdiv(rows, 64), cdiv(seq_len, 32), 1)
+// workgroups: (cdiv(rows, {{TILE_N}}), cdiv(seq_len, {{TILE_M}}), 1)
 {{PRELUDE}}
 const K: u32 = {{K}}u;
 const N: u32 = {{N}}u;       // row stride of y: all rows of the weight
-const TM: u32 = 32u;         // tile rows (tokens)
-const TN: u32 = 64u;         // tile columns (weight rows)
-const TK: u32 = 32u;         // K step
-const T4: u32 = 8u;          // TK / 4
+const TM: u32 = {{TILE_M}}u;         // tile rows (tokens)
+const TN: u32 = {{TILE_N}}u;         // tile columns (weight rows)
+const TK: u32 = {{TILE_K}}u;         // K step
+const T4: u32 = TK / 4u;     // vec4s per K step
 const KC: u32 = K / 8u;      // 8-wide column chunks per weight row
 
 struct Params { seq_len: u32, row0: u32, rows: u32 }
@@ -21,10 +21,10 @@ struct Params { seq_len: u32, row0: u32, rows: u32 }
 
 {{WEIGHTS}}
 
-var<workgroup> xs: array<vec4<f32>, 256>;   // [m][k / 4]: TM * T4
-var<workgroup> ws: array<vec4<f32>, 512>;   // [n][k / 4]: TN * T4
+var<workgroup> xs: array<vec4<f32>, TM * T4>;   // [m][k / 4]
+var<workgroup> ws: array<vec4<f32>, TN * T4>;   // [n][k / 4]
 
-@compute @workgroup_size(8, 8)
+@compute @workgroup_size({{WG_X}}, {{WG_Y}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
   let n0 = wid.x * TN;
@@ -34,14 +34,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   var acc: array<vec4<f32>, 4>;
   var acc2: array<vec4<f32>, 4>;
   for (var kc0 = 0u; kc0 < KC; kc0 += TK / 8u) {
-    for (var e = tid; e < TM * T4; e += 64u) {
+    for (var e = tid; e < TM * T4; e += {{WG}}u) {
       let m = m0 + e / T4;
       let k4 = kc0 * 2u + e % T4;
       var v = vec4<f32>(0.0);
       if (m < p.seq_len && k4 < K / 4u) { v = vec4<f32>(x[m * (K / 4u) + k4]); }
       xs[e] = v;
     }
-    for (var e = tid; e < TN * T4 / 2u; e += 64u) {
+    for (var e = tid; e < TN * T4 / 2u; e += {{WG}}u) {
       let n = e / (TK / 8u);
       let c = e % (TK / 8u);
       var w = W8(vec4<f32>(0.0), vec4<f32>(0.0));

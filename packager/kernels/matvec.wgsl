@@ -1,17 +1,17 @@
 // Decode matmul (matrix-vector): y[t, row0 + n] = sum_k x[t, k] * W[n, k]
 // for n < rows (rows of the bound weight block), t = workgroup_id.y.
-// A 64-thread workgroup computes RPW = 16 output rows, TPR = 4 threads per row: x is
-// staged in workgroup memory (f32, in chunks of up to 2048 values), the 4 threads of a
+// A {{WG}}-thread workgroup computes RPW = {{ROWS}} output rows, TPR = {{THREADS_PER_ROW}} threads per row: x is
+// staged in workgroup memory (f32, in chunks of up to {{X_CHUNK}} values), the {{THREADS_PER_ROW}} threads of a
 // row take turns over its quantization groups (adjacent memory), and their partial sums
 // are reduced in workgroup memory.
 // bindings: 0 uniform, 1 x act[*, K], 2 y OUT[*, N], 8.. weight parts
-// workgroups: (cdiv(rows, 16), seq_len, 1)
+// workgroups: (cdiv(rows, {{ROWS}}), seq_len, 1)
 {{PRELUDE}}
 const K: u32 = {{K}}u;
 const N: u32 = {{N}}u;            // row stride of y: all rows of the weight
-const TPR: u32 = 4u;              // threads per row
-const RPW: u32 = 16u;             // rows per workgroup
-const XC: u32 = min(K, 2048u);    // x chunk staged in workgroup memory (multiple of GK)
+const TPR: u32 = {{THREADS_PER_ROW}}u;              // threads per row
+const RPW: u32 = {{ROWS}}u;             // rows per workgroup
+const XC: u32 = min(K, {{X_CHUNK}}u);    // x chunk staged in workgroup memory (multiple of GK)
 
 struct Params { seq_len: u32, row0: u32, rows: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -21,9 +21,9 @@ struct Params { seq_len: u32, row0: u32, rows: u32 }
 {{WEIGHTS}}
 
 var<workgroup> xs: array<vec4<f32>, XC / 4u>;
-var<workgroup> red: array<f32, 64>;
+var<workgroup> red: array<f32, {{WG}}>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let t = wid.y;
   let r = wid.x * RPW + tid / TPR;
@@ -32,7 +32,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var acc = 0.0;
   for (var k0 = 0u; k0 < K; k0 += XC) {
     workgroupBarrier();
-    for (var i = tid; i < XC / 4u; i += 64u) {
+    for (var i = tid; i < XC / 4u; i += {{WG}}u) {
       if (k0 / 4u + i < K / 4u) { xs[i] = vec4<f32>(x[(t * K + k0) / 4u + i]); }
     }
     workgroupBarrier();

@@ -6,7 +6,7 @@
 {{PRELUDE}}
 const H: u32 = {{H}}u;
 const EPS: f32 = {{EPS}};
-const WG: u32 = 64u;
+const WG: u32 = {{WG}}u;
 
 struct Params { in_row0: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -16,7 +16,7 @@ struct Params { in_row0: u32 }
 
 var<workgroup> red: array<f32, WG>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let src = (p.in_row0 + wid.x) * H;
   let dst = wid.x * H;

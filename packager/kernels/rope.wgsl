@@ -5,7 +5,7 @@
 // inv_freq is baked per model (default / linear / llama3 scaling, computed in f32 as
 // transformers does); the angle is the f32 product, reduced mod 2 pi before cos/sin.
 // bindings: 0 uniform, 1 q act[], 2 k act[]
-// workgroups: grid over seq_len * (NH + NKV) * HALF threads (x, y; 64 per workgroup)
+// workgroups: grid over seq_len * (NH + NKV) * HALF threads (x, y; {{WG}} per workgroup)
 {{PRELUDE}}
 const NH: u32 = {{NH}}u;
 const NKV: u32 = {{NKV}}u;
@@ -19,10 +19,10 @@ struct Params { seq_len: u32, past_len: u32 }
 @group(0) @binding(1) var<storage, read_write> q: array<act>;
 @group(0) @binding(2) var<storage, read_write> k: array<act>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
-  let idx = (wid.y * nwg.x + wid.x) * 64u + tid;
+  let idx = (wid.y * nwg.x + wid.x) * {{WG}}u + tid;
   if (idx >= p.seq_len * (NH + NKV) * HALF) { return; }
   let i = idx % HALF;
   let h = (idx / HALF) % (NH + NKV);

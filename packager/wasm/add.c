@@ -4,9 +4,9 @@
 #include "llmpack.h"
 
 void op_add(const uint32_t *a, uint32_t tid, uint32_t nt) {
-  uint32_t n = a[0];
-  float *x = (float *)a[4];
-  const float *y = (const float *)a[5];
+  uint32_t n = a[ADD_N];
+  float *x = (float *)a[ADD_X];
+  const float *y = (const float *)a[ADD_Y];
   uint32_t b, e;
   share_elements(n, 64, tid, nt, &b, &e);
   uint32_t i = b;

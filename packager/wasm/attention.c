@@ -8,10 +8,12 @@
 #include "attend.h"
 
 void op_attention(const uint32_t *a, uint32_t tid, uint32_t nt) {
-  uint32_t NH = a[0], NKV = a[1], HD = a[2], seq = a[4], past = a[5];
-  float scale = f32_bits(a[3]);
-  const float *q = (const float *)a[9], *kc = (const float *)a[10], *vc = (const float *)a[11];
-  float *out = (float *)a[12];
+  uint32_t NH = a[ATTENTION_NH], NKV = a[ATTENTION_NKV], HD = a[ATTENTION_HD];
+  uint32_t seq = a[ATTENTION_SEQ_LEN], past = a[ATTENTION_PAST_LEN];
+  float scale = f32_bits(a[ATTENTION_SCALE]);
+  const float *q = (const float *)a[ATTENTION_Q], *kc = (const float *)a[ATTENTION_KC];
+  const float *vc = (const float *)a[ATTENTION_VC];
+  float *out = (float *)a[ATTENTION_OUT];
   uint32_t group = NH / NKV, stride = NKV * HD;
   float qs[HD] __attribute__((aligned(16)));
   float acc[HD] __attribute__((aligned(16)));

@@ -7,9 +7,11 @@
 #include "llmpack.h"
 
 void op_attention_combine(const uint32_t *a, uint32_t tid, uint32_t nt) {
-  uint32_t HD = a[0], SPLIT = a[1], MAX_SPLITS = a[2], past = a[3], NH = a[4];
-  const float *part = (const float *)a[7];
-  float *out = (float *)a[8];
+  uint32_t HD = a[ATTENTION_COMBINE_HD], SPLIT = a[ATTENTION_COMBINE_SPLIT];
+  uint32_t MAX_SPLITS = a[ATTENTION_COMBINE_MAX_SPLITS], past = a[ATTENTION_COMBINE_PAST_LEN];
+  uint32_t NH = a[ATTENTION_COMBINE_WG_X];
+  const float *part = (const float *)a[ATTENTION_COMBINE_PART];
+  float *out = (float *)a[ATTENTION_COMBINE_OUT];
   uint32_t splits = (past + SPLIT) / SPLIT;
   for (uint32_t h = tid; h < NH; h += nt) {
     const float *ph = part + (size_t)h * MAX_SPLITS * (HD + 2);

@@ -8,10 +8,13 @@
 #include "attend.h"
 
 void op_attention_decode(const uint32_t *a, uint32_t tid, uint32_t nt) {
-  uint32_t NH = a[0], NKV = a[1], HD = a[2], SPLIT = a[4], MAX_SPLITS = a[5], past = a[6];
-  float scale = f32_bits(a[3]);
-  const float *q = (const float *)a[10], *kc = (const float *)a[11], *vc = (const float *)a[12];
-  float *part = (float *)a[13];
+  uint32_t NH = a[ATTENTION_DECODE_NH], NKV = a[ATTENTION_DECODE_NKV], HD = a[ATTENTION_DECODE_HD];
+  uint32_t SPLIT = a[ATTENTION_DECODE_SPLIT], MAX_SPLITS = a[ATTENTION_DECODE_MAX_SPLITS];
+  uint32_t past = a[ATTENTION_DECODE_PAST_LEN];
+  float scale = f32_bits(a[ATTENTION_DECODE_SCALE]);
+  const float *q = (const float *)a[ATTENTION_DECODE_Q], *kc = (const float *)a[ATTENTION_DECODE_KC];
+  const float *vc = (const float *)a[ATTENTION_DECODE_VC];
+  float *part = (float *)a[ATTENTION_DECODE_PART];
   uint32_t group = NH / NKV, stride = NKV * HD, n = past + 1;
   uint32_t splits = (n + SPLIT - 1) / SPLIT;
   float qs[HD] __attribute__((aligned(16)));

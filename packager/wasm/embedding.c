@@ -6,11 +6,11 @@
 #include "llmpack.h"
 
 void op_embedding(const uint32_t *a, uint32_t tid, uint32_t nt) {
-  const wformat *f = weight_format(a[0]);
-  uint32_t K = a[1], seq = a[2], row0 = a[3], rows = a[4];
-  const uint32_t *tokens = (const uint32_t *)a[8];
-  float *y = (float *)a[9];
-  wmat w = {{(const void *)a[10], (const void *)a[11], (const void *)a[12], (const void *)a[13]}, K};
+  const wformat *f = weight_format(a[EMBEDDING_FORMAT]);
+  uint32_t K = a[EMBEDDING_K], seq = a[EMBEDDING_SEQ_LEN], row0 = a[EMBEDDING_ROW0], rows = a[EMBEDDING_ROWS];
+  const uint32_t *tokens = (const uint32_t *)a[EMBEDDING_TOKENS];
+  float *y = (float *)a[EMBEDDING_Y];
+  wmat w = weight_parts(a, EMBEDDING_WEIGHTS, K);
   uint32_t b, e;
   share(seq, 1, tid, nt, &b, &e);
   for (uint32_t t = b; t < e; t++) {

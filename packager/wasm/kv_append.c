@@ -5,9 +5,9 @@
 #include "llmpack.h"
 
 void op_kv_append(const uint32_t *a, uint32_t tid, uint32_t nt) {
-  uint32_t n = a[0], dst = a[1];
-  const float *k = (const float *)a[5], *v = (const float *)a[6];
-  float *kc = (float *)a[7], *vc = (float *)a[8];
+  uint32_t n = a[KV_APPEND_N], dst = a[KV_APPEND_DST];
+  const float *k = (const float *)a[KV_APPEND_K], *v = (const float *)a[KV_APPEND_V];
+  float *kc = (float *)a[KV_APPEND_KC], *vc = (float *)a[KV_APPEND_VC];
   uint32_t b, e;
   share_elements(n, 1024, tid, nt, &b, &e);
   if (b >= e) return;

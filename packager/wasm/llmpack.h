@@ -10,7 +10,9 @@
  *
  * (consts come from kernels/llmpack.wasm.json, written by packager/wasm_build.py; the
  * uniforms and workgroup counts are the dispatch's expressions evaluated by the runtime;
- * pointers are the byte addresses of the dispatch's bindings in binding order). An op
+ * pointers are the byte addresses of the dispatch's bindings in binding order). Ops read
+ * their arguments by name: a[<OP>_<NAME>], offsets generated from packager/kernel_table.py
+ * into kernel_table.h (with the op and weight-format ids) by packager/wasm_build.py. An op
  * does the share `tid` of `nt` of its work: the shares are independent, so the threads
  * of a dispatch need no barrier until the op ends (runner.c puts one between ops).
  * All arithmetic is f32; activations and the KV cache are f32 (the plan's f32 variant).
@@ -22,45 +24,25 @@
 #include <stdint.h>
 #include <wasm_simd128.h>
 
+#include "kernel_table.h"
+
 #define EXPORT(name) __attribute__((export_name(name)))
 #define INLINE static inline __attribute__((always_inline))
 
 typedef void (*op_fn)(const uint32_t *a, uint32_t tid, uint32_t nt);
 
-/* Op ids: the order of the runner's table (packager/wasm_build.py OPS mirrors it). */
-enum {
-  OP_EMBEDDING, OP_RMSNORM, OP_MATMUL, OP_ROPE, OP_KV_APPEND, OP_ATTENTION,
-  OP_ATTENTION_DECODE, OP_ATTENTION_COMBINE, OP_SILU_MUL, OP_ADD, OP_COUNT
-};
 #define OP_NOP 0xFFFFFFFFu /* a dispatch with a zero workgroup count */
 
-/* Weight formats (docs/formats.md); ids mirror packager/wasm_build.py FORMATS.
- * Macros, not an enum: formats.c tests them in #if. */
-#define FMT_F32 0
-#define FMT_F16 1
-#define FMT_Q8F16 2
-#define FMT_Q4F16 3
-#define FMT_Q4F32 4
-#define FMT_Q3F16 5
-#define FMT_Q2F16 6
-#define FMT_COUNT 7
-
-void op_embedding(const uint32_t *a, uint32_t tid, uint32_t nt);
-void op_rmsnorm(const uint32_t *a, uint32_t tid, uint32_t nt);
-void op_matmul(const uint32_t *a, uint32_t tid, uint32_t nt);
-void op_rope(const uint32_t *a, uint32_t tid, uint32_t nt);
-void op_kv_append(const uint32_t *a, uint32_t tid, uint32_t nt);
-void op_attention(const uint32_t *a, uint32_t tid, uint32_t nt);
-void op_attention_decode(const uint32_t *a, uint32_t tid, uint32_t nt);
-void op_attention_combine(const uint32_t *a, uint32_t tid, uint32_t nt);
-void op_silu_mul(const uint32_t *a, uint32_t tid, uint32_t nt);
-void op_add(const uint32_t *a, uint32_t tid, uint32_t nt);
+/* op_<name> of every op (OP_* ids and LLMPACK_OPS: kernel_table.h) */
+#define DECLARE_OP(ID, FN) void FN(const uint32_t *a, uint32_t tid, uint32_t nt);
+LLMPACK_OPS(DECLARE_OP)
+#undef DECLARE_OP
 
 /* ---- a weight format: how to read rows of a [rows, K] matrix ---------------------- */
 
 /* The parts of a row block (pointers in the format's part order) and its width. */
 typedef struct {
-  const void *p[4];
+  const void *p[MAX_WEIGHT_PARTS];
   uint32_t K;
 } wmat;
 
@@ -97,8 +79,17 @@ typedef struct {
 /* NULL for formats this module was built without (see packager/wasm_build.py). */
 const wformat *weight_format(uint32_t id);
 
-extern const wformat FORMAT_F32, FORMAT_F16, FORMAT_Q8F16, FORMAT_Q4F16, FORMAT_Q4F32, FORMAT_Q3F16,
-    FORMAT_Q2F16;
+/* FORMAT_<NAME> (fmt_<name>.c) of the formats compiled in (LLMPACK_WEIGHT_FORMATS: kernel_table.h) */
+#define DECLARE_FORMAT(ID, F) extern const wformat F;
+LLMPACK_WEIGHT_FORMATS(DECLARE_FORMAT)
+#undef DECLARE_FORMAT
+
+/* the weight parts of a row block: pointers from the argument record, from index `first` */
+INLINE wmat weight_parts(const uint32_t *a, uint32_t first, uint32_t K) {
+  wmat w = {{0}, K};
+  for (uint32_t i = 0; i < MAX_WEIGHT_PARTS; i++) w.p[i] = (const void *)a[first + i];
+  return w;
+}
 
 /* ---- helpers ------------------------------------------------------------------- */
 

@@ -12,8 +12,8 @@
  *   and multiplied with the tile's x by a 4 x 2 register-blocked f32 kernel. */
 #include "llmpack.h"
 
-#define TILE 16u
-#define RB 4u
+#define TILE MATMUL_TILE /* kernel_table.h: packager/wasm_build.py sizes the thread stacks with them */
+#define RB MATMUL_RB
 #define GEMM_MIN 8u
 
 /* y[t, col0 + r] for r < RB, t < 2: four dequantized rows (w, stride K) by two x rows */
@@ -60,11 +60,11 @@ static void gemm_rows(const wformat *f, const wmat *w, uint32_t r, uint32_t nr, 
 }
 
 void op_matmul(const uint32_t *a, uint32_t tid, uint32_t nt) {
-  const wformat *f = weight_format(a[0]);
-  uint32_t K = a[1], N = a[2], seq = a[3], row0 = a[4], rows = a[5];
-  const float *x = (const float *)a[9];
-  float *y = (float *)a[10];
-  wmat w = {{(const void *)a[11], (const void *)a[12], (const void *)a[13], (const void *)a[14]}, K};
+  const wformat *f = weight_format(a[MATMUL_FORMAT]);
+  uint32_t K = a[MATMUL_K], N = a[MATMUL_N], seq = a[MATMUL_SEQ_LEN], row0 = a[MATMUL_ROW0], rows = a[MATMUL_ROWS];
+  const float *x = (const float *)a[MATMUL_X];
+  float *y = (float *)a[MATMUL_Y];
+  wmat w = weight_parts(a, MATMUL_WEIGHTS, K);
   uint32_t rb, re;
   share(rows, 16, tid, nt, &rb, &re);
   if (rb >= re || seq == 0) return;

@@ -5,10 +5,10 @@
 #include "llmpack.h"
 
 void op_rmsnorm(const uint32_t *a, uint32_t tid, uint32_t nt) {
-  uint32_t H = a[0], in_row0 = a[2], rows = a[3];
-  float eps = f32_bits(a[1]);
-  const float *x = (const float *)a[6], *w = (const float *)a[8];
-  float *y = (float *)a[7];
+  uint32_t H = a[RMSNORM_H], in_row0 = a[RMSNORM_IN_ROW0], rows = a[RMSNORM_WG_X];
+  float eps = f32_bits(a[RMSNORM_EPS]);
+  const float *x = (const float *)a[RMSNORM_X], *w = (const float *)a[RMSNORM_W];
+  float *y = (float *)a[RMSNORM_Y];
   uint32_t b, e;
   share(rows, 1, tid, nt, &b, &e);
   for (uint32_t t = b; t < e; t++) {

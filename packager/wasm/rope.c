@@ -21,9 +21,9 @@ static void rotate(float *x, const float *c, const float *s, uint32_t half) {
 }
 
 void op_rope(const uint32_t *a, uint32_t tid, uint32_t nt) {
-  uint32_t NH = a[0], NKV = a[1], HD = a[2], seq = a[4], past = a[5];
-  const float *inv_freq = ROPE_TABLES + a[3];
-  float *q = (float *)a[9], *k = (float *)a[10];
+  uint32_t NH = a[ROPE_NH], NKV = a[ROPE_NKV], HD = a[ROPE_HD], seq = a[ROPE_SEQ_LEN], past = a[ROPE_PAST_LEN];
+  const float *inv_freq = ROPE_TABLES + a[ROPE_INV_FREQ];
+  float *q = (float *)a[ROPE_Q], *k = (float *)a[ROPE_K];
   uint32_t half = HD / 2;
   float c[half + 4] __attribute__((aligned(16)));
   float s[half + 4] __attribute__((aligned(16)));

@@ -10,18 +10,9 @@
  * Idle threads spin briefly, then sleep in memory.atomic.wait32. */
 #include "llmpack.h"
 
-static const op_fn OPS[OP_COUNT] = {
-    [OP_EMBEDDING] = op_embedding,
-    [OP_RMSNORM] = op_rmsnorm,
-    [OP_MATMUL] = op_matmul,
-    [OP_ROPE] = op_rope,
-    [OP_KV_APPEND] = op_kv_append,
-    [OP_ATTENTION] = op_attention,
-    [OP_ATTENTION_DECODE] = op_attention_decode,
-    [OP_ATTENTION_COMBINE] = op_attention_combine,
-    [OP_SILU_MUL] = op_silu_mul,
-    [OP_ADD] = op_add,
-};
+#define ENTRY(ID, FN) [ID] = FN,
+static const op_fn OPS[OP_COUNT] = {LLMPACK_OPS(ENTRY)};
+#undef ENTRY
 
 /* One op on share tid of nt (tests call this directly). */
 EXPORT("op_call") void op_call(uint32_t op, const uint32_t *args, uint32_t tid, uint32_t nt) {

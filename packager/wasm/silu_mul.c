@@ -4,9 +4,9 @@
 #include "llmpack.h"
 
 void op_silu_mul(const uint32_t *a, uint32_t tid, uint32_t nt) {
-  uint32_t n = a[0];
-  float *g = (float *)a[4];
-  const float *u = (const float *)a[5];
+  uint32_t n = a[SILU_MUL_N];
+  float *g = (float *)a[SILU_MUL_G];
+  const float *u = (const float *)a[SILU_MUL_U];
   uint32_t b, e;
   share_elements(n, 64, tid, nt, &b, &e);
   uint32_t i = b;

@@ -1,7 +1,7 @@
 """Run a bundle's execution plan on wgpu-py (WebGPU over Vulkan; lavapipe on CI).
 
-For tests: it does what the JavaScript runtime does, from the same
-plan.json and kernel files, with no model-specific code.
+A test helper: it does what the JavaScript runtime does, from the same plan.json and
+kernel files, with no model-specific code; and runs single kernels (run_kernel).
 
     ex = GpuExecutor(bundle_dir)            # variant "auto": f16 when the device has it
     logits = ex.prefill(tokens)             # last token's logits, numpy f32 [vocab]
@@ -16,9 +16,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+from plan_session import PlanSession
 
-from .plan_expr import evaluate
-from .plan_session import PlanSession
+from bundle_contract.manifest import load
+from packager.compile import compile_artifacts
+from packager.plan import buffer_size
+from packager.plan_expr import evaluate
+from packager.shards import read_tensor_bytes
 
 _DEVICES: dict[bool, object] = {}
 
@@ -155,20 +159,13 @@ class GpuExecutor(PlanSession):
     variant_order the device supports), "f16" or "f32"."""
 
     def __init__(self, bundle, *, files: dict[str, bytes] | None = None, variant: str = "auto"):
-        from bundle_contract.manifest import load
-
-        from .shards import read_tensor_bytes
-
         self.bundle = Path(bundle)
         self.manifest = load(self.bundle).data
         if files is None:
             if (self.bundle / "plan.json").exists():
                 files = _read_bundle_files(self.bundle, (self.bundle / "plan.json").read_bytes())
             else:
-                from .compile import compile_artifacts
-
-                window = self.manifest.get("memory", {}).get("context_window")
-                files, _ = compile_artifacts(self.manifest, context_window=window, validate=False)
+                files, _ = compile_artifacts(self.manifest, validate=False)
         self.files = files
         self.plan = plan = json.loads(files["plan.json"])
         if variant == "auto":
@@ -184,8 +181,6 @@ class GpuExecutor(PlanSession):
         self.device = dev = request_device(f16=variant == "f16")
         self.pipelines = PipelineCache(dev)
         usage = _usage()
-
-        from .plan import buffer_size
 
         # buffers; weights are copied in from the shards, block by block
         self.buffers = {}

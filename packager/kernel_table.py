@@ -1,0 +1,192 @@
+"""The kernel interface in one table: what every op's WGSL template and Wasm function take,
+and the weight formats they read. Everything else derives from it:
+
+- compile.py renders a template with the table's tile constants and workgroup size (the
+  `{{NAME}}` placeholders) and writes the plan's kernel entries (bindings, uniforms,
+  workgroup size and storage) from it;
+- plan.py sizes dispatches with the same tile constants;
+- wasm_build.py writes the generated C header `kernel_table.h` (op and format ids, the
+  offset of every argument of every op) and the Wasm kernel table from it.
+
+A C op reads one argument record (docs/wasm.md):
+`[consts][uniforms][wg_x, wg_y, wg_z][pointers: bindings in binding order, then the weight parts]`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+# Binding types, as WebGPU names them (GPUBufferBindingType).
+U, R, W = "uniform", "read-only-storage", "storage"
+WEIGHT_BINDING0 = 8  # weight parts bind at 8, 9, ... in the format's part order
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    id: int  # FMT_<NAME> in kernel_table.h, the Wasm kernels' format argument
+    parts: tuple[str, ...]  # in binding order (docs/formats.md); `_w_<name>.wgsl` declares them
+
+
+# Order = ids. The parts are the order of quantization.formats (checked by a test).
+WEIGHT_FORMATS: dict[str, WeightFormat] = {name: WeightFormat(i, parts) for i, (name, parts) in enumerate([
+    ("f32", ("weight",)),
+    ("f16", ("weight",)),
+    ("q8f16", ("qweight", "scales")),
+    ("q4f16", ("qweight", "scales", "mins")),
+    ("q4f32", ("qweight", "scales", "mins")),
+    ("q3f16", ("qweight", "qhigh", "scales", "mins")),
+    ("q2f16", ("qweight", "scales", "mins")),
+])}
+MAX_WEIGHT_PARTS = max(len(f.parts) for f in WEIGHT_FORMATS.values())
+
+
+@dataclass(frozen=True)
+class WasmOp:
+    """A C function `op_<name>` in packager/wasm/<name>.c."""
+
+    consts: tuple[str, ...]  # its constant arguments: kernel values by name; FORMAT is the weight format's id
+    tiles: Mapping[str, int] = field(default_factory=dict)  # its compile-time sizes (#define <OP>_<NAME>)
+
+
+# Order = op ids (OP_<NAME> in kernel_table.h, `op` in kernels/llmpack.wasm.json).
+# Ints are passed as they are, floats as their f32 bits, lists (RoPE's INV_FREQ) as the
+# offset of the list in the module's constant tables (rope_tables.h).
+WASM_OPS: dict[str, WasmOp] = {
+    "embedding": WasmOp(("FORMAT", "K")),
+    "rmsnorm": WasmOp(("H", "EPS")),
+    # TILE tokens share one prepped x tile; RB rows are dequantized at a time (prefill)
+    "matmul": WasmOp(("FORMAT", "K", "N"), {"TILE": 16, "RB": 4}),
+    "rope": WasmOp(("NH", "NKV", "HD", "INV_FREQ")),
+    "kv_append": WasmOp(()),
+    "attention": WasmOp(("NH", "NKV", "HD", "SCALE")),
+    "attention_decode": WasmOp(("NH", "NKV", "HD", "SCALE", "SPLIT", "MAX_SPLITS")),
+    "attention_combine": WasmOp(("HD", "SPLIT", "MAX_SPLITS")),
+    "silu_mul": WasmOp(()),
+    "add": WasmOp(()),
+}
+
+
+@dataclass(frozen=True)
+class Binding:
+    binding: int
+    name: str  # the variable's name in the WGSL template and the pointer's name in the C op
+    type: str
+
+
+@dataclass(frozen=True)
+class Template:
+    """One WGSL template, packager/kernels/<name>.wgsl, and the Wasm op that runs it."""
+
+    name: str
+    bindings: tuple[Binding, ...]  # besides binding 0 (the uniform struct) and the weight parts
+    uniforms: tuple[str, ...]  # fields of the uniform struct (all u32), in order
+    workgroup_size: tuple[int, int, int]
+    params: tuple[str, ...] = ()  # constants the plan specializes each kernel with
+    tiles: Mapping[str, int] = field(default_factory=dict)  # fixed sizes of the template
+    weights: bool = False  # includes a weight fragment ({{WEIGHTS}}); parts at WEIGHT_BINDING0..
+    workgroup_bytes: Callable[[dict], int] = lambda v: 0  # of the kernel's values
+    wasm: str = ""  # the WASM_OPS entry that runs it ("": the op of the same name)
+
+    @property
+    def wasm_op(self) -> str:
+        return self.wasm or self.name
+
+
+ATTENTION_SPLIT = 256  # keys per workgroup of the decode attention (both of its passes)
+
+TEMPLATES: dict[str, Template] = {t.name: t for t in [
+    Template("embedding", (Binding(1, "tokens", R), Binding(2, "y", W)), ("seq_len", "row0", "rows"),
+                          (64, 1, 1), params=("K",), weights=True),
+    Template("rmsnorm", (Binding(1, "x", R), Binding(2, "y", W), Binding(8, "w", R)), ("in_row0",), (64, 1, 1),
+                        params=("H", "EPS"), workgroup_bytes=lambda v: 4 * v["WG"]),
+    # decode: ROWS output rows per workgroup, THREADS_PER_ROW threads each; x staged in
+    # chunks of up to X_CHUNK values
+    Template("matvec", (Binding(1, "x", R), Binding(2, "y", W)), ("seq_len", "row0", "rows"), (64, 1, 1),
+                       params=("K", "N", "OUT"), tiles={"ROWS": 16, "THREADS_PER_ROW": 4, "X_CHUNK": 2048},
+                       weights=True, workgroup_bytes=lambda v: 4 * (min(v["K"], v["X_CHUNK"]) + v["WG"]),
+                       wasm="matmul"),
+    # prefill: TILE_M (tokens) x TILE_N (rows) output tiles, K in steps of TILE_K; the
+    # kernel's unrolled inner loop fixes TILE_M = 4 WG_Y and TILE_N = 8 WG_X
+    Template("matmul", (Binding(1, "x", R), Binding(2, "y", W)), ("seq_len", "row0", "rows"), (8, 8, 1),
+                       params=("K", "N", "OUT"), tiles={"TILE_M": 32, "TILE_N": 64, "TILE_K": 32}, weights=True,
+                       workgroup_bytes=lambda v: 16 * (v["TILE_M"] + v["TILE_N"]) * v["TILE_K"] // 4),
+    Template("rope", (Binding(1, "q", W), Binding(2, "k", W)), ("seq_len", "past_len"), (64, 1, 1),
+                     params=("NH", "NKV", "HD", "HALF", "INV_FREQ")),
+    Template("kv_append", (Binding(1, "k", R), Binding(2, "v", R), Binding(3, "kc", W), Binding(4, "vc", W)),
+                          ("n", "dst"), (256, 1, 1)),
+    Template("attention", (Binding(1, "q", R), Binding(2, "kc", R), Binding(3, "vc", R), Binding(4, "out", W)),
+                          ("seq_len", "past_len"), (64, 1, 1), params=("NH", "NKV", "HD", "SCALE"),
+                          workgroup_bytes=lambda v: 4 * (v["HD"] + 2 * v["WG"])),
+    Template("attention_decode", (Binding(1, "q", R), Binding(2, "kc", R), Binding(3, "vc", R),
+                                  Binding(4, "part", W)), ("past_len",), (64, 1, 1),
+                                 params=("NH", "NKV", "HD", "SCALE", "MAX_SPLITS"), tiles={"SPLIT": ATTENTION_SPLIT},
+                                 workgroup_bytes=lambda v: 4 * (v["HD"] + 2 * v["WG"])),
+    Template("attention_combine", (Binding(1, "part", R), Binding(2, "out", W)), ("past_len",), (64, 1, 1),
+                                  params=("HD", "MAX_SPLITS"), tiles={"SPLIT": ATTENTION_SPLIT}),
+    Template("silu_mul", (Binding(1, "g", W), Binding(2, "u", R)), ("n",), (256, 1, 1)),
+    Template("add", (Binding(1, "x", W), Binding(2, "y", R)), ("n",), (256, 1, 1)),
+]}
+
+
+def workgroup_values(t: Template) -> dict[str, int]:
+    """The workgroup placeholders every template may use: WG (invocations per workgroup),
+    WG_X, WG_Y, WG_Z."""
+    x, y, z = t.workgroup_size
+    return {"WG": x * y * z, "WG_X": x, "WG_Y": y, "WG_Z": z}
+
+
+def kernel_consts(name: str, params: Mapping) -> dict:
+    """The constants a kernel of template `name` is specialized with: its params (all of
+    them, nothing else) and the template's tiles. What plan.json lists per kernel."""
+    t = TEMPLATES[name]
+    if set(params) != set(t.params):
+        raise ValueError(f"kernel template {name} takes {sorted(t.params)}, got {sorted(params)}")
+    return {**params, **t.tiles}
+
+
+def bindings(name: str, weight_format: str | None) -> list[tuple[int, str]]:
+    """(binding, type) of a kernel, binding 0 and the weight parts included."""
+    t = TEMPLATES[name]
+    out = [(0, U)] + [(b.binding, b.type) for b in t.bindings]
+    if t.weights:
+        out += [(WEIGHT_BINDING0 + i, R) for i in range(len(WEIGHT_FORMATS[weight_format].parts))]
+    return out
+
+
+def workgroup_bytes(name: str, consts: Mapping) -> int:
+    t = TEMPLATES[name]
+    return t.workgroup_bytes({**consts, **workgroup_values(t)})
+
+
+# ---------------------------------------------------------------------------------------
+# the C argument record of each Wasm op
+
+
+def wasm_layout(op: str) -> list[tuple[str, int]]:
+    """(name, offset) of every fixed argument of a Wasm op: its consts, its uniforms, WG_X,
+    WG_Y, WG_Z, its pointers (binding names) and WEIGHTS (the first weight part, if any)."""
+    t = next(t for t in TEMPLATES.values() if t.wasm_op == op)
+    names = [*WASM_OPS[op].consts, *t.uniforms, "WG_X", "WG_Y", "WG_Z", *(b.name for b in t.bindings)]
+    if t.weights:
+        names.append("WEIGHTS")
+    return [(n, i) for i, n in enumerate(names)]
+
+
+def _check() -> None:
+    """Templates that share a Wasm op agree on its record; tiles agree with the workgroup."""
+    for op in WASM_OPS:
+        users = [t for t in TEMPLATES.values() if t.wasm_op == op]
+        assert users, f"Wasm op {op} runs no template"
+        first = users[0]
+        for t in users[1:]:
+            assert (t.uniforms, t.bindings, t.weights) == (first.uniforms, first.bindings, first.weights), op
+        names = [n.upper() for n, _ in wasm_layout(op)]
+        assert len(names) == len(set(names)), f"Wasm op {op}: argument names collide"
+    mv, mm = TEMPLATES["matvec"], TEMPLATES["matmul"]
+    assert mv.tiles["ROWS"] * mv.tiles["THREADS_PER_ROW"] == math.prod(mv.workgroup_size)
+    assert (mm.tiles["TILE_M"], mm.tiles["TILE_N"]) == (4 * mm.workgroup_size[1], 8 * mm.workgroup_size[0])
+
+
+_check()
