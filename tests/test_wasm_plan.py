@@ -1,12 +1,19 @@
-"""The whole plan on the Wasm kernels (tests/wasm_executor.py, the runtime's memory
-layout and program format on wasmtime) against the numpy reference executor, for tiny
-random Llama checkpoints in every weight format, split weights included; and the
-kernel table that packager.wasm_build derives from a plan.
+"""The whole plan on the runtime's Wasm backend (runtime_js/src/wasm/, the built module in
+Node) against the numpy reference executor, for tiny random Llama checkpoints in every
+weight format, split weights and chunked prefill included; and the kernel table that
+packager.wasm_build derives from a plan.
+
+Every case goes through one Node process (runtime_js/test/e2e/wasm_logits.mjs): it loads
+each bundle with the Wasm backend, makes the calls (a prompt, a second prompt after the
+cached one, decode steps) and writes their logits; the assertions live here.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +22,25 @@ from packager.plan import build_plan
 from packager.reference import ReferenceModel
 from packager.wasm_build import FILES, OPS, TABLE_FILE, build_wasm, kernel_table
 
-pytest.importorskip("wasmtime")
-from wasm_executor import WasmExecutor  # noqa: E402
-
+RUNTIME = Path(__file__).resolve().parent.parent / "runtime_js"
+DRIVER = RUNTIME / "test" / "e2e" / "wasm_logits.mjs"
 TOL = 1e-4  # max |wasm - ref| / max |ref| of the logits (f32 throughout)
-PROMPT_LEN, SECOND_CHUNK, DECODE_STEPS = 37, 21, 12
+PROMPT_LEN, SECOND_PROMPT, DECODE_STEPS = 37, 21, 12
+
+SPLIT = {"max_binding_size": 8192, "prefill_chunk": 8, "context_window": 128}
+# id -> (tiny variant, weight format, re-plan keywords, threads)
+CASES = {
+    "gqa-q4f32": ("gqa", "q4f32", {}, 1),
+    "llama3-q4f16": ("llama3", "q4f16", {}, 1),
+    "untied-q8f16": ("untied", "q8f16", {}, 1),
+    "plain-q3f16": ("plain", "q3f16", {}, 1),
+    "gqa-q2f16": ("gqa", "q2f16", {}, 1),
+    "gqa-f16": ("gqa", "f16", {}, 1),
+    "untied-f32": ("untied", "f32", {}, 1),
+    # split weights (row blocks), prefill chunks of 8 (both prompts cross chunk
+    # boundaries, the second at an unaligned past_len), and the threaded module
+    "untied-q4f16-split": ("untied", "q4f16", SPLIT, 2),
+}
 
 
 def rel(a, b):
@@ -28,51 +49,65 @@ def rel(a, b):
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
-@pytest.fixture
-def tiny_bundle(packaged_tiny):
-    """The tiny models with plain rounding: fast to package, and the plan is what is tested."""
-    return lambda variant, quant, **kw: packaged_tiny(variant, quant, quantizer="rtn", **kw)
-
-
-CASES = [("gqa", "q4f32", {}), ("llama3", "q4f16", {}), ("untied", "q8f16", {}), ("plain", "q3f16", {}),
-         ("gqa", "q2f16", {}), ("gqa", "f16", {}), ("untied", "f32", {}),
-         # split weights (row blocks) and a small prefill chunk
-         ("untied", "q4f16", {"max_binding_size": 8192, "prefill_chunk": 8, "context_window": 128})]
-
-
-@pytest.mark.parametrize("variant,quant,kw", CASES, ids=[f"{v}-{q}{'-split' if k else ''}" for v, q, k in CASES])
-def test_plan_on_wasm_matches_reference(tiny_bundle, variant, quant, kw):
-    bundle = tiny_bundle(variant, quant)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    plan = json.loads((bundle / "plan.json").read_text())
-    if kw:  # re-plan with a small chunk: the executor reads plan.json, so write a copy
-        import shutil
-
-        from packager.compile import compile_artifacts
-
-        copy = bundle.parent / f"{bundle.name}-replan"
-        if not copy.exists():
-            shutil.copytree(bundle, copy)
-        files, _ = compile_artifacts(manifest, validate=False, **kw)
-        (copy / "plan.json").write_bytes(files["plan.json"])
-        bundle, plan = copy, json.loads(files["plan.json"])
-        assert any(name.count(":") == 2 for name in plan["buffers"]), "expected split weights"
-    files = build_wasm(manifest, plan, threads=False)
-    ex = WasmExecutor(bundle, files=files)
-    ref = ReferenceModel(bundle)
+def case_calls(vocab: int) -> list:
+    """[entry, tokens, past_len] per Backend call: two prompts, then decode steps."""
     rng = np.random.default_rng(0)
-    vocab = manifest["model"]["config"]["vocab_size"]
-    prompt = rng.integers(3, vocab, PROMPT_LEN)
-    assert rel(ex.prefill(prompt), ref.prefill(prompt)[-1]) <= TOL
-    more = rng.integers(3, vocab, SECOND_CHUNK)  # a second chunk after cached tokens
-    assert rel(ex.prefill(more), ref.prefill(more)[-1]) <= TOL
-    for _ in range(DECODE_STEPS):
-        tok = int(rng.integers(3, vocab))
-        assert rel(ex.decode(tok), ref.decode(tok)) <= TOL
+    first = rng.integers(3, vocab, PROMPT_LEN).tolist()
+    second = rng.integers(3, vocab, SECOND_PROMPT).tolist()
+    calls = [["prefill", first, 0], ["prefill", second, PROMPT_LEN]]
+    past = PROMPT_LEN + SECOND_PROMPT
+    calls += [["decode", int(rng.integers(3, vocab)), past + i] for i in range(DECODE_STEPS)]
+    return calls
 
 
-def test_kernel_table(tiny_bundle):
-    bundle = tiny_bundle("llama3", "q4f16")
+@pytest.fixture(scope="module")
+def wasm_runs(packaged_tiny, tmp_path_factory):
+    """{case id: (bundle, calls, logits per call, the driver's report)}: every case on the
+    runtime's Wasm backend, in one Node process."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    if not (RUNTIME / "dist" / "llmpack.js").is_file():
+        pytest.fail("the runtime is not built: run `npm run build` in runtime_js (scripts/setup.sh does)")
+    tmp = tmp_path_factory.mktemp("wasm-plan")
+    jobs, bundles = {}, {}
+    for cid, (variant, quant, replan, threads) in CASES.items():
+        # plain rounding: fast to package, and the plan is what is tested
+        bundles[cid] = bundle = packaged_tiny(variant, quant, quantizer="rtn")
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        calls = case_calls(manifest["model"]["config"]["vocab_size"])
+        jobs[cid] = job = {"bundle": str(bundle), "threads": threads, "calls": calls, "out": str(tmp / f"{cid}.f32")}
+        if replan:  # the same weights under another plan (package_model has no prefill_chunk knob)
+            plan, _ = build_plan(manifest, **replan)
+            assert any(name.count(":") == 2 for name in plan["buffers"]), "expected split weights"
+            job["plan"] = str(tmp / f"{cid}.plan.json")
+            Path(job["plan"]).write_text(json.dumps(plan))
+    (tmp / "spec.json").write_text(json.dumps({"jobs": list(jobs.values())}))
+    r = subprocess.run(["node", str(DRIVER), str(tmp / "spec.json")], cwd=RUNTIME, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-6000:]
+    reports = json.loads(r.stdout.strip().splitlines()[-1])
+    out = {}
+    for (cid, job), report in zip(jobs.items(), reports):
+        calls = job["calls"]
+        logits = None if "error" in report else np.fromfile(job["out"], np.float32).reshape(len(calls), -1)
+        out[cid] = (bundles[cid], calls, logits, report)
+    return out
+
+
+@pytest.mark.parametrize("cid", CASES)
+def test_plan_on_wasm_matches_reference(wasm_runs, cid):
+    bundle, calls, logits, report = wasm_runs[cid]
+    assert "error" not in report, report["error"]
+    assert report["threads"] == CASES[cid][3] and report["label"].startswith("Wasm SIMD")
+    ref = ReferenceModel(bundle)
+    for (entry, tokens, past), got in zip(calls, logits):
+        assert ref.past_len == past
+        want = ref.prefill(tokens)[-1] if entry == "prefill" else ref.decode(tokens)
+        assert rel(got, want) <= TOL, (entry, past)
+
+
+def test_kernel_table(packaged_tiny):
+    bundle = packaged_tiny("llama3", "q4f16", quantizer="rtn")
     manifest = json.loads((bundle / "manifest.json").read_text())
     plan = json.loads((bundle / "plan.json").read_text())
     table, formats, tables = kernel_table(manifest, plan)
