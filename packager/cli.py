@@ -11,15 +11,14 @@ import typer
 from rich.console import Console
 
 from bundle_contract.errors import UserError
-from quantization.formats import FormatError
-from quantization.policy import SCHEMES, SchemeError
+from quantization.policy import SCHEMES
 
 from .compile import DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER
 from .errors import PackError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False)
 err_console = Console(stderr=True)
-USER_ERRORS: tuple[type[Exception], ...] = (UserError, FormatError, SchemeError)
+USER_ERRORS: tuple[type[Exception], ...] = (UserError,)
 
 
 @app.callback()

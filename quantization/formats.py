@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bundle_contract.errors import UserError
+
 PART_ALIGN = 256  # every part starts at a multiple of this inside its shard stream
 ENCODE_BLOCK_ELEMENTS = 1 << 21  # quantize this many elements at a time
 
 
-class FormatError(ValueError):
-    pass
+class FormatError(UserError, ValueError):
+    """An unknown weight format, or data that does not fit one."""
 
 
 @dataclass(frozen=True)

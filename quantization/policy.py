@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bundle_contract.errors import UserError
+
 from .formats import FORMATS, Format
 
 
@@ -41,8 +43,8 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in [
 ]}
 
 
-class SchemeError(ValueError):
-    pass
+class SchemeError(UserError, ValueError):
+    """An unknown quantization scheme or quantizer."""
 
 
 def get_scheme(name: str) -> Scheme:
