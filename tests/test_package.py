@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from checkpoints import TINY_VARIANTS
+
 from bundle_contract.manifest import load
 from packager.bundle import package_model
 from packager.reference import ReferenceModel
@@ -188,7 +188,8 @@ def _truncated_safetensors(d):
 BAD_CHECKPOINTS = {
     "missing config": (_missing_config, "config.json not found"),
     "malformed config": (_bad_json, "config.json is not valid JSON"),
-    "unsupported architecture": (_unsupported_arch, "unsupported architecture 'GPT2LMHeadModel'; supported: LlamaForCausalLM"),
+    "unsupported architecture": (_unsupported_arch,
+                                 "unsupported architecture 'GPT2LMHeadModel'; supported: LlamaForCausalLM"),
     "missing tensor": (_missing_tensor, "tensor model.layers.1.mlp.up_proj.weight is missing"),
     "wrong shape": (_wrong_shape, "has shape [128, 64], expected [96, 64]"),
     "non-finite weights": (_nan_weights, "model.layers.0.self_attn.v_proj.weight has 1 non-finite"),
@@ -221,6 +222,12 @@ def test_unknown_quant(tiny_llama, tmp_path):
                          "unknown --quant 'q5k'; choose one of: q4f16", out)
 
 
+def test_bad_context_window(tiny_llama, tmp_path):
+    out = tmp_path / "bundle"
+    assert_clean_failure(run_cli("package", tiny_llama("gqa"), "--out", out, "--context-window", "8"),
+                         "--context-window 8 must be between 16 and the model's max_position_embeddings (256)", out)
+
+
 def test_missing_source(tmp_path):
     out = tmp_path / "bundle"
     assert_clean_failure(run_cli("package", tmp_path / "nope", "--out", out), "does not exist", out)
@@ -239,9 +246,8 @@ def test_bad_gguf(damage, smollm2_path, tmp_path):
 def test_sharded_bf16_checkpoint(tmp_path):
     """Many safetensors files with an index, stored in bf16 as most Hub models are."""
     import torch
-    from safetensors.torch import load_file
-
     from checkpoints import build_tiny_llama
+    from safetensors.torch import load_file
     src = build_tiny_llama(tmp_path / "ck", "gqa", dtype="bfloat16", max_shard_size="40KB")
     files = sorted(src.glob("*.safetensors"))
     assert len(files) > 1 and (src / "model.safetensors.index.json").exists()
@@ -252,3 +258,47 @@ def test_sharded_bf16_checkpoint(tmp_path):
         expected.update({k: v.to(torch.float32).numpy() for k, v in load_file(f).items()})
     for name, w in ref.w.items():
         assert np.array_equal(w, expected[name]), name
+
+
+def test_config_resolved_and_plan_built_once(tiny_llama, tmp_path, monkeypatch):
+    """Packaging resolves the config once and builds the plan once: the Wasm build takes
+    the kernel constants from the plan."""
+    from transformers import AutoConfig
+
+    import packager.plan as plan_mod
+
+    calls = {"config": 0, "plan": 0}
+    for_model, build = AutoConfig.for_model, plan_mod._Builder.build
+
+    def count_config(*a, **kw):
+        calls["config"] += 1
+        return for_model(*a, **kw)
+
+    def count_plan(self):
+        calls["plan"] += 1
+        return build(self)
+
+    monkeypatch.setattr(AutoConfig, "for_model", count_config)
+    monkeypatch.setattr(plan_mod._Builder, "build", count_plan)
+    package_model(tiny_llama("gqa"), tmp_path / "b", quant="q4f16", quantizer="rtn")
+    assert calls == {"config": 1, "plan": 1}
+
+
+def test_wasm_build_from_the_bundle_alone(tiny_llama, tmp_path):
+    """`python -m packager.wasm_build BUNDLE` rebuilds the Wasm kernels from the bundle's
+    files (plan.json carries the kernel constants): the same bytes as packaging wrote."""
+    from packager.wasm_build import FILES, TABLE_FILE
+
+    bundle = tmp_path / "b"
+    package_model(tiny_llama("llama3"), bundle, quant="q4f16", quantizer="rtn")
+    paths = [*FILES.values(), TABLE_FILE]
+    before = {p: (bundle / p).read_bytes() for p in paths}
+    manifest_before = load(bundle).data
+    for p in paths:
+        (bundle / p).unlink()
+    r = subprocess.run([sys.executable, "-m", "packager.wasm_build", str(bundle)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "LLMPACK_WASM_CACHE": ""})
+    assert r.returncode == 0, r.stderr
+    assert {p: (bundle / p).read_bytes() for p in paths} == before
+    after = load(bundle).data
+    assert sorted(f["path"] for f in after["files"]) == sorted(f["path"] for f in manifest_before["files"])
