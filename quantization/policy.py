@@ -55,7 +55,7 @@ def get_scheme(name: str) -> Scheme:
 
 
 def choose_format(scheme: Scheme, shape: tuple[int, ...], role: str) -> Format:
-    """role: "vector", "matrix", "sensitive", "embedding" or "head" (packager/llama.py)."""
+    """role: "vector", "matrix", "sensitive", "embedding" or "head" (the tensor tables of packager/models/)."""
     if role == "vector" or len(shape) != 2:
         return FORMATS["f32"]
     fmt = FORMATS[getattr(scheme, role)]  # roles "matrix", "sensitive", "embedding", "head" are Scheme fields
