@@ -101,8 +101,8 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
                           (64, 1, 1), params=("K",), weights=True),
     Template("rmsnorm", (Binding(1, "x", R), Binding(2, "y", W), Binding(8, "w", R)), ("in_row0",), (64, 1, 1),
                         params=("H", "EPS"), workgroup_bytes=lambda v: 4 * v["WG"]),
-    # decode: ROWS output rows per workgroup, THREADS_PER_ROW threads each; x staged in
-    # chunks of up to X_CHUNK values
+    # decode: ROWS output rows per workgroup, THREADS_PER_ROW threads each (the kernel's
+    # final sum adds 4 partials); x staged in chunks of up to X_CHUNK values
     Template("matvec", (Binding(1, "x", R), Binding(2, "y", W)), ("seq_len", "row0", "rows"), (64, 1, 1),
                        params=("K", "N", "OUT"), tiles={"ROWS": 16, "THREADS_PER_ROW": 4, "X_CHUNK": 2048},
                        weights=True, workgroup_bytes=lambda v: 4 * (min(v["K"], v["X_CHUNK"]) + v["WG"]),
@@ -186,6 +186,7 @@ def _check() -> None:
         assert len(names) == len(set(names)), f"Wasm op {op}: argument names collide"
     mv, mm = TEMPLATES["matvec"], TEMPLATES["matmul"]
     assert mv.tiles["ROWS"] * mv.tiles["THREADS_PER_ROW"] == math.prod(mv.workgroup_size)
+    assert mv.tiles["THREADS_PER_ROW"] == 4
     assert (mm.tiles["TILE_M"], mm.tiles["TILE_N"]) == (4 * mm.workgroup_size[1], 8 * mm.workgroup_size[0])
 
 
