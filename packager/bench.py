@@ -120,9 +120,10 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
     peak = mem.get("max_rss_bytes") or mem.get("rss_bytes") or mem.get("js_heap_used_bytes")
     peak_what = "peak RSS" if ("max_rss_bytes" in mem or "rss_bytes" in mem) else "peak JS heap"
     adapter = result.get("adapter") or {}
+    vendor = " ".join(v for v in (adapter.get("vendor"), adapter.get("architecture")) if v)
     rows = [
         ("backend", f"{result.get('label')} ({result.get('where')}, {result.get('runtime')})"),
-        ("adapter", adapter.get("description") or " ".join(v for v in (adapter.get("vendor"), adapter.get("architecture")) if v) or "-"),
+        ("adapter", adapter.get("description") or vendor or "-"),
         ("model", f"{result.get('model')} {result.get('quantization')}"),
         ("load, cold", f"{result.get('load_cold_ms', 0) / 1000:.2f} s"),
         ("load, cached", f"{result.get('load_cached_ms', 0) / 1000:.2f} s"),

@@ -296,7 +296,8 @@ class Format:
             return dequantize_asymmetric(q, scales, parts["mins"].reshape(shape[0], -1), self.group)
         return dequantize_symmetric(q, scales, self.bits, self.group)
 
-    def encode_bytes(self, w: np.ndarray, method: str = "search") -> tuple[list[tuple[str, int, int]], list[memoryview]]:
+    def encode_bytes(self, w: np.ndarray, method: str = "search"
+                     ) -> tuple[list[tuple[str, int, int]], list[memoryview]]:
         return self.lay_out(self.encode(w, method))
 
     @staticmethod

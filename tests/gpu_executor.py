@@ -16,13 +16,13 @@ import os
 from pathlib import Path
 
 import numpy as np
-from plan_session import PlanSession
 
 from bundle_contract.manifest import load
 from packager.compile import compile_artifacts
 from packager.plan import buffer_size
 from packager.plan_expr import evaluate
 from packager.shards import read_tensor_bytes
+from plan_session import PlanSession
 
 _DEVICES: dict[bool, object] = {}
 

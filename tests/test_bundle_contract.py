@@ -8,10 +8,10 @@ import copy
 import json
 
 import pytest
-from test_registry_helpers import REQUIREMENTS, make_bundle
 
 from bundle_contract.errors import UserError
 from bundle_contract.manifest import BundleError, ManifestError, load, missing_blobs, parse, parse_json, verify_shards
+from test_registry_helpers import REQUIREMENTS, make_bundle
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_registry_helpers import ROOT
-from test_serve import running
 
 from packager.serve import create_app
+from test_registry_helpers import ROOT
+from test_serve import running
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 PLAYWRIGHT = ROOT / "runtime_js" / "node_modules" / "playwright-core"

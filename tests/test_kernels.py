@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 import pytest
+
 from gpu_executor import PipelineCache, request_device, run_kernel
 from kernel_refs import ROPES, SEQ_LENS, attention_ref, encode_weight, rel_err, rope_ref
-
 from packager.compile import render
 from packager.kernel_table import WEIGHT_FORMATS
 from packager.rope import rope_inv_freq

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from checkpoints import TINY_VARIANTS
 
 from bundle_contract.manifest import load
+from checkpoints import TINY_VARIANTS
 from packager.bundle import package_model
 from packager.reference import ReferenceModel
 from packager.shards import read_tensor_bytes
@@ -246,8 +246,9 @@ def test_bad_gguf(damage, smollm2_path, tmp_path):
 def test_sharded_bf16_checkpoint(tmp_path):
     """Many safetensors files with an index, stored in bf16 as most Hub models are."""
     import torch
-    from checkpoints import build_tiny_llama
     from safetensors.torch import load_file
+
+    from checkpoints import build_tiny_llama
     src = build_tiny_llama(tmp_path / "ck", "gqa", dtype="bfloat16", max_shard_size="40KB")
     files = sorted(src.glob("*.safetensors"))
     assert len(files) > 1 and (src / "model.safetensors.index.json").exists()

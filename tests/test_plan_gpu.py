@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gpu_executor import GpuExecutor
 
+from gpu_executor import GpuExecutor
 from packager.compile import compile_artifacts, validate_kernels
 from packager.errors import PackError
 from packager.plan import buffer_size, build_plan

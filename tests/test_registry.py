@@ -15,12 +15,12 @@ import time
 
 import fsspec
 import pytest
-import test_registry_helpers
-from test_registry_helpers import REQUIREMENTS, ROOT, bundle_files, make_bundle
 
+import test_registry_helpers
 from model_registry.errors import RegistryError
 from model_registry.registry import Registry
 from model_registry.storage import Store
+from test_registry_helpers import REQUIREMENTS, ROOT, bundle_files, make_bundle
 
 registry_url = test_registry_helpers.registry_url  # the fixture, used by this module's tests
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from test_registry_helpers import REQUIREMENTS, bundle_files, cli, make_bundle, run_cli
 
 

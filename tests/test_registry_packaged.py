@@ -7,10 +7,10 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from test_registry_helpers import bundle_files, cli
 
 from model_registry.registry import Registry
 from model_registry.server import create_app
+from test_registry_helpers import bundle_files, cli
 
 pytest.importorskip("packager.bundle")
 

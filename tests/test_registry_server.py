@@ -13,15 +13,15 @@ import time
 
 import httpx
 import pytest
-import test_registry_helpers
 from fastapi.testclient import TestClient
-from test_registry_helpers import REQUIREMENTS, ROOT, make_bundle
 
+import test_registry_helpers
 from bundle_contract.errors import UserError
 from bundle_contract.http import IMMUTABLE, bind, parse_range
 from model_registry.errors import RegistryError
 from model_registry.registry import Registry
 from model_registry.server import create_app
+from test_registry_helpers import REQUIREMENTS, ROOT, make_bundle
 
 registry_url = test_registry_helpers.registry_url  # the fixture, used by this module's tests
 

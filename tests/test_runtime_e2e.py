@@ -45,7 +45,8 @@ CHAT_TOKENS = 12 if LONG_TESTS else 3  # SmolLM2 tokens of the engine's chat ans
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed"),
-    pytest.mark.skipif(not (RUNTIME / "node_modules" / "webgpu").is_dir(), reason="runtime_js/node_modules missing: npm ci"),
+    pytest.mark.skipif(not (RUNTIME / "node_modules" / "webgpu").is_dir(),
+                       reason="runtime_js/node_modules missing: npm ci"),
 ]
 
 
@@ -186,8 +187,8 @@ def test_f16_bundle_picks_the_variant_the_device_can_run(tiny_llama, tiny_cases,
     assert plan["variant_order"] == ["f16", "f32"]
     case = tiny_cases[0]
     expected = ReferenceModel(bundle).greedy(case["prompt_ids"], case["new_tokens"])
-    [result] = run_drivers([("node", bundle, {"cases": [{"prompt_ids": case["prompt_ids"], "new_tokens": case["new_tokens"]}]})],
-                           js_env, tmp_path)
+    spec = {"cases": [{"prompt_ids": case["prompt_ids"], "new_tokens": case["new_tokens"]}]}
+    [result] = run_drivers([("node", bundle, spec)], js_env, tmp_path)
     first = result["first"]
     assert first["label"] == f"WebGPU {first['variant']}" and first["variant"] in ("f16", "f32")
     if first["variant"] == "f32":  # f32 arithmetic throughout: the reference's argmax exactly
@@ -242,7 +243,8 @@ def smollm2_e2e(bundle: Path, expected: list[list[int]], prompts: list[list[int]
             assert got["prompt_ids"] == prompt, f"{where}: the JS chat template differs on prompt {i}"
             assert got["tokens"] == want, f"{where}, prompt {i}: {got['tokens']} != {want}"
         times = ", ".join(f"{c['ms'] / 1000:.1f} s" for c in first["cases"])
-        report(request, f"runtime e2e {name} ({where}, {first['label']}, {first['adapter'].get('description') or 'SwiftShader'}): "
+        adapter = first["adapter"].get("description") or "SwiftShader"
+        report(request, f"runtime e2e {name} ({where}, {first['label']}, {adapter}): "
                         f"load {first['load_ms'] / 1000:.1f} s, reload {result['reload']['load_ms'] / 1000:.1f} s, "
                         f"{len(prompts)} x {NEW_TOKENS} tokens: {times}; wall {result['wall_s']} s")
     return results

@@ -23,13 +23,13 @@ import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from test_registry_helpers import REQUIREMENTS, ROOT, make_bundle
 
 from bundle_contract.errors import UserError
 from bundle_contract.http import IMMUTABLE
 from bundle_contract.manifest import ManifestError
 from packager.errors import PackError
 from packager.serve import BundleSet, RegistrySource, bind, create_app, page_url, resolve_inside
+from test_registry_helpers import REQUIREMENTS, ROOT, make_bundle
 
 SECRET = b"TOP SECRET: outside every served root"
 WGSL = b"@compute @workgroup_size(64) fn main() {}\n"

@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 import pytest
-from kernel_refs import ROPES, SEQ_LENS, attention_ref, encode_weight, rel_err, rope_ref
 
+from kernel_refs import ROPES, SEQ_LENS, attention_ref, encode_weight, rel_err, rope_ref
 from packager.rope import rope_inv_freq
 from packager.wasm_build import FORMATS, OPS, compile_module, f32_bits, heap_base
 
