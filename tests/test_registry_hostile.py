@@ -1,0 +1,237 @@
+"""Hostile registries and full disks: a damaged index or a stored file that is not what
+the manifest says, a registry or --out on a full or read-only disk. Each is one line,
+exit 1, nothing half-written, nothing already stored lost."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from model_registry import registry as registry_mod
+from model_registry import storage as storage_mod
+from model_registry.registry import Registry
+from test_registry_helpers import bundle_files, cli, make_bundle
+
+
+@pytest.fixture
+def published(tmp_path):
+    """(registry folder, bundle) with the bundle published as model-a@1."""
+    reg = tmp_path / "registry"
+    bundle = make_bundle(tmp_path / "a", "model-a", (1, 2))
+    Registry(str(reg)).publish(bundle)
+    return reg, bundle
+
+
+def one_line_error(r, *fragments):
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for f in fragments:
+        assert f in r.stderr, (f, r.stderr)
+
+
+def no_leftovers(out):
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+
+
+def shard_path(reg, bundle, i=0):
+    return reg / json.loads((bundle / "manifest.json").read_text())["shards"][i]["file"]
+
+
+# ------------------------------------------------------------------------ pull
+
+
+def test_pull_stops_one_byte_past_the_listed_size(published, tmp_path):
+    """A 2 GiB stored file under a 3 KiB manifest entry: refused as a size mismatch after
+    reading 3 KiB + 1 byte (sparse: no disk is used, and reading it all would take seconds)."""
+    reg, bundle = published
+    shard = shard_path(reg, bundle)
+    listed = shard.stat().st_size
+    os.truncate(shard, 2 << 30)
+    out = tmp_path / "out" / "pulled"
+    t0 = time.perf_counter()
+    r = cli("registry", "pull", "model-a", "--out", out, "-r", reg)
+    assert time.perf_counter() - t0 < 5
+    one_line_error(r, f"has the wrong size (expected {listed} bytes, got more)")
+    assert "sha256" not in r.stderr
+    no_leftovers(out)
+    os.truncate(shard, listed - 100)
+    one_line_error(cli("registry", "pull", "model-a", "--out", out, "-r", reg),
+                   f"expected {listed} bytes, got only {listed - 100}")
+    no_leftovers(out)
+
+
+def test_pull_a_folder_where_a_file_is_listed(published, tmp_path):
+    reg, bundle = published
+    shard = shard_path(reg, bundle)
+    shard.unlink()
+    shard.mkdir()
+    out = tmp_path / "pulled"
+    one_line_error(cli("registry", "pull", "model-a", "--out", out, "-r", reg), "is missing from the registry")
+    no_leftovers(out)
+    manifest = reg / "models" / "model-a" / "1" / "manifest.json"
+    manifest.unlink()
+    manifest.mkdir()
+    one_line_error(cli("registry", "pull", "model-a", "--out", out, "-r", reg), "is damaged", "manifest.json")
+    one_line_error(cli("registry", "verify", "-r", reg), "missing or corrupt")
+
+
+def test_publish_refuses_a_bundle_file_larger_than_listed(tmp_path):
+    bundle = make_bundle(tmp_path / "a", "model-a", (1,))
+    shard = next((bundle / "shards").iterdir())
+    listed = shard.stat().st_size
+    os.truncate(shard, 2 << 30)
+    t0 = time.perf_counter()
+    one_line_error(cli("registry", "publish", bundle, "--to", tmp_path / "registry"),
+                   f"is larger than the {listed} bytes the manifest says")
+    assert time.perf_counter() - t0 < 5
+    assert not (tmp_path / "registry" / "index.json").exists()
+
+
+# ------------------------------------------------------------------------ index
+
+
+def _index_edits():
+    def entry(ix):
+        return ix["models"]["model-a"]["versions"]["1"]
+
+    return {
+        "deeply nested": (lambda ix: "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        "deep inside an entry": (lambda ix: json.dumps(ix).replace('"license": "apache-2.0"',
+                                                                   '"license": ' + "[" * 5000 + "]" * 5000),
+                                 "nested too deeply"),
+        "huge number": (lambda ix: json.dumps(ix).replace('"generation": 1', '"generation": ' + "9" * 5000),
+                        "is not valid JSON"),
+        "latest is a list": (lambda ix: ix["models"]["model-a"].update(latest=["1"]),
+                             "latest version of model-a is not one of its versions"),
+        "version is true": (lambda ix: ix.update(version=True), "has index version 'bool'"),
+        "version is huge": (lambda ix: ix.update(version=2**80), "has index version 'int'"),
+        "generation is a list": (lambda ix: ix.update(generation=[1]), '"generation" is not a whole number'),
+        "parameters is a string": (lambda ix: entry(ix).update(parameters="many"),
+                                   'model-a@1: "parameters" is not a whole number >= 0'),
+        "quantization is a string": (lambda ix: entry(ix).update(quantization="q4f16"),
+                                     'model-a@1: "quantization" is not an object'),
+        "source is a list": (lambda ix: entry(ix).update(source=["gguf"]), '"source" is not an object'),
+        "total_bytes is negative": (lambda ix: entry(ix).update(total_bytes=-1), '"total_bytes" is not a whole'),
+        "manifest hash is a number": (lambda ix: entry(ix).update(manifest_sha256=5), "damaged at model-a@1"),
+        "entry is a list": (lambda ix: ix["models"]["model-a"]["versions"].update({"1": []}), "damaged at model-a@1"),
+        "bad model id": (lambda ix: ix["models"].update({"../x": ix["models"]["model-a"]}), "damaged at model '../x'"),
+    }
+
+
+INDEX_EDITS = _index_edits()
+
+
+@pytest.mark.parametrize("edit, message", INDEX_EDITS.values(), ids=INDEX_EDITS.keys())
+def test_damaged_index_is_one_line_for_every_command(published, tmp_path, edit, message):
+    reg, _ = published
+    index = json.loads((reg / "index.json").read_text())
+    changed = edit(index)
+    (reg / "index.json").write_text(changed if isinstance(changed, str) else json.dumps(index))
+    for args in (["list"], ["show", "model-a"], ["pull", "model-a", "--out", str(tmp_path / "p")], ["verify"],
+                 ["gc"], ["remove", "model-a@1"]):
+        one_line_error(cli("registry", *args, "-r", reg), message)
+    bundle = make_bundle(tmp_path / "b", "model-b", (3,))
+    one_line_error(cli("registry", "publish", bundle, "--to", reg), message)
+    no_leftovers(tmp_path / "p")
+
+
+# ------------------------------------------------------------------ full disks
+
+
+def _full_after(limit: int, real_open=open):
+    """An `open` whose files for writing fail with ENOSPC once `limit` bytes are written."""
+    written = [0]
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            if written[0] + len(data) > limit:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            written[0] += len(data)
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def fake_open(file, mode="r", *args, **kw):
+        f = real_open(file, mode, *args, **kw)
+        return Full(f) if "w" in mode else f
+
+    return fake_open
+
+
+def test_pull_onto_a_full_disk(published, tmp_path, monkeypatch):
+    reg, bundle = published
+    total = sum(len(b) for b in bundle_files(bundle).values())
+    out = tmp_path / "pulled"
+    monkeypatch.setattr(registry_mod, "open", _full_after(4000), raising=False)
+    one_line_error(cli("registry", "pull", "model-a", "--out", out, "-r", reg),
+                   f"no space left on the device of {tmp_path}: needs about {round(total / 1e6) or 1} MB")
+    no_leftovers(out)
+
+
+def test_publish_onto_a_full_disk_keeps_what_is_stored(published, tmp_path, monkeypatch):
+    reg, _ = published
+    before = {p.relative_to(reg): p.read_bytes() for p in reg.rglob("*") if p.is_file() and p.name != "index.lock"}
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(storage_mod.os, "fdopen", lambda fd, mode="r", *a, **kw: _full_after(1000)(
+        fd, mode, *a, **kw) if "w" in mode else real_fdopen(fd, mode, *a, **kw), raising=True)
+    bundle = make_bundle(tmp_path / "b", "model-b", (5, 6))
+    one_line_error(cli("registry", "publish", bundle, "--to", reg), f"no space left on the device of {reg}")
+    monkeypatch.undo()
+    after = {p.relative_to(reg): p.read_bytes() for p in reg.rglob("*")
+             if p.is_file() and p.name != "index.lock"}
+    assert after == before  # the index, shards and version folder of model-a@1, byte for byte; no temp files
+    assert cli("registry", "verify", "-r", reg).returncode == 0
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 1 MiB tmpfs (needs root and mount permission; skipped elsewhere)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", f"llmpack-test-{uuid.uuid4().hex[:8]}", str(mount)],
+            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_real_full_and_read_only_disks(tmp_path, tiny_disk):
+    """On a real 1 MiB tmpfs: a registry that outgrows it and a pull that does not fit;
+    remounted read-only: a publish and a pull into it."""
+    bundle = make_bundle(tmp_path / "a", "model-a", (1,))
+    Registry(str(tiny_disk / "registry")).publish(bundle)
+    stored = hashlib.sha256((tiny_disk / "registry" / "index.json").read_bytes()).hexdigest()
+    big = make_bundle(tmp_path / "big", "model-big", (2,), extra_files={"big.bin": os.urandom(2 << 20)})
+    one_line_error(cli("registry", "publish", big, "--to", tiny_disk / "registry"),
+                   f"no space left on the device of {tiny_disk / 'registry'}: needs about 2 MB")
+    assert hashlib.sha256((tiny_disk / "registry" / "index.json").read_bytes()).hexdigest() == stored
+    big_reg = tmp_path / "big-registry"
+    Registry(str(big_reg)).publish(big)
+    one_line_error(cli("registry", "pull", "model-big", "--out", tiny_disk / "pulled", "-r", big_reg),
+                   "no space left on the device of", "needs about 2 MB")
+    no_leftovers(tiny_disk / "pulled")
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+    one_line_error(cli("registry", "publish", big, "--to", tiny_disk / "registry"), "read-only file system")
+    one_line_error(cli("registry", "pull", "model-big", "--out", tiny_disk / "pulled", "-r", big_reg),
+                   "read-only file system")
+    assert cli("registry", "verify", "-r", tiny_disk / "registry").returncode == 0
