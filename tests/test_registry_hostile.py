@@ -4,21 +4,21 @@ exit 1, nothing half-written, nothing already stored lost."""
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import time
-import uuid
 
 import pytest
 
+import test_registry_helpers
 from model_registry import registry as registry_mod
 from model_registry import storage as storage_mod
 from model_registry.registry import Registry
-from test_registry_helpers import bundle_files, cli, make_bundle
+from test_registry_helpers import bundle_files, cli, make_bundle, open_filling_up_after
+
+tiny_disk = test_registry_helpers.tiny_disk  # the fixture, used by this module's tests
 
 
 @pytest.fixture
@@ -147,41 +147,11 @@ def test_damaged_index_is_one_line_for_every_command(published, tmp_path, edit, 
 # ------------------------------------------------------------------ full disks
 
 
-def _full_after(limit: int, real_open=open):
-    """An `open` whose files for writing fail with ENOSPC once `limit` bytes are written."""
-    written = [0]
-
-    class Full:
-        def __init__(self, f):
-            self.f = f
-
-        def write(self, data):
-            if written[0] + len(data) > limit:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            written[0] += len(data)
-            return self.f.write(data)
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-    def fake_open(file, mode="r", *args, **kw):
-        f = real_open(file, mode, *args, **kw)
-        return Full(f) if "w" in mode else f
-
-    return fake_open
-
-
 def test_pull_onto_a_full_disk(published, tmp_path, monkeypatch):
     reg, bundle = published
     total = sum(len(b) for b in bundle_files(bundle).values())
     out = tmp_path / "pulled"
-    monkeypatch.setattr(registry_mod, "open", _full_after(4000), raising=False)
+    monkeypatch.setattr(registry_mod, "open", open_filling_up_after(4000), raising=False)
     one_line_error(cli("registry", "pull", "model-a", "--out", out, "-r", reg),
                    f"no space left on the device of {tmp_path}: needs about {round(total / 1e6) or 1} MB")
     no_leftovers(out)
@@ -191,7 +161,7 @@ def test_publish_onto_a_full_disk_keeps_what_is_stored(published, tmp_path, monk
     reg, _ = published
     before = {p.relative_to(reg): p.read_bytes() for p in reg.rglob("*") if p.is_file() and p.name != "index.lock"}
     real_fdopen = os.fdopen
-    monkeypatch.setattr(storage_mod.os, "fdopen", lambda fd, mode="r", *a, **kw: _full_after(1000)(
+    monkeypatch.setattr(storage_mod.os, "fdopen", lambda fd, mode="r", *a, **kw: open_filling_up_after(1000)(
         fd, mode, *a, **kw) if "w" in mode else real_fdopen(fd, mode, *a, **kw), raising=True)
     bundle = make_bundle(tmp_path / "b", "model-b", (5, 6))
     one_line_error(cli("registry", "publish", bundle, "--to", reg), f"no space left on the device of {reg}")
@@ -200,19 +170,6 @@ def test_publish_onto_a_full_disk_keeps_what_is_stored(published, tmp_path, monk
              if p.is_file() and p.name != "index.lock"}
     assert after == before  # the index, shards and version folder of model-a@1, byte for byte; no temp files
     assert cli("registry", "verify", "-r", reg).returncode == 0
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A real 1 MiB tmpfs (needs root and mount permission; skipped elsewhere)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if shutil.which("mount") is None or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", f"llmpack-test-{uuid.uuid4().hex[:8]}", str(mount)],
-            capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_real_full_and_read_only_disks(tmp_path, tiny_disk):
