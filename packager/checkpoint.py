@@ -237,16 +237,28 @@ def _unpermute_rope(w: np.ndarray, heads: int) -> np.ndarray:
     return w.reshape(heads, rows // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def open_gguf(src: Path) -> GGUFCheckpoint:
+def read_gguf(src: Path):
+    """A GGUF file's reader, architecture definition and tensors by Hugging Face name
+    ({name: (tensor, its row)}); PackError when the file is unreadable or unsupported."""
     from gguf import GGUFReader
 
     try:
         reader = GGUFReader(src, "r")
+        arch_field = reader.fields.get("general.architecture")
+        gguf_arch = arch_field.contents() if arch_field else None
     except Exception as e:  # the gguf package raises bare ValueError/IndexError/struct errors on bad files
         raise PackError(f"{src.name}: not a readable GGUF file ({type(e).__name__}: {e}); re-download it") from None
-    arch_field = reader.fields.get("general.architecture")
-    gguf_arch = arch_field.contents() if arch_field else None
-    arch = gguf_definition(gguf_arch, src.name)
+    arch = gguf_definition(gguf_arch if isinstance(gguf_arch, str) else None, src.name)
+    tensors = {}
+    for t in reader.tensors:
+        found = arch.from_gguf(t.name)
+        if found is not None:
+            tensors[found[0]] = (t, found[1])
+    return reader, arch, gguf_arch, tensors
+
+
+def open_gguf(src: Path) -> GGUFCheckpoint:
+    reader, arch, gguf_arch, found = read_gguf(src)
     tmp = tempfile.TemporaryDirectory(prefix="llmpack-gguf-")
     try:
         config, license_ = _gguf_config_and_tokenizer(src, Path(tmp.name), arch.gguf_architectures[gguf_arch])
@@ -254,11 +266,7 @@ def open_gguf(src: Path) -> GGUFCheckpoint:
         tmp.cleanup()
         raise
     tensors, shapes, permuted = {}, {}, {}
-    for t in reader.tensors:
-        found = arch.from_gguf(t.name)
-        if found is None:
-            continue
-        hf, row = found
+    for hf, (t, row) in found.items():
         tensors[hf] = t
         shapes[hf] = tuple(int(d) for d in reversed(t.shape.tolist()))
         if row.gguf_rope_heads:
