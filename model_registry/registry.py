@@ -222,7 +222,9 @@ class Registry:
         try:
             return self._store_bundle(bundle, model_id, version, repair, progress)
         except OSError as e:  # a full disk or a read-only registry: the index is as it was
-            failure = write_failure(e, self.url, total + len(m.raw), error=RegistryError)
+            name, root = str(e.filename or ""), self.store.root
+            in_registry = self.store.is_local and bool(name) and (name.startswith(root) or root.startswith(name))
+            failure = write_failure(e, self.url, total + len(m.raw), creating=in_registry, error=RegistryError)
             if failure:
                 raise failure from None
             raise

@@ -147,6 +147,23 @@ def test_damaged_index_is_one_line_for_every_command(published, tmp_path, edit, 
 # ------------------------------------------------------------------ full disks
 
 
+@pytest.mark.parametrize("where, message", [
+    ("/proc/llmpack-test/registry", "cannot create a folder in /proc/llmpack-test/registry"),
+    ("{file}/registry", "cannot create a folder in {file}/registry"),
+])
+def test_unusable_registry_and_out(tmp_path, where, message):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    bundle = make_bundle(tmp_path / "a", "model-a", (1,))
+    one_line_error(cli("registry", "publish", bundle, "--to", where.format(file=a_file)),
+                   message.format(file=a_file))
+    reg = tmp_path / "registry"
+    Registry(str(reg)).publish(bundle)
+    one_line_error(cli("registry", "pull", "model-a", "-r", reg, "--out", where.format(file=a_file)),
+                   message.format(file=a_file).removesuffix("/registry"))
+    assert a_file.read_text() == "not a folder"
+
+
 def test_pull_onto_a_full_disk(published, tmp_path, monkeypatch):
     reg, bundle = published
     total = sum(len(b) for b in bundle_files(bundle).values())
