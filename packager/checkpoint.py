@@ -299,7 +299,8 @@ def _gguf_config_and_tokenizer(src: Path, out: Path, hf_arch: str) -> tuple[dict
     from gguf import GGUFReader
 
     lic = GGUFReader(src, "r").fields.get("general.license")
-    return cfg, (lic.contents() if lic else None)
+    lic = lic.contents() if lic else None
+    return cfg, (lic if isinstance(lic, str) else None)
 
 
 def open_checkpoint(src: Path) -> Checkpoint:

@@ -526,7 +526,8 @@ def get_when_up(client: httpx.Client, url: str) -> httpx.Response:
 
 
 def test_llmpack_serve_subprocess(tree):
-    proc, base, _ = start_cli(["serve", str(tree / "bundles"), str(tree / "solo"), "--port", "0"])
+    proc, base, _ = start_cli(["serve", str(tree / "bundles"), str(tree / "solo"), "--port", "0",
+                               "--allowed-host", "models.example.org"])
     try:
         with httpx.Client(base_url=base, timeout=10) as c:
             models = get_when_up(c, "/api/models").json()["models"]
@@ -544,6 +545,8 @@ def test_llmpack_serve_subprocess(tree):
             # a DNS-rebinding page sends its own name as the Host (tests/test_host_check.py)
             r = c.get("/api/models", headers={"Host": "evil.example"})
             assert r.status_code == 421 and b"model-a" not in r.content
+            r = c.get("/api/models", headers={"Host": "models.example.org"})
+            assert r.json()["models"][0]["url"] == "http://models.example.org/models/model-a/"
         assert raw_get(base, "/models/model-a/../../secret.txt", host="127.0.0.1")[0] == 404
     finally:
         stop(proc)
