@@ -4,11 +4,13 @@ exit 1, nothing half-written, nothing already stored lost."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -174,19 +176,34 @@ def test_pull_onto_a_full_disk(published, tmp_path, monkeypatch):
     no_leftovers(out)
 
 
-def test_publish_onto_a_full_disk_keeps_what_is_stored(published, tmp_path, monkeypatch):
+@pytest.mark.parametrize("full_at", ["first shard", "index"])
+def test_publish_onto_a_full_disk_keeps_what_is_stored(published, tmp_path, monkeypatch, full_at):
+    """The disk fills up at the first upload, or only when the new index is written (after
+    the shards and the version folder): either way the index and model-a@1 stay intact,
+    and what the failed publish left is garbage that gc collects."""
     reg, _ = published
-    before = {p.relative_to(reg): p.read_bytes() for p in reg.rglob("*") if p.is_file() and p.name != "index.lock"}
-    real_fdopen = os.fdopen
-    monkeypatch.setattr(storage_mod.os, "fdopen", lambda fd, mode="r", *a, **kw: open_filling_up_after(1000)(
-        fd, mode, *a, **kw) if "w" in mode else real_fdopen(fd, mode, *a, **kw), raising=True)
+
+    def stored():
+        return {p.relative_to(reg): p.read_bytes() for p in reg.rglob("*") if p.is_file() and p.name != "index.lock"}
+
+    before = stored()
+    real_fdopen, real_write_atomic = os.fdopen, storage_mod.Store.write_atomic
+    if full_at == "first shard":
+        monkeypatch.setattr(storage_mod.os, "fdopen", lambda fd, mode="r", *a, **kw: open_filling_up_after(1000)(
+            fd, mode, *a, **kw) if "w" in mode else real_fdopen(fd, mode, *a, **kw))
+    else:
+        def write_atomic(self, rel, data):
+            if rel == "index.json":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real_write_atomic(self, rel, data)
+        monkeypatch.setattr(storage_mod.Store, "write_atomic", write_atomic)
     bundle = make_bundle(tmp_path / "b", "model-b", (5, 6))
     one_line_error(cli("registry", "publish", bundle, "--to", reg), f"no space left on the device of {reg}")
     monkeypatch.undo()
-    after = {p.relative_to(reg): p.read_bytes() for p in reg.rglob("*")
-             if p.is_file() and p.name != "index.lock"}
-    assert after == before  # the index, shards and version folder of model-a@1, byte for byte; no temp files
     assert cli("registry", "verify", "-r", reg).returncode == 0
+    assert (reg / "index.json").read_bytes() == before[Path("index.json")]
+    assert cli("registry", "gc", "-r", reg).returncode == 0
+    assert stored() == before  # model-a@1 byte for byte; nothing of model-b, no temporary files
 
 
 def test_real_full_and_read_only_disks(tmp_path, tiny_disk):
