@@ -214,7 +214,8 @@ class HostCheck:
                                              f"{', '.join(sorted(self.names))})"}).encode()
                 await send({"type": "http.response.start", "status": 421,
                             "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
+                                        (b"content-length", str(len(body)).encode()),
+                                        (b"x-content-type-options", b"nosniff")]})
                 await send({"type": "http.response.body", "body": body})
                 return
             if hosts:  # the checked name, lowercased: what the app builds its URLs from

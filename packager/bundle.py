@@ -251,8 +251,8 @@ def _chat_template(value, file: str) -> str | None:
 
 
 def _generation(ck: Checkpoint) -> dict:
-    """Generation defaults from generation_config.json, else config.json, else our own;
-    a value of the wrong kind is refused, naming the file and key."""
+    """Generation defaults from generation_config.json (token ids also from config.json),
+    else our own; a value of the wrong kind is refused, naming the file and key."""
     g, c = ck.generation, ck.config
 
     def value(key, default, check, words, config_too=False):
