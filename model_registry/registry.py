@@ -177,12 +177,19 @@ class Registry:
     def read_manifest(self, model_id: str, version: str, entry: dict) -> Manifest:
         """The stored manifest of a version, checked against the hash the index records."""
         rel = version_dir(model_id, version) + MANIFEST_NAME
+        fix = "re-publish its bundle with --repair"
+        size, listed = self.store.size(rel), entry.get("manifest_bytes")
+        if size is None:
+            raise RegistryError(f"{model_id}@{version} is damaged: {self.store.display(rel)} is missing "
+                                f"(or is not a file); {fix}")
+        if listed is not None and size != listed:  # never read a stored file far larger than the index says
+            raise RegistryError(f"{model_id}@{version} is damaged: {self.store.display(rel)} has {size} bytes, "
+                                f"the index says {listed}; {fix}")
         try:
             raw = self.store.read_bytes(rel)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise RegistryError(f"{model_id}@{version} is damaged: {self.store.display(rel)} is missing "
-                                "(or is not a file); "
-                                f"re-publish its bundle with --repair") from None
+                                f"(or is not a file); {fix}") from None
         sha = hashlib.sha256(raw).hexdigest()
         if sha != entry["manifest_sha256"]:
             raise RegistryError(f"{model_id}@{version} is damaged: {self.store.display(rel)} has sha256 {sha[:16]}…, "
@@ -457,9 +464,15 @@ class Registry:
         checked_bytes = 0
         with byte_progress(progress, "verifying", total) as advance:
             for rel, blob, users in checks:
+                size = self.store.size(rel)
+                if size is not None and size != blob.bytes:  # wrong size: no need to hash (it may be huge)
+                    advance(blob.bytes)
+                    problems.append({"kind": "corrupt", "path": rel, "used_by": users,
+                                     "detail": f"has {size} bytes; expected {blob.bytes} bytes"})
+                    continue
                 try:
                     sha, size = self.store.hash_file(rel, advance)
-                except (FileNotFoundError, IsADirectoryError):
+                except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                     problems.append({"kind": "missing", "path": rel, "used_by": users,
                                      "detail": f"expected {blob.bytes} bytes, sha256 {blob.sha256[:16]}…"})
                     continue

@@ -65,10 +65,26 @@ def test_pull_stops_one_byte_past_the_listed_size(published, tmp_path):
     one_line_error(r, f"has the wrong size (expected {listed} bytes, got more)")
     assert "sha256" not in r.stderr
     no_leftovers(out)
+    r = cli("registry", "verify", "--json", "-r", reg)
+    assert r.returncode == 1 and json.loads(r.stdout)["problems"][0]["detail"] == \
+        f"has {2 << 30} bytes; expected {listed} bytes"
     os.truncate(shard, listed - 100)
     one_line_error(cli("registry", "pull", "model-a", "--out", out, "-r", reg),
                    f"expected {listed} bytes, got only {listed - 100}")
     no_leftovers(out)
+
+
+def test_a_huge_stored_manifest_is_not_read(published, tmp_path):
+    reg, _ = published
+    manifest = reg / "models" / "model-a" / "1" / "manifest.json"
+    listed = manifest.stat().st_size
+    os.truncate(manifest, 2 << 30)
+    t0 = time.perf_counter()
+    damaged = f"has {2 << 30} bytes, the index says {listed}"
+    one_line_error(cli("registry", "pull", "model-a", "--out", tmp_path / "p", "-r", reg), damaged)
+    r = cli("registry", "verify", "--json", "-r", reg)
+    assert r.returncode == 1 and damaged in json.loads(r.stdout)["problems"][0]["detail"]
+    assert time.perf_counter() - t0 < 5
 
 
 def test_pull_a_folder_where_a_file_is_listed(published, tmp_path):
