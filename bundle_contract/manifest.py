@@ -25,6 +25,7 @@ BUNDLE_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SHARD_DIR = "shards"
 CHUNK = 1 << 20
+MAX_MANIFEST_BYTES = 64 << 20  # a 70B model's manifest is well under 1 MiB; larger is not a manifest
 REPACKAGE = "re-create the bundle with `llmpack package`"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -208,7 +209,11 @@ def load(bundle_dir: Path | str) -> Manifest:
     it is not one this llmpack reads."""
     path = Path(bundle_dir) / MANIFEST_NAME
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB: not a bundle manifest; "
+                                f"{REPACKAGE}")
     except FileNotFoundError:
         raise ManifestError(f"{bundle_dir} is not a bundle: it has no {MANIFEST_NAME} "
                             f"(create one with `llmpack package SRC --out {bundle_dir}`)") from None

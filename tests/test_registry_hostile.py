@@ -87,6 +87,17 @@ def test_a_huge_stored_manifest_is_not_read(published, tmp_path):
     assert time.perf_counter() - t0 < 5
 
 
+def test_publish_and_serve_refuse_a_huge_manifest_unread(tmp_path):
+    from packager.serve import BundleSet
+
+    bundle = make_bundle(tmp_path / "bundles" / "a", "model-a", (1,))
+    os.truncate(bundle / "manifest.json", 2 << 30)
+    one_line_error(cli("registry", "publish", bundle, "--to", tmp_path / "registry"), "larger than 64 MiB")
+    make_bundle(tmp_path / "bundles" / "b", "model-b", (2,))
+    bundles = BundleSet([tmp_path / "bundles"])
+    assert [b.id for b in bundles.all()] == ["b"] and "larger than 64 MiB" in bundles.problems[0]
+
+
 def test_pull_a_folder_where_a_file_is_listed(published, tmp_path):
     reg, bundle = published
     shard = shard_path(reg, bundle)
