@@ -77,8 +77,8 @@ def mutated(base):
                     node = node[key]
                 if value is DELETE:
                     del node[path[-1]]
-                else:
-                    node[path[-1]] = value
+                else:  # a copy: sampled values are shared between examples
+                    node[path[-1]] = copy.deepcopy(value)
             except (KeyError, IndexError, TypeError):  # an earlier mutation removed the place
                 pass
         return doc
