@@ -243,7 +243,8 @@ def read_gguf(src: Path):
     from gguf import GGUFReader
 
     try:
-        reader = GGUFReader(src, "r")
+        with np.errstate(all="ignore"):  # a damaged file's offsets overflow: the reader then fails, and we say so
+            reader = GGUFReader(src, "r")
         arch_field = reader.fields.get("general.architecture")
         gguf_arch = arch_field.contents() if arch_field else None
     except Exception as e:  # the gguf package raises bare ValueError/IndexError/struct errors on bad files
