@@ -7,17 +7,19 @@ One implementation of what both servers promise for a file: MIME types (includin
 cache policy (content-addressed files are immutable, everything else is revalidated),
 and `X-Content-Type-Options: nosniff`. Where the bytes come from is the caller's
 business: a callable that opens the file for reading. `bind` opens the listening socket
-(loopback by default; a taken port or an unknown host is a one-line UserError).
+(loopback by default; a taken port or an unknown host is a one-line UserError), and
+`HostCheck` answers only requests whose Host header names this server (DNS rebinding).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import mimetypes
 import re
 import socket
 from pathlib import Path
-from typing import BinaryIO, Callable, ContextManager, Iterator
+from typing import BinaryIO, Callable, ContextManager, Iterable, Iterator
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -155,3 +157,73 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# a Host header: a name or an IPv4 address, or a bracketed IPv6 address; an optional port
+_HOST_HEADER = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::[0-9]{1,5})?")
+
+
+def served_host_names(bound: str, allowed: Iterable[str] = ()) -> frozenset[str]:
+    """The Host names a server bound to `bound` answers to: that address, the loopback
+    names when it is a loopback or wildcard address, and the `--allowed-host` names."""
+    names = {bound.lower().strip("[]"), *(a.lower().strip("[]") for a in allowed)}
+    if is_loopback(bound) or bound in WILDCARD_HOSTS:
+        names.update(LOOPBACK_NAMES)
+    names.discard("")
+    return frozenset(names)
+
+
+class HostCheck:
+    """ASGI wrapper that refuses (421) HTTP requests whose Host header names another
+    server. A page on a DNS-rebound name (evil.example resolving to 127.0.0.1) reaches
+    this port with its own name as the Host: without this check it could read every
+    served file, and the JSON API would build its URLs from that name. After the check
+    the Host header holds one of `names`, so URLs built from it point at this server.
+
+    An IP-address Host is accepted when the server listens on a wildcard address (any
+    of the machine's addresses may carry the request): an address cannot be rebound."""
+
+    def __init__(self, app, names: Iterable[str], *, any_address: bool = False):
+        self.app, self.names, self.any_address = app, frozenset(names), any_address
+
+    def accepts(self, host: str) -> bool:
+        m = _HOST_HEADER.fullmatch(host.lower())
+        if not m:
+            return False
+        name = m.group(1).strip("[]")
+        if name in self.names:
+            return True
+        if not self.any_address:
+            return False
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return False
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            hosts = [v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"]
+            # no Host at all (HTTP/1.0 tools) is not a browser: URLs then use the socket address
+            if len(hosts) > 1 or (hosts and not self.accepts(hosts[0])):
+                shown = hosts[0][:100] if hosts else ""
+                body = json.dumps({"detail": f"this server does not answer to the host name {shown!r}; start it "
+                                             f"with --allowed-host NAME to allow a name (it answers to: "
+                                             f"{', '.join(sorted(self.names))})"}).encode()
+                await send({"type": "http.response.start", "status": 421,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode()),
+                                        (b"x-content-type-options", b"nosniff")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            if hosts:  # the checked name, lowercased: what the app builds its URLs from
+                headers = [(k, v.lower() if k == b"host" else v) for k, v in scope["headers"]]
+                scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)
+
+
+def host_check(app, bound: str, allowed: Iterable[str] = ()) -> HostCheck:
+    """`app` answering only to the Host names of a server bound to `bound` (HostCheck)."""
+    return HostCheck(app, served_host_names(bound, allowed), any_address=bound in WILDCARD_HOSTS)

@@ -25,6 +25,7 @@ BUNDLE_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SHARD_DIR = "shards"
 CHUNK = 1 << 20
+MAX_MANIFEST_BYTES = 64 << 20  # a 70B model's manifest is well under 1 MiB; larger is not a manifest
 REPACKAGE = "re-create the bundle with `llmpack package`"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -208,7 +209,11 @@ def load(bundle_dir: Path | str) -> Manifest:
     it is not one this llmpack reads."""
     path = Path(bundle_dir) / MANIFEST_NAME
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB: not a bundle manifest; "
+                                f"{REPACKAGE}")
     except FileNotFoundError:
         raise ManifestError(f"{bundle_dir} is not a bundle: it has no {MANIFEST_NAME} "
                             f"(create one with `llmpack package SRC --out {bundle_dir}`)") from None
@@ -463,11 +468,13 @@ def _requirements(c: _Checker, r: dict) -> Requirements:
 # ------------------------------------------------------------------------- the folder
 
 
-def hash_stream(read: Callable[[int], bytes], on_bytes: Callable[[int], None] | None = None) -> tuple[str, int]:
-    """sha256 and length of everything `read` yields, in CHUNK pieces."""
+def hash_stream(read: Callable[[int], bytes], on_bytes: Callable[[int], None] | None = None,
+                limit: int | None = None) -> tuple[str, int]:
+    """sha256 and length of everything `read` yields, in CHUNK pieces; with `limit`, of at
+    most its first `limit` bytes."""
     h = hashlib.sha256()
     n = 0
-    while chunk := read(CHUNK):
+    while (limit is None or n < limit) and (chunk := read(CHUNK if limit is None else min(CHUNK, limit - n))):
         h.update(chunk)
         n += len(chunk)
         if on_bytes:
@@ -481,13 +488,14 @@ def verify_blobs(bundle_dir: Path | str, blobs: Iterable[Blob], on_bytes: Callab
     root = Path(bundle_dir)
     for blob in blobs:
         try:
-            with open(root / blob.path, "rb") as f:
-                sha, size = hash_stream(f.read, on_bytes)
-        except (FileNotFoundError, IsADirectoryError):
+            with open(root / blob.path, "rb") as f:  # one byte past the listed size tells "too large"
+                sha, size = hash_stream(f.read, on_bytes, limit=blob.bytes + 1)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise BundleError(f"bundle {root} is incomplete: {blob.path} is listed in {MANIFEST_NAME} "
                               f"but missing; {REPACKAGE}") from None
         if size != blob.bytes or sha != blob.sha256:
-            what = f"has {size} bytes, the manifest says {blob.bytes}" if size != blob.bytes else \
+            what = f"is larger than the {blob.bytes} bytes the manifest says" if size > blob.bytes else \
+                f"has {size} bytes, the manifest says {blob.bytes}" if size != blob.bytes else \
                 f"has sha256 {sha[:16]}…, the manifest says {blob.sha256[:16]}…"
             raise BundleError(f"bundle {root} is corrupt: {blob.path} {what}; {REPACKAGE}")
 

@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from bundle_contract.manifest import MANIFEST_NAME, Blob, BundleError, Manifest, ManifestError, parse_json, verify_blobs
+from bundle_contract.manifest import (
+    MANIFEST_NAME,
+    Blob,
+    BundleError,
+    Manifest,
+    ManifestError,
+    load,
+    parse_json,
+    verify_blobs,
+)
 
 from .errors import RegistryError
 
@@ -43,7 +52,10 @@ def read_bundle(path: Path) -> LocalBundle:
     if not mpath.is_file():
         raise RegistryError(f"{root} is not a bundle: it has no {MANIFEST_NAME} "
                             f"(create one with `llmpack package SRC --out {root}`)")
-    manifest = parse_manifest(mpath.read_bytes(), str(mpath))
+    try:
+        manifest = load(root)
+    except ManifestError as e:
+        raise RegistryError(str(e)) from None
     listed = {MANIFEST_NAME} | {b.path for b in manifest.shards} | {b.path for b in manifest.files}
     unlisted = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
                       if p.is_file() and p.relative_to(root).as_posix() not in listed)

@@ -279,12 +279,14 @@ def serve(
                                              show_envvar=False),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (default: this machine only)"),
     port: int = typer.Option(8765, "--port", "-p", help="port to listen on (0: any free port)"),
+    allowed_host: list[str] = typer.Option([], "--allowed-host", help="also answer requests for this host name "
+                                           "(a reverse proxy's); repeatable"),
 ):
     """Serve a registry read-only over HTTP: /models, /models/{id}, and its files with Range and caching."""
     from .server import serve as run_server
 
     reg = _registry(registry, "REGISTRY")
-    run_server(reg.url, host=host, port=port)
+    run_server(reg.url, host=host, port=port, allowed_hosts=allowed_host)
 
 
 def main() -> None:

@@ -36,9 +36,10 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from bundle_contract.atomic_dir import swap_into_place
+from bundle_contract.errors import write_failure
 from bundle_contract.manifest import CHUNK, MANIFEST_NAME, Blob, Manifest
 
 from .bundles import LocalBundle, check_hashes, parse_manifest, read_bundle
@@ -64,30 +65,57 @@ def empty_index() -> dict:
     return {"format": INDEX_FORMAT, "version": INDEX_VERSION, "generation": 0, "updated": None, "models": {}}
 
 
+# the index entry fields commands read, and what each must be when present and not null
+_WHOLE = "a whole number >= 0"
+_ENTRY_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
+    **{k: (lambda v: isinstance(v, str), "a string") for k in (
+        "path", "name", "architecture", "hf_architecture", "license", "created", "generator", "published")},
+    **{k: (lambda v: type(v) is int and v >= 0, _WHOLE) for k in (
+        "manifest_bytes", "bundle_version", "parameters", "total_bytes", "weights_bytes", "memory_estimate_bytes",
+        "context_window", "shard_count")},
+    **{k: (lambda v: isinstance(v, dict), "an object") for k in ("source", "quantization", "requirements")},
+}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def parse_index(raw: bytes, where: str) -> dict:
-    """Parse index.json and check the parts every command relies on."""
+    """Parse index.json and check the parts every command relies on: anything else is one
+    RegistryError naming the damaged place."""
+    restore = "restore it from a backup"
     try:
         index = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RegistryError(f"{where} is not valid JSON ({e}); restore it from a backup") from None
+    except RecursionError:
+        raise RegistryError(f"{where} is nested too deeply to be a registry index; {restore}") from None
+    except ValueError as e:  # not UTF-8, not JSON, or a number too long to read
+        raise RegistryError(f"{where} is not valid JSON ({e}); {restore}") from None
     if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
         raise RegistryError(f"{where} is not an llmpack registry index (no \"format\": \"{INDEX_FORMAT}\")")
-    if not isinstance(index.get("version"), int) or index["version"] > INDEX_VERSION:
-        raise RegistryError(f"{where} has index version {index.get('version')!r}; this llmpack reads version "
+    version = index.get("version")
+    if type(version) is not int or not 1 <= version <= INDEX_VERSION:
+        shown = version if type(version) is int and version.bit_length() < 64 else type(version).__name__
+        raise RegistryError(f"{where} has index version {shown!r}; this llmpack reads version "
                             f"{INDEX_VERSION}: upgrade llmpack")
+    generation = index.get("generation")
+    if generation is not None and not (type(generation) is int and generation >= 0):
+        raise RegistryError(f"{where} is damaged: \"generation\" is not {_WHOLE}; {restore}")
     models = index.get("models")
     if not isinstance(models, dict):
-        raise RegistryError(f"{where} is damaged: \"models\" is not an object; restore it from a backup")
+        raise RegistryError(f"{where} is damaged: \"models\" is not an object; {restore}")
     for model_id, model in models.items():
         versions = model.get("versions") if isinstance(model, dict) else None
         if not is_valid_id(model_id) or not isinstance(versions, dict) or not versions:
-            raise RegistryError(f"{where} is damaged at model {model_id!r}; restore it from a backup")
+            raise RegistryError(f"{where} is damaged at model {model_id[:100]!r}; {restore}")
         for v, entry in versions.items():
             if not is_valid_version(v) or not isinstance(entry, dict) or \
-                    not isinstance(entry.get("manifest_sha256"), str):
-                raise RegistryError(f"{where} is damaged at {model_id}@{v}; restore it from a backup")
-        if model.get("latest") not in versions:
-            raise RegistryError(f"{where} is damaged: latest version of {model_id} is not one of its versions")
+                    not _SHA256.fullmatch(str(entry.get("manifest_sha256"))):
+                raise RegistryError(f"{where} is damaged at {model_id}@{v[:64]}; {restore}")
+            for key, (ok, words) in _ENTRY_FIELDS.items():
+                if entry.get(key) is not None and not ok(entry[key]):
+                    raise RegistryError(f"{where} is damaged at {model_id}@{v}: \"{key}\" is not {words}; {restore}")
+        latest = model.get("latest")
+        if not isinstance(latest, str) or latest not in versions:
+            raise RegistryError(f"{where} is damaged: latest version of {model_id} is not one of its versions; "
+                                f"{restore}")
     return index
 
 
@@ -149,11 +177,19 @@ class Registry:
     def read_manifest(self, model_id: str, version: str, entry: dict) -> Manifest:
         """The stored manifest of a version, checked against the hash the index records."""
         rel = version_dir(model_id, version) + MANIFEST_NAME
+        fix = "re-publish its bundle with --repair"
+        size, listed = self.store.size(rel), entry.get("manifest_bytes")
+        if size is None:
+            raise RegistryError(f"{model_id}@{version} is damaged: {self.store.display(rel)} is missing "
+                                f"(or is not a file); {fix}")
+        if listed is not None and size != listed:  # never read a stored file far larger than the index says
+            raise RegistryError(f"{model_id}@{version} is damaged: {self.store.display(rel)} has {size} bytes, "
+                                f"the index says {listed}; {fix}")
         try:
             raw = self.store.read_bytes(rel)
-        except FileNotFoundError:
-            raise RegistryError(f"{model_id}@{version} is damaged: {self.store.display(rel)} is missing; "
-                                f"re-publish its bundle with --repair") from None
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise RegistryError(f"{model_id}@{version} is damaged: {self.store.display(rel)} is missing "
+                                f"(or is not a file); {fix}") from None
         sha = hashlib.sha256(raw).hexdigest()
         if sha != entry["manifest_sha256"]:
             raise RegistryError(f"{model_id}@{version} is damaged: {self.store.display(rel)} has sha256 {sha[:16]}…, "
@@ -190,6 +226,20 @@ class Registry:
         total = sum(b.bytes for b in m.unique_shards) + sum(b.bytes for b in m.files)
         with byte_progress(progress, "checking bundle", total) as advance:
             check_hashes(bundle, [*m.unique_shards, *m.files], advance)
+        try:
+            return self._store_bundle(bundle, model_id, version, repair, progress)
+        except OSError as e:  # a full disk or a read-only registry: the index is as it was
+            name, root = str(e.filename or ""), self.store.root
+            in_registry = self.store.is_local and bool(name) and (name.startswith(root) or root.startswith(name))
+            failure = write_failure(e, self.url, total + len(m.raw), creating=in_registry, error=RegistryError)
+            if failure:
+                raise failure from None
+            raise
+
+    def _store_bundle(self, bundle: LocalBundle, model_id: str, version: str | None, repair: bool,
+                      progress: bool) -> dict:
+        """Steps 2 and 3 of the write protocol (module docstring): upload, then commit."""
+        m = bundle.manifest
         uploaded, uploaded_bytes = self._upload_shards(bundle, deep=repair, progress=progress)
 
         with self.store.lock(f"publish {model_id}") as lease:
@@ -332,8 +382,11 @@ class Registry:
         base = version_dir(model_id, version)
         jobs = [(base + b.path, b) for b in m.files] + [(b.path, b) for b in m.unique_shards]
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        except OSError as e:
+            raise write_failure(e, out.parent, m.total_bytes, creating=True, error=RegistryError) or e from None
         try:
             os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it private; a bundle is meant to be served
             total = sum(b.bytes for _, b in jobs)
@@ -342,31 +395,41 @@ class Registry:
                     self._download(rel, blob, tmp / blob.path, label, out, advance)
             (tmp / MANIFEST_NAME).write_bytes(m.raw)
             swap_into_place(tmp, out)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            failure = write_failure(e, out.parent, m.total_bytes, error=RegistryError) \
+                if isinstance(e, OSError) else None
+            if failure:
+                raise failure from None
             raise
         return {"id": model_id, "version": version, "out": str(out), "manifest_sha256": m.sha256,
                 "shards": len(m.unique_shards), "files": len(m.files) + 1, "total_bytes": m.total_bytes}
 
     def _download(self, rel: str, blob: Blob, dest: Path, label: str, out: Path, advance) -> None:
+        """Copy one stored file to `dest`, reading at most one byte past its listed size
+        (a stored file far larger than the manifest says is refused, not copied)."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         h = hashlib.sha256()
         n = 0
+        fix = (f"nothing was written to {out}. Run `llmpack registry verify` and re-publish the bundle "
+               "with --repair")
         try:
             with self.store.open_read(rel) as src, open(dest, "wb") as f:
-                while chunk := src.read(CHUNK):
+                while n <= blob.bytes and (chunk := src.read(min(CHUNK, blob.bytes + 1 - n))):
                     h.update(chunk)
                     f.write(chunk)
                     n += len(chunk)
                     advance(len(chunk))
-        except FileNotFoundError:
-            raise RegistryError(f"cannot pull {label}: {self.store.display(rel)} is missing from the registry; "
-                                f"nothing was written to {out}. Run `llmpack registry verify` and re-publish "
-                                "the bundle with --repair") from None
-        if n != blob.bytes or h.hexdigest() != blob.sha256:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise RegistryError(f"cannot pull {label}: {self.store.display(rel)} is missing from the registry "
+                                f"(or is not a file); {fix}") from None
+        if n != blob.bytes:
+            got = "more" if n > blob.bytes else f"only {n}"
+            raise RegistryError(f"cannot pull {label}: {self.store.display(rel)} has the wrong size (expected "
+                                f"{blob.bytes} bytes, got {got}); {fix}")
+        if h.hexdigest() != blob.sha256:
             raise RegistryError(f"cannot pull {label}: {self.store.display(rel)} is corrupt (sha256 "
-                                f"{h.hexdigest()[:16]}…, expected {blob.sha256[:16]}…); nothing was written to "
-                                f"{out}. Run `llmpack registry verify` and re-publish the bundle with --repair")
+                                f"{h.hexdigest()[:16]}…, expected {blob.sha256[:16]}…); {fix}")
 
     # -- verify --------------------------------------------------------------------
 
@@ -401,9 +464,15 @@ class Registry:
         checked_bytes = 0
         with byte_progress(progress, "verifying", total) as advance:
             for rel, blob, users in checks:
+                size = self.store.size(rel)
+                if size is not None and size != blob.bytes:  # wrong size: no need to hash (it may be huge)
+                    advance(blob.bytes)
+                    problems.append({"kind": "corrupt", "path": rel, "used_by": users,
+                                     "detail": f"has {size} bytes; expected {blob.bytes} bytes"})
+                    continue
                 try:
                     sha, size = self.store.hash_file(rel, advance)
-                except (FileNotFoundError, IsADirectoryError):
+                except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                     problems.append({"kind": "missing", "path": rel, "used_by": users,
                                      "detail": f"expected {blob.bytes} bytes, sha256 {blob.sha256[:16]}…"})
                     continue

@@ -36,7 +36,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
-from bundle_contract.http import IMMUTABLE, REVALIDATE, bind, file_response, is_loopback
+from bundle_contract.http import IMMUTABLE, REVALIDATE, bind, file_response, host_check, is_loopback
 from bundle_contract.manifest import MANIFEST_NAME, Manifest
 
 from .errors import RegistryError
@@ -181,8 +181,10 @@ def create_app(registry: Registry | str, *, index_ttl: float = 1.0) -> FastAPI:
     return app
 
 
-def serve(registry: str, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info") -> None:
-    """Run the app with uvicorn until interrupted."""
+def serve(registry: str, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info",
+          allowed_hosts: tuple[str, ...] | list[str] = ()) -> None:
+    """Run the app with uvicorn until interrupted, answering only for the Host names of
+    `host` and `allowed_hosts` (bundle_contract.http.HostCheck)."""
     import uvicorn
 
     app = create_app(registry)
@@ -194,5 +196,5 @@ def serve(registry: str, host: str = "127.0.0.1", port: int = 8765, log_level: s
         sys.stdout.write(f"warning: listening on {host}, not only this machine: anyone who can reach it can "
                          "read every model\n")
     sys.stdout.flush()
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level))
+    server = uvicorn.Server(uvicorn.Config(host_check(app, host, allowed_hosts), log_level=log_level))
     server.run(sockets=[sock])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import resource
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bundle_contract.atomic_dir import swap_into_place
+from bundle_contract.errors import write_failure
 from bundle_contract.manifest import BUNDLE_FORMAT, BUNDLE_VERSION
 from quantization.formats import FORMATS, PART_ALIGN
 from quantization.gptq import gptq_quantize
@@ -28,7 +30,7 @@ from quantization.policy import choose_format, get_scheme
 
 from . import __version__
 from .calibrate import Calibrator
-from .checkpoint import Checkpoint, open_checkpoint
+from .checkpoint import Checkpoint, open_checkpoint, read_json
 from .compile import DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER, kernel_files
 from .errors import PackError
 from .models import ModelConfig, TensorSpec, count_parameters, definition, resolve_config
@@ -75,21 +77,32 @@ def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int
     try:
         config = resolve_config(ck.config, context_window)
         plan = _tensor_plan(ck, config)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        # read now, so that a malformed tokenizer or generation config stops before any writing
+        tokenizer, generation = _tokenizer_info(ck), _generation(ck)
+        needed = _estimate_bytes(plan, scheme)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        except OSError as e:  # under /proc or /sys, below a file, read-only, full
+            raise write_failure(e, out.parent, needed, creating=True, error=PackError) or e from None
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is meant to be served
         try:
             tensors, shards = _write_shards(ck, config, plan, scheme, tmp, shard_size, progress, quantizer)
             files = _copy_tokenizer(ck, tmp)
-            manifest = _manifest(ck, config, scheme, quantizer, tensors, shards, files)
+            manifest = _manifest(ck, config, scheme, quantizer, tensors, shards, files, tokenizer, generation)
             _add_compiled(tmp, manifest, config, {"max_binding_size": max_binding_size,
                                                   "max_buffer_size": max_buffer_size})
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
             swap_into_place(tmp, out)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            # a failed write into the bundle (not a read of the source) is the disk's doing
+            if isinstance(e, OSError) and (e.filename is None or str(e.filename).startswith(str(out.parent))):
+                failure = write_failure(e, out.parent, needed, error=PackError)
+                if failure:
+                    raise failure from None
             raise
     finally:
         ck.close()
@@ -113,6 +126,11 @@ def _check_destination(out: Path, force: bool) -> None:
         raise PackError(f"{out} exists and is not a bundle; refusing to replace it even with --force")
 
 
+def _estimate_bytes(plan: list[TensorSpec], scheme) -> int:
+    """About the size of a bundle's shards (kernels and tokenizer files are small beside them)."""
+    return int(sum(math.prod(t.shape) * choose_format(scheme, t.shape, t.role).bits_per_weight() / 8 for t in plan))
+
+
 def _tensor_plan(ck: Checkpoint, config: ModelConfig) -> list[TensorSpec]:
     """Check every tensor of the architecture's table exists with the right shape before
     writing anything."""
@@ -128,9 +146,18 @@ def _tensor_plan(ck: Checkpoint, config: ModelConfig) -> list[TensorSpec]:
 
 def _write_shards(ck: Checkpoint, config: ModelConfig, plan: list[TensorSpec], scheme, root: Path, shard_size: int,
                   progress: bool, quantizer: str):
+    writer = ShardWriter(root, shard_size)
+    try:
+        return _quantize_into(writer, ck, config, plan, scheme, progress, quantizer)
+    except BaseException:
+        writer.abandon()
+        raise
+
+
+def _quantize_into(writer: ShardWriter, ck: Checkpoint, config: ModelConfig, plan: list[TensorSpec], scheme,
+                   progress: bool, quantizer: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    writer = ShardWriter(root, shard_size)
     calibrator = Calibrator(ck, config) if quantizer == "gptq" else None
     records = []
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -186,37 +213,74 @@ def _copy_tokenizer(ck: Checkpoint, root: Path) -> list[dict]:
 
 def _tokenizer_info(ck: Checkpoint) -> dict:
     path = ck.tokenizer_dir / "tokenizer_config.json"
-    tc = json.loads(path.read_text()) if path.exists() else {}
-    template = tc.get("chat_template")
-    if isinstance(template, list):  # named templates: take the default one
-        template = next((t["template"] for t in template if t.get("name") == "default"), None)
+    tc = read_json(path, "") if path.exists() else {}
+    template = _chat_template(tc.get("chat_template"), path.name)
     for fname in ("chat_template.jinja",):
         if template is None and (ck.tokenizer_dir / fname).exists():
             template = (ck.tokenizer_dir / fname).read_text()
     if template is None and (ck.tokenizer_dir / "chat_template.json").exists():
-        template = json.loads((ck.tokenizer_dir / "chat_template.json").read_text()).get("chat_template")
+        template = _chat_template(read_json(ck.tokenizer_dir / "chat_template.json", "").get("chat_template"),
+                                  "chat_template.json")
 
     def token(key):
         v = tc.get(key)
-        return v.get("content") if isinstance(v, dict) else v
+        v = v.get("content") if isinstance(v, dict) else v
+        if v is not None and not isinstance(v, str):
+            raise PackError(f"{path.name}: {key} must be a string or an object with \"content\", not "
+                            f"{json.dumps(v)[:40]}; fix the file")
+        return v
 
     return {"file": "tokenizer.json", "config_file": "tokenizer_config.json" if path.exists() else None,
             "chat_template": template, "bos_token": token("bos_token"), "eos_token": token("eos_token"),
             "add_bos_token": bool(tc.get("add_bos_token", False))}
 
 
+def _chat_template(value, file: str) -> str | None:
+    """A chat_template field: a string, or named templates [{"name", "template"}] of which
+    the one named "default" is taken; None when absent."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(t, dict) for t in value):
+        chosen = next((t for t in value if t.get("name") == "default"), None)
+        if chosen is None:
+            return None
+        if isinstance(chosen.get("template"), str):
+            return chosen["template"]
+    raise PackError(f"{file}: chat_template must be a string or a list of {{\"name\", \"template\"}} objects "
+                    "whose \"template\" is a string; fix the file")
+
+
 def _generation(ck: Checkpoint) -> dict:
+    """Generation defaults from generation_config.json (token ids also from config.json),
+    else our own; a value of the wrong kind is refused, naming the file and key."""
     g, c = ck.generation, ck.config
-    eos = g.get("eos_token_id", c.get("eos_token_id"))
-    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+
+    def value(key, default, check, words, config_too=False):
+        source, where = (c, "config.json") if config_too and key not in g else (g, "generation_config.json")
+        v = source.get(key)
+        if v is None:
+            return default
+        if not check(v):
+            raise PackError(f"{where}: {key} must be {words}, not {json.dumps(v)[:40]}; fix or delete the key")
+        return v
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+    def token_id(v):
+        return type(v) is int and v >= 0
+
+    eos = value("eos_token_id", None, lambda v: token_id(v) or (isinstance(v, list) and all(map(token_id, v))),
+                "a token id or a list of token ids", config_too=True)
+    sample = value("do_sample", True, lambda v: isinstance(v, bool), "true or false")
     return {
-        "eos_token_ids": eos_ids,
-        "bos_token_id": g.get("bos_token_id", c.get("bos_token_id")),
-        "temperature": float(g.get("temperature", 0.7)) if g.get("do_sample", True) else 0.0,
-        "top_p": float(g.get("top_p", 0.9)),
-        "top_k": int(g.get("top_k", 0) or 0),
-        "repetition_penalty": float(g.get("repetition_penalty", 1.0)),
-        "max_new_tokens": int(g.get("max_new_tokens", 256) or 256),
+        "eos_token_ids": [eos] if isinstance(eos, int) else list(eos or []),
+        "bos_token_id": value("bos_token_id", None, token_id, "a token id", config_too=True),
+        "temperature": float(value("temperature", 0.7, number, "a number >= 0")) if sample else 0.0,
+        "top_p": float(value("top_p", 0.9, number, "a number >= 0")),
+        "top_k": value("top_k", 0, token_id, "a whole number >= 0"),
+        "repetition_penalty": float(value("repetition_penalty", 1.0, number, "a number >= 0")),
+        "max_new_tokens": int(value("max_new_tokens", 256, token_id, "a whole number >= 0") or 256),
     }
 
 
@@ -243,7 +307,8 @@ def _add_compiled(tmp: Path, manifest: dict, config: ModelConfig, limits: dict) 
     manifest["memory"] = _memory(config, plan["variants"]["f32"]["memory"])
 
 
-def _manifest(ck, config: ModelConfig, scheme, quantizer, tensors, shards, files) -> dict:
+def _manifest(ck, config: ModelConfig, scheme, quantizer, tensors, shards, files, tokenizer: dict,
+              generation: dict) -> dict:
     elements = sum(int(np.prod(t["shape"])) for t in tensors)
     payload = sum(p["bytes"] for t in tensors for p in t["parts"])
     name = re.sub(r"(\.(gguf|safetensors))$", "", ck.name)
@@ -265,8 +330,8 @@ def _manifest(ck, config: ModelConfig, scheme, quantizer, tensors, shards, files
         },
         "quantization": {"scheme": scheme.name, "compute": scheme.compute, "quantizer": quantizer,
                          "bits_per_weight": round(8 * payload / elements, 3)},
-        "tokenizer": _tokenizer_info(ck),
-        "generation": _generation(ck),
+        "tokenizer": tokenizer,
+        "generation": generation,
         "tensors": tensors,
         "shards": shards,
         "files": files,

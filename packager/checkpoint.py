@@ -8,6 +8,7 @@ more than one tensor (plus its float32 copy) in memory.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import struct
 import tempfile
@@ -70,21 +71,18 @@ class SafetensorsFile:
                 if n > size - 8 or n > 100 << 20:
                     raise ValueError(f"header length {n} exceeds the file size {size}")
                 header = json.loads(f.read(n))
+            if not isinstance(header, dict):
+                raise ValueError("its header is not a JSON object")
+        except RecursionError:
+            raise PackError(f"{path.name}: not a readable safetensors file (its header is nested too deeply); "
+                            "re-download or re-export it") from None
         except (ValueError, UnicodeDecodeError) as e:
             raise PackError(f"{path.name}: not a readable safetensors file ({e}); "
                             "re-download or re-export it") from None
         self.data_start = 8 + n
         header.pop("__metadata__", None)
         self.entries: dict[str, dict] = header
-        data_len = size - self.data_start
-        for name, e in header.items():
-            begin, end = e["data_offsets"]
-            if end > data_len:
-                raise PackError(f"{path.name}: truncated: tensor {name} ends at byte {end} of {data_len}; "
-                                "re-download the file")
-            if e["dtype"] not in SAFETENSORS_DTYPES:
-                raise PackError(f"{path.name}: tensor {name} has unsupported dtype {e['dtype']} "
-                                f"(supported: {', '.join(SAFETENSORS_DTYPES)})")
+        _check_entries(path.name, header, size - self.data_start)
         with open(path, "rb") as f:
             self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
 
@@ -111,6 +109,44 @@ class SafetensorsFile:
         return out.reshape(e["shape"])
 
 
+def _check_entries(file: str, header: dict, data_len: int) -> None:
+    """Every tensor entry of a safetensors header: a known dtype, a shape of whole numbers,
+    `data_offsets` [begin, end] inside the data holding exactly the shape's bytes, and no
+    two tensors sharing bytes. PackError naming the first bad one."""
+    def bad(name: str, problem: str) -> PackError:
+        return PackError(f"{file}: not a readable safetensors file (tensor {name[:100]!r} {problem}); "
+                         "re-download or re-export it")
+
+    ranges = []
+    for name, e in header.items():
+        if not isinstance(e, dict):
+            raise bad(name, "is not described by an object")
+        dtype, shape, offsets = e.get("dtype"), e.get("shape"), e.get("data_offsets")
+        if not isinstance(dtype, str):
+            raise bad(name, "has no dtype string")
+        if dtype not in SAFETENSORS_DTYPES:
+            raise PackError(f"{file}: tensor {name} has unsupported dtype {dtype[:20]} "
+                            f"(supported: {', '.join(SAFETENSORS_DTYPES)})")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise bad(name, "has no shape of whole numbers")
+        if not isinstance(offsets, list) or len(offsets) != 2 or \
+                not all(type(o) is int and o >= 0 for o in offsets) or offsets[0] > offsets[1]:
+            raise bad(name, "has no data_offsets [begin, end] with 0 <= begin <= end")
+        begin, end = offsets
+        if end > data_len:
+            raise PackError(f"{file}: truncated: tensor {name} ends at byte {end} of {data_len}; "
+                            "re-download the file")
+        needed = math.prod(shape) * SAFETENSORS_DTYPES[dtype].itemsize
+        if end - begin != needed:
+            raise bad(name, f"spans {end - begin} bytes, but {dtype} of shape {shape} takes {needed}")
+        if needed:
+            ranges.append((begin, end, name))
+    ranges.sort()
+    for (_, end, first), (begin, _, second) in zip(ranges, ranges[1:]):
+        if begin < end:
+            raise bad(second, f"overlaps tensor {first!r}")
+
+
 class SafetensorsCheckpoint(Checkpoint):
     files: dict[str, SafetensorsFile]
 
@@ -118,12 +154,17 @@ class SafetensorsCheckpoint(Checkpoint):
         return self.files[name].read(name)
 
 
-def _read_json(path: Path, what: str) -> dict:
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from a checkpoint file; PackError when it is missing or not one."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise PackError(f"{path} not found: {what}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except IsADirectoryError:
+        raise PackError(f"{path} is a folder, not a JSON file; fix or re-download it") from None
+    except RecursionError:
+        raise PackError(f"{path.name} is nested too deeply to read; fix or re-download it") from None
+    except ValueError as e:  # not UTF-8, not JSON, or a number too long to read
         msg = e.msg if hasattr(e, "msg") else e
         raise PackError(f"{path.name} is not valid JSON ({msg}); fix or re-download it") from None
     if not isinstance(data, dict):
@@ -132,12 +173,16 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def open_safetensors_dir(src: Path) -> SafetensorsCheckpoint:
-    config = _read_json(src / "config.json", "a Hugging Face checkpoint directory needs config.json")
+    config = read_json(src / "config.json", "a Hugging Face checkpoint directory needs config.json")
     index = src / "model.safetensors.index.json"
     if index.exists():
-        weight_map = _read_json(index, "the shard index").get("weight_map")
+        weight_map = read_json(index, "the shard index").get("weight_map")
         if not isinstance(weight_map, dict):
             raise PackError(f"{index.name} has no weight_map")
+        for tensor, fname in weight_map.items():  # file names beside the index, never a path elsewhere
+            if not isinstance(fname, str) or not fname or fname in (".", "..") or "/" in fname or "\\" in fname:
+                raise PackError(f"{index.name}: weight_map[{tensor[:100]!r}] must be the name of a .safetensors "
+                                f"file beside it, not {json.dumps(fname)[:60]}; re-export the checkpoint")
         names = sorted(set(weight_map.values()))
     else:
         names = sorted(p.name for p in src.glob("*.safetensors"))
@@ -157,7 +202,7 @@ def open_safetensors_dir(src: Path) -> SafetensorsCheckpoint:
         if not (src / f).exists():
             raise PackError(f"{src / f} not found: the bundle needs the model's fast tokenizer; "
                             "save it with AutoTokenizer.from_pretrained(...).save_pretrained(dir)")
-    gen = _read_json(src / "generation_config.json", "") if (src / "generation_config.json").exists() else {}
+    gen = read_json(src / "generation_config.json", "") if (src / "generation_config.json").exists() else {}
     ck = SafetensorsCheckpoint(kind="safetensors", name=src.resolve().name, config=config, tokenizer_dir=src,
                                generation=gen, license=config.get("license"), shapes=shapes)
     ck.files = files
@@ -192,16 +237,29 @@ def _unpermute_rope(w: np.ndarray, heads: int) -> np.ndarray:
     return w.reshape(heads, rows // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def open_gguf(src: Path) -> GGUFCheckpoint:
+def read_gguf(src: Path):
+    """A GGUF file's reader, architecture definition and tensors by Hugging Face name
+    ({name: (tensor, its row)}); PackError when the file is unreadable or unsupported."""
     from gguf import GGUFReader
 
     try:
-        reader = GGUFReader(src, "r")
+        with np.errstate(all="ignore"):  # a damaged file's offsets overflow: the reader then fails, and we say so
+            reader = GGUFReader(src, "r")
+        arch_field = reader.fields.get("general.architecture")
+        gguf_arch = arch_field.contents() if arch_field else None
     except Exception as e:  # the gguf package raises bare ValueError/IndexError/struct errors on bad files
         raise PackError(f"{src.name}: not a readable GGUF file ({type(e).__name__}: {e}); re-download it") from None
-    arch_field = reader.fields.get("general.architecture")
-    gguf_arch = arch_field.contents() if arch_field else None
-    arch = gguf_definition(gguf_arch, src.name)
+    arch = gguf_definition(gguf_arch if isinstance(gguf_arch, str) else None, src.name)
+    tensors = {}
+    for t in reader.tensors:
+        found = arch.from_gguf(t.name)
+        if found is not None:
+            tensors[found[0]] = (t, found[1])
+    return reader, arch, gguf_arch, tensors
+
+
+def open_gguf(src: Path) -> GGUFCheckpoint:
+    reader, arch, gguf_arch, found = read_gguf(src)
     tmp = tempfile.TemporaryDirectory(prefix="llmpack-gguf-")
     try:
         config, license_ = _gguf_config_and_tokenizer(src, Path(tmp.name), arch.gguf_architectures[gguf_arch])
@@ -209,11 +267,7 @@ def open_gguf(src: Path) -> GGUFCheckpoint:
         tmp.cleanup()
         raise
     tensors, shapes, permuted = {}, {}, {}
-    for t in reader.tensors:
-        found = arch.from_gguf(t.name)
-        if found is None:
-            continue
-        hf, row = found
+    for hf, (t, row) in found.items():
         tensors[hf] = t
         shapes[hf] = tuple(int(d) for d in reversed(t.shape.tolist()))
         if row.gguf_rope_heads:
@@ -246,7 +300,8 @@ def _gguf_config_and_tokenizer(src: Path, out: Path, hf_arch: str) -> tuple[dict
     from gguf import GGUFReader
 
     lic = GGUFReader(src, "r").fields.get("general.license")
-    return cfg, (lic.contents() if lic else None)
+    lic = lic.contents() if lic else None
+    return cfg, (lic if isinstance(lic, str) else None)
 
 
 def open_checkpoint(src: Path) -> Checkpoint:

@@ -19,6 +19,8 @@ from .errors import PackError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False)
 err_console = Console(stderr=True)
 USER_ERRORS: tuple[type[Exception], ...] = (UserError,)
+ALLOWED_HOST_HELP = ("also answer requests for this host name (a reverse proxy's); repeatable. Others get 421: "
+                     "a DNS-rebinding page must not read the served files")
 
 
 @app.callback()
@@ -109,11 +111,12 @@ def serve(
     port: int = typer.Option(8000, "--port", "-p", help="port; 0 picks a free one"),
     registry: Optional[str] = typer.Option(None, "--registry", help="also list a registry's models: the URL of "
                                            "`llmpack registry serve`, or a registry folder / fsspec URL"),
+    allowed_host: list[str] = typer.Option([], "--allowed-host", help=ALLOWED_HOST_HELP),
 ):
     """Serve bundles, the JS runtime and the chat demo page over HTTP."""
     from .serve import serve as run_server
 
-    run_server(paths, host=host, port=port, registry=registry)
+    run_server(paths, host=host, port=port, registry=registry, allowed_hosts=allowed_host)
 
 
 @app.command()
@@ -125,11 +128,13 @@ def demo(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", envvar="LLMPACK_CACHE_DIR",
                                              help="where the bundle is kept (default ~/.cache/llmpack)"),
     repackage: bool = typer.Option(False, "--repackage", help="package again even if a bundle is cached"),
+    allowed_host: list[str] = typer.Option([], "--allowed-host", help=ALLOWED_HOST_HELP),
 ):
     """Package SmolLM2-135M-Instruct once, then serve it with the chat demo."""
     from .demo import run_demo
 
-    run_demo(quant, host, port, open_browser=not no_open, cache_dir=cache_dir, repackage=repackage)
+    run_demo(quant, host, port, open_browser=not no_open, cache_dir=cache_dir, repackage=repackage,
+             allowed_hosts=allowed_host)
 
 
 @app.command()

@@ -71,9 +71,11 @@ def demo_bundle(quant: str = "q4f16", cache_dir: Path | None = None, source: Pat
 
 
 def run_demo(quant: str = "q4f16", host: str = "127.0.0.1", port: int = 8000, *, open_browser: bool = True,
-             cache_dir: Path | None = None, source: Path | None = None, repackage: bool = False) -> None:
+             cache_dir: Path | None = None, source: Path | None = None, repackage: bool = False,
+             allowed_hosts: tuple[str, ...] | list[str] = ()) -> None:
     """Package if needed, then serve the bundle and the chat page until interrupted."""
     from .serve import serve
 
     bundle = demo_bundle(quant, cache_dir, source, repackage=repackage)
-    serve([bundle], host=host, port=port, open_browser=open_browser, query=f"?model={quote(bundle.name)}")
+    serve([bundle], host=host, port=port, open_browser=open_browser, query=f"?model={quote(bundle.name)}",
+          allowed_hosts=allowed_hosts)

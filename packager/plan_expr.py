@@ -10,8 +10,10 @@ Grammar (docs/plan.md; the JS runtime implements the same):
 Values are non-negative integers (arbitrary size in Python; the plan keeps them below
 2^53 so that JS numbers are exact). `/` is floor division, `%` the remainder,
 cdiv(a, b) = ceil(a / b). Errors (ExprError): a syntax error, an unknown name or
-function, division or modulo by zero, and a subtraction whose result is negative.
-Whitespace is allowed between tokens. Nothing is ever passed to eval().
+function, division or modulo by zero, a subtraction whose result is negative, and an
+expression past the limits below (a plan's are far inside them; they keep parsing and
+evaluation off Python's recursion limit). Whitespace is allowed between tokens. Nothing
+is ever passed to eval().
 """
 
 from __future__ import annotations
@@ -19,11 +21,16 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from .errors import PackError
+
 FUNCTIONS = {"cdiv", "min", "max"}
+MAX_TOKENS = 256  # an operator chain nests the tree one level per operator
+MAX_DEPTH = 32  # parentheses and function calls
+MAX_DIGITS = 16  # 2^53, the largest exact JS integer, has 16 digits
 _TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_]*)|(.))")
 
 
-class ExprError(ValueError):
+class ExprError(PackError, ValueError):
     pass
 
 
@@ -37,7 +44,11 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
             break
         pos = m.end()
         num, name, op = m.groups()
+        if len(out) == MAX_TOKENS:
+            raise ExprError(f"expression longer than {MAX_TOKENS} tokens: {text[:40]!r}…")
         if num is not None:
+            if len(num.lstrip("0")) > MAX_DIGITS:
+                raise ExprError(f"number {num[:20]}… is too large in {text[:40]!r}")
             out.append(("int", num))
         elif name is not None:
             out.append(("name", name))
@@ -53,6 +64,7 @@ class _Parser:
         self.text = text
         self.toks = _tokenize(text)
         self.i = 0
+        self.depth = 0
 
     def peek(self):
         return self.toks[self.i] if self.i < len(self.toks) else (None, None)
@@ -87,6 +99,15 @@ class _Parser:
         return node
 
     def factor(self):
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise ExprError(f"expression nested deeper than {MAX_DEPTH} in {self.text[:40]!r}")
+            return self._factor()
+        finally:
+            self.depth -= 1
+
+    def _factor(self):
         kind, value = self.peek()
         if kind == "int":
             self.take()

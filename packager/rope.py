@@ -47,15 +47,23 @@ class Rope:
             params = dict(getattr(config, "rope_scaling", None) or {})
             params.setdefault("rope_theta", getattr(config, "rope_theta", 10000.0))
         kind = params.get("rope_type") or params.get("type") or "default"
-        if kind not in ROPE_TYPES:
-            raise PackError(f"rope type {kind!r} is not supported; supported: {', '.join(ROPE_TYPES)}")
-        theta = float(params.get("rope_theta", 10000.0))
+        if not isinstance(kind, str) or kind not in ROPE_TYPES:
+            raise PackError(f"rope type {str(kind)[:40]!r} is not supported; supported: {', '.join(ROPE_TYPES)}")
+
+        def number(key: str, default: float | None = None) -> float:
+            v = params.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise PackError(f"config.json: {key} must be a positive number, not {str(v)[:40]!r} "
+                                f"(rope type {kind}); fix the config")
+            return float(v)
+
+        theta = number("rope_theta", 10000.0)
         if kind == "linear":
-            return cls(kind, theta, factor=float(params["factor"]))
+            return cls(kind, theta, factor=number("factor"))
         if kind == "llama3":
-            return cls(kind, theta, factor=float(params["factor"]), low_freq_factor=float(params["low_freq_factor"]),
-                       high_freq_factor=float(params["high_freq_factor"]),
-                       original_max_position_embeddings=int(params["original_max_position_embeddings"]))
+            return cls(kind, theta, factor=number("factor"), low_freq_factor=number("low_freq_factor"),
+                       high_freq_factor=number("high_freq_factor"),
+                       original_max_position_embeddings=int(number("original_max_position_embeddings")))
         return cls(kind, theta)
 
 

@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
-from bundle_contract.http import IMMUTABLE, REVALIDATE, bind, is_loopback, local_file_response
+from bundle_contract.http import IMMUTABLE, REVALIDATE, bind, host_check, is_loopback, local_file_response
 from bundle_contract.manifest import MANIFEST_NAME, Manifest, ManifestError, load
 
 from . import web_assets
@@ -342,10 +342,11 @@ def page_url(host: str, port: int) -> str:
 
 
 def serve(paths: Sequence[Path | str], host: str = "127.0.0.1", port: int = 8000, *, registry: str | None = None,
-          open_browser: bool = False, query: str = "", log_level: str = "warning",
-          out: Callable[[str], None] = print) -> None:
+          allowed_hosts: Sequence[str] = (), open_browser: bool = False, query: str = "",
+          log_level: str = "warning", out: Callable[[str], None] = print) -> None:
     """Run `llmpack serve` until interrupted: checks the paths and the runtime, binds,
-    prints the URL (first line) and the served models, then runs uvicorn."""
+    prints the URL (first line) and the served models, then runs uvicorn. Requests are
+    answered only for the Host names of `host` and `allowed_hosts` (bundle_contract.http.HostCheck)."""
     import uvicorn
 
     bundles = BundleSet(paths)
@@ -366,6 +367,7 @@ def serve(paths: Sequence[Path | str], host: str = "127.0.0.1", port: int = 8000
     if open_browser:
         import webbrowser
         threading.Timer(0.5, webbrowser.open, args=(url + query,)).start()
+    app = host_check(app, host, allowed_hosts)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="off"))
     server.run(sockets=[sock])
 

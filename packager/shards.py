@@ -80,6 +80,13 @@ class ShardWriter:
         self._finish()
         return self.shards
 
+    def abandon(self) -> None:
+        """Close the shard being written without keeping it (packaging failed): an open
+        descriptor would hold the space of a deleted file (ENOSPC) until exit."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
 
 def read_tensor_bytes(root: Path, shards: list[dict], record: dict) -> bytes:
     """The bytes of one tensor record, following it across shards if it spans them."""

@@ -129,3 +129,51 @@ def registry_url(request, tmp_path):
         fs = fsspec.filesystem("memory")
         if fs.exists(url):
             fs.rm(url, recursive=True)
+
+
+def open_filling_up_after(limit: int, real_open=open):
+    """An `open` whose files opened for writing fail with ENOSPC once `limit` bytes are
+    written (a full disk, simulated in-process by monkeypatching a module's `open`)."""
+    import errno
+
+    written = [0]
+
+    class Filling:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            if written[0] + len(data) > limit:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            written[0] += len(data)
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def fake_open(file, mode="r", *args, **kw):
+        f = real_open(file, mode, *args, **kw)
+        return Filling(f) if "w" in mode else f
+
+    return fake_open
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 1 MiB tmpfs (needs root and mount permission; skipped elsewhere)."""
+    import shutil
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", f"llmpack-test-{uuid.uuid4().hex[:8]}", str(mount)],
+            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)

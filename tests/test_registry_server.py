@@ -234,6 +234,7 @@ def test_real_server_on_loopback(tmp_path):
             assert r.headers["cache-control"] == IMMUTABLE
             r = client.get(f"/models/model-a/1/{shard['file']}")
             assert r.content == data
+            assert client.get("/models", headers={"Host": "evil.example:80"}).status_code == 421  # DNS rebinding
         # clients normalize '..' away; send raw request lines to check the server does not follow them
         for raw in ("/models/model-a/1/../../../index.json", "/shards/../index.json",
                     "/models/model-a/1/%2e%2e/%2e%2e/%2e%2e/index.json", "/models/model-a/1/../../../../etc/passwd"):

@@ -172,11 +172,12 @@ def running(app):
         sock.close()
 
 
-def raw_get(base: str, target: str) -> tuple[int, bytes]:
+def raw_get(base: str, target: str, host: str = "x") -> tuple[int, bytes]:
     """(status, whole response) of `GET target` sent verbatim, as no HTTP client would."""
-    host, port = re.match(r"http://([^:/]+):(\d+)/", base).groups()
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"GET " + target.encode("latin-1") + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    address, port = re.match(r"http://([^:/]+):(\d+)/", base).groups()
+    with socket.create_connection((address, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET " + target.encode("latin-1") + f" HTTP/1.1\r\nHost: {host}\r\n".encode()
+                     + b"Connection: close\r\n\r\n")
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -525,7 +526,8 @@ def get_when_up(client: httpx.Client, url: str) -> httpx.Response:
 
 
 def test_llmpack_serve_subprocess(tree):
-    proc, base, _ = start_cli(["serve", str(tree / "bundles"), str(tree / "solo"), "--port", "0"])
+    proc, base, _ = start_cli(["serve", str(tree / "bundles"), str(tree / "solo"), "--port", "0",
+                               "--allowed-host", "models.example.org"])
     try:
         with httpx.Client(base_url=base, timeout=10) as c:
             models = get_when_up(c, "/api/models").json()["models"]
@@ -540,7 +542,12 @@ def test_llmpack_serve_subprocess(tree):
             shard, data = shard_of(tree / "bundles" / "model-a")
             r = c.get(f"{models[0]['url']}{shard}", headers={"Range": "bytes=10-"})
             assert r.status_code == 206 and r.content == data[10:] and r.headers["cache-control"] == IMMUTABLE
-        assert raw_get(base, "/models/model-a/../../secret.txt")[0] == 404
+            # a DNS-rebinding page sends its own name as the Host (tests/test_host_check.py)
+            r = c.get("/api/models", headers={"Host": "evil.example"})
+            assert r.status_code == 421 and b"model-a" not in r.content
+            r = c.get("/api/models", headers={"Host": "models.example.org"})
+            assert r.json()["models"][0]["url"] == "http://models.example.org/models/model-a/"
+        assert raw_get(base, "/models/model-a/../../secret.txt", host="127.0.0.1")[0] == 404
     finally:
         stop(proc)
     r = subprocess.run([sys.executable, "-m", "packager.cli", "serve", str(tree / "outside")], cwd=ROOT,

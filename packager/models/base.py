@@ -18,6 +18,9 @@ MIN_CONTEXT = 16
 
 def resolve_context_window(max_position_embeddings: int, requested: int | None) -> int:
     """The KV-cache capacity of a bundle: the one default, bound and message."""
+    if max_position_embeddings < MIN_CONTEXT:  # the config's fault, whatever --context-window says
+        raise PackError(f"the model's max_position_embeddings is {max_position_embeddings}; a model needs at "
+                        f"least {MIN_CONTEXT} positions: fix config.json")
     if requested is None:
         return min(max_position_embeddings, CONTEXT_CAP)
     if isinstance(requested, bool) or not isinstance(requested, int) or \

@@ -6,6 +6,8 @@ pre-norm attention then a SiLU-gated MLP, each added to the residual stream.
 
 from __future__ import annotations
 
+import json
+
 from ..errors import PackError
 from ..rope import Rope
 from .base import LAYER_PREFIX, Activation, Architecture, Graph, ModelConfig, Op, TensorRow, TensorSpec
@@ -25,7 +27,11 @@ def resolve(raw: dict) -> dict:
     try:
         c = AutoConfig.for_model(raw.get("model_type", "llama"), **{k: v for k, v in raw.items() if k != "model_type"})
     except Exception as e:
-        raise PackError(f"config.json could not be parsed by transformers ({e})") from None
+        raise PackError(f"config.json could not be parsed by transformers ({' '.join(str(e).split())[:300]})") \
+            from None
+    for key in ("rope_theta", "max_position_embeddings"):  # transformers may keep or replace a bad one
+        if key in raw and (isinstance(raw[key], bool) or not isinstance(raw[key], (int, float))):
+            raise PackError(f"config.json: {key} must be a number, not {json.dumps(raw[key])[:40]}; fix the config")
     if getattr(c, "hidden_act", "silu") != "silu":
         raise PackError(f"hidden_act {c.hidden_act!r} is not supported (only silu)")
     if getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False):
