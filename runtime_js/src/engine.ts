@@ -23,8 +23,17 @@ import {
   usage,
 } from "./openai.js";
 import { REGISTRY_SCHEME, resolveRegistryModel } from "./registry.js";
-import { type GenerationParams, type GenerationResult, Session } from "./session.js";
-import { BundleTokenizer } from "./tokenizer.js";
+import { ContextWindowError, type GenerationParams, type GenerationResult, Session } from "./session.js";
+import { DEFAULT_TEMPLATE_LIMITS } from "./template.js";
+import { BundleTokenizer, type ChatMessage } from "./tokenizer.js";
+
+/**
+ * Most characters per token a prompt may average. Prompts are measured in characters
+ * before they are tokenized: a hostile or mistaken 1 MiB prompt would otherwise spend
+ * seconds in the tokenizer only to be refused for its token count. Real text averages
+ * 3 to 5 characters per token; 32 leaves room for long whitespace and symbol runs.
+ */
+export const MAX_CHARS_PER_TOKEN = 32;
 
 export interface EngineOptions {
   onProgress?: ProgressCallback;
@@ -118,9 +127,33 @@ export class Engine {
     return this.session.contextWindow;
   }
 
+  /** The longest prompt, in characters, that is tokenized at all (context window x MAX_CHARS_PER_TOKEN). */
+  get maxPromptChars(): number {
+    return this.contextWindow * MAX_CHARS_PER_TOKEN;
+  }
+
+  private checkPromptChars(chars: number, what: string): void {
+    if (chars <= this.maxPromptChars) return;
+    throw new ContextWindowError(
+      `${what} has ${chars} characters; this bundle's context window of ${this.contextWindow} tokens holds at most ` +
+        `${this.maxPromptChars} (${MAX_CHARS_PER_TOKEN} per token): shorten it`,
+    );
+  }
+
+  /** The prompt ids of a conversation, its size checked before the template and the tokenizer run. */
+  private chatPrompt(messages: ChatMessage[]): number[] {
+    this.checkPromptChars(messages.reduce((n, m) => n + m.content.length, 0), "the conversation");
+    const limits = { maxChars: Math.max(DEFAULT_TEMPLATE_LIMITS.maxChars, 2 * this.maxPromptChars) };
+    const text = this.tokenizer.applyChatTemplate(messages, { limits });
+    this.checkPromptChars(text.length, "the conversation rendered by the chat template");
+    return this.tokenizer.encode(text, { addSpecialTokens: false });
+  }
+
   /** Generates from a raw prompt (no chat template; the tokenizer adds its special tokens). */
   async generate(prompt: string, opts: GenerateOptions = {}): Promise<string> {
     const { onText, signal, ...params } = opts;
+    this.assertLoaded();
+    this.checkPromptChars(prompt.length, "the prompt");
     const ids = this.tokenizer.encode(prompt);
     let text = "";
     await this.exclusive(async () => {
@@ -154,7 +187,7 @@ export class Engine {
   private async createChatCompletion(req: ChatCompletionRequest, opts: RequestOptions = {}): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
     this.assertLoaded();
     const messages = chatMessages(req);
-    const prompt = this.tokenizer.encodeChat(messages);
+    const prompt = this.chatPrompt(messages);
     const params = generationParams(req);
     this.session.resolve(params); // validate defaults early
     const meta = { id: completionId(), created: Math.floor(Date.now() / 1000), model: req.model ?? this.modelName };
