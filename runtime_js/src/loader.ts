@@ -107,11 +107,13 @@ class TransferError extends Error {
 export const DEFAULT_STALL_MS = 30_000;
 
 /**
- * Arms a timer that fires when `ms` pass without a `kick()`: it calls `onStall` (to
- * abort the request) and rejects `stalled` with a transient TransferError.
+ * Arms a timer that fires when `ms` pass without a `kick()`: it sets `error`, calls
+ * `onStall` (to abort the request) and rejects `stalled` with that error.
  */
 class StallTimer {
   readonly stalled: Promise<never>;
+  /** set once it fired: a transient TransferError */
+  error: TransferError | null = null;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private fail!: (e: TransferError) => void;
 
@@ -127,8 +129,9 @@ class StallTimer {
   kick(): void {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
+      this.error = new TransferError(`no data for ${this.ms / 1000} s (stalled)`, true);
       this.onStall();
-      this.fail(new TransferError(`no data for ${this.ms / 1000} s (stalled)`, true));
+      this.fail(this.error);
     }, this.ms);
   }
 
@@ -485,7 +488,10 @@ class ShardRun {
       signal.addEventListener("abort", onAbort, { once: true });
       const stall = new StallTimer(this.stallMs, () => attemptCtl.abort(new Error("stalled")));
       try {
-        const body = await stall.race(this.request(url, rec.bytes, attempt, attemptCtl.signal));
+        // (once the timer fired, whatever the aborted request says, the stall is the reason)
+        const body = await stall.race(this.request(url, rec.bytes, attempt, attemptCtl.signal)).catch((e) => {
+          throw stall.error ?? e;
+        });
         const staged = cache && !this.cacheFull ? await cache.write(rec.sha256, rec.bytes).catch((e) => this.cacheFailed(e)) : null;
         writer = staged && this.bestEffort(staged);
         await this.pump(i, rec, body, writer, false, stall);
@@ -589,7 +595,7 @@ class ShardRun {
           stall?.kick();
         } catch (e) {
           if (signal.aborted) throw abortError(signal);
-          if (e instanceof TransferError) throw new TransferError(`${e.message} after ${n} of ${rec.bytes} bytes`, true);
+          if (stall?.error) throw new TransferError(`${stall.error.message} after ${n} of ${rec.bytes} bytes`, true);
           throw new TransferError(`transfer broke after ${n} of ${rec.bytes} bytes: ${message(e)}`, true);
         }
         if (r.done) break;
