@@ -399,6 +399,8 @@ class ShardRun {
   private failure: unknown = null;
   /** the persistent cache said it is full: no more writes this load */
   private cacheFull = false;
+  /** bytes the cache may still take this load (its estimate at the start, less what was stored) */
+  private cacheRoom = Infinity;
   private readonly stats: LoadStats;
 
   constructor(
@@ -425,6 +427,9 @@ class ShardRun {
     const onAbort = () => this.ctl.abort(user!.reason);
     user?.addEventListener("abort", onAbort, { once: true });
     try {
+      // Ask once how much the store can take; a shard that does not fit is not stored.
+      const room = await this.loader.cache?.available?.().catch(() => null);
+      if (typeof room === "number") this.cacheRoom = room;
       const n = Math.max(1, Math.min(this.opts.concurrency ?? 2, this.shards.length));
       await Promise.all(Array.from({ length: n }, () => this.worker()));
       if (this.failure !== null) throw this.failure;
@@ -492,7 +497,7 @@ class ShardRun {
         const body = await stall.race(this.request(url, rec.bytes, attempt, attemptCtl.signal)).catch((e) => {
           throw stall.error ?? e;
         });
-        const staged = cache && !this.cacheFull ? await cache.write(rec.sha256, rec.bytes).catch((e) => this.cacheFailed(e)) : null;
+        const staged = cache && this.roomFor(rec.bytes) ? await cache.write(rec.sha256, rec.bytes).catch((e) => this.cacheFailed(e)) : null;
         writer = staged && this.bestEffort(staged);
         await this.pump(i, rec, body, writer, false, stall);
         await writer?.commit();
@@ -547,6 +552,13 @@ class ShardRun {
       throw new TransferError(`server announces ${length} bytes, manifest says ${bytes}`);
     }
     return res.body;
+  }
+
+  /** Whether to store a shard of `bytes`; if so, its room is taken. */
+  private roomFor(bytes: number): boolean {
+    if (this.cacheFull || bytes > this.cacheRoom) return false;
+    this.cacheRoom -= bytes;
+    return true;
   }
 
   /** The cache refused a write: when it is full, stop writing to it for the rest of the load. */
