@@ -89,7 +89,7 @@ export async function createEngine(bundleUrl: string | URL, opts: EngineOptions 
       onProgress?.({ phase: "backend", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: `preparing the ${name} backend` }),
   });
   onProgress?.({ phase: "ready", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: "ready" });
-  return new Engine(m, tokenizer, backend, loader);
+  return new Engine(m, tokenizer, backend, loader, opts.backend);
 }
 
 export class Engine {
@@ -100,7 +100,8 @@ export class Engine {
       create(req: ChatCompletionRequest, opts?: RequestOptions): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
     };
   };
-  private readonly session: Session;
+  private session: Session;
+  private current: Backend;
   /** tail of the request queue */
   private queue: Promise<void> = Promise.resolve();
   /** bumped by interrupt(): a running request stops when it changes */
@@ -110,13 +111,44 @@ export class Engine {
   constructor(
     readonly manifest: Manifest,
     readonly tokenizer: BundleTokenizer,
-    readonly backend: Backend,
+    backend: Backend,
     readonly loader: BundleLoader,
+    /** what createEngine was asked for, for reload() */
+    private readonly backendChoice?: Backend | BackendFactory | string,
   ) {
-    const window = Math.min(manifest.memory.context_window, backend.contextWindow ?? Infinity);
-    this.session = new Session(backend, tokenizer, window, manifest.generation);
+    this.current = backend;
+    this.session = this.newSession(backend);
     const create = (req: ChatCompletionRequest, opts?: RequestOptions) => this.createChatCompletion(req, opts);
     this.chat = { completions: { create: create as Engine["chat"]["completions"]["create"] } };
+  }
+
+  /** What runs the model (a new one after reload()). */
+  get backend(): Backend {
+    return this.current;
+  }
+
+  private newSession(backend: Backend): Session {
+    const window = Math.min(this.manifest.memory.context_window, backend.contextWindow ?? Infinity);
+    return new Session(backend, this.tokenizer, window, this.manifest.generation);
+  }
+
+  /**
+   * Loads the model again on a fresh backend (a new WebGPU device, a new Wasm memory)
+   * once the running request ended, e.g. after a DeviceLostError; verified shards come
+   * from the persistent cache. The conversation's KV cache starts empty.
+   */
+  async reload(opts: { signal?: AbortSignal; onProgress?: ProgressCallback } = {}): Promise<void> {
+    const release = await this.acquire(opts.signal);
+    try {
+      this.interrupt();
+      await this.session.idle();
+      await Promise.resolve(this.current.unload()).catch(() => {});
+      const backend = await loadBackend(this.backendChoice, this.manifest, this.loader, opts);
+      this.current = backend;
+      this.session = this.newSession(backend);
+    } finally {
+      release();
+    }
   }
 
   get modelName(): string {
@@ -181,7 +213,7 @@ export class Engine {
     this.unloaded = true;
     this.interrupt();
     await this.session.idle();
-    await this.backend.unload();
+    await this.current.unload();
   }
 
   private async createChatCompletion(req: ChatCompletionRequest, opts: RequestOptions = {}): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
