@@ -108,40 +108,55 @@ export const DEFAULT_STALL_MS = 30_000;
 
 /**
  * Arms a timer that fires when `ms` pass without a `kick()`: it sets `error`, calls
- * `onStall` (to abort the request) and rejects `stalled` with that error.
+ * `onStall` (to abort the request) and rejects the promise being raced, if any.
+ *
+ * (No long-lived promise takes part in the race: a reaction left on one would keep
+ * every raced result, i.e. every chunk read, alive until the timer ends.)
  */
 class StallTimer {
-  readonly stalled: Promise<never>;
   /** set once it fired: a transient TransferError */
   error: TransferError | null = null;
   private timer: ReturnType<typeof setTimeout> | undefined;
-  private fail!: (e: TransferError) => void;
+  private waiting: ((e: TransferError) => void) | null = null;
 
   constructor(
     private readonly ms: number,
     private readonly onStall: () => void,
   ) {
-    this.stalled = new Promise<never>((_, reject) => (this.fail = reject));
-    this.stalled.catch(() => {}); // observed through race(); may never be awaited
     this.kick();
   }
 
   kick(): void {
     clearTimeout(this.timer);
+    if (!(this.ms > 0 && this.ms < 2 ** 31)) return; // no stall limit
     this.timer = setTimeout(() => {
       this.error = new TransferError(`no data for ${this.ms / 1000} s (stalled)`, true);
       this.onStall();
-      this.fail(this.error);
+      this.waiting?.(this.error);
     }, this.ms);
   }
 
   /** `p`, or the stall if it comes first. */
   race<T>(p: Promise<T>): Promise<T> {
-    return Promise.race([p, this.stalled]);
+    if (this.error) return Promise.reject(this.error);
+    return new Promise<T>((resolve, reject) => {
+      this.waiting = reject;
+      p.then(
+        (v) => {
+          this.waiting = null;
+          resolve(v);
+        },
+        (e) => {
+          this.waiting = null;
+          reject(e);
+        },
+      );
+    });
   }
 
   stop(): void {
     clearTimeout(this.timer);
+    this.waiting = null;
   }
 }
 

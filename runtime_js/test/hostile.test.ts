@@ -13,6 +13,7 @@ import path from "node:path";
 import { createEngine } from "../src/engine.js";
 import { BundleFileError, BundleLoader, BundlePathError, ShardError } from "../src/loader.js";
 import { ManifestError, parseManifest } from "../src/manifest.js";
+import { RegistryError, resolveRegistryModel } from "../src/registry.js";
 import { ContextWindowError } from "../src/session.js";
 import { ChatTemplate, TemplateError } from "../src/template.js";
 import { FakeBackend, spell } from "./fake-backend.js";
@@ -260,5 +261,29 @@ describe("stalled transfers", () => {
     } finally {
       await s.close();
     }
+  });
+});
+
+describe("a hostile registry", () => {
+  /** A fetch that answers the registry API (`models/x`) or a static index with `json`. */
+  const registry = (api: unknown, index: unknown) => async (url: string) => {
+    if (url.endsWith("/models/x")) return new Response(JSON.stringify(api), { status: api ? 200 : 404 });
+    if (url.endsWith("/index.json")) return new Response(JSON.stringify(index), { status: 200 });
+    return new Response(null, { status: 404 });
+  };
+
+  test("cannot send the runtime to a local file or outside a static registry", async () => {
+    const root = "http://127.0.0.1:9/reg/";
+    for (const base of ["file:///etc/", "data:,x", "javascript:alert(1)"]) {
+      const fetch = registry({ latest: "1", versions: [{ version: "1", base_url: base }] }, null);
+      await assert.rejects(resolveRegistryModel("registry:x", { registryUrl: root, fetch }), (e: unknown) => e instanceof RegistryError && /may not name/.test(e.message), base);
+    }
+    for (const p of ["../../etc/", "file:///etc/", "http://evil.example/x/"]) {
+      const index = { format: "llmpack-registry", models: { x: { latest: "1", versions: { "1": { path: p } } } } };
+      await assert.rejects(resolveRegistryModel("registry:x", { registryUrl: root, fetch: registry(null, index) }), RegistryError, p);
+    }
+    // a CDN over https is fine
+    const ok = await resolveRegistryModel("registry:x", { registryUrl: root, fetch: registry({ latest: "1", versions: [{ version: "1", base_url: "https://cdn.example/m/1/" }] }, null) });
+    assert.equal(ok.baseUrl, "https://cdn.example/m/1/");
   });
 });
