@@ -181,6 +181,8 @@ export interface LoaderOptions {
   onProgress?: ProgressCallback;
   /** sha256 (hex) the manifest.json bytes must have, e.g. from a registry's index */
   manifestSha256?: string;
+  /** a request or transfer with no byte for this long is stalled (default 30 s; also loadShards' default) */
+  stallMs?: number;
 }
 
 export interface LoadShardsOptions {
@@ -245,6 +247,8 @@ export class BundleLoader {
     readonly manifest: Manifest,
     readonly cache: ShardCache | null,
     private readonly fetchFn: FetchLike,
+    /** @internal the stall limit of this loader's requests */
+    readonly stallMs: number = DEFAULT_STALL_MS,
   ) {
     this.layout = new ShardLayout(manifest);
     this.filesByPath = new Map(manifest.files.map((f) => [f.path, f]));
@@ -253,12 +257,13 @@ export class BundleLoader {
   /** Fetches and validates manifest.json (always from the network: it is what says what to load). */
   static async open(location: string | URL, opts: LoaderOptions = {}): Promise<BundleLoader> {
     const fetchFn = opts.fetch ?? defaultFetch;
+    const stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
     const base = await bundleBaseUrl(location);
     const url = new URL("manifest.json", base).href;
     opts.onProgress?.({ phase: "manifest", bytesDone: 0, bytesTotal: 0, shard: -1, shards: 0, text: `fetching ${url}` });
     let res: Response;
     try {
-      res = await fetchFn(url, { signal: opts.signal, cache: "no-cache" });
+      res = await fetchOrStall(fetchFn, url, { signal: opts.signal, cache: "no-cache" }, stallMs);
     } catch (e) {
       if (opts.signal?.aborted) throw abortError(opts.signal);
       throw new BundleFileError(`cannot fetch ${url}: ${message(e)}`, { cause: e });
@@ -267,7 +272,7 @@ export class BundleLoader {
     if (!res.body) throw new BundleFileError(`cannot fetch ${url}: the response has no body`);
     let raw: Uint8Array;
     try {
-      raw = await collect(res.body, opts.signal, MAX_MANIFEST_BYTES + 1, DEFAULT_STALL_MS);
+      raw = await collect(res.body, opts.signal, MAX_MANIFEST_BYTES + 1, stallMs);
     } catch (e) {
       if (opts.signal?.aborted) throw abortError(opts.signal);
       throw new BundleFileError(`cannot read ${url}: ${message(e)}`, { cause: e });
@@ -294,7 +299,7 @@ export class BundleLoader {
     }
     const manifest = parseManifest(json);
     const cache = opts.cache !== undefined ? opts.cache : await openDefaultCache(opts.cacheDir);
-    return new BundleLoader(base, manifest, cache, fetchFn);
+    return new BundleLoader(base, manifest, cache, fetchFn, stallMs);
   }
 
   /**
@@ -334,7 +339,7 @@ export class BundleLoader {
     if (this.cache) {
       const body = await this.cache.read(rec.sha256).catch(() => null);
       if (body) {
-        const data = await collect(body, signal, rec.bytes + 1, DEFAULT_STALL_MS).catch(() => null);
+        const data = await collect(body, signal, rec.bytes + 1, this.stallMs).catch(() => null);
         if (data && data.length === rec.bytes && bytesToHex(sha256(data)) === rec.sha256) return data;
         signal?.throwIfAborted();
         await this.cache.delete(rec.sha256).catch(() => {});
@@ -344,7 +349,7 @@ export class BundleLoader {
     for (let attempt = 0; attempt < 2; attempt++) {
       let res: Response;
       try {
-        res = await this.fetchFn(url, { signal, cache: attempt ? "reload" : "default" });
+        res = await fetchOrStall(this.fetchFn, url, { signal, cache: attempt ? "reload" : "default" }, this.stallMs);
       } catch (e) {
         if (signal?.aborted) throw abortError(signal);
         problem = message(e);
@@ -356,7 +361,7 @@ export class BundleLoader {
       let data: Uint8Array;
       try {
         // (a file larger than the manifest says is cut short: no unbounded read)
-        data = await collect(res.body, signal, rec.bytes + 1, DEFAULT_STALL_MS);
+        data = await collect(res.body, signal, rec.bytes + 1, this.stallMs);
       } catch (e) {
         if (signal?.aborted) throw abortError(signal);
         problem = message(e);
@@ -429,7 +434,7 @@ class ShardRun {
     this.retries = opts.retries ?? 1;
     this.networkRetries = opts.networkRetries ?? 3;
     this.retryDelayMs = opts.retryDelayMs ?? 1000;
-    this.stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
+    this.stallMs = opts.stallMs ?? loader.stallMs;
     this.done = this.shards.map(() => 0);
     const bytes = this.shards.reduce((a, s) => a + s.bytes, 0);
     this.stats = { shards: this.shards.length, bytes, networkShards: 0, networkBytes: 0, cachedShards: 0, refetches: 0, ms: 0 };
@@ -720,6 +725,25 @@ class Rechunker {
 export function isQuotaError(e: unknown): boolean {
   const err = e as { name?: unknown; code?: unknown } | null;
   return !!err && (err.name === "QuotaExceededError" || err.code === "ENOSPC" || err.code === "EDQUOT");
+}
+
+/** `fetchFn(url)`, aborted with a stall error when its response has not come within `stallMs`. */
+async function fetchOrStall(fetchFn: FetchLike, url: string, init: RequestInit, stallMs: number): Promise<Response> {
+  const ctl = new AbortController();
+  const user = init.signal;
+  const onAbort = () => ctl.abort(user?.reason);
+  if (user?.aborted) onAbort();
+  user?.addEventListener("abort", onAbort, { once: true });
+  const stall = new StallTimer(stallMs, () => ctl.abort(new Error("stalled")));
+  try {
+    return await stall.race(fetchFn(url, { ...init, signal: ctl.signal })).catch((e) => {
+      throw stall.error ?? e;
+    });
+  } finally {
+    stall.stop();
+    // (from here on the caller's signal is checked between reads)
+    user?.removeEventListener("abort", onAbort);
+  }
 }
 
 /**

@@ -244,6 +244,19 @@ describe("stalled transfers", () => {
     });
   }
 
+  test("a manifest or bundle file that never comes fails after the stall limit", async () => {
+    const server = await serve(bundle.dir);
+    try {
+      server.beforeResponse = (p) => (p === "manifest.json" ? new Promise(() => {}) : undefined);
+      await assert.rejects(BundleLoader.open(server.url, { cache: null, stallMs: 150 }), (e: unknown) => e instanceof BundleFileError && /stalled/.test(e.message));
+      server.beforeResponse = (p) => (p === "extra.json" ? new Promise(() => {}) : undefined);
+      const loader = await BundleLoader.open(server.url, { cache: null, stallMs: 150 });
+      await assert.rejects(loader.fetchFile("extra.json"), (e: unknown) => e instanceof BundleFileError && /stalled/.test(e.message));
+    } finally {
+      await server.close();
+    }
+  });
+
   test("a transfer that keeps stalling fails with a ShardError after a few tries with backoff", async () => {
     const s = await stallingServer(bundle.dir, shard0, "body", Infinity);
     try {
