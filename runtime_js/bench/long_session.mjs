@@ -4,6 +4,7 @@
 // the KV cache for the shared prefix and the prompt stays inside the context window.
 //
 //   npm run build && node --expose-gc bench/long_session.mjs --bundle BUNDLE [--turns 500] [--every 50]
+//     [--threads 1] [--max-tokens 12] [--clear-bpe-cache] [--json]
 import { parseArgs } from "node:util";
 import { WasmBackend, createEngine } from "../dist/llmpack.js";
 
@@ -15,6 +16,8 @@ const { values: args } = parseArgs({
     threads: { type: "string", default: "1" },
     "max-tokens": { type: "string", default: "12" },
     json: { type: "boolean", default: false },
+    // diagnostic: empty the tokenizer's word cache before each sample, to see the rest alone
+    "clear-bpe-cache": { type: "boolean", default: false },
   },
 });
 if (!args.bundle) throw new Error("--bundle BUNDLE is required");
@@ -27,6 +30,7 @@ const engine = await createEngine(args.bundle, { backend: new WasmBackend({ thre
 const wasmBytes = () => engine.backend.executor?.memory.buffer.byteLength ?? 0;
 
 function sample(turn, t0, tokens) {
+  if (args["clear-bpe-cache"]) engine.tokenizer.tok?.model?.clear_cache?.();
   globalThis.gc?.();
   const m = process.memoryUsage();
   return {
