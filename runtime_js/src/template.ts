@@ -36,6 +36,15 @@ const MAX_SOURCE_CHARS = 1 << 20;
 const FIX = "the bundle's chat template is broken or hostile: fix it in tokenizer_config.json and package the model again";
 
 type Value = { type: string; value: unknown };
+type Node = { type: string; [key: string]: any };
+
+/**
+ * Filters whose numeric argument is a width that multiplies the output (`indent(n)` puts
+ * n spaces before every line): checked before they run, so that `indent(200000000)`
+ * is refused before it allocates hundreds of MB.
+ */
+const WIDTH_FILTERS = new Set(["indent", "tojson", "center", "ljust", "rjust", "wordwrap"]);
+const MAX_WIDTH = 1000;
 
 class BoundedInterpreter extends Interpreter {
   private steps = 0;
@@ -53,6 +62,8 @@ class BoundedInterpreter extends Interpreter {
     const lim = this.limits;
     if (++this.steps > lim.maxSteps) throw new TemplateError(`the chat template took more than ${lim.maxSteps} steps; ${FIX}`);
     if (performance.now() > this.deadline) throw new TemplateError(`the chat template ran for more than ${lim.maxMs} ms; ${FIX}`);
+    const [node, env] = args;
+    if (node && (node.type === "FilterExpression" || node.type === "FilterStatement")) this.checkWidths(node as unknown as Node, env);
     const out = super.evaluate(...args);
     const v = (out as Value).value;
     if (typeof v === "string" && v.length > lim.maxChars) {
@@ -63,6 +74,19 @@ class BoundedInterpreter extends Interpreter {
       throw new TemplateError(`the chat template built a list of ${items} items, over the limit of ${lim.maxItems}; ${FIX}`);
     }
     return out;
+  }
+
+  /** Refuses a width filter whose numeric arguments exceed MAX_WIDTH (arguments are pure: evaluating them twice is safe). */
+  private checkWidths(node: Node, env: Environment): void {
+    const filter = node.filter as Node | undefined;
+    if (filter?.type !== "CallExpression" || filter.callee?.type !== "Identifier" || !WIDTH_FILTERS.has(filter.callee.value)) return;
+    for (const arg of filter.args as Node[]) {
+      const expr = arg.type === "KeywordArgumentExpression" ? arg.value : arg;
+      const v = (this.evaluate(expr, env) as Value).value;
+      if (typeof v === "number" && v > MAX_WIDTH) {
+        throw new TemplateError(`the chat template calls ${filter.callee.value}() with a width of ${v}, over the limit of ${MAX_WIDTH}; ${FIX}`);
+      }
+    }
   }
 }
 

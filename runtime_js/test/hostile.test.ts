@@ -142,6 +142,13 @@ describe("chat templates run under limits", () => {
     assert.throws(() => render(src), (e: unknown) => e instanceof TemplateError && /built a string of \d+ characters/.test(e.message));
   });
 
+  test("a width filter that would multiply the output is refused before it runs", () => {
+    for (const src of ["{{ 'a\nb'|indent(200000000) }}", "{{ messages|tojson(indent=200000000) }}", "{% filter indent(width=5000) %}x\ny{% endfilter %}"]) {
+      assert.throws(() => render(src), /with a width of \d+, over the limit of 1000/, src);
+    }
+    assert.equal(render("{{ 'a\nb'|indent(2) }}"), "a\n  b");
+  });
+
   test("unbounded recursion, a bad range, raise_exception and syntax errors are TemplateErrors", () => {
     assert.throws(() => render("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}"), TemplateError);
     assert.throws(() => render("{{ range(0, 10, 0) }}"), /step must not be zero/);
