@@ -11,6 +11,11 @@
  * partial or unverified shard, and an interrupted load resumes from the shards that
  * were committed. Readers still re-hash what they read (disks and browser storage can
  * rot); the loader drops an entry that no longer matches.
+ *
+ * Storage is finite: before a load writes anything, the loader asks the store how much
+ * room it has (`available`: the Cache API's `navigator.storage.estimate()`, the disk's
+ * free space in Node) and stores only the shards that fit; a write that still fails for
+ * lack of room (QuotaExceededError, ENOSPC) ends caching for that load, never the load.
  */
 import { isNode } from "./fetch.js";
 
@@ -28,6 +33,15 @@ export interface ShardCache {
   /** Starts a staged write of `bytes` bytes. */
   write(sha256: string, bytes: number): Promise<CacheWriter>;
   delete(sha256: string): Promise<void>;
+  /** Bytes the store may still take, or null when it cannot tell. */
+  available?(): Promise<number | null>;
+}
+
+/** The part of StorageManager the cache uses (navigator.storage). */
+export interface StorageLike {
+  estimate?(): Promise<{ quota?: number; usage?: number }>;
+  persist?(): Promise<boolean>;
+  persisted?(): Promise<boolean>;
 }
 
 /**
@@ -52,7 +66,37 @@ export async function openDefaultCache(cacheDir?: string): Promise<ShardCache | 
 /** Cache API store. Keys are synthetic https URLs (the API accepts only http(s) keys). */
 export class CacheApiCache implements ShardCache {
   static readonly NAME = "llmpack-shards-v1";
-  constructor(private readonly cache: Cache) {}
+  /** persistent storage is asked for once per page or worker */
+  private static persistAsked = false;
+
+  constructor(
+    private readonly cache: Cache,
+    private readonly storage: StorageLike | undefined = (globalThis as { navigator?: { storage?: StorageLike } }).navigator?.storage,
+  ) {}
+
+  /** quota - usage from `navigator.storage.estimate()`, or null without it. */
+  async available(): Promise<number | null> {
+    this.askPersist();
+    try {
+      const est = await this.storage?.estimate?.();
+      if (!est || typeof est.quota !== "number") return null;
+      return Math.max(0, est.quota - (est.usage ?? 0));
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Asks once for persistent storage, so that the browser does not evict the shards
+   * under storage pressure (best effort: the answer is the browser's).
+   */
+  private askPersist(): void {
+    if (CacheApiCache.persistAsked || !this.storage?.persist) return;
+    CacheApiCache.persistAsked = true;
+    void (async () => {
+      if (!(await this.storage?.persisted?.())) await this.storage?.persist?.();
+    })().catch(() => {});
+  }
 
   private key(sha256: string): string {
     return `https://llmpack.invalid/sha256/${sha256}`;
@@ -64,6 +108,7 @@ export class CacheApiCache implements ShardCache {
   }
 
   async write(sha256: string, bytes: number): Promise<CacheWriter> {
+    this.askPersist();
     // cache.put() consumes the stream and stores the entry only when it closes
     // cleanly; erroring the stream (abort) makes put() reject and store nothing.
     const pipe = new TransformStream<Uint8Array, Uint8Array>();
@@ -161,5 +206,15 @@ export class DirectoryCache implements ShardCache {
 
   async delete(sha256: string): Promise<void> {
     await this.fsp.rm(this.file(sha256), { force: true });
+  }
+
+  /** Free bytes on the cache's file system (for this user), or null when unknown. */
+  async available(): Promise<number | null> {
+    try {
+      const st = await this.fsp.statfs(this.dir);
+      return st.bavail * st.bsize;
+    } catch {
+      return null;
+    }
   }
 }

@@ -23,8 +23,17 @@ import {
   usage,
 } from "./openai.js";
 import { REGISTRY_SCHEME, resolveRegistryModel } from "./registry.js";
-import { type GenerationParams, type GenerationResult, Session } from "./session.js";
-import { BundleTokenizer } from "./tokenizer.js";
+import { ContextWindowError, type GenerationParams, type GenerationResult, Session } from "./session.js";
+import { DEFAULT_TEMPLATE_LIMITS } from "./template.js";
+import { BundleTokenizer, type ChatMessage } from "./tokenizer.js";
+
+/**
+ * Most characters per token a prompt may average. Prompts are measured in characters
+ * before they are tokenized: a hostile or mistaken 1 MiB prompt would otherwise spend
+ * seconds in the tokenizer only to be refused for its token count. Real text averages
+ * 3 to 5 characters per token; 32 leaves room for long whitespace and symbol runs.
+ */
+export const MAX_CHARS_PER_TOKEN = 32;
 
 export interface EngineOptions {
   onProgress?: ProgressCallback;
@@ -80,7 +89,7 @@ export async function createEngine(bundleUrl: string | URL, opts: EngineOptions 
       onProgress?.({ phase: "backend", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: `preparing the ${name} backend` }),
   });
   onProgress?.({ phase: "ready", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: "ready" });
-  return new Engine(m, tokenizer, backend, loader);
+  return new Engine(m, tokenizer, backend, loader, opts.backend);
 }
 
 export class Engine {
@@ -91,7 +100,8 @@ export class Engine {
       create(req: ChatCompletionRequest, opts?: RequestOptions): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
     };
   };
-  private readonly session: Session;
+  private session: Session;
+  private current: Backend;
   /** tail of the request queue */
   private queue: Promise<void> = Promise.resolve();
   /** bumped by interrupt(): a running request stops when it changes */
@@ -101,13 +111,44 @@ export class Engine {
   constructor(
     readonly manifest: Manifest,
     readonly tokenizer: BundleTokenizer,
-    readonly backend: Backend,
+    backend: Backend,
     readonly loader: BundleLoader,
+    /** what createEngine was asked for, for reload() */
+    private readonly backendChoice?: Backend | BackendFactory | string,
   ) {
-    const window = Math.min(manifest.memory.context_window, backend.contextWindow ?? Infinity);
-    this.session = new Session(backend, tokenizer, window, manifest.generation);
+    this.current = backend;
+    this.session = this.newSession(backend);
     const create = (req: ChatCompletionRequest, opts?: RequestOptions) => this.createChatCompletion(req, opts);
     this.chat = { completions: { create: create as Engine["chat"]["completions"]["create"] } };
+  }
+
+  /** What runs the model (a new one after reload()). */
+  get backend(): Backend {
+    return this.current;
+  }
+
+  private newSession(backend: Backend): Session {
+    const window = Math.min(this.manifest.memory.context_window, backend.contextWindow ?? Infinity);
+    return new Session(backend, this.tokenizer, window, this.manifest.generation);
+  }
+
+  /**
+   * Loads the model again on a fresh backend (a new WebGPU device, a new Wasm memory)
+   * once the running request ended, e.g. after a DeviceLostError; verified shards come
+   * from the persistent cache. The conversation's KV cache starts empty.
+   */
+  async reload(opts: { signal?: AbortSignal; onProgress?: ProgressCallback } = {}): Promise<void> {
+    const release = await this.acquire(opts.signal);
+    try {
+      this.interrupt();
+      await this.session.idle();
+      await Promise.resolve(this.current.unload()).catch(() => {});
+      const backend = await loadBackend(this.backendChoice, this.manifest, this.loader, opts);
+      this.current = backend;
+      this.session = this.newSession(backend);
+    } finally {
+      release();
+    }
   }
 
   get modelName(): string {
@@ -118,9 +159,33 @@ export class Engine {
     return this.session.contextWindow;
   }
 
+  /** The longest prompt, in characters, that is tokenized at all (context window x MAX_CHARS_PER_TOKEN). */
+  get maxPromptChars(): number {
+    return this.contextWindow * MAX_CHARS_PER_TOKEN;
+  }
+
+  private checkPromptChars(chars: number, what: string): void {
+    if (chars <= this.maxPromptChars) return;
+    throw new ContextWindowError(
+      `${what} has ${chars} characters; this bundle's context window of ${this.contextWindow} tokens holds at most ` +
+        `${this.maxPromptChars} (${MAX_CHARS_PER_TOKEN} per token): shorten it`,
+    );
+  }
+
+  /** The prompt ids of a conversation, its size checked before the template and the tokenizer run. */
+  private chatPrompt(messages: ChatMessage[]): number[] {
+    this.checkPromptChars(messages.reduce((n, m) => n + m.content.length, 0), "the conversation");
+    const limits = { maxChars: Math.max(DEFAULT_TEMPLATE_LIMITS.maxChars, 2 * this.maxPromptChars) };
+    const text = this.tokenizer.applyChatTemplate(messages, { limits });
+    this.checkPromptChars(text.length, "the conversation rendered by the chat template");
+    return this.tokenizer.encode(text, { addSpecialTokens: false });
+  }
+
   /** Generates from a raw prompt (no chat template; the tokenizer adds its special tokens). */
   async generate(prompt: string, opts: GenerateOptions = {}): Promise<string> {
     const { onText, signal, ...params } = opts;
+    this.assertLoaded();
+    this.checkPromptChars(prompt.length, "the prompt");
     const ids = this.tokenizer.encode(prompt);
     let text = "";
     await this.exclusive(async () => {
@@ -148,13 +213,13 @@ export class Engine {
     this.unloaded = true;
     this.interrupt();
     await this.session.idle();
-    await this.backend.unload();
+    await this.current.unload();
   }
 
   private async createChatCompletion(req: ChatCompletionRequest, opts: RequestOptions = {}): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
     this.assertLoaded();
     const messages = chatMessages(req);
-    const prompt = this.tokenizer.encodeChat(messages);
+    const prompt = this.chatPrompt(messages);
     const params = generationParams(req);
     this.session.resolve(params); // validate defaults early
     const meta = { id: completionId(), created: Math.floor(Date.now() / 1000), model: req.model ?? this.modelName };

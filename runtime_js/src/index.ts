@@ -2,7 +2,7 @@
  * llmpack runtime: streams an llmpack bundle into a backend and generates text.
  * One ES module for pages, Web Workers and Node.
  */
-export { createEngine, Engine, type EngineOptions, type GenerateOptions, type RequestOptions } from "./engine.js";
+export { createEngine, Engine, MAX_CHARS_PER_TOKEN, type EngineOptions, type GenerateOptions, type RequestOptions } from "./engine.js";
 export {
   type Backend,
   type BackendChoice,
@@ -16,6 +16,8 @@ export {
 export {
   BundleLoader,
   BundleFileError,
+  BundlePathError,
+  DEFAULT_STALL_MS,
   ShardError,
   bundleBaseUrl,
   type LoadPhase,
@@ -33,6 +35,7 @@ export {
   BUNDLE_FORMAT,
   BUNDLE_VERSION,
   ManifestError,
+  isSafeBundlePath,
   parseManifest,
   type FileRecord,
   type Manifest,
@@ -41,6 +44,7 @@ export {
   type TensorRecord,
 } from "./manifest.js";
 export { BundleTokenizer, type ChatMessage } from "./tokenizer.js";
+export { ChatTemplate, DEFAULT_TEMPLATE_LIMITS, TemplateError, type TemplateLimits } from "./template.js";
 export { IncrementalDecoder } from "./detokenizer.js";
 export { StopMatcher } from "./stop.js";
 export { Prng, Sampler, type SamplingParams } from "./sampler.js";

@@ -23,7 +23,7 @@ import { bytesToHex } from "@noble/hashes/utils.js";
 import { type CacheWriter, type ShardCache, openDefaultCache } from "./cache.js";
 import { type FetchLike, defaultFetch, isNode } from "./fetch.js";
 import { ShardLayout } from "./layout.js";
-import { type FileRecord, type Manifest, type ShardRecord, parseManifest } from "./manifest.js";
+import { type FileRecord, type Manifest, type ShardRecord, isSafeBundlePath, parseManifest, shown } from "./manifest.js";
 
 export type LoadPhase = "manifest" | "files" | "weights" | "backend" | "ready";
 
@@ -81,8 +81,95 @@ export class BundleFileError extends Error {
   override name = "BundleFileError";
 }
 
-/** A failure of one attempt to transfer bytes: worth a refetch (unlike sink or abort errors). */
-class TransferError extends Error {}
+/**
+ * A manifest or plan names a file outside the bundle's folder (an absolute URL, another
+ * scheme or origin, a parent folder): refused before anything is fetched.
+ */
+export class BundlePathError extends BundleFileError {
+  override name = "BundlePathError";
+}
+
+/**
+ * A failure of one attempt to transfer bytes: worth a refetch (unlike sink or abort
+ * errors). `transient` ones (a stall, a broken connection, a server error) get a few
+ * retries with backoff; the others (wrong hash or length) one.
+ */
+class TransferError extends Error {
+  constructor(
+    message: string,
+    readonly transient = false,
+  ) {
+    super(message);
+  }
+}
+
+/** Default seconds without a byte before a transfer counts as stalled. */
+export const DEFAULT_STALL_MS = 30_000;
+
+/**
+ * Arms a timer that fires when `ms` pass without a `kick()`: it sets `error`, calls
+ * `onStall` (to abort the request) and rejects the promise being raced, if any.
+ *
+ * (No long-lived promise takes part in the race: a reaction left on one would keep
+ * every raced result, i.e. every chunk read, alive until the timer ends.)
+ */
+class StallTimer {
+  /** set once it fired: a transient TransferError */
+  error: TransferError | null = null;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private waiting: ((e: TransferError) => void) | null = null;
+
+  constructor(
+    private readonly ms: number,
+    private readonly onStall: () => void,
+  ) {
+    this.kick();
+  }
+
+  kick(): void {
+    clearTimeout(this.timer);
+    if (!(this.ms > 0 && this.ms < 2 ** 31)) return; // no stall limit
+    this.timer = setTimeout(() => {
+      this.error = new TransferError(`no data for ${this.ms / 1000} s (stalled)`, true);
+      this.onStall();
+      this.waiting?.(this.error);
+    }, this.ms);
+  }
+
+  /** `p`, or the stall if it comes first. */
+  race<T>(p: Promise<T>): Promise<T> {
+    if (this.error) return Promise.reject(this.error);
+    return new Promise<T>((resolve, reject) => {
+      this.waiting = reject;
+      p.then(
+        (v) => {
+          this.waiting = null;
+          resolve(v);
+        },
+        (e) => {
+          this.waiting = null;
+          reject(e);
+        },
+      );
+    });
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.waiting = null;
+  }
+}
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
 
 export interface LoaderOptions {
   fetch?: FetchLike;
@@ -94,6 +181,8 @@ export interface LoaderOptions {
   onProgress?: ProgressCallback;
   /** sha256 (hex) the manifest.json bytes must have, e.g. from a registry's index */
   manifestSha256?: string;
+  /** a request or transfer with no byte for this long is stalled (default 30 s; also loadShards' default) */
+  stallMs?: number;
 }
 
 export interface LoadShardsOptions {
@@ -103,8 +192,14 @@ export interface LoadShardsOptions {
   concurrency?: number;
   /** size of the chunks handed to the sink (default 1 MiB; a multiple of 256) */
   chunkBytes?: number;
-  /** refetches of a shard after a failed attempt (default 1) */
+  /** refetches of a shard after its bytes failed verification (default 1) */
   retries?: number;
+  /** refetches after a stalled or broken transfer or a server error, with backoff (default 3) */
+  networkRetries?: number;
+  /** wait before the first network retry, doubled for each next one (default 1000 ms) */
+  retryDelayMs?: number;
+  /** a transfer with no byte for this long is stalled: aborted and retried (default 30 s) */
+  stallMs?: number;
 }
 
 export interface LoadStats {
@@ -131,6 +226,10 @@ export async function bundleBaseUrl(location: string | URL): Promise<URL> {
   return url;
 }
 
+const REPACKAGE = "package the model again with `llmpack package`";
+/** manifest.json larger than this is refused unread (a real one is a few MB at most) */
+const MAX_MANIFEST_BYTES = 64 << 20;
+
 function abortError(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException("The load was aborted", "AbortError");
 }
@@ -148,6 +247,8 @@ export class BundleLoader {
     readonly manifest: Manifest,
     readonly cache: ShardCache | null,
     private readonly fetchFn: FetchLike,
+    /** @internal the stall limit of this loader's requests */
+    readonly stallMs: number = DEFAULT_STALL_MS,
   ) {
     this.layout = new ShardLayout(manifest);
     this.filesByPath = new Map(manifest.files.map((f) => [f.path, f]));
@@ -156,23 +257,28 @@ export class BundleLoader {
   /** Fetches and validates manifest.json (always from the network: it is what says what to load). */
   static async open(location: string | URL, opts: LoaderOptions = {}): Promise<BundleLoader> {
     const fetchFn = opts.fetch ?? defaultFetch;
+    const stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
     const base = await bundleBaseUrl(location);
     const url = new URL("manifest.json", base).href;
     opts.onProgress?.({ phase: "manifest", bytesDone: 0, bytesTotal: 0, shard: -1, shards: 0, text: `fetching ${url}` });
     let res: Response;
     try {
-      res = await fetchFn(url, { signal: opts.signal, cache: "no-cache" });
+      res = await fetchOrStall(fetchFn, url, { signal: opts.signal, cache: "no-cache" }, stallMs);
     } catch (e) {
       if (opts.signal?.aborted) throw abortError(opts.signal);
       throw new BundleFileError(`cannot fetch ${url}: ${message(e)}`, { cause: e });
     }
     if (!res.ok) throw new BundleFileError(`cannot fetch ${url}: HTTP ${res.status} ${res.statusText}`);
+    if (!res.body) throw new BundleFileError(`cannot fetch ${url}: the response has no body`);
     let raw: Uint8Array;
     try {
-      raw = new Uint8Array(await res.arrayBuffer());
+      raw = await collect(res.body, opts.signal, MAX_MANIFEST_BYTES + 1, stallMs);
     } catch (e) {
       if (opts.signal?.aborted) throw abortError(opts.signal);
       throw new BundleFileError(`cannot read ${url}: ${message(e)}`, { cause: e });
+    }
+    if (raw.length > MAX_MANIFEST_BYTES) {
+      throw new BundleFileError(`${url} is larger than ${MAX_MANIFEST_BYTES >> 20} MiB: not a bundle manifest`);
     }
     // The manifest carries every shard's hash, so a registry's hash of the manifest makes
     // the whole load verifiable from the index alone.
@@ -187,40 +293,63 @@ export class BundleLoader {
     let json: unknown;
     try {
       json = JSON.parse(new TextDecoder().decode(raw));
-    } catch (e) {
-      throw new BundleFileError(`${url} is not valid JSON: ${message(e)}`, { cause: e });
+    } catch {
+      // (V8's message quotes the text: never echo a file's content)
+      throw new BundleFileError(`${url} is not valid JSON; ${REPACKAGE}`);
     }
     const manifest = parseManifest(json);
     const cache = opts.cache !== undefined ? opts.cache : await openDefaultCache(opts.cacheDir);
-    return new BundleLoader(base, manifest, cache, fetchFn);
-  }
-
-  url(path: string): string {
-    return new URL(path, this.baseUrl).href;
+    return new BundleLoader(base, manifest, cache, fetchFn, stallMs);
   }
 
   /**
-   * A whole (small) bundle file such as tokenizer.json. When the manifest lists it in
-   * `files`, its size and sha256 are checked (one refetch on mismatch) and it is kept in
-   * the persistent cache like a shard. Not for weights.
+   * The URL of a file of the bundle. `path` must be a plain relative path (as the
+   * manifest's checks allow) and resolve under the bundle's folder: same scheme, same
+   * origin, inside its path. Anything else is a BundlePathError: a hostile manifest
+   * cannot make the runtime read a local file or another server.
+   */
+  url(path: string): string {
+    const refuse = () =>
+      new BundlePathError(
+        `the bundle names ${shown(path)}, which is not a file inside the bundle (${this.baseUrl.href}): ` +
+          "a bundle may only name relative paths below its folder, never absolute URLs, other schemes or parent folders; " +
+          "this bundle is damaged or hostile, do not load it",
+      );
+    if (!isSafeBundlePath(path)) throw refuse();
+    const u = new URL(path, this.baseUrl);
+    const base = this.baseUrl;
+    if (u.protocol !== base.protocol || u.origin !== base.origin || !u.pathname.startsWith(base.pathname)) throw refuse();
+    return u.href;
+  }
+
+  /**
+   * A whole (small) bundle file such as tokenizer.json. Only files the manifest lists in
+   * `files` are read: their size and sha256 are checked (one refetch on mismatch) and
+   * they are kept in the persistent cache like a shard. Not for weights.
    */
   async fetchFile(path: string, signal?: AbortSignal): Promise<Uint8Array> {
+    const url = this.url(path);
     const rec = this.filesByPath.get(path);
-    if (rec && this.cache) {
+    if (!rec) {
+      throw new BundleFileError(
+        `the bundle's ${shown(path)} is not listed in the manifest's "files" (with its size and sha256), ` +
+          `so it cannot be verified and is not read; ${REPACKAGE}`,
+      );
+    }
+    if (this.cache) {
       const body = await this.cache.read(rec.sha256).catch(() => null);
       if (body) {
-        const data = await collect(body, signal).catch(() => null);
+        const data = await collect(body, signal, rec.bytes + 1, this.stallMs).catch(() => null);
         if (data && data.length === rec.bytes && bytesToHex(sha256(data)) === rec.sha256) return data;
         signal?.throwIfAborted();
         await this.cache.delete(rec.sha256).catch(() => {});
       }
     }
-    const url = this.url(path);
     let problem = "";
     for (let attempt = 0; attempt < 2; attempt++) {
       let res: Response;
       try {
-        res = await this.fetchFn(url, { signal, cache: attempt ? "reload" : "default" });
+        res = await fetchOrStall(this.fetchFn, url, { signal, cache: attempt ? "reload" : "default" }, this.stallMs);
       } catch (e) {
         if (signal?.aborted) throw abortError(signal);
         problem = message(e);
@@ -231,19 +360,19 @@ export class BundleLoader {
       }
       let data: Uint8Array;
       try {
-        data = await collect(res.body, signal);
+        // (a file larger than the manifest says is cut short: no unbounded read)
+        data = await collect(res.body, signal, rec.bytes + 1, this.stallMs);
       } catch (e) {
         if (signal?.aborted) throw abortError(signal);
         problem = message(e);
         continue;
       }
-      if (!rec) return data;
       const got = bytesToHex(sha256(data));
       if (data.length === rec.bytes && got === rec.sha256) {
         if (this.cache) await storeWhole(this.cache, rec.sha256, data);
         return data;
       }
-      problem = data.length !== rec.bytes ? `${data.length} bytes, manifest says ${rec.bytes}` : `sha256 ${got}, manifest says ${rec.sha256}`;
+      problem = data.length !== rec.bytes ? `${data.length > rec.bytes ? "more than " : ""}${data.length} bytes, manifest says ${rec.bytes}` : `sha256 ${got}, manifest says ${rec.sha256}`;
     }
     throw new BundleFileError(`bundle file ${path} failed verification twice: ${problem}`);
   }
@@ -256,8 +385,9 @@ export class BundleLoader {
     const text = await this.fetchText(path, signal);
     try {
       return JSON.parse(text) as T;
-    } catch (e) {
-      throw new BundleFileError(`bundle file ${path} is not valid JSON: ${message(e)}`, { cause: e });
+    } catch {
+      // (V8's message quotes the text: never echo a file's content)
+      throw new BundleFileError(`bundle file ${path} is not valid JSON; ${REPACKAGE}`);
     }
   }
 
@@ -278,12 +408,19 @@ class ShardRun {
   private readonly shards;
   private readonly chunkBytes: number;
   private readonly retries: number;
+  private readonly networkRetries: number;
+  private readonly retryDelayMs: number;
+  private readonly stallMs: number;
   private readonly ctl = new AbortController();
   private readonly done: number[]; // bytes counted per shard, so a retry can take them back
   private bytesDone = 0;
   private lastReport = -Infinity;
   private next = 0;
   private failure: unknown = null;
+  /** the persistent cache said it is full: no more writes this load */
+  private cacheFull = false;
+  /** bytes the cache may still take this load (its estimate at the start, less what was stored) */
+  private cacheRoom = Infinity;
   private readonly stats: LoadStats;
 
   constructor(
@@ -295,6 +432,9 @@ class ShardRun {
     this.chunkBytes = opts.chunkBytes ?? 1 << 20;
     if (this.chunkBytes < 256 || this.chunkBytes % 256) throw new RangeError("chunkBytes must be a positive multiple of 256");
     this.retries = opts.retries ?? 1;
+    this.networkRetries = opts.networkRetries ?? 3;
+    this.retryDelayMs = opts.retryDelayMs ?? 1000;
+    this.stallMs = opts.stallMs ?? loader.stallMs;
     this.done = this.shards.map(() => 0);
     const bytes = this.shards.reduce((a, s) => a + s.bytes, 0);
     this.stats = { shards: this.shards.length, bytes, networkShards: 0, networkBytes: 0, cachedShards: 0, refetches: 0, ms: 0 };
@@ -307,6 +447,9 @@ class ShardRun {
     const onAbort = () => this.ctl.abort(user!.reason);
     user?.addEventListener("abort", onAbort, { once: true });
     try {
+      // Ask once how much the store can take; a shard that does not fit is not stored.
+      const room = await this.loader.cache?.available?.().catch(() => null);
+      if (typeof room === "number") this.cacheRoom = room;
       const n = Math.max(1, Math.min(this.opts.concurrency ?? 2, this.shards.length));
       await Promise.all(Array.from({ length: n }, () => this.worker()));
       if (this.failure !== null) throw this.failure;
@@ -359,14 +502,24 @@ class ShardRun {
     }
     const url = this.loader.url(rec.file);
     let last: TransferError | null = null;
-    for (let attempt = 0; attempt <= this.retries; attempt++) {
+    let badBytes = 0; // attempts whose bytes failed verification
+    let broken = 0; // attempts that stalled or broke
+    for (let attempt = 0; ; attempt++) {
       if (attempt > 0) this.stats.refetches++;
       let writer: CacheWriter | null = null;
+      // Per attempt: a stall aborts this request only, not the whole load.
+      const attemptCtl = new AbortController();
+      const onAbort = () => attemptCtl.abort(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+      const stall = new StallTimer(this.stallMs, () => attemptCtl.abort(new Error("stalled")));
       try {
-        const body = await this.request(url, rec.bytes, attempt);
-        const staged = cache ? await cache.write(rec.sha256, rec.bytes).catch(() => null) : null;
-        writer = staged && bestEffort(staged);
-        await this.pump(i, rec, body, writer, false);
+        // (once the timer fired, whatever the aborted request says, the stall is the reason)
+        const body = await stall.race(this.request(url, rec.bytes, attempt, attemptCtl.signal)).catch((e) => {
+          throw stall.error ?? e;
+        });
+        const staged = cache && this.roomFor(rec.bytes) ? await cache.write(rec.sha256, rec.bytes).catch((e) => this.cacheFailed(e)) : null;
+        writer = staged && this.bestEffort(staged);
+        await this.pump(i, rec, body, writer, false, stall);
         await writer?.commit();
         writer = null;
         this.stats.networkShards++;
@@ -380,24 +533,36 @@ class ShardRun {
         last = e;
         await this.sink.discard?.(i, e);
         this.uncount(i);
+        if (e.transient) broken++;
+        else badBytes++;
+        if (broken > this.networkRetries || badBytes > this.retries) break;
+        // Back off before retrying a network failure: 1, 2, 4 ... times the delay.
+        if (e.transient) await sleep(this.retryDelayMs * 2 ** (broken - 1), signal);
+        if (signal.aborted) throw abortError(signal);
+      } finally {
+        stall.stop();
+        signal.removeEventListener("abort", onAbort);
       }
     }
-    const tries = this.retries + 1;
-    throw new ShardError(i, rec.file, `${last!.message} (${tries} attempt${tries > 1 ? "s" : ""})`, { cause: last });
+    const tries = badBytes + broken;
+    const hint = last!.transient ? "; check the connection and the server, then load again (verified shards are kept)" : "";
+    throw new ShardError(i, rec.file, `${last!.message} (${tries} attempt${tries > 1 ? "s" : ""})${hint}`, { cause: last });
   }
 
-  private async request(url: string, bytes: number, attempt: number): Promise<ReadableStream<Uint8Array>> {
+  private async request(url: string, bytes: number, attempt: number, signal: AbortSignal): Promise<ReadableStream<Uint8Array>> {
     let res: Response;
     try {
       // A refetch bypasses the HTTP cache, which may hold the bad copy.
-      res = await this.loader.fetcher(url, { signal: this.ctl.signal, cache: attempt > 0 ? "reload" : "default" });
+      res = await this.loader.fetcher(url, { signal, cache: attempt > 0 ? "reload" : "default" });
     } catch (e) {
       if (this.ctl.signal.aborted) throw abortError(this.ctl.signal);
-      throw new TransferError(`request failed: ${message(e)}`);
+      throw new TransferError(`request failed: ${message(e)}`, true);
     }
     if (!res.ok || !res.body) {
       res.body?.cancel().catch(() => {});
-      throw new TransferError(`HTTP ${res.status} ${res.statusText}`.trim());
+      // Server errors and rate limits may pass; a 404 will not.
+      const transient = res.status >= 500 || res.status === 408 || res.status === 429;
+      throw new TransferError(`HTTP ${res.status} ${res.statusText}`.trim(), transient);
     }
     // Content-Length is the encoded size when the server compresses: compare only then.
     const length = res.headers.get("content-length");
@@ -409,8 +574,45 @@ class ShardRun {
     return res.body;
   }
 
+  /** Whether to store a shard of `bytes`; if so, its room is taken. */
+  private roomFor(bytes: number): boolean {
+    if (this.cacheFull || bytes > this.cacheRoom) return false;
+    this.cacheRoom -= bytes;
+    return true;
+  }
+
+  /** The cache refused a write: when it is full, stop writing to it for the rest of the load. */
+  private cacheFailed(e: unknown): null {
+    if (isQuotaError(e)) this.cacheFull = true;
+    return null;
+  }
+
+  /** Persistence must never fail a load: a cache write that fails just stops (and a full cache stops them all). */
+  private bestEffort(w: CacheWriter): CacheWriter {
+    let failed = false;
+    const fail = async (e: unknown) => {
+      failed = true;
+      this.cacheFailed(e);
+      await w.abort();
+    };
+    return {
+      write: async (chunk) => {
+        if (!failed) await w.write(chunk).catch(fail);
+      },
+      commit: async () => {
+        if (!failed) await w.commit().catch(fail);
+      },
+      abort: async () => {
+        if (!failed) {
+          failed = true;
+          await w.abort();
+        }
+      },
+    };
+  }
+
   /** Reads one shard source to its end: hash, length check, cache copy, chunks to the sink. */
-  private async pump(i: number, rec: ShardRecord, body: ReadableStream<Uint8Array>, writer: CacheWriter | null, fromCache: boolean): Promise<void> {
+  private async pump(i: number, rec: ShardRecord, body: ReadableStream<Uint8Array>, writer: CacheWriter | null, fromCache: boolean, stall?: StallTimer): Promise<void> {
     const signal = this.ctl.signal;
     const hash = sha256.create();
     const out = new Rechunker(this.chunkBytes, (offset, chunk) => this.sink.write(i, offset, chunk));
@@ -421,10 +623,12 @@ class ShardRun {
         if (signal.aborted) throw abortError(signal);
         let r: ReadableStreamReadResult<Uint8Array>;
         try {
-          r = await reader.read();
+          r = await (stall ? stall.race(reader.read()) : reader.read());
+          stall?.kick();
         } catch (e) {
           if (signal.aborted) throw abortError(signal);
-          throw new TransferError(`transfer broke after ${n} of ${rec.bytes} bytes: ${message(e)}`);
+          if (stall?.error) throw new TransferError(`${stall.error.message} after ${n} of ${rec.bytes} bytes`, true);
+          throw new TransferError(`transfer broke after ${n} of ${rec.bytes} bytes: ${message(e)}`, true);
         }
         if (r.done) break;
         const chunk = r.value;
@@ -517,47 +721,61 @@ class Rechunker {
   }
 }
 
-/** Persistence must never fail a load: a cache write that fails just stops. */
-function bestEffort(w: CacheWriter): CacheWriter {
-  let failed = false;
-  const fail = async () => {
-    failed = true;
-    await w.abort();
-  };
-  return {
-    write: async (chunk) => {
-      if (!failed) await w.write(chunk).catch(fail);
-    },
-    commit: async () => {
-      if (!failed) await w.commit().catch(fail);
-    },
-    abort: async () => {
-      if (!failed) await fail();
-    },
-  };
+/** Whether `e` says the storage is full (the Cache API's QuotaExceededError, Node's ENOSPC). */
+export function isQuotaError(e: unknown): boolean {
+  const err = e as { name?: unknown; code?: unknown } | null;
+  return !!err && (err.name === "QuotaExceededError" || err.code === "ENOSPC" || err.code === "EDQUOT");
 }
 
-/** Reads a whole (small) stream into one array. */
-async function collect(body: ReadableStream<Uint8Array>, signal?: AbortSignal): Promise<Uint8Array> {
+/** `fetchFn(url)`, aborted with a stall error when its response has not come within `stallMs`. */
+async function fetchOrStall(fetchFn: FetchLike, url: string, init: RequestInit, stallMs: number): Promise<Response> {
+  const ctl = new AbortController();
+  const user = init.signal;
+  const onAbort = () => ctl.abort(user?.reason);
+  if (user?.aborted) onAbort();
+  user?.addEventListener("abort", onAbort, { once: true });
+  const stall = new StallTimer(stallMs, () => ctl.abort(new Error("stalled")));
+  try {
+    return await stall.race(fetchFn(url, { ...init, signal: ctl.signal })).catch((e) => {
+      throw stall.error ?? e;
+    });
+  } finally {
+    stall.stop();
+    // (from here on the caller's signal is checked between reads)
+    user?.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
+ * Reads a whole (small) stream into one array: at most `maxBytes` (a longer stream is
+ * cut there, for the caller to refuse), failing when no byte comes for `stallMs`.
+ */
+async function collect(body: ReadableStream<Uint8Array>, signal: AbortSignal | undefined, maxBytes: number, stallMs: number): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   let n = 0;
   const reader = body.getReader();
+  const stall = new StallTimer(stallMs, () => reader.cancel().catch(() => {}));
   try {
-    for (;;) {
+    while (n < maxBytes) {
       signal?.throwIfAborted();
-      const r = await reader.read();
+      const r = await stall.race(reader.read());
+      stall.kick();
       if (r.done) break;
       parts.push(r.value);
       n += r.value.length;
     }
+    if (n >= maxBytes) reader.cancel().catch(() => {});
   } catch (e) {
     reader.cancel().catch(() => {});
     throw e;
+  } finally {
+    stall.stop();
   }
-  const out = new Uint8Array(n);
+  const out = new Uint8Array(Math.min(n, maxBytes));
   let o = 0;
   for (const p of parts) {
-    out.set(p, o);
+    if (o >= out.length) break;
+    out.set(p.subarray(0, out.length - o), o);
     o += p.length;
   }
   return out;

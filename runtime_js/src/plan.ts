@@ -6,7 +6,7 @@
  * workgroup counts are evaluated per call without allocating.
  */
 import { ExprError, checkExpr, evalExpr } from "./expr.js";
-import type { Manifest } from "./manifest.js";
+import { type Manifest, isSafeBundlePath } from "./manifest.js";
 
 export const PLAN_FORMAT = "llmpack-plan";
 export const PLAN_VERSION = 1;
@@ -89,93 +89,134 @@ export interface Dims {
 }
 
 const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+const isObject = (v: unknown): v is Record<string, unknown> => !!v && typeof v === "object" && !Array.isArray(v);
+/** `obj[key]` when it is obj's own (never a name every object has, like "constructor"). */
+const own = (obj: Record<string, unknown>, key: unknown): unknown =>
+  typeof key === "string" && Object.prototype.hasOwnProperty.call(obj, key) ? obj[key] : undefined;
+const BINDING_TYPES: readonly unknown[] = ["uniform", "storage", "read-only-storage"];
+const ARRAY_KINDS: readonly unknown[] = ["activation", "kv_cache", "input", "output"];
+
+function shown(v: unknown): string {
+  let s: string | undefined;
+  try {
+    s = JSON.stringify(v);
+  } catch {
+    s = undefined;
+  }
+  s ??= typeof v;
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
 
 /**
  * Validates plan.json against the manifest and returns it typed: known format and
  * version, every binding names a buffer, every dispatch a kernel, every weight buffer
- * a byte range inside a manifest tensor part, every expression parses.
+ * a byte range inside a manifest tensor part, every expression parses, every kernel
+ * file a path inside the bundle. Any JSON value gives a Plan or a PlanError.
  */
 export function parsePlan(json: unknown, manifest?: Manifest): Plan {
-  const p = json as Plan;
-  if (!p || typeof p !== "object") throw new PlanError("plan.json is not a JSON object");
-  if (p.format !== PLAN_FORMAT) throw new PlanError(`plan.json: format is ${JSON.stringify(p.format)}, expected "${PLAN_FORMAT}"`);
+  if (!isObject(json)) throw new PlanError("plan.json is not a JSON object");
+  const p = json as unknown as Plan;
+  if (p.format !== PLAN_FORMAT) throw new PlanError(`plan.json: format is ${shown(p.format)}, expected "${PLAN_FORMAT}"`);
   if (p.version !== PLAN_VERSION) {
-    throw new PlanError(`plan.json version ${JSON.stringify(p.version)} is not supported by this runtime (it reads version ${PLAN_VERSION})`);
+    throw new PlanError(`plan.json version ${shown(p.version)} is not supported by this runtime (it reads version ${PLAN_VERSION})`);
   }
   for (const key of ["variants", "kernels", "buffers", "entries", "inputs", "outputs"] as const) {
-    if (!p[key] || typeof p[key] !== "object") throw new PlanError(`plan.json has no "${key}" object`);
+    if (!isObject(p[key])) throw new PlanError(`plan.json has no "${key}" object`);
   }
   if (!isCount(p.context_window) || p.context_window < 1) throw new PlanError("plan.json: bad context_window");
   if (!isCount(p.prefill_chunk) || p.prefill_chunk < 1) throw new PlanError("plan.json: bad prefill_chunk");
-  if (!Array.isArray(p.variant_order) || !p.variant_order.every((v) => p.variants[v])) {
+  const variants = p.variants as unknown as Record<string, unknown>;
+  if (!Array.isArray(p.variant_order) || !p.variant_order.every((v) => own(variants, v) !== undefined)) {
     throw new PlanError("plan.json: variant_order names a variant the plan does not have");
   }
+  for (const [name, v] of Object.entries(variants)) {
+    if (!isObject(v) || !Array.isArray(v.features) || !v.features.every((f) => typeof f === "string") || !isObject(v.limits) ||
+        !Object.values(v.limits).every(isCount) || !isObject(v.memory)) {
+      throw new PlanError(`plan variant ${name.slice(0, 80)} is malformed (it needs features, limits and memory)`);
+    }
+  }
+  const entries = p.entries as unknown as Record<string, unknown>;
   for (const name of ["prefill", "decode"]) {
-    if (!p.entries[name]) throw new PlanError(`plan.json has no "${name}" entry point (a runtime needs prefill and decode)`);
+    if (own(entries, name) === undefined) throw new PlanError(`plan.json has no "${name}" entry point (a runtime needs prefill and decode)`);
   }
   const parts = new Map<string, number>();
   for (const t of manifest?.tensors ?? []) for (const part of t.parts) parts.set(`${t.name}:${part.name}`, part.bytes);
-  for (const [name, b] of Object.entries(p.buffers)) {
+  const buffers = p.buffers as unknown as Record<string, unknown>;
+  for (const [name, b] of Object.entries(buffers)) {
+    if (!isObject(b)) throw new PlanError(`plan buffer ${name.slice(0, 80)} is malformed`);
     if (b.kind === "weight") {
-      if (!isCount(b.offset) || !isCount(b.bytes)) throw new PlanError(`plan buffer ${name}: malformed weight range`);
+      if (typeof b.tensor !== "string" || typeof b.part !== "string" || !isCount(b.offset) || !isCount(b.bytes)) {
+        throw new PlanError(`plan buffer ${name.slice(0, 80)}: malformed weight range`);
+      }
       if (manifest) {
         const size = parts.get(`${b.tensor}:${b.part}`);
         if (size === undefined) throw new PlanError(`plan buffer ${name}: the manifest has no part ${b.part} of tensor ${b.tensor}`);
         if (b.offset + b.bytes > size) throw new PlanError(`plan buffer ${name}: bytes ${b.offset}..${b.offset + b.bytes} lie outside the part (${size} bytes)`);
       }
-    } else if (!isCount(b.elements) || !["act", "f32", "u32"].includes(b.dtype)) {
-      throw new PlanError(`plan buffer ${name}: malformed ${JSON.stringify(b)}`);
+    } else if (!ARRAY_KINDS.includes(b.kind) || !isCount(b.elements) || !["act", "f32", "u32"].includes(b.dtype as string)) {
+      throw new PlanError(`plan buffer ${name.slice(0, 80)}: malformed ${shown(b)}`);
     }
   }
-  const check = (e: string | number, where: string) => {
+  const check = (e: unknown, where: string) => {
     if (typeof e === "number") {
       if (!isCount(e)) throw new PlanError(`${where}: ${e} is not a non-negative integer`);
       return;
     }
+    if (typeof e !== "string") throw new PlanError(`${where}: ${shown(e)} is not an expression`);
     try {
       checkExpr(e);
     } catch (err) {
-      throw new PlanError(`${where}: ${(err as Error).message}`);
+      if (!(err instanceof ExprError)) throw err;
+      throw new PlanError(`${where}: ${err.message}`);
     }
   };
-  for (const [name, k] of Object.entries(p.kernels)) {
-    if (!k || !Array.isArray(k.bindings) || !Array.isArray(k.uniforms) || !k.files || typeof k.files !== "object") {
-      throw new PlanError(`plan kernel ${name} is malformed (it needs bindings, uniforms and files)`);
-    }
+  const kernels = p.kernels as unknown as Record<string, unknown>;
+  for (const [name, k] of Object.entries(kernels)) {
+    const ok =
+      isObject(k) &&
+      Array.isArray(k.bindings) &&
+      k.bindings.every((b) => isObject(b) && isCount(b.binding) && BINDING_TYPES.includes(b.type)) &&
+      Array.isArray(k.uniforms) &&
+      k.uniforms.every((u) => typeof u === "string") &&
+      isObject(k.files) &&
+      Object.values(k.files).every(isSafeBundlePath);
+    if (!ok) throw new PlanError(`plan kernel ${name.slice(0, 80)} is malformed (it needs bindings, uniforms and files inside the bundle)`);
   }
-  for (const [ename, entry] of Object.entries(p.entries)) {
-    if (!entry || !isCount(entry.max_seq_len) || entry.max_seq_len < 1 || !Array.isArray(entry.dispatches)) {
-      throw new PlanError(`plan entry ${ename} is malformed`);
+  let longest = 0;
+  for (const [ename, entry] of Object.entries(entries)) {
+    if (!isObject(entry) || !isCount(entry.max_seq_len) || entry.max_seq_len < 1 || !Array.isArray(entry.dispatches)) {
+      throw new PlanError(`plan entry ${ename.slice(0, 80)} is malformed`);
     }
-    entry.dispatches.forEach((d, i) => {
-      const where = `plan entry ${ename}, dispatch ${i} (${d?.label ?? d?.kernel})`;
-      if (!d || !Array.isArray(d.bindings) || !Array.isArray(d.uniforms)) throw new PlanError(`${where} is malformed`);
-      const k = p.kernels[d.kernel];
-      if (!k) throw new PlanError(`${where}: unknown kernel ${JSON.stringify(d.kernel)}`);
+    longest = Math.max(longest, entry.max_seq_len);
+    entry.dispatches.forEach((d: unknown, i: number) => {
+      const label = isObject(d) ? (typeof d.label === "string" ? d.label : d.kernel) : undefined;
+      const where = `plan entry ${ename}, dispatch ${i} (${typeof label === "string" ? label.slice(0, 80) : shown(label)})`;
+      if (!isObject(d) || !Array.isArray(d.bindings) || !Array.isArray(d.uniforms)) throw new PlanError(`${where} is malformed`);
+      const k = own(kernels, d.kernel) as PlanKernel | undefined;
+      if (!k) throw new PlanError(`${where}: unknown kernel ${shown(d.kernel)}`);
       if (d.uniforms.length !== k.uniforms.length) {
         throw new PlanError(`${where}: ${d.uniforms.length} uniform values for kernel fields [${k.uniforms.join(", ")}]`);
       }
       if (!Array.isArray(d.workgroups) || d.workgroups.length !== 3) throw new PlanError(`${where}: workgroups must have 3 entries`);
       const declared = new Set(k.bindings.filter((b) => b.type !== "uniform").map((b) => b.binding));
-      for (const pair of d.bindings) {
+      for (const pair of d.bindings as unknown[]) {
         if (!Array.isArray(pair) || pair.length !== 2) throw new PlanError(`${where}: a binding is not a [binding, buffer] pair`);
         const [n, buf] = pair;
-        if (!p.buffers[buf]) throw new PlanError(`${where}: binding ${n} names unknown buffer ${JSON.stringify(buf)}`);
-        if (!declared.delete(n)) throw new PlanError(`${where}: binding ${n} is not a storage binding of the kernel`);
+        if (own(buffers, buf) === undefined) throw new PlanError(`${where}: binding ${shown(n)} names unknown buffer ${shown(buf)}`);
+        if (!declared.delete(n)) throw new PlanError(`${where}: binding ${shown(n)} is not a storage binding of the kernel`);
       }
       if (declared.size) throw new PlanError(`${where}: bindings ${[...declared].join(", ")} are not bound`);
       d.uniforms.forEach((u) => check(u, where));
       d.workgroups.forEach((w) => check(w, where));
     });
   }
-  const tokens = p.buffers[p.inputs.tokens];
-  const longest = Math.max(...Object.values(p.entries).map((e) => e.max_seq_len));
+  const tokens = own(buffers, p.inputs.tokens) as PlanBuffer | undefined;
   if (!tokens || tokens.kind === "weight" || tokens.dtype !== "u32" || tokens.elements < longest) {
-    throw new PlanError(`plan.json: the tokens buffer ${JSON.stringify(p.inputs.tokens)} must be a u32 array of at least ${longest} elements`);
+    throw new PlanError(`plan.json: the tokens buffer ${shown(p.inputs.tokens)} must be a u32 array of at least ${longest} elements`);
   }
-  const logits = p.buffers[p.outputs.logits];
+  const logits = own(buffers, p.outputs.logits) as PlanBuffer | undefined;
   if (!logits || logits.kind === "weight" || logits.dtype !== "f32") {
-    throw new PlanError(`plan.json: the logits buffer ${JSON.stringify(p.outputs.logits)} must be an f32 array`);
+    throw new PlanError(`plan.json: the logits buffer ${shown(p.outputs.logits)} must be an f32 array`);
   }
   return p;
 }

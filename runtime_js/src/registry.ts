@@ -52,6 +52,30 @@ export function parseRegistryRef(ref: string): { id: string; version: string | n
   return { id, version };
 }
 
+const hostile = (where: unknown, root: URL, id: string) =>
+  new RegistryError(
+    `the registry at ${root.href} places ${id} at ${JSON.stringify(String(where)).slice(0, 120)}, ` +
+      "which a registry may not name (another scheme, a local file, or outside a static registry's folder); do not use this registry",
+  );
+
+/**
+ * A version's folder as the registry gives it, resolved against the registry's root. It
+ * may be on another server (a CDN), but over http(s) only, unless the registry itself
+ * is a local folder: a registry on the network can never make the runtime read a local file.
+ */
+function checkedBase(where: unknown, root: URL, id: string): URL {
+  let u: URL;
+  try {
+    u = new URL(String(where), root);
+  } catch {
+    throw hostile(where, root, id);
+  }
+  const web = (p: string) => p === "http:" || p === "https:";
+  const ok = web(root.protocol) ? web(u.protocol) : u.protocol === root.protocol;
+  if (!ok || typeof where !== "string") throw hostile(where, root, id);
+  return u;
+}
+
 function rootUrl(registryUrl: string | URL): URL {
   const u = new URL(String(registryUrl), globalThis.location?.href);
   if (!u.pathname.endsWith("/")) u.pathname += "/";
@@ -97,7 +121,7 @@ export async function resolveRegistryModel(
     if (!entry || !entry.base_url) {
       throw new RegistryError(`the registry at ${root.href} has no version ${JSON.stringify(want)} of ${id} (it has ${versions.map((v) => v.version).join(", ") || "none"})`);
     }
-    return { id, version: entry.version, baseUrl: new URL(entry.base_url, root).href, entry };
+    return { id, version: entry.version, baseUrl: checkedBase(entry.base_url, root, id).href, entry };
   }
 
   // The API answered with an error of its own (e.g. an unknown id).
@@ -113,7 +137,9 @@ export async function resolveRegistryModel(
   const v = version ?? model.latest;
   const entry = model.versions?.[v];
   if (!entry?.path) throw new RegistryError(`the registry at ${root.href} has no version ${JSON.stringify(v)} of ${id}`);
-  const base = new URL(entry.path, root).href;
+  const baseUrl = checkedBase(entry.path, root, id);
+  if (!baseUrl.href.startsWith(root.href)) throw hostile(entry.path, root, id);
+  const base = baseUrl.href;
   const shards = new URL("shards/", base).href;
   const rootShards = new URL("shards/", root).href;
   const mapped: FetchLike = (url, init) => fetchFn(url.startsWith(shards) ? rootShards + url.slice(shards.length) : url, init);

@@ -2,10 +2,11 @@
  * The bundle's tokenizer: tokenizer.json / tokenizer_config.json through
  * @huggingface/tokenizers, the chat template through @huggingface/jinja.
  */
-import { Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { IncrementalDecoder } from "./detokenizer.js";
+import { BundleFileError } from "./loader.js";
 import type { Manifest } from "./manifest.js";
+import { ChatTemplate, type TemplateLimits } from "./template.js";
 
 export interface ChatMessage {
   role: string;
@@ -21,7 +22,7 @@ export class BundleTokenizer {
   readonly eosTokenIds: ReadonlySet<number>;
   readonly bosTokenId: number | null;
   private readonly tok: Tokenizer;
-  private template: Template | null = null;
+  private template: ChatTemplate | null = null;
 
   constructor(
     tokenizerJson: object,
@@ -42,10 +43,18 @@ export class BundleTokenizer {
   static async load(manifest: Manifest, source: TokenizerSource, signal?: AbortSignal): Promise<BundleTokenizer> {
     const info = manifest.tokenizer;
     const [json, config] = await Promise.all([
-      source.fetchJson<object>(info.file, signal),
-      info.config_file ? source.fetchJson<Record<string, unknown>>(info.config_file, signal) : Promise.resolve({}),
+      source.fetchJson<unknown>(info.file, signal),
+      info.config_file ? source.fetchJson<unknown>(info.config_file, signal) : Promise.resolve({}),
     ]);
-    return new BundleTokenizer(json, config, info, manifest.generation);
+    const isObject = (v: unknown): v is Record<string, unknown> => !!v && typeof v === "object" && !Array.isArray(v);
+    if (!isObject(json) || !isObject(config)) {
+      throw new BundleFileError(`the bundle's ${isObject(json) ? info.config_file : info.file} is not a JSON object; package the model again`);
+    }
+    try {
+      return new BundleTokenizer(json, config, info, manifest.generation);
+    } catch (e) {
+      throw new BundleFileError(`the bundle's ${info.file} is not a tokenizer this runtime reads (${String((e as Error)?.message).slice(0, 200)})`, { cause: e });
+    }
   }
 
   get vocabSize(): number {
@@ -87,24 +96,34 @@ export class BundleTokenizer {
     return typeof fromConfig === "string" ? fromConfig : null;
   }
 
-  /** Renders the conversation with the model's chat template, as transformers' apply_chat_template(tokenize=False). */
-  applyChatTemplate(messages: ChatMessage[], { addGenerationPrompt = true, extra = {} as Record<string, unknown> } = {}): string {
+  /**
+   * Renders the conversation with the model's chat template, as transformers'
+   * apply_chat_template(tokenize=False), under `limits` (template.ts): a template that
+   * loops, grows or runs past them throws a TemplateError.
+   */
+  applyChatTemplate(
+    messages: ChatMessage[],
+    { addGenerationPrompt = true, extra = {} as Record<string, unknown>, limits = {} as Partial<TemplateLimits> } = {},
+  ): string {
     if (!this.template) {
       const src = this.chatTemplateSource();
       if (src === null) throw new Error("this bundle has no chat template; use engine.generate() with a raw prompt");
-      this.template = new Template(src);
+      this.template = new ChatTemplate(src);
     }
-    return this.template.render({
-      bos_token: this.info.bos_token ?? "",
-      eos_token: this.info.eos_token ?? "",
-      ...extra,
-      messages,
-      add_generation_prompt: addGenerationPrompt,
-    });
+    return this.template.render(
+      {
+        bos_token: this.info.bos_token ?? "",
+        eos_token: this.info.eos_token ?? "",
+        ...extra,
+        messages,
+        add_generation_prompt: addGenerationPrompt,
+      },
+      limits,
+    );
   }
 
   /** The prompt ids of a conversation: the template supplies the special tokens. */
-  encodeChat(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): number[] {
+  encodeChat(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean; limits?: Partial<TemplateLimits> } = {}): number[] {
     return this.encode(this.applyChatTemplate(messages, opts), { addSpecialTokens: false });
   }
 

@@ -9,10 +9,29 @@
 import { BackendUnsupportedError } from "../backend.js";
 import { type Dims, type Plan, PlanError, logitsBuffer } from "../plan.js";
 import type { PlanDevice } from "../plan_calls.js";
-import { type MemoryLayout, bufferAddress } from "./layout.js";
+import { type MemoryLayout, PAGE, allocationProblem, bufferAddress } from "./layout.js";
 import { WasmProgram } from "./program.js";
 import type { WasmTable } from "./table.js";
 import { InlineRunner, type Runner, WorkerPool } from "./threads.js";
+
+/**
+ * After an allocation of `pages` failed: the most pages that can be had (a bisection of
+ * trial allocations, each dropped at once), or null when not even one page can.
+ */
+function largestAllocatable(pages: number, create: (pages: number) => WebAssembly.Memory): number | null {
+  let lo = 0; // known to work (0: nothing known)
+  let hi = pages; // known to fail
+  while (hi - lo > Math.max(1, pages >> 7)) {
+    const mid = Math.floor((lo + hi) / 2);
+    try {
+      create(mid);
+      lo = mid;
+    } catch {
+      hi = mid;
+    }
+  }
+  return lo > 0 ? lo : null;
+}
 
 export class WasmExecutor implements PlanDevice {
   private readonly programs = new Map<string, WasmProgram>();
@@ -39,13 +58,14 @@ export class WasmExecutor implements PlanDevice {
    * refuses it), starts `threads` threads on `module` and writes the programs.
    */
   static async start(module: WebAssembly.Module, plan: Plan, table: WasmTable, layout: MemoryLayout, threads: number): Promise<WasmExecutor> {
+    const create = (pages: number) =>
+      threads > 1 ? new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }) : new WebAssembly.Memory({ initial: pages });
     let memory: WebAssembly.Memory;
     try {
-      memory = threads > 1
-        ? new WebAssembly.Memory({ initial: layout.pages, maximum: layout.pages, shared: true })
-        : new WebAssembly.Memory({ initial: layout.pages });
+      memory = create(layout.pages);
     } catch (e) {
-      throw new BackendUnsupportedError(`cannot allocate ${(layout.bytes / 2 ** 20).toFixed(0)} MiB of Wasm memory here: ${(e as Error).message}`);
+      const most = largestAllocatable(layout.pages, create);
+      throw new BackendUnsupportedError(allocationProblem(layout, plan.context_window, most === null ? null : most * PAGE, (e as Error).message));
     }
     const stackTop = (tid: number) => layout.stacks + (tid + 1) * layout.stackBytes;
     const runner = threads > 1 ? await WorkerPool.start(module, memory, threads, stackTop) : await InlineRunner.start(module, memory, stackTop(0));

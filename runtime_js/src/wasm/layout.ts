@@ -132,3 +132,29 @@ export function ceilingProblem(layout: MemoryLayout, contextWindow: number): str
     `or package with a smaller --context-window`
   );
 }
+
+/**
+ * The context window whose KV cache would fit in `availableBytes` of memory next to the
+ * rest of the layout (which does not depend on the window), or 0 when even the rest
+ * does not fit.
+ */
+export function windowThatFits(layout: MemoryLayout, contextWindow: number, availableBytes: number): number {
+  const kvPerToken = layout.kvBytes / contextWindow;
+  const rest = layout.bytes - layout.kvBytes;
+  if (availableBytes <= rest || kvPerToken <= 0) return 0;
+  return Math.min(contextWindow, Math.floor((availableBytes - rest) / kvPerToken));
+}
+
+/** Why `layout.bytes` of memory could not be had, with what would fit (`availableBytes`: the most that could). */
+export function allocationProblem(layout: MemoryLayout, contextWindow: number, availableBytes: number | null, reason: string): string {
+  const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
+  let text =
+    `cannot allocate ${mib(layout.bytes)} of Wasm memory here (weights ${mib(layout.weightsBytes)} + KV cache ` +
+    `${mib(layout.kvBytes)} for ${contextWindow} tokens + activations and stacks ${mib(layout.activationBytes)}): ${reason}`;
+  if (availableBytes === null) return text;
+  const fits = windowThatFits(layout, contextWindow, availableBytes);
+  text += `; at most ${mib(availableBytes)} could be allocated`;
+  if (fits >= 1) text += `, which holds a context window of ${fits} tokens: package the model with --context-window ${fits} (or less)`;
+  else text += `, less than the weights alone: use a smaller quantization or a smaller model`;
+  return text;
+}

@@ -23,6 +23,42 @@ interface PreparedEntry {
 
 const MiB = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
 
+/**
+ * The WebGPU device was lost (driver reset, GPU removed, out of memory, destroyed):
+ * the request that was running ends with this error, and so does every later call.
+ * `engine.reload()` (or a new createEngine) loads the bundle on a fresh device.
+ */
+export class DeviceLostError extends Error {
+  override name = "DeviceLostError";
+}
+
+/**
+ * After an allocation failed: about how many bytes of buffers the device can still
+ * give, found by allocating chunks until it refuses (at most `limit`), then freeing them.
+ */
+async function probeDeviceBytes(device: GPUDevice, limit: number): Promise<number> {
+  const chunk = Math.min(device.limits.maxBufferSize, 64 << 20);
+  const held: GPUBuffer[] = [];
+  let total = 0;
+  try {
+    while (total < limit) {
+      device.pushErrorScope("out-of-memory");
+      device.pushErrorScope("validation");
+      const b = device.createBuffer({ label: "memory probe", size: chunk, usage: BufferUsage.STORAGE });
+      const [validation, oom] = [await device.popErrorScope(), await device.popErrorScope()];
+      if (validation || oom) {
+        b.destroy();
+        break;
+      }
+      held.push(b);
+      total += chunk;
+    }
+  } finally {
+    for (const b of held) b.destroy();
+  }
+  return total;
+}
+
 export class PlanExecutor implements PlanDevice {
   readonly buffers = new Map<string, GPUBuffer>();
   private readonly entries = new Map<string, PreparedEntry>();
@@ -63,8 +99,19 @@ export class PlanExecutor implements PlanDevice {
     const err = oom ?? validation;
     if (err) {
       ex.destroy();
-      const what = `${MiB(planBytes(plan, variant))} of buffers (weights ${MiB(planBytes(plan, variant, "weight"))}, KV cache ${MiB(planBytes(plan, variant, "kv_cache"))})`;
-      throw new BackendUnsupportedError(`the GPU could not allocate ${what}: ${err.message}`);
+      const need = planBytes(plan, variant);
+      const kv = planBytes(plan, variant, "kv_cache");
+      const what = `${MiB(need)} of buffers (weights ${MiB(planBytes(plan, variant, "weight"))}, KV cache ${MiB(kv)} for ${plan.context_window} tokens)`;
+      let text = `the GPU could not allocate ${what}: ${err.message}`;
+      const can = await probeDeviceBytes(device, need).catch(() => null);
+      if (can !== null) {
+        const fits = Math.min(plan.context_window, Math.floor((can - (need - kv)) / (kv / plan.context_window || Infinity)));
+        text += `; it gave about ${MiB(can)}`;
+        text += fits >= 1
+          ? `, which holds a context window of about ${fits} tokens: package the model with --context-window ${fits} (or less)`
+          : ", less than the weights alone: use a smaller quantization or a smaller model";
+      }
+      throw new BackendUnsupportedError(text);
     }
     return ex;
   }
@@ -152,7 +199,14 @@ export class PlanExecutor implements PlanDevice {
     const enc = this.device.createCommandEncoder();
     enc.copyBufferToBuffer(this.planBuffer(this.plan.outputs.logits), 0, readback, 0, this.logitsBytes);
     this.device.queue.submit([enc.finish()]);
-    await readback.mapAsync(MapMode.READ, 0, this.logitsBytes);
+    try {
+      await readback.mapAsync(MapMode.READ, 0, this.logitsBytes);
+    } catch (e) {
+      // A device lost mid-call fails the map: say so (the loss may be reported just after).
+      await Promise.race([this.device.lost, new Promise((r) => setTimeout(r, 200))]);
+      this.checkUsable();
+      throw e;
+    }
     this.logits.set(new Float32Array(readback.getMappedRange(0, this.logitsBytes)));
     readback.unmap();
     const pending = this.pendingErrors;
@@ -166,7 +220,11 @@ export class PlanExecutor implements PlanDevice {
 
   private checkUsable(): void {
     if (this.destroyed) throw new Error("the WebGPU backend was unloaded");
-    if (this.lostReason) throw new Error(`the WebGPU device was lost: ${this.lostReason}`);
+    if (this.lostReason) {
+      throw new DeviceLostError(
+        `the WebGPU device was lost (${this.lostReason}); this request ended: reload the engine (engine.reload()) to continue`,
+      );
+    }
   }
 
   /** The GPU buffer of a plan buffer (every plan buffer has one once allocated). */

@@ -7,6 +7,6 @@ registerBackend("webgpu", () => new WebGpuBackend());
 export { WebGpuBackend, type WebGpuBackendOptions } from "./backend.js";
 export { describeAdapter, deviceProblems, openDevice, type AdapterInfo, type DeviceOptions, type OpenedDevice } from "./device.js";
 export { getGpu } from "./gpu.js";
-export { PlanExecutor } from "./executor.js";
+export { DeviceLostError, PlanExecutor } from "./executor.js";
 export { compileKernels, KernelCompileError, type CompiledKernel } from "./kernels.js";
 export { StagingSink, type UploadLog } from "./weights.js";
