@@ -19,7 +19,8 @@ const lib = build({
 });
 
 const tests = build({
-  entryPoints: readdirSync("test").filter((f) => f.endsWith(".test.ts")).map((f) => `test/${f}`),
+  // *.long.ts: the long suites (npm run test:long; LLMPACK_LONG_TESTS=1 in scripts/test.sh)
+  entryPoints: readdirSync("test").filter((f) => f.endsWith(".test.ts") || f.endsWith(".long.ts")).map((f) => `test/${f}`),
   outdir: "dist/test",
   bundle: true,
   format: "esm",

@@ -14,3 +14,4 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 ruff check .
 pytest -q -rs "$@"  # not `python -m`: the installed package, not the cwd, is imported
 (cd runtime_js && npm test)
+if [ "${LLMPACK_LONG_TESTS:-}" = 1 ]; then (cd runtime_js && npm run test:long); fi

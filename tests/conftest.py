@@ -70,12 +70,14 @@ def packaged_tiny(tiny_llama, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smollm2_bundle(smollm2_path, tmp_path_factory):
-    """smollm2_bundle(quant, **package_kw) -> path of SmolLM2 packaged once per (quant, kw)."""
+    """smollm2_bundle(quant, **package_kw) -> path of SmolLM2 packaged once per (quant, kw).
+    The context window is 512 unless given: every test shares one bundle per format."""
     from packager.bundle import package_model
 
     cache = {}
 
     def get(quant: str = "q4f32", **kw) -> Path:
+        kw.setdefault("context_window", 512)
         key = (quant, tuple(sorted(kw.items())))
         if key not in cache:
             out = tmp_path_factory.mktemp("smollm2") / f"smollm2-{quant}"

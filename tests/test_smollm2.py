@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from conftest import CHAT_PROMPTS, chat_ids, hf_greedy
+from conftest import CHAT_PROMPTS, LONG_TESTS, chat_ids, hf_greedy
 from packager.reference import ReferenceModel
 
 pytestmark = pytest.mark.slow
-NEW_TOKENS = 32
+NEW_TOKENS = 32 if LONG_TESTS else 16
 
 
 def test_manifest_of_real_model(smollm2_bundle):
@@ -32,7 +32,7 @@ def test_f32_bundle_greedy_equals_transformers(smollm2_bundle, smollm2_hf):
         assert ref.greedy(prompt, NEW_TOKENS) == hf_greedy(model, prompt, NEW_TOKENS)
 
 
-@pytest.mark.parametrize("quant", ["q4f16", "q4f32"])
+@pytest.mark.parametrize("quant", ["q4f16", pytest.param("q4f32", marks=pytest.mark.long)])
 def test_q4_bundle_greedy_equals_transformers_on_dequantized_weights(quant, smollm2_bundle, smollm2_hf):
     import copy
 
