@@ -13,6 +13,55 @@ from checkpoints import TINY_VARIANTS, build_tiny_llama, smollm2_gguf  # noqa: E
 
 LONG_TESTS = os.environ.get("LLMPACK_LONG_TESTS") == "1"
 
+# ---------------------------------------------------------------------------------------
+# missing components fail, unless named in LLMPACK_ALLOW_MISSING (CI never sets it)
+
+COMPONENTS = {
+    "node": "Node.js 20+ (scripts/setup.sh --test installs it)",
+    "npm-modules": "runtime_js/node_modules and a built runtime (npm ci && npm run build in runtime_js)",
+    "chromium": "Debian's chromium at $CHROMIUM or /usr/bin/chromium",
+    "dawn": "a WebGPU adapter for Node's npm `webgpu` (Dawn; SwiftShader from Debian's chromium)",
+    "wgpu": "a WebGPU adapter for wgpu-py (Debian's mesa-vulkan-drivers: lavapipe)",
+    "f16": "`shader-f16` on the wgpu (lavapipe) and Deno adapters",
+    "deno": "Deno with a WebGPU adapter (runtime_js devDependency `deno`, on lavapipe)",
+    "torch": "PyTorch (pip install torch==2.13.0)",
+    "wasmtime": "the PyPI package wasmtime",
+}
+ALLOW_MISSING = {c.strip() for c in os.environ.get("LLMPACK_ALLOW_MISSING", "").split(",") if c.strip()}
+_unknown = ALLOW_MISSING - set(COMPONENTS)
+if _unknown:
+    raise pytest.UsageError(f"LLMPACK_ALLOW_MISSING names unknown components {sorted(_unknown)}; "
+                            f"known: {', '.join(COMPONENTS)}")
+
+
+def require(component: str, available: bool, why: str = "") -> None:
+    """Nothing when `available`; else skip if LLMPACK_ALLOW_MISSING names `component`,
+    and fail otherwise: a test command that passes has run every part."""
+    assert component in COMPONENTS, component
+    if available:
+        return
+    what = f"{component} is missing ({why or COMPONENTS[component]})"
+    if component in ALLOW_MISSING:
+        pytest.skip(f"{what}; allowed by LLMPACK_ALLOW_MISSING")
+    pytest.fail(f"{what}. Install it, or set LLMPACK_ALLOW_MISSING={component} to skip what needs it",
+                pytrace=False)
+
+
+# what ran where, for the summary line at the end of the run: {runtime: device}
+DEVICES: dict[str, str] = {}
+
+
+def record_device(runtime: str, device: str) -> None:
+    DEVICES[runtime] = device
+
+
+def pytest_terminal_summary(terminalreporter):
+    if DEVICES:
+        terminalreporter.write_line("devices: " + ", ".join(f"{k} {v}" for k, v in sorted(DEVICES.items())))
+    if ALLOW_MISSING:
+        terminalreporter.write_line(f"LLMPACK_ALLOW_MISSING={','.join(sorted(ALLOW_MISSING))}: "
+                                    "tests needing these were skipped, not run")
+
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `long` are deselected (pytest reports them as such, not as passed or
