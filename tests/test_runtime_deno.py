@@ -154,7 +154,8 @@ def test_webgpu_in_deno_matches_reference(deno_runs, cid, kv, request):
     assert out["variant"] == kv and out["label"] == f"WebGPU {kv}"  # f16: the backend's own choice
     err, compared = check_against_reference(bundle, job["calls"], out["tokens"], out["logits"], TOL[kv])
     assert compared >= GREEDY_STEPS // 2, "too few clear greedy steps to compare"
-    print(f"{cid} {kv}: max rel err {err:.2e}, {compared}/{GREEDY_STEPS} greedy tokens compared, load {out['load_ms']} ms, run {out['run_ms']} ms")
+    print(f"{cid} {kv}: max rel err {err:.2e}, {compared}/{GREEDY_STEPS} greedy tokens compared, "
+          f"load {out['load_ms']} ms, run {out['run_ms']} ms")
 
 
 # ---------------------------------------------------------------------------------------
@@ -179,6 +180,7 @@ def test_smollm2_q4f16_generates_in_deno_with_f16_kernels(smollm2_bundle, tmp_pa
     assert "error" not in out, out["error"]
     assert out["variant"] == "f16"
     err, compared = check_against_reference(bundle, job["calls"], out["tokens"], out["logits"], SMOLLM2_TOL)
-    report(request, f"SmolLM2 q4f16 in {result['runtime']} ({out['label']}, {out['adapter']}): max rel err {err:.1e}, "
-                    f"{compared}/{SMOLLM2_TOKENS} tokens compared, tokens {out['tokens']}, load {out['load_ms'] / 1000:.1f} s, prefill {len(ids)} + {SMOLLM2_TOKENS} tokens "
+    report(request, f"SmolLM2 q4f16 in {result['runtime']} ({out['label']}, {out['adapter']}): "
+                    f"max rel err {err:.1e}, {compared}/{SMOLLM2_TOKENS} tokens compared, tokens {out['tokens']}, "
+                    f"load {out['load_ms'] / 1000:.1f} s, prefill {len(ids)} + {SMOLLM2_TOKENS} tokens "
                     f"{out['run_ms'] / 1000:.1f} s, wall {result['wall_s']} s")
