@@ -56,8 +56,7 @@ def build_tiny_llama(out: Path, variant: str = "gqa", seed: int = 0, dtype: str 
                      max_shard_size: str | None = None, **overrides) -> Path:
     """Save a tiny random LlamaForCausalLM (or MistralForCausalLM) checkpoint to `out` and return it."""
     import torch
-    from transformers import (GenerationConfig, LlamaConfig, LlamaForCausalLM, MistralConfig,
-                              MistralForCausalLM)
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
     kw = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
               num_attention_heads=4, head_dim=16, max_position_embeddings=256, rms_norm_eps=1e-5,

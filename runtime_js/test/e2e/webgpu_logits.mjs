@@ -3,19 +3,22 @@
 // has shader-f16), and runs in Node too (Dawn):
 //   deno run --allow-all --unstable-webgpu test/e2e/webgpu_logits.mjs spec.json
 // spec: {jobs: [{bundle, variant?, calls: [["prefill", [ids], pastLen] | ["decode", id, pos]],
-//               greedy?, out}]}
+//               greedy?, generate?: {prompt, max_tokens}, out}]}
 // Each job loads a bundle folder (no shard cache) with `new WebGpuBackend({variant})`
 // (variant "auto" by default), makes its calls in order through the Backend interface,
 // then `greedy` more decode steps on the argmax of the previous logits, and writes every
-// call's logits, f32 little-endian one after the other, to `out`.
+// call's logits, f32 little-endian one after the other, to `out`. With `generate`, the
+// bundle is then loaded again through the engine API (createEngine, backend "webgpu", a
+// fresh shard cache) and `engine.generate(prompt)` runs greedily: its text is reported.
 // Prints one JSON object: {runtime, adapter: {description, features}, jobs: [per job
-// {label, variant, adapter, tokens (the greedy ones), load_ms, run_ms} or {error}]}.
-import { writeFileSync, readFileSync } from "node:fs";
+// {label, variant, adapter, tokens (the greedy ones), load_ms, run_ms, generated?} or {error}]}.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const dist = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "dist", "llmpack.js");
-const { BundleLoader, WebGpuBackend, describeAdapter } = await import(pathToFileURL(dist).href);
+const { BundleLoader, WebGpuBackend, createEngine, describeAdapter } = await import(pathToFileURL(dist).href);
 
 function argmax(a) {
   let best = 0;
@@ -48,12 +51,27 @@ async function runJob(job) {
     const bytes = new Uint8Array(out.reduce((n, a) => n + a.length, 0));
     out.reduce((at, a) => (bytes.set(a, at), at + a.length), 0);
     writeFileSync(job.out, bytes);
+    const generated = job.generate && (await generate(job.bundle, job.generate));
     return {
+      generated,
       label: backend.label, variant: backend.variant, adapter: describeAdapter(backend.adapter), tokens,
       load_ms: Math.round(t1 - t0), run_ms: Math.round(performance.now() - t1),
     };
   } finally {
     await backend.unload();
+  }
+}
+
+async function generate(bundle, { prompt, max_tokens }) {
+  const cacheDir = mkdtempSync(path.join(os.tmpdir(), "llmpack-deno-cache-"));
+  const engine = await createEngine(bundle, { backend: "webgpu", cacheDir });
+  try {
+    const t0 = performance.now();
+    const text = await engine.generate(prompt, { max_tokens, temperature: 0 });
+    return { text, backend: engine.backend.label, ms: Math.round(performance.now() - t0) };
+  } finally {
+    await engine.unload();
+    rmSync(cacheDir, { recursive: true, force: true });
   }
 }
 
