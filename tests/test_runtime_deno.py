@@ -49,6 +49,8 @@ CASES = {
     "mistral-q4f16": ("mistral", "q4f16"),  # MistralForCausalLM
     "linear-q3f16": ("linear", "q3f16"),  # linear RoPE scaling
 }
+F32_ONLY = ("q4f32", "f32")  # formats whose bundles carry f32 kernels only
+RUNS = [(cid, kv) for cid, (_, quant) in CASES.items() for kv in (("f32",) if quant in F32_ONLY else ("f16", "f32"))]
 
 
 def rel(a, b):
@@ -109,6 +111,7 @@ def deno_runs(packaged_tiny, tmp_path_factory):
         bundles[cid] = bundle = packaged_tiny(variant, quant, quantizer="rtn")
         plan = json.loads((bundle / "plan.json").read_text())
         vocab = json.loads((bundle / "manifest.json").read_text())["model"]["config"]["vocab_size"]
+        assert plan["variant_order"] == (["f32"] if quant in F32_ONLY else ["f16", "f32"])
         for kv in plan["variant_order"]:
             keys.append((cid, kv))
             # the f16 variant is the backend's own choice ("auto"); the f32 one forced
@@ -127,12 +130,13 @@ def check_against_reference(bundle: Path, calls: list, greedy: list[int], logits
     and how many greedy tokens were compared."""
     ref = ReferenceModel(bundle)
     errs, flips, compared = [], [], 0
-    past = 0
-    steps = [(entry, tokens) for entry, tokens, _ in calls] + [("decode", t) for t in greedy]
-    for i, ((entry, tokens), got) in enumerate(zip(steps, logits)):
-        assert ref.past_len == (calls[i][2] if i < len(calls) else past)
+    entry, tokens, past = calls[-1]
+    end = past + (len(tokens) if entry == "prefill" else 1)  # past_len after the calls
+    steps = [*map(tuple, calls), *(("decode", t, end + j) for j, t in enumerate(greedy))]
+    assert len(logits) == len(steps)
+    for i, ((entry, tokens, past), got) in enumerate(zip(steps, logits)):
+        assert ref.past_len == past
         want = ref.prefill(tokens)[-1] if entry == "prefill" else ref.decode(tokens)
-        past = ref.past_len
         errs.append(rel(got, want))
         if i + 1 >= len(calls) and i + 1 < len(steps):  # logits that chose a greedy token
             top2 = np.sort(want)[-2:]
@@ -145,12 +149,8 @@ def check_against_reference(bundle: Path, calls: list, greedy: list[int], logits
     return max(errs), compared
 
 
-@pytest.mark.parametrize("cid", CASES)
-@pytest.mark.parametrize("kv", ["f16", "f32"])
-def test_webgpu_in_deno_matches_reference(deno_runs, cid, kv, request):
-    if (cid, kv) not in deno_runs:
-        assert kv == "f16" and CASES[cid][1] in ("q4f32", "f32"), "only f32-compute bundles lack f16 kernels"
-        return
+@pytest.mark.parametrize("cid,kv", RUNS)
+def test_webgpu_in_deno_matches_reference(deno_runs, cid, kv):
     bundle, job, out = deno_runs[(cid, kv)]
     assert "error" not in out, out["error"]
     assert out["variant"] == kv and out["label"] == f"WebGPU {kv}"  # f16: the backend's own choice

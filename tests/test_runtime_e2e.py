@@ -111,7 +111,9 @@ def run_drivers(jobs: list[tuple[str, Path, dict]], env: dict, tmp: Path) -> lis
     for (where, _, _), result in zip(jobs, results):
         if where == "chromium":
             first = result["first"]
-            adapter = first["adapter"].get("description") or first["adapter"].get("vendor") or "unknown adapter"
+            info = first["adapter"]
+            adapter = info.get("description") or " ".join(
+                filter(None, (info.get(k) for k in ("vendor", "architecture", "device")))) or "unknown adapter"
             record_device(result.get("browser") or "Chromium", f"{adapter} ({first['variant']})")
     return results
 
