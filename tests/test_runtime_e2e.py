@@ -58,7 +58,8 @@ def js_env():
     env = dict(os.environ)
     env.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
     probe = ("const { create } = await import('webgpu'); const a = await create([]).requestAdapter();"
-             "console.log(a ? `ok ${process.version} ${a.info?.description || a.info?.device || ''}` : 'none');"
+             "const f = a?.features.has('shader-f16') ? 'f16' : 'f32';"
+             "console.log(a ? `ok ${process.version} ${a.info?.description || a.info?.device || ''} (${f})` : 'none');"
              "process.exit(0);")
     tries = [env]
     if "VK_ICD_FILENAMES" not in env and SWIFTSHADER_ICD.is_file():
