@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from conftest import record_device, require
+from packager.plan import build_plan
 from packager.reference import ReferenceModel
 
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime_js"
@@ -37,20 +38,24 @@ PROMPT_LEN, SECOND_PROMPT, DECODE_STEPS, GREEDY_STEPS = 37, 21, 8, 16
 # same on every run; a wider margin would pass a kernel that also accumulated in f16)
 TOL = {"f32": 3e-5, "f16": 1e-2}
 
-# id -> (tiny variant, weight format); the first seven are tests/test_wasm_plan.py's bundles
+SPLIT = {"max_binding_size": 8192, "prefill_chunk": 8, "context_window": 128}
+# id -> (tiny variant, weight format, re-plan keywords); the first seven are
+# tests/test_wasm_plan.py's bundles
 CASES = {
-    "gqa-q4f32": ("gqa", "q4f32"),
-    "llama3-q4f16": ("llama3", "q4f16"),
-    "untied-q8f16": ("untied", "q8f16"),
-    "plain-q3f16": ("plain", "q3f16"),
-    "gqa-q2f16": ("gqa", "q2f16"),
-    "gqa-f16": ("gqa", "f16"),
-    "untied-f32": ("untied", "f32"),
-    "mistral-q4f16": ("mistral", "q4f16"),  # MistralForCausalLM
-    "linear-q3f16": ("linear", "q3f16"),  # linear RoPE scaling
+    "gqa-q4f32": ("gqa", "q4f32", {}),
+    "llama3-q4f16": ("llama3", "q4f16", {}),
+    "untied-q8f16": ("untied", "q8f16", {}),
+    "plain-q3f16": ("plain", "q3f16", {}),
+    "gqa-q2f16": ("gqa", "q2f16", {}),
+    "gqa-f16": ("gqa", "f16", {}),
+    "untied-f32": ("untied", "f32", {}),
+    "mistral-q4f16": ("mistral", "q4f16", {}),  # MistralForCausalLM
+    "linear-q3f16": ("linear", "q3f16", {}),  # linear RoPE scaling
+    # weights in row blocks, prefill in chunks of 8 (both prompts cross chunk boundaries)
+    "untied-q4f16-split": ("untied", "q4f16", SPLIT),
 }
 F32_ONLY = ("q4f32", "f32")  # formats whose bundles carry f32 kernels only
-RUNS = [(cid, kv) for cid, (_, quant) in CASES.items() for kv in (("f32",) if quant in F32_ONLY else ("f16", "f32"))]
+RUNS = [(cid, kv) for cid, (_, quant, _) in CASES.items() for kv in (("f32",) if quant in F32_ONLY else ("f16", "f32"))]
 
 
 def rel(a, b):
@@ -106,18 +111,25 @@ def deno_runs(packaged_tiny, tmp_path_factory):
     the bundle has them; picked by the backend) and on the f32 ones, in one Deno process."""
     tmp = tmp_path_factory.mktemp("deno")
     keys, jobs, bundles = [], [], {}
-    for cid, (variant, quant) in CASES.items():
+    for cid, (variant, quant, replan) in CASES.items():
         # plain rounding: fast to package, and the kernels are what is tested
         bundles[cid] = bundle = packaged_tiny(variant, quant, quantizer="rtn")
         plan = json.loads((bundle / "plan.json").read_text())
-        vocab = json.loads((bundle / "manifest.json").read_text())["model"]["config"]["vocab_size"]
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        plan_file = None
+        if replan:  # the same weights and kernels under another plan
+            plan, _ = build_plan(manifest, **replan)
+            assert any(name.count(":") == 2 for name in plan["buffers"]), "expected split weights"
+            plan_file = tmp / f"{cid}.plan.json"
+            plan_file.write_text(json.dumps(plan))
+        vocab = manifest["model"]["config"]["vocab_size"]
         assert plan["variant_order"] == (["f32"] if quant in F32_ONLY else ["f16", "f32"])
         for kv in plan["variant_order"]:
             keys.append((cid, kv))
             # the f16 variant is the backend's own choice ("auto"); the f32 one forced
             choice = "auto" if kv == plan["variant_order"][0] else kv
             jobs.append({"bundle": str(bundle), "variant": choice, "calls": case_calls(vocab), "greedy": GREEDY_STEPS,
-                         "out": str(tmp / f"{cid}.{kv}.f32")})
+                         "out": str(tmp / f"{cid}.{kv}.f32"), **({"plan": str(plan_file)} if plan_file else {})})
     report = run_deno(jobs, tmp)
     print(f"deno: {report['runtime']} on {report['adapter']['description']}, {len(jobs)} runs, {report['wall_s']} s")
     return {key: (bundles[key[0]], job, out) for key, job, out in zip(keys, jobs, report["jobs"])}

@@ -3,11 +3,12 @@
 // has shader-f16), and runs in Node too (Dawn):
 //   deno run --allow-all --unstable-webgpu test/e2e/webgpu_logits.mjs spec.json
 // spec: {jobs: [{bundle, variant?, calls: [["prefill", [ids], pastLen] | ["decode", id, pos]],
-//               greedy?, generate?: {prompt, max_tokens}, out}]}
+//               greedy?, plan?, generate?: {prompt, max_tokens}, out}]}
 // Each job loads a bundle folder (no shard cache) with `new WebGpuBackend({variant})`
 // (variant "auto" by default), makes its calls in order through the Backend interface,
 // then `greedy` more decode steps on the argmax of the previous logits, and writes every
-// call's logits, f32 little-endian one after the other, to `out`. With `generate`, the
+// call's logits, f32 little-endian one after the other, to `out`. `plan` names a plan.json
+// to use instead of the bundle's (re-planned: split weights, other chunk size). With `generate`, the
 // bundle is then loaded again through the engine API (createEngine, backend "webgpu", a
 // fresh shard cache) and `engine.generate(prompt)` runs greedily: its text is reported.
 // Prints one JSON object: {runtime, adapter: {description, features}, jobs: [per job
@@ -29,6 +30,11 @@ function argmax(a) {
 async function runJob(job) {
   const t0 = performance.now();
   const loader = await BundleLoader.open(job.bundle, { cache: null });
+  if (job.plan) {
+    const plan = JSON.parse(readFileSync(job.plan, "utf8"));
+    const fetchJson = loader.fetchJson.bind(loader);
+    loader.fetchJson = (file, signal) => (file === "plan.json" ? Promise.resolve(plan) : fetchJson(file, signal));
+  }
   const backend = new WebGpuBackend({ variant: job.variant ?? "auto" });
   await backend.load(loader.manifest, loader);
   const t1 = performance.now();
