@@ -8,7 +8,11 @@ every weight format, makes the calls (a prompt, a second prompt after it, decode
 on given tokens) and then greedy decode steps on its own argmax, and writes every call's
 logits; the assertions and the oracle (the numpy reference executor) live here. Bundles
 of compute f16 also run their f32 kernels (forced), so every format's two paths are
-measured against the same reference.
+measured against the same reference. SmolLM2-135M-Instruct q4f16 generates a few tokens
+the same way, then once more through the engine API (createEngine, engine.generate).
+
+Without Deno, a Deno adapter or its shader-f16 these tests fail (conftest.require),
+unless LLMPACK_ALLOW_MISSING names deno / f16.
 """
 
 from __future__ import annotations
