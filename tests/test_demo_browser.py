@@ -31,7 +31,7 @@ ARTIFACTS = ROOT / "test-artifacts" / "web_demo"
 
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")  # module: before the module's other fixtures
 def components():
     require_node()
     require("chromium", Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}")
