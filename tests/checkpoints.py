@@ -17,6 +17,9 @@ TINY_VARIANTS = {
         "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
         "high_freq_factor": 4.0, "original_max_position_embeddings": 32}),
     "untied": dict(num_key_value_heads=1, tie_word_embeddings=False),
+    "linear": dict(num_key_value_heads=2, rope_scaling={"rope_type": "linear", "factor": 4.0}),
+    # MistralForCausalLM (transformers' Mistral classes) without a sliding window
+    "mistral": dict(architecture="mistral", num_key_value_heads=2, sliding_window=None, rope_theta=1e6),
 }
 
 CHAT_TEMPLATE = (
@@ -51,17 +54,19 @@ def build_tokenizer(out: Path, vocab_size: int) -> None:
 
 def build_tiny_llama(out: Path, variant: str = "gqa", seed: int = 0, dtype: str = "float32",
                      max_shard_size: str | None = None, **overrides) -> Path:
-    """Save a tiny random LlamaForCausalLM checkpoint to `out` and return it."""
+    """Save a tiny random LlamaForCausalLM (or MistralForCausalLM) checkpoint to `out` and return it."""
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
     kw = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
               num_attention_heads=4, head_dim=16, max_position_embeddings=256, rms_norm_eps=1e-5,
               tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
     kw.update(TINY_VARIANTS[variant])
     kw.update(overrides)
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM),
+                             "mistral": (MistralConfig, MistralForCausalLM)}[kw.pop("architecture", "llama")]
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(**kw)).to(getattr(torch, dtype)).eval()
+    model = model_cls(config_cls(**kw)).to(getattr(torch, dtype)).eval()
     with torch.no_grad():  # random init is tiny (std 0.02); make activations non-trivial
         for name, p in model.named_parameters():
             if "norm" in name:

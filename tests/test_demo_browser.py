@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from conftest import require, require_node
 from packager.serve import create_app
 from test_registry_helpers import ROOT
 from test_serve import running
@@ -29,11 +29,12 @@ PLAYWRIGHT = ROOT / "runtime_js" / "node_modules" / "playwright-core"
 DRIVER = ROOT / "web_demo" / "test" / "chat_page.mjs"
 ARTIFACTS = ROOT / "test-artifacts" / "web_demo"
 
-pytestmark = [
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),
-    pytest.mark.skipif(not PLAYWRIGHT.exists(), reason="runtime_js/node_modules missing: run npm ci in runtime_js"),
-    pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed"),
-]
+
+
+@pytest.fixture(autouse=True, scope="module")  # module: before the module's other fixtures
+def components():
+    require_node()
+    require("chromium", Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}")
 
 MAX_TOKENS = 40
 

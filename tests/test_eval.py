@@ -10,7 +10,7 @@ import pytest
 
 from bundle_contract.manifest import load
 from packager.evaluate import encode_text, run_eval
-from quantization.quality import default_text, log_softmax, token_windows
+from quantization.quality import default_text, evaluate, log_softmax, token_windows
 
 ROOT = Path(__file__).resolve().parent.parent
 WINDOWS = 3  # of 256 tokens: enough to separate the formats, cheap enough for CI
@@ -34,9 +34,48 @@ def test_eval_cli_on_tiny_checkpoint(tiny_llama, tmp_path):
     out = json.loads(r.stdout)
     rows = {row["model"]: row for row in out["rows"]}
     assert list(rows) == ["f32", "q8f16", "q4f16"] and out["windows"] == 2
-    assert rows["f32"]["kl"] == 0.0  # the reference against itself: the executor is deterministic
+    assert rows["f32"]["kl"] == 0.0  # the f32 row is the reference itself (the KL test is below)
     assert 0 < rows["q8f16"]["kl"] < rows["q4f16"]["kl"]
     assert rows["q4f16"]["bits_per_weight"] < rows["q8f16"]["bits_per_weight"]
+
+
+class TransformersLogits:
+    """transformers' model behind the reference executor's reset()/prefill() (all logits)."""
+
+    def __init__(self, src):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+
+    def reset(self):
+        pass
+
+    def prefill(self, ids):
+        import torch
+
+        with torch.no_grad():
+            return self.model(torch.tensor([ids])).logits[0].numpy()
+
+
+# KL(transformers || f32 bundle) per token: measured 4.7e-13 (f32 rounding) -> 5e-12 (10x);
+# q8f16's is 5.7e-4
+F32_KL_MAX = 5e-12
+
+
+def test_f32_kl_against_transformers(tiny_llama, packaged_tiny):
+    """The f32 row's KL is 0 by construction (it is the reference); here the f32 bundle's
+    numpy executor is measured against transformers itself, which could fail."""
+    from packager.reference import ReferenceModel
+
+    src = tiny_llama("gqa")
+    hf = TransformersLogits(src)
+    f32 = packaged_tiny("gqa", "f32")
+    windows = token_windows(encode_text(f32, default_text()[:4000]), 64, 2)
+    kl_f32 = evaluate(ReferenceModel(f32), windows, hf)["kl"]
+    kl_q8 = evaluate(ReferenceModel(packaged_tiny("gqa", "q8f16", quantizer="rtn")), windows, hf)["kl"]
+    assert abs(kl_f32) < F32_KL_MAX, kl_f32
+    assert kl_q8 > 1e-5, kl_q8  # the measure sees an 8-bit quantization step
 
 
 @pytest.mark.parametrize("args, message", [

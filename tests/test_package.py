@@ -36,6 +36,11 @@ def test_f32_logits_match_transformers(variant, tiny_llama, tmp_path):
 
     src = tiny_llama(variant)
     package_model(src, tmp_path / "b", quant="f32")
+    model = load(tmp_path / "b").data["model"]
+    assert model["hf_architecture"] == json.loads((src / "config.json").read_text())["architectures"][0]
+    assert model["hf_architecture"] == ("MistralForCausalLM" if variant == "mistral" else "LlamaForCausalLM")
+    rope = TINY_VARIANTS[variant].get("rope_scaling", {}).get("rope_type", "default")
+    assert model["config"]["rope"]["type"] == rope
     ref = ReferenceModel(tmp_path / "b")
     hf = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
     rng = np.random.default_rng(0)

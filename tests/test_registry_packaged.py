@@ -12,8 +12,6 @@ from model_registry.registry import Registry
 from model_registry.server import create_app
 from test_registry_helpers import bundle_files, cli
 
-pytest.importorskip("packager.bundle")
-
 
 @pytest.fixture(scope="module")
 def packaged(tiny_llama, tmp_path_factory):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CHAT_PROMPTS, LONG_TESTS, chat_ids, hf_greedy
+from conftest import CHAT_PROMPTS, LONG_TESTS, chat_ids, hf_greedy, record_device, require, require_node
 from packager.bench import SWIFTSHADER_ICD
 from packager.reference import ReferenceModel
 
@@ -43,11 +42,6 @@ FAST_SWIFTSHADER = ["disable_workgroup_init"]
 NEW_TOKENS = 32 if LONG_TESTS else 6  # SmolLM2 tokens per prompt
 CHAT_TOKENS = 12 if LONG_TESTS else 3  # SmolLM2 tokens of the engine's chat answer (asked twice)
 
-pytestmark = [
-    pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed"),
-    pytest.mark.skipif(not (RUNTIME / "node_modules" / "webgpu").is_dir(),
-                       reason="runtime_js/node_modules missing: npm ci"),
-]
 
 
 # ---------------------------------------------------------------------------------------
@@ -57,27 +51,31 @@ pytestmark = [
 @pytest.fixture(scope="session")
 def js_env():
     """Environment for the drivers: the runtime built, and a WebGPU adapter in Node
-    (the machine's own, else SwiftShader's). Skips when Node has no adapter at all."""
+    (the machine's own, else SwiftShader's). Fails (conftest.require) when Node has no adapter."""
+    require_node()
     if not (RUNTIME / "dist" / "llmpack.js").is_file():
         pytest.fail("the runtime is not built: run `npm run build` in runtime_js (scripts/setup.sh does)")
     env = dict(os.environ)
     env.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
     probe = ("const { create } = await import('webgpu'); const a = await create([]).requestAdapter();"
-             "console.log(a ? 'ok' : 'none'); process.exit(0);")
+             "const f = a?.features.has('shader-f16') ? 'f16' : 'f32';"
+             "console.log(a ? `ok ${process.version} ${a.info?.description || a.info?.device || ''} (${f})` : 'none');"
+             "process.exit(0);")
     tries = [env]
     if "VK_ICD_FILENAMES" not in env and SWIFTSHADER_ICD.is_file():
         tries.append({**env, "VK_ICD_FILENAMES": str(SWIFTSHADER_ICD)})
     for candidate in tries:
         r = subprocess.run(["node", "--input-type=module", "-e", probe], cwd=RUNTIME, env=candidate,
                            capture_output=True, text=True, timeout=120)
-        if r.stdout.strip() == "ok":
+        if r.stdout.startswith("ok "):
+            _, version, adapter = (r.stdout.strip() + " ").split(" ", 2)
+            record_device(f"Node {version}", f"Dawn {adapter.strip() or 'unknown adapter'}")
             return candidate
-    pytest.skip("Node's WebGPU (Dawn) finds no adapter on this machine")
+    require("dawn", False, "Node's WebGPU (Dawn) finds no adapter on this machine")
 
 
 def where_params():
-    chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
-    return [pytest.param("node", id="node"), pytest.param("chromium", id="chromium", marks=chromium)]
+    return [pytest.param("node", id="node"), pytest.param("chromium", id="chromium")]
 
 
 def start_driver(where: str, bundle: Path, spec: dict, env: dict, tmp: Path) -> subprocess.Popen:
@@ -101,14 +99,24 @@ def run_drivers(jobs: list[tuple[str, Path, dict]], env: dict, tmp: Path) -> lis
     """Runs the drivers side by side (SwiftShader leaves a core idle); results in order."""
     from concurrent.futures import ThreadPoolExecutor
 
+    if any(where == "chromium" for where, _, _ in jobs):
+        require("chromium", Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (scripts/setup.sh --test installs it)")
     procs = [start_driver(where, bundle, spec, env, tmp) for where, bundle, spec in jobs]
     try:
         with ThreadPoolExecutor(len(procs)) as pool:
-            return list(pool.map(finish_driver, procs))
+            results = list(pool.map(finish_driver, procs))
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+    for (where, _, _), result in zip(jobs, results):
+        if where == "chromium":
+            first = result["first"]
+            info = first["adapter"]
+            adapter = info.get("description") or " ".join(
+                filter(None, (info.get(k) for k in ("vendor", "architecture", "device")))) or "unknown adapter"
+            record_device(result.get("browser") or "Chromium", f"{adapter} ({first['variant']})")
+    return results
 
 
 def report(request, line: str) -> None:
@@ -232,8 +240,6 @@ def smollm2_e2e(bundle: Path, expected: list[list[int]], prompts: list[list[int]
     spec = {"cases": [{"messages": m, "new_tokens": NEW_TOKENS} for m in smollm2_prompts()],
             "chat": {"messages": CHAT_PROMPTS[0], "max_tokens": CHAT_TOKENS}, "reload": {"cases": []},
             "dawnFlags": FAST_SWIFTSHADER}
-    if where == "chromium" and not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM} (scripts/setup.sh --test installs it)")
     wheres = ["node", "chromium"] if LONG_TESTS else [where]
     results = run_drivers([(w, bundle, spec) for w in wheres], env, tmp)
     for where, result in zip(wheres, results):

@@ -27,6 +27,7 @@ from fastapi.testclient import TestClient
 from bundle_contract.errors import UserError
 from bundle_contract.http import IMMUTABLE
 from bundle_contract.manifest import ManifestError
+from conftest import require
 from packager.errors import PackError
 from packager.serve import BundleSet, RegistrySource, bind, create_app, page_url, resolve_inside
 from test_registry_helpers import REQUIREMENTS, ROOT, make_bundle
@@ -564,7 +565,8 @@ def test_llmpack_demo_subprocess_serves_a_cached_bundle(tree, tmp_path):
     try:
         name = f"{model_slug(default_source())}-q4f16"
     except PackError as e:
-        pytest.skip(str(e))
+        require("smollm2", False, str(e))
+        return
     cache = tmp_path / "cache"
     shutil.copytree(tree / "solo", cache / "bundles" / name)
     proc, base, query = start_cli(["demo", "--no-open", "--port", "0"], env={"LLMPACK_CACHE_DIR": str(cache)})

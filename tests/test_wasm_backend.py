@@ -16,6 +16,7 @@ import subprocess
 
 import pytest
 
+from conftest import require_node
 from packager.reference import ReferenceModel
 
 RUNTIME = os.path.join(os.path.dirname(__file__), "..", "runtime_js")
@@ -25,9 +26,8 @@ NEW_TOKENS = 24
 
 @pytest.mark.slow
 def test_smollm2_greedy_on_wasm_matches_reference(smollm2_bundle, tmp_path):
+    require_node()
     node = shutil.which("node")
-    if node is None or not os.path.isdir(os.path.join(RUNTIME, "node_modules")):
-        pytest.skip("node and runtime_js/node_modules are needed (npm ci in runtime_js)")
     bundle = smollm2_bundle("q4f32")  # `llmpack package` builds the Wasm kernels into every bundle
     assert (bundle / "kernels" / "llmpack.wasm.json").is_file()
 

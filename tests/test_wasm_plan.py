@@ -11,13 +11,13 @@ cached one, decode steps) and writes their logits; the assertions live here.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import require_node
 from packager.plan import build_plan
 from packager.reference import ReferenceModel
 from packager.wasm_build import FILES, OPS, TABLE_FILE, build_wasm, kernel_table
@@ -64,8 +64,7 @@ def case_calls(vocab: int) -> list:
 def wasm_runs(packaged_tiny, tmp_path_factory):
     """{case id: (bundle, calls, logits per call, the driver's report)}: every case on the
     runtime's Wasm backend, in one Node process."""
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed")
+    require_node(modules=False)
     if not (RUNTIME / "dist" / "llmpack.js").is_file():
         pytest.fail("the runtime is not built: run `npm run build` in runtime_js (scripts/setup.sh does)")
     tmp = tmp_path_factory.mktemp("wasm-plan")

@@ -1,7 +1,7 @@
 /**
  * The built module in headless Chromium (Debian's, driven by playwright-core): a page
  * and a Web Worker load a bundle with a scripted backend, and a reload is served
- * from the Cache API without any shard request. Skipped where Chromium is missing.
+ * from the Cache API without any shard request. Needs Chromium (helpers.requireComponent).
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -9,10 +9,10 @@ import { existsSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { type Browser, type Page, chromium } from "playwright-core";
 import { type FakeBundle, type TestServer, makeChatBundle, serve, tmpDir } from "./fixtures.js";
-import { runtimeDir } from "./helpers.js";
+import { requireComponent, runtimeDir } from "./helpers.js";
 
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const skip = existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM}`;
+const skip = requireComponent("chromium", !existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}`);
 
 const REPLY = "Grüße aus dem Browser 🌍";
 

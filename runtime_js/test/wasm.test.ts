@@ -25,7 +25,7 @@ import { ceilingProblem, MAX_PAGES, planLayout } from "../src/wasm/layout.js";
 import { OP_NOP, WasmProgram } from "../src/wasm/program.js";
 import { WASM_TABLE_FILE, type WasmTable } from "../src/wasm/table.js";
 import { tmpDir } from "./fixtures.js";
-import { runtimeDir } from "./helpers.js";
+import { requireComponent, runtimeDir } from "./helpers.js";
 import { serveStatic, type StaticServer } from "./wasm-server.js";
 
 // ---------------------------------------------------------------------------------------
@@ -203,7 +203,8 @@ describe("Wasm backend: SmolLM2 q4f32 greedy tokens in Node", { skip: skipCase }
 });
 
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const skipBrowser = skipCase || (existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM}`);
+// the case file is written by tests/test_wasm_backend.py, which runs this file; npm test skips it
+const skipBrowser = skipCase || requireComponent("chromium", !existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}`);
 
 const PAGE_LIB = `
 const argmax = (l) => { let k = 0; for (let i = 1; i < l.length; i++) if (l[i] > l[k]) k = i; return k; };

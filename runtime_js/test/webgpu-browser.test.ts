@@ -11,11 +11,11 @@ import os from "node:os";
 import path from "node:path";
 import { type BrowserContext, type Page, chromium } from "playwright-core";
 import { type TestServer, serve, tmpDir } from "./fixtures.js";
-import { runtimeDir } from "./helpers.js";
+import { allowedMissing, requireComponent, runtimeDir } from "./helpers.js";
 import { type PlanBundle, expectedLogits, makePlanBundle } from "./plan-fixture.js";
 
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const skip = existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM}`;
+const skip = requireComponent("chromium", !existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}`);
 const ARGS = ["--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"];
 
 const PROMPT = [5, 40, 63, 0, 33, 2, 17, 50, 9, 41];
@@ -64,7 +64,10 @@ describe("WebGPU in Chromium", { skip }, () => {
   });
 
   const check = (out: any, t: { skip(msg: string): void }) => {
-    if (out.noAdapter) return t.skip("this Chromium has no WebGPU adapter");
+    if (out.noAdapter) {
+      if (allowedMissing("chromium")) return t.skip("this Chromium has no WebGPU adapter (allowed by LLMPACK_ALLOW_MISSING)");
+      assert.fail("this Chromium has no WebGPU adapter; set LLMPACK_ALLOW_MISSING=chromium to skip");
+    }
     assert.equal(out.name, "webgpu");
     assert.equal(out.label, "WebGPU f32");
     assert.deepEqual(out.prefill, [...expectedLogits(bundle, PROMPT.at(-1)!, 3 + 8)]);
