@@ -9,7 +9,11 @@
  *   factor := INT | IDENT | IDENT "(" expr "," expr ")" | "(" expr ")"
  *
  * `/` is floor division, `cdiv(a, b)` = ceil(a / b); `min`, `max`. No unary minus.
- * Anything else (unknown names, division by zero, stray tokens) throws ExprError.
+ * Anything else (unknown names, division by zero, stray tokens) throws ExprError, and
+ * so does an expression past the limits that packager/plan_expr.py applies: more than
+ * MAX_TOKENS tokens, factors (parentheses, calls) nested deeper than MAX_DEPTH, a number
+ * of more than MAX_DIGITS digits (leading zeros aside). They keep the recursive parser
+ * off the stack limit, so a hostile plan gets an ExprError, never a RangeError.
  * Plans are evaluated once per dispatch per step, so parsed trees are cached by
  * source text.
  */
@@ -27,6 +31,13 @@ type Node =
   | { k: "call"; fn: "cdiv" | "min" | "max"; a: Node; b: Node };
 
 const FUNCTIONS = new Set(["cdiv", "min", "max"]);
+export const MAX_TOKENS = 256; // an operator chain nests the tree one level per operator
+export const MAX_DEPTH = 32; // nested factors, counted as plan_expr.py counts them
+export const MAX_DIGITS = 16; // 2^53, the largest exact JS integer, has 16 digits
+
+function head(src: string): string {
+  return JSON.stringify(src.length > 40 ? `${src.slice(0, 40)}…` : src);
+}
 
 type Token = { t: "num"; v: number } | { t: "id"; v: string } | { t: "op"; v: string };
 
@@ -37,11 +48,16 @@ function tokenize(src: string): Token[] {
     const c = src.charAt(i);
     if (c === " " || c === "\t" || c === "\n" || c === "\r") {
       i++;
-    } else if (c >= "0" && c <= "9") {
+      continue;
+    }
+    if (out.length === MAX_TOKENS) throw new ExprError(`plan expression longer than ${MAX_TOKENS} tokens: ${head(src)}`);
+    if (c >= "0" && c <= "9") {
       let j = i;
       while (j < src.length && src.charAt(j) >= "0" && src.charAt(j) <= "9") j++;
+      const digits = src.slice(i, j).replace(/^0+/, "");
+      if (digits.length > MAX_DIGITS) throw new ExprError(`number ${digits.slice(0, 20)}… is too large in ${head(src)}`);
       const v = Number(src.slice(i, j));
-      if (!Number.isSafeInteger(v)) throw new ExprError(`integer literal too large in ${JSON.stringify(src)}`);
+      if (!Number.isSafeInteger(v)) throw new ExprError(`integer literal too large in ${head(src)}`);
       out.push({ t: "num", v });
       i = j;
     } else if (/[A-Za-z_]/.test(c)) {
@@ -61,6 +77,7 @@ function tokenize(src: string): Token[] {
 
 class Parser {
   private i = 0;
+  private depth = 0;
   constructor(private readonly toks: Token[], private readonly src: string) {}
 
   parse(): Node {
@@ -104,6 +121,15 @@ class Parser {
   }
 
   private factor(): Node {
+    if (++this.depth > MAX_DEPTH) throw this.error(`expression nested deeper than ${MAX_DEPTH}`);
+    try {
+      return this.factorBody();
+    } finally {
+      this.depth--;
+    }
+  }
+
+  private factorBody(): Node {
     const tok = this.toks[this.i++];
     if (!tok) throw this.error("unexpected end");
     if (tok.t === "num") return { k: "num", v: tok.v };
