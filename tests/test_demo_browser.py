@@ -1,8 +1,9 @@
 """The chat page in headless Chromium (Debian's, driven by playwright-core from
 runtime_js/node_modules): `llmpack serve` on a free loopback port serves a real bundle
 (a tiny random Llama packaged by package_model) and web_demo/; web_demo/test/chat_page.mjs
-picks the model, loads it, asks two questions, stops a third answer, and takes
-screenshots into test-artifacts/web_demo/ at 1280x800 and 390x844.
+picks the model, loads it, asks two questions, stops a third answer, recovers from a
+(simulated) GPU device loss with Reload model, and takes screenshots into
+test-artifacts/web_demo/ at 1280x800 and 390x844.
 
 The page runs the runtime's own backend: WebGPU (SwiftShader) here, and Wasm in a page
 whose browser has no WebGPU. The random-weight model answers gibberish, so the test
@@ -102,6 +103,14 @@ def test_chat_page(bundle, tmp_path):
     assert stopped["finish"] == "abort" and "stopped" in stopped["meta"], stopped
     assert not stopped["grewAfterEnd"]
     assert len(stopped["text"]) >= 12 and tokens_in(stopped["meta"]) < 2000  # stopped well before max tokens
+
+    # a lost GPU device (simulated DeviceLostError): the turn fails with a notice and a Reload
+    # model button (absent before), sending waits for it; engine.reload() gives a new backend
+    assert out["reloadButtonBefore"] is False
+    assert out["lost"]["failed"] and "The GPU stopped" in out["lost"]["meta"], out["lost"]
+    assert "Reload model" in out["lostNotice"] and out["lostSendDisabled"] is True, out["lostNotice"]
+    assert out["reloaded"] == {"state": "ready", "notice": False, "newBackend": True}, out["reloaded"]
+    assert not out["afterReload"]["failed"] and out["afterReload"]["text"].strip(), out["afterReload"]
 
     assert out["phoneOverflow"] is False, "the page scrolls sideways at 390 px"
     assert out["panelOpenAfterLoad"] is False and out["panelOpens"] is True  # the phone's model panel

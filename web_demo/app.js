@@ -43,6 +43,7 @@ const state = {
   messages: [], // the conversation sent with every request
   env: null, // what probeBrowser found
   runtime: null,
+  lost: false, // the GPU device was lost (DeviceLostError): nothing runs until engine.reload()
 };
 
 // ------------------------------------------------------------------------- state
@@ -54,11 +55,12 @@ function setState(name) {
   ui.load.disabled = busy || !state.selected;
   ui.load.hidden = busy;
   ui.cancelLoad.hidden = !busy;
-  ui.prompt.disabled = !state.engine || busy;
-  ui.prompt.placeholder = state.engine ? `Message ${modelTitle(state.loaded)}` : "Load a model to start";
+  ui.prompt.disabled = !state.engine || busy || state.lost;
+  ui.prompt.placeholder = state.lost ? "Reload the model to continue"
+    : state.engine ? `Message ${modelTitle(state.loaded)}` : "Load a model to start";
   ui.send.hidden = generating;
   ui.stop.hidden = !generating;
-  ui.send.disabled = !state.engine || busy || generating;
+  ui.send.disabled = !state.engine || busy || generating || state.lost;
   ui.load.textContent = state.engine && state.selected === state.loaded ? "Reload model" : "Load model";
   for (const el of ui.modelList.querySelectorAll("input")) el.disabled = busy;
 }
@@ -238,6 +240,7 @@ async function loadSelected() {
   const model = state.selected;
   if (!model || state.loading) return;
   stopGeneration();
+  clearDeviceLost(); // a new engine replaces the lost one
   const ctl = new AbortController();
   state.loading = ctl;
   setState("loading");
@@ -404,7 +407,12 @@ async function send(text) {
     else state.messages.pop(); // the turn failed before any answer: forget the question
     const { title, text: why } = explainError(e, state.env, state.loaded);
     view.row.classList.add("failed");
-    addMeta(view, `${title}: ${why}`);
+    if (e?.name === "DeviceLostError") {
+      addMeta(view, title);
+      showDeviceLost(e, title, why);
+    } else {
+      addMeta(view, `${title}: ${why}`);
+    }
   } finally {
     view.row.classList.remove("streaming");
     state.generating = null;
@@ -448,6 +456,63 @@ function newChat() {
   for (const el of [...ui.messages.querySelectorAll(".msg")]) el.remove();
   ui.empty.hidden = false;
   ui.prompt.focus();
+}
+
+// ------------------------------------------------------------------- device loss
+
+/** After a DeviceLostError: a notice below the chat whose button reloads the model. */
+function showDeviceLost(err, title, text) {
+  clearDeviceLost();
+  state.lost = true;
+  const box = noticeEl({ level: "error", title, text, detail: detailOf(err) });
+  box.classList.add("device-lost");
+  const button = document.createElement("button");
+  button.id = "reload-model";
+  button.className = "primary";
+  button.type = "button";
+  button.textContent = "Reload model";
+  button.addEventListener("click", () => reloadEngine(box, button));
+  box.append(button);
+  ui.messages.append(box);
+  scrollDown(true);
+}
+
+function clearDeviceLost() {
+  state.lost = false;
+  ui.messages.querySelector(".device-lost")?.remove();
+}
+
+/** engine.reload(): the same bundle on a fresh backend (shards from the cache); the conversation stays. */
+async function reloadEngine(box, button) {
+  const engine = state.engine;
+  if (!engine || state.loading) return;
+  const ctl = new AbortController();
+  state.loading = ctl;
+  button.disabled = true;
+  button.textContent = "Reloading…";
+  box.querySelector(".error-text")?.remove();
+  setState("loading");
+  setProgress("Reloading the model", "", null);
+  const t0 = performance.now();
+  try {
+    await engine.reload({ signal: ctl.signal, onProgress: progressReporter(state.loaded) });
+    clearDeviceLost();
+    const backend = describeBackend(engine);
+    setBadge(backend, "on");
+    setProgress(`Ready on ${backend}`, `reloaded in ${formatMs(performance.now() - t0)}`, 1);
+    state.loading = null;
+    setState("ready");
+    ui.prompt.focus();
+  } catch (e) {
+    state.loading = null;
+    ui.progress.hidden = true;
+    if (!ctl.signal.aborted) console.error(e);
+    const why = ctl.signal.aborted ? "Reloading was cancelled." : `Reloading failed: ${explainError(e, state.env, state.loaded).text}`;
+    box.insertBefore(paragraph(why, "error-text"), button);
+    button.disabled = false;
+    button.textContent = "Reload model";
+    setState("ready");
+  }
 }
 
 // ------------------------------------------------------------------------ wiring

@@ -115,6 +115,13 @@ export function explainError(err, env, model) {
         : "The llmpack runtime served here has no backend it can use in this browser.",
     };
   }
+  if (name === "DeviceLostError") {
+    return {
+      title: "The GPU stopped working for this page",
+      text: "The browser lost its GPU device (a driver reset, sleep, or too much GPU memory in use). " +
+        "Press Reload model to load the model again and continue; the conversation is kept.",
+    };
+  }
   if (name === "ContextWindowError" || /context window/i.test(msg)) {
     return { title: "The conversation is too long", text: `${msg}. Start a new chat to continue.` };
   }

@@ -1,6 +1,7 @@
 // Drives the chat page (web_demo/) in headless Chromium with playwright-core, the way a
 // user would: pick the model, load it, ask, watch the answer stream, ask again, stop a
-// long answer, and take screenshots at 1280x800 and 390x844. Run by
+// long answer, recover from a (simulated) GPU device loss with Reload model, and take
+// screenshots at 1280x800 and 390x844. Run by
 // tests/test_demo_browser.py, which serves the page and a real bundle; it prints one
 // JSON line of observations, which the Python test checks.
 //
@@ -167,6 +168,28 @@ async function main() {
     await page.fill("#max-tokens", "2000");
     out.stopped = await ask(page, "Tell me a very long story.", { stopAfterChars: 12 });
     out.screenshots.push(await shot(page, "desktop-stopped.png"));
+
+    // a lost GPU device, simulated: the backend's next prefill rejects with a DeviceLostError;
+    // the failed turn offers Reload model, which calls engine.reload(), and the chat goes on
+    // (in a new chat: the conversation so far fills the tiny model's context window)
+    out.reloadButtonBefore = await page.isVisible("#reload-model");
+    await page.click("#new-chat");
+    await page.evaluate(() => {
+      const b = window.llmpackDemo.state.engine.backend;
+      window.__lostBackend = b;
+      const lost = Object.assign(new Error("the WebGPU device was lost (simulated)"), { name: "DeviceLostError" });
+      b.prefill = () => new Promise((_, reject) => setTimeout(() => reject(lost), 300)); // (ask() sees "generating")
+    });
+    await page.fill("#max-tokens", String(cfg.maxTokens ?? 40));
+    out.lost = await ask(page, "Are you still there?");
+    out.lostNotice = await page.evaluate(() => document.querySelector(".device-lost")?.innerText ?? "");
+    out.lostSendDisabled = await page.isDisabled("#send");
+    out.screenshots.push(await shot(page, "desktop-device-lost.png"));
+    await page.click("#reload-model");
+    await page.waitForFunction(() => !window.llmpackDemo.state.loading && document.body.dataset.state !== "loading", null, { timeout: 120_000, polling: 50 });
+    out.reloaded = await page.evaluate(() => ({ state: document.body.dataset.state, notice: !!document.querySelector(".device-lost"),
+      newBackend: window.llmpackDemo.state.engine.backend !== window.__lostBackend }));
+    out.afterReload = await ask(page, "Are you still there?");
 
     await page.setViewportSize(PHONE);
     await sleep(200);
