@@ -28,8 +28,9 @@ import numpy as np
 import pytest
 
 from conftest import record_device, require
-from packager.plan import build_plan
 from packager.reference import ReferenceModel
+from plan_cases import CASES as WEIGHT_FORMAT_CASES
+from plan_cases import case_calls, packaged_case, rel
 
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime_js"
 DRIVER = RUNTIME / "test" / "e2e" / "webgpu_logits.mjs"
@@ -42,41 +43,10 @@ PROMPT_LEN, SECOND_PROMPT, DECODE_STEPS, GREEDY_STEPS = 37, 21, 8, 16
 # same on every run; a wider margin would pass a kernel that also accumulated in f16)
 TOL = {"f32": 3e-5, "f16": 1e-2}
 
-SPLIT = {"max_binding_size": 8192, "prefill_chunk": 8, "context_window": 128}
-# id -> (tiny variant, weight format, re-plan keywords); the first seven are
-# tests/test_wasm_plan.py's bundles
-CASES = {
-    "gqa-q4f32": ("gqa", "q4f32", {}),
-    "llama3-q4f16": ("llama3", "q4f16", {}),
-    "untied-q8f16": ("untied", "q8f16", {}),
-    "plain-q3f16": ("plain", "q3f16", {}),
-    "gqa-q2f16": ("gqa", "q2f16", {}),
-    "gqa-f16": ("gqa", "f16", {}),
-    "untied-f32": ("untied", "f32", {}),
-    "mistral-q4f16": ("mistral", "q4f16", {}),  # MistralForCausalLM
-    "linear-q3f16": ("linear", "q3f16", {}),  # linear RoPE scaling
-    # weights in row blocks, prefill in chunks of 8 (both prompts cross chunk boundaries)
-    "untied-q4f16-split": ("untied", "q4f16", SPLIT),
-}
+# every weight format (tests/plan_cases.py), plus Mistral and linear RoPE scaling
+CASES = {**WEIGHT_FORMAT_CASES, "mistral-q4f16": ("mistral", "q4f16", {}), "linear-q3f16": ("linear", "q3f16", {})}
 F32_ONLY = ("q4f32", "f32")  # formats whose bundles carry f32 kernels only
 RUNS = [(cid, kv) for cid, (_, quant, _) in CASES.items() for kv in (("f32",) if quant in F32_ONLY else ("f16", "f32"))]
-
-
-def rel(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert np.all(np.isfinite(a))
-    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
-
-
-def case_calls(vocab: int) -> list:
-    """[entry, tokens, past_len] per Backend call: two prompts, then decode steps."""
-    rng = np.random.default_rng(0)
-    first = rng.integers(3, vocab, PROMPT_LEN).tolist()
-    second = rng.integers(3, vocab, SECOND_PROMPT).tolist()
-    calls = [["prefill", first, 0], ["prefill", second, PROMPT_LEN]]
-    past = PROMPT_LEN + SECOND_PROMPT
-    calls += [["decode", int(rng.integers(3, vocab)), past + i] for i in range(DECODE_STEPS)]
-    return calls
 
 
 def deno_env() -> dict:
@@ -116,23 +86,16 @@ def deno_runs(packaged_tiny, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deno")
     keys, jobs, bundles = [], [], {}
     for cid, (variant, quant, replan) in CASES.items():
-        # plain rounding: fast to package, and the kernels are what is tested
-        bundles[cid] = bundle = packaged_tiny(variant, quant, quantizer="rtn")
-        plan = json.loads((bundle / "plan.json").read_text())
-        manifest = json.loads((bundle / "manifest.json").read_text())
-        plan_file = None
-        if replan:  # the same weights and kernels under another plan
-            plan, _ = build_plan(manifest, **replan)
-            assert any(name.count(":") == 2 for name in plan["buffers"]), "expected split weights"
-            plan_file = tmp / f"{cid}.plan.json"
-            plan_file.write_text(json.dumps(plan))
+        bundle, manifest, plan, plan_file = packaged_case(packaged_tiny, cid, variant, quant, replan, tmp)
+        bundles[cid] = bundle
         vocab = manifest["model"]["config"]["vocab_size"]
         assert plan["variant_order"] == (["f32"] if quant in F32_ONLY else ["f16", "f32"])
+        calls = case_calls(vocab, PROMPT_LEN, SECOND_PROMPT, DECODE_STEPS)
         for kv in plan["variant_order"]:
             keys.append((cid, kv))
             # the f16 variant is the backend's own choice ("auto"); the f32 one forced
             choice = "auto" if kv == plan["variant_order"][0] else kv
-            jobs.append({"bundle": str(bundle), "variant": choice, "calls": case_calls(vocab), "greedy": GREEDY_STEPS,
+            jobs.append({"bundle": str(bundle), "variant": choice, "calls": calls, "greedy": GREEDY_STEPS,
                          "out": str(tmp / f"{cid}.{kv}.f32"), **({"plan": str(plan_file)} if plan_file else {})})
     report = run_deno(jobs, tmp)
     print(f"deno: {report['runtime']} on {report['adapter']['description']}, {len(jobs)} runs, {report['wall_s']} s")

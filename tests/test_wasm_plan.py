@@ -21,43 +21,14 @@ from conftest import require_node
 from packager.plan import build_plan
 from packager.reference import ReferenceModel
 from packager.wasm_build import FILES, OPS, TABLE_FILE, build_wasm, kernel_table
+from plan_cases import CASES, case_calls, packaged_case, rel
 
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime_js"
 DRIVER = RUNTIME / "test" / "e2e" / "wasm_logits.mjs"
 TOL = 1e-4  # max |wasm - ref| / max |ref| of the logits (f32 throughout)
 PROMPT_LEN, SECOND_PROMPT, DECODE_STEPS = 37, 21, 12
 
-SPLIT = {"max_binding_size": 8192, "prefill_chunk": 8, "context_window": 128}
-# id -> (tiny variant, weight format, re-plan keywords, threads)
-CASES = {
-    "gqa-q4f32": ("gqa", "q4f32", {}, 1),
-    "llama3-q4f16": ("llama3", "q4f16", {}, 1),
-    "untied-q8f16": ("untied", "q8f16", {}, 1),
-    "plain-q3f16": ("plain", "q3f16", {}, 1),
-    "gqa-q2f16": ("gqa", "q2f16", {}, 1),
-    "gqa-f16": ("gqa", "f16", {}, 1),
-    "untied-f32": ("untied", "f32", {}, 1),
-    # split weights (row blocks), prefill chunks of 8 (both prompts cross chunk
-    # boundaries, the second at an unaligned past_len), and the threaded module
-    "untied-q4f16-split": ("untied", "q4f16", SPLIT, 2),
-}
-
-
-def rel(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert np.all(np.isfinite(a))
-    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
-
-
-def case_calls(vocab: int) -> list:
-    """[entry, tokens, past_len] per Backend call: two prompts, then decode steps."""
-    rng = np.random.default_rng(0)
-    first = rng.integers(3, vocab, PROMPT_LEN).tolist()
-    second = rng.integers(3, vocab, SECOND_PROMPT).tolist()
-    calls = [["prefill", first, 0], ["prefill", second, PROMPT_LEN]]
-    past = PROMPT_LEN + SECOND_PROMPT
-    calls += [["decode", int(rng.integers(3, vocab)), past + i] for i in range(DECODE_STEPS)]
-    return calls
+THREADS = {"untied-q4f16-split": 2}  # the threaded module on one case; 1 elsewhere
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +40,12 @@ def wasm_runs(packaged_tiny, tmp_path_factory):
         pytest.fail("the runtime is not built: run `npm run build` in runtime_js (scripts/setup.sh does)")
     tmp = tmp_path_factory.mktemp("wasm-plan")
     jobs, bundles = {}, {}
-    for cid, (variant, quant, replan, threads) in CASES.items():
-        # plain rounding: fast to package, and the plan is what is tested
-        bundles[cid] = bundle = packaged_tiny(variant, quant, quantizer="rtn")
-        manifest = json.loads((bundle / "manifest.json").read_text())
-        calls = case_calls(manifest["model"]["config"]["vocab_size"])
-        jobs[cid] = job = {"bundle": str(bundle), "threads": threads, "calls": calls, "out": str(tmp / f"{cid}.f32")}
-        if replan:  # the same weights under another plan (package_model has no prefill_chunk knob)
-            plan, _ = build_plan(manifest, **replan)
-            assert any(name.count(":") == 2 for name in plan["buffers"]), "expected split weights"
-            job["plan"] = str(tmp / f"{cid}.plan.json")
-            Path(job["plan"]).write_text(json.dumps(plan))
+    for cid, (variant, quant, replan) in CASES.items():
+        bundle, manifest, _, plan_file = packaged_case(packaged_tiny, cid, variant, quant, replan, tmp)
+        bundles[cid] = bundle
+        calls = case_calls(manifest["model"]["config"]["vocab_size"], PROMPT_LEN, SECOND_PROMPT, DECODE_STEPS)
+        jobs[cid] = {"bundle": str(bundle), "threads": THREADS.get(cid, 1), "calls": calls,
+                     "out": str(tmp / f"{cid}.f32"), **({"plan": str(plan_file)} if plan_file else {})}
     (tmp / "spec.json").write_text(json.dumps({"jobs": list(jobs.values())}))
     r = subprocess.run(["node", str(DRIVER), str(tmp / "spec.json")], cwd=RUNTIME, capture_output=True, text=True,
                        timeout=600)
@@ -97,7 +63,7 @@ def wasm_runs(packaged_tiny, tmp_path_factory):
 def test_plan_on_wasm_matches_reference(wasm_runs, cid):
     bundle, calls, logits, report = wasm_runs[cid]
     assert "error" not in report, report["error"]
-    assert report["threads"] == CASES[cid][3] and report["label"].startswith("Wasm SIMD")
+    assert report["threads"] == THREADS.get(cid, 1) and report["label"].startswith("Wasm SIMD")
     ref = ReferenceModel(bundle)
     for (entry, tokens, past), got in zip(calls, logits):
         assert ref.past_len == past
