@@ -56,7 +56,6 @@ class WasmOp:
 WASM_OPS: dict[str, WasmOp] = {
     "embedding": WasmOp(("FORMAT", "K")),
     "rmsnorm": WasmOp(("H", "EPS")),
-    "bias_add": WasmOp(("W",)),
     # TILE tokens share one prepped x tile; RB rows are dequantized at a time (prefill)
     "matmul": WasmOp(("FORMAT", "K", "N"), {"TILE": 16, "RB": 4}),
     "rope": WasmOp(("NH", "NKV", "HD", "INV_FREQ")),
@@ -66,6 +65,7 @@ WASM_OPS: dict[str, WasmOp] = {
     "attention_combine": WasmOp(("HD", "SPLIT", "MAX_SPLITS")),
     "silu_mul": WasmOp(()),
     "add": WasmOp(()),
+    "bias_add": WasmOp(("W",)),
 }
 
 
