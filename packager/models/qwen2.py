@@ -13,8 +13,26 @@ from dataclasses import replace
 
 from ..errors import PackError
 from .base import Architecture, Graph, ModelConfig, Op, TensorRow
-from .llama import (ATTN_NORM, DOWN_PROJ, EMBED, GATE_PROJ, K_PROJ, KV, LM_HEAD, MLP_NORM, NORM, O_PROJ, Q, Q_PROJ,
-                    UP_PROJ, V_PROJ, config_fields, decoder_graph, parse_config, table)
+from .llama import (
+    ATTN_NORM,
+    DOWN_PROJ,
+    EMBED,
+    GATE_PROJ,
+    K_PROJ,
+    KV,
+    LM_HEAD,
+    MLP_NORM,
+    NORM,
+    O_PROJ,
+    Q_PROJ,
+    UP_PROJ,
+    V_PROJ,
+    Q,
+    config_fields,
+    decoder_graph,
+    parse_config,
+    table,
+)
 
 
 def resolve(raw: dict) -> dict:

@@ -13,8 +13,22 @@ from __future__ import annotations
 
 from ..errors import PackError
 from .base import Activation, Architecture, Graph, ModelConfig, Op, TensorRow
-from .llama import (ATTN_NORM, DOWN_PROJ, EMBED, GATE_PROJ, LM_HEAD, MLP_NORM, NORM, O_PROJ, UP_PROJ, V_PROJ,
-                    config_fields, decoder_graph, parse_config, table)
+from .llama import (
+    ATTN_NORM,
+    DOWN_PROJ,
+    EMBED,
+    GATE_PROJ,
+    LM_HEAD,
+    MLP_NORM,
+    NORM,
+    O_PROJ,
+    UP_PROJ,
+    V_PROJ,
+    config_fields,
+    decoder_graph,
+    parse_config,
+    table,
+)
 from .qwen2 import K_WEIGHT, Q_WEIGHT
 
 
