@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..errors import PackError
 from .base import Architecture, Graph, ModelConfig, Op, TensorRow
 from .llama import (
     ATTN_NORM,
@@ -36,10 +35,7 @@ from .llama import (
 
 
 def resolve(raw: dict) -> dict:
-    c = parse_config(raw, "qwen2")
-    if getattr(c, "mlp_bias", False):
-        raise PackError("mlp_bias checkpoints are not supported")
-    return config_fields(c)
+    return config_fields(parse_config(raw, "qwen2"))
 
 
 # llama.cpp does not permute the q/k rows of qwen2 (no gguf_rope_heads)

@@ -34,8 +34,8 @@ from .qwen2 import K_WEIGHT, Q_WEIGHT
 
 def resolve(raw: dict) -> dict:
     c = parse_config(raw, "qwen3")
-    if getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False):
-        raise PackError("Qwen3 checkpoints with attention_bias / mlp_bias are not supported")
+    if getattr(c, "attention_bias", False):  # biases on q, k, v and o_proj
+        raise PackError("Qwen3 checkpoints with attention_bias are not supported")
     return config_fields(c)
 
 
