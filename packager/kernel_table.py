@@ -65,6 +65,7 @@ WASM_OPS: dict[str, WasmOp] = {
     "attention_combine": WasmOp(("HD", "SPLIT", "MAX_SPLITS")),
     "silu_mul": WasmOp(()),
     "add": WasmOp(()),
+    "bias_add": WasmOp(("W",)),
 }
 
 
@@ -99,8 +100,12 @@ ATTENTION_SPLIT = 256  # keys per workgroup of the decode attention (both of its
 TEMPLATES: dict[str, Template] = {t.name: t for t in [
     Template("embedding", (Binding(1, "tokens", R), Binding(2, "y", W)), ("seq_len", "row0", "rows"),
                           (64, 1, 1), params=("K",), weights=True),
+    # rows of H values (a token's hidden state, or one head of q or k); IN: the type of x
+    # ("f32": the residual stream, "act": another activation)
     Template("rmsnorm", (Binding(1, "x", R), Binding(2, "y", W), Binding(8, "w", R)), ("in_row0",), (64, 1, 1),
-                        params=("H", "EPS"), workgroup_bytes=lambda v: 4 * v["WG"]),
+                        params=("H", "EPS", "IN"), workgroup_bytes=lambda v: 4 * v["WG"]),
+    # x[t, i] += b[i] in place, x of W values per token (a linear layer's bias)
+    Template("bias_add", (Binding(1, "x", W), Binding(8, "b", R)), ("n",), (256, 1, 1), params=("W",)),
     # decode: ROWS output rows per workgroup, THREADS_PER_ROW threads each (the kernel's
     # final sum adds 4 partials); x staged in chunks of up to X_CHUNK values
     Template("matvec", (Binding(1, "x", R), Binding(2, "y", W)), ("seq_len", "row0", "rows"), (64, 1, 1),

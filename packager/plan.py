@@ -205,15 +205,24 @@ class _Builder:
                         "workgroups": [str(cdiv(K // 8, tile("embedding", "WG"))), "seq_len", "1"]})
 
     def _rmsnorm(self, out, op, prefix, mode, layer):
+        """One workgroup per row of H = len(weight) values: a token's row, or each head of it."""
         label = prefix + op.label
-        H = self.width(op.inputs[0])
-        kname = self.kernel(f"rmsnorm.h{H}", "rmsnorm", {"H": H, "EPS": float(self.c.rms_norm_eps)})
+        H = int(self.tensors[op.weight]["shape"][0])
+        width = self.width(op.inputs[0])
+        if width % H or self.width(op.out) != width:
+            raise PackError(f"rmsnorm {op.label}: rows of {H} values do not divide {op.inputs[0]} ({width})")
+        per_token = width // H
+        x_type = self.buffers[op.inputs[0]]["dtype"]
+        kname = self.kernel(f"rmsnorm.h{H}" + ("" if x_type == "f32" else f".{x_type}in"), "rmsnorm",
+                            {"H": H, "EPS": float(self.c.rms_norm_eps), "IN": x_type})
         (b,) = self.weight_blocks(op.weight)
         last_only = self.per_token(op.inputs[0]) and not self.per_token(op.out)
+        times = "" if per_token == 1 else f" * {per_token}"
+        last_row0 = f"(seq_len - 1){times}" if times else "seq_len - 1"
+        in_row0, rows = (last_row0, str(per_token)) if last_only else ("0", f"seq_len{times}")
         out.append({"kernel": kname, "label": label,
                     "bindings": self.binds("rmsnorm", x=op.inputs[0], y=op.out, w=b["parts"][0]),
-                    "uniforms": ["seq_len - 1" if last_only else "0"],
-                    "workgroups": ["1" if last_only else "seq_len", "1", "1"]})
+                    "uniforms": [in_row0], "workgroups": [rows, "1", "1"]})
 
     def _linear(self, out, op, prefix, mode, layer):
         label = prefix + op.label
@@ -287,6 +296,18 @@ class _Builder:
         self._in_place(op)
         a, b = op.inputs
         self.elementwise(out, label, "add", self.binds("add", x=a, y=b), f"seq_len * {self.width(a)}")
+
+    def _bias_add(self, out, op, prefix, mode, layer):
+        label = prefix + op.label
+        self._in_place(op)
+        (x,) = op.inputs
+        W = self.width(x)
+        if tuple(self.tensors[op.weight]["shape"]) != (W,):
+            raise PackError(f"bias {op.weight} does not have {W} values (the width of {x})")
+        (b,) = self.weight_blocks(op.weight)
+        kname = self.kernel(f"bias_add.w{W}", "bias_add", {"W": W})
+        out.append({"kernel": kname, "label": label, "bindings": self.binds("bias_add", x=x, b=b["parts"][0]),
+                    "uniforms": [f"seq_len * {W}"], "workgroups": self.grid(f"seq_len * {W}", tile("bias_add", "WG"))})
 
     def _silu_mul(self, out, op, prefix, mode, layer):
         label = prefix + op.label

@@ -83,12 +83,16 @@ def run_ops(ops, env: dict, weights: dict, c: ModelConfig, cos_sin=None, k_cache
         a = [env[name] for name in op.inputs]
         if op.kind == "embedding":
             env[op.out] = weights[op.weight][a[0]]
-        elif op.kind == "rmsnorm":
-            env[op.out] = rms_norm(a[0], weights[op.weight], c.rms_norm_eps)
+        elif op.kind == "rmsnorm":  # over runs of len(weight) values: a token's row, or each of its heads
+            w = weights[op.weight]
+            x = a[0].reshape(a[0].shape[0], -1, w.shape[0])
+            env[op.out] = rms_norm(x, w, c.rms_norm_eps).reshape(a[0].shape)
         elif op.kind == "linear":
             if taps is not None:
                 taps[op.weight] = a[0]
             env[op.out] = a[0] @ weights[op.weight].T
+        elif op.kind == "bias_add":
+            env[op.out] = a[0] + weights[op.weight]
         elif op.kind == "rope":
             cos, sin = cos_sin
             for name, x, heads in zip(op.inputs, a, (NH, NKV)):

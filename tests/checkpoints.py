@@ -1,4 +1,5 @@
-"""Test checkpoints: tiny random-weight Llama models, and the real SmolLM2 GGUF.
+"""Test checkpoints: tiny random-weight Llama, Mistral, Qwen2 and Qwen3 models, and the real
+SmolLM2 GGUF.
 
 Tiny models are built with transformers' own config and model classes and saved the
 way the Hub stores them (config.json, safetensors, tokenizer files), so packaging them
@@ -20,6 +21,15 @@ TINY_VARIANTS = {
     "linear": dict(num_key_value_heads=2, rope_scaling={"rope_type": "linear", "factor": 4.0}),
     # MistralForCausalLM (transformers' Mistral classes) without a sliding window
     "mistral": dict(architecture="mistral", num_key_value_heads=2, sliding_window=None, rope_theta=1e6),
+}
+
+# Qwen2ForCausalLM and Qwen3ForCausalLM (their own transformers classes). qwen3: head_dim 32,
+# not hidden_size / num_attention_heads = 16
+TINY_QWEN = {
+    "qwen2": dict(architecture="qwen2", num_key_value_heads=2, rope_theta=1e6),
+    "qwen2-untied": dict(architecture="qwen2", num_key_value_heads=1, tie_word_embeddings=False),
+    "qwen3": dict(architecture="qwen3", num_key_value_heads=2, head_dim=32, rope_theta=1e6),
+    "qwen3-untied": dict(architecture="qwen3", num_key_value_heads=4, head_dim=24, tie_word_embeddings=False),
 }
 
 CHAT_TEMPLATE = (
@@ -52,25 +62,36 @@ def build_tokenizer(out: Path, vocab_size: int) -> None:
     fast.save_pretrained(out)
 
 
-def build_tiny_llama(out: Path, variant: str = "gqa", seed: int = 0, dtype: str = "float32",
-                     max_shard_size: str | None = None, **overrides) -> Path:
-    """Save a tiny random LlamaForCausalLM (or MistralForCausalLM) checkpoint to `out` and return it."""
+def model_classes(architecture: str):
+    import transformers as t
+
+    return {"llama": (t.LlamaConfig, t.LlamaForCausalLM), "mistral": (t.MistralConfig, t.MistralForCausalLM),
+            "qwen2": (t.Qwen2Config, t.Qwen2ForCausalLM), "qwen3": (t.Qwen3Config, t.Qwen3ForCausalLM)}[architecture]
+
+
+def build_tiny_checkpoint(out: Path, variant: str = "gqa", seed: int = 0, dtype: str = "float32",
+                          max_shard_size: str | None = None, **overrides) -> Path:
+    """Save a tiny random checkpoint of a TINY_VARIANTS (Llama, Mistral) or TINY_QWEN variant
+    to `out` and return it."""
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+    from transformers import GenerationConfig
 
     kw = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
               num_attention_heads=4, head_dim=16, max_position_embeddings=256, rms_norm_eps=1e-5,
               tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
-    kw.update(TINY_VARIANTS[variant])
+    kw.update({**TINY_VARIANTS, **TINY_QWEN}[variant])
     kw.update(overrides)
-    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM),
-                             "mistral": (MistralConfig, MistralForCausalLM)}[kw.pop("architecture", "llama")]
+    config_cls, model_cls = model_classes(kw.pop("architecture", "llama"))
+    if config_cls.__name__ == "Qwen2Config":  # no head_dim field: hidden_size / num_attention_heads
+        kw.pop("head_dim")
     torch.manual_seed(seed)
     model = model_cls(config_cls(**kw)).to(getattr(torch, dtype)).eval()
     with torch.no_grad():  # random init is tiny (std 0.02); make activations non-trivial
         for name, p in model.named_parameters():
-            if "norm" in name:
+            if "norm" in name:  # the layer norms, and Qwen3's per-head q_norm / k_norm
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            elif name.endswith(".bias"):  # Qwen2's q/k/v biases: as large as the projections' outputs
+                p.normal_(0.0, 1.0)
             else:
                 p.normal_(0.0, 0.15)
     model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, do_sample=True, temperature=0.6)

@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from checkpoints import TINY_VARIANTS, build_tiny_llama, smollm2_gguf  # noqa: E402
+from checkpoints import TINY_VARIANTS, build_tiny_checkpoint, smollm2_gguf  # noqa: E402
 
 LONG_TESTS = os.environ.get("LLMPACK_LONG_TESTS") == "1"
 
@@ -92,12 +92,13 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory):
-    """tiny_llama(variant) -> path of a saved tiny random checkpoint (built once per variant)."""
+    """tiny_llama(variant) -> path of a saved tiny random checkpoint (built once per variant; any
+    variant of checkpoints.TINY_VARIANTS or TINY_QWEN)."""
     cache = {}
 
     def get(variant: str = "gqa") -> Path:
         if variant not in cache:
-            cache[variant] = build_tiny_llama(tmp_path_factory.mktemp(f"tiny-{variant}"), variant)
+            cache[variant] = build_tiny_checkpoint(tmp_path_factory.mktemp(f"tiny-{variant}"), variant)
         return cache[variant]
 
     return get

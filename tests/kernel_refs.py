@@ -36,6 +36,11 @@ def encode_weight(fmt, w):
     return [np.ascontiguousarray(parts[p]) for p in WEIGHT_FORMATS[fmt].parts], deq
 
 
+def rmsnorm_ref(x, w, eps):
+    """RMSNorm of every run of len(w) values along the last axis (float64)."""
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
 def rope_ref(x, pos, inv_freq):
     """x [seq, heads, hd] float64; HF rotate_half convention; angle = f32 product."""
     half = x.shape[-1] // 2

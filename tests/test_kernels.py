@@ -19,7 +19,7 @@ import pytest
 
 from conftest import require, require_module
 from gpu_executor import PipelineCache, has_f16, request_device, run_kernel
-from kernel_refs import ROPES, SEQ_LENS, attention_ref, encode_weight, rel_err, rope_ref
+from kernel_refs import ROPES, SEQ_LENS, attention_ref, encode_weight, rel_err, rmsnorm_ref, rope_ref
 from packager.compile import render
 from packager.kernel_table import WEIGHT_FORMATS
 from packager.rope import rope_inv_freq
@@ -65,6 +65,7 @@ def row_block(parts: dict[int, np.ndarray], r0, r1):
 
 
 BIND_MM = [(0, "uniform"), (1, "read-only-storage"), (2, "storage")]
+BIND_NORM = BIND_MM + [(8, "read-only-storage")]
 
 
 def wbinds(fmt):
@@ -191,19 +192,52 @@ def test_rmsnorm(gpu, variant):
     rng = np.random.default_rng(5)
     H, eps = 576, 1e-5
     w = (1 + 0.1 * rng.normal(size=H)).astype(np.float32)
-    code = render("rmsnorm", variant, {"H": H, "EPS": eps})
-    binds = [(0, "uniform"), (1, "read-only-storage"), (2, "storage"), (8, "read-only-storage")]
+    code = render("rmsnorm", variant, {"H": H, "EPS": eps, "IN": "f32"})
     for seq in SEQ_LENS:
         x = rng.normal(0, 2, (seq, H)).astype(np.float32)  # the residual stream is f32
-        xd = x.astype(np.float64)
-        ref = xd / np.sqrt(np.mean(xd * xd, axis=1, keepdims=True) + eps) * w
-        out = run_kernel(dev, cache, code, binds, {1: x, 2: np.zeros((seq, H), ACT[variant]), 8: w},
+        ref = rmsnorm_ref(x.astype(np.float64), w, eps)
+        out = run_kernel(dev, cache, code, BIND_NORM, {1: x, 2: np.zeros((seq, H), ACT[variant]), 8: w},
                          [0], (seq, 1, 1), read=[2], poison=[2])
         assert rel_err(as_act(out[2], variant, (seq, H)), ref) <= TOL[variant]
         # last row only (the final norm before the logits)
-        out = run_kernel(dev, cache, code, binds, {1: x, 2: np.zeros((1, H), ACT[variant]), 8: w},
+        out = run_kernel(dev, cache, code, BIND_NORM, {1: x, 2: np.zeros((1, H), ACT[variant]), 8: w},
                          [seq - 1], (1, 1, 1), read=[2], poison=[2])
         assert rel_err(as_act(out[2], variant, (1, H)), ref[-1:]) <= TOL[variant]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("head_dim", [16, 24, 128])
+def test_rmsnorm_per_head(gpu, head_dim, variant):
+    """Qwen3's q_norm / k_norm: every head of an activation (IN = act) normed on its own."""
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(head_dim)
+    heads, eps = 6, 1e-6
+    w = (1 + 0.3 * rng.normal(size=head_dim)).astype(np.float32)
+    code = render("rmsnorm", variant, {"H": head_dim, "EPS": eps, "IN": "act"})
+    for seq in SEQ_LENS:
+        x = act_arr(rng.normal(0, 3, (seq, heads, head_dim)), variant)
+        ref = rmsnorm_ref(x.astype(np.float64), w, eps)
+        out = run_kernel(dev, cache, code, BIND_NORM, {1: x, 2: np.zeros_like(x), 8: w}, [0], (seq * heads, 1, 1),
+                         read=[2], poison=[2])
+        assert rel_err(as_act(out[2], variant, x.shape), ref) <= TOL[variant]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bias_add(gpu, variant):
+    """A linear layer's bias, added in place to every token's row."""
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(31)
+    W = 200
+    b = rng.normal(0, 2, W).astype(np.float32)
+    code = render("bias_add", variant, {"W": W})
+    for seq in SEQ_LENS:
+        x = act_arr(rng.normal(0, 1, (seq, W)), variant)
+        n = seq * W
+        out = run_kernel(dev, cache, code, [(0, "uniform"), (1, "storage"), (8, "read-only-storage")],
+                         {1: x, 8: b}, [n], (math.ceil(n / 256), 1, 1), read=[1])
+        assert rel_err(as_act(out[1], variant, x.shape), x.astype(np.float64) + b) <= TOL[variant]
 
 
 # ---------------------------------------------------------------------------------------

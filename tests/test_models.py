@@ -61,8 +61,10 @@ def test_context_window_has_one_default_one_bound_one_message(tiny_llama, packag
 
 
 def test_registry():
-    assert set(ARCHITECTURES) == {"LlamaForCausalLM", "MistralForCausalLM"}
+    assert set(ARCHITECTURES) == {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
     assert definition("MistralForCausalLM") is definition("llama") is LLAMA
+    assert definition("Qwen2ForCausalLM").name == "qwen2"
+    assert definition("qwen3").hf_architectures == ("Qwen3ForCausalLM",)
     with pytest.raises(PackError, match="unsupported architecture 'GPT2LMHeadModel'; supported: LlamaForCausalLM"):
         definition("GPT2LMHeadModel")
     with pytest.raises(PackError, match="unsupported architecture 'gpt2'"):

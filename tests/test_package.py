@@ -253,8 +253,8 @@ def test_sharded_bf16_checkpoint(tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from checkpoints import build_tiny_llama
-    src = build_tiny_llama(tmp_path / "ck", "gqa", dtype="bfloat16", max_shard_size="40KB")
+    from checkpoints import build_tiny_checkpoint
+    src = build_tiny_checkpoint(tmp_path / "ck", "gqa", dtype="bfloat16", max_shard_size="40KB")
     files = sorted(src.glob("*.safetensors"))
     assert len(files) > 1 and (src / "model.safetensors.index.json").exists()
     package_model(src, tmp_path / "b", quant="f32")

@@ -425,8 +425,10 @@ def test_f32_kernels_compile_on_dawn(packaged_tiny, tmp_path):
     require_node()
     require("dawn", icd.exists(), f"SwiftShader's Vulkan ICD {icd} (Debian's chromium) is missing")
     srcs = {}
-    for quant in ("q4f16", "q3f16", "q8f16", "f32"):
-        files, _ = compile_artifacts(manifest_of(packaged_tiny("gqa" if quant != "f32" else "untied", quant)),
+    bundles = [("gqa", "q4f16"), ("gqa", "q3f16"), ("gqa", "q8f16"), ("untied", "f32"),
+               ("qwen2", "q4f16"), ("qwen3", "q4f16")]  # Qwen: bias_add, per-head rmsnorm
+    for variant, quant in bundles:
+        files, _ = compile_artifacts(manifest_of(packaged_tiny(variant, quant)),
                                      context_window=None, validate=False)
         srcs.update({k: v.decode() for k, v in files.items() if k.endswith(".f32.wgsl")})
     (tmp_path / "srcs.json").write_text(json.dumps(srcs))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import require_module
-from kernel_refs import ROPES, SEQ_LENS, attention_ref, encode_weight, rel_err, rope_ref
+from kernel_refs import ROPES, SEQ_LENS, attention_ref, encode_weight, rel_err, rmsnorm_ref, rope_ref
 from packager.rope import rope_inv_freq
 from packager.wasm_build import FORMATS, OPS, compile_module, f32_bits, heap_base
 
@@ -176,8 +176,7 @@ def test_rmsnorm(wk):
     w = (1 + 0.1 * rng.normal(size=H)).astype(np.float32)
     for seq in SEQ_LENS:
         x = rng.normal(0, 2, (seq, H)).astype(np.float32)
-        xd = x.astype(np.float64)
-        ref = xd / np.sqrt(np.mean(xd * xd, axis=1, keepdims=True) + eps) * w
+        ref = rmsnorm_ref(x.astype(np.float64), w, eps)
         for threads in (1, 3):
             out = wk.call("rmsnorm", [H, f32_bits(eps)], [0], [seq, 1, 1], [x, np.zeros((seq, H), np.float32), w],
                           read=[1], poison=[1], threads=threads)
@@ -185,6 +184,30 @@ def test_rmsnorm(wk):
         out = wk.call("rmsnorm", [H, f32_bits(eps)], [seq - 1], [1, 1, 1], [x, np.zeros((1, H), np.float32), w],
                       read=[1], poison=[1])
         assert rel_err(out[1], ref[-1:]) <= TOL
+
+
+@pytest.mark.parametrize("head_dim", [16, 24, 128])
+def test_rmsnorm_per_head(wk, head_dim):
+    """Qwen3's q_norm / k_norm: one row per head (seq_len * heads rows of head_dim values)."""
+    rng = np.random.default_rng(head_dim)
+    heads, eps = 6, 1e-6
+    w = (1 + 0.3 * rng.normal(size=head_dim)).astype(np.float32)
+    for seq in SEQ_LENS:
+        x = rng.normal(0, 3, (seq, heads, head_dim)).astype(np.float32)
+        out = wk.call("rmsnorm", [head_dim, f32_bits(eps)], [0], [seq * heads, 1, 1], [x, np.zeros_like(x), w],
+                      read=[1], poison=[1], threads=3)
+        assert rel_err(out[1], rmsnorm_ref(x.astype(np.float64), w, eps)) <= TOL
+
+
+def test_bias_add(wk):
+    rng = np.random.default_rng(31)
+    W = 200
+    b = rng.normal(0, 2, W).astype(np.float32)
+    for seq in SEQ_LENS:  # 300 x 200 values: over SMALL_WORK, so the threads share the rows
+        x = rng.normal(0, 1, (seq, W)).astype(np.float32)
+        for threads in (1, 3):
+            out = wk.call("bias_add", [W], [seq * W], [1, 1, 1], [x, b], read=[0], threads=threads)
+            assert rel_err(out[0], x.astype(np.float64) + b) <= TOL
 
 
 # ---------------------------------------------------------------------------------------

@@ -21,14 +21,21 @@ from conftest import require_node
 from packager.plan import build_plan
 from packager.reference import ReferenceModel
 from packager.wasm_build import FILES, OPS, TABLE_FILE, build_wasm, kernel_table
-from plan_cases import CASES, case_calls, packaged_case, rel
+from plan_cases import CASES as WEIGHT_FORMAT_CASES
+from plan_cases import SPLIT, case_calls, packaged_case, rel
 
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime_js"
 DRIVER = RUNTIME / "test" / "e2e" / "wasm_logits.mjs"
 TOL = 1e-4  # max |wasm - ref| / max |ref| of the logits (f32 throughout)
 PROMPT_LEN, SECOND_PROMPT, DECODE_STEPS = 37, 21, 12
 
-THREADS = {"untied-q4f16-split": 2}  # the threaded module on one case; 1 elsewhere
+# every weight format (tests/plan_cases.py), and the other architectures
+CASES = {**WEIGHT_FORMAT_CASES,
+         "qwen2-q4f16": ("qwen2", "q4f16", {}), "qwen2-f32": ("qwen2", "f32", {}),
+         "qwen3-q4f16": ("qwen3", "q4f16", {}), "qwen3-f32": ("qwen3", "f32", {}),
+         "qwen3-untied-q2f16": ("qwen3-untied", "q2f16", {}),
+         "qwen2-untied-q4f16-split": ("qwen2-untied", "q4f16", SPLIT)}
+THREADS = {"untied-q4f16-split": 2, "qwen2-untied-q4f16-split": 2}  # the threaded module; 1 elsewhere
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 // RMSNorm (Llama): y[t, i] = x[in_row0 + t, i] / sqrt(mean_i(x^2) + EPS) * w[i],
-// statistics in f32. One workgroup per output row t.
-// x is the residual stream (f32 in both variants).
-// bindings: 0 uniform, 1 x f32[*, H], 2 y act[*, H], 8 w f32[H]
+// statistics in f32. One workgroup per output row t. A row is H values: a token's hidden
+// state (x: the residual stream, f32 in both variants) or one head of q or k (Qwen3's
+// q_norm / k_norm; x: an activation, IN = act).
+// bindings: 0 uniform, 1 x IN[*, H], 2 y act[*, H], 8 w f32[H]
 // workgroups: (rows, 1, 1)
 {{PRELUDE}}
 const H: u32 = {{H}}u;
@@ -10,7 +11,7 @@ const WG: u32 = {{WG}}u;
 
 struct Params { in_row0: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<{{IN}}>;
 @group(0) @binding(2) var<storage, read_write> y: array<act>;
 @group(0) @binding(8) var<storage, read> w: array<f32>;
 
@@ -22,7 +23,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let dst = wid.x * H;
   var s = 0.0;
   for (var i = tid; i < H; i += WG) {
-    let v = x[src + i];
+    let v = f32(x[src + i]);
     s += v * v;
   }
   red[tid] = s;
@@ -33,6 +34,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   let inv = inverseSqrt(red[0] / f32(H) + EPS);
   for (var i = tid; i < H; i += WG) {
-    y[dst + i] = act(x[src + i] * inv * w[i]);
+    y[dst + i] = act(f32(x[src + i]) * inv * w[i]);
   }
 }

@@ -12,8 +12,10 @@ from typing import Mapping
 from ..errors import PackError
 from .base import CONTEXT_CAP, Architecture, Graph, ModelConfig, Op, TensorSpec, resolve_context_window
 from .llama import LLAMA
+from .qwen2 import QWEN2
+from .qwen3 import QWEN3
 
-DEFINITIONS: tuple[Architecture, ...] = (LLAMA,)
+DEFINITIONS: tuple[Architecture, ...] = (LLAMA, QWEN2, QWEN3)
 
 # Hugging Face architecture name -> definition
 ARCHITECTURES: dict[str, Architecture] = {hf: d for d in DEFINITIONS for hf in d.hf_architectures}

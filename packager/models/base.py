@@ -110,7 +110,7 @@ class TensorSpec:
 # ---------------------------------------------------------------------------------------
 # the graph
 
-OP_KINDS = ("embedding", "rmsnorm", "linear", "rope", "attention", "add", "silu_mul")
+OP_KINDS = ("embedding", "rmsnorm", "linear", "bias_add", "rope", "attention", "add", "silu_mul")
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,10 @@ class Op:
     """One op of the graph, in the plan's op vocabulary (docs/plan.md, "Graph"):
 
     embedding (tokens) -> out      rows of `weight` for the token ids
-    rmsnorm (x) -> out             x / sqrt(mean(x^2) + rms_norm_eps) * weight
+    rmsnorm (x) -> out             x / sqrt(mean(x^2) + rms_norm_eps) * weight, over each run of
+                                   len(weight) values: a token's row, or each head of it (q/k norms)
     linear (x) -> out              x @ weight.T
+    bias_add (x) -> x              x + weight (a linear layer's bias, in place: out is x)
     rope (q, k)                    rotary embedding of both, in place
     attention (q, k, v) -> out     appends k, v to the layer's KV cache; causal grouped-query attention
     add (a, b) -> a                a + b (the plan's kernel works in place: out is a)

@@ -7,6 +7,7 @@ pre-norm attention then a SiLU-gated MLP, each added to the residual stream.
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 from ..errors import PackError
 from ..rope import Rope
@@ -15,17 +16,19 @@ from .base import LAYER_PREFIX, Activation, Architecture, Graph, ModelConfig, Op
 REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
 
-def resolve(raw: dict) -> dict:
-    """config.json -> the ModelConfig fields (transformers parses it first: it upgrades
-    legacy rope_scaling and fills in defaults). Raises PackError for what the definition
-    does not cover."""
+def parse_config(raw: dict, model_type: str) -> object:
+    """config.json -> transformers' config object (it upgrades legacy rope_scaling and fills
+    in defaults), after the checks every Llama-like definition shares: the sizes, a SiLU MLP
+    and no sliding window in use. `model_type`: the default when config.json has none.
+    Raises PackError."""
     from transformers import AutoConfig
 
     missing = [k for k in REQUIRED if not isinstance(raw.get(k), int) or raw.get(k) <= 0]
     if missing:
         raise PackError(f"config.json lacks a positive integer for: {', '.join(missing)}")
     try:
-        c = AutoConfig.for_model(raw.get("model_type", "llama"), **{k: v for k, v in raw.items() if k != "model_type"})
+        c = AutoConfig.for_model(raw.get("model_type", model_type),
+                                 **{k: v for k, v in raw.items() if k != "model_type"})
     except Exception as e:
         raise PackError(f"config.json could not be parsed by transformers ({' '.join(str(e).split())[:300]})") \
             from None
@@ -34,11 +37,19 @@ def resolve(raw: dict) -> dict:
             raise PackError(f"config.json: {key} must be a number, not {json.dumps(raw[key])[:40]}; fix the config")
     if getattr(c, "hidden_act", "silu") != "silu":
         raise PackError(f"hidden_act {c.hidden_act!r} is not supported (only silu)")
-    if getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False):
-        raise PackError("attention_bias / mlp_bias checkpoints are not supported yet")
-    if getattr(c, "sliding_window", None) not in (None, 0) and c.sliding_window < c.max_position_embeddings:
-        raise PackError(f"sliding-window attention (sliding_window={c.sliding_window}) is not supported; "
-                        "only Mistral variants without a sliding window are")
+    # Mistral applies sliding_window in every layer; Qwen2/3 only in the layers that
+    # layer_types marks "sliding_attention" (none unless use_sliding_window)
+    window = getattr(c, "sliding_window", None)
+    layer_types = getattr(c, "layer_types", None)
+    sliding = layer_types is None or "sliding_attention" in layer_types
+    if window not in (None, 0) and sliding and window < c.max_position_embeddings:
+        raise PackError(f"sliding-window attention (sliding_window={window}) is not supported; "
+                        "only models without a sliding window in use are")
+    return c
+
+
+def config_fields(c) -> dict:
+    """The ModelConfig fields of a parsed Llama-like config. Raises PackError."""
     heads = c.num_attention_heads
     kv_heads = getattr(c, "num_key_value_heads", None) or heads
     if heads % kv_heads:
@@ -51,6 +62,15 @@ def resolve(raw: dict) -> dict:
                 head_dim=head_dim, rms_norm_eps=float(c.rms_norm_eps),
                 max_position_embeddings=int(c.max_position_embeddings),
                 tie_word_embeddings=bool(getattr(c, "tie_word_embeddings", False)), rope=Rope.from_hf(c))
+
+
+def resolve(raw: dict) -> dict:
+    """config.json -> the ModelConfig fields. Raises PackError for what the definition
+    does not cover."""
+    c = parse_config(raw, "llama")
+    if getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False):
+        raise PackError("attention_bias / mlp_bias checkpoints are not supported yet")
+    return config_fields(c)
 
 
 # ---------------------------------------------------------------------------------------
@@ -77,34 +97,49 @@ DOWN_PROJ = TensorRow("mlp.down_proj.weight", (H, FF), "sensitive", "ffn_down.we
 LAYER = (ATTN_NORM, Q_PROJ, K_PROJ, V_PROJ, O_PROJ, MLP_NORM, GATE_PROJ, UP_PROJ, DOWN_PROJ)
 
 
-def tensors(c: ModelConfig) -> list[TensorSpec]:
-    out = [EMBED.spec(c, role="head" if c.tie_word_embeddings else None)]
-    for i in range(c.num_hidden_layers):
-        out += [row.spec(c, LAYER_PREFIX.format(i)) for row in LAYER]
-    out.append(NORM.spec(c))
-    if not c.tie_word_embeddings:
-        out.append(LM_HEAD.spec(c))
-    return out
+def table(layer_rows: tuple[TensorRow, ...]) -> Callable[[ModelConfig], list[TensorSpec]]:
+    """The `tensors` of a Llama-like definition whose decoder layers hold `layer_rows`."""
+    def tensors(c: ModelConfig) -> list[TensorSpec]:
+        out = [EMBED.spec(c, role="head" if c.tie_word_embeddings else None)]
+        for i in range(c.num_hidden_layers):
+            out += [row.spec(c, LAYER_PREFIX.format(i)) for row in layer_rows]
+        out.append(NORM.spec(c))
+        if not c.tie_word_embeddings:
+            out.append(LM_HEAD.spec(c))
+        return out
+
+    return tensors
+
+
+tensors = table(LAYER)
 
 
 # ---------------------------------------------------------------------------------------
 # graph
 
 
-def graph(c: ModelConfig) -> Graph:
+def qkv_projections(p: str) -> tuple[Op, ...]:
+    """The attention inputs q, k and v of a layer (tensor prefix p) from the normed stream xn."""
+    return (Op("linear", ("xn",), "q", p + Q_PROJ.name, "q_proj"),
+            Op("linear", ("xn",), "k", p + K_PROJ.name, "k_proj"),
+            Op("linear", ("xn",), "v", p + V_PROJ.name, "v_proj"))
+
+
+def decoder_graph(c: ModelConfig, qkv: Callable[[str], tuple[Op, ...]] = qkv_projections,
+                  extra: tuple[Activation, ...] = ()) -> Graph:
+    """The Llama graph, with `qkv` making each layer's q, k, v (Llama: three linear
+    layers); `extra`: the activations those ops use besides Llama's."""
     acts = (Activation("x", c.hidden_size, "f32"),  # the residual stream: f32 in every kernel variant
             Activation("xn", c.hidden_size), Activation("q", c.q_size), Activation("k", c.kv_size),
             Activation("v", c.kv_size), Activation("attn", c.q_size), Activation("o", c.hidden_size),
             Activation("gate", c.intermediate_size), Activation("up", c.intermediate_size),
-            Activation("x_last", c.hidden_size, last_token=True))
+            Activation("x_last", c.hidden_size, last_token=True), *extra)
 
     def layer(i: int) -> tuple[Op, ...]:
         p = LAYER_PREFIX.format(i)
         return (
             Op("rmsnorm", ("x",), "xn", p + ATTN_NORM.name, "input_layernorm"),
-            Op("linear", ("xn",), "q", p + Q_PROJ.name, "q_proj"),
-            Op("linear", ("xn",), "k", p + K_PROJ.name, "k_proj"),
-            Op("linear", ("xn",), "v", p + V_PROJ.name, "v_proj"),
+            *qkv(p),
             Op("rope", ("q", "k"), label="rope"),
             Op("attention", ("q", "k", "v"), "attn", label="attention"),
             Op("linear", ("attn",), "o", p + O_PROJ.name, "o_proj"),
@@ -125,6 +160,10 @@ def graph(c: ModelConfig) -> Graph:
         head=(Op("rmsnorm", ("x",), "x_last", NORM.name, "final norm (last token)"),
               Op("linear", ("x_last",), "logits", head, "lm_head")),
     )
+
+
+def graph(c: ModelConfig) -> Graph:
+    return decoder_graph(c)
 
 
 LLAMA = Architecture(
