@@ -7,7 +7,7 @@
 import "./gpu-env.js";
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { BackendUnsupportedError, registerBackend } from "../src/backend.js";
+import { BackendUnsupportedError, SoftwareDeviceError, registerBackend } from "../src/backend.js";
 import { createEngine } from "../src/engine.js";
 import { BundleLoader, ShardError } from "../src/loader.js";
 import { parsePlan, weightBlocks } from "../src/plan.js";
@@ -24,11 +24,16 @@ import { CHUNK, VOCAB, WINDOW, type PlanBundle, expectedLogits, makePlanBundle }
 const skip = requireComponent("dawn", await gpuSkip());
 
 /** A GPU whose one adapter has `features` and `limits`; requestDevice calls are recorded. */
-function scriptedGpu(features: string[], limits: Record<string, number>, calls: GPUDeviceDescriptor[] = []): GPU {
+function scriptedGpu(
+  features: string[],
+  limits: Record<string, number>,
+  calls: GPUDeviceDescriptor[] = [],
+  info: Record<string, unknown> = { vendor: "test", architecture: "", device: "", description: "Scripted GPU" },
+): GPU {
   const adapter = {
     features: new Set(features),
     limits,
-    info: { vendor: "test", architecture: "", device: "", description: "Scripted GPU" },
+    info,
     requestDevice: async (desc: GPUDeviceDescriptor) => {
       calls.push(desc);
       return { limits: { ...limits }, destroy() {}, lost: new Promise(() => {}) };
@@ -76,6 +81,23 @@ describe("device setup", () => {
     });
     await assert.rejects(openDevice(plan, { gpu: scriptedGpu(["shader-f16"], BIG), variant: "f64" }), /has no f64 kernels/);
     await assert.rejects(openDevice(plan, { gpu: { requestAdapter: async () => null } as unknown as GPU }), /no WebGPU adapter/);
+  });
+
+  test("software adapters: what they say (isFallbackAdapter) or a known name; refused when asked", async () => {
+    const infos: [Record<string, unknown>, boolean][] = [
+      [{ vendor: "nvidia", architecture: "ada", description: "NVIDIA RTX" }, false],
+      [{ vendor: "x", architecture: "", description: "", isFallbackAdapter: true }, true],
+      [{ vendor: "google", architecture: "swiftshader", device: "", description: "" }, true], // Chromium
+      [{ vendor: "", architecture: "", device: "", description: "SwiftShader Device (Subzero)" }, true], // Dawn in Node
+      [{ vendor: "mesa", architecture: "", device: "", description: "llvmpipe (LLVM 15.0.6, 256 bits)" }, true], // wgpu (Deno)
+    ];
+    for (const [info, software] of infos) {
+      const d = await openDevice(plan, { gpu: scriptedGpu([], BIG, [], info) });
+      assert.equal(d.info.isFallbackAdapter, software, JSON.stringify(info));
+      const refused = openDevice(plan, { gpu: scriptedGpu([], BIG, [], info), refuseSoftware: true });
+      if (software) await assert.rejects(refused, (e: Error) => e instanceof SoftwareDeviceError && /software renderer/.test(e.message));
+      else await refused;
+    }
   });
 });
 
@@ -149,11 +171,25 @@ describe("on Dawn", { skip }, () => {
     }
   });
 
-  test("auto prefers WebGPU when it can run the bundle", async () => {
+  test("auto passes over a software adapter (SwiftShader) while another backend can run; else takes it", async () => {
+    class Unsupported extends FakeBackend {
+      override async load(): Promise<void> {
+        throw new BackendUnsupportedError("not here");
+      }
+    }
+    registerBackend("fallback-test", () => new Unsupported(spell("ok")));
+    const alone = await createEngine(bundle.dir, { cache: null });
+    assert.equal(alone.backend.name, "webgpu");
+    assert.equal(alone.backend.label, "WebGPU f32");
+    const adapter = (alone.backend as WebGpuBackend).adapter!;
+    assert.equal(adapter.isFallbackAdapter, true, JSON.stringify(adapter)); // Dawn on SwiftShader
+    assert.match(alone.backendInfo.reason, /^webgpu: the WebGPU adapter \(.+\) is a software renderer on the CPU.*; fallback-test: not here$/);
+    await alone.unload();
+
     registerBackend("fallback-test", () => new FakeBackend(spell("ok")));
     const engine = await createEngine(bundle.dir, { cache: null });
-    assert.equal(engine.backend.name, "webgpu");
-    assert.equal(engine.backend.label, "WebGPU f32");
+    assert.equal(engine.backend.name, "fake");
+    assert.match(engine.backendInfo.reason, /software renderer/);
     await engine.unload();
   });
 
