@@ -45,7 +45,7 @@ export function subtleCrypto(): SubtleCrypto | null {
 export async function hashMethod(wanted: HashMethod | "auto", bytes: number): Promise<HashMethod> {
   const webcrypto = subtleCrypto() !== null && bytes <= WEBCRYPTO_MAX_BYTES;
   if (wanted === "js" || (wanted === "webcrypto" && webcrypto)) return wanted;
-  if ((wanted === "node" || wanted === "auto") && (await loadNodeCrypto())) return "node";
+  if (await loadNodeCrypto()) return "node";
   return webcrypto ? "webcrypto" : "js";
 }
 

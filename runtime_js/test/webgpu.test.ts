@@ -183,7 +183,7 @@ describe("on Dawn", { skip }, () => {
     assert.equal(alone.backend.label, "WebGPU f32");
     const adapter = (alone.backend as WebGpuBackend).adapter!;
     assert.equal(adapter.isFallbackAdapter, true, JSON.stringify(adapter)); // Dawn on SwiftShader
-    assert.match(alone.backendInfo.reason, /^webgpu: the WebGPU adapter \(.+\) is a software renderer on the CPU.*; fallback-test: not here$/);
+    assert.match(alone.backendInfo.reason, /^webgpu: the WebGPU adapter \(.+\) is a software renderer on the CPU.*; fake: not here$/);
     await alone.unload();
 
     registerBackend("fallback-test", () => new FakeBackend(spell("ok")));
