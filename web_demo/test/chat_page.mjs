@@ -159,6 +159,12 @@ async function main() {
         window.__prefills.push({ tokens: tokens.length, pastLen });
         return prefill(tokens, pastLen);
       };
+      // (Wasm runs the tiny model so fast that an answer would end before Stop is clicked)
+      const decode = b.decode.bind(b);
+      b.decode = async (token, pos) => {
+        await new Promise((r) => setTimeout(r, 25));
+        return decode(token, pos);
+      };
     });
     await page.fill("#max-tokens", String(cfg.maxTokens ?? 40));
     out.first = await ask(page, "What is the capital of France?");
@@ -193,6 +199,7 @@ async function main() {
     out.plainBackend = await fresh.evaluate(() => window.llmpackDemo.state.engine?.backend?.name ?? null);
     out.screenshots.push(await shot(fresh, `phone-${out.plainLoad === "ready" ? "loaded" : "load-error"}.png`));
     // the backend select: WebGPU, asked for, loads the model again on it
+    await fresh.click("#panel-toggle"); // (the phone's model panel closed after the load)
     await fresh.selectOption("#backend", "webgpu");
     await waitState(fresh, "loading", 10_000).catch(() => {});
     out.switchedLoad = await waitState(fresh, ["ready", "error"]);
