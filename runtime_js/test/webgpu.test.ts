@@ -135,6 +135,24 @@ describe("on Dawn", { skip }, () => {
     }
   });
 
+  test("two-step load: a decode step timed on the zero weights, then the weights; results as with load()", async () => {
+    const backend = new WebGpuBackend();
+    const loader = await BundleLoader.open(bundle.dir, { cache: null });
+    try {
+      await backend.prepare(loader.manifest, loader);
+      await assert.rejects(backend.decode(7, 0), /not loaded/); // no generation before the weights
+      const ms = await backend.timeDecode(2);
+      assert.ok(ms > 0 && Number.isFinite(ms), String(ms));
+      assert.equal(backend.loadStats, null, "no shard fetched before the weights step");
+      await backend.loadWeights();
+      assert.deepEqual([...(await backend.decode(7, 13))], [...expectedLogits(bundle, 7, 13)]);
+      assert.deepEqual(await logitsOf(backend, [1], 0), [...expectedLogits(bundle, 1, 0)]);
+      assert.ok(backend.deviceKey.includes("f32"), backend.deviceKey);
+    } finally {
+      backend.unload();
+    }
+  });
+
   test("calls outside the window or the vocabulary are refused", async () => {
     const backend = new WebGpuBackend();
     const engine = await createEngine(bundle.dir, { backend, cache: null });
