@@ -88,7 +88,7 @@ describe("device setup", () => {
       [{ vendor: "nvidia", architecture: "ada", description: "NVIDIA RTX" }, false],
       [{ vendor: "x", architecture: "", description: "", isFallbackAdapter: true }, true],
       [{ vendor: "google", architecture: "swiftshader", device: "", description: "" }, true], // Chromium
-      [{ vendor: "", architecture: "", device: "", description: "SwiftShader Device (Subzero)" }, true], // Dawn in Node
+      [{ vendor: "", architecture: "", device: "", description: "SwiftShader driver 5.0.0" }, true], // (Dawn in Node, less the flag)
       [{ vendor: "mesa", architecture: "", device: "", description: "llvmpipe (LLVM 15.0.6, 256 bits)" }, true], // wgpu (Deno)
     ];
     for (const [info, software] of infos) {
