@@ -3,7 +3,7 @@
  * OpenAI-shaped API) knows nothing about how a forward pass runs; a Backend runs it.
  * The WebGPU and Wasm executors interpret the bundle's plan behind this interface.
  */
-import { type BackendChoiceStore, defaultChoiceStore } from "./backend_choice.js";
+import { type BackendChoiceStore, type RememberedChoice, defaultChoiceStore } from "./backend_choice.js";
 import type { BundleLoader, ProgressCallback } from "./loader.js";
 import type { Manifest } from "./manifest.js";
 
@@ -153,8 +153,9 @@ export async function loadBackend(choice: BackendChoice, manifest: Manifest, loa
  * - none can run the bundle: a software device if there was one, else a
  *   BackendUnsupportedError naming every backend's reason;
  * - one can: that one;
- * - several can: the one that ran a decode step fastest, timed now on zero weights, or
- *   remembered from an earlier load for this bundle (manifest sha256) on these devices.
+ * - several can: the one that ran a decode step fastest, timed on zero weights. The
+ *   choice is remembered for this bundle (manifest sha256) under the first backend that
+ *   can run it and its device: a later load prepares that one, then only the one chosen.
  * Only then are the weights fetched, into the chosen backend alone; the others are
  * unloaded. Backends without `prepare` are loaded whole when nothing before them could
  * run the bundle (the old first-that-loads rule). Other errors (a broken shard, an
@@ -181,6 +182,11 @@ export async function chooseBackend(
     return { backend, info: info(backend, typeof choice === "string" ? `"${choice}" was asked for` : "a backend was passed to createEngine") };
   }
 
+  const store = opts.choices ?? defaultChoiceStore();
+  // (measurements are kept under the first backend that can run the bundle and its device)
+  const keyOf = (b: Backend) => `${loader.manifestSha256}|${b.name}:${b.deviceKey ?? ""}`;
+  /** what an earlier load measured: then only the backend it chose is prepared */
+  let known: RememberedChoice | null = null;
   const prepared: Backend[] = [];
   const reasons: string[] = [];
   const software: Backend[] = [];
@@ -189,11 +195,20 @@ export async function chooseBackend(
       opts.signal?.throwIfAborted();
       const backend = await create();
       if (!backend.prepare && prepared.length) continue; // (it would be loaded whole: only as a first choice)
+      if (known && backend.name !== known.name) continue;
       opts.onTry?.(backend.name);
       try {
         if (backend.prepare) {
           await backend.prepare(manifest, loader, { ...loadOpts, refuseSoftware: true });
+          if (!prepared.length && !known) {
+            known = store.get(keyOf(backend));
+            if (known && known.name !== backend.name) {
+              await Promise.resolve(backend.unload()).catch(() => {});
+              continue; // on to the one it chose
+            }
+          }
           prepared.push(backend);
+          if (known) break;
           continue;
         }
         await backend.load(manifest, loader, loadOpts);
@@ -205,6 +220,11 @@ export async function chooseBackend(
         if (e instanceof SoftwareDeviceError) software.push(backend);
       }
     }
+    if (known && !prepared.length) {
+      // the backend chosen at an earlier load cannot run here any more: choose afresh
+      const forgetful: BackendChoiceStore = { get: () => null, set: (k, v) => store.set(k, v) };
+      return chooseBackend(choice, manifest, loader, { ...opts, choices: forgetful });
+    }
     if (!prepared.length) {
       const backend = software[0];
       if (!backend) throw new BackendUnsupportedError(`no backend is available that can run this bundle here (${reasons.join("; ")})`);
@@ -215,26 +235,19 @@ export async function chooseBackend(
     let chosen = prepared[0]!;
     let reason = reasonOf(reasons, "the only backend here that can run the bundle");
     let decodeMs: Record<string, number> | undefined;
-    if (prepared.length > 1) {
-      const store = opts.choices ?? defaultChoiceStore();
-      const key = [loader.manifestSha256, ...prepared.map((b) => `${b.name}:${b.deviceKey ?? ""}`)].join("|");
-      const known = store.get(key);
-      const remembered = known && prepared.find((b) => b.name === known.name);
-      if (known && remembered) {
-        chosen = remembered;
-        decodeMs = known.decodeMs;
-        reason = `the fastest decode step when measured at an earlier load (${formatTimes(known.decodeMs)})`;
-      } else {
-        decodeMs = {};
-        for (const b of prepared) {
-          opts.signal?.throwIfAborted();
-          opts.onProgress?.({ phase: "backend", bytesDone: 0, bytesTotal: 0, shard: -1, shards: manifest.shards.length, text: `timing a decode step on ${b.label ?? b.name}` });
-          decodeMs[b.name] = b.timeDecode ? await b.timeDecode(TIMED_DECODE_STEPS) : Infinity;
-        }
-        chosen = prepared.reduce((best, b) => ((decodeMs![b.name] ?? Infinity) < (decodeMs![best.name] ?? Infinity) ? b : best));
-        store.set(key, { name: chosen.name, decodeMs });
-        reason = `the fastest decode step, measured at this first load (${formatTimes(decodeMs)})`;
+    if (known) {
+      decodeMs = known.decodeMs;
+      reason = `the fastest decode step when measured at an earlier load (${formatTimes(known.decodeMs)})`;
+    } else if (prepared.length > 1) {
+      decodeMs = {};
+      for (const b of prepared) {
+        opts.signal?.throwIfAborted();
+        opts.onProgress?.({ phase: "backend", bytesDone: 0, bytesTotal: 0, shard: -1, shards: manifest.shards.length, text: `timing a decode step on ${b.label ?? b.name}` });
+        decodeMs[b.name] = b.timeDecode ? await b.timeDecode(TIMED_DECODE_STEPS) : Infinity;
       }
+      chosen = prepared.reduce((best, b) => ((decodeMs![b.name] ?? Infinity) < (decodeMs![best.name] ?? Infinity) ? b : best));
+      store.set(keyOf(prepared[0]!), { name: chosen.name, decodeMs });
+      reason = `the fastest decode step, measured at this first load (${formatTimes(decodeMs)})`;
     }
     for (const b of prepared) if (b !== chosen) await Promise.resolve(b.unload()).catch(() => {});
     prepared.length = 0;

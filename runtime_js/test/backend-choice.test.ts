@@ -130,8 +130,28 @@ describe("backend 'auto'", () => {
 
     const again = await chooseBackend("auto", loader.manifest, loader, { choices });
     assert.equal(again.backend.name, "wasm");
-    assert.match(again.info.reason, /measured at an earlier load/);
+    assert.match(again.info.reason, /measured at an earlier load \(webgpu 9\.0 ms, wasm 3\.0 ms\)/);
+    assert.deepEqual(made.webgpu[1]!.events, ["prepare refusing software", "unload"]); // looked up, let go
     assert.deepEqual(made.wasm[1]!.events, ["prepare refusing software", "weights"]); // not timed again
+  });
+
+  test("a remembered first choice prepares nothing else; a remembered one that cannot run any more is measured afresh", async () => {
+    const choices = new MemoryChoiceStore();
+    let made = register({ decodeMs: 2 }, { decodeMs: 7 });
+    assert.equal((await chooseBackend("auto", loader.manifest, loader, { choices })).backend.name, "webgpu");
+    const again = await chooseBackend("auto", loader.manifest, loader, { choices });
+    assert.equal(again.backend.name, "webgpu");
+    assert.equal(made.wasm.length, 1, "Wasm was not even created");
+    assert.deepEqual(made.webgpu[1]!.events, ["prepare refusing software", "weights"]);
+
+    made = register({ decodeMs: 9 }, { decodeMs: 3 });
+    assert.equal((await chooseBackend("auto", loader.manifest, loader, { choices: new MemoryChoiceStore() })).backend.name, "wasm");
+    const stale = new MemoryChoiceStore();
+    stale.set(`${loader.manifestSha256}|webgpu:webgpu device`, { name: "gone", decodeMs: {} });
+    const fresh = await chooseBackend("auto", loader.manifest, loader, { choices: stale });
+    assert.equal(fresh.backend.name, "wasm");
+    assert.match(fresh.info.reason, /measured at this first load/);
+    assert.equal(stale.get(`${loader.manifestSha256}|webgpu:webgpu device`)?.name, "wasm", "the stale entry was replaced");
   });
 
   test("a named backend is loaded as asked", async () => {
