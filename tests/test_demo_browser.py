@@ -5,8 +5,9 @@ picks the model, loads it, asks two questions, stops a third answer, recovers fr
 (simulated) GPU device loss with Reload model, and takes screenshots into
 test-artifacts/web_demo/ at 1280x800 and 390x844.
 
-The page runs the runtime's own backend: WebGPU (SwiftShader) here, and Wasm in a page
-whose browser has no WebGPU. The random-weight model answers gibberish, so the test
+The page runs the runtime's own choice of backend ("auto"): Wasm here, where Chromium's
+only WebGPU adapter is SwiftShader (a software renderer), and says why; the backend select
+then loads the model again on WebGPU; a page whose browser has no WebGPU runs Wasm too. The random-weight model answers gibberish, so the test
 checks the shape of the conversation (streaming, stop, KV cache reuse), not the words.
 """
 
@@ -69,7 +70,11 @@ def test_chat_page(bundle, tmp_path):
     out = json.loads(r.stdout.strip().splitlines()[-1])
 
     print(f"chat page backend: {out['backend']} (badge {out['badge']!r}); screenshots in {ARTIFACTS}")
-    assert out["backend"] == "webgpu", out["backend"]
+    assert out["backend"] == "wasm", out["backend"]
+    # why: SwiftShader is a software renderer, passed over while Wasm runs
+    assert re.search(r"^Wasm SIMD, \d threads?: webgpu: the WebGPU adapter \(.*swiftshader.*\) is a software renderer",
+                     out["reason"], re.I), out["reason"]
+    assert "software renderer" in out["badgeTitle"]
     assert out["isolated"] is True, "COOP/COEP should make the page cross-origin isolated"
     assert out["compat"]["notices"] == [
         'error: Your GPU lacks "timestamp-query"', "error: Your GPU's limits are too small for this model",
@@ -115,6 +120,8 @@ def test_chat_page(bundle, tmp_path):
     assert out["phoneOverflow"] is False, "the page scrolls sideways at 390 px"
     assert out["panelOpenAfterLoad"] is False and out["panelOpens"] is True  # the phone's model panel
     assert out["plainLoad"] == "ready" and out["plainBackend"] == out["backend"]
+    assert out["switchedLoad"] == "ready" and out["switchedBackend"] == "webgpu", out
+    assert out["switchedReason"].startswith('WebGPU f32: "webgpu" was asked for'), out["switchedReason"]
     # without WebGPU the page says so, then runs the model on the CPU (Wasm)
     assert "This browser has no WebGPU" in out["noGpuBefore"]
     assert out["noGpuLoad"] == "ready" and out["noGpuBackend"] == "wasm", out["noGpuAfter"]

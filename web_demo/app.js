@@ -10,6 +10,8 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   body: document.body,
   badge: $("backend-badge"),
+  backend: $("backend"),
+  backendReason: $("backend-reason"),
   panelToggle: $("panel-toggle"),
   sidebar: $("sidebar"),
   modelList: $("model-list"),
@@ -63,12 +65,42 @@ function setState(name) {
   ui.send.disabled = !state.engine || busy || generating || state.lost;
   ui.load.textContent = state.engine && state.selected === state.loaded ? "Reload model" : "Load model";
   for (const el of ui.modelList.querySelectorAll("input")) el.disabled = busy;
+  ui.backend.disabled = busy;
 }
 
-function setBadge(text, kind = "") {
+function setBadge(text, kind = "", why = "") {
   ui.badge.textContent = text;
   ui.badge.className = `badge ${kind}`.trim();
   ui.badge.dataset.backend = kind === "on" ? text : "";
+  ui.badge.title = why || "the backend running the model";
+}
+
+/** Which backend runs the model and why (the runtime's engine.backendInfo). */
+function showBackendReason(engine) {
+  const info = engine?.backendInfo;
+  ui.backendReason.textContent = info ? `${info.label ?? info.name}: ${info.reason}` : "";
+  ui.backendReason.dataset.backend = info?.name ?? "";
+}
+
+const BACKEND_KEY = "llmpack-demo-backend";
+
+/** The backend choice: ?backend= in the URL, else the one last picked here, else auto. */
+function initialBackend() {
+  const wanted = new URLSearchParams(location.search).get("backend");
+  let saved = null;
+  try {
+    saved = localStorage.getItem(BACKEND_KEY);
+  } catch {}
+  const value = [wanted, saved].find((v) => v && [...ui.backend.options].some((o) => o.value === v));
+  ui.backend.value = value ?? "auto";
+}
+
+function changeBackend() {
+  try {
+    localStorage.setItem(BACKEND_KEY, ui.backend.value);
+  } catch {}
+  // a loaded model moves to the backend picked
+  if (state.engine && !state.loading && state.selected === state.loaded) loadSelected();
 }
 
 function togglePanel(open = !ui.sidebar.classList.contains("open")) {
@@ -252,6 +284,7 @@ async function loadSelected() {
     state.engine = null;
     state.loaded = null;
     setBadge("no model loaded");
+    showBackendReason(null);
     await old.unload().catch(() => {});
   }
   const t0 = performance.now();
@@ -259,6 +292,7 @@ async function loadSelected() {
     const { createEngine } = await runtime();
     const engine = await createEngine(model.url, {
       signal: ctl.signal,
+      backend: ui.backend.value,
       onProgress: progressReporter(model),
       manifestSha256: model.manifest_sha256 ?? undefined,
     });
@@ -270,7 +304,8 @@ async function loadSelected() {
     state.loaded = model;
     adoptDefaults(engine);
     const backend = describeBackend(engine);
-    setBadge(backend, "on");
+    setBadge(backend, "on", engine.backendInfo?.reason);
+    showBackendReason(engine);
     setProgress(`Ready on ${backend}`, `loaded in ${formatMs(performance.now() - t0)}`, 1);
     showNotices(checkModel(state.env, model).filter((n) => n.level === "info"));
     state.loading = null;
@@ -542,6 +577,7 @@ document.addEventListener("keydown", (e) => {
   if (e.key === "Escape" && state.generating) stopGeneration();
 });
 ui.load.addEventListener("click", loadSelected);
+ui.backend.addEventListener("change", changeBackend);
 ui.cancelLoad.addEventListener("click", () => state.loading?.abort());
 ui.refresh.addEventListener("click", fetchModels);
 ui.newChat.addEventListener("click", newChat);
@@ -561,6 +597,7 @@ ui.maxTokens.addEventListener("change", () => touched.add("max-tokens"));
 window.llmpackDemo = { state };
 
 async function start() {
+  initialBackend();
   const [env] = await Promise.all([probeBrowser(), fetchModels()]);
   state.env = env;
   if (state.selected) showNotices(checkModel(env, state.selected));

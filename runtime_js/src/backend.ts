@@ -3,12 +3,19 @@
  * OpenAI-shaped API) knows nothing about how a forward pass runs; a Backend runs it.
  * The WebGPU and Wasm executors interpret the bundle's plan behind this interface.
  */
+import { type BackendChoiceStore, type RememberedChoice, defaultChoiceStore } from "./backend_choice.js";
 import type { BundleLoader, ProgressCallback } from "./loader.js";
 import type { Manifest } from "./manifest.js";
 
 export interface BackendLoadOptions {
   signal?: AbortSignal;
   onProgress?: ProgressCallback;
+  /**
+   * Reject a software (fallback) device, such as a WebGPU adapter that is SwiftShader or
+   * llvmpipe, with a {@link SoftwareDeviceError} ("auto" asks this first, while another
+   * backend may run the bundle faster on the CPU)
+   */
+  refuseSoftware?: boolean;
 }
 
 export interface Backend {
@@ -48,6 +55,34 @@ export interface Backend {
 
   /** Frees device memory. The backend is not used afterwards. */
   unload(): void | Promise<void>;
+
+  /**
+   * Optional two-step load, which "auto" uses to time backends before any weight is
+   * fetched: `prepare` does what `load` does up to the weights (device or memory,
+   * buffers, kernels; a BackendUnsupportedError when it cannot run the bundle),
+   * `loadWeights` the rest. `load` = `prepare` + `loadWeights`.
+   */
+  prepare?(manifest: Manifest, loader: BundleLoader, opts?: BackendLoadOptions): Promise<void>;
+  loadWeights?(opts?: BackendLoadOptions): Promise<void>;
+
+  /**
+   * After `prepare`, before `loadWeights`: the median time of `steps` decode steps, in
+   * ms, run on the zero-filled weights (the same work as with the real ones).
+   */
+  timeDecode?(steps: number): Promise<number>;
+
+  /** What this backend runs on, for remembering measurements (e.g. the GPU adapter's name). */
+  readonly deviceKey?: string;
+}
+
+/** Which backend runs a model, and why it was chosen (`engine.backendInfo`). */
+export interface BackendInfo {
+  name: string;
+  /** e.g. "WebGPU f16", "Wasm SIMD, 4 threads" */
+  label: string;
+  reason: string;
+  /** ms per decode step, per backend name, when the choice was measured (now or at an earlier load) */
+  decodeMs?: Record<string, number>;
 }
 
 export type BackendFactory = () => Backend | Promise<Backend>;
@@ -66,6 +101,11 @@ export function registerBackend(name: string, factory: BackendFactory): void {
  */
 export class BackendUnsupportedError extends Error {
   override name = "BackendUnsupportedError";
+}
+
+/** The device is a software renderer (refused when {@link BackendLoadOptions.refuseSoftware} is set). */
+export class SoftwareDeviceError extends BackendUnsupportedError {
+  override name = "SoftwareDeviceError";
 }
 
 /** Preference when no backend is named (or "auto"). */
@@ -90,33 +130,150 @@ export function backendCandidates(choice: BackendChoice): BackendFactory[] {
   return names.map((name) => registry.get(name)!);
 }
 
+/** Decode steps timed per backend (after one untimed step) when "auto" measures. */
+export const TIMED_DECODE_STEPS = 3;
+
+export interface ChooseOptions extends BackendLoadOptions {
+  onTry?: (name: string) => void;
+  /** where measured choices are remembered (default: localStorage in pages, else memory) */
+  choices?: BackendChoiceStore;
+}
+
+/** Creates and loads the backend of a choice; see {@link chooseBackend}. */
+export async function loadBackend(choice: BackendChoice, manifest: Manifest, loader: BundleLoader, opts: ChooseOptions = {}): Promise<Backend> {
+  return (await chooseBackend(choice, manifest, loader, opts)).backend;
+}
+
 /**
- * Creates and loads the backend of a choice. With "auto" (or nothing), each registered
- * backend is tried in preference order and the first whose `load` does not reject
- * with {@link BackendUnsupportedError} is kept; if none can run the bundle, the error
- * names every backend's reason. Other load errors (a broken shard, an abort) reject
- * at once. A backend that rejects is unloaded.
+ * Creates and loads the backend of a choice, and says why it runs.
+ *
+ * A named backend (or object, or factory) is loaded as asked. With "auto" (or nothing),
+ * every registered backend is prepared in preference order (WebGPU, Wasm, others), a
+ * software device (SwiftShader, llvmpipe) refused while another backend may run:
+ * - none can run the bundle: a software device if there was one, else a
+ *   BackendUnsupportedError naming every backend's reason;
+ * - one can: that one;
+ * - several can: the one that ran a decode step fastest, timed on zero weights. The
+ *   choice is remembered for this bundle (manifest sha256) under the first backend that
+ *   can run it and its device: a later load prepares that one, then only the one chosen.
+ * Only then are the weights fetched, into the chosen backend alone; the others are
+ * unloaded. Backends without `prepare` are loaded whole when nothing before them could
+ * run the bundle (the old first-that-loads rule). Other errors (a broken shard, an
+ * abort) reject at once; a backend that rejects is unloaded.
  */
-export async function loadBackend(
+export async function chooseBackend(
   choice: BackendChoice,
   manifest: Manifest,
   loader: BundleLoader,
-  opts: BackendLoadOptions & { onTry?: (name: string) => void } = {},
-): Promise<Backend> {
+  opts: ChooseOptions = {},
+): Promise<{ backend: Backend; info: BackendInfo }> {
+  const loadOpts: BackendLoadOptions = { signal: opts.signal, onProgress: opts.onProgress };
   const candidates = backendCandidates(choice);
-  const reasons: string[] = [];
-  for (const create of candidates) {
-    opts.signal?.throwIfAborted();
-    const backend = await create();
+  const info = (backend: Backend, reason: string, decodeMs?: Record<string, number>): BackendInfo => ({
+    name: backend.name,
+    label: backend.label ?? backend.name,
+    reason,
+    ...(decodeMs ? { decodeMs } : {}),
+  });
+  if (choice !== undefined && choice !== "auto") {
+    const backend = await candidates[0]!();
     opts.onTry?.(backend.name);
-    try {
-      await backend.load(manifest, loader, { signal: opts.signal, onProgress: opts.onProgress });
-      return backend;
-    } catch (e) {
-      await Promise.resolve(backend.unload()).catch(() => {});
-      if (!(e instanceof BackendUnsupportedError) || candidates.length === 1) throw e;
-      reasons.push(`${backend.name}: ${e.message}`);
-    }
+    await loadOrUnload(backend, () => backend.load(manifest, loader, loadOpts));
+    return { backend, info: info(backend, typeof choice === "string" ? `"${choice}" was asked for` : "a backend was passed to createEngine") };
   }
-  throw new BackendUnsupportedError(`no backend is available that can run this bundle here (${reasons.join("; ")})`);
+
+  const store = opts.choices ?? defaultChoiceStore();
+  // (measurements are kept under the first backend that can run the bundle and its device)
+  const keyOf = (b: Backend) => `${loader.manifestSha256}|${b.name}:${b.deviceKey ?? ""}`;
+  /** what an earlier load measured: then only the backend it chose is prepared */
+  let known: RememberedChoice | null = null;
+  const prepared: Backend[] = [];
+  const reasons: string[] = [];
+  const software: Backend[] = [];
+  try {
+    for (const create of candidates) {
+      opts.signal?.throwIfAborted();
+      const backend = await create();
+      if (!backend.prepare && prepared.length) continue; // (it would be loaded whole: only as a first choice)
+      if (known && backend.name !== known.name) continue;
+      opts.onTry?.(backend.name);
+      try {
+        if (backend.prepare) {
+          await backend.prepare(manifest, loader, { ...loadOpts, refuseSoftware: true });
+          if (!prepared.length && !known) {
+            known = store.get(keyOf(backend));
+            if (known && known.name !== backend.name) {
+              await Promise.resolve(backend.unload()).catch(() => {});
+              continue; // on to the one it chose
+            }
+          }
+          prepared.push(backend);
+          if (known) break;
+          continue;
+        }
+        await backend.load(manifest, loader, loadOpts);
+        return { backend, info: info(backend, reasonOf(reasons, "the first backend here that can run the bundle")) };
+      } catch (e) {
+        await Promise.resolve(backend.unload()).catch(() => {});
+        if (!(e instanceof BackendUnsupportedError)) throw e;
+        reasons.push(`${backend.name}: ${e.message}`);
+        if (e instanceof SoftwareDeviceError) software.push(backend);
+      }
+    }
+    if (known && !prepared.length) {
+      // the backend chosen at an earlier load cannot run here any more: choose afresh
+      const forgetful: BackendChoiceStore = { get: () => null, set: (k, v) => store.set(k, v) };
+      return chooseBackend(choice, manifest, loader, { ...opts, choices: forgetful });
+    }
+    if (!prepared.length) {
+      const backend = software[0];
+      if (!backend) throw new BackendUnsupportedError(`no backend is available that can run this bundle here (${reasons.join("; ")})`);
+      opts.onTry?.(backend.name);
+      await loadOrUnload(backend, () => backend.load(manifest, loader, loadOpts));
+      return { backend, info: info(backend, reasonOf(reasons, "")) };
+    }
+    let chosen = prepared[0]!;
+    let reason = reasonOf(reasons, "the only backend here that can run the bundle");
+    let decodeMs: Record<string, number> | undefined;
+    if (known) {
+      decodeMs = known.decodeMs;
+      reason = `the fastest decode step when measured at an earlier load (${formatTimes(known.decodeMs)})`;
+    } else if (prepared.length > 1) {
+      decodeMs = {};
+      for (const b of prepared) {
+        opts.signal?.throwIfAborted();
+        opts.onProgress?.({ phase: "backend", bytesDone: 0, bytesTotal: 0, shard: -1, shards: manifest.shards.length, text: `timing a decode step on ${b.label ?? b.name}` });
+        decodeMs[b.name] = b.timeDecode ? await b.timeDecode(TIMED_DECODE_STEPS) : Infinity;
+      }
+      chosen = prepared.reduce((best, b) => ((decodeMs![b.name] ?? Infinity) < (decodeMs![best.name] ?? Infinity) ? b : best));
+      store.set(keyOf(prepared[0]!), { name: chosen.name, decodeMs });
+      reason = `the fastest decode step, measured at this first load (${formatTimes(decodeMs)})`;
+    }
+    for (const b of prepared) if (b !== chosen) await Promise.resolve(b.unload()).catch(() => {});
+    prepared.length = 0;
+    await loadOrUnload(chosen, () => chosen.loadWeights!(loadOpts));
+    return { backend: chosen, info: info(chosen, reason, decodeMs) };
+  } finally {
+    for (const b of prepared) await Promise.resolve(b.unload()).catch(() => {});
+  }
+}
+
+async function loadOrUnload(backend: Backend, load: () => Promise<void>): Promise<void> {
+  try {
+    await load();
+  } catch (e) {
+    await Promise.resolve(backend.unload()).catch(() => {});
+    throw e;
+  }
+}
+
+/** Why the others were passed over, or `alone` when nothing else was tried. */
+function reasonOf(reasons: string[], alone: string): string {
+  return reasons.length ? reasons.join("; ") : alone;
+}
+
+function formatTimes(ms: Record<string, number>): string {
+  return Object.entries(ms)
+    .map(([name, t]) => `${name} ${Number.isFinite(t) ? `${t.toFixed(1)} ms` : "not timed"}`)
+    .join(", ");
 }

@@ -8,7 +8,7 @@
  * Requests run one at a time, in call order, on the one backend; `interrupt()` ends
  * the running one (finish_reason "abort").
  */
-import { type Backend, type BackendFactory, loadBackend } from "./backend.js";
+import { type Backend, type BackendFactory, type BackendInfo, chooseBackend } from "./backend.js";
 import type { ShardCache } from "./cache.js";
 import type { FetchLike } from "./fetch.js";
 import { BundleLoader, type LoadStats, type ProgressCallback } from "./loader.js";
@@ -41,7 +41,9 @@ export interface EngineOptions {
   signal?: AbortSignal;
   /**
    * a Backend, a factory, or a registered name ("webgpu", "wasm"); default "auto":
-   * the first registered backend that can run the bundle here (WebGPU, then Wasm)
+   * of the backends that can run the bundle here, never a software WebGPU adapter
+   * while Wasm can run, and the faster decode step when several can (measured once
+   * per bundle and device); `engine.backendInfo` says which and why
    */
   backend?: Backend | BackendFactory | string;
   /** root URL of an llmpack registry, for locations written `registry:ID[@VERSION]` */
@@ -82,14 +84,14 @@ export async function createEngine(bundleUrl: string | URL, opts: EngineOptions 
   const m = loader.manifest;
   onProgress?.({ phase: "files", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: "loading the tokenizer" });
   const tokenizer = await BundleTokenizer.load(m, loader, signal);
-  const backend = await loadBackend(opts.backend, m, loader, {
+  const { backend, info } = await chooseBackend(opts.backend, m, loader, {
     signal,
     onProgress,
     onTry: (name) =>
       onProgress?.({ phase: "backend", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: `preparing the ${name} backend` }),
   });
   onProgress?.({ phase: "ready", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: "ready" });
-  return new Engine(m, tokenizer, backend, loader, opts.backend);
+  return new Engine(m, tokenizer, backend, loader, opts.backend, info);
 }
 
 export class Engine {
@@ -102,6 +104,7 @@ export class Engine {
   };
   private session: Session;
   private current: Backend;
+  private currentInfo: BackendInfo;
   /** tail of the request queue */
   private queue: Promise<void> = Promise.resolve();
   /** bumped by interrupt(): a running request stops when it changes */
@@ -115,8 +118,10 @@ export class Engine {
     readonly loader: BundleLoader,
     /** what createEngine was asked for, for reload() */
     private readonly backendChoice?: Backend | BackendFactory | string,
+    info?: BackendInfo,
   ) {
     this.current = backend;
+    this.currentInfo = info ?? { name: backend.name, label: backend.label ?? backend.name, reason: "a backend was passed to the Engine" };
     this.session = this.newSession(backend);
     const create = (req: ChatCompletionRequest, opts?: RequestOptions) => this.createChatCompletion(req, opts);
     this.chat = { completions: { create: create as Engine["chat"]["completions"]["create"] } };
@@ -125,6 +130,11 @@ export class Engine {
   /** What runs the model (a new one after reload()). */
   get backend(): Backend {
     return this.current;
+  }
+
+  /** Which backend runs the model and why it was chosen, e.g. {name: "wasm", label, reason}. */
+  get backendInfo(): BackendInfo {
+    return this.currentInfo;
   }
 
   private newSession(backend: Backend): Session {
@@ -143,8 +153,9 @@ export class Engine {
       this.interrupt();
       await this.session.idle();
       await Promise.resolve(this.current.unload()).catch(() => {});
-      const backend = await loadBackend(this.backendChoice, this.manifest, this.loader, opts);
+      const { backend, info } = await chooseBackend(this.backendChoice, this.manifest, this.loader, opts);
       this.current = backend;
+      this.currentInfo = info;
       this.session = this.newSession(backend);
     } finally {
       release();

@@ -7,12 +7,19 @@ export {
   type Backend,
   type BackendChoice,
   type BackendFactory,
+  type BackendInfo,
   type BackendLoadOptions,
   BackendUnsupportedError,
+  SoftwareDeviceError,
+  TIMED_DECODE_STEPS,
   backendCandidates,
+  chooseBackend,
   loadBackend,
   registerBackend,
+  type ChooseOptions,
 } from "./backend.js";
+export { LocalStorageChoiceStore, MemoryChoiceStore, defaultChoiceStore, type BackendChoiceStore, type RememberedChoice } from "./backend_choice.js";
+export { WEBCRYPTO_MAX_BYTES, hashMethod, sha256Hex, type HashMethod } from "./sha256.js";
 export {
   BundleLoader,
   BundleFileError,

@@ -18,12 +18,11 @@
  * one) reads verified shards from the cache, hashing them again as they are read,
  * and touches the network only for the rest.
  */
-import { sha256 } from "@noble/hashes/sha2.js";
-import { bytesToHex } from "@noble/hashes/utils.js";
 import { type CacheWriter, type ShardCache, openDefaultCache } from "./cache.js";
 import { type FetchLike, defaultFetch, isNode } from "./fetch.js";
 import { ShardLayout } from "./layout.js";
 import { type FileRecord, type Manifest, type ShardRecord, isSafeBundlePath, parseManifest, shown } from "./manifest.js";
+import { type HashMethod, type IncrementalHash, hashMethod, incrementalSha256, sha256Hex, webcryptoSha256 } from "./sha256.js";
 
 export type LoadPhase = "manifest" | "files" | "weights" | "backend" | "ready";
 
@@ -183,6 +182,12 @@ export interface LoaderOptions {
   manifestSha256?: string;
   /** a request or transfer with no byte for this long is stalled (default 30 s; also loadShards' default) */
   stallMs?: number;
+  /**
+   * how shards and files are verified (src/sha256.ts): "auto" (default; node:crypto in
+   * Node, else WebCrypto for shards up to WEBCRYPTO_MAX_BYTES, else JS), or one method
+   * where it can run (tests and benchmarks)
+   */
+  hashing?: HashMethod | "auto";
 }
 
 export interface LoadShardsOptions {
@@ -245,10 +250,14 @@ export class BundleLoader {
   private constructor(
     readonly baseUrl: URL,
     readonly manifest: Manifest,
+    /** sha256 (hex) of the manifest.json bytes: identifies the bundle */
+    readonly manifestSha256: string,
     readonly cache: ShardCache | null,
     private readonly fetchFn: FetchLike,
     /** @internal the stall limit of this loader's requests */
     readonly stallMs: number = DEFAULT_STALL_MS,
+    /** @internal how shards and files are verified */
+    readonly hashing: HashMethod | "auto" = "auto",
   ) {
     this.layout = new ShardLayout(manifest);
     this.filesByPath = new Map(manifest.files.map((f) => [f.path, f]));
@@ -283,8 +292,8 @@ export class BundleLoader {
     // The manifest carries every shard's hash, so a registry's hash of the manifest makes
     // the whole load verifiable from the index alone.
     const want = opts.manifestSha256?.toLowerCase();
-    const got = want === undefined ? "" : bytesToHex(sha256(raw));
-    if (got !== (want ?? "")) {
+    const got = await sha256Hex(raw, opts.hashing);
+    if (want !== undefined && got !== want) {
       throw new BundleFileError(
         `${url} has sha256 ${got.slice(0, 16)}…, the registry says ${want!.slice(0, 16)}…: ` +
           "the copy on the server is damaged or was replaced (run `llmpack registry verify` on the registry)",
@@ -299,7 +308,7 @@ export class BundleLoader {
     }
     const manifest = parseManifest(json);
     const cache = opts.cache !== undefined ? opts.cache : await openDefaultCache(opts.cacheDir);
-    return new BundleLoader(base, manifest, cache, fetchFn, stallMs);
+    return new BundleLoader(base, manifest, got, cache, fetchFn, stallMs, opts.hashing);
   }
 
   /**
@@ -340,7 +349,7 @@ export class BundleLoader {
       const body = await this.cache.read(rec.sha256).catch(() => null);
       if (body) {
         const data = await collect(body, signal, rec.bytes + 1, this.stallMs).catch(() => null);
-        if (data && data.length === rec.bytes && bytesToHex(sha256(data)) === rec.sha256) return data;
+        if (data && data.length === rec.bytes && (await sha256Hex(data, this.hashing)) === rec.sha256) return data;
         signal?.throwIfAborted();
         await this.cache.delete(rec.sha256).catch(() => {});
       }
@@ -367,7 +376,7 @@ export class BundleLoader {
         problem = message(e);
         continue;
       }
-      const got = bytesToHex(sha256(data));
+      const got = await sha256Hex(data, this.hashing);
       if (data.length === rec.bytes && got === rec.sha256) {
         if (this.cache) await storeWhole(this.cache, rec.sha256, data);
         return data;
@@ -463,12 +472,13 @@ class ShardRun {
   }
 
   private async worker(): Promise<void> {
+    const scratch: Scratch = { buffer: null };
     while (!this.ctl.signal.aborted) {
       const i = this.next++;
       const rec = this.shards[i];
       if (!rec) break; // every shard taken
       try {
-        await this.loadShard(i, rec);
+        await this.loadShard(i, rec, scratch);
       } catch (e) {
         if (this.failure === null) this.failure = this.ctl.signal.aborted ? abortError(this.ctl.signal) : e;
         this.ctl.abort(this.failure);
@@ -480,14 +490,14 @@ class ShardRun {
     }
   }
 
-  private async loadShard(i: number, rec: ShardRecord): Promise<void> {
+  private async loadShard(i: number, rec: ShardRecord, scratch: Scratch): Promise<void> {
     const cache = this.loader.cache;
     const signal = this.ctl.signal;
     if (cache) {
       const body = await cache.read(rec.sha256).catch(() => null);
       if (body) {
         try {
-          await this.pump(i, rec, body, null, true);
+          await this.pump(i, rec, body, null, true, scratch);
           this.stats.cachedShards++;
           await this.sink.commit(i);
           return;
@@ -519,7 +529,7 @@ class ShardRun {
         });
         const staged = cache && this.roomFor(rec.bytes) ? await cache.write(rec.sha256, rec.bytes).catch((e) => this.cacheFailed(e)) : null;
         writer = staged && this.bestEffort(staged);
-        await this.pump(i, rec, body, writer, false, stall);
+        await this.pump(i, rec, body, writer, false, scratch, stall);
         await writer?.commit();
         writer = null;
         this.stats.networkShards++;
@@ -612,10 +622,29 @@ class ShardRun {
   }
 
   /** Reads one shard source to its end: hash, length check, cache copy, chunks to the sink. */
-  private async pump(i: number, rec: ShardRecord, body: ReadableStream<Uint8Array>, writer: CacheWriter | null, fromCache: boolean, stall?: StallTimer): Promise<void> {
+  /** How shard `rec` is received: hashed as it streams, or gathered whole for WebCrypto. */
+  private async receiver(i: number, rec: ShardRecord, scratch: Scratch): Promise<ShardReceiver> {
+    const emit = (offset: number, chunk: Uint8Array) => this.sink.write(i, offset, chunk);
+    const method = await hashMethod(this.loader.hashing, rec.bytes);
+    if (method !== "webcrypto") return new StreamingReceiver(await incrementalSha256(method), new Rechunker(this.chunkBytes, emit));
+    if (!scratch.buffer || scratch.buffer.length < rec.bytes) {
+      scratch.buffer = null; // (the old one can go before the new one is made)
+      scratch.buffer = new Uint8Array(rec.bytes);
+    }
+    return new WholeShardReceiver(scratch.buffer, this.chunkBytes, emit);
+  }
+
+  private async pump(
+    i: number,
+    rec: ShardRecord,
+    body: ReadableStream<Uint8Array>,
+    writer: CacheWriter | null,
+    fromCache: boolean,
+    scratch: Scratch,
+    stall?: StallTimer,
+  ): Promise<void> {
     const signal = this.ctl.signal;
-    const hash = sha256.create();
-    const out = new Rechunker(this.chunkBytes, (offset, chunk) => this.sink.write(i, offset, chunk));
+    const out = await this.receiver(i, rec, scratch);
     const reader = body.getReader();
     let n = 0;
     try {
@@ -633,7 +662,6 @@ class ShardRun {
         if (r.done) break;
         const chunk = r.value;
         if (n + chunk.length > rec.bytes) throw new TransferError(`more than the ${rec.bytes} bytes the manifest lists`);
-        hash.update(chunk);
         n += chunk.length;
         if (writer) await writer.write(chunk);
         await out.push(chunk);
@@ -644,8 +672,7 @@ class ShardRun {
       throw e;
     }
     if (n !== rec.bytes) throw new TransferError(`ended after ${n} of the ${rec.bytes} bytes the manifest lists`);
-    await out.flush();
-    const got = bytesToHex(hash.digest());
+    const got = await out.finish();
     if (got !== rec.sha256) throw new TransferError(`sha256 mismatch: content hashes to ${got}, manifest says ${rec.sha256}`);
   }
 
@@ -677,6 +704,68 @@ class ShardRun {
       fromCache,
       text: `weights ${pct}% (${(this.bytesDone / 2 ** 20).toFixed(1)} of ${(total / 2 ** 20).toFixed(1)} MiB)`,
     });
+  }
+}
+
+/** A shard buffer that one worker reuses for every shard it gathers whole. */
+interface Scratch {
+  buffer: Uint8Array | null;
+}
+
+/** Takes a shard's bytes in order, hands them to the sink in chunks, and gives its sha256 at the end. */
+interface ShardReceiver {
+  push(chunk: Uint8Array): Promise<void>;
+  /** after the last push: the rest reaches the sink; resolves to the sha256 (hex) */
+  finish(): Promise<string>;
+}
+
+/** Hashes each piece as it comes ("node", "js"). */
+class StreamingReceiver implements ShardReceiver {
+  constructor(
+    private readonly hash: IncrementalHash,
+    private readonly out: Rechunker,
+  ) {}
+
+  async push(chunk: Uint8Array): Promise<void> {
+    this.hash.update(chunk);
+    await this.out.push(chunk);
+  }
+
+  async finish(): Promise<string> {
+    await this.out.flush();
+    return this.hash.digestHex();
+  }
+}
+
+/**
+ * Copies the shard into one shard-sized buffer, handing each full chunk of it to the
+ * sink as soon as it is there, then hashes the buffer with WebCrypto in one call.
+ */
+class WholeShardReceiver implements ShardReceiver {
+  private filled = 0;
+  private emitted = 0;
+
+  constructor(
+    private readonly buffer: Uint8Array,
+    private readonly chunkBytes: number,
+    private readonly emit: (offset: number, chunk: Uint8Array) => void | Promise<void>,
+  ) {}
+
+  async push(chunk: Uint8Array): Promise<void> {
+    this.buffer.set(chunk, this.filled);
+    this.filled += chunk.length;
+    while (this.filled - this.emitted >= this.chunkBytes) await this.emitUpTo(this.emitted + this.chunkBytes);
+  }
+
+  async finish(): Promise<string> {
+    if (this.filled > this.emitted) await this.emitUpTo(this.filled);
+    return webcryptoSha256(this.buffer.subarray(0, this.filled));
+  }
+
+  private async emitUpTo(end: number): Promise<void> {
+    const start = this.emitted;
+    this.emitted = end;
+    await this.emit(start, this.buffer.subarray(start, end));
   }
 }
 

@@ -61,6 +61,26 @@ export class PlanCalls {
     });
   }
 
+  /**
+   * Median ms of `steps` decode steps (token 0 at positions 1..steps, after one untimed
+   * step at 0): what "auto" compares between backends. Leaves junk in the KV cache,
+   * which the next call's past_len overwrites.
+   */
+  async timeDecode(steps: number): Promise<number> {
+    const last = Math.min(steps, this.plan.context_window - 1);
+    const t0 = performance.now();
+    await this.decode(0, 0);
+    if (last < 1) return performance.now() - t0; // (a one-token window: the first step is all there is)
+    const times: number[] = [];
+    for (let pos = 1; pos <= last; pos++) {
+      const t0 = performance.now();
+      await this.decode(0, pos);
+      times.push(performance.now() - t0);
+    }
+    times.sort((x, y) => x - y);
+    return times[times.length >> 1] ?? 0;
+  }
+
   private async run(entry: "prefill" | "decode", tokens: Int32Array, pastLen: number): Promise<void> {
     this.device.writeTokens(tokens);
     await this.device.runEntry(entry, { seq_len: tokens.length, past_len: pastLen });

@@ -36,14 +36,14 @@ export class SpellBackend {
   unload() {}
 }
 export async function run(text) {
-  const { createEngine } = await import(new URL("/dist/llmpack.js", import.meta.url).href);
+  const { createEngine, hashMethod } = await import(new URL("/dist/llmpack.js", import.meta.url).href);
   const backend = new SpellBackend(text);
   const engine = await createEngine(new URL("/bundle/", import.meta.url).href, { backend });
   let streamed = "";
   for await (const c of await engine.chat.completions.create({ messages: [{ role: "user", content: "hi" }], stream: true })) {
     streamed += c.choices[0].delta.content ?? "";
   }
-  return { streamed, stats: backend.stats };
+  return { streamed, stats: backend.stats, hashing: await hashMethod("auto", 1 << 20) };
 }
 `;
 
@@ -82,6 +82,7 @@ describe("in Chromium", { skip }, () => {
   test("a page streams a chat; the reload reads shards and tokenizer from the Cache API", async () => {
     const first = await runInPage();
     assert.equal(first.streamed, REPLY);
+    assert.equal(first.hashing, "webcrypto"); // 127.0.0.1 is a secure context: shards verified by crypto.subtle
     assert.equal(first.stats.networkShards, bundle.manifest.shards.length);
     assert.equal(shardRequests(), bundle.manifest.shards.length);
 
@@ -96,12 +97,13 @@ describe("in Chromium", { skip }, () => {
     const out = await page.evaluate(async (text) => {
       const src = `import { run } from "${location.origin}/t/lib.js"; onmessage = async (e) => postMessage(await run(e.data));`;
       const worker = new Worker(URL.createObjectURL(new Blob([src], { type: "text/javascript" })), { type: "module" });
-      return new Promise<{ streamed: string }>((resolve, reject) => {
+      return new Promise<{ streamed: string; hashing: string }>((resolve, reject) => {
         worker.onmessage = (e) => resolve(e.data);
         worker.onerror = (e) => reject(new Error(e.message));
         worker.postMessage(text);
       });
     }, REPLY);
     assert.equal(out.streamed, REPLY);
+    assert.equal(out.hashing, "webcrypto");
   });
 });

@@ -5,6 +5,7 @@ import path from "node:path";
 import { BundleLoader, ShardError, type ProgressReport } from "../src/loader.js";
 import { DirectoryCache } from "../src/cache.js";
 import { ManifestError } from "../src/manifest.js";
+import { type HashMethod, WEBCRYPTO_MAX_BYTES, hashMethod, sha256Hex } from "../src/sha256.js";
 import { type FakeBundle, RecordingSink, type TestServer, makeBundle, serve, tmpDir } from "./fixtures.js";
 
 const SHARD = 4096;
@@ -34,9 +35,12 @@ function shardPath(i: number): string {
   return bundle.manifest.shards[i].file;
 }
 
-async function load(opts: { cacheDir?: string | null; concurrency?: number; onSink?: (s: RecordingSink) => void; signal?: AbortSignal; onProgress?: (p: ProgressReport) => void } = {}) {
+async function load(
+  opts: { cacheDir?: string | null; concurrency?: number; onSink?: (s: RecordingSink) => void; signal?: AbortSignal; onProgress?: (p: ProgressReport) => void; hashing?: HashMethod } = {},
+) {
   const loader = await BundleLoader.open(server.url, {
     cache: opts.cacheDir ? await DirectoryCache.open(opts.cacheDir) : null,
+    hashing: opts.hashing,
   });
   const sink = new RecordingSink(bundle, loader.layout);
   opts.onSink?.(sink);
@@ -77,6 +81,31 @@ describe("loader over HTTP", () => {
       }
     });
   }
+
+  for (const hashing of ["node", "webcrypto", "js"] as const) {
+    test(`verifies with ${hashing}: every part intact in aligned chunks, a corrupt shard refetched`, async () => {
+      server.faults.clear();
+      server.faults.set(shardPath(3), { fault: "corrupt", times: 1 });
+      const { loader, sink, result } = await load({ hashing });
+      const stats = await result;
+      assert.equal(loader.hashing, hashing);
+      assert.equal(stats.refetches, 1);
+      assert.ok(sink.events.findIndex((e) => e.startsWith("discard 3") && e.includes("sha256 mismatch")) >= 0);
+      assert.equal(sink.committed.size, bundle.manifest.shards.length);
+      assert.ok(sink.committedTensorsMatch());
+      for (const c of sink.chunks) assert.ok(c.length === CHUNK || c.offset + c.length === bundle.manifest.shards[c.shard]?.bytes);
+    });
+  }
+
+  test("hash methods: the same digests; WebCrypto only up to its bound; node:crypto by default in Node", async () => {
+    const data = new Uint8Array(100_000).map((_, i) => (i * 7) % 251);
+    const digests = await Promise.all((["node", "webcrypto", "js"] as const).map((m) => sha256Hex(data, m)));
+    assert.equal(new Set(digests).size, 1);
+    assert.equal(await hashMethod("auto", 1), "node");
+    assert.equal(await hashMethod("webcrypto", WEBCRYPTO_MAX_BYTES), "webcrypto");
+    assert.equal(await hashMethod("webcrypto", WEBCRYPTO_MAX_BYTES + 1), "node");
+    assert.equal(await hashMethod("js", 1), "js");
+  });
 
   const recoverable = [
     ["corrupt", "sha256 mismatch"],

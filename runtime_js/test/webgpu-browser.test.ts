@@ -1,7 +1,8 @@
 /**
  * The WebGPU backend in headless Chromium (Debian's, SwiftShader's WebGPU adapter),
- * in a page and in a module Web Worker, on the synthetic plan bundle: the built module
- * picks "webgpu" by itself and computes the expected logits. Skipped where Chromium is
+ * in a page and in a module Web Worker, on the synthetic plan bundle (no Wasm kernels):
+ * the built module passes over the software adapter, finds no other backend, takes it
+ * after all (saying why), and computes the expected logits. Skipped where Chromium is
  * missing or its WebGPU has no adapter.
  */
 import { after, before, describe, test } from "node:test";
@@ -29,7 +30,7 @@ export async function run() {
   const b = engine.backend;
   const prefill = [...(await b.prefill(Int32Array.from(${JSON.stringify(PROMPT)}), 3))];
   const decode = [...(await b.decode(7, 13))];
-  const out = { name: b.name, label: b.label, prefill, decode, cached: b.loadStats.cachedShards };
+  const out = { name: b.name, label: b.label, prefill, decode, cached: b.loadStats.cachedShards, adapter: b.adapter, reason: engine.backendInfo.reason };
   await engine.unload();
   return out;
 }
@@ -70,6 +71,8 @@ describe("WebGPU in Chromium", { skip }, () => {
     }
     assert.equal(out.name, "webgpu");
     assert.equal(out.label, "WebGPU f32");
+    assert.equal(out.adapter.isFallbackAdapter, true, JSON.stringify(out.adapter)); // SwiftShader
+    assert.match(out.reason, /^webgpu: the WebGPU adapter \(.+\) is a software renderer on the CPU.*; wasm: the bundle has no Wasm kernels/);
     assert.deepEqual(out.prefill, [...expectedLogits(bundle, PROMPT.at(-1)!, 3 + 8)]);
     assert.deepEqual(out.decode, [...expectedLogits(bundle, 7, 13)]);
   };

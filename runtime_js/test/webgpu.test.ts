@@ -7,7 +7,7 @@
 import "./gpu-env.js";
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { BackendUnsupportedError, registerBackend } from "../src/backend.js";
+import { BackendUnsupportedError, SoftwareDeviceError, registerBackend } from "../src/backend.js";
 import { createEngine } from "../src/engine.js";
 import { BundleLoader, ShardError } from "../src/loader.js";
 import { parsePlan, weightBlocks } from "../src/plan.js";
@@ -24,11 +24,16 @@ import { CHUNK, VOCAB, WINDOW, type PlanBundle, expectedLogits, makePlanBundle }
 const skip = requireComponent("dawn", await gpuSkip());
 
 /** A GPU whose one adapter has `features` and `limits`; requestDevice calls are recorded. */
-function scriptedGpu(features: string[], limits: Record<string, number>, calls: GPUDeviceDescriptor[] = []): GPU {
+function scriptedGpu(
+  features: string[],
+  limits: Record<string, number>,
+  calls: GPUDeviceDescriptor[] = [],
+  info: Record<string, unknown> = { vendor: "test", architecture: "", device: "", description: "Scripted GPU" },
+): GPU {
   const adapter = {
     features: new Set(features),
     limits,
-    info: { vendor: "test", architecture: "", device: "", description: "Scripted GPU" },
+    info,
     requestDevice: async (desc: GPUDeviceDescriptor) => {
       calls.push(desc);
       return { limits: { ...limits }, destroy() {}, lost: new Promise(() => {}) };
@@ -77,6 +82,23 @@ describe("device setup", () => {
     await assert.rejects(openDevice(plan, { gpu: scriptedGpu(["shader-f16"], BIG), variant: "f64" }), /has no f64 kernels/);
     await assert.rejects(openDevice(plan, { gpu: { requestAdapter: async () => null } as unknown as GPU }), /no WebGPU adapter/);
   });
+
+  test("software adapters: what they say (isFallbackAdapter) or a known name; refused when asked", async () => {
+    const infos: [Record<string, unknown>, boolean][] = [
+      [{ vendor: "nvidia", architecture: "ada", description: "NVIDIA RTX" }, false],
+      [{ vendor: "x", architecture: "", description: "", isFallbackAdapter: true }, true],
+      [{ vendor: "google", architecture: "swiftshader", device: "", description: "" }, true], // Chromium
+      [{ vendor: "", architecture: "", device: "", description: "SwiftShader driver 5.0.0" }, true], // (Dawn in Node, less the flag)
+      [{ vendor: "mesa", architecture: "", device: "", description: "llvmpipe (LLVM 15.0.6, 256 bits)" }, true], // wgpu (Deno)
+    ];
+    for (const [info, software] of infos) {
+      const d = await openDevice(plan, { gpu: scriptedGpu([], BIG, [], info) });
+      assert.equal(d.info.isFallbackAdapter, software, JSON.stringify(info));
+      const refused = openDevice(plan, { gpu: scriptedGpu([], BIG, [], info), refuseSoftware: true });
+      if (software) await assert.rejects(refused, (e: Error) => e instanceof SoftwareDeviceError && /software renderer/.test(e.message));
+      else await refused;
+    }
+  });
 });
 
 async function logitsOf(backend: WebGpuBackend, tokens: number[], past: number): Promise<number[]> {
@@ -110,6 +132,24 @@ describe("on Dawn", { skip }, () => {
       assert.equal(backend.uploads!.committed.length, bundle.manifest.shards.length);
     } finally {
       await engine.unload();
+    }
+  });
+
+  test("two-step load: a decode step timed on the zero weights, then the weights; results as with load()", async () => {
+    const backend = new WebGpuBackend();
+    const loader = await BundleLoader.open(bundle.dir, { cache: null });
+    try {
+      await backend.prepare(loader.manifest, loader);
+      await assert.rejects(backend.decode(7, 0), /not loaded/); // no generation before the weights
+      const ms = await backend.timeDecode(2);
+      assert.ok(ms > 0 && Number.isFinite(ms), String(ms));
+      assert.equal(backend.loadStats, null, "no shard fetched before the weights step");
+      await backend.loadWeights();
+      assert.deepEqual([...(await backend.decode(7, 13))], [...expectedLogits(bundle, 7, 13)]);
+      assert.deepEqual(await logitsOf(backend, [1], 0), [...expectedLogits(bundle, 1, 0)]);
+      assert.ok(backend.deviceKey.includes("f32"), backend.deviceKey);
+    } finally {
+      backend.unload();
     }
   });
 
@@ -149,11 +189,25 @@ describe("on Dawn", { skip }, () => {
     }
   });
 
-  test("auto prefers WebGPU when it can run the bundle", async () => {
+  test("auto passes over a software adapter (SwiftShader) while another backend can run; else takes it", async () => {
+    class Unsupported extends FakeBackend {
+      override async load(): Promise<void> {
+        throw new BackendUnsupportedError("not here");
+      }
+    }
+    registerBackend("fallback-test", () => new Unsupported(spell("ok")));
+    const alone = await createEngine(bundle.dir, { cache: null });
+    assert.equal(alone.backend.name, "webgpu");
+    assert.equal(alone.backend.label, "WebGPU f32");
+    const adapter = (alone.backend as WebGpuBackend).adapter!;
+    assert.equal(adapter.isFallbackAdapter, true, JSON.stringify(adapter)); // Dawn on SwiftShader
+    assert.match(alone.backendInfo.reason, /^webgpu: the WebGPU adapter \(.+\) is a software renderer on the CPU.*; fake: not here$/);
+    await alone.unload();
+
     registerBackend("fallback-test", () => new FakeBackend(spell("ok")));
     const engine = await createEngine(bundle.dir, { cache: null });
-    assert.equal(engine.backend.name, "webgpu");
-    assert.equal(engine.backend.label, "WebGPU f32");
+    assert.equal(engine.backend.name, "fake");
+    assert.match(engine.backendInfo.reason, /software renderer/);
     await engine.unload();
   });
 

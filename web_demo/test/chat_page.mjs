@@ -5,8 +5,9 @@
 // tests/test_demo_browser.py, which serves the page and a real bundle; it prints one
 // JSON line of observations, which the Python test checks.
 //
-// Backend: the runtime's own, as a user gets it (WebGPU on SwiftShader here, else Wasm);
-// the driver wraps its prefill to record each call's past_len (KV cache reuse).
+// Backend: the runtime's own choice, as a user gets it ("auto": Wasm here, where the only
+// WebGPU adapter is SwiftShader, a software renderer), then WebGPU picked in the page's
+// backend select; the driver wraps prefill to record each call's past_len (KV cache reuse).
 //
 // Input: env LLMPACK_DEMO_TEST = {url, modelId, chromium, artifacts, maxTokens?, colorScheme?}.
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -143,6 +144,8 @@ async function main() {
     out.progress = [...new Set(await page.evaluate(() => window.__progress))];
     out.badge = await page.textContent("#backend-badge");
     out.backend = await page.evaluate(() => window.llmpackDemo.state.engine?.backend?.name ?? null);
+    out.reason = await page.textContent("#backend-reason");
+    out.badgeTitle = await page.getAttribute("#backend-badge", "title");
     out.notices = await page.evaluate(() => document.getElementById("notices").innerText);
     if (out.loadState !== "ready") {
       out.screenshots.push(await shot(page, "desktop-load-error.png"));
@@ -156,6 +159,12 @@ async function main() {
       b.prefill = (tokens, pastLen) => {
         window.__prefills.push({ tokens: tokens.length, pastLen });
         return prefill(tokens, pastLen);
+      };
+      // (Wasm runs the tiny model so fast that an answer would end before Stop is clicked)
+      const decode = b.decode.bind(b);
+      b.decode = async (token, pos) => {
+        await new Promise((r) => setTimeout(r, 25));
+        return decode(token, pos);
       };
     });
     await page.fill("#max-tokens", String(cfg.maxTokens ?? 40));
@@ -212,12 +221,19 @@ async function main() {
     out.plainNotices = await fresh.evaluate(() => document.getElementById("notices").innerText);
     out.plainBackend = await fresh.evaluate(() => window.llmpackDemo.state.engine?.backend?.name ?? null);
     out.screenshots.push(await shot(fresh, `phone-${out.plainLoad === "ready" ? "loaded" : "load-error"}.png`));
+    // the backend select: WebGPU, asked for, loads the model again on it
+    await fresh.click("#panel-toggle"); // (the phone's model panel closed after the load)
+    await fresh.selectOption("#backend", "webgpu");
+    await waitState(fresh, "loading", 10_000).catch(() => {});
+    out.switchedLoad = await waitState(fresh, ["ready", "error"]);
+    out.switchedBackend = await fresh.evaluate(() => window.llmpackDemo.state.engine?.backend?.name ?? null);
+    out.switchedReason = await fresh.textContent("#backend-reason");
     await fresh.close();
 
     // a browser without WebGPU: the page says so before and after trying to load
     const nogpu = await context.newPage();
     await nogpu.addInitScript(() => delete Navigator.prototype.gpu);
-    await nogpu.goto(cfg.url);
+    await nogpu.goto(`${cfg.url}&backend=auto`); // (the select's last choice, webgpu, is remembered)
     await waitState(nogpu, "idle", 30_000);
     out.noGpuBefore = await nogpu.evaluate(() => document.getElementById("notices").innerText);
     await nogpu.click("#load");

@@ -56,8 +56,10 @@ export class WasmBackend implements Backend {
   /** why threads are not used, when they are not */
   singleThreadReason = "";
   private executor: WasmExecutor | null = null;
-  /** set once loaded */
+  private bundle: { manifest: Manifest; loader: BundleLoader } | null = null;
+  /** set once prepared */
   private calls: PlanCalls | null = null;
+  private weightsLoaded = false;
 
   constructor(private readonly opts: WasmBackendOptions = {}) {}
 
@@ -90,7 +92,17 @@ export class WasmBackend implements Backend {
     return { threads: want, reason: "" };
   }
 
+  get deviceKey(): string {
+    return this.threads ? `${this.threads} threads` : "";
+  }
+
   async load(manifest: Manifest, loader: BundleLoader, opts: BackendLoadOptions = {}): Promise<void> {
+    await this.prepare(manifest, loader, opts);
+    await this.loadWeights(opts);
+  }
+
+  /** Plan, kernel table, the memory, the threads and the programs (Backend.prepare). */
+  async prepare(manifest: Manifest, loader: BundleLoader, opts: BackendLoadOptions = {}): Promise<void> {
     const { signal, onProgress } = opts;
     signal?.throwIfAborted();
     if (!simdSupported()) throw new BackendUnsupportedError("this JavaScript engine lacks WebAssembly SIMD128");
@@ -123,23 +135,42 @@ export class WasmBackend implements Backend {
       this.executor = ex;
       this.threads = threads;
       this.singleThreadReason = threads > 1 ? "" : reason;
+      this.bundle = { manifest, loader };
+      this.calls = new PlanCalls("Wasm", plan, manifest.model.config.vocab_size, ex);
+    } catch (e) {
+      this.unload();
+      throw e;
+    }
+  }
 
-      // weights: write-through into their place in memory (used only after all shards verified)
-      const bytes = new Uint8Array(ex.memory.buffer);
+  /** Streams the weights straight into their place in the memory (Backend.loadWeights). */
+  async loadWeights(opts: BackendLoadOptions = {}): Promise<void> {
+    const { executor, layout, bundle } = this;
+    if (!executor || !layout || !bundle) throw new Error("the Wasm backend was not prepared");
+    const { loader, manifest } = bundle;
+    // write-through (used only after all shards verified)
+    const bytes = new Uint8Array(executor.memory.buffer);
+    try {
       this.loadStats = await loader.loadShards(
         {
           write: (shard, offset, chunk) =>
             loader.layout.route(shard, offset, chunk, (t, p, offInPart, piece) => bytes.set(piece, partAddress(layout, t, p) + offInPart)),
           commit: () => {},
         },
-        { signal, onProgress, concurrency: this.opts.concurrency },
+        { signal: opts.signal, onProgress: opts.onProgress, concurrency: this.opts.concurrency },
       );
-      this.calls = new PlanCalls("Wasm", plan, manifest.model.config.vocab_size, ex);
+      this.weightsLoaded = true;
     } catch (e) {
       this.unload();
       throw e;
     }
-    report(`${this.label}: ready`);
+    opts.onProgress?.({ phase: "backend", bytesDone: 0, bytesTotal: 0, shard: -1, shards: manifest.shards.length, text: `${this.label}: ready` });
+  }
+
+  /** Median ms of a decode step, on whatever the memory holds (Backend.timeDecode). */
+  async timeDecode(steps: number): Promise<number> {
+    if (!this.calls) throw new Error("the Wasm backend was not prepared");
+    return this.calls.timeDecode(steps);
   }
 
   async prefill(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
@@ -156,12 +187,13 @@ export class WasmBackend implements Backend {
 
   unload(): void {
     this.calls = null;
+    this.weightsLoaded = false;
     this.executor?.close();
     this.executor = null;
   }
 
   private loaded(): PlanCalls {
-    if (!this.calls) throw new Error("the Wasm backend is not loaded");
+    if (!this.calls || !this.weightsLoaded) throw new Error("the Wasm backend is not loaded");
     return this.calls;
   }
 }

@@ -13,7 +13,7 @@ import { type Plan, parsePlan, weightBlocks } from "../plan.js";
 import { PlanCalls } from "../plan_calls.js";
 import { type AdapterInfo, type DeviceOptions, describeAdapter, openDevice } from "./device.js";
 import { PlanExecutor } from "./executor.js";
-import { compileKernels } from "./kernels.js";
+import { type CompiledKernel, compileKernels } from "./kernels.js";
 import { StagingSink, type UploadLog } from "./weights.js";
 
 export interface WebGpuBackendOptions extends DeviceOptions {
@@ -34,8 +34,12 @@ export class WebGpuBackend implements Backend {
   uploads: UploadLog | null = null;
   private device: GPUDevice | null = null;
   private executor: PlanExecutor | null = null;
-  /** set once loaded */
+  /** set once prepared: the kernels, compiling */
+  private compiling: Promise<Map<string, CompiledKernel>> | null = null;
+  private bundle: { manifest: Manifest; loader: BundleLoader } | null = null;
+  /** set once the kernels compiled and the bind groups were made */
   private calls: PlanCalls | null = null;
+  private weightsLoaded = false;
 
   constructor(private readonly opts: WebGpuBackendOptions = {}) {}
 
@@ -52,39 +56,76 @@ export class WebGpuBackend implements Backend {
     return this.adapter ? `${this.label} on ${describeAdapter(this.adapter)}` : this.label;
   }
 
+  get deviceKey(): string {
+    return this.adapter ? `${describeAdapter(this.adapter)} ${this.variant}` : "";
+  }
+
   async load(manifest: Manifest, loader: BundleLoader, opts: BackendLoadOptions = {}): Promise<void> {
+    await this.prepare(manifest, loader, opts);
+    await this.loadWeights(opts);
+  }
+
+  /** Plan, device, buffers; starts compiling the kernels (Backend.prepare). */
+  async prepare(manifest: Manifest, loader: BundleLoader, opts: BackendLoadOptions = {}): Promise<void> {
     const { signal, onProgress } = opts;
     signal?.throwIfAborted();
     if (!manifest.files.some((f) => f.path === "plan.json")) {
       throw new BackendUnsupportedError("the bundle has no plan.json (it was packaged without WebGPU kernels; package it again)");
     }
     const plan = parsePlan(await loader.fetchJson("plan.json", signal), manifest);
-    const opened = await openDevice(plan, this.opts, { maxBufferSize: StagingSink.stagingBytes(manifest) });
+    const deviceOpts = { ...this.opts, refuseSoftware: this.opts.refuseSoftware || opts.refuseSoftware };
+    const opened = await openDevice(plan, deviceOpts, { maxBufferSize: StagingSink.stagingBytes(manifest) });
     this.device = opened.device;
     this.variant = opened.variant;
     this.adapter = opened.info;
     this.limits = opened.limits;
     this.plan = plan;
-    const device = opened.device;
+    this.bundle = { manifest, loader };
     signal?.throwIfAborted();
 
-    const ex = await PlanExecutor.allocate(device, plan, opened.variant);
-    this.executor = ex;
-    const report = (text: string) => onProgress?.({ phase: "backend", bytesDone: 0, bytesTotal: 0, shard: -1, shards: manifest.shards.length, text });
-    report(`${this.description}: compiling ${Object.keys(plan.kernels).length} kernels`);
-    const compiling = compileKernels(device, plan, opened.variant, (path) => loader.fetchText(path, signal));
-    compiling.catch(() => {}); // awaited below; not unhandled if the weights fail first
-    const sink = new StagingSink(device, manifest, loader.layout, weightBlocks(plan), ex.buffers);
+    this.executor = await PlanExecutor.allocate(opened.device, plan, opened.variant);
+    this.report(opts, `${this.description}: compiling ${Object.keys(plan.kernels).length} kernels`);
+    this.compiling = compileKernels(opened.device, plan, opened.variant, (path) => loader.fetchText(path, signal));
+    this.compiling.catch(() => {}); // awaited later; not unhandled if the weights fail first
+  }
+
+  /** Streams the weights through a staging sink while the kernels compile (Backend.loadWeights). */
+  async loadWeights(opts: BackendLoadOptions = {}): Promise<void> {
+    const { device, executor, bundle } = this;
+    if (!device || !executor || !bundle) throw new Error("the WebGPU backend was not prepared");
+    const { manifest, loader } = bundle;
+    const sink = new StagingSink(device, manifest, loader.layout, weightBlocks(this.plan!), executor.buffers);
     try {
-      this.loadStats = await loader.loadShards(sink, { signal, onProgress, concurrency: this.opts.concurrency });
-      ex.prepare(await compiling);
+      this.loadStats = await loader.loadShards(sink, { signal: opts.signal, onProgress: opts.onProgress, concurrency: this.opts.concurrency });
+      await this.ready();
       await device.queue.onSubmittedWorkDone();
-      this.calls = new PlanCalls("WebGPU", plan, manifest.model.config.vocab_size, ex);
+      this.weightsLoaded = true;
     } finally {
       this.uploads = sink.log;
       sink.destroy();
     }
-    report(`${this.description}: ready`);
+    this.report(opts, `${this.description}: ready`);
+  }
+
+  /** Median ms of a decode step, on whatever the weight buffers hold (Backend.timeDecode). */
+  async timeDecode(steps: number): Promise<number> {
+    return (await this.ready()).timeDecode(steps);
+  }
+
+  /** The kernels compiled and the bind groups made. */
+  private async ready(): Promise<PlanCalls> {
+    if (!this.calls) {
+      if (!this.executor || !this.compiling || !this.bundle) throw new Error("the WebGPU backend was not prepared");
+      const ex = this.executor;
+      ex.prepare(await this.compiling);
+      this.calls = new PlanCalls("WebGPU", this.plan!, this.bundle.manifest.model.config.vocab_size, ex);
+    }
+    return this.calls;
+  }
+
+  private report(opts: BackendLoadOptions, text: string): void {
+    const shards = this.bundle?.manifest.shards.length ?? 0;
+    opts.onProgress?.({ phase: "backend", bytesDone: 0, bytesTotal: 0, shard: -1, shards, text });
   }
 
   async prefill(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
@@ -101,6 +142,8 @@ export class WebGpuBackend implements Backend {
 
   unload(): void {
     this.calls = null;
+    this.weightsLoaded = false;
+    this.compiling = null;
     this.executor?.destroy();
     this.executor = null;
     this.device?.destroy();
@@ -108,7 +151,7 @@ export class WebGpuBackend implements Backend {
   }
 
   private loaded(): PlanCalls {
-    if (!this.calls) throw new Error("the WebGPU backend is not loaded");
+    if (!this.calls || !this.weightsLoaded) throw new Error("the WebGPU backend is not loaded");
     return this.calls;
   }
 }

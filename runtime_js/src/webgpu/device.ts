@@ -6,7 +6,7 @@
  * and each limit with the device's value and the bundle's need. Nothing runs on a
  * device that cannot run the bundle correctly.
  */
-import { BackendUnsupportedError } from "../backend.js";
+import { BackendUnsupportedError, SoftwareDeviceError } from "../backend.js";
 import { isNode } from "../fetch.js";
 import type { Plan } from "../plan.js";
 import { getGpu } from "./gpu.js";
@@ -16,11 +16,18 @@ export interface AdapterInfo {
   architecture: string;
   device: string;
   description: string;
+  /**
+   * A software renderer on the CPU: the adapter says so (`isFallbackAdapter`), or it
+   * is one we know (SwiftShader, llvmpipe / lavapipe, Microsoft Basic Render Driver)
+   */
+  isFallbackAdapter: boolean;
 }
 
 export interface DeviceOptions {
   /** a GPU object to use instead of navigator.gpu / Dawn */
   gpu?: GPU;
+  /** reject a software (fallback) adapter with a SoftwareDeviceError */
+  refuseSoftware?: boolean;
   /** Node: options for Dawn's create() */
   dawnFlags?: string[];
   /** "auto" (default): the plan's variant_order; or force "f16" / "f32" */
@@ -36,9 +43,15 @@ export interface OpenedDevice {
   limits: Record<string, number>;
 }
 
-function adapterInfo(adapter: GPUAdapter): AdapterInfo {
+/** Software renderers that do not always say they are one. */
+const SOFTWARE_ADAPTERS = /swiftshader|llvmpipe|lavapipe|softpipe|microsoft basic render/i;
+
+export function adapterInfo(adapter: GPUAdapter): AdapterInfo {
   const i = (adapter as { info?: Partial<AdapterInfo> }).info ?? {};
-  return { vendor: i.vendor ?? "", architecture: i.architecture ?? "", device: i.device ?? "", description: i.description ?? "" };
+  const info = { vendor: i.vendor ?? "", architecture: i.architecture ?? "", device: i.device ?? "", description: i.description ?? "" };
+  const says = i.isFallbackAdapter === true || (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter === true;
+  const known = SOFTWARE_ADAPTERS.test(Object.values(info).join(" "));
+  return { ...info, isFallbackAdapter: says || known };
 }
 
 export function describeAdapter(info: AdapterInfo): string {
@@ -77,6 +90,9 @@ export async function openDevice(plan: Plan, opts: DeviceOptions = {}, extraLimi
     );
   }
   const info = adapterInfo(adapter);
+  if (info.isFallbackAdapter && opts.refuseSoftware) {
+    throw new SoftwareDeviceError(`the WebGPU adapter (${describeAdapter(info)}) is a software renderer on the CPU; the Wasm backend runs the model faster`);
+  }
   const want = opts.variant ?? "auto";
   const order = want === "auto" ? plan.variant_order : [want];
   if (want !== "auto" && !plan.variants[want]) {

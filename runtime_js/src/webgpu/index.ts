@@ -5,7 +5,7 @@ import { WebGpuBackend } from "./backend.js";
 registerBackend("webgpu", () => new WebGpuBackend());
 
 export { WebGpuBackend, type WebGpuBackendOptions } from "./backend.js";
-export { describeAdapter, deviceProblems, openDevice, type AdapterInfo, type DeviceOptions, type OpenedDevice } from "./device.js";
+export { adapterInfo, describeAdapter, deviceProblems, openDevice, type AdapterInfo, type DeviceOptions, type OpenedDevice } from "./device.js";
 export { getGpu } from "./gpu.js";
 export { DeviceLostError, PlanExecutor } from "./executor.js";
 export { compileKernels, KernelCompileError, type CompiledKernel } from "./kernels.js";
