@@ -7,8 +7,9 @@ test-artifacts/web_demo/ at 1280x800 and 390x844.
 
 The page runs the runtime's own choice of backend ("auto"): Wasm here, where Chromium's
 only WebGPU adapter is SwiftShader (a software renderer), and says why; the backend select
-then loads the model again on WebGPU; a page whose browser has no WebGPU runs Wasm too. The random-weight model answers gibberish, so the test
-checks the shape of the conversation (streaming, stop, KV cache reuse), not the words.
+then loads the model again on WebGPU; a page whose browser has no WebGPU runs Wasm too.
+The random-weight model answers gibberish, so the test checks the shape of the
+conversation (streaming, stop, KV cache reuse), not the words.
 """
 
 from __future__ import annotations
