@@ -222,15 +222,20 @@ def load(bundle_dir: Path | str) -> Manifest:
     return parse_json(raw, str(path))
 
 
+def decode_json(raw: bytes, where: str, what: str, remedy: str, error: type[UserError]) -> Any:
+    """json.loads for a file of the format: nesting too deep for Python's parser, bytes
+    that are not UTF-8 JSON and numbers too long to read are one `error` naming `where`."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise error(f"{where} is nested too deeply to be {what}; {remedy}") from None
+    except ValueError as e:  # not UTF-8, not JSON, or a number too long to read
+        raise error(f"{where} is not valid JSON ({e}); {remedy}") from None
+
+
 def parse_json(raw: bytes, where: str = MANIFEST_NAME) -> Manifest:
     """Decode and parse manifest.json's bytes; `where` names the file in error messages."""
-    try:
-        data = json.loads(raw)
-    except RecursionError:
-        raise ManifestError(f"{where} is nested too deeply to be a bundle manifest; {REPACKAGE}") from None
-    except ValueError as e:  # not UTF-8, not JSON, or a number too long to read
-        raise ManifestError(f"{where} is not valid JSON ({e}); {REPACKAGE}") from None
-    return parse(data, where, raw=raw)
+    return parse(decode_json(raw, where, "a bundle manifest", REPACKAGE, ManifestError), where, raw=raw)
 
 
 def parse(data: Any, where: str = MANIFEST_NAME, *, raw: bytes | None = None) -> Manifest:

@@ -40,7 +40,7 @@ from typing import Callable, Iterator
 
 from bundle_contract.atomic_dir import swap_into_place
 from bundle_contract.errors import write_failure
-from bundle_contract.manifest import CHUNK, MANIFEST_NAME, Blob, Manifest
+from bundle_contract.manifest import CHUNK, MANIFEST_NAME, Blob, Manifest, decode_json
 
 from .bundles import LocalBundle, check_hashes, parse_manifest, read_bundle
 from .errors import RegistryError
@@ -82,12 +82,7 @@ def parse_index(raw: bytes, where: str) -> dict:
     """Parse index.json and check the parts every command relies on: anything else is one
     RegistryError naming the damaged place."""
     restore = "restore it from a backup"
-    try:
-        index = json.loads(raw)
-    except RecursionError:
-        raise RegistryError(f"{where} is nested too deeply to be a registry index; {restore}") from None
-    except ValueError as e:  # not UTF-8, not JSON, or a number too long to read
-        raise RegistryError(f"{where} is not valid JSON ({e}); {restore}") from None
+    index = decode_json(raw, where, "a registry index", restore, RegistryError)
     if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
         raise RegistryError(f"{where} is not an llmpack registry index (no \"format\": \"{INDEX_FORMAT}\")")
     version = index.get("version")

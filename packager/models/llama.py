@@ -111,7 +111,6 @@ def table(layer_rows: tuple[TensorRow, ...]) -> Callable[[ModelConfig], list[Ten
     return tensors
 
 
-tensors = table(LAYER)
 
 
 # ---------------------------------------------------------------------------------------
@@ -166,14 +165,15 @@ def graph(c: ModelConfig) -> Graph:
     return decoder_graph(c)
 
 
-LLAMA = Architecture(
-    name="llama",
-    hf_architectures=("LlamaForCausalLM", "MistralForCausalLM"),
-    model_types={"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"},
-    gguf_architectures={"llama": "LlamaForCausalLM"},
-    resolve=resolve,
-    global_rows=(EMBED, NORM, LM_HEAD),
-    layer_rows=LAYER,
-    tensors=tensors,
-    graph=graph,
-)
+def llama_like(name: str, model_types: dict[str, str], gguf_architectures: dict[str, str],
+               resolve: Callable[[dict], dict], layer_rows: tuple[TensorRow, ...],
+               graph: Callable[[ModelConfig], Graph]) -> Architecture:
+    """A definition with Llama's token table, final norm and head around `layer_rows`."""
+    return Architecture(name=name, hf_architectures=tuple(dict.fromkeys(model_types.values())),
+                        model_types=model_types, gguf_architectures=gguf_architectures, resolve=resolve,
+                        global_rows=(EMBED, NORM, LM_HEAD), layer_rows=layer_rows, tensors=table(layer_rows),
+                        graph=graph)
+
+
+LLAMA = llama_like("llama", {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"},
+                   {"llama": "LlamaForCausalLM"}, resolve, LAYER, graph)

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .base import Architecture, Graph, ModelConfig, Op, TensorRow
+from .base import Graph, ModelConfig, Op, TensorRow
 from .llama import (
     ATTN_NORM,
     DOWN_PROJ,
-    EMBED,
     GATE_PROJ,
     K_PROJ,
     KV,
-    LM_HEAD,
     MLP_NORM,
-    NORM,
     O_PROJ,
     Q_PROJ,
     UP_PROJ,
@@ -29,8 +26,8 @@ from .llama import (
     Q,
     config_fields,
     decoder_graph,
+    llama_like,
     parse_config,
-    table,
 )
 
 
@@ -62,14 +59,4 @@ def graph(c: ModelConfig) -> Graph:
     return decoder_graph(c, qkv_with_biases)
 
 
-QWEN2 = Architecture(
-    name="qwen2",
-    hf_architectures=("Qwen2ForCausalLM",),
-    model_types={"qwen2": "Qwen2ForCausalLM"},
-    gguf_architectures={"qwen2": "Qwen2ForCausalLM"},
-    resolve=resolve,
-    global_rows=(EMBED, NORM, LM_HEAD),
-    layer_rows=LAYER,
-    tensors=table(LAYER),
-    graph=graph,
-)
+QWEN2 = llama_like("qwen2", {"qwen2": "Qwen2ForCausalLM"}, {"qwen2": "Qwen2ForCausalLM"}, resolve, LAYER, graph)

@@ -12,22 +12,19 @@ it. llama.cpp (GGUF architecture "qwen3") keeps the q/k rows in Hugging Face's o
 from __future__ import annotations
 
 from ..errors import PackError
-from .base import Activation, Architecture, Graph, ModelConfig, Op, TensorRow
+from .base import Activation, Graph, ModelConfig, Op, TensorRow
 from .llama import (
     ATTN_NORM,
     DOWN_PROJ,
-    EMBED,
     GATE_PROJ,
-    LM_HEAD,
     MLP_NORM,
-    NORM,
     O_PROJ,
     UP_PROJ,
     V_PROJ,
     config_fields,
     decoder_graph,
+    llama_like,
     parse_config,
-    table,
 )
 from .qwen2 import K_WEIGHT, Q_WEIGHT
 
@@ -58,14 +55,4 @@ def graph(c: ModelConfig) -> Graph:
     return decoder_graph(c, qkv_with_head_norms, (Activation("q_proj", c.q_size), Activation("k_proj", c.kv_size)))
 
 
-QWEN3 = Architecture(
-    name="qwen3",
-    hf_architectures=("Qwen3ForCausalLM",),
-    model_types={"qwen3": "Qwen3ForCausalLM"},
-    gguf_architectures={"qwen3": "Qwen3ForCausalLM"},
-    resolve=resolve,
-    global_rows=(EMBED, NORM, LM_HEAD),
-    layer_rows=LAYER,
-    tensors=table(LAYER),
-    graph=graph,
-)
+QWEN3 = llama_like("qwen3", {"qwen3": "Qwen3ForCausalLM"}, {"qwen3": "Qwen3ForCausalLM"}, resolve, LAYER, graph)
