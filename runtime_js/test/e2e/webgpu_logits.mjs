@@ -1,4 +1,4 @@
-// Logits of the runtime's WebGPU backend, for tests/test_deno_f16.py (which holds the
+// Logits of the runtime's WebGPU backend, for tests/test_runtime_deno.py (which holds the
 // numpy reference and asserts). Written for Deno (navigator.gpu is wgpu; on lavapipe it
 // has shader-f16), and runs in Node too (Dawn):
 //   deno run --allow-all --unstable-webgpu test/e2e/webgpu_logits.mjs spec.json
@@ -13,10 +13,11 @@
 // fresh shard cache) and `engine.generate(prompt)` runs greedily: its text is reported.
 // Prints one JSON object: {runtime, adapter: {description, features}, jobs: [per job
 // {label, variant, adapter, tokens (the greedy ones), load_ms, run_ms, generated?} or {error}]}.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { LogitsFile, openJobBundle, runCalls, runJobs } from "./plan_job.mjs";
 
 const dist = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "dist", "llmpack.js");
 const { BundleLoader, WebGpuBackend, createEngine, describeAdapter } = await import(pathToFileURL(dist).href);
@@ -29,34 +30,19 @@ function argmax(a) {
 
 async function runJob(job) {
   const t0 = performance.now();
-  const loader = await BundleLoader.open(job.bundle, { cache: null });
-  if (job.plan) {
-    const plan = JSON.parse(readFileSync(job.plan, "utf8"));
-    const fetchJson = loader.fetchJson.bind(loader);
-    loader.fetchJson = (file, signal) => (file === "plan.json" ? Promise.resolve(plan) : fetchJson(file, signal));
-  }
+  const loader = await openJobBundle(BundleLoader, job);
   const backend = new WebGpuBackend({ variant: job.variant ?? "auto" });
   await backend.load(loader.manifest, loader);
   const t1 = performance.now();
   try {
-    const out = [];
-    const keep = (logits) => out.push(new Uint8Array(logits.slice().buffer)); // the backend reuses its array
-    let last = null;
-    let pos = 0;
-    for (const [entry, tokens, past] of job.calls) {
-      last = entry === "prefill" ? await backend.prefill(Int32Array.from(tokens), past) : await backend.decode(tokens, past);
-      pos = past + (entry === "prefill" ? tokens.length : 1);
-      keep(last);
-    }
+    const logits = new LogitsFile();
+    let { last, pos } = await runCalls(backend, job.calls, logits);
     const tokens = [];
     for (let i = 0; i < (job.greedy ?? 0); i++) {
       tokens.push(argmax(last));
-      last = await backend.decode(tokens.at(-1), pos++);
-      keep(last);
+      last = logits.keep(await backend.decode(tokens.at(-1), pos++));
     }
-    const bytes = new Uint8Array(out.reduce((n, a) => n + a.length, 0));
-    out.reduce((at, a) => (bytes.set(a, at), at + a.length), 0);
-    writeFileSync(job.out, bytes);
+    logits.write(job.out);
     const generated = job.generate && (await generate(job.bundle, job.generate));
     return {
       generated,
@@ -92,12 +78,5 @@ const result = {
   },
   jobs: [],
 };
-const spec = JSON.parse(readFileSync(process.argv.at(-1), "utf8"));
-for (const job of spec.jobs) {
-  try {
-    result.jobs.push(await runJob(job));
-  } catch (e) {
-    result.jobs.push({ error: e?.stack ?? String(e) });
-  }
-}
+result.jobs = await runJobs(process.argv.at(-1), runJob);
 console.log(JSON.stringify(result));
