@@ -18,10 +18,9 @@ import { StagingSink } from "../src/webgpu/weights.js";
 import { FakeBackend, spell } from "./fake-backend.js";
 import { type TestServer, serve, tmpDir } from "./fixtures.js";
 import { gpuSkip } from "./gpu-env.js";
-import { requireComponent } from "./helpers.js";
 import { CHUNK, VOCAB, WINDOW, type PlanBundle, expectedLogits, makePlanBundle } from "./plan-fixture.js";
 
-const skip = requireComponent("dawn", await gpuSkip());
+const skip = await gpuSkip();
 
 /** A GPU whose one adapter has `features` and `limits`; requestDevice calls are recorded. */
 function scriptedGpu(
