@@ -185,13 +185,15 @@ def kernel_table(manifest: dict, plan: dict) -> tuple[dict, list[str], list[np.n
                 value = f32_bits(value)
             args.append(int(value))
         kernels[name] = {"op": OPS.index(template.wasm_op), "consts": args}
-    # per-thread stack: matmul's x tile (TILE x K prepped + group sums), its f32 row tile
-    # (RB x K) and a margin
+    # per-thread stack: matmul's x tile (TILE x K prepped + two floats per group of x, the
+    # smallest group being 8 values), its f32 row tile (RB x K) and a margin
     tile, rb = WASM_OPS["matmul"].tiles["TILE"], WASM_OPS["matmul"].tiles["RB"]
-    stack = 4 * (tile * (max_k + max_k // 8 + 8) + rb * max_k) + (128 << 10)
+    stack = 4 * (tile * (max_k + max_k // 4 + 8) + rb * max_k) + (128 << 10)
     stack = -(-stack // 65536) * 65536
+    # sync_flags: the runner reads CMD_NOSYNC in op words (llmpack.h), so the runtime may
+    # drop barriers between independent dispatches; older modules lack it
     table = {"format": WASM_FORMAT, "version": WASM_VERSION, "ops": OPS, "formats": FORMATS,
-             "stack_bytes": stack, "kernels": kernels}
+             "stack_bytes": stack, "sync_flags": True, "kernels": kernels}
     return table, formats, tables
 
 

@@ -3,7 +3,9 @@
 The module is compiled by packager.wasm_build (PyPI ziglang) and run with PyPI wasmtime.
 Sizes and tolerances follow tests/test_kernels.py (the WGSL kernels): seq_len 1, 7, 64,
 300; past_len 0, 5 and near the context window; errors max|wasm - ref| / max|ref| <=
-1e-5 (all Wasm arithmetic and storage is f32). Outputs are poisoned with NaN before
+1e-5 (all Wasm arithmetic and storage is f32; the mat-vec dots of q4f16, q4f32 and q8f16
+round x to int16 per group of 32, which the reference does too, and which is checked
+against the exact product at 1e-4). Outputs are poisoned with NaN before
 each call so that unwritten elements fail. Every op also runs as 3 "threads" (its three
 shares called one after another), which must together write exactly the same result.
 """
@@ -91,6 +93,36 @@ def row_block(parts, r0, r1):
 # ---------------------------------------------------------------------------------------
 # matmul (decode mat-vec and prefill), every weight format
 
+# Formats whose mat-vec dot takes x rounded to int16 per group of 32 (llmpack.h, "int16
+# activations"), below GEMM_MIN tokens (matmul.c); the prefill GEMM takes x as it is.
+INT16_X = ("q4f16", "q4f32", "q8f16")
+GEMM_MIN = 8
+# max |wasm - x @ W.T| / max |x @ W.T| with x rounded to int16 (a step is 2^-16 of a
+# group's largest |x|): measured 3e-5 ... 5e-5 for K = 256 ... 4224, 64 rows, normal W,
+# normal and Student-t (2) x, in all three formats
+INT16_X_TOL = 1e-4
+
+
+def x_as_kernel_sees(fmt, x):
+    """x as the dot of `fmt` reads it: per group of 32, d = max|x| / 32767 and
+    x' = round_to_even(x * (32767 / max|x|)) * d in f32 (x itself for f32 dots)."""
+    if fmt not in INT16_X or x.shape[0] >= GEMM_MIN:
+        return x.astype(np.float64)
+    g = x.reshape(x.shape[0], -1, 32).astype(np.float32)
+    amax = np.max(np.abs(g), axis=-1, keepdims=True)
+    inv = np.where(amax > 0, np.float32(32767) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
+    q = np.rint(g * inv)
+    assert np.max(np.abs(q)) <= 32767
+    return (q.astype(np.float64) * (amax / np.float32(32767)).astype(np.float64)).reshape(x.shape)
+
+
+def check_matmul(fmt, got, x, deq):
+    """Against the exact dot of what the kernel reads (TOL), and, for int16 activations,
+    against x itself (INT16_X_TOL)."""
+    assert rel_err(got, x_as_kernel_sees(fmt, x) @ deq.T) <= TOL
+    if fmt in INT16_X:
+        assert rel_err(got, x.astype(np.float64) @ deq.T) <= INT16_X_TOL
+
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_matmul(wk, fmt):
@@ -98,13 +130,17 @@ def test_matmul(wk, fmt):
     K, N = 256, 200
     w = rng.normal(0, 1, (N, K)).astype(np.float32)
     parts, deq = encode_weight(fmt, w)
-    for seq in SEQ_LENS:
+    for seq in (*SEQ_LENS, 2, 3, 4, 5):
         x = rng.normal(0, 1, (seq, K)).astype(np.float32)
-        ref = x.astype(np.float64) @ deq.T
+        if seq == 3:
+            x[1, 32:64] = 0  # an all-zero group
+            x[2] *= np.float32(1e-30)  # tiny values keep their relative precision
         for threads in (1, 3):
             out = wk.call("matmul", [FORMATS.index(fmt), K, N], [seq, 0, N], [1, 1, 1],
                           [x, np.zeros((seq, N), np.float32), *parts], read=[1], poison=[1], threads=threads)
-            assert rel_err(out[1], ref) <= TOL, (seq, threads, rel_err(out[1], ref))
+            check_matmul(fmt, out[1], x, deq)
+        if seq == 3:
+            assert rel_err(out[1][2], x_as_kernel_sees(fmt, x)[2] @ deq.T) <= TOL
 
 
 @pytest.mark.parametrize("fmt", ["q4f16", "q8f16", "q3f16"])
@@ -123,10 +159,10 @@ def test_matmul_row_blocks(wk, fmt):
         block = out[1]
         assert np.all(np.isnan(np.delete(block, np.s_[r0:r1], axis=1))), "wrote outside its rows"
         got[:, r0:r1] = block[:, r0:r1]
-    assert rel_err(got, x.astype(np.float64) @ deq.T) <= TOL
+    check_matmul(fmt, got, x, deq)
 
 
-@pytest.mark.parametrize("fmt", ["f16", "q4f32", "q3f16", "q2f16"])
+@pytest.mark.parametrize("fmt", ["f16", "q4f32", "q8f16", "q3f16", "q2f16"])
 def test_matmul_long_rows(wk, fmt):
     rng = np.random.default_rng(23)
     K, N = 4224, 40
@@ -136,7 +172,7 @@ def test_matmul_long_rows(wk, fmt):
         x = rng.normal(0, 1, (seq, K)).astype(np.float32)
         out = wk.call("matmul", [FORMATS.index(fmt), K, N], [seq, 0, N], [1, 1, 1],
                       [x, np.zeros((seq, N), np.float32), *parts], read=[1], poison=[1])
-        assert rel_err(out[1], x.astype(np.float64) @ deq.T) <= TOL
+        check_matmul(fmt, out[1], x, deq)
 
 
 # ---------------------------------------------------------------------------------------

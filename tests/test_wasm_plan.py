@@ -27,6 +27,11 @@ from plan_cases import SPLIT, case_calls, packaged_case, rel
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime_js"
 DRIVER = RUNTIME / "test" / "e2e" / "wasm_logits.mjs"
 TOL = 1e-4  # max |wasm - ref| / max |ref| of the logits (f32 throughout)
+# ... where a mat-vec reads x rounded to int16 per group of 32 (the q4f16, q4f32 and q8f16
+# dots, llmpack.h; the 8-bit tied head is q8f16 in every quantized case): measured up to
+# 1.9e-4 over these cases (1.2e-6 in the f32 and f16 ones)
+INT16_X_TOL = 5e-4
+INT16_X_FORMATS = ("q4f16", "q4f32", "q8f16")
 PROMPT_LEN, SECOND_PROMPT, DECODE_STEPS = 37, 21, 12
 
 # every weight format (tests/plan_cases.py), and the other architectures
@@ -72,10 +77,12 @@ def test_plan_on_wasm_matches_reference(wasm_runs, cid):
     assert "error" not in report, report["error"]
     assert report["threads"] == THREADS.get(cid, 1) and report["label"].startswith("Wasm SIMD")
     ref = ReferenceModel(bundle)
+    formats = {t["format"] for t in json.loads((bundle / "manifest.json").read_text())["tensors"]}
+    tol = INT16_X_TOL if formats & set(INT16_X_FORMATS) else TOL
     for (entry, tokens, past), got in zip(calls, logits):
         assert ref.past_len == past
         want = ref.prefill(tokens)[-1] if entry == "prefill" else ref.decode(tokens)
-        assert rel(got, want) <= TOL, (entry, past)
+        assert rel(got, want) <= tol, (entry, past, rel(got, want))
 
 
 def test_kernel_table(packaged_tiny):

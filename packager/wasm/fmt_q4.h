@@ -1,7 +1,9 @@
 /* 4-bit asymmetric formats (q4f16, q4f32): value = q * scale + min per group of 32.
  * A group is 16 bytes of codes: byte b holds code 2b in its low nibble and 2b + 1 in
- * its high nibble (docs/formats.md packs 8 codes per u32, lowest first). The dot works
- * on nibble planes, so x is prepped per group as [x[0], x[2], .., x[30], x[1], .., x[31]]. */
+ * its high nibble (docs/formats.md packs 8 codes per u32, lowest first). The dot and
+ * the GEMM work on nibble planes, so x is prepped per group in plane order
+ * [x[0], x[2], .., x[30], x[1], .., x[31]]: as int16 for the dot (llmpack.h, "int16
+ * activations"; xs = [sum of x' per group][d per group]), as f32 for the GEMM. */
 #ifndef FMT_Q4_H
 #define FMT_Q4_H
 #include "llmpack.h"
@@ -20,33 +22,52 @@ static void q4_prep(const float *x, uint32_t K, float *xp, float *xs) {
   }
 }
 
-/* sum_i m[i] s[i], any n */
-INLINE float dot_tail(const float *m, const float *s, uint32_t n) {
-  uint32_t n4 = n & ~3u;
-  float r = n4 ? dot_f32(m, s, n4) : 0.0f;
-  for (uint32_t i = n4; i < n; i++) r += m[i] * s[i];
-  return r;
+/* the 32 values of group xg in plane order */
+INLINE void q4_planes(const float *xg, v128_t v[8]) {
+  for (int i = 0; i < 4; i++) {
+    v128_t a = wasm_v128_load(xg + 8 * i), b = wasm_v128_load(xg + 8 * i + 4);
+    v[i] = wasm_i32x4_shuffle(a, b, 0, 2, 4, 6);
+    v[4 + i] = wasm_i32x4_shuffle(a, b, 1, 3, 5, 7);
+  }
 }
 
-/* The q4 dot for T tokens; scale(g) / min(g) read the group parameters. */
-#define Q4_DOT_BODY(SCALE, MIN_DOT)                                                         \
-  const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * (w->K / 2);                   \
-  uint32_t G = w->K / 32;                                                                   \
-  v128_t acc[MAXT];                                                                         \
-  for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);                         \
-  for (uint32_t g = 0; g < G; g++) {                                                        \
-    v128_t v = wasm_v128_load(q + 16 * g);                                                  \
-    v128_t lo[4], hi[4];                                                                    \
-    u8x16_to_f32(wasm_v128_and(v, wasm_i8x16_splat(0x0f)), lo);                             \
-    u8x16_to_f32(wasm_u8x16_shr(v, 4), hi);                                                 \
-    v128_t s = wasm_f32x4_splat(SCALE(g));                                                  \
-    for (uint32_t t = 0; t < T; t++) {                                                      \
-      const float *x = xp[t] + 32 * g;                                                      \
-      v128_t p = wasm_f32x4_add(dot16(lo, x), dot16(hi, x + 16));                           \
-      acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(p, s));                                \
-    }                                                                                       \
-  }                                                                                         \
-  for (uint32_t t = 0; t < T; t++) out[t] = hsum(acc[t]) + MIN_DOT(xs[t], G);
+/* x -> int16 xq in plane order (in xp's words), xs = [sum(x') per group][d per group],
+ * each run zero-padded to GROUPS4 */
+static void q4_qprep(const float *x, uint32_t K, float *xp, float *xs) {
+  uint32_t G = K / 32, G4 = GROUPS4(K, 32);
+  for (uint32_t g = 0; g < G; g++) {
+    v128_t v[8];
+    q4_planes(x + 32 * g, v);
+    int32_t s = quant_i16_32(v, (int16_t *)xp + 32 * g, xs + G4 + g);
+    xs[g] = (float)s * xs[G4 + g];
+  }
+  for (uint32_t g = G; g < G4; g++) xs[g] = xs[G4 + g] = 0.0f;
+}
+
+/* The int16 dot for T tokens of the row with codes q (G groups), f32 scales sc and
+ * mins mn (zero-padded to GROUPS4): per group, the nibble planes widened to i16 times
+ * xq, summed in i32 and scaled by sc * d; plus the mins times the sums of x'. */
+INLINE void q4_idot(const uint8_t *q, uint32_t G, const float *sc, const float *mn, const float *const *xp,
+                    const float *const *xs, float *out, uint32_t T) {
+  uint32_t G4 = (G + 3) & ~3u;
+  float ts[MAXT][G4] __attribute__((aligned(16)));
+  for (uint32_t t = 0; t < T; t++)
+    for (uint32_t g = 0; g < G4; g += 4)
+      wasm_v128_store(&ts[t][g], wasm_f32x4_mul(wasm_v128_load(sc + g), wasm_v128_load(xs[t] + G4 + g)));
+  v128_t acc[MAXT];
+  for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);
+  for (uint32_t g = 0; g < G; g++) {
+    v128_t v = wasm_v128_load(q + 16 * g);
+    v128_t lo = wasm_v128_and(v, wasm_i8x16_splat(0x0f)), hi = wasm_u8x16_shr(v, 4);
+    v128_t c[4] = {wasm_u16x8_extend_low_u8x16(lo), wasm_u16x8_extend_high_u8x16(lo), wasm_u16x8_extend_low_u8x16(hi),
+                   wasm_u16x8_extend_high_u8x16(hi)};
+    for (uint32_t t = 0; t < T; t++) {
+      v128_t p = wasm_f32x4_convert_i32x4(idot32(c, (const int16_t *)xp[t] + 32 * g));
+      acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(p, wasm_v128_load32_splat(&ts[t][g])));
+    }
+  }
+  for (uint32_t t = 0; t < T; t++) out[t] = hsum(acc[t]) + dot_f32(mn, xs[t], G4);
+}
 
 /* Row dequantized in prep order: per group [even codes, odd codes] * scale + min. */
 #define Q4_DEQ_BODY(SCALE, MIN)                                                             \

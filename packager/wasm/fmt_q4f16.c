@@ -3,14 +3,11 @@
 
 INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out,
                   uint32_t T) {
-  float sc[w->K / 32];
-  f16_to_f32_n((const uint16_t *)w->p[1] + (size_t)row * (w->K / 32), w->K / 32, sc);
-  const uint16_t *mn = (const uint16_t *)w->p[2] + (size_t)row * (w->K / 32);
-#define SCALE(g) sc[g]
-#define MIN_DOT(x, n) dot_f16_mins(mn, x, n)
-  Q4_DOT_BODY(SCALE, MIN_DOT)
-#undef SCALE
-#undef MIN_DOT
+  uint32_t G = w->K / 32;
+  float sc[GROUPS4(w->K, 32)] __attribute__((aligned(16))), mn[GROUPS4(w->K, 32)] __attribute__((aligned(16)));
+  f16_to_f32_pad4((const uint16_t *)w->p[1] + (size_t)row * G, G, sc);
+  f16_to_f32_pad4((const uint16_t *)w->p[2] + (size_t)row * G, G, mn);
+  q4_idot((const uint8_t *)w->p[0] + (size_t)row * (w->K / 2), G, sc, mn, xp, xs, out, T);
 }
 
 DOT_BY_T(dot_t)
@@ -31,4 +28,4 @@ static void deq(const wmat *w, uint32_t row, float *out) {
 #undef MIN
 }
 
-const wformat FORMAT_Q4F16 = {32, q4_prep, dot, row_values, deq};
+const wformat FORMAT_Q4F16 = {32, q4_qprep, dot, row_values, deq, q4_prep};

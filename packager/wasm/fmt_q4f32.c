@@ -3,13 +3,12 @@
 
 INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out,
                   uint32_t T) {
-  const float *sc = (const float *)w->p[1] + (size_t)row * (w->K / 32);
-  const float *mn = (const float *)w->p[2] + (size_t)row * (w->K / 32);
-#define SCALE(g) sc[g]
-#define MIN_DOT(x, n) dot_tail(mn, x, n)
-  Q4_DOT_BODY(SCALE, MIN_DOT)
-#undef SCALE
-#undef MIN_DOT
+  uint32_t G = w->K / 32, G4 = GROUPS4(w->K, 32);
+  float sc[G4] __attribute__((aligned(16))), mn[G4] __attribute__((aligned(16)));
+  __builtin_memcpy(sc, (const float *)w->p[1] + (size_t)row * G, G * sizeof(float));
+  __builtin_memcpy(mn, (const float *)w->p[2] + (size_t)row * G, G * sizeof(float));
+  for (uint32_t g = G; g < G4; g++) sc[g] = mn[g] = 0.0f;
+  q4_idot((const uint8_t *)w->p[0] + (size_t)row * (w->K / 2), G, sc, mn, xp, xs, out, T);
 }
 
 DOT_BY_T(dot_t)
@@ -30,4 +29,4 @@ static void deq(const wmat *w, uint32_t row, float *out) {
 #undef MIN
 }
 
-const wformat FORMAT_Q4F32 = {32, q4_prep, dot, row_values, deq};
+const wformat FORMAT_Q4F32 = {32, q4_qprep, dot, row_values, deq, q4_prep};

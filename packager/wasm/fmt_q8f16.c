@@ -1,10 +1,24 @@
 /* q8f16: qweight u32[rows, K/4] (byte c of a row is code c), scales f16[rows, K/32];
- * value = (q - 128) * scale. q ^ 0x80 read as a signed byte is exactly q - 128. */
+ * value = (q - 128) * scale. q ^ 0x80 read as a signed byte is exactly q - 128.
+ * The dot takes x as int16 (llmpack.h, "int16 activations"; xs = [unused][d per group]),
+ * the GEMM as f32, both in natural order. */
 #include "llmpack.h"
 
-static void prep(const float *x, uint32_t K, float *xp, float *xs) {
+static void gemm_prep(const float *x, uint32_t K, float *xp, float *xs) {
   (void)xs;
   __builtin_memcpy(xp, x, K * sizeof(float));
+}
+
+/* x -> int16 xq (in xp's words), xs = [unused][d per group] (zero-padded to GROUPS4) */
+static void prep(const float *x, uint32_t K, float *xp, float *xs) {
+  uint32_t G = K / 32, G4 = GROUPS4(K, 32);
+  for (uint32_t g = 0; g < G; g++) {
+    v128_t v[8];
+    for (int i = 0; i < 8; i++) v[i] = wasm_v128_load(x + 32 * g + 4 * i);
+    quant_i16_32(v, (int16_t *)xp + 32 * g, xs + G4 + g);
+  }
+  for (uint32_t g = 0; g < G4; g++) xs[g] = 0.0f;
+  for (uint32_t g = G; g < G4; g++) xs[G4 + g] = 0.0f;
 }
 
 /* eight f32x4 of the 32 signed codes at q */
@@ -21,25 +35,23 @@ INLINE void codes(const uint8_t *q, v128_t c[8]) {
 
 INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out,
                   uint32_t T) {
-  (void)xs;
   const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * w->K;
-  uint32_t G = w->K / 32;
-  float sc[G];
-  f16_to_f32_n((const uint16_t *)w->p[1] + (size_t)row * G, G, sc);
+  uint32_t G = w->K / 32, G4 = GROUPS4(w->K, 32);
+  float sc[G4] __attribute__((aligned(16))), ts[MAXT][G4] __attribute__((aligned(16)));
+  f16_to_f32_pad4((const uint16_t *)w->p[1] + (size_t)row * G, G, sc);
+  for (uint32_t t = 0; t < T; t++)
+    for (uint32_t g = 0; g < G4; g += 4)
+      wasm_v128_store(&ts[t][g], wasm_f32x4_mul(wasm_v128_load(sc + g), wasm_v128_load(xs[t] + G4 + g)));
   v128_t acc[MAXT];
   for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);
+  const v128_t bias = wasm_i8x16_splat((int8_t)0x80);
   for (uint32_t g = 0; g < G; g++) {
-    v128_t c[8];
-    codes(q + 32 * g, c);
-    v128_t s = wasm_f32x4_splat(sc[g]);
+    v128_t a = wasm_v128_xor(wasm_v128_load(q + 32 * g), bias), b = wasm_v128_xor(wasm_v128_load(q + 32 * g + 16), bias);
+    v128_t c[4] = {wasm_i16x8_extend_low_i8x16(a), wasm_i16x8_extend_high_i8x16(a), wasm_i16x8_extend_low_i8x16(b),
+                   wasm_i16x8_extend_high_i8x16(b)};
     for (uint32_t t = 0; t < T; t++) {
-      const float *x = xp[t] + 32 * g;
-      v128_t p0 = wasm_f32x4_add(wasm_f32x4_mul(c[0], wasm_v128_load(x)), wasm_f32x4_mul(c[1], wasm_v128_load(x + 4)));
-      v128_t p1 = wasm_f32x4_add(wasm_f32x4_mul(c[2], wasm_v128_load(x + 8)), wasm_f32x4_mul(c[3], wasm_v128_load(x + 12)));
-      v128_t p2 = wasm_f32x4_add(wasm_f32x4_mul(c[4], wasm_v128_load(x + 16)), wasm_f32x4_mul(c[5], wasm_v128_load(x + 20)));
-      v128_t p3 = wasm_f32x4_add(wasm_f32x4_mul(c[6], wasm_v128_load(x + 24)), wasm_f32x4_mul(c[7], wasm_v128_load(x + 28)));
-      v128_t p = wasm_f32x4_add(wasm_f32x4_add(p0, p1), wasm_f32x4_add(p2, p3));
-      acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(p, s));
+      v128_t p = wasm_f32x4_convert_i32x4(idot32(c, (const int16_t *)xp[t] + 32 * g));
+      acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(p, wasm_v128_load32_splat(&ts[t][g])));
     }
   }
   for (uint32_t t = 0; t < T; t++) out[t] = hsum(acc[t]);
@@ -64,4 +76,4 @@ static void deq(const wmat *w, uint32_t row, float *out) {
   }
 }
 
-const wformat FORMAT_Q8F16 = {32, prep, dot, row_values, deq};
+const wformat FORMAT_Q8F16 = {32, prep, dot, row_values, deq, gemm_prep};

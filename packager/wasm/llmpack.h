@@ -32,6 +32,12 @@
 typedef void (*op_fn)(const uint32_t *a, uint32_t tid, uint32_t nt);
 
 #define OP_NOP 0xFFFFFFFFu /* a dispatch with a zero workgroup count */
+/* In a command's op word (runner.c): set when the dispatch neither reads nor writes
+ * anything the dispatches since the last barrier wrote, nor writes what they read, so
+ * the threads need no barrier before it (the runtime sets it only for modules whose
+ * kernel table says "sync_flags": true). */
+#define CMD_NOSYNC 0x80000000u
+#define CMD_OP(word) ((word) & ~CMD_NOSYNC)
 
 /* op_<name> of every op (OP_* ids and LLMPACK_OPS: kernel_table.h) */
 #define DECLARE_OP(ID, FN) void FN(const uint32_t *a, uint32_t tid, uint32_t nt);
@@ -65,16 +71,25 @@ typedef struct {
 typedef struct {
   /* values in a group (the unit of prep and dot) */
   uint32_t group;
-  /* x [K] -> xp [K] in the order the format's dot reads codes, and per-group sums
-   * xs [K / group] (for the mins of asymmetric formats). */
+  /* x [K] -> xp (K f32 words) in the form the format's dot reads, and per-group values
+   * xs (XS_FLOATS(K, group) floats: the group sums for the mins of asymmetric formats;
+   * the formats with int16 activations keep their scales in the second run). */
   void (*prep)(const float *x, uint32_t K, float *xp, float *xs);
   /* out[t] = sum_k W[row, k] x_t[k] for t < T (1..MAXT), from prepped xp[t], xs[t]. */
   void (*dot)(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out, uint32_t T);
   /* out[0..K) = row `row`, dequantized (natural column order; the embedding). */
   void (*row)(const wmat *w, uint32_t row, float *out);
-  /* out[0..K) = row `row`, dequantized in the order of `prep` (matmul's prefill tiles). */
+  /* out[0..K) = row `row`, dequantized in the order of `gemm_prep` (matmul's prefill tiles). */
   void (*deq)(const wmat *w, uint32_t row, float *out);
+  /* x [K] -> f32 xp [K] in the order of `deq`, for the prefill GEMM; NULL: `prep` (when
+   * prep already writes f32 values in that order). */
+  void (*gemm_prep)(const float *x, uint32_t K, float *xp, float *xs);
 } wformat;
+
+/* groups rounded up to a multiple of 4 */
+#define GROUPS4(K, group) ((((K) / (group)) + 3u) & ~3u)
+/* floats of xs per token (see wformat.prep): two runs of GROUPS4 (zero-padded) */
+#define XS_FLOATS(K, group) (2u * GROUPS4(K, group))
 
 /* NULL for formats this module was built without (see packager/wasm_build.py). */
 const wformat *weight_format(uint32_t id);
@@ -144,6 +159,25 @@ INLINE float hsum(v128_t v) {
   return wasm_f32x4_extract_lane(v, 0);
 }
 
+/* out[0..n) = f16 h[0..n), then zeros up to n rounded up to 4 (out has room for that) */
+INLINE void f16_to_f32_pad4(const uint16_t *h, uint32_t n, float *out) {
+  uint32_t i = 0;
+  v128_t lo, hi;
+  for (; i + 8 <= n; i += 8) {
+    f16x8_to_f32(wasm_v128_load(h + i), &lo, &hi);
+    wasm_v128_store(out + i, lo);
+    wasm_v128_store(out + i + 4, hi);
+  }
+  if (i < n && n >= 8) { /* the last 8 again, overlapping: no scalar tail */
+    f16x8_to_f32(wasm_v128_load(h + n - 8), &lo, &hi);
+    wasm_v128_store(out + n - 8, lo);
+    wasm_v128_store(out + n - 4, hi);
+  } else {
+    for (; i < n; i++) out[i] = f16_to_f32(h[i]);
+  }
+  for (i = n; i & 3u; i++) out[i] = 0.0f;
+}
+
 /* sum_i a[i] b[i] for i < n (n a multiple of 4). */
 INLINE float dot_f32(const float *a, const float *b, uint32_t n) {
   v128_t s0 = wasm_f32x4_splat(0.0f), s1 = s0;
@@ -197,6 +231,44 @@ INLINE float dot_f16_mins(const uint16_t *m, const float *s, uint32_t n) {
   float r = hsum(acc);
   for (; i < n; i++) r += f16_to_f32(m[i]) * s[i];
   return r;
+}
+
+/* ---- int16 activations (the mat-vec dot of q4f16, q4f32, q8f16) --------------------
+ *
+ * A group of 32 x values is rounded to 16-bit integers on its own grid:
+ *   d = max|x| / 32767,  xq = round_to_even(x * (32767 / max|x|))   (all zero when max|x| = 0),
+ * so that the dot of a row with x becomes integer products summed exactly in i32
+ * (i32x4.dot_i16x8_s), scaled once per group: the result is the f32 dot of the row with
+ * x' = xq * d, which differs from x by at most half a step, 2^-16 of the group's largest
+ * value. Prefill (the f32 GEMM) uses x itself. */
+
+#define Q16_MAX 32767.0f
+
+/* the 32 values of v[0..8) -> xq[0..32) (i16, as v's lanes) and d; returns sum(xq) */
+INLINE int32_t quant_i16_32(const v128_t v[8], int16_t *xq, float *d) {
+  v128_t m = wasm_f32x4_abs(v[0]);
+  for (int i = 1; i < 8; i++) m = wasm_f32x4_max(m, wasm_f32x4_abs(v[i]));
+  m = wasm_f32x4_max(m, wasm_i32x4_shuffle(m, m, 2, 3, 0, 1));
+  m = wasm_f32x4_max(m, wasm_i32x4_shuffle(m, m, 1, 0, 3, 2));
+  float amax = wasm_f32x4_extract_lane(m, 0);
+  float id = amax > 0.0f ? Q16_MAX / amax : 0.0f;
+  *d = amax / Q16_MAX;
+  v128_t s = wasm_i32x4_splat(0), vid = wasm_f32x4_splat(id);
+  for (int i = 0; i < 8; i += 2) {
+    v128_t a = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(v[i], vid)));
+    v128_t b = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(v[i + 1], vid)));
+    s = wasm_i32x4_add(s, wasm_i32x4_add(a, b));
+    wasm_v128_store(xq + 4 * i, wasm_i16x8_narrow_i32x4(a, b));
+  }
+  return wasm_i32x4_extract_lane(s, 0) + wasm_i32x4_extract_lane(s, 1) + wasm_i32x4_extract_lane(s, 2) +
+         wasm_i32x4_extract_lane(s, 3);
+}
+
+/* c[0..4) (i16 codes) . x[0..32) (i16): the i32x4 partial sums */
+INLINE v128_t idot32(const v128_t c[4], const int16_t *x) {
+  v128_t a = wasm_i32x4_add(wasm_i32x4_dot_i16x8(c[0], wasm_v128_load(x)), wasm_i32x4_dot_i16x8(c[1], wasm_v128_load(x + 8)));
+  v128_t b = wasm_i32x4_add(wasm_i32x4_dot_i16x8(c[2], wasm_v128_load(x + 16)), wasm_i32x4_dot_i16x8(c[3], wasm_v128_load(x + 24)));
+  return wasm_i32x4_add(a, b);
 }
 
 /* Element-wise ops below this many elements run on one thread (syncing costs more). */

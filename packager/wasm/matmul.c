@@ -5,7 +5,7 @@
  *       pointers [x f32[seq, K], y f32[seq, N], weight parts ...]
  * Threads take contiguous runs of rows. Tokens go in tiles of up to TILE, each token's
  * x prepped once per tile (into the order the format's codes unpack in, plus group
- * sums). Then, per run of rows:
+ * sums; int16 for the formats with int16 activations, llmpack.h). Then, per run of rows:
  * - few tokens (decode): the format's fused dot, MAXT tokens at a time, so that a row's
  *   codes are unpacked once per MAXT tokens;
  * - GEMM_MIN tokens and more (prefill): RB rows are dequantized to f32 once per tile
@@ -68,15 +68,16 @@ void op_matmul(const uint32_t *a, uint32_t tid, uint32_t nt) {
   uint32_t rb, re;
   share(rows, 16, tid, nt, &rb, &re);
   if (rb >= re || seq == 0) return;
-  uint32_t G = K / f->group;
+  uint32_t G = XS_FLOATS(K, f->group);
   uint32_t tile = seq < TILE ? seq : TILE;
   int gemm = seq >= GEMM_MIN;
+  void (*prep)(const float *, uint32_t, float *, float *) = gemm && f->gemm_prep ? f->gemm_prep : f->prep;
   float xp[tile * K] __attribute__((aligned(16)));
   float xs[tile * G + 4] __attribute__((aligned(16)));
   float wt[gemm ? RB * K : 4] __attribute__((aligned(16)));
   for (uint32_t t0 = 0; t0 < seq; t0 += tile) {
     uint32_t tt = seq - t0 < tile ? seq - t0 : tile;
-    for (uint32_t t = 0; t < tt; t++) f->prep(x + (size_t)(t0 + t) * K, K, xp + (size_t)t * K, xs + t * G);
+    for (uint32_t t = 0; t < tt; t++) prep(x + (size_t)(t0 + t) * K, K, xp + (size_t)t * K, xs + t * G);
     float *yt = y + (size_t)t0 * N + row0;
     if (gemm) {
       for (uint32_t r = rb; r < re; r += RB) gemm_rows(f, &w, r, re - r < RB ? re - r : RB, xp, tt, wt, yt, N);

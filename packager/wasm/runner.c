@@ -1,13 +1,16 @@
 /* The program runner: executes a list of dispatches that the runtime built from an
  * entry point of the plan (runtime_js/src/wasm/program.ts):
  *
- *   command := [op id, word count n, n argument words]      (op id OP_NOP: skipped)
+ *   command := [op word, word count n, n argument words]
+ *   op word := op id (OP_NOP: skipped) | CMD_NOSYNC (no barrier needed before it)
  *
  * Single-threaded modules export `run`. Threaded modules (built with -matomics, on a
  * shared memory) export `pool_init`, `pool_run` (called by thread 0) and
  * `pool_worker` (called once by each other thread; it never returns): every thread
- * runs its share of each command, then waits at a barrier before the next one.
- * Idle threads spin briefly, then sleep in memory.atomic.wait32. */
+ * runs its share of each command; they meet at a barrier before every command that
+ * lacks CMD_NOSYNC (a skipped command's barrier moves to the next one that runs) and
+ * at the end of the program. Idle threads spin briefly, then sleep in
+ * memory.atomic.wait32. */
 #include "llmpack.h"
 
 #define ENTRY(ID, FN) [ID] = FN,
@@ -23,7 +26,8 @@ EXPORT("op_call") void op_call(uint32_t op, const uint32_t *args, uint32_t tid, 
 
 EXPORT("run") void run(const uint32_t *prog, uint32_t ncmds) {
   for (uint32_t i = 0; i < ncmds; i++) {
-    if (prog[0] < OP_COUNT) OPS[prog[0]](prog + 2, 0, 1);
+    uint32_t op = CMD_OP(prog[0]);
+    if (op < OP_COUNT) OPS[op](prog + 2, 0, 1);
     prog += 2 + prog[1];
   }
 }
@@ -69,13 +73,18 @@ static void barrier(void) {
 }
 
 static void execute(const uint32_t *prog, uint32_t ncmds, uint32_t tid) {
+  int sync = 0; /* a barrier is due before the next command that runs */
   for (uint32_t i = 0; i < ncmds; i++) {
-    if (prog[0] < OP_COUNT) {
-      OPS[prog[0]](prog + 2, tid, nthreads);
-      barrier();
+    uint32_t op = CMD_OP(prog[0]);
+    sync |= !(prog[0] & CMD_NOSYNC);
+    if (op < OP_COUNT) {
+      if (sync) barrier();
+      sync = 0;
+      OPS[op](prog + 2, tid, nthreads);
     }
     prog += 2 + prog[1];
   }
+  barrier();
 }
 
 EXPORT("pool_init") void pool_init(uint32_t n) { nthreads = n; }

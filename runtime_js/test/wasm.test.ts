@@ -22,7 +22,7 @@ import type { Manifest } from "../src/manifest.js";
 import type { Plan } from "../src/plan.js";
 import { WasmBackend } from "../src/wasm/index.js"; // (registers "wasm")
 import { ceilingProblem, MAX_PAGES, planLayout } from "../src/wasm/layout.js";
-import { OP_NOP, WasmProgram } from "../src/wasm/program.js";
+import { CMD_NOSYNC, independentOfPrevious, OP_NOP, WasmProgram } from "../src/wasm/program.js";
 import { WASM_TABLE_FILE, type WasmTable } from "../src/wasm/table.js";
 import { tmpDir } from "./fixtures.js";
 import { requireComponent, runtimeDir } from "./helpers.js";
@@ -94,6 +94,38 @@ describe("Wasm backend: plan to commands", () => {
     assert.deepEqual([...mem.subarray(second, second + 8)], [9, 6, 3, 3, 1, 1, ptr("x"), ptr("x")]);
     // weights: the part's address (a row block would add its offset)
     assert.equal(ptr("w:weight"), layout.parts[0]?.[0]);
+  });
+
+  test("barriers only where a dispatch depends on one since the last barrier (sync_flags modules)", () => {
+    const { plan, table, manifest } = smallPlan();
+    const mm = "matmul.q4f32.k64.n10";
+    const d = (kernel: string, bindings: [number, string][]) => ({ kernel, bindings, uniforms: ["seq_len", "0", "10"], workgroups: ["1", "1", "1"] });
+    for (const b of ["q", "k", "v"]) (plan.buffers as Record<string, unknown>)[b] = { kind: "activation", dtype: "f32", elements: 64 };
+    const dispatches = [
+      d(mm, [[1, "x"], [2, "q"], [8, "w:weight"]]),
+      d(mm, [[1, "x"], [2, "k"], [8, "w:weight"]]), // reads what the first read: free
+      d(mm, [[1, "x"], [2, "v"], [8, "w:weight"]]), // free
+      d("add", [[1, "q"], [2, "k"]]), // reads q, k (written since the barrier)
+      d("add", [[1, "v"], [2, "x"]]), // writes v, read by nothing since the last barrier; v was written before it: free
+      d(mm, [[1, "q"], [2, "x"], [8, "w:weight"]]), // reads q, which the add (since the barrier) wrote
+      d(mm, [[1, "v"], [2, "k"], [8, "w:weight"]]), // writes k, which the add read before the last barrier: free
+      d("add", [[1, "x"], [2, "v"]]), // writes x, which the matmul just wrote
+    ];
+    assert.deepEqual(independentOfPrevious(plan, dispatches), [true, true, true, false, true, false, true, false]);
+    // in the op words, only when the module reads the flag
+    plan.entries.decode.dispatches = dispatches as typeof plan.entries.decode.dispatches;
+    const words = (t: WasmTable) => {
+      const layout = planLayout(manifest, plan, t, t.modules.single.heap_base, 2);
+      const mem = new Uint32Array(layout.pages * 16384);
+      const prog = new WasmProgram("decode", plan, t, layout, mem);
+      prog.prepare(1, 0, mem);
+      const ops: number[] = [];
+      for (let w = prog.addr / 4, i = 0; i < prog.dispatches; i++, w += 2 + mem[w + 1]!) ops.push(mem[w]!);
+      return ops;
+    };
+    assert.deepEqual(words(table), [2, 2, 2, 9, 9, 2, 2, 9]);
+    const F = CMD_NOSYNC;
+    assert.deepEqual(words({ ...table, sync_flags: true }), [2 + F, 2 + F, 2 + F, 9, 9 + F, 2, 2 + F, 9]);
   });
 
   test("a bundle above 4 GiB is refused before any weight is fetched, with its numbers", async () => {

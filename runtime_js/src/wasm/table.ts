@@ -34,6 +34,8 @@ export interface WasmTable {
   stack_bytes: number;
   kernels: Record<string, WasmKernel>;
   modules: { single: WasmModuleInfo; threads?: WasmModuleInfo };
+  /** the modules' runner reads the no-barrier flag of an op word (program.ts); absent in older bundles */
+  sync_flags?: boolean;
   plan_sha256?: string;
 }
 
