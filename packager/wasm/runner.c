@@ -7,9 +7,9 @@
  * Single-threaded modules export `run`. Threaded modules (built with -matomics, on a
  * shared memory) export `pool_init`, `pool_run` (called by thread 0) and
  * `pool_worker` (called once by each other thread; it never returns): every thread
- * runs its share of each command; they meet at a barrier before every command that
- * lacks CMD_NOSYNC (a skipped command's barrier moves to the next one that runs) and
- * at the end of the program. Idle threads spin briefly, then sleep in
+ * runs its share of each command; once a command ran, they meet at a barrier before
+ * the next command that lacks CMD_NOSYNC (skipped ones included) and at the end of
+ * the program. Idle threads spin briefly, then sleep in
  * memory.atomic.wait32. */
 #include "llmpack.h"
 
@@ -73,18 +73,21 @@ static void barrier(void) {
 }
 
 static void execute(const uint32_t *prog, uint32_t ncmds, uint32_t tid) {
-  int sync = 0; /* a barrier is due before the next command that runs */
+  int ran = 0; /* an op ran since the last barrier */
   for (uint32_t i = 0; i < ncmds; i++) {
-    uint32_t op = CMD_OP(prog[0]);
-    sync |= !(prog[0] & CMD_NOSYNC);
+    uint32_t word = prog[0], op = CMD_OP(word);
     if (op < OP_COUNT) {
-      if (sync) barrier();
-      sync = 0;
       OPS[op](prog + 2, tid, nthreads);
+      ran = 1;
+    }
+    /* the next command needs a barrier (a skipped one keeps it due: its flag is clear) */
+    if (ran && (i + 1 == ncmds || !(prog[2 + prog[1]] & CMD_NOSYNC))) {
+      barrier();
+      ran = 0;
     }
     prog += 2 + prog[1];
   }
-  barrier();
+  if (ran) barrier();
 }
 
 EXPORT("pool_init") void pool_init(uint32_t n) { nthreads = n; }
