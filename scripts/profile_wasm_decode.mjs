@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // Where a Wasm decode step spends its time, in Node: per dispatch of the plan's decode
-// entry (single-threaded module, one dispatch at a time), summed by kind (each matvec
-// kernel, attention, norms, element-wise ops), next to whole decode steps at 1..N
-// threads (the difference between the threaded step and the single-thread sum divided
-// by the threads is what syncing costs).
+// entry (single-threaded module, one dispatch at a time, the fastest of --steps runs, so
+// that a busy machine disturbs it least), summed by kind (each matvec kernel,
+// attention, norms, element-wise ops), next to whole decode steps at 1..N threads
+// (fastest of --steps; the difference between the threaded step and the single-thread
+// sum divided by the threads is what syncing, imbalance and the JS side cost).
 //
 //   node scripts/profile_wasm_decode.mjs --bundle BUNDLE [--past 64] [--steps 20] [--threads 1,2]
 //
@@ -29,7 +30,7 @@ if (!o.bundle) {
 }
 const past = Number(o.past);
 const steps = Number(o.steps);
-const median = (xs) => [...xs].sort((a, b) => a - b)[(xs.length - 1) >> 1];
+const best = (xs) => Math.min(...xs);
 
 async function open(threads) {
   const loader = await BundleLoader.open(path.resolve(o.bundle), { cache: null });
@@ -48,7 +49,7 @@ async function stepMs(backend) {
     await backend.decode(1, past);
     ts.push(performance.now() - t);
   }
-  return median(ts.slice(2));
+  return best(ts.slice(2));
 }
 
 // ---- per dispatch, single thread -------------------------------------------------------
@@ -84,14 +85,14 @@ dispatches.forEach((d, i) => {
   const k = kind(d);
   const e = byKind.get(k) ?? { n: 0, ms: 0 };
   e.n += 1;
-  e.ms += median(per[i]);
+  e.ms += best(per[i]);
   byKind.set(k, e);
 });
 const total = [...byKind.values()].reduce((s, e) => s + e.ms, 0);
 const step1 = await stepMs(b1);
 b1.unload();
 
-console.log(`decode step at past_len ${past}: ${dispatches.length} dispatches; single thread, one dispatch at a time (median of ${steps})`);
+console.log(`decode step at past_len ${past}: ${dispatches.length} dispatches; single thread, one dispatch at a time (fastest of ${steps})`);
 console.log("");
 console.log("| dispatch kind | count | ms per step | share | µs each |");
 console.log("|---|---:|---:|---:|---:|");

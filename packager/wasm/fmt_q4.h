@@ -44,30 +44,34 @@ static void q4_qprep(const float *x, uint32_t K, float *xp, float *xs) {
   for (uint32_t g = G; g < G4; g++) xs[g] = xs[G4 + g] = 0.0f;
 }
 
-/* The int16 dot for T tokens of the row with codes q (G groups), f32 scales sc and
- * mins mn (zero-padded to GROUPS4): per group, the nibble planes widened to i16 times
- * xq, summed in i32 and scaled by sc * d; plus the mins times the sums of x'. */
-INLINE void q4_idot(const uint8_t *q, uint32_t G, const float *sc, const float *mn, const float *const *xp,
-                    const float *const *xs, float *out, uint32_t T) {
-  uint32_t G4 = (G + 3) & ~3u;
-  float ts[MAXT][G4] __attribute__((aligned(16)));
-  for (uint32_t t = 0; t < T; t++)
-    for (uint32_t g = 0; g < G4; g += 4)
-      wasm_v128_store(&ts[t][g], wasm_f32x4_mul(wasm_v128_load(sc + g), wasm_v128_load(xs[t] + G4 + g)));
-  v128_t acc[MAXT];
-  for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);
-  for (uint32_t g = 0; g < G; g++) {
-    v128_t v = wasm_v128_load(q + 16 * g);
-    v128_t lo = wasm_v128_and(v, wasm_i8x16_splat(0x0f)), hi = wasm_u8x16_shr(v, 4);
-    v128_t c[4] = {wasm_u16x8_extend_low_u8x16(lo), wasm_u16x8_extend_high_u8x16(lo), wasm_u16x8_extend_low_u8x16(hi),
-                   wasm_u16x8_extend_high_u8x16(hi)};
-    for (uint32_t t = 0; t < T; t++) {
-      v128_t p = wasm_f32x4_convert_i32x4(idot32(c, (const int16_t *)xp[t] + 32 * g));
-      acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(p, wasm_v128_load32_splat(&ts[t][g])));
-    }
+/* The int16 dot of the rows [r0, r1) for T tokens: per group, the nibble planes
+ * widened to i16 times xq, summed in i32 and scaled by scale * d; plus the mins times
+ * the sums of x'. PARAMS(row, sc, mn) writes a row's f32 scales and mins, zero-padded
+ * to GROUPS4. */
+#define Q4_ROWS_BODY(PARAMS)                                                                \
+  uint32_t G = w->K / 32, G4 = GROUPS4(w->K, 32);                                           \
+  float sc[G4] __attribute__((aligned(16))), mn[G4] __attribute__((aligned(16)));           \
+  float ts[MAXT][G4] __attribute__((aligned(16)));                                          \
+  const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)r0 * (w->K / 2);                    \
+  for (uint32_t r = r0; r < r1; r++, q += w->K / 2) {                                       \
+    PARAMS(r, sc, mn);                                                                      \
+    for (uint32_t t = 0; t < T; t++)                                                        \
+      for (uint32_t g = 0; g < G4; g += 4)                                                  \
+        wasm_v128_store(&ts[t][g], wasm_f32x4_mul(wasm_v128_load(sc + g), wasm_v128_load(xs[t] + G4 + g))); \
+    v128_t acc[MAXT];                                                                       \
+    for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);                       \
+    for (uint32_t g = 0; g < G; g++) {                                                      \
+      v128_t v = wasm_v128_load(q + 16 * g);                                                \
+      v128_t lo = wasm_v128_and(v, wasm_i8x16_splat(0x0f)), hi = wasm_u8x16_shr(v, 4);      \
+      v128_t c[4] = {wasm_u16x8_extend_low_u8x16(lo), wasm_u16x8_extend_high_u8x16(lo),     \
+                     wasm_u16x8_extend_low_u8x16(hi), wasm_u16x8_extend_high_u8x16(hi)};    \
+      for (uint32_t t = 0; t < T; t++) {                                                    \
+        v128_t p = wasm_f32x4_convert_i32x4(idot32(c, (const int16_t *)xp[t] + 32 * g));    \
+        acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(p, wasm_v128_load32_splat(&ts[t][g]))); \
+      }                                                                                     \
+    }                                                                                       \
+    for (uint32_t t = 0; t < T; t++) y[t * ys + r - r0] = hsum(acc[t]) + dot_f32(mn, xs[t], G4); \
   }
-  for (uint32_t t = 0; t < T; t++) out[t] = hsum(acc[t]) + dot_f32(mn, xs[t], G4);
-}
 
 /* Row dequantized in prep order: per group [even codes, odd codes] * scale + min. */
 #define Q4_DEQ_BODY(SCALE, MIN)                                                             \

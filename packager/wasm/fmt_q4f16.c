@@ -1,16 +1,16 @@
 /* q4f16: qweight u32[rows, K/8], scales f16[rows, K/32], mins f16[rows, K/32]. */
 #include "fmt_q4.h"
 
-INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out,
-                  uint32_t T) {
-  uint32_t G = w->K / 32;
-  float sc[GROUPS4(w->K, 32)] __attribute__((aligned(16))), mn[GROUPS4(w->K, 32)] __attribute__((aligned(16)));
-  f16_to_f32_pad4((const uint16_t *)w->p[1] + (size_t)row * G, G, sc);
-  f16_to_f32_pad4((const uint16_t *)w->p[2] + (size_t)row * G, G, mn);
-  q4_idot((const uint8_t *)w->p[0] + (size_t)row * (w->K / 2), G, sc, mn, xp, xs, out, T);
+INLINE void rows_t(const wmat *w, uint32_t r0, uint32_t r1, const float *const *xp, const float *const *xs, float *y,
+                   uint32_t ys, uint32_t T) {
+#define PARAMS(r, sc, mn)                                                          \
+  f16_to_f32_pad4((const uint16_t *)w->p[1] + (size_t)(r) * G, G, sc);             \
+  f16_to_f32_pad4((const uint16_t *)w->p[2] + (size_t)(r) * G, G, mn);
+  Q4_ROWS_BODY(PARAMS)
+#undef PARAMS
 }
 
-DOT_BY_T(dot_t)
+DOTS_BY_T(rows_t)
 
 static void row_values(const wmat *w, uint32_t row, float *out) {
   const uint16_t *sc = (const uint16_t *)w->p[1] + (size_t)row * (w->K / 32);
@@ -28,4 +28,4 @@ static void deq(const wmat *w, uint32_t row, float *out) {
 #undef MIN
 }
 
-const wformat FORMAT_Q4F16 = {32, q4_qprep, dot, row_values, deq, q4_prep};
+const wformat FORMAT_Q4F16 = {32, q4_qprep, dot, row_values, deq, q4_prep, dot_rows};

@@ -1,17 +1,17 @@
 /* q4f32: qweight u32[rows, K/8], scales f32[rows, K/32], mins f32[rows, K/32]. */
 #include "fmt_q4.h"
 
-INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out,
-                  uint32_t T) {
-  uint32_t G = w->K / 32, G4 = GROUPS4(w->K, 32);
-  float sc[G4] __attribute__((aligned(16))), mn[G4] __attribute__((aligned(16)));
-  __builtin_memcpy(sc, (const float *)w->p[1] + (size_t)row * G, G * sizeof(float));
-  __builtin_memcpy(mn, (const float *)w->p[2] + (size_t)row * G, G * sizeof(float));
+INLINE void rows_t(const wmat *w, uint32_t r0, uint32_t r1, const float *const *xp, const float *const *xs, float *y,
+                   uint32_t ys, uint32_t T) {
+#define PARAMS(r, sc, mn)                                                          \
+  __builtin_memcpy(sc, (const float *)w->p[1] + (size_t)(r) * G, G * sizeof(float)); \
+  __builtin_memcpy(mn, (const float *)w->p[2] + (size_t)(r) * G, G * sizeof(float)); \
   for (uint32_t g = G; g < G4; g++) sc[g] = mn[g] = 0.0f;
-  q4_idot((const uint8_t *)w->p[0] + (size_t)row * (w->K / 2), G, sc, mn, xp, xs, out, T);
+  Q4_ROWS_BODY(PARAMS)
+#undef PARAMS
 }
 
-DOT_BY_T(dot_t)
+DOTS_BY_T(rows_t)
 
 static void row_values(const wmat *w, uint32_t row, float *out) {
   const float *sc = (const float *)w->p[1] + (size_t)row * (w->K / 32);
@@ -29,4 +29,4 @@ static void deq(const wmat *w, uint32_t row, float *out) {
 #undef MIN
 }
 
-const wformat FORMAT_Q4F32 = {32, q4_qprep, dot, row_values, deq, q4_prep};
+const wformat FORMAT_Q4F32 = {32, q4_qprep, dot, row_values, deq, q4_prep, dot_rows};

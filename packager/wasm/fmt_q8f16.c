@@ -33,31 +33,33 @@ INLINE void codes(const uint8_t *q, v128_t c[8]) {
   }
 }
 
-INLINE void dot_t(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs, float *out,
-                  uint32_t T) {
-  const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * w->K;
+INLINE void rows_t(const wmat *w, uint32_t r0, uint32_t r1, const float *const *xp, const float *const *xs, float *y,
+                   uint32_t ys, uint32_t T) {
   uint32_t G = w->K / 32, G4 = GROUPS4(w->K, 32);
   float sc[G4] __attribute__((aligned(16))), ts[MAXT][G4] __attribute__((aligned(16)));
-  f16_to_f32_pad4((const uint16_t *)w->p[1] + (size_t)row * G, G, sc);
-  for (uint32_t t = 0; t < T; t++)
-    for (uint32_t g = 0; g < G4; g += 4)
-      wasm_v128_store(&ts[t][g], wasm_f32x4_mul(wasm_v128_load(sc + g), wasm_v128_load(xs[t] + G4 + g)));
-  v128_t acc[MAXT];
-  for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);
   const v128_t bias = wasm_i8x16_splat((int8_t)0x80);
-  for (uint32_t g = 0; g < G; g++) {
-    v128_t a = wasm_v128_xor(wasm_v128_load(q + 32 * g), bias), b = wasm_v128_xor(wasm_v128_load(q + 32 * g + 16), bias);
-    v128_t c[4] = {wasm_i16x8_extend_low_i8x16(a), wasm_i16x8_extend_high_i8x16(a), wasm_i16x8_extend_low_i8x16(b),
-                   wasm_i16x8_extend_high_i8x16(b)};
-    for (uint32_t t = 0; t < T; t++) {
-      v128_t p = wasm_f32x4_convert_i32x4(idot32(c, (const int16_t *)xp[t] + 32 * g));
-      acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(p, wasm_v128_load32_splat(&ts[t][g])));
+  const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)r0 * w->K;
+  for (uint32_t r = r0; r < r1; r++, q += w->K) {
+    f16_to_f32_pad4((const uint16_t *)w->p[1] + (size_t)r * G, G, sc);
+    for (uint32_t t = 0; t < T; t++)
+      for (uint32_t g = 0; g < G4; g += 4)
+        wasm_v128_store(&ts[t][g], wasm_f32x4_mul(wasm_v128_load(sc + g), wasm_v128_load(xs[t] + G4 + g)));
+    v128_t acc[MAXT];
+    for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);
+    for (uint32_t g = 0; g < G; g++) {
+      v128_t a = wasm_v128_xor(wasm_v128_load(q + 32 * g), bias), b = wasm_v128_xor(wasm_v128_load(q + 32 * g + 16), bias);
+      v128_t c[4] = {wasm_i16x8_extend_low_i8x16(a), wasm_i16x8_extend_high_i8x16(a), wasm_i16x8_extend_low_i8x16(b),
+                     wasm_i16x8_extend_high_i8x16(b)};
+      for (uint32_t t = 0; t < T; t++) {
+        v128_t p = wasm_f32x4_convert_i32x4(idot32(c, (const int16_t *)xp[t] + 32 * g));
+        acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(p, wasm_v128_load32_splat(&ts[t][g])));
+      }
     }
+    for (uint32_t t = 0; t < T; t++) y[t * ys + r - r0] = hsum(acc[t]);
   }
-  for (uint32_t t = 0; t < T; t++) out[t] = hsum(acc[t]);
 }
 
-DOT_BY_T(dot_t)
+DOTS_BY_T(rows_t)
 
 static void row_values(const wmat *w, uint32_t row, float *out) {
   const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)row * w->K;
@@ -76,4 +78,4 @@ static void deq(const wmat *w, uint32_t row, float *out) {
   }
 }
 
-const wformat FORMAT_Q8F16 = {32, prep, dot, row_values, deq, gemm_prep};
+const wformat FORMAT_Q8F16 = {32, prep, dot, row_values, deq, gemm_prep, dot_rows};

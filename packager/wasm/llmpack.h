@@ -84,7 +84,28 @@ typedef struct {
   /* x [K] -> f32 xp [K] in the order of `deq`, for the prefill GEMM; NULL: `prep` (when
    * prep already writes f32 values in that order). */
   void (*gemm_prep)(const float *x, uint32_t K, float *xp, float *xs);
+  /* `dot` for the rows [r0, r1): y[t * ystride + r - r0] for t < T, one call per run of
+   * rows (the per-call set-up paid once); NULL: `dot` per row. */
+  void (*dot_rows)(const wmat *w, uint32_t r0, uint32_t r1, const float *const *xp, const float *const *xs, float *y,
+                   uint32_t ystride, uint32_t T);
 } wformat;
+
+/* A format's `dot` and `dot_rows` from its always-inlined rows_t(w, r0, r1, xp, xs, y,
+ * ystride, T): one instance per constant T. */
+#define DOTS_BY_T(ROWS_T)                                                                       \
+  static void dot_rows(const wmat *w, uint32_t r0, uint32_t r1, const float *const *xp,          \
+                       const float *const *xs, float *y, uint32_t ys, uint32_t T) {              \
+    switch (T) {                                                                                 \
+      case 4: ROWS_T(w, r0, r1, xp, xs, y, ys, 4); break;                                        \
+      case 3: ROWS_T(w, r0, r1, xp, xs, y, ys, 3); break;                                        \
+      case 2: ROWS_T(w, r0, r1, xp, xs, y, ys, 2); break;                                        \
+      default: ROWS_T(w, r0, r1, xp, xs, y, ys, 1); break;                                       \
+    }                                                                                            \
+  }                                                                                              \
+  static void dot(const wmat *w, uint32_t row, const float *const *xp, const float *const *xs,  \
+                  float *out, uint32_t T) {                                                      \
+    dot_rows(w, row, row + 1, xp, xs, out, 1, T);                                                \
+  }
 
 /* groups rounded up to a multiple of 4 */
 #define GROUPS4(K, group) ((((K) / (group)) + 3u) & ~3u)

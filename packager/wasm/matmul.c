@@ -83,17 +83,22 @@ void op_matmul(const uint32_t *a, uint32_t tid, uint32_t nt) {
       for (uint32_t r = rb; r < re; r += RB) gemm_rows(f, &w, r, re - r < RB ? re - r : RB, xp, tt, wt, yt, N);
       continue;
     }
-    for (uint32_t r = rb; r < re; r++) {
-      for (uint32_t q0 = 0; q0 < tt; q0 += MAXT) {
-        uint32_t T = tt - q0 < MAXT ? tt - q0 : MAXT;
-        const float *xpt[MAXT], *xst[MAXT];
+    for (uint32_t q0 = 0; q0 < tt; q0 += MAXT) {
+      uint32_t T = tt - q0 < MAXT ? tt - q0 : MAXT;
+      const float *xpt[MAXT], *xst[MAXT];
+      for (uint32_t t = 0; t < T; t++) {
+        xpt[t] = xp + (size_t)(q0 + t) * K;
+        xst[t] = xs + (q0 + t) * G;
+      }
+      float *yq = yt + (size_t)q0 * N;
+      if (f->dot_rows) {
+        f->dot_rows(&w, rb, re, xpt, xst, yq + rb, N, T);
+        continue;
+      }
+      for (uint32_t r = rb; r < re; r++) {
         float out[MAXT];
-        for (uint32_t t = 0; t < T; t++) {
-          xpt[t] = xp + (size_t)(q0 + t) * K;
-          xst[t] = xs + (q0 + t) * G;
-        }
         f->dot(&w, r, xpt, xst, out, T);
-        for (uint32_t t = 0; t < T; t++) yt[(size_t)(q0 + t) * N + r] = out[t];
+        for (uint32_t t = 0; t < T; t++) yq[(size_t)t * N + r] = out[t];
       }
     }
   }
