@@ -1,9 +1,10 @@
 /* 4-bit asymmetric formats (q4f16, q4f32): value = q * scale + min per group of 32.
  * A group is 16 bytes of codes: byte b holds code 2b in its low nibble and 2b + 1 in
- * its high nibble (docs/formats.md packs 8 codes per u32, lowest first). The dot and
- * the GEMM work on nibble planes, so x is prepped per group in plane order
- * [x[0], x[2], .., x[30], x[1], .., x[31]]: as int16 for the dot (llmpack.h, "int16
- * activations"; xs = [sum of x' per group][d per group]), as f32 for the GEMM. */
+ * its high nibble (docs/formats.md packs 8 codes per u32, lowest first). The GEMM
+ * dequantizes byte-wise nibble planes, so its x is prepped per group as
+ * [x[0], x[2], .., x[30], x[1], .., x[31]] (f32); the dot reads the 16 bytes as eight
+ * u16 lanes of four codes each, so its x is int16 (llmpack.h, "int16 activations") in
+ * the order of those four planes (q4_quads). */
 #ifndef FMT_Q4_H
 #define FMT_Q4_H
 #include "llmpack.h"
@@ -22,30 +23,37 @@ static void q4_prep(const float *x, uint32_t K, float *xp, float *xs) {
   }
 }
 
-/* the 32 values of group xg in plane order */
-INLINE void q4_planes(const float *xg, v128_t v[8]) {
-  for (int i = 0; i < 4; i++) {
-    v128_t a = wasm_v128_load(xg + 8 * i), b = wasm_v128_load(xg + 8 * i + 4);
-    v[i] = wasm_i32x4_shuffle(a, b, 0, 2, 4, 6);
-    v[4 + i] = wasm_i32x4_shuffle(a, b, 1, 3, 5, 7);
+/* the 32 values of group xg in the order of the dot's four nibble planes: lane j of
+ * the group's 16 bytes read as u16 holds codes 4j .. 4j + 3 in its four nibbles, so
+ * plane p is x[4j + p] for j < 8 (a 4 x 4 transpose per 16 values) */
+INLINE void q4_quads(const float *xg, v128_t v[8]) {
+  for (int h = 0; h < 2; h++) {
+    v128_t a = wasm_v128_load(xg + 16 * h), b = wasm_v128_load(xg + 16 * h + 4);
+    v128_t c = wasm_v128_load(xg + 16 * h + 8), d = wasm_v128_load(xg + 16 * h + 12);
+    v128_t t0 = wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), t1 = wasm_i32x4_shuffle(c, d, 0, 4, 1, 5);
+    v128_t t2 = wasm_i32x4_shuffle(a, b, 2, 6, 3, 7), t3 = wasm_i32x4_shuffle(c, d, 2, 6, 3, 7);
+    v[0 + h] = wasm_i32x4_shuffle(t0, t1, 0, 1, 4, 5);
+    v[2 + h] = wasm_i32x4_shuffle(t0, t1, 2, 3, 6, 7);
+    v[4 + h] = wasm_i32x4_shuffle(t2, t3, 0, 1, 4, 5);
+    v[6 + h] = wasm_i32x4_shuffle(t2, t3, 2, 3, 6, 7);
   }
 }
 
-/* x -> int16 xq in plane order (in xp's words), xs = [sum(x') per group][d per group],
- * each run zero-padded to GROUPS4 */
+/* x -> int16 xq in nibble-plane order (q4_quads, in xp's words), xs = [sum(x') per
+ * group][d per group], each run zero-padded to GROUPS4 */
 static void q4_qprep(const float *x, uint32_t K, float *xp, float *xs) {
   uint32_t G = K / 32, G4 = GROUPS4(K, 32);
   for (uint32_t g = 0; g < G; g++) {
     v128_t v[8];
-    q4_planes(x + 32 * g, v);
+    q4_quads(x + 32 * g, v);
     int32_t s = quant_i16_32(v, (int16_t *)xp + 32 * g, xs + G4 + g);
     xs[g] = (float)s * xs[G4 + g];
   }
   for (uint32_t g = G; g < G4; g++) xs[g] = xs[G4 + g] = 0.0f;
 }
 
-/* The int16 dot of the rows [r0, r1) for T tokens: per group, the nibble planes
- * widened to i16 times xq, summed in i32 and scaled by scale * d; plus the mins times
+/* The int16 dot of the rows [r0, r1) for T tokens: per group, the four nibble planes
+ * of the codes as u16 lanes times xq, summed in i32 and scaled by scale * d; plus the mins times
  * the sums of x'. PARAMS(row, sc, mn) writes a row's f32 scales and mins, zero-padded
  * to GROUPS4. */
 #define Q4_ROWS_BODY(PARAMS)                                                                \
@@ -61,10 +69,9 @@ static void q4_qprep(const float *x, uint32_t K, float *xp, float *xs) {
     v128_t acc[MAXT];                                                                       \
     for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);                       \
     for (uint32_t g = 0; g < G; g++) {                                                      \
-      v128_t v = wasm_v128_load(q + 16 * g);                                                \
-      v128_t lo = wasm_v128_and(v, wasm_i8x16_splat(0x0f)), hi = wasm_u8x16_shr(v, 4);      \
-      v128_t c[4] = {wasm_u16x8_extend_low_u8x16(lo), wasm_u16x8_extend_high_u8x16(lo),     \
-                     wasm_u16x8_extend_low_u8x16(hi), wasm_u16x8_extend_high_u8x16(hi)};    \
+      v128_t v = wasm_v128_load(q + 16 * g), m = wasm_i16x8_splat(0x000f);                  \
+      v128_t c[4] = {wasm_v128_and(v, m), wasm_v128_and(wasm_u16x8_shr(v, 4), m),           \
+                     wasm_v128_and(wasm_u16x8_shr(v, 8), m), wasm_u16x8_shr(v, 12)};        \
       for (uint32_t t = 0; t < T; t++) {                                                    \
         v128_t p = wasm_f32x4_convert_i32x4(idot32(c, (const int16_t *)xp[t] + 32 * g));    \
         acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(p, wasm_v128_load32_splat(&ts[t][g]))); \
