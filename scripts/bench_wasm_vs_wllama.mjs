@@ -238,7 +238,7 @@ try {
   const f = (x) => (x == null ? "-" : x >= 100 ? x.toFixed(0) : x.toFixed(1));
   const names = { llmpack: "llmpack Wasm (SIMD128)", wllama: "wllama 3.8.1 (llama.cpp Wasm)", native: "llama.cpp native (llama-bench)" };
   const lines = [
-    `SmolLM2-135M-Instruct, ${rows[0].prompt_tokens}-token prompt, ${newTokens} tokens greedy; ${version}, ${cores} logical CPUs (${os.cpus()[0]?.model ?? "?"}); median of ${runs} runs (llama-bench: mean)${rounds > 1 ? `, best prefill and decode of ${rounds} rounds` : ""}`,
+    `SmolLM2-135M-Instruct, ${rows[0].prompt_tokens}-token prompt, ${newTokens} tokens greedy; ${version}, ${cores} logical CPUs (${os.cpus()[0]?.model ?? "?"}); median of ${runs} runs (llama-bench: mean)${rounds > 1 ? `, best prefill and decode of ${rounds} rounds` : ""}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(" ")}`,
     "",
     "| engine | weights | threads | prefill tok/s | decode tok/s |",
     "|---|---|---:|---:|---:|",
