@@ -21,8 +21,8 @@ from conftest import require, require_module
 from gpu_executor import PipelineCache, has_f16, request_device, run_kernel
 from kernel_refs import ROPES, SEQ_LENS, attention_ref, encode_weight, rel_err, rmsnorm_ref, rope_ref, rope_scale
 from packager.compile import render
-from packager.kernel_table import WEIGHT_FORMATS
 from packager.errors import PackError
+from packager.kernel_table import WEIGHT_FORMATS
 from packager.rope import Rope, rope_cos_sin, rope_inv_freq
 
 TOL = {"f32": 1e-5, "f16": 2e-3}
