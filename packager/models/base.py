@@ -76,6 +76,14 @@ class ModelConfig:
     def kv_size(self) -> int:
         return self.num_key_value_heads * self.head_dim
 
+    @property
+    def qkv_size(self) -> int:  # rows of a fused q/k/v projection (Phi-3)
+        return self.q_size + 2 * self.kv_size
+
+    @property
+    def gate_up_size(self) -> int:  # rows of a fused gate/up projection (Phi-3)
+        return 2 * self.intermediate_size
+
     def to_json(self) -> dict:
         """The manifest's model.config (the optional fields where they differ from their default)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)
