@@ -33,13 +33,13 @@ TINY_QWEN = {
 }
 
 # Phi3ForCausalLM and SmolLM3ForCausalLM (their own transformers classes). phi3: Phi-3-mini's
-# shape (untied, full rotary, a sliding window no context window reaches); phi3-longrope:
+# shape (untied, full rotary, a sliding window as long as the context); phi3-longrope:
 # Phi-4-mini's (tied, 3/4 of each head rotated, LongRoPE with max_position_embeddings /
 # original = 4, so cos/sin are scaled by sqrt(1 + ln 4 / ln 4096)); smollm3: every second
 # layer without RoPE
 TINY_PHI3 = {
     "phi3": dict(architecture="phi3", num_key_value_heads=2, pad_token_id=0, tie_word_embeddings=False,
-                 sliding_window=4096, max_position_embeddings=4096),
+                 sliding_window=256),
     "phi3-longrope": dict(architecture="phi3", num_key_value_heads=2, pad_token_id=0, partial_rotary_factor=0.75,
                           max_position_embeddings=16384, original_max_position_embeddings=4096, rope_scaling={
                               "type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.6, 2.2, 3.0],

@@ -65,7 +65,7 @@ def test_phi3_config(tiny_llama):
     scaling = {"type": "longrope", "short_factor": list(r.short_factor), "long_factor": list(r.long_factor)}
     assert resolve_config({**hub, "rope_theta": 10000.0, "rope_scaling": scaling}).rope == r
     plain = resolve_config(raw_config(tiny_llama, "phi3"))
-    assert plain.rope.type == "default" and plain.rope.rotary_dim(16) == 16 and plain.sliding_window == 4096
+    assert plain.rope.type == "default" and plain.rope.rotary_dim(16) == 16 and plain.sliding_window == 256
     # the manifest's form reads back to the same config
     manifest = {"model": {"hf_architecture": c.hf_architecture, "config": c.to_json()},
                 "memory": {"context_window": c.context_window}}
@@ -82,7 +82,7 @@ def test_phi3_refuses_contexts_it_cannot_run_exactly(tiny_llama):
     rp = raw["rope_parameters"]
     same = {**raw, "rope_parameters": {**rp, "long_factor": rp["short_factor"]}}
     assert resolve_config(same, 8192).context_window == 8192  # one table for every length: exact
-    mini_4k = {**raw_config(tiny_llama, "phi3"), "sliding_window": 2047}  # Phi-3-mini-4k's window
+    mini_4k = {**raw_config(tiny_llama, "phi3"), "sliding_window": 2047, "max_position_embeddings": 4096}  # 4k's
     with pytest.raises(PackError, match=r"sliding window of 2047 tokens.*--context-window 2047 or less"):
         resolve_config(mini_4k)  # the default context window: 4096
     assert resolve_config(mini_4k, 2047).context_window == 2047
