@@ -27,7 +27,7 @@ from packager.errors import PackError
 from packager.models import config_from_manifest, definition, resolve_config
 from packager.plan import build_plan
 from packager.reference import ReferenceModel
-from plan_cases import rel
+from plan_cases import case_calls, rel
 from test_plan_gpu import DECODE_STEPS, F16_TOL, F32_TOL, compare, gpu_run, manifest_of, prompts, reference_run
 
 HF_TOL = 1e-4  # f32 bundle, numpy reference vs transformers: measured 9e-7 .. 1.3e-6
@@ -261,3 +261,38 @@ def test_split_views_of_fused_matrices(tmp_path):
     b = gpu_run(GpuExecutor(bundle, files=split, variant="f32"), p1, p2, [5, 9])
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+# ---------------------------------------------------------------------------------------
+# Phi-3 on Dawn (Node's npm `webgpu`, SwiftShader here: f32 kernels). About 40 s, most of
+# it SwiftShader compiling the pipelines: a long test. (Every run: the same kernels compiled
+# by Dawn, tests/test_plan_gpu.py, and the whole plan on WebGPU in Deno, test_runtime_deno.py.)
+
+
+# SwiftShader's f32 kernels measure 4.2e-4 here, as a tiny Llama does on the same path (7.4e-4;
+# lavapipe: 3e-6): its transcendental functions are approximate. 3e-3: 4x the Llama's.
+DAWN_TOL = 3e-3
+
+
+@pytest.mark.long
+def test_phi3_longrope_on_dawn_in_node(packaged_tiny, tmp_path):
+    import subprocess
+
+    from test_runtime_deno import DRIVER, RUNTIME, check_against_reference
+    from test_runtime_e2e import js_env as _js_env  # (the fixture's function: Node's adapter, checked)
+
+    env = _js_env.__wrapped__()
+    bundle = packaged_tiny("phi3-longrope", "q4f16", quantizer="rtn")
+    calls = case_calls(320, 37, 21, 4)
+    job = {"bundle": str(bundle), "variant": "f32", "calls": calls, "greedy": 8, "out": str(tmp_path / "logits")}
+    (tmp_path / "spec.json").write_text(json.dumps({"jobs": [job]}))
+    r = subprocess.run(["node", str(DRIVER), str(tmp_path / "spec.json")], cwd=RUNTIME, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    [out] = json.loads(r.stdout.strip().splitlines()[-1])["jobs"]
+    assert "error" not in out, out["error"]
+    assert out["label"] == "WebGPU f32"
+    logits = np.fromfile(job["out"], np.float32).reshape(len(calls) + 8, -1)
+    err, compared = check_against_reference(bundle, calls, out["tokens"], logits, DAWN_TOL)
+    assert compared >= 4
+    print(f"phi3-longrope on Dawn ({out['adapter']}): max rel err {err:.2e}, load {out['load_ms']} ms")
