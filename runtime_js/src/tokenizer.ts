@@ -25,7 +25,8 @@ export class BundleTokenizer {
   private template: ChatTemplate | null = null;
 
   constructor(
-    tokenizerJson: object,
+    /** tokenizer.json as parsed (the grammar engine reads its decoder and vocabulary) */
+    readonly tokenizerJson: object,
     private readonly config: Record<string, unknown>,
     private readonly info: Manifest["tokenizer"],
     generation?: Partial<Manifest["generation"]>,
@@ -80,6 +81,20 @@ export class BundleTokenizer {
   decode(ids: ArrayLike<number>, { skipSpecialTokens = true } = {}): string {
     if (ids.length === 0) return "";
     return this.tok.decode(Array.from(ids), { skip_special_tokens: skipSpecialTokens });
+  }
+
+  /** The vocabulary's tokens as stored in tokenizer.json, by id (added tokens included; gaps are ""). */
+  tokens(): string[] {
+    const out: string[] = [];
+    for (const [token, id] of this.tok.get_vocab(true)) out[id] = token;
+    return Array.from(out, (t) => t ?? "");
+  }
+
+  /** Ids of the added tokens marked special (control tokens such as <|im_start|>). */
+  specialTokenIds(): Set<number> {
+    const ids = new Set<number>();
+    for (const [id, t] of this.tok.get_added_tokens_decoder()) if (t.special) ids.add(id);
+    return ids;
   }
 
   tokenId(token: string): number | undefined {
