@@ -112,12 +112,30 @@ async function compileSpec(xg: XGrammar, compiler: Compiler, spec: GrammarSpec):
       case "grammar":
         return await compiler.compileGrammar(spec.grammar, spec.root ?? "root");
       case "structural_tag":
-        return await compiler.compileStructuralTag({ type: "structural_tag", format: spec.format });
+        return await compiler.compileStructuralTag({ type: "structural_tag", format: await compactJson(xg, spec.format) });
     }
   } catch (e) {
     const what = spec.kind === "grammar" ? "the grammar" : spec.kind === "structural_tag" ? "the tool-call format" : "the JSON schema";
     throw new GrammarError(`${what} cannot be compiled: ${describe(xg, e)}`);
   }
+}
+
+/**
+ * A structural tag's JSON contents allow any whitespace between tokens (a random model
+ * fills them with it): each becomes the compact grammar of its schema instead.
+ */
+async function compactJson(xg: XGrammar, node: unknown): Promise<unknown> {
+  if (Array.isArray(node)) return Promise.all(node.map((n) => compactJson(xg, n)));
+  if (!node || typeof node !== "object") return node;
+  const n = node as Record<string, unknown>;
+  if (n.type === "json_schema" && "json_schema" in n) {
+    const f = JSON_FORMAT;
+    const grammar = await xg.Testings._jsonSchemaToEBNF(JSON.stringify(n.json_schema), f.anyWhitespace, f.indent, f.separators, f.strict);
+    return { type: "grammar", grammar };
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(n)) out[k] = await compactJson(xg, v);
+  return out;
 }
 
 const finalizer = new FinalizationRegistry<{ dispose(): void }>((m) => m.dispose());
