@@ -13,17 +13,21 @@ import type { ShardCache } from "./cache.js";
 import type { FetchLike } from "./fetch.js";
 import { BundleLoader, type LoadStats, type ProgressCallback } from "./loader.js";
 import type { Manifest } from "./manifest.js";
+import type { LogitsProcessorFactory } from "./logits_processor.js";
 import {
   type ChatCompletion,
+  type ChatCompletionChoice,
   type ChatCompletionChunk,
   type ChatCompletionRequest,
+  type ChatCompletionTokenLogprob,
   chatMessages,
   completionId,
   generationParams,
+  logprobEntries,
   usage,
 } from "./openai.js";
 import { REGISTRY_SCHEME, resolveRegistryModel } from "./registry.js";
-import { ContextWindowError, type GenerationParams, type GenerationResult, Session } from "./session.js";
+import { ContextWindowError, type GenerationEvent, type GenerationParams, type GenerationResult, Session } from "./session.js";
 import { DEFAULT_TEMPLATE_LIMITS } from "./template.js";
 import { BundleTokenizer, type ChatMessage } from "./tokenizer.js";
 
@@ -60,12 +64,21 @@ export interface EngineOptions {
 export interface GenerateOptions extends GenerationParams {
   /** called with each piece of text as it is generated */
   onText?: (delta: string) => void;
+  /** aborting rejects the call with an AbortError (the engine stays usable) */
   signal?: AbortSignal;
 }
 
 export interface RequestOptions {
-  /** ends this request (finish_reason "abort"); an abort before it starts rejects it */
+  /**
+   * aborting rejects the request with an AbortError (a stream's iteration throws it),
+   * whether it is queued or running; the engine stays usable for the next request
+   */
   signal?: AbortSignal;
+  /**
+   * more LogitsProcessors for this request (run after logit_bias), made afresh for each
+   * choice: constrained decoding plugs in here
+   */
+  logitsProcessors?: LogitsProcessorFactory;
 }
 
 export async function createEngine(bundleUrl: string | URL, opts: EngineOptions = {}): Promise<Engine> {
@@ -139,7 +152,7 @@ export class Engine {
 
   private newSession(backend: Backend): Session {
     const window = Math.min(this.manifest.memory.context_window, backend.contextWindow ?? Infinity);
-    return new Session(backend, this.tokenizer, window, this.manifest.generation);
+    return new Session(backend, this.tokenizer, window, this.manifest.generation, this.manifest.model.config.vocab_size);
   }
 
   /**
@@ -192,10 +205,17 @@ export class Engine {
     return this.tokenizer.encode(text, { addSpecialTokens: false });
   }
 
-  /** Generates from a raw prompt (no chat template; the tokenizer adds its special tokens). */
+  /**
+   * Generates from a raw prompt (no chat template; the tokenizer adds its special
+   * tokens). One text: n > 1 and logprobs need chat.completions.create.
+   */
   async generate(prompt: string, opts: GenerateOptions = {}): Promise<string> {
     const { onText, signal, ...params } = opts;
     this.assertLoaded();
+    if ((params.n ?? 1) !== 1 || params.logprobs || params.top_logprobs != null) {
+      throw new TypeError("generate() returns one text: use chat.completions.create for n > 1 or logprobs");
+    }
+    this.session.resolve(params); // (checks before anything runs)
     this.checkPromptChars(prompt.length, "the prompt");
     const ids = this.tokenizer.encode(prompt);
     let text = "";
@@ -205,6 +225,7 @@ export class Engine {
         text += r.value;
         onText?.(r.value);
       }
+      signal?.throwIfAborted();
     }, signal);
     return text;
   }
@@ -230,27 +251,43 @@ export class Engine {
   private async createChatCompletion(req: ChatCompletionRequest, opts: RequestOptions = {}): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
     this.assertLoaded();
     const messages = chatMessages(req);
+    const params: GenerationParams = { ...generationParams(req), logitsProcessors: opts.logitsProcessors };
+    const n = this.session.resolve(params).n ?? 1; // (checks before anything runs)
     const prompt = this.chatPrompt(messages);
-    const params = generationParams(req);
-    this.session.resolve(params); // validate defaults early
     const meta = { id: completionId(), created: Math.floor(Date.now() / 1000), model: req.model ?? this.modelName };
     if (req.stream) return this.streamChat(prompt, params, meta, opts.signal);
 
-    let content = "";
+    const choices: ChatCompletionChoice[] = Array.from({ length: n }, (_, index) => ({
+      index,
+      message: { role: "assistant", content: "", refusal: null },
+      finish_reason: "length",
+      logprobs: params.logprobs ? { content: [], refusal: null } : null,
+    }));
     let result!: GenerationResult;
     await this.exclusive(async () => {
-      const run = this.session.run(prompt, params, this.stopCheck(opts.signal));
+      const run = this.session.generate(prompt, params, this.stopCheck(opts.signal));
       let r = await run.next();
-      for (; !r.done; r = await run.next()) content += r.value;
+      for (; !r.done; r = await run.next()) {
+        const e = r.value;
+        const choice = choices[e.choice]!; // (e.choice < n)
+        choice.message.content += e.text;
+        if (e.logprobs) choice.logprobs?.content?.push(...this.logprobs(e));
+        if (e.finishReason) choice.finish_reason = e.finishReason;
+      }
       result = r.value;
+      opts.signal?.throwIfAborted();
     }, opts.signal);
     return {
       ...meta,
       object: "chat.completion",
-      choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: result.finishReason, logprobs: null }],
+      choices: choices as ChatCompletion["choices"], // (n >= 1)
       usage: usage(result),
       timings: result.timings,
     };
+  }
+
+  private logprobs(e: GenerationEvent): ChatCompletionTokenLogprob[] {
+    return e.logprobs ? logprobEntries(e.logprobs, this.tokenizer) : [];
   }
 
   private async *streamChat(
@@ -259,18 +296,31 @@ export class Engine {
     meta: { id: string; created: number; model: string },
     signal?: AbortSignal,
   ): AsyncGenerator<ChatCompletionChunk> {
-    const chunk = (delta: ChatCompletionChunk["choices"][0]["delta"], finish: ChatCompletionChunk["choices"][0]["finish_reason"] = null): ChatCompletionChunk => ({
+    type Choice = ChatCompletionChunk["choices"][0];
+    const chunk = (index: number, delta: Choice["delta"], finish: Choice["finish_reason"] = null, logprobs: Choice["logprobs"] = null): ChatCompletionChunk => ({
       ...meta,
       object: "chat.completion.chunk",
-      choices: [{ index: 0, delta, finish_reason: finish, logprobs: null }],
+      choices: [{ index, delta, finish_reason: finish, logprobs }],
     });
     const release = await this.acquire(signal);
     try {
-      const run = this.session.run(prompt, params, this.stopCheck(signal));
-      yield chunk({ role: "assistant", content: "" });
+      const run = this.session.generate(prompt, params, this.stopCheck(signal));
+      const n = params.n ?? 1;
+      for (let c = 0; c < n; c++) yield chunk(c, { role: "assistant", content: "" });
       let r = await run.next();
-      for (; !r.done; r = await run.next()) yield chunk({ content: r.value });
-      yield { ...chunk({}, r.value.finishReason), usage: usage(r.value), timings: r.value.timings };
+      let last: GenerationEvent | null = null;
+      for (; !r.done; r = await run.next()) {
+        signal?.throwIfAborted();
+        const e = r.value;
+        // (a choice's finish chunk waits for the next event: the last one carries usage)
+        if (last) yield chunk(last.choice, {}, last.finishReason);
+        last = null;
+        if (e.finishReason) last = e;
+        else yield chunk(e.choice, { content: e.text }, null, e.logprobs ? { content: this.logprobs(e), refusal: null } : null);
+      }
+      signal?.throwIfAborted();
+      const end = chunk(last?.choice ?? n - 1, {}, last?.finishReason ?? r.value.finishReason);
+      yield { ...end, usage: usage(r.value), timings: r.value.timings };
     } finally {
       release();
     }
