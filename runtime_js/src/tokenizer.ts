@@ -128,7 +128,8 @@ export class BundleTokenizer {
     return this.chatTemplateSource() !== null;
   }
 
-  private chatTemplateSource(): string | null {
+  /** The chat template's Jinja source (the manifest's, else tokenizer_config.json's), or null. */
+  chatTemplateSource(): string | null {
     if (this.info.chat_template) return this.info.chat_template;
     const fromConfig = this.config.chat_template;
     return typeof fromConfig === "string" ? fromConfig : null;

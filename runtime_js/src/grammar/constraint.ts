@@ -165,16 +165,26 @@ export class GrammarProcessor implements LogitsProcessor {
   process(logits: Float32Array): void {
     const mask = this.nextMask();
     const n = logits.length;
+    let open = false; // some allowed token kept a finite logit
     for (let w = 0; w * 32 < n; w++) {
       const bits = mask[w] ?? 0;
-      if (bits === -1) continue;
       const end = Math.min(n, w * 32 + 32);
       if (bits === 0) {
         logits.fill(-Infinity, w * 32, end);
         continue;
       }
-      for (let t = w * 32; t < end; t++) if (!((bits >>> (t & 31)) & 1)) logits[t] = -Infinity;
+      if (bits === -1) {
+        for (let t = w * 32; !open && t < end; t++) open = logits[t]! > -Infinity;
+        continue;
+      }
+      for (let t = w * 32; t < end; t++) {
+        if (!((bits >>> (t & 31)) & 1)) logits[t] = -Infinity;
+        else if (!open && logits[t]! > -Infinity) open = true;
+      }
     }
+    // Every allowed token was forbidden before (-Infinity from the model or an earlier
+    // processor): choose among the allowed ones evenly rather than leave the grammar.
+    if (!open) for (let t = 0; t < n; t++) if ((mask[t >> 5]! >>> (t & 31)) & 1) logits[t] = 0;
   }
 
   accept(token: number): void {
