@@ -19,7 +19,7 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 RUNTIME = ROOT / "runtime_js"
 DEMO = ROOT / "web_demo"
-RUNTIME_FILES = ("llmpack.js", "llmpack.js.map")
+RUNTIME_FILES = ("llmpack.js", "llmpack.js.map", "xgrammar.js", "xgrammar.js.map")  # xgrammar.js: loaded by llmpack.js on demand
 
 
 def built_runtime() -> Path:

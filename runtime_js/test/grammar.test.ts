@@ -15,6 +15,7 @@ import path from "node:path";
 import { Ajv } from "ajv";
 import { GrammarCompilerCache, GrammarError, type GrammarProcessor } from "../src/grammar/constraint.js";
 import { type GrammarSpec, responseFormatSpec } from "../src/grammar/response_format.js";
+import { tokenBytes, Utf8Guard } from "../src/grammar/utf8.js";
 import { grammarVocab, prependsSpace, vocabType } from "../src/grammar/vocab.js";
 import { Prng, Sampler } from "../src/sampler.js";
 import { BundleTokenizer } from "../src/tokenizer.js";
@@ -97,6 +98,53 @@ describe("vocabulary description", () => {
     const v = grammarVocab({ decoder: { type: "ByteLevel" } }, ["<s>", "a", "</s>", "b"], new Set([0]), [2]);
     assert.deepEqual(v.tokens, ["", "a", "", "b"]);
     assert.deepEqual(v.stopTokenIds, [2]);
+  });
+});
+
+describe("UTF-8 across tokens", () => {
+  test("each state allows exactly the bytes that continue valid UTF-8 (TextDecoder as the oracle)", () => {
+    // every single byte, a few multi-byte tokens, a stop token (id 300) and empty ones
+    const tokens: Uint8Array[] = Array.from({ length: 256 }, (_, b) => Uint8Array.of(b));
+    tokens.push(Uint8Array.of(0xc3, 0xa9), Uint8Array.of(0xa9, 0x41), Uint8Array.of(0xe2, 0x82), Uint8Array.of(0x82, 0xac, 0xe2));
+    while (tokens.length < 302) tokens.push(new Uint8Array(0));
+    const guard = new Utf8Guard(tokens, [300], 302);
+    const fatal = new TextDecoder("utf-8", { fatal: true });
+    const valid = (bytes: number[]) => {
+      try {
+        fatal.decode(Uint8Array.from(bytes));
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const rng = new Prng(5);
+    for (let run = 0; run < 300; run++) {
+      let state = 0;
+      const out: number[] = [];
+      for (let i = 0; i < 12; i++) {
+        const mask = guard.mask(state);
+        const allowed = [...Array(302).keys()].filter((t) => (mask[t >> 5]! >>> (t & 31)) & 1);
+        // a token is allowed iff the output can still become valid UTF-8 after it
+        for (const t of [0x41, 0x80, 0xa0, 0xbf, 0xc0, 0xc3, 0xe0, 0xed, 0xf0, 0xf4, 0xf5, 256, 257, 258, 259]) {
+          const next = [...out, ...tokens[t]!];
+          const completable = [[], [0x80], [0x80, 0x80], [0x80, 0x80, 0x80], [0xa0, 0x80], [0x90, 0x80, 0x80]].some((tail) => valid([...next, ...tail]));
+          assert.equal(allowed.includes(t), completable, `after ${out.map((b) => b.toString(16))} token ${t}`);
+        }
+        assert.equal(allowed.includes(300), state === 0, "the stop token only between characters");
+        const t = allowed[rng.nextUint32() % allowed.length]!;
+        out.push(...tokens[t]!);
+        state = guard.step(state, t);
+      }
+    }
+  });
+
+  test("token bytes from byte-level and byte-fallback vocabularies", () => {
+    assert.deepEqual([...tokenBytes(["Ġhi", "Ċ", "Ã©"], "byte_level")[0]!], [0x20, 0x68, 0x69]);
+    assert.deepEqual([...tokenBytes(["Ċ"], "byte_level")[0]!], [0x0a]);
+    assert.deepEqual([...tokenBytes(["Ã©"], "byte_level")[0]!], [0xc3, 0xa9]);
+    assert.deepEqual([...tokenBytes(["<0xE2>", "▁hi", ""], "byte_fallback")[0]!], [0xe2]);
+    assert.deepEqual([...tokenBytes(["▁hi"], "byte_fallback")[0]!], [0x20, 0x68, 0x69]);
+    assert.equal(tokenBytes([""], "raw")[0]!.length, 0);
   });
 });
 

@@ -11,6 +11,7 @@
  */
 import type { LogitsProcessor } from "../logits_processor.js";
 import type { GrammarSpec } from "./response_format.js";
+import { tokenBytes, Utf8Guard } from "./utf8.js";
 import type { GrammarVocab } from "./vocab.js";
 import type { CompiledGrammar as Compiled, GrammarCompiler as Compiler, GrammarMatcher as Matcher, XGrammar } from "./xgrammar.js";
 
@@ -23,6 +24,7 @@ interface Engine {
   xg: XGrammar;
   compiler: Compiler;
   stopTokenIds: number[];
+  utf8: Utf8Guard;
 }
 
 let loading: Promise<XGrammar> | null = null;
@@ -33,8 +35,26 @@ export function loadXGrammar(): Promise<XGrammar> {
   return loading;
 }
 
-/** JSON output format: compact, one line (no whitespace a random model could repeat forever). */
-const JSON_FORMAT = { anyWhitespace: false, indent: undefined, separators: [",", ":"] as [string, string], strict: true };
+/**
+ * JSON output format: compact, on one line (indent -1: no whitespace a random model
+ * could repeat forever), no properties the schema does not name (strict).
+ */
+const JSON_FORMAT = { anyWhitespace: false, indent: -1, separators: [",", ":"] as [string, string], strict: true };
+
+/**
+ * XGrammar 0.1.27 writes the characters of a length-bounded string as [^"\\\r\n], which
+ * lets control characters through (a tab, U+0007) that JSON forbids unescaped and
+ * JSON.parse refuses; its other string rules already exclude U+0000..U+001F.
+ */
+const LOOSE_STRING_CHAR = '[^"\\\\\\r\\n]';
+const JSON_STRING_CHAR = '[^\\0-\\x1f"\\\\]';
+
+/** The EBNF grammar of JSON valid against `schema`, in JSON_FORMAT. */
+async function jsonGrammar(xg: XGrammar, schema: unknown): Promise<string> {
+  const f = JSON_FORMAT;
+  const ebnf = await xg.Testings._jsonSchemaToEBNF(JSON.stringify(schema), f.anyWhitespace, f.indent, f.separators, f.strict);
+  return ebnf.replaceAll(LOOSE_STRING_CHAR, JSON_STRING_CHAR);
+}
 
 /** Compiled grammars kept per tokenizer (most recently used). */
 const KEEP_COMPILED = 16;
@@ -67,15 +87,16 @@ export class GrammarCompilerCache {
       const v = this.vocab();
       const size = Math.max(this.vocabSize, v.tokens.length);
       const info = await xg.TokenizerInfo.createTokenizerInfo(v.tokens, v.vocabType, v.prependSpace, size, v.stopTokenIds);
-      return { xg, compiler: await xg.GrammarCompiler.createGrammarCompiler(info), stopTokenIds: v.stopTokenIds };
+      const utf8 = new Utf8Guard(tokenBytes(v.tokens, v.vocabType), v.stopTokenIds, size);
+      return { xg, compiler: await xg.GrammarCompiler.createGrammarCompiler(info), stopTokenIds: v.stopTokenIds, utf8 };
     })();
     this.compiler.catch(() => (this.compiler = null));
     return this.compiler;
   }
 
   /** Compiles `spec` (or takes it from the cache); a bad grammar or schema rejects with a GrammarError. */
-  async compile(spec: GrammarSpec): Promise<{ xg: XGrammar; compiled: Compiled; stopTokenIds: number[] }> {
-    const { xg, compiler, stopTokenIds } = await this.engine();
+  async compile(spec: GrammarSpec): Promise<{ xg: XGrammar; compiled: Compiled; stopTokenIds: number[]; utf8: Utf8Guard }> {
+    const { xg, compiler, stopTokenIds, utf8 } = await this.engine();
     const key = JSON.stringify(spec);
     let p = this.compiled.get(key);
     if (p) {
@@ -90,14 +111,14 @@ export class GrammarCompilerCache {
       }
     }
     this.compiled.set(key, p);
-    return { xg, compiled: await p, stopTokenIds };
+    return { xg, compiled: await p, stopTokenIds, utf8 };
   }
 
   /** A fresh processor (one per generated sequence) for `spec`. */
   async processor(spec: GrammarSpec): Promise<GrammarProcessor> {
-    const { xg, compiled, stopTokenIds } = await this.compile(spec);
+    const { xg, compiled, stopTokenIds, utf8 } = await this.compile(spec);
     const matcher = await xg.GrammarMatcher.createGrammarMatcher(compiled);
-    return new GrammarProcessor(xg, matcher, stopTokenIds);
+    return new GrammarProcessor(xg, matcher, stopTokenIds, utf8);
   }
 }
 
@@ -106,9 +127,9 @@ async function compileSpec(xg: XGrammar, compiler: Compiler, spec: GrammarSpec):
   try {
     switch (spec.kind) {
       case "json_object":
-        return await compiler.compileJSONSchema(JSON.stringify({ type: "object" }), JSON_FORMAT.anyWhitespace, JSON_FORMAT.indent, JSON_FORMAT.separators, JSON_FORMAT.strict);
+        return await compiler.compileGrammar(await jsonGrammar(xg, { type: "object" }));
       case "json_schema":
-        return await compiler.compileJSONSchema(JSON.stringify(spec.schema), JSON_FORMAT.anyWhitespace, JSON_FORMAT.indent, JSON_FORMAT.separators, JSON_FORMAT.strict);
+        return await compiler.compileGrammar(await jsonGrammar(xg, spec.schema));
       case "grammar":
         return await compiler.compileGrammar(spec.grammar, spec.root ?? "root");
       case "structural_tag":
@@ -128,11 +149,7 @@ async function compactJson(xg: XGrammar, node: unknown): Promise<unknown> {
   if (Array.isArray(node)) return Promise.all(node.map((n) => compactJson(xg, n)));
   if (!node || typeof node !== "object") return node;
   const n = node as Record<string, unknown>;
-  if (n.type === "json_schema" && "json_schema" in n) {
-    const f = JSON_FORMAT;
-    const grammar = await xg.Testings._jsonSchemaToEBNF(JSON.stringify(n.json_schema), f.anyWhitespace, f.indent, f.separators, f.strict);
-    return { type: "grammar", grammar };
-  }
+  if (n.type === "json_schema" && "json_schema" in n) return { type: "grammar", grammar: await jsonGrammar(xg, n.json_schema) };
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(n)) out[k] = await compactJson(xg, v);
   return out;
@@ -147,19 +164,33 @@ const finalizer = new FinalizationRegistry<{ dispose(): void }>((m) => m.dispose
  */
 export class GrammarProcessor implements LogitsProcessor {
   private mask: Int32Array | null = null;
+  /** where the output stands in a UTF-8 character (Utf8Guard) */
+  private utf8State = 0;
 
   constructor(
     private readonly xg: XGrammar,
     private readonly matcher: Matcher,
     private readonly stopTokenIds: readonly number[],
+    private readonly utf8: Utf8Guard | null = null,
   ) {
     finalizer.register(this, matcher);
   }
 
   /** Words of the allowed-token bitmask for the current state (bit t of word t >> 5). */
   nextMask(): Int32Array {
-    this.mask ??= this.xg.nextTokenBitmask(this.matcher);
-    return this.mask;
+    if (this.mask) return this.mask;
+    const mask = this.xg.nextTokenBitmask(this.matcher);
+    if (this.utf8) {
+      const valid = this.utf8.mask(this.utf8State);
+      const both = mask.map((w, i) => w & (valid[i] ?? 0));
+      // (a grammar that allows only broken UTF-8 here still gets its way)
+      if (both.some((w) => w !== 0)) {
+        this.mask = both;
+        return both;
+      }
+    }
+    this.mask = mask;
+    return mask;
   }
 
   process(logits: Float32Array): void {
@@ -189,6 +220,7 @@ export class GrammarProcessor implements LogitsProcessor {
 
   accept(token: number): void {
     this.mask = null;
+    if (this.utf8) this.utf8State = this.utf8.step(this.utf8State, token);
     if (this.matcher.isTerminated()) return; // (a stop token after completion)
     if (!this.matcher.acceptToken(token)) throw new GrammarError(`token ${token} does not continue the grammar`);
   }
