@@ -114,6 +114,7 @@ def test_smollm2_json_schema_and_tool_round_trip(smollm2_bundle, tmp_path):
          "then": {"tool_result": '{"temperature": 18, "unit": "celsius", "sky": "sunny"}'}},
         {"request": {"messages": ask, "tools": [WEATHER, TIME], "temperature": 0, "max_tokens": 60,
                      "tool_choice": {"type": "function", "function": {"name": "get_time"}}}},
+        {"request": {"messages": ask, "max_tokens": 1}},  # the question alone: its prompt's length
     ]
     out = run_driver(bundle, requests, tmp_path)
     person = out[0]["response"]["choices"][0]
@@ -128,10 +129,11 @@ def test_smollm2_json_schema_and_tool_round_trip(smollm2_bundle, tmp_path):
     (call,) = choice["message"]["tool_calls"]
     assert call["type"] == "function" and call["id"].startswith("call_")
     jsonschema.validate(json.loads(call["function"]["arguments"]), schemas[call["function"]["name"]])
-    # the call and the tool's result went back in: the follow-up prompt holds both, and it answers in text
+    # the call and the tool's result went back in (tool_choice "none": without the tools' system
+    # message): the follow-up prompt is the question's, the call and more; it answers in text
     followup = out[1]["followup"]
-    first = required["usage"]
-    assert followup["usage"]["prompt_tokens"] > first["prompt_tokens"] + first["completion_tokens"]
+    question = out[3]["response"]["usage"]["prompt_tokens"]
+    assert followup["usage"]["prompt_tokens"] > question + required["usage"]["completion_tokens"]
     assert followup["choices"][0]["finish_reason"] in ("stop", "length")
     assert followup["choices"][0]["message"]["content"]
     assert not followup["choices"][0]["message"].get("tool_calls")
