@@ -5,18 +5,20 @@
 import type { FinishReason, GenerationParams, GenerationResult, Timings, TokenLogprobs } from "./session.js";
 import type { BundleTokenizer, ChatMessage } from "./tokenizer.js";
 
-export type ContentPart = { type: "text"; text: string } | { type: string; [key: string]: unknown };
+/** a part of a message's content: only text parts are read (others are refused at run time) */
+export type ContentPart = { type: string; text?: string } | { type: string; [key: string]: unknown };
 
 export interface ChatCompletionMessageParam {
   role: "system" | "user" | "assistant" | "developer" | "tool" | string;
-  content: string | ContentPart[] | null;
+  /** absent or null: empty (an assistant turn that only called tools) */
+  content?: string | ContentPart[] | null;
   name?: string;
 }
 
 export interface ChatCompletionRequest {
   messages: ChatCompletionMessageParam[];
   model?: string;
-  stream?: boolean;
+  stream?: boolean | null;
   max_tokens?: number | null;
   /** OpenAI's newer name for max_tokens */
   max_completion_tokens?: number | null;
@@ -38,7 +40,7 @@ export interface ChatCompletionRequest {
   logprobs?: boolean | null;
   /** with logprobs: the 0..20 most likely tokens at each position */
   top_logprobs?: number | null;
-  stream_options?: { include_usage?: boolean | null } | null;
+  stream_options?: { include_usage?: boolean } | null;
 }
 
 export interface CompletionUsage {
