@@ -26,10 +26,15 @@ import {
   logprobEntries,
   usage,
 } from "./openai.js";
+import { GrammarCompilerCache } from "./grammar/constraint.js";
+import { structuredRequest } from "./grammar/request.js";
+import type { GrammarSpec } from "./grammar/response_format.js";
+import { grammarVocab } from "./grammar/vocab.js";
 import { REGISTRY_SCHEME, resolveRegistryModel } from "./registry.js";
 import { ContextWindowError, type GenerationEvent, type GenerationParams, type GenerationResult, Session } from "./session.js";
 import { DEFAULT_TEMPLATE_LIMITS } from "./template.js";
 import { BundleTokenizer, type ChatMessage } from "./tokenizer.js";
+import { type FunctionTool, parseToolCalls, ToolCallStream, type ToolPlan } from "./tools.js";
 
 /**
  * Most characters per token a prompt may average. Prompts are measured in characters
@@ -116,6 +121,8 @@ export class Engine {
     };
   };
   private session: Session;
+  /** compiled grammars (constrained decoding), made on the first request that needs one */
+  private grammars: GrammarCompilerCache | null = null;
   private current: Backend;
   private currentInfo: BackendInfo;
   /** tail of the request queue */
@@ -197,10 +204,10 @@ export class Engine {
   }
 
   /** The prompt ids of a conversation, its size checked before the template and the tokenizer run. */
-  private chatPrompt(messages: ChatMessage[]): number[] {
-    this.checkPromptChars(messages.reduce((n, m) => n + m.content.length, 0), "the conversation");
+  private chatPrompt(messages: ChatMessage[], tools?: FunctionTool[]): number[] {
+    this.checkPromptChars(messages.reduce((n, m) => n + m.content.length, 0) + (tools ? JSON.stringify(tools).length : 0), "the conversation");
     const limits = { maxChars: Math.max(DEFAULT_TEMPLATE_LIMITS.maxChars, 2 * this.maxPromptChars) };
-    const text = this.tokenizer.applyChatTemplate(messages, { limits });
+    const text = this.tokenizer.applyChatTemplate(messages, { limits, extra: tools ? { tools } : {} });
     this.checkPromptChars(text.length, "the conversation rendered by the chat template");
     return this.tokenizer.encode(text, { addSpecialTokens: false });
   }
@@ -250,12 +257,13 @@ export class Engine {
 
   private async createChatCompletion(req: ChatCompletionRequest, opts: RequestOptions = {}): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
     this.assertLoaded();
-    const messages = chatMessages(req);
+    const structured = structuredRequest(req, chatMessages(req), this.tokenizer.chatTemplateSource());
     const params: GenerationParams = { ...generationParams(req), logitsProcessors: opts.logitsProcessors };
     const n = this.session.resolve(params).n ?? 1; // (checks before anything runs)
-    const prompt = this.chatPrompt(messages);
+    const prompt = this.chatPrompt(structured.messages, structured.tools);
+    if (structured.grammar) params.logitsProcessors = await this.constrained(structured.grammar, n, opts.logitsProcessors);
     const meta = { id: completionId(), created: Math.floor(Date.now() / 1000), model: req.model ?? this.modelName };
-    if (req.stream) return this.streamChat(prompt, params, meta, opts.signal);
+    if (req.stream) return this.streamChat(prompt, params, meta, opts.signal, structured.plan);
 
     const choices: ChatCompletionChoice[] = Array.from({ length: n }, (_, index) => ({
       index,
@@ -277,6 +285,7 @@ export class Engine {
       result = r.value;
       opts.signal?.throwIfAborted();
     }, opts.signal);
+    if (structured.plan) for (const c of choices) readToolCalls(c, structured.plan);
     return {
       ...meta,
       object: "chat.completion",
@@ -284,6 +293,21 @@ export class Engine {
       usage: usage(result),
       timings: result.timings,
     };
+  }
+
+  /**
+   * Processors that hold each of the `n` choices to `spec` (after the request's own),
+   * compiled before the request takes its turn. A grammar that does not compile rejects
+   * the request (a GrammarError, a TypeError).
+   */
+  private async constrained(spec: GrammarSpec, n: number, more?: LogitsProcessorFactory): Promise<LogitsProcessorFactory> {
+    this.grammars ??= new GrammarCompilerCache(
+      () => grammarVocab(this.tokenizer.tokenizerJson, this.tokenizer.tokens(), this.tokenizer.specialTokenIds(), this.tokenizer.eosTokenIds),
+      this.manifest.model.config.vocab_size,
+    );
+    const grammars = this.grammars;
+    const processors = await Promise.all(Array.from({ length: n }, () => grammars.processor(spec)));
+    return (choice) => [...(more?.(choice) ?? []), processors[choice]!];
   }
 
   private logprobs(e: GenerationEvent): ChatCompletionTokenLogprob[] {
@@ -295,6 +319,7 @@ export class Engine {
     params: GenerationParams,
     meta: { id: string; created: number; model: string },
     signal?: AbortSignal,
+    plan: ToolPlan | null = null,
   ): AsyncGenerator<ChatCompletionChunk> {
     type Choice = ChatCompletionChunk["choices"][0];
     const chunk = (index: number, delta: Choice["delta"], finish: Choice["finish_reason"] = null, logprobs: Choice["logprobs"] = null): ChatCompletionChunk => ({
@@ -307,16 +332,28 @@ export class Engine {
       const run = this.session.generate(prompt, params, this.stopCheck(signal));
       const n = params.n ?? 1;
       for (let c = 0; c < n; c++) yield chunk(c, { role: "assistant", content: "" });
+      // with tools: content that may begin a call is held, and parsed when the choice ends
+      const calls = plan ? Array.from({ length: n }, () => new ToolCallStream(plan)) : null;
       let r = await run.next();
-      let last: GenerationEvent | null = null;
+      let last: { choice: number; finishReason: Choice["finish_reason"] } | null = null;
       for (; !r.done; r = await run.next()) {
         signal?.throwIfAborted();
         const e = r.value;
         // (a choice's finish chunk waits for the next event: the last one carries usage)
         if (last) yield chunk(last.choice, {}, last.finishReason);
         last = null;
-        if (e.finishReason) last = e;
-        else yield chunk(e.choice, { content: e.text }, null, e.logprobs ? { content: this.logprobs(e), refusal: null } : null);
+        const text = calls ? calls[e.choice]!.push(e.text) : e.text;
+        const logprobs = e.logprobs ? { content: this.logprobs(e), refusal: null } : null;
+        if (text || logprobs) yield chunk(e.choice, { content: text }, null, logprobs);
+        if (e.finishReason) {
+          last = { choice: e.choice, finishReason: e.finishReason };
+          const end = calls?.[e.choice]!.finish();
+          if (end?.content) yield chunk(e.choice, { content: end.content });
+          if (end?.toolCalls.length && e.finishReason === "stop") {
+            yield chunk(e.choice, { tool_calls: end.toolCalls.map((c, index) => ({ index, ...c })) });
+            last.finishReason = "tool_calls";
+          }
+        }
       }
       signal?.throwIfAborted();
       const end = chunk(last?.choice ?? n - 1, {}, last?.finishReason ?? r.value.finishReason);
@@ -360,4 +397,14 @@ export class Engine {
   private assertLoaded(): void {
     if (this.unloaded) throw new Error("this engine was unloaded");
   }
+}
+
+/** A finished choice's text -> tool_calls (finish_reason "tool_calls") where it made calls. */
+function readToolCalls(choice: ChatCompletionChoice, plan: ToolPlan): void {
+  if (choice.finish_reason !== "stop") return; // (a call cut off by max_tokens is left as text)
+  const { content, toolCalls } = parseToolCalls(choice.message.content ?? "", plan);
+  if (!toolCalls.length) return;
+  choice.message.content = content;
+  choice.message.tool_calls = toolCalls;
+  choice.finish_reason = "tool_calls";
 }

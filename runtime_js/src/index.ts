@@ -57,6 +57,10 @@ export { StopMatcher } from "./stop.js";
 export { Prng, Sampler, type Choice, type SamplingParams, type TokenProb } from "./sampler.js";
 export type { LogitsProcessor, LogitsProcessorFactory } from "./logits_processor.js";
 export { LOGIT_BIAS_LIMIT, LogitBias, parseLogitBias } from "./logit_bias.js";
+export { GrammarCompilerCache, GrammarError, GrammarProcessor, loadXGrammar } from "./grammar/constraint.js";
+export { responseFormatSpec, type GrammarSpec, type ResponseFormat } from "./grammar/response_format.js";
+export { grammarVocab, type GrammarVocab } from "./grammar/vocab.js";
+export { parseToolCalls, templateToolSupport, toolPlan, type FunctionTool, type ToolCall, type ToolCallFormat, type ToolChoice, type ToolPlan } from "./tools.js";
 export {
   ContextWindowError,
   MAX_CHOICES,

@@ -3,7 +3,9 @@
  * translation of a request into generation parameters.
  */
 import type { FinishReason, GenerationParams, GenerationResult, Timings, TokenLogprobs } from "./session.js";
+import type { ResponseFormat } from "./grammar/response_format.js";
 import type { BundleTokenizer, ChatMessage } from "./tokenizer.js";
+import type { FunctionTool, ToolCall, ToolChoice } from "./tools.js";
 
 /** a part of a message's content: only text parts are read (others are refused at run time) */
 export type ContentPart = { type: string; text?: string } | { type: string; [key: string]: unknown };
@@ -13,6 +15,10 @@ export interface ChatCompletionMessageParam {
   /** absent or null: empty (an assistant turn that only called tools) */
   content?: string | ContentPart[] | null;
   name?: string;
+  /** assistant messages: the calls it made (arguments as a JSON string) */
+  tool_calls?: ToolCall[] | null;
+  /** tool messages: the call this is the result of */
+  tool_call_id?: string;
 }
 
 export interface ChatCompletionRequest {
@@ -41,6 +47,13 @@ export interface ChatCompletionRequest {
   /** with logprobs: the 0..20 most likely tokens at each position */
   top_logprobs?: number | null;
   stream_options?: { include_usage?: boolean } | null;
+  /** output held by a grammar to JSON, a JSON schema, or an EBNF/GBNF grammar (src/grammar/) */
+  response_format?: ResponseFormat | null;
+  /** functions the model may call (src/tools.ts) */
+  tools?: FunctionTool[];
+  tool_choice?: ToolChoice;
+  /** false: at most one call per answer */
+  parallel_tool_calls?: boolean;
 }
 
 export interface CompletionUsage {
@@ -71,15 +84,16 @@ export interface ChoiceLogprobs {
 
 export interface ChatCompletionChoice {
   index: number;
-  message: { role: "assistant"; content: string; refusal: null };
-  finish_reason: FinishReason;
+  /** content null when the answer is tool calls only */
+  message: { role: "assistant"; content: string | null; refusal: null; tool_calls?: ToolCall[] };
+  finish_reason: FinishReason | "tool_calls";
   logprobs: ChoiceLogprobs | null;
 }
 
 export interface ChatCompletionChunkChoice {
   index: number;
-  delta: { role?: "assistant"; content?: string };
-  finish_reason: FinishReason | null;
+  delta: { role?: "assistant"; content?: string; tool_calls?: (ToolCall & { index: number })[] };
+  finish_reason: FinishReason | "tool_calls" | null;
   logprobs?: ChoiceLogprobs | null;
 }
 
@@ -107,7 +121,7 @@ export interface ChatCompletionChunk {
   timings?: Timings;
 }
 
-const UNSUPPORTED = ["tools", "tool_choice", "functions", "function_call", "response_format"] as const;
+const UNSUPPORTED = ["functions", "function_call"] as const;
 
 /** Checks a request and turns its messages into template input. */
 export function chatMessages(req: ChatCompletionRequest): ChatMessage[] {
@@ -120,7 +134,11 @@ export function chatMessages(req: ChatCompletionRequest): ChatMessage[] {
   }
   return req.messages.map((m, i) => {
     if (!m || typeof m.role !== "string") throw new TypeError(`messages[${i}] has no role`);
-    return { role: m.role, content: messageText(m.content, i) };
+    const msg: ChatMessage = { role: m.role, content: messageText(m.content, i) };
+    // (checked and shaped for the template by src/tools.ts)
+    if (m.tool_calls != null) msg.tool_calls = m.tool_calls;
+    if (m.tool_call_id != null) msg.tool_call_id = m.tool_call_id;
+    return msg;
   });
 }
 

@@ -28,7 +28,8 @@ export class BundleTokenizer {
   private readonly pieces = new Map<number, { text: string; bytes: number[] }>();
 
   constructor(
-    tokenizerJson: object,
+    /** tokenizer.json as parsed (the grammar engine reads its decoder and vocabulary) */
+    readonly tokenizerJson: object,
     private readonly config: Record<string, unknown>,
     private readonly info: Manifest["tokenizer"],
     generation?: Partial<Manifest["generation"]>,
@@ -86,6 +87,20 @@ export class BundleTokenizer {
     return this.tok.decode(Array.from(ids), { skip_special_tokens: skipSpecialTokens });
   }
 
+  /** The vocabulary's tokens as stored in tokenizer.json, by id (added tokens included; gaps are ""). */
+  tokens(): string[] {
+    const out: string[] = [];
+    for (const [token, id] of this.tok.get_vocab(true)) out[id] = token;
+    return Array.from(out, (t) => t ?? "");
+  }
+
+  /** Ids of the added tokens marked special (control tokens such as <|im_start|>). */
+  specialTokenIds(): Set<number> {
+    const ids = new Set<number>();
+    for (const [id, t] of this.tok.get_added_tokens_decoder()) if (t.special) ids.add(id);
+    return ids;
+  }
+
   /**
    * One token on its own, as OpenAI's logprobs show it: `text` is the token decoded
    * alone (U+FFFD where it holds part of a character), `bytes` its exact UTF-8 bytes
@@ -113,7 +128,8 @@ export class BundleTokenizer {
     return this.chatTemplateSource() !== null;
   }
 
-  private chatTemplateSource(): string | null {
+  /** The chat template's Jinja source (the manifest's, else tokenizer_config.json's), or null. */
+  chatTemplateSource(): string | null {
     if (this.info.chat_template) return this.info.chat_template;
     const fromConfig = this.config.chat_template;
     return typeof fromConfig === "string" ? fromConfig : null;

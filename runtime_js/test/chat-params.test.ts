@@ -106,9 +106,9 @@ describe("chat parameters", () => {
     assert.equal(forced.choices[0].message.content, "xxxxxx");
     assert.ok(forced.choices[0].logprobs!.content!.every((c) => c.logprob > -1e-6));
     const free = await engine.chat.completions.create({ messages: MESSAGES, max_tokens: 30, temperature: 0 });
-    const banned = free.choices[0].message.content[0]!;
+    const banned = free.choices[0].message.content![0]!;
     const without = await engine.chat.completions.create({ messages: MESSAGES, max_tokens: 30, temperature: 0, logit_bias: { [String(banned.charCodeAt(0))]: -100 } });
-    assert.ok(!without.choices[0].message.content.includes(banned), without.choices[0].message.content);
+    assert.ok(!without.choices[0].message.content!.includes(banned), without.choices[0].message.content!);
     await assert.rejects(engine.chat.completions.create({ messages: MESSAGES, logit_bias: { "258": 5 } }), /logit_bias: token id 258 is outside the vocabulary \(0\.\.257\)/);
     await assert.rejects(engine.chat.completions.create({ messages: MESSAGES, logit_bias: { x: 5 } }), /key "x" is not a token id/);
     await assert.rejects(engine.chat.completions.create({ messages: MESSAGES, logit_bias: { "5": -101 } }), /-100\.\.100/);
@@ -178,7 +178,7 @@ describe("chat parameters", () => {
     assert.deepEqual(backend.calls.slice(n).filter((x) => x.startsWith("prefill")), [`prefill ${p}@0`, `prefill ${p}@0`]);
     const lone = await (await engineWith(new Recording())).chat.completions.create({ messages: MESSAGES, max_tokens: 6, seed: 2, temperature: 1 });
     assert.equal(two.choices[1]!.message.content, lone.choices[0].message.content);
-    assert.ok(a.choices[0].message.content.length > 0);
+    assert.ok(a.choices[0].message.content!.length > 0);
   });
 
   test("a request's signal aborts a stream mid-way (AbortError); the next request runs normally", async () => {
@@ -243,8 +243,10 @@ describe("chat parameters", () => {
       [{ logprobs: true, top_logprobs: 21 }, /top_logprobs must be an integer in 0\.\.20/],
       [{ n: 17 }, /n must be an integer in 1\.\.16/],
       [{ n: 1.5 }, /n must be an integer/],
-      [{ response_format: { type: "json_object" } }, /response_format is not supported/],
-      [{ tools: [] }, /tools is not supported/],
+      [{ functions: [{ name: "f" }] }, /functions is not supported/],
+      [{ response_format: { type: "yaml" } }, /response_format type "yaml" is not supported/],
+      [{ tool_choice: "required" }, /tool_choice needs tools/],
+      [{ response_format: { type: "json_object" }, tools: [{ type: "function", function: { name: "f" } }] }, /response_format and tools cannot be combined/],
     ];
     for (const [extra, message] of bad) await assert.rejects(engine.chat.completions.create({ messages: MESSAGES, ...extra } as never), message);
     await assert.rejects(engine.generate("x", { n: 2 }), /use chat\.completions\.create for n > 1 or logprobs/);

@@ -103,7 +103,7 @@ describe("engine", () => {
     };
     const engine = await engineWith(new FakeBackend(flat));
     const ask = async (seed: number, extra = {}) =>
-      (await engine.chat.completions.create({ messages: MESSAGES, temperature: 1, seed, ...extra })).choices[0].message.content;
+      (await engine.chat.completions.create({ messages: MESSAGES, temperature: 1, seed, ...extra })).choices[0].message.content!;
     const a = await ask(7);
     assert.match(a, /^[a-z]{40}$/);
     assert.equal(await ask(7), a);
@@ -117,7 +117,7 @@ describe("engine", () => {
     const backend = new FakeBackend(spell("ok"));
     const engine = await engineWith(backend);
     const first = await engine.chat.completions.create({ messages: MESSAGES });
-    const second = [...MESSAGES, first.choices[0].message, { role: "user", content: "again" }];
+    const second = [...MESSAGES, { role: "assistant", content: first.choices[0].message.content! }, { role: "user", content: "again" }];
     await engine.chat.completions.create({ messages: second });
     const p1 = engine.tokenizer.encodeChat(MESSAGES).length;
     const p2 = engine.tokenizer.encodeChat(second).length;

@@ -3,8 +3,9 @@
  * types against the official `openai` package's, for the parts the runtime supports:
  *
  * - requests: what an app built on `openai` sends (its messages and the parameters the
- *   engine honours) is a valid request here, and a request here (less the non-standard
- *   top_k / repetition_penalty, with a model) is one for OpenAI;
+ *   engine honours; tools: function tools) is a valid request here, and a request here
+ *   (less the non-standard top_k, repetition_penalty and grammar response_format, with a
+ *   model) is one for OpenAI;
  * - responses: a completion, a chunk and their usage here are what `openai`'s types
  *   describe, apart from finish_reason "abort" (interrupt() and unload() end a request
  *   with it; OpenAI has no such reason), which the checks exclude;
@@ -28,8 +29,10 @@ import type {
 type Params = OpenAI.Chat.ChatCompletionCreateParamsNonStreaming;
 type StreamingParams = OpenAI.Chat.ChatCompletionCreateParamsStreaming;
 
-/** The request fields the engine honours (tools, tool_choice and response_format are refused at run time). */
+/** The request fields the engine honours. */
 type Supported =
+  | "response_format"
+  | "parallel_tool_calls"
   | "messages"
   | "model"
   | "stream"
@@ -47,6 +50,18 @@ type Supported =
   | "logprobs"
   | "top_logprobs";
 
+/**
+ * Tools: function tools only (OpenAI's custom tools and allowed_tools choices are not
+ * supported: refused at run time).
+ */
+type FunctionToolsOnly<T> = Omit<T, "tools" | "tool_choice"> & {
+  tools?: OpenAI.Chat.ChatCompletionFunctionTool[] | undefined;
+  tool_choice?: Exclude<OpenAI.Chat.ChatCompletionToolChoiceOption, OpenAI.Chat.ChatCompletionAllowedToolChoice | OpenAI.Chat.ChatCompletionNamedToolChoiceCustom> | undefined;
+};
+type FunctionCallsOnly<M> = M extends { role: "assistant" } ? Omit<M, "tool_calls"> & { tool_calls?: OpenAI.Chat.ChatCompletionMessageFunctionToolCall[] } : M;
+type Message = FunctionCallsOnly<OpenAI.Chat.ChatCompletionMessageParam>;
+type Request<P extends Params | StreamingParams> = FunctionToolsOnly<Omit<Pick<P, Supported | "tools" | "tool_choice">, "messages"> & { messages: Message[] }>;
+
 /** Our types with OpenAI's finish reasons only. */
 type WithoutAbort<T> = T extends { finish_reason: infer F } ? Omit<T, "finish_reason"> & { finish_reason: Exclude<F, "abort"> } : T;
 type Completion = Omit<ChatCompletion, "choices"> & { choices: WithoutAbort<ChatCompletion["choices"][number]>[] };
@@ -54,11 +69,17 @@ type Chunk = Omit<ChatCompletionChunk, "choices"> & { choices: WithoutAbort<Chat
 
 export const checks = {
   // requests: openai -> ours
-  request: (r: Pick<Params, Supported>): ChatCompletionRequest => r,
-  streamingRequest: (r: Pick<StreamingParams, Supported>): ChatCompletionRequest & { stream: true } => r,
-  message: (m: OpenAI.Chat.ChatCompletionMessageParam): ChatCompletionMessageParam => m,
+  request: (r: Request<Params>): ChatCompletionRequest => r,
+  streamingRequest: (r: Request<StreamingParams>): ChatCompletionRequest & { stream: true } => r,
+  message: (m: Message): ChatCompletionMessageParam => m,
   // requests: ours -> openai (the parameters; our messages take any role string)
-  params: (r: Omit<ChatCompletionRequest, "top_k" | "repetition_penalty" | "messages"> & { model: string }): Omit<ChatCompletionCreateParamsBase, "messages"> => r,
+  // (response_format less its non-standard "grammar" form)
+  params: (
+    r: Omit<ChatCompletionRequest, "top_k" | "repetition_penalty" | "messages" | "response_format"> & {
+      model: string;
+      response_format?: Exclude<NonNullable<ChatCompletionRequest["response_format"]>, { type: "grammar" }>;
+    },
+  ): Omit<ChatCompletionCreateParamsBase, "messages"> => r,
   // responses: ours -> openai
   completion: (c: Completion): OpenAI.Chat.ChatCompletion => c,
   chunk: (c: Chunk): OpenAI.Chat.ChatCompletionChunk => c,
