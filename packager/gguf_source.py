@@ -198,14 +198,12 @@ class GGUFCheckpoint(Checkpoint):
     rope_permuted: dict[str, int]  # hf name -> head count, for the rows llama.cpp permuted for its RoPE
 
     def read(self, name: str) -> np.ndarray:
-        t, row = self.tensors[name]
+        t, _ = self.tensors[name]
         w = dequantize(t, t.name).reshape(self.shapes[name])
         # llama.cpp stores q/k rows permuted for its interleaved RoPE; undo it to get back
         # the Hugging Face (rotate_half) layout.
         if name in self.rope_permuted:
             w = _unpermute_rope(w, self.rope_permuted[name])
-        if row.gguf_offset:
-            w = w - np.float32(row.gguf_offset)
         return np.ascontiguousarray(w)
 
 
