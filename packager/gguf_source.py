@@ -266,6 +266,13 @@ def read_gguf(src: Path):
         gguf_arch = arch_field.contents() if arch_field else None
     except Exception as e:
         raise PackError(f"{src.name}: not a readable GGUF file ({type(e).__name__}: {e}); re-download it") from None
+    try:
+        parts = int(reader.fields["split.count"].contents()) if "split.count" in reader.fields else 1
+    except (TypeError, ValueError, IndexError):
+        parts = 1
+    if parts > 1:
+        raise PackError(f"{src.name} is part 1 of a GGUF split into {parts} files; merge them into one first "
+                        "(llama.cpp's llama-gguf-split --merge)")
     arch = gguf_definition(gguf_arch if isinstance(gguf_arch, str) else None, src.name)
     tensors, unknown = {}, []
     for t in reader.tensors:

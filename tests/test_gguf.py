@@ -153,9 +153,10 @@ def assert_refused(r, message: str, out: Path):
     assert not out.exists()
 
 
-def _rewrite(path: Path, edit) -> None:
+def _rewrite(path: Path, edit, extra: dict | None = None) -> None:
     """Rewrite a GGUF file's tensors through gguf's reader/writer with `edit(name, data,
-    type) -> (name, data, type) | None` (None drops the tensor), metadata kept."""
+    type) -> (name, data, type) | None` (None drops the tensor), metadata kept, `extra`
+    metadata ({key: (value, GGUFValueType)}) added."""
     import gguf
 
     reader = gguf.GGUFReader(path)
@@ -167,6 +168,8 @@ def _rewrite(path: Path, edit) -> None:
         kind = field.types[0]
         sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
         w.add_key_value(key, field.contents(), kind, sub_type=sub)
+    for key, (value, kind) in (extra or {}).items():
+        w.add_key_value(key, value, kind)
     for t in reader.tensors:
         edited = edit(t.name, np.array(t.data), t.tensor_type)
         if edited is not None:
@@ -237,4 +240,18 @@ def test_rope_freqs_not_llama3_refused(hf_checkpoint, tmp_path):
 
     _rewrite(src, scramble)
     with pytest.raises(PackError, match="rope_freqs.weight does not describe a llama3 RoPE scaling"):
+        package_model(src, tmp_path / "out")
+
+
+def test_split_file_refused(hf_checkpoint, tmp_path):
+    """The first file of a split GGUF (llama-gguf-split) holds only some tensors."""
+    import gguf
+
+    src = tmp_path / "m-00001-of-00002.gguf"
+    write_gguf(src, hf_checkpoint(*TYPE_CASE[1:]), "llama", "F16")
+    reader = gguf.GGUFReader(src)
+    assert "split.count" not in reader.fields
+    _rewrite(src, lambda name, data, qtype: (name, data, qtype),
+             extra={"split.no": (0, gguf.GGUFValueType.UINT16), "split.count": (2, gguf.GGUFValueType.UINT16)})
+    with pytest.raises(PackError, match="is part 1 of a GGUF split into 2 files"):
         package_model(src, tmp_path / "out")
