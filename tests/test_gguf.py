@@ -65,7 +65,8 @@ def package_and_compare(tmp_path: Path, hf_dir: Path, arch: str, kind: str) -> d
     against the file's bytes (decoded independently: exact) and against the Hugging Face
     weights and config (within the type's error)."""
     gguf_path = tmp_path / f"tiny-{kind}.gguf"
-    written = write_gguf(gguf_path, hf_dir, arch, kind)
+    written = write_gguf(gguf_path, hf_dir, arch, kind, name=f"{hf_dir.name} tiny")  # "mistral...": transformers
+    # reads the tokenizer as Mistral's
     package_model(gguf_path, tmp_path / "bundle", quant="f32")
     manifest = load(tmp_path / "bundle").data
     got = load_weights(tmp_path / "bundle", manifest)
