@@ -19,7 +19,7 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 RUNTIME = ROOT / "runtime_js"
 DEMO = ROOT / "web_demo"
-RUNTIME_FILES = ("llmpack.js", "llmpack.js.map")
+RUNTIME_FILES = ("llmpack.js", "llmpack.js.map", "api_host.js")  # api_host.js: `llmpack serve --api`
 
 
 def built_runtime() -> Path:
