@@ -1,7 +1,8 @@
 """`llmpack serve B --api`: the OpenAI-compatible endpoint, through the official `openai`
 Python client against the real CLI on a real port. Answers are compared with the runtime
 run directly (runtime_js/test/e2e/chat_direct.mjs: same bundle, same request, greedy or
-the same seed) and, for SmolLM2, with the numpy reference executor's greedy tokens."""
+the same seed), whose own answers other tests check against the numpy reference executor
+and transformers."""
 
 from __future__ import annotations
 
@@ -232,24 +233,21 @@ def test_without_node_api_fails_at_start_in_one_line(bundle, tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_greedy_answer_is_the_reference_executors(smollm2_bundle, smollm2_hf):
-    """SmolLM2 through the API: the greedy answer is the numpy reference executor's greedy
-    tokens (on the same bundle), detokenized."""
-    from conftest import chat_ids
-    from packager.reference import ReferenceModel
-
+def test_smollm2_answers_are_the_runtimes(smollm2_bundle):
+    """SmolLM2 (the bundle other tests check against transformers and the numpy reference)
+    through the API: greedy and streamed, the runtime's own answers."""
     require_node()
     bundle = smollm2_bundle("q4f32", context_window=512)
-    _, tok = smollm2_hf
-    messages = [{"role": "user", "content": "What is the capital of France?"}]
-    n = 12
-    eos = set(json.loads((bundle / "manifest.json").read_text())["generation"]["eos_token_ids"])
-    ids = ReferenceModel(bundle).greedy(chat_ids(tok, messages), n, stop_ids=eos)
-    ids = ids[: next((i for i, t in enumerate(ids) if t in eos), len(ids))]
+    req = dict(messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=12,
+               temperature=0)
+    want = direct(bundle, [req])[0]["choices"][0]["message"]["content"]
     s = Server([bundle])
     try:
-        model = s.client().models.list().data[0].id
-        res = s.client().chat.completions.create(model=model, messages=messages, max_tokens=n, temperature=0)
+        client = s.client()
+        model = client.models.list().data[0].id
+        res = client.chat.completions.create(model=model, **req)
+        streamed = "".join(c.choices[0].delta.content or ""
+                           for c in client.chat.completions.create(model=model, stream=True, **req))
     finally:
         s.stop()
-    assert res.choices[0].message.content == tok.decode(ids)
+    assert res.choices[0].message.content == streamed == want
