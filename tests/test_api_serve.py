@@ -209,15 +209,15 @@ def test_a_client_going_away_aborts_generation(server, bundle):
     for _ in range(3):
         next(chunks)
     stream.close()
-    m = server.wait_for_line(rf"request \d+ \({MODEL}\) aborted after (\d+) tokens", mark)
+    # (the engine threw its AbortError at the chunk after the abort: one per token at most)
+    m = server.wait_for_line(rf"request \d+ \({MODEL}\) aborted after (\d+) chunks", mark)
     assert int(m.group(1)) < LONG
 
     mark = len(server.lines)  # a request whose client stops waiting (a timeout) is aborted too
     with pytest.raises(openai.APITimeoutError):
         server.client(timeout=1.0).chat.completions.create(model=MODEL, messages=STORY, max_tokens=LONG,
                                                            temperature=0)
-    m = server.wait_for_line(rf"request \d+ \({MODEL}\) aborted (after (\d+) tokens|before it started)", mark)
-    assert m.group(2) is None or int(m.group(2)) < LONG
+    server.wait_for_line(rf"request \d+ \({MODEL}\) aborted: the client went away", mark)
 
     want = direct(bundle, [dict(messages=HI, max_tokens=16, temperature=0)])[0]
     res = client.chat.completions.create(model=MODEL, messages=HI, max_tokens=16, temperature=0)

@@ -23,8 +23,8 @@ def clean_checkout(dest: Path) -> Path:
     has them (no stale build/ folder to leak into the wheel)."""
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
     files = [f for f in tracked.decode().split("\0") if f]
-    files += [str(p.relative_to(ROOT)) for p in (ROOT / "runtime_js" / "dist").glob("llmpack.js*")]
-    files.append("runtime_js/dist/api_host.js")
+    # (dist's top-level files: llmpack.js, xgrammar.js, api_host.js and their maps)
+    files += [str(p.relative_to(ROOT)) for p in (ROOT / "runtime_js" / "dist").glob("*.js*")]
     for rel in files:
         if (ROOT / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -100,42 +100,37 @@ async function chat(op: ChatOp): Promise<void> {
   running.set(op.id, ctl);
   let body: Record<string, unknown> = {};
   let streaming = false;
+  /** chunks the engine yielded (an abort makes it throw an AbortError at its next one) */
+  let chunks = 0;
   try {
     body = JSON.parse(op.body) as Record<string, unknown>;
     const engine = await engineFor(op.bundle, op.model);
     ctl.signal.throwIfAborted();
     const res = await engine.chat.completions.create(body as unknown as ChatCompletionRequest, { signal: ctl.signal });
+    ctl.signal.throwIfAborted();
     if (!isStream(res)) {
-      if (ctl.signal.aborted) logAbort(op, res.usage);
-      else send(`${op.id} result ${JSON.stringify(res)}`);
+      send(`${op.id} result ${JSON.stringify(res)}`);
       return;
     }
     // The stream is announced (the HTTP status sent) with its first chunk that says more
-    // than "the assistant speaks": what the runtime checks only when generation starts (the
-    // sampling parameters, the prompt's length) can still be a 400 until then.
+    // than "the assistant speaks": what the runtime checks only when generation starts
+    // can still be a 400 until then.
     const held: ChatCompletionChunk[] = [];
-    const emit = (chunk: ChatCompletionChunk) => {
-      if (ctl.signal.aborted) return;
-      if (!streaming) {
-        held.push(chunk);
-        if (!says(chunk)) return;
-        streaming = true;
-        send(`${op.id} stream`);
-        for (const c of held.splice(0)) send(`${op.id} chunk ${JSON.stringify(c)}`);
-      } else send(`${op.id} chunk ${JSON.stringify(chunk)}`);
-    };
-    // (after an abort the engine ends the answer at its next token: read it to the end, unsent)
-    let last: ChatCompletionChunk | undefined;
-    for await (const chunk of res) emit((last = chunk));
-    if (ctl.signal.aborted) return logAbort(op, last?.usage);
-    if (!streaming) {
+    const announce = () => {
       streaming = true;
       send(`${op.id} stream`);
-      for (const c of held) send(`${op.id} chunk ${JSON.stringify(c)}`);
+      for (const c of held.splice(0)) send(`${op.id} chunk ${JSON.stringify(c)}`);
+    };
+    for await (const chunk of res) {
+      chunks++;
+      ctl.signal.throwIfAborted();
+      if (streaming) send(`${op.id} chunk ${JSON.stringify(chunk)}`);
+      else if ((held.push(chunk), says(chunk))) announce();
     }
+    if (!streaming) announce();
     send(`${op.id} done`);
   } catch (e) {
-    if (ctl.signal.aborted) return logAbort(op); // nobody is listening
+    if (ctl.signal.aborted) return logAbort(op, chunks); // nobody is listening
     const error = openAIError(e, body, streaming);
     if (error.status >= 500) console.error(`llmpack api: request ${op.id} (${op.model}) failed:`, e);
     send(`${op.id} error ${JSON.stringify(error)}`);
@@ -144,9 +139,9 @@ async function chat(op: ChatOp): Promise<void> {
   }
 }
 
-function logAbort(op: ChatOp, usage?: { completion_tokens: number }): void {
-  const after = usage ? `after ${usage.completion_tokens} tokens` : "before it started";
-  console.error(`llmpack api: request ${op.id} (${op.model}) aborted ${after}: the client went away`);
+function logAbort(op: ChatOp, chunks: number): void {
+  const after = chunks ? ` after ${chunks} chunks` : "";
+  console.error(`llmpack api: request ${op.id} (${op.model}) aborted${after}: the client went away`);
 }
 
 /** A chunk with more than the opening `{role: "assistant", content: ""}` delta. */
