@@ -142,7 +142,7 @@ def _llama3_rope(meta: GGUFMetadata, config: dict) -> None:
         smooth = (1 / divisors[medium] - 1 / factor) / (1 - 1 / factor)
         a, b = np.polyfit(inv[medium] / (2 * math.pi), smooth, 1)
         if a > 0 and b < 0:
-            candidates.append((1.0, round(1 - 1 / b, 4), int(round(-a / b))))
+            candidates.append((1.0, float(round(1 - 1 / b, 4)), int(round(-a / b))))
     for low, high, old in candidates:
         rope = Rope("llama3", theta, factor, low, high, old)
         expected = rope_inv_freq(rope, head_dim).astype(np.float64)
@@ -198,14 +198,12 @@ class GGUFCheckpoint(Checkpoint):
     rope_permuted: dict[str, int]  # hf name -> head count, for the rows llama.cpp permuted for its RoPE
 
     def read(self, name: str) -> np.ndarray:
-        t, row = self.tensors[name]
+        t, _ = self.tensors[name]
         w = dequantize(t, t.name).reshape(self.shapes[name])
         # llama.cpp stores q/k rows permuted for its interleaved RoPE; undo it to get back
         # the Hugging Face (rotate_half) layout.
         if name in self.rope_permuted:
             w = _unpermute_rope(w, self.rope_permuted[name])
-        if row.gguf_offset:
-            w = w - np.float32(row.gguf_offset)
         return np.ascontiguousarray(w)
 
 
@@ -318,7 +316,7 @@ def _save_tokenizer(src: Path, out: Path) -> None:
     transformers' GGUF support."""
     import logging
 
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -326,8 +324,13 @@ def _save_tokenizer(src: Path, out: Path) -> None:
     try:
         tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     except Exception as e:
-        raise PackError(f"{src.name}: transformers could not read its tokenizer ({' '.join(str(e).split())[:300]})") \
-            from None
+        # AutoTokenizer first builds a config, for the GGUF architectures transformers knows;
+        # the fast tokenizer class reads the tokenizer.* metadata of any
+        try:
+            tok = PreTrainedTokenizerFast.from_pretrained(src.parent, gguf_file=src.name)
+        except Exception:
+            raise PackError(f"{src.name}: transformers could not read its tokenizer "
+                            f"({' '.join(str(e).split())[:300]})") from None
     tok.save_pretrained(out)
     if not (out / "tokenizer.json").exists():
         raise PackError(f"{src.name}: transformers gave no fast tokenizer for it")

@@ -225,3 +225,16 @@ def test_unknown_tensor_refused(hf_checkpoint, tmp_path):
     with pytest.raises(PackError, match="tensors blk.0.ffn_gate_exps.weight are not part of the llama architecture"):
         package_model(src, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_rope_freqs_not_llama3_refused(hf_checkpoint, tmp_path):
+    """rope_freqs.weight that no llama3 rope_scaling gives is refused, not approximated."""
+    src = tmp_path / "m.gguf"
+    write_gguf(src, hf_checkpoint(*TYPE_CASE[1:]), "llama", "F16")
+
+    def scramble(name, data, qtype):
+        return name, (data[::-1].copy() if name == "rope_freqs.weight" else data), qtype
+
+    _rewrite(src, scramble)
+    with pytest.raises(PackError, match="rope_freqs.weight does not describe a llama3 RoPE scaling"):
+        package_model(src, tmp_path / "out")
