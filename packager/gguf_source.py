@@ -49,8 +49,8 @@ TOKENIZER_KEYS = {  # config.json's token ids
     "tokenizer.ggml.padding_token_id": "pad_token_id",
 }
 
-# tensors a file may hold besides the definition's: read into the config instead
-CONFIG_TENSORS = ("rope_freqs.weight",)
+# tensors a file of a GGUF architecture may hold besides the definition's: read into the config
+CONFIG_TENSORS = {"llama": ("rope_freqs.weight",), "phi3": ("rope_factors_long.weight", "rope_factors_short.weight")}
 
 
 class GGUFMetadata:
@@ -158,15 +158,55 @@ def _llama3_rope(meta: GGUFMetadata, config: dict) -> None:
 GGUFDerive = Callable[[GGUFMetadata, dict], None]
 
 
+def _gemma(meta: GGUFMetadata, config: dict) -> None:
+    """llama.cpp writes no query_pre_attn_scalar: it scales q.k by head_dim ** -0.5, but for
+    the 27B models (46 layers in Gemma 2, 62 in Gemma 3) by (hidden_size / heads) ** -0.5,
+    as their configs say. Gemma 3's local layers keep RoPE base 10000 (llama.cpp's too)."""
+    heads = config["num_attention_heads"]
+    big = config["num_hidden_layers"] == {"gemma2": 46, "gemma3": 62}[meta.arch]
+    config["query_pre_attn_scalar"] = config["hidden_size"] // heads if big else \
+        config.get("head_dim") or config["hidden_size"] // heads
+
+
+def _phi3(meta: GGUFMetadata, config: dict) -> None:
+    """Phi-3's rotary share of a head, its original context, a sliding window of 0 meaning
+    none (Phi-4), and LongRoPE's factor lists, which llama.cpp stores as tensors."""
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    rotary = meta.get("phi3.rope.dimension_count")
+    if isinstance(rotary, int) and rotary != head_dim:
+        config["partial_rotary_factor"] = rotary / head_dim
+    if not config.get("sliding_window"):
+        config["sliding_window"] = None
+    original = meta.get("phi3.rope.scaling.original_context_length")
+    if original is not None:
+        config["original_max_position_embeddings"] = original
+    factors = {key: meta.tensor(f"rope_factors_{key}.weight") for key in ("long", "short")}
+    if any(f is not None for f in factors.values()):
+        if any(f is None for f in factors.values()):
+            raise PackError("the file has one of rope_factors_long.weight / rope_factors_short.weight but not the "
+                            "other; LongRoPE needs both")
+        config["rope_scaling"] = {"rope_type": "longrope", **{
+            f"{key}_factor": [float(str(np.float32(v))) for v in f.reshape(-1)] for key, f in factors.items()}}
+
+
+# the rotary dimension is the head size in the Llama-like files that predate attention.key_length
+ROTARY_HEAD_DIM = {"rope.dimension_count": "head_dim"}
+# Gemma's soft-caps; a head size of the values unlike the keys' is refused
+GEMMA_KEYS = {"attention.value_length": "_value_length", "attn_logit_softcapping": "attn_logit_softcapping",
+              "final_logit_softcapping": "final_logit_softcapping"}
+
 GGUF_KEYS: dict[str, tuple[dict[str, str], GGUFDerive | None]] = {
     # Llama, and Mistral, which llama.cpp writes as "llama" and runs with full attention in
-    # every layer (so does llmpack). The rotary dimension is the head size in files that
-    # predate attention.key_length.
-    "llama": ({"rope.dimension_count": "head_dim"}, _llama3_rope),
+    # every layer (so does llmpack)
+    "llama": (ROTARY_HEAD_DIM, _llama3_rope),
     "qwen2": ({}, None),
     "qwen3": ({"attention.value_length": "_value_length"}, None),
+    "gemma2": (GEMMA_KEYS, _gemma),
+    "gemma3": (GEMMA_KEYS, _gemma),
+    "phi3": ({}, _phi3),
+    # llama.cpp skips RoPE in every 4th layer, transformers' default no_rope_layer_interval
+    "smollm3": (ROTARY_HEAD_DIM, None),
 }
-
 
 # ---------------------------------------------------------------------------------------
 # tensors
@@ -279,7 +319,7 @@ def read_gguf(src: Path):
         found = arch.from_gguf(t.name)
         if found is not None:
             tensors[found[0]] = (t, found[1])
-        elif t.name not in CONFIG_TENSORS:
+        elif t.name not in CONFIG_TENSORS.get(gguf_arch, ()):
             unknown.append(t.name)
     if unknown:
         more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
