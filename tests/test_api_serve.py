@@ -224,6 +224,103 @@ def test_a_client_going_away_aborts_generation(server, bundle):
     assert res.choices[0].message.content == want["choices"][0]["message"]["content"]
 
 
+# ------------------------------------------------- the runtime's chat parameters, through the API
+
+PERSON = {"type": "object", "additionalProperties": False, "required": ["name", "age", "pets"],
+          "properties": {"name": {"type": "string", "maxLength": 10},
+                         "age": {"type": "integer", "minimum": 0, "maximum": 120},
+                         "pets": {"type": "array", "items": {"enum": ["cat", "dog"]}, "maxItems": 2}}}
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "additionalProperties": False, "required": ["city", "unit"],
+                   "properties": {"city": {"type": "string", "maxLength": 8}, "unit": {"enum": ["C", "F"]}}}}}
+
+
+def test_json_schema_answers_validate(server, bundle):
+    import jsonschema
+
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+    messages = [{"role": "user", "content": "Describe a person as JSON"}]
+    reqs = [dict(messages=messages, response_format=fmt, max_tokens=200, temperature=t, seed=s)
+            for t, s in ((0, None), (1, 5), (1, 6))]
+    want = direct(bundle, reqs)
+    client = server.client()
+    for req, expected in zip(reqs, want):
+        res = client.chat.completions.create(model=MODEL, **req)
+        assert res.choices[0].finish_reason == "stop"
+        jsonschema.validate(json.loads(res.choices[0].message.content), PERSON)
+        assert res.choices[0].message.content == expected["choices"][0]["message"]["content"]
+        streamed = "".join(c.choices[0].delta.content or ""
+                           for c in client.chat.completions.create(model=MODEL, stream=True, **req))
+        assert streamed == res.choices[0].message.content
+    with pytest.raises(openai.BadRequestError):  # a schema that is not one
+        client.chat.completions.create(model=MODEL, messages=messages, response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no-such-type"}}})
+
+
+def test_a_tool_call_round_trip(server, bundle):
+    """A named tool_choice makes the model call it (arguments valid for its parameters);
+    the call and its result go back in as the next turn's assistant and tool messages."""
+    import jsonschema
+
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    choice = {"type": "function", "function": {"name": "get_weather"}}
+    client = server.client()
+    res = client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER], tool_choice=choice,
+                                         max_tokens=100, temperature=0)
+    assert res.choices[0].finish_reason == "tool_calls"
+    (call,) = res.choices[0].message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather" and call.id
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
+    streamed = list(client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER],
+                                                   tool_choice=choice, max_tokens=100, temperature=0, stream=True))
+    deltas = [tc for c in streamed for tc in c.choices[0].delta.tool_calls or []]
+    assert [d.function.name for d in deltas if d.function.name] == ["get_weather"]
+    assert "".join(d.function.arguments or "" for d in deltas) == call.function.arguments
+    assert streamed[-1].choices[0].finish_reason == "tool_calls"
+
+    turn = [*messages, res.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 21, "unit": "C"})}]
+    req = dict(messages=turn, tools=[WEATHER], max_tokens=12, temperature=0)
+    want = direct(bundle, [req])[0]
+    answer = client.chat.completions.create(model=MODEL, **req)
+    assert answer.choices[0].message.content == want["choices"][0]["message"]["content"]
+    assert answer.usage.prompt_tokens == want["usage"]["prompt_tokens"] > res.usage.prompt_tokens
+
+
+def test_logprobs_logit_bias_and_n(server, bundle):
+    reqs = [dict(messages=HI, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3),
+            dict(messages=HI, max_tokens=6, temperature=0, logprobs=True, logit_bias={"65": 100}),
+            dict(messages=STORY, max_tokens=8, temperature=1, seed=11, n=2)]
+    want = direct(bundle, reqs)
+    client = server.client()
+    got = [client.chat.completions.create(model=MODEL, **r) for r in reqs]
+
+    entries = got[0].choices[0].logprobs.content
+    expected = want[0]["choices"][0]["logprobs"]["content"]
+    # the same tokens; the values to float32 rounding (the server's engine reused its KV cache's
+    # prefix, so its prefill ran in other pieces than a fresh engine's)
+    tokens = lambda e: (e["token"], e["bytes"], [(t["token"], t["bytes"]) for t in e["top_logprobs"]])  # noqa: E731
+    assert [tokens(e.model_dump()) for e in entries] == [tokens(e) for e in expected]
+    values = [[e.logprob, *(t.logprob for t in e.top_logprobs)] for e in entries]
+    assert values == [pytest.approx([e["logprob"], *(t["logprob"] for t in e["top_logprobs"])], abs=1e-4)
+                      for e in expected]
+    assert len(entries) == got[0].usage.completion_tokens and all(len(e.top_logprobs) == 3 for e in entries)
+    assert all(e.top_logprobs[0].logprob == e.logprob for e in entries)  # greedy: the best one was taken
+
+    biased = got[1].choices[0].logprobs.content
+    assert len({e.token for e in biased}) == 1 and len(biased) == 6  # +100: that token, every time
+    assert got[1].choices[0].message.content == want[1]["choices"][0]["message"]["content"]
+
+    assert [c.index for c in got[2].choices] == [0, 1]
+    assert [c.message.content for c in got[2].choices] == [c["message"]["content"] for c in want[2]["choices"]]
+    texts = {}
+    for chunk in client.chat.completions.create(model=MODEL, stream=True, **reqs[2]):
+        for c in chunk.choices:
+            texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
+    assert texts == {0: got[2].choices[0].message.content, 1: got[2].choices[1].message.content}
+
+
 def test_without_node_api_fails_at_start_in_one_line(bundle, tmp_path):
     r = subprocess.run([sys.executable, "-m", "packager.cli", "serve", str(bundle), "--api", "--port", "0"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "PATH": str(tmp_path)})

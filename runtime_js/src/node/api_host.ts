@@ -75,7 +75,8 @@ async function engineFor(dir: string, model: string): Promise<Engine> {
   return engine;
 }
 
-const REQUEST_ERRORS = new Set(["TypeError", "RangeError", "SyntaxError", ContextWindowError.name, TemplateError.name]);
+/** What the runtime throws for a request it refuses (GrammarError is a TypeError). */
+const REQUEST_ERRORS = [TypeError, RangeError, SyntaxError, ContextWindowError, TemplateError];
 
 /**
  * The OpenAI error object (and HTTP status) for a failed request. `generating`: the
@@ -85,7 +86,7 @@ export function openAIError(e: unknown, body: Record<string, unknown> = {}, gene
   const err = e instanceof Error ? e : new Error(String(e));
   const message = err.message || err.name;
   const named = err as { status?: unknown; param?: unknown; code?: unknown };
-  const refused = REQUEST_ERRORS.has(err.name) || err instanceof ContextWindowError || err instanceof TemplateError;
+  const refused = REQUEST_ERRORS.some((type) => err instanceof type);
   const status = generating ? 500 : typeof named.status === "number" ? named.status : refused ? 400 : 500;
   if (status >= 500) return { status, error: { message, type: "server_error", param: null, code: null } };
   // the parameter the message starts with ("max_tokens must be ...", "messages[0] has no role")
