@@ -120,6 +120,28 @@ def serve(
 
 
 @app.command()
+def site(
+    out: Path = typer.Argument(..., help="folder to write (created; replaced only if it is an llmpack site)"),
+    sources: list[str] = typer.Argument(..., metavar="BUNDLE_OR_REGISTRY_ID...",
+                                        help="bundle folders, or ID[@VERSION] of the --registry"),
+    registry: Optional[str] = typer.Option(None, "--registry", "-r", envvar="LLMPACK_REGISTRY", show_envvar=False,
+                                           help="registry (folder or fsspec URL) the ids are taken from; "
+                                           "default $LLMPACK_REGISTRY"),
+    as_json: bool = typer.Option(False, "--json", help="print a machine-readable summary"),
+):
+    """Write a static site: the bundles, the JS runtime, the chat page and its model list."""
+    from .site import build_site
+
+    summary = build_site(out, sources, registry=registry)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    Console().print(f"[green]wrote[/green] {summary['out']}: {len(summary['models'])} model"
+                    f"{'s' if len(summary['models']) != 1 else ''}, {summary['total_bytes'] / 1e6:.1f} MB of bundles. "
+                    "Serve the folder from any static host (README.md, \"Deploy\").")
+
+
+@app.command()
 def demo(
     quant: str = typer.Option("q4f16", "--quant", "-q", help="quantization of the demo bundle"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
