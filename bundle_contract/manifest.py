@@ -184,7 +184,7 @@ class Manifest:
             "parameters": m.parameters,
             "license": m.license,
             "source": None if m.source is None else {"kind": m.source.kind, "name": m.source.name,
-                                                     "sha256": m.source.sha256},
+                                                     **({"sha256": m.source.sha256} if m.source.sha256 else {})},
             "quantization": {"scheme": q.scheme, "compute": q.compute, "bits_per_weight": q.bits_per_weight},
             "total_bytes": self.total_bytes,
             "weights_bytes": mem.weights_bytes,
