@@ -77,17 +77,24 @@ def eval_(
     window: int = typer.Option(256, "--window", help="tokens per evaluation window"),
     max_windows: Optional[int] = typer.Option(None, "--max-windows", help="evaluate at most this many windows"),
     quantizer: str = typer.Option("auto", "--quantizer", help="auto | gptq | search | rtn (see llmpack package)"),
+    record: bool = typer.Option(True, "--record/--no-record", help="when SRC is a bundle, write the result to "
+                                "SRC/quality.json (the model card `llmpack registry publish` adds)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ):
     """Perplexity and KL divergence against f32, computed by the numpy reference executor."""
     from .checkpoint import default_source
-    from .evaluate import run_eval
+    from .evaluate import is_bundle, record_quality, run_eval
 
     if text is not None and not text.is_file():
         raise PackError(f"--text {text}: no such file")
     result = run_eval(src or default_source(), quants=[q.strip() for q in quant.split(",") if q.strip()],
                       reference=reference, text_file=text, window=window, max_windows=max_windows,
                       quantizer=quantizer, progress=not as_json)
+    if record and src is not None and is_bundle(src):
+        try:
+            result["recorded"] = str(record_quality(src, result, reference))
+        except OSError as e:  # a read-only bundle: the numbers are still printed
+            err_console.print(f"[yellow]warning:[/yellow] could not write {src}/quality.json ({e.strerror or e})")
     if as_json:
         print(json.dumps(result, indent=2))
         return
