@@ -2,10 +2,59 @@
 // Worker and Node, and the node:test suites (test/*.test.ts -> dist/test/*.test.js).
 import { build } from "esbuild";
 import { readdirSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+
+/**
+ * @mlc-ai/web-xgrammar ships one UMD file (Emscripten output with its Wasm inlined) that
+ * neither imports as an ES module in Node 20 (it calls `require` and reads `__filename`)
+ * nor exports a synchronous token mask (getNextTokenBitmask() is async; the sampler's
+ * processors are not). Each rewrite below must match the pinned version exactly: a
+ * new version that changed the file fails the build here instead of at run time.
+ */
+const XGRAMMAR_REWRITES = [
+  // UMD header -> a plain object that the module exports
+  [/^\(function \(global, factory\) \{[\s\S]*?\}\)\(this, \(function \(exports\) \{ 'use strict';/, "const xgrammar = {};\n(function (factory) { factory(xgrammar); })((function (exports) { 'use strict';", 1],
+  // Node: the module's own URL without CommonJS
+  ["require('u' + 'rl').pathToFileURL(__filename).href", "import.meta.url", 3],
+  ["await import('module')", "await import('node:module')", 1],
+  // an error is printed, then the C++ code aborts: keep the message for the exception instead
+  ["binding = await Module();", "binding = await Module({ printErr: (line) => { if (!String(line).startsWith(\"Aborted(\")) lastMessage = String(line); } });", 1],
+  ["let binding = null;", "let binding = null;\n  let lastMessage = \"\";\n  exports.takeMessage = () => { const m = lastMessage; lastMessage = \"\"; return m; };", 1],
+  // the mask, synchronously (the binding is ready once any async factory returned)
+  [
+    "exports.CompiledGrammar = CompiledGrammar;",
+    "exports.nextTokenBitmask = (matcher) => { const v = matcher.handle.GetNextTokenBitmask(matcher.vocab_size); " +
+      "try { return binding.vecIntToView(v).slice(); } finally { v.delete(); } };\n  exports.CompiledGrammar = CompiledGrammar;",
+    1,
+  ],
+];
+
+const xgrammarAsModule = {
+  name: "xgrammar-as-module",
+  setup(b) {
+    // (resolved here so that the test build, which leaves other packages external, bundles it too)
+    b.onResolve({ filter: /^@mlc-ai\/web-xgrammar$/ }, () => ({ path: createRequire(import.meta.url).resolve("@mlc-ai/web-xgrammar") }));
+    b.onLoad({ filter: /web-xgrammar[\\/]lib[\\/]index\.js$/ }, async (args) => {
+      let src = await readFile(args.path, "utf8");
+      for (const [from, to, count] of XGRAMMAR_REWRITES) {
+        const found = typeof from === "string" ? src.split(from).length - 1 : (src.match(new RegExp(from, "g")) ?? []).length;
+        if (found !== count) throw new Error(`${args.path}: expected ${count} of ${from}, found ${found}; update XGRAMMAR_REWRITES in build.mjs for this version`);
+        src = typeof from === "string" ? src.replaceAll(from, to) : src.replace(from, to);
+      }
+      return { contents: `${src}\nexport default xgrammar;\n`, loader: "js" };
+    });
+  },
+};
 
 const lib = build({
-  entryPoints: ["src/index.ts"],
-  outfile: "dist/llmpack.js",
+  // llmpack.js, and xgrammar.js (the grammar engine) loaded by it on the first
+  // constrained request: pages that never ask for structured output never fetch it
+  entryPoints: { llmpack: "src/index.ts" },
+  outdir: "dist",
+  splitting: true,
+  chunkNames: "[name]",
+  plugins: [xgrammarAsModule],
   bundle: true,
   format: "esm",
   // "neutral": no browser or Node shims; Node-only modules are reached through
@@ -26,7 +75,8 @@ const tests = build({
   format: "esm",
   platform: "node",
   target: "node20",
-  packages: "external",
+  packages: "external", // (but xgrammar: the tests run the patched module, as the runtime does)
+  plugins: [xgrammarAsModule],
   sourcemap: "inline",
   logLevel: "warning",
 });
