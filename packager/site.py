@@ -35,7 +35,6 @@ from .serve import MODELS_JSON, model_entry
 
 SITE_MARKER = "llmpack-site.json"
 SITE_FORMAT = "llmpack-site"
-RUNTIME_FILES = ("llmpack.js", "llmpack.js.map")
 
 # Netlify and Cloudflare Pages read `_headers`; README.md ("Deploy") gives the same lines
 # for nginx and Apache. COOP/COEP make the page cross-origin isolated (Wasm threads);
@@ -137,9 +136,9 @@ def build_site(out: Path | str, sources: Sequence[str], *, registry: str | None 
             if page_file.is_file() and not page_file.name.startswith("."):
                 shutil.copyfile(page_file, tmp / page_file.name)
         (tmp / "runtime").mkdir()
-        for name in RUNTIME_FILES:
-            if (runtime_root / name).is_file():
-                shutil.copyfile(runtime_root / name, tmp / "runtime" / name)
+        for runtime_file in sorted(runtime_root.iterdir()):  # llmpack.js and the chunks it loads (xgrammar.js)
+            if runtime_file.is_file() and not runtime_file.name.startswith("."):
+                shutil.copyfile(runtime_file, tmp / "runtime" / runtime_file.name)
         for kind, value, label in plan:
             if kind == "bundle":
                 manifest = load(value)
