@@ -13,8 +13,6 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-import pytest
-
 from conftest import require_node
 from static_host import static_server
 from test_registry_helpers import ROOT
