@@ -503,7 +503,8 @@ function finishReply(view, last, content) {
 
 function stopGeneration() {
   if (!state.generating) return;
-  state.generating.abort();
+  // interrupt(): the reply ends with finish_reason "abort" and its usage (aborting the
+  // request's signal would reject it with an AbortError instead)
   state.engine?.interrupt();
 }
 

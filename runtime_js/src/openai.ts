@@ -7,11 +7,13 @@ import type { ResponseFormat } from "./grammar/response_format.js";
 import type { BundleTokenizer, ChatMessage } from "./tokenizer.js";
 import type { FunctionTool, ToolCall, ToolChoice } from "./tools.js";
 
-export type ContentPart = { type: "text"; text: string } | { type: string; [key: string]: unknown };
+/** a part of a message's content: only text parts are read (others are refused at run time) */
+export type ContentPart = { type: string; text?: string } | { type: string; [key: string]: unknown };
 
 export interface ChatCompletionMessageParam {
   role: "system" | "user" | "assistant" | "developer" | "tool" | string;
-  content: string | ContentPart[] | null;
+  /** absent or null: empty (an assistant turn that only called tools) */
+  content?: string | ContentPart[] | null;
   name?: string;
   /** assistant messages: the calls it made (arguments as a JSON string) */
   tool_calls?: ToolCall[] | null;
@@ -22,7 +24,7 @@ export interface ChatCompletionMessageParam {
 export interface ChatCompletionRequest {
   messages: ChatCompletionMessageParam[];
   model?: string;
-  stream?: boolean;
+  stream?: boolean | null;
   max_tokens?: number | null;
   /** OpenAI's newer name for max_tokens */
   max_completion_tokens?: number | null;
@@ -44,14 +46,14 @@ export interface ChatCompletionRequest {
   logprobs?: boolean | null;
   /** with logprobs: the 0..20 most likely tokens at each position */
   top_logprobs?: number | null;
-  stream_options?: { include_usage?: boolean | null } | null;
+  stream_options?: { include_usage?: boolean } | null;
   /** output held by a grammar to JSON, a JSON schema, or an EBNF/GBNF grammar (src/grammar/) */
   response_format?: ResponseFormat | null;
   /** functions the model may call (src/tools.ts) */
-  tools?: FunctionTool[] | null;
-  tool_choice?: ToolChoice | null;
+  tools?: FunctionTool[];
+  tool_choice?: ToolChoice;
   /** false: at most one call per answer */
-  parallel_tool_calls?: boolean | null;
+  parallel_tool_calls?: boolean;
 }
 
 export interface CompletionUsage {
