@@ -164,3 +164,26 @@ def test_site_on_a_plain_static_host_generates_the_reference_text(smollm2_bundle
     assert got["messages"][-1]["content"] == tok.decode(want), (got["messages"][-1], tok.decode(want))
     assert re.match(r"\d+ tokens", got["meta"][-1])
     assert got["console"] == [] and got["failed"] == [], got
+
+
+def test_dev_server_lists_models_json_with_cards(packaged_tiny, tmp_path):
+    """`llmpack serve` answers the page's models.json (what a site holds as a file) like
+    /api/models, with each bundle's card; quality.json from eval appears in it."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from bundle_contract.card import quality_record, write_quality
+    from packager.serve import create_app
+
+    bundle = tmp_path / "bundles" / "tiny"
+    shutil.copytree(packaged_tiny("gqa", "q4f32"), bundle)
+    m = load(bundle)
+    write_quality(bundle, quality_record(m, {"perplexity": 12.5, "tokens": 64, "windows": 2}, text="t", window=32,
+                                         reference=None))
+    with TestClient(create_app([bundle.parent])) as c:
+        listed = c.get("/models.json").json()
+        assert listed == c.get("/api/models").json()
+    (entry,) = listed["models"]
+    assert entry["url"] == "http://testserver/models/tiny/"
+    assert entry["card"]["quality"]["perplexity"] == 12.5 and entry["card"]["manifest_sha256"] == m.sha256
