@@ -49,8 +49,8 @@ TOKENIZER_KEYS = {  # config.json's token ids
     "tokenizer.ggml.padding_token_id": "pad_token_id",
 }
 
-# tensors a file may hold besides the definition's: read into the config instead
-CONFIG_TENSORS = ("rope_freqs.weight",)
+# tensors a file of a GGUF architecture may hold besides the definition's: read into the config
+CONFIG_TENSORS = {"llama": ("rope_freqs.weight",), "phi3": ("rope_factors_long.weight", "rope_factors_short.weight")}
 
 
 class GGUFMetadata:
@@ -142,7 +142,7 @@ def _llama3_rope(meta: GGUFMetadata, config: dict) -> None:
         smooth = (1 / divisors[medium] - 1 / factor) / (1 - 1 / factor)
         a, b = np.polyfit(inv[medium] / (2 * math.pi), smooth, 1)
         if a > 0 and b < 0:
-            candidates.append((1.0, round(1 - 1 / b, 4), int(round(-a / b))))
+            candidates.append((1.0, float(round(1 - 1 / b, 4)), int(round(-a / b))))
     for low, high, old in candidates:
         rope = Rope("llama3", theta, factor, low, high, old)
         expected = rope_inv_freq(rope, head_dim).astype(np.float64)
@@ -158,15 +158,55 @@ def _llama3_rope(meta: GGUFMetadata, config: dict) -> None:
 GGUFDerive = Callable[[GGUFMetadata, dict], None]
 
 
+def _gemma(meta: GGUFMetadata, config: dict) -> None:
+    """llama.cpp writes no query_pre_attn_scalar: it scales q.k by head_dim ** -0.5, but for
+    the 27B models (46 layers in Gemma 2, 62 in Gemma 3) by (hidden_size / heads) ** -0.5,
+    as their configs say. Gemma 3's local layers keep RoPE base 10000 (llama.cpp's too)."""
+    heads = config["num_attention_heads"]
+    big = config["num_hidden_layers"] == {"gemma2": 46, "gemma3": 62}[meta.arch]
+    config["query_pre_attn_scalar"] = config["hidden_size"] // heads if big else \
+        config.get("head_dim") or config["hidden_size"] // heads
+
+
+def _phi3(meta: GGUFMetadata, config: dict) -> None:
+    """Phi-3's rotary share of a head, its original context, a sliding window of 0 meaning
+    none (Phi-4), and LongRoPE's factor lists, which llama.cpp stores as tensors."""
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    rotary = meta.get("phi3.rope.dimension_count")
+    if isinstance(rotary, int) and rotary != head_dim:
+        config["partial_rotary_factor"] = rotary / head_dim
+    if not config.get("sliding_window"):
+        config["sliding_window"] = None
+    original = meta.get("phi3.rope.scaling.original_context_length")
+    if original is not None:
+        config["original_max_position_embeddings"] = original
+    factors = {key: meta.tensor(f"rope_factors_{key}.weight") for key in ("long", "short")}
+    if any(f is not None for f in factors.values()):
+        if any(f is None for f in factors.values()):
+            raise PackError("the file has one of rope_factors_long.weight / rope_factors_short.weight but not the "
+                            "other; LongRoPE needs both")
+        config["rope_scaling"] = {"rope_type": "longrope", **{
+            f"{key}_factor": [float(str(np.float32(v))) for v in f.reshape(-1)] for key, f in factors.items()}}
+
+
+# the rotary dimension is the head size in the Llama-like files that predate attention.key_length
+ROTARY_HEAD_DIM = {"rope.dimension_count": "head_dim"}
+# Gemma's soft-caps; a head size of the values unlike the keys' is refused
+GEMMA_KEYS = {"attention.value_length": "_value_length", "attn_logit_softcapping": "attn_logit_softcapping",
+              "final_logit_softcapping": "final_logit_softcapping"}
+
 GGUF_KEYS: dict[str, tuple[dict[str, str], GGUFDerive | None]] = {
     # Llama, and Mistral, which llama.cpp writes as "llama" and runs with full attention in
-    # every layer (so does llmpack). The rotary dimension is the head size in files that
-    # predate attention.key_length.
-    "llama": ({"rope.dimension_count": "head_dim"}, _llama3_rope),
+    # every layer (so does llmpack)
+    "llama": (ROTARY_HEAD_DIM, _llama3_rope),
     "qwen2": ({}, None),
     "qwen3": ({"attention.value_length": "_value_length"}, None),
+    "gemma2": (GEMMA_KEYS, _gemma),
+    "gemma3": (GEMMA_KEYS, _gemma),
+    "phi3": ({}, _phi3),
+    # llama.cpp skips RoPE in every 4th layer, transformers' default no_rope_layer_interval
+    "smollm3": (ROTARY_HEAD_DIM, None),
 }
-
 
 # ---------------------------------------------------------------------------------------
 # tensors
@@ -198,14 +238,12 @@ class GGUFCheckpoint(Checkpoint):
     rope_permuted: dict[str, int]  # hf name -> head count, for the rows llama.cpp permuted for its RoPE
 
     def read(self, name: str) -> np.ndarray:
-        t, row = self.tensors[name]
+        t, _ = self.tensors[name]
         w = dequantize(t, t.name).reshape(self.shapes[name])
         # llama.cpp stores q/k rows permuted for its interleaved RoPE; undo it to get back
         # the Hugging Face (rotate_half) layout.
         if name in self.rope_permuted:
             w = _unpermute_rope(w, self.rope_permuted[name])
-        if row.gguf_offset:
-            w = w - np.float32(row.gguf_offset)
         return np.ascontiguousarray(w)
 
 
@@ -268,13 +306,20 @@ def read_gguf(src: Path):
         gguf_arch = arch_field.contents() if arch_field else None
     except Exception as e:
         raise PackError(f"{src.name}: not a readable GGUF file ({type(e).__name__}: {e}); re-download it") from None
+    try:
+        parts = int(reader.fields["split.count"].contents()) if "split.count" in reader.fields else 1
+    except (TypeError, ValueError, IndexError):
+        parts = 1
+    if parts > 1:
+        raise PackError(f"{src.name} is part 1 of a GGUF split into {parts} files; merge them into one first "
+                        "(llama.cpp's llama-gguf-split --merge)")
     arch = gguf_definition(gguf_arch if isinstance(gguf_arch, str) else None, src.name)
     tensors, unknown = {}, []
     for t in reader.tensors:
         found = arch.from_gguf(t.name)
         if found is not None:
             tensors[found[0]] = (t, found[1])
-        elif t.name not in CONFIG_TENSORS:
+        elif t.name not in CONFIG_TENSORS.get(gguf_arch, ()):
             unknown.append(t.name)
     if unknown:
         more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
@@ -319,7 +364,7 @@ def _save_tokenizer(src: Path, out: Path) -> None:
     transformers' GGUF support."""
     import logging
 
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -327,8 +372,13 @@ def _save_tokenizer(src: Path, out: Path) -> None:
     try:
         tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     except Exception as e:
-        raise PackError(f"{src.name}: transformers could not read its tokenizer ({' '.join(str(e).split())[:300]})") \
-            from None
+        # AutoTokenizer first builds a config, for the GGUF architectures transformers knows;
+        # the fast tokenizer class reads the tokenizer.* metadata of any
+        try:
+            tok = PreTrainedTokenizerFast.from_pretrained(src.parent, gguf_file=src.name)
+        except Exception:
+            raise PackError(f"{src.name}: transformers could not read its tokenizer "
+                            f"({' '.join(str(e).split())[:300]})") from None
     tok.save_pretrained(out)
     if not (out / "tokenizer.json").exists():
         raise PackError(f"{src.name}: transformers gave no fast tokenizer for it")

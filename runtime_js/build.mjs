@@ -1,5 +1,6 @@
 // Builds the runtime into one ES module (dist/llmpack.js) that runs in a page, a Web
-// Worker and Node, and the node:test suites (test/*.test.ts -> dist/test/*.test.js).
+// Worker and Node, the node:test suites (test/*.test.ts -> dist/test/*.test.js) and the
+// Node host of `llmpack serve --api` (dist/api_host.js).
 import { build } from "esbuild";
 import { execFile } from "node:child_process";
 import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -138,4 +139,23 @@ const types = new Promise((resolve, reject) => {
     err ? reject(new Error(`type declarations: tsc failed\n${stdout}${stderr}`)) : resolve());
 }).then(vendorTypes);
 
-await Promise.all([lib, tests, types]);
+// The Node process behind `llmpack serve --api` (dist/api_host.js): it imports the runtime
+// as its sibling ./llmpack.js instead of bundling a second copy.
+const runtimeAsSibling = {
+  name: "runtime-as-sibling",
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/index\.js$/ }, () => ({ path: "./llmpack.js", external: true }));
+  },
+};
+const apiHost = build({
+  entryPoints: ["src/node/api_host.ts"],
+  outfile: "dist/api_host.js",
+  bundle: true,
+  format: "esm",
+  platform: "node",
+  target: "node20",
+  plugins: [runtimeAsSibling],
+  logLevel: "warning",
+});
+
+await Promise.all([lib, tests, types, apiHost]);

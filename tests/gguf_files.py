@@ -18,6 +18,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -318,15 +319,9 @@ class GGUFArch:
     model_arch: str  # gguf.MODEL_ARCH member
     metadata: tuple[tuple[str, str], ...] = ()  # besides COMMON_METADATA
     permute_qk: bool = False  # llama.cpp permutes q/k rows for its interleaved RoPE
-    rope_freqs: bool = False  # a llama3 rope_scaling is written as rope_freqs.weight
-
-
-GGUF_WRITERS = {
-    "llama": GGUFArch("LLAMA", (("head_dim", "add_rope_dimension_count"), ("vocab_size", "add_vocab_size")),
-                      permute_qk=True, rope_freqs=True),
-    "qwen2": GGUFArch("QWEN2"),
-    "qwen3": GGUFArch("QWEN3", (("head_dim", "add_key_length"), ("head_dim", "add_value_length"))),
-}
+    norm_offset: float = 0.0  # llama.cpp writes the norms as weight + norm_offset (Gemma: 1 + w)
+    # what else the converter writes: f(writer, config) -> extra tensors {gguf name: float32}
+    extra: Callable[[object, dict], dict[str, np.ndarray]] | None = None
 
 
 def llama_cpp_permute(w: np.ndarray, heads: int) -> np.ndarray:
@@ -354,6 +349,57 @@ def llama3_rope_factors(config: dict) -> np.ndarray:
     return np.array(out, np.float32)
 
 
+def _llama_extra(w, config: dict) -> dict[str, np.ndarray]:
+    if config["rope_scaling"].get("rope_type", config["rope_scaling"].get("type")) == "llama3":
+        return {"rope_freqs.weight": llama3_rope_factors(config)}
+    return {}
+
+
+def _gemma_extra(w, config: dict) -> dict[str, np.ndarray]:
+    """Gemma 3's linear scaling of the global layers' RoPE (Gemma3Model.set_gguf_parameters)."""
+    import gguf
+
+    rs = config["rope_scaling"]
+    if rs.get("rope_type", rs.get("type")) == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(rs["factor"])
+    return {}
+
+
+def _phi3_extra(w, config: dict) -> dict[str, np.ndarray]:
+    """Phi3MiniModel: the rotary dimensions, the original context, the sliding window (0:
+    none) and LongRoPE's factor lists as tensors with their attention factor."""
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    w.add_rope_dimension_count(int(config.get("partial_rotary_factor", 1.0) * hidden) // heads)
+    orig = config.get("original_max_position_embeddings") or config["max_position_embeddings"]
+    w.add_rope_scaling_orig_ctx_len(orig)
+    w.add_sliding_window(config.get("sliding_window") or 0)
+    rs = config["rope_scaling"]
+    if rs.get("rope_type", rs.get("type")) != "longrope":
+        return {}
+    scale = config["max_position_embeddings"] / orig
+    w.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(scale) / math.log(orig)) if scale > 1 else 1.0)
+    return {"rope_factors_long.weight": np.array(rs["long_factor"], np.float32),
+            "rope_factors_short.weight": np.array(rs["short_factor"], np.float32)}
+
+
+HEAD_DIMS = (("head_dim", "add_key_length"), ("head_dim", "add_value_length"))
+GGUF_WRITERS = {
+    "llama": GGUFArch("LLAMA", (("head_dim", "add_rope_dimension_count"), ("vocab_size", "add_vocab_size")),
+                      permute_qk=True, extra=_llama_extra),
+    "qwen2": GGUFArch("QWEN2"),
+    "qwen3": GGUFArch("QWEN3", HEAD_DIMS),
+    "gemma2": GGUFArch("GEMMA2", (*HEAD_DIMS, ("sliding_window", "add_sliding_window"),
+                                  ("attn_logit_softcapping", "add_attn_logit_softcapping"),
+                                  ("final_logit_softcapping", "add_final_logit_softcapping")), norm_offset=1.0),
+    "gemma3": GGUFArch("GEMMA3", (*HEAD_DIMS, ("sliding_window", "add_sliding_window")), norm_offset=1.0,
+                       extra=_gemma_extra),
+    "phi3": GGUFArch("PHI3", extra=_phi3_extra),
+    "smollm3": GGUFArch("SMOLLM3", (("head_dim", "add_rope_dimension_count"), ("vocab_size", "add_vocab_size")),
+                        permute_qk=True),
+}
+
+
 def hf_tensors(hf_dir: Path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
@@ -370,6 +416,7 @@ def write_gguf(path: Path, hf_dir: Path, arch: str, kind: str, name: str = "tiny
     config.setdefault("head_dim", config["hidden_size"] // config["num_attention_heads"])
     rope = config.get("rope_parameters") or {**(config.get("rope_scaling") or {}),  # transformers 5, or 4
                                              "rope_theta": config.get("rope_theta", 10000.0)}
+    rope = rope.get("full_attention", rope)  # Gemma 3: the global layers' (the local ones' are llama.cpp's default)
     config["rope_theta"], config["rope_scaling"] = rope["rope_theta"], rope
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name(name)
@@ -384,15 +431,17 @@ def write_gguf(path: Path, hf_dir: Path, arch: str, kind: str, name: str = "tiny
         if spec.permute_qk and gname.endswith(("attn_q.weight", "attn_k.weight")):
             heads = config["num_attention_heads" if "attn_q" in gname else "num_key_value_heads"]
             t = llama_cpp_permute(t, heads)
+        if spec.norm_offset and gname.endswith("norm.weight"):
+            t = t + np.float32(spec.norm_offset)
         if t.ndim == 1 or kind == "F32":
             data, raw = t.astype(np.float32), None
         else:
             data, raw = encode(t, kind), gguf.GGMLQuantizationType[kind]
         w.add_tensor(gname, data, raw_dtype=raw)
         written[gname] = data
-    if spec.rope_freqs and rope.get("rope_type", rope.get("type")) == "llama3":
-        written["rope_freqs.weight"] = llama3_rope_factors(config)
-        w.add_tensor("rope_freqs.weight", written["rope_freqs.weight"])
+    for gname, t in (spec.extra(w, config) if spec.extra else {}).items():
+        w.add_tensor(gname, t)
+        written[gname] = t
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -11,16 +11,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
 
 from bundle_contract.manifest import load
 from checkpoints import build_tiny_checkpoint
-from gguf_files import BLOCK_DECODERS, HALF_OFFSETS, decode, hf_tensors, llama_cpp_permute, write_gguf
+from gguf_files import (
+    BLOCK_DECODERS,
+    GGUF_WRITERS,
+    HALF_OFFSETS,
+    decode,
+    hf_tensors,
+    llama_cpp_permute,
+    write_gguf,
+)
 from packager.bundle import package_model
 from packager.errors import PackError
 from packager.gguf_source import SOURCE_TYPES
-from packager.models import config_from_manifest, resolve_config
+from packager.models import config_from_manifest, definition, resolve_config
 from packager.reference import load_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,29 +74,29 @@ def package_and_compare(tmp_path: Path, hf_dir: Path, arch: str, kind: str) -> d
     against the file's bytes (decoded independently: exact) and against the Hugging Face
     weights and config (within the type's error)."""
     gguf_path = tmp_path / f"tiny-{kind}.gguf"
-    written = write_gguf(gguf_path, hf_dir, arch, kind)
+    # general.name after the checkpoint ("mistral0 tiny": transformers takes Mistral's tokenizer path)
+    written = write_gguf(gguf_path, hf_dir, arch, kind, name=f"{hf_dir.name} tiny")
     package_model(gguf_path, tmp_path / "bundle", quant="f32")
     manifest = load(tmp_path / "bundle").data
     got = load_weights(tmp_path / "bundle", manifest)
     hf = hf_tensors(hf_dir)
     config = json.loads((hf_dir / "config.json").read_text())
     assert set(got) == set(hf)
+    spec, packaged = GGUF_WRITERS[arch], config_from_manifest(manifest)
+    offsets = {t.name: getattr(t, "hf_offset", 0.0)  # Gemma's norms: stored as 1 + w (as llama.cpp does)
+               for t in definition(packaged.architecture).tensors(packaged)}
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[spec.model_arch], config["num_hidden_layers"])
     errors = {}
-    import gguf
-
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], config["num_hidden_layers"])
     for name, w in got.items():
         gname = names.get_name(name, try_suffixes=(".weight", ".bias"))
-        data = written[gname]
-        from_file = decode(data, kind if hf[name].ndim == 2 else "F32", hf[name].shape)
-        if arch == "llama" and gname.endswith(("attn_q.weight", "attn_k.weight")):  # undo the file's permutation
+        from_file = decode(written[gname], kind if hf[name].ndim == 2 else "F32", hf[name].shape)
+        if spec.permute_qk and gname.endswith(("attn_q.weight", "attn_k.weight")):  # undo the file's permutation
             heads = config["num_attention_heads" if "attn_q" in gname else "num_key_value_heads"]
             assert np.array_equal(llama_cpp_permute(w, heads), from_file), name
         else:
             assert np.array_equal(w, from_file), name
-        errors[name] = rel_rms(w, hf[name])
+        errors[name] = rel_rms(w, hf[name] + np.float32(offsets[name]))
     assert max(errors.values()) <= MAX_ERROR[kind], (kind, max(errors.items(), key=lambda kv: kv[1]))
-    packaged = config_from_manifest(manifest)
     assert packaged.to_json() == resolve_config(config, packaged.context_window).to_json()
     return {"manifest": manifest, "errors": errors, "config": packaged}
 
@@ -123,8 +132,6 @@ def test_architecture(case, hf_checkpoint, tmp_path):
 def test_gguf_decoders_match_independent_ones(kind):
     """The gguf package's decoder of each block type against tests/gguf_files.py's (written
     from llama.cpp's reference C), on random blocks: bit for bit."""
-    import gguf
-
     qtype = gguf.GGMLQuantizationType[kind]
     block, size = gguf.GGML_QUANT_SIZES[qtype]
     rng = np.random.default_rng(len(kind) * 31 + block)
@@ -153,11 +160,10 @@ def assert_refused(r, message: str, out: Path):
     assert not out.exists()
 
 
-def _rewrite(path: Path, edit) -> None:
+def _rewrite(path: Path, edit, extra: dict | None = None) -> None:
     """Rewrite a GGUF file's tensors through gguf's reader/writer with `edit(name, data,
-    type) -> (name, data, type) | None` (None drops the tensor), metadata kept."""
-    import gguf
-
+    type) -> (name, data, type) | None` (None drops the tensor), metadata kept, `extra`
+    metadata ({key: (value, GGUFValueType)}) added."""
     reader = gguf.GGUFReader(path)
     tmp = path.with_suffix(".new")
     w = gguf.GGUFWriter(str(tmp), reader.fields["general.architecture"].contents())
@@ -167,6 +173,8 @@ def _rewrite(path: Path, edit) -> None:
         kind = field.types[0]
         sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
         w.add_key_value(key, field.contents(), kind, sub_type=sub)
+    for key, (value, kind) in (extra or {}).items():
+        w.add_key_value(key, value, kind)
     for t in reader.tensors:
         edited = edit(t.name, np.array(t.data), t.tensor_type)
         if edited is not None:
@@ -181,8 +189,6 @@ def _rewrite(path: Path, edit) -> None:
 
 
 def test_unsupported_type_refused(hf_checkpoint, tmp_path):
-    import gguf
-
     src = tmp_path / "m.gguf"
     write_gguf(src, hf_checkpoint(*TYPE_CASE[1:]), "llama", "Q8_0")
 
@@ -225,3 +231,28 @@ def test_unknown_tensor_refused(hf_checkpoint, tmp_path):
     with pytest.raises(PackError, match="tensors blk.0.ffn_gate_exps.weight are not part of the llama architecture"):
         package_model(src, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_rope_freqs_not_llama3_refused(hf_checkpoint, tmp_path):
+    """rope_freqs.weight that no llama3 rope_scaling gives is refused, not approximated."""
+    src = tmp_path / "m.gguf"
+    write_gguf(src, hf_checkpoint(*TYPE_CASE[1:]), "llama", "F16")
+
+    def scramble(name, data, qtype):
+        return name, (data[::-1].copy() if name == "rope_freqs.weight" else data), qtype
+
+    _rewrite(src, scramble)
+    with pytest.raises(PackError, match="rope_freqs.weight does not describe a llama3 RoPE scaling"):
+        package_model(src, tmp_path / "out")
+
+
+def test_split_file_refused(hf_checkpoint, tmp_path):
+    """The first file of a split GGUF (llama-gguf-split) holds only some tensors."""
+    src = tmp_path / "m-00001-of-00002.gguf"
+    write_gguf(src, hf_checkpoint(*TYPE_CASE[1:]), "llama", "F16")
+    reader = gguf.GGUFReader(src)
+    assert "split.count" not in reader.fields
+    _rewrite(src, lambda name, data, qtype: (name, data, qtype),
+             extra={"split.no": (0, gguf.GGUFValueType.UINT16), "split.count": (2, gguf.GGUFValueType.UINT16)})
+    with pytest.raises(PackError, match="is part 1 of a GGUF split into 2 files"):
+        package_model(src, tmp_path / "out")

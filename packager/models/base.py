@@ -95,7 +95,6 @@ class TensorRow:
     role: str  # for the quantization policy: vector, matrix, sensitive, embedding or head (quantization/policy.py)
     gguf: str = ""  # llama.cpp's name of the tensor
     gguf_rope_heads: str = ""  # llama.cpp permuted these rows for its RoPE; the ModelConfig field of their head count
-    gguf_offset: float = 0.0  # llama.cpp stored weight + gguf_offset (Gemma's (1 + w) norms: 1.0)
 
     def spec(self, c: ModelConfig, prefix: str = "", role: str | None = None) -> TensorSpec:
         return TensorSpec(prefix + self.name, tuple(int(getattr(c, d)) for d in self.shape), role or self.role)
