@@ -201,6 +201,13 @@ describe("chat parameters", () => {
     assert.equal(next.choices[0].message.content, "aaa");
     // the aborted request's tokens stay usable as a cached prefix
     assert.ok(next.usage.prompt_tokens_details!.cached_tokens > 0);
+    // generate(): the same
+    const gen = new AbortController();
+    const parts: string[] = [];
+    const running = engine.generate("raw", { max_tokens: 1000, signal: gen.signal, onText: (d) => parts.push(d) === 3 && gen.abort() });
+    await assert.rejects(running, { name: "AbortError" });
+    assert.equal(parts.length, 3);
+    assert.equal(await engine.generate("raw", { max_tokens: 2 }), "aa");
   });
 
   test("extra LogitsProcessors: one set per choice, run after logit_bias, isDone() ends the choice", async () => {
