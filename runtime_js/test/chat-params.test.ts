@@ -98,6 +98,10 @@ describe("chat parameters", () => {
     const plain = await engine.chat.completions.create({ messages: MESSAGES, max_tokens: 3, logprobs: true });
     assert.deepEqual(plain.choices[0].logprobs!.content!.map((c) => c.top_logprobs), [[], [], []]);
     assert.equal((await engine.chat.completions.create({ messages: MESSAGES, max_tokens: 3 })).choices[0].logprobs, null);
+    // a token holding part of a character: U+FFFD as text, its exact byte
+    assert.deepEqual(engine.tokenizer.tokenPiece(0xc3), { text: "\uFFFD", bytes: [0xc3] });
+    assert.deepEqual(engine.tokenizer.tokenPiece(32), { text: " ", bytes: [32] });
+    assert.deepEqual(engine.tokenizer.tokenPiece(EOS), { text: "<|im_end|>", bytes: [...new TextEncoder().encode("<|im_end|>")] });
   });
 
   test("logit_bias forces and forbids tokens; logprobs then reflect the bias", async () => {
