@@ -112,11 +112,13 @@ def serve(
     registry: Optional[str] = typer.Option(None, "--registry", help="also list a registry's models: the URL of "
                                            "`llmpack registry serve`, or a registry folder / fsspec URL"),
     allowed_host: list[str] = typer.Option([], "--allowed-host", help=ALLOWED_HOST_HELP),
+    api: bool = typer.Option(False, "--api", help="also serve an OpenAI-compatible API at /v1 (chat completions, "
+                             "models), run by the JS runtime in Node.js"),
 ):
     """Serve bundles, the JS runtime and the chat demo page over HTTP."""
     from .serve import serve as run_server
 
-    run_server(paths, host=host, port=port, registry=registry, allowed_hosts=allowed_host)
+    run_server(paths, host=host, port=port, registry=registry, allowed_hosts=allowed_host, api=api)
 
 
 @app.command()

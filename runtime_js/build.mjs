@@ -1,5 +1,6 @@
 // Builds the runtime into one ES module (dist/llmpack.js) that runs in a page, a Web
-// Worker and Node, and the node:test suites (test/*.test.ts -> dist/test/*.test.js).
+// Worker and Node, the node:test suites (test/*.test.ts -> dist/test/*.test.js) and the
+// Node host of `llmpack serve --api` (dist/api_host.js).
 import { build } from "esbuild";
 import { readdirSync } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -81,4 +82,23 @@ const tests = build({
   logLevel: "warning",
 });
 
-await Promise.all([lib, tests]);
+// The Node process behind `llmpack serve --api` (dist/api_host.js): it imports the runtime
+// as its sibling ./llmpack.js instead of bundling a second copy.
+const runtimeAsSibling = {
+  name: "runtime-as-sibling",
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/index\.js$/ }, () => ({ path: "./llmpack.js", external: true }));
+  },
+};
+const apiHost = build({
+  entryPoints: ["src/node/api_host.ts"],
+  outfile: "dist/api_host.js",
+  bundle: true,
+  format: "esm",
+  platform: "node",
+  target: "node20",
+  plugins: [runtimeAsSibling],
+  logLevel: "warning",
+});
+
+await Promise.all([lib, tests, apiHost]);

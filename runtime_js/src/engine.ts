@@ -347,9 +347,9 @@ export class Engine {
         if (text || logprobs) yield chunk(e.choice, { content: text }, null, logprobs);
         if (e.finishReason) {
           last = { choice: e.choice, finishReason: e.finishReason };
-          const end = calls?.[e.choice]!.finish();
+          const end = calls?.[e.choice]!.finish(e.finishReason === "stop"); // (a call cut off by max_tokens stays text)
           if (end?.content) yield chunk(e.choice, { content: end.content });
-          if (end?.toolCalls.length && e.finishReason === "stop") {
+          if (end?.toolCalls.length) {
             yield chunk(e.choice, { tool_calls: end.toolCalls.map((c, index) => ({ index, ...c })) });
             last.finishReason = "tool_calls";
           }

@@ -278,9 +278,10 @@ export class ToolCallStream {
     return t.length;
   }
 
-  /** At the end: the rest of the content and the calls. */
-  finish(): { content: string; toolCalls: ToolCall[] } {
+  /** At the end: the rest of the content and the calls (none unless `parse`: an answer cut off stays text). */
+  finish(parse = true): { content: string; toolCalls: ToolCall[] } {
     const held = this.text.slice(this.emitted);
+    if (!parse) return { content: held, toolCalls: [] };
     const { content, toolCalls } = parseToolCalls(held, this.plan);
     return { content: toolCalls.length ? (content ?? "") : held, toolCalls };
   }

@@ -150,6 +150,18 @@ describe("tools on the engine", () => {
     assert.equal(chunks.at(-1)!.choices[0].finish_reason, "tool_calls");
   });
 
+  test("a call cut off by max_tokens stays text, streamed or not (finish_reason length)", async () => {
+    const req = { messages: [{ role: "user", content: "Time?" }], tools: [TIME], tool_choice: "required" as const, temperature: 1, seed: 3, max_tokens: 14 };
+    const res = await engine.chat.completions.create(req);
+    assert.equal(res.choices[0].finish_reason, "length");
+    assert.equal(res.choices[0].message.tool_calls, undefined);
+    assert.ok(res.choices[0].message.content!.startsWith("<tool_call>\n{"), res.choices[0].message.content!);
+    const chunks = await collect(await engine.chat.completions.create({ ...req, stream: true }));
+    assert.equal(chunks.map((k) => k.choices[0].delta.content ?? "").join(""), res.choices[0].message.content);
+    assert.ok(chunks.every((k) => !k.choices[0].delta.tool_calls));
+    assert.equal(chunks.at(-1)!.choices[0].finish_reason, "length");
+  });
+
   test("unsupported combinations and bad tools are one-line errors", async () => {
     const bad: [Record<string, unknown>, RegExp][] = [
       [{ tools: [WEATHER], response_format: { type: "json_object" } }, /response_format and tools cannot be combined/],
