@@ -7,6 +7,7 @@ more than one tensor (plus its float32 copy) in memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import mmap
@@ -38,6 +39,7 @@ class Checkpoint:
     generation: dict  # generation_config.json, or {}
     license: str | None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    source_files: list[Path] = field(default_factory=list)  # what source_sha256 hashes
     _cleanup: tempfile.TemporaryDirectory | None = None
 
     def read(self, name: str) -> np.ndarray:
@@ -205,7 +207,27 @@ def open_safetensors_dir(src: Path) -> SafetensorsCheckpoint:
     ck = SafetensorsCheckpoint(kind="safetensors", name=src.resolve().name, config=config, tokenizer_dir=src,
                                generation=gen, license=config.get("license"), shapes=shapes)
     ck.files = files
+    read = ["config.json", "generation_config.json", "model.safetensors.index.json", *names, *TOKENIZER_FILES,
+            "chat_template.jinja"]
+    ck.source_files = [src / n for n in dict.fromkeys(read) if (src / n).is_file()]
     return ck
+
+
+def source_sha256(ck: Checkpoint) -> str:
+    """The checkpoint's hash for the manifest's model.source.sha256 (docs/bundle.md): a GGUF
+    file's sha256; for a directory, the sha256 of `sha256sum`'s output over the files read
+    (config, index, safetensors, tokenizer files), sorted by name."""
+    def file_hash(path: Path) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest()
+
+    if ck.kind == "gguf":
+        return file_hash(ck.source_files[0])
+    lines = "".join(f"{file_hash(p)}  {p.name}\n" for p in sorted(ck.source_files, key=lambda p: p.name))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def open_checkpoint(src: Path) -> Checkpoint:

@@ -352,7 +352,8 @@ def open_gguf(src: Path) -> GGUFCheckpoint:
             permuted[hf] = int(config.get(row.gguf_rope_heads) or config["num_attention_heads"])
     lic = meta.get("general.license")
     ck = GGUFCheckpoint(kind="gguf", name=src.name, config=config, tokenizer_dir=Path(tmp.name),
-                        generation={}, license=lic if isinstance(lic, str) else None, shapes=shapes, _cleanup=tmp)
+                        generation={}, license=lic if isinstance(lic, str) else None, shapes=shapes,
+                        source_files=[src], _cleanup=tmp)
     ck.tensors = tensors
     ck.rope_permuted = permuted
     return ck

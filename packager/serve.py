@@ -6,6 +6,7 @@ URL space (docs/serve.md):
     /runtime/llmpack.js      the JS runtime, as built into the installed package
     /models/<id>/<file>      a bundle: manifest.json, tokenizer files, shards/<sha256>.bin, ...
     /api/models              the served models, and those of a registry (--registry)
+    /models.json             the same list, where the chat page (and a static site) has it
     /registry/...            a local registry's HTTP API (--registry PATH)
     /v1/...                  with --api: the OpenAI-compatible API (packager.openai_api)
 
@@ -32,6 +33,7 @@ from typing import Callable, Sequence
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
+from bundle_contract.card import make_card, read_quality
 from bundle_contract.http import IMMUTABLE, REVALIDATE, bind, host_check, is_loopback, local_file_response
 from bundle_contract.manifest import MANIFEST_NAME, Manifest, ManifestError, load
 
@@ -45,6 +47,7 @@ ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Embedder-Policy": "require-corp",
 }
+MODELS_JSON = "models.json"
 _SHARD_PATH = re.compile(r"shards/([0-9a-f]{64})\.bin")
 # refused in any path segment: a leading dot ("..", hidden files), backslashes, "%" (what
 # is left of a double encoding), ":" (drive letters, streams), control characters
@@ -79,7 +82,7 @@ class Bundle:
 
 # the fields of a manifest summary (or registry index entry) that /api/models lists
 _LISTED = ("name", "architecture", "parameters", "license", "quantization", "shard_count", "weights_bytes",
-           "memory_estimate_bytes", "context_window", "requirements", "created")
+           "memory_estimate_bytes", "context_window", "requirements", "created", "card")
 
 
 def model_entry(summary: dict, model_id: str, url: str, source: str = "local", **extra) -> dict:
@@ -302,9 +305,11 @@ def create_app(paths: Sequence[Path | str] | BundleSet, *, registry: str | Regis
             raise HTTPException(404, "not found") from None
 
     @app.get("/api/models")
+    @app.get("/" + MODELS_JSON)  # the chat page's list; a static site (`llmpack site`) has it as a file
     def api_models(request: Request):
         base = str(request.base_url)
-        models = [model_entry(b.manifest.summary(), b.id, f"{base}models/{b.id}/") for b in bundles.all()]
+        models = [model_entry({**b.manifest.summary(), "card": make_card(b.manifest, read_quality(b.path, b.manifest))},
+                              b.id, f"{base}models/{b.id}/") for b in bundles.all()]
         errors = list(bundles.problems)
         if source is not None:
             listed, error = source.models(base)

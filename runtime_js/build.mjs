@@ -2,7 +2,9 @@
 // Worker and Node, the node:test suites (test/*.test.ts -> dist/test/*.test.js) and the
 // Node host of `llmpack serve --api` (dist/api_host.js).
 import { build } from "esbuild";
-import { readdirSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 
@@ -48,6 +50,8 @@ const xgrammarAsModule = {
   },
 };
 
+rmSync("dist/types", { recursive: true, force: true }); // no declarations of removed modules
+
 const lib = build({
   // llmpack.js, and xgrammar.js (the grammar engine) loaded by it on the first
   // constrained request: pages that never ask for structured output never fetch it
@@ -66,7 +70,23 @@ const lib = build({
   target: "es2022",
   sourcemap: true,
   legalComments: "linked",
-});
+}).then(hideNodeImports);
+
+/**
+ * The runtime reaches Node's modules only through `await import("node:...")` behind
+ * runtime checks. An app that bundles the npm package for the web (esbuild, webpack,
+ * Vite) would try to resolve those and fail, so the built files pass the name through
+ * `String(...)`, which bundlers do not evaluate (they fold `"node:" + "fs"`), with the
+ * ignore comments webpack and Vite read.
+ */
+function hideNodeImports() {
+  for (const file of ["dist/llmpack.js", "dist/xgrammar.js"]) {
+    const src = readFileSync(file, "utf8");
+    const out = src.replace(/\bimport\("(node:[a-z_/]+)"\)/g, 'import(/* webpackIgnore: true */ /* @vite-ignore */ String("$1"))');
+    if (/\bimport\(\s*["']node:/.test(out)) throw new Error(`${file}: an import("node:...") is left that bundlers would resolve`);
+    writeFileSync(file, out);
+  }
+}
 
 const tests = build({
   // *.long.ts: the long suites (npm run test:long; LLMPACK_LONG_TESTS=1 in scripts/test.sh)
@@ -81,6 +101,43 @@ const tests = build({
   sourcemap: "inline",
   logLevel: "warning",
 });
+
+// Type declarations for the npm package (dist/types/*.d.ts, package.json "types"): tsc
+// emits them from src alone (tsconfig.types.json), while esbuild writes the JavaScript.
+// The package has no dependencies (esbuild bundles them all), so the declarations must
+// not name another package either: web-xgrammar's own declarations, which the grammar
+// API's types refer to, are copied into dist/types/vendor/ and referred to there.
+const VENDORED_TYPES = { "@mlc-ai/web-xgrammar": "vendor/web-xgrammar/index.js" };
+
+function vendorTypes() {
+  const require = createRequire(import.meta.url);
+  for (const [name, target] of Object.entries(VENDORED_TYPES)) {
+    const lib = path.dirname(require.resolve(name));
+    const dest = path.join("dist/types", path.dirname(target));
+    mkdirSync(dest, { recursive: true });
+    for (const f of readdirSync(lib).filter((f) => f.endsWith(".d.ts"))) copyFileSync(path.join(lib, f), path.join(dest, f));
+  }
+  const files = readdirSync("dist/types", { recursive: true }).filter((f) => f.endsWith(".d.ts") && !f.startsWith("vendor"));
+  for (const f of files) {
+    const file = path.join("dist/types", f);
+    let src = readFileSync(file, "utf8");
+    for (const [name, target] of Object.entries(VENDORED_TYPES)) {
+      let rel = path.relative(path.dirname(f), target).split(path.sep).join("/");
+      if (!rel.startsWith(".")) rel = `./${rel}`;
+      src = src.replaceAll(`from "${name}"`, `from "${rel}"`);
+    }
+    const bare = src.match(/\bfrom "(?![./])[^"]+"|\bimport\("(?![./])[^"]+"\)/);
+    if (bare) throw new Error(`${file} refers to another package (${bare[0]}): add it to VENDORED_TYPES in build.mjs or keep it out of the public types`);
+    writeFileSync(file, src);
+  }
+}
+
+const types = new Promise((resolve, reject) => {
+  const pkg = createRequire(import.meta.url).resolve("typescript/package.json");
+  const tsc = path.join(path.dirname(pkg), "bin", "tsc");
+  execFile(process.execPath, [tsc, "-p", "tsconfig.types.json"], (err, stdout, stderr) =>
+    err ? reject(new Error(`type declarations: tsc failed\n${stdout}${stderr}`)) : resolve());
+}).then(vendorTypes);
 
 // The Node process behind `llmpack serve --api` (dist/api_host.js): it imports the runtime
 // as its sibling ./llmpack.js instead of bundling a second copy.
@@ -101,4 +158,4 @@ const apiHost = build({
   logLevel: "warning",
 });
 
-await Promise.all([lib, tests, apiHost]);
+await Promise.all([lib, tests, types, apiHost]);

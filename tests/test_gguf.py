@@ -57,7 +57,7 @@ def hf_checkpoint(tmp_path_factory):
     cache = {}
 
     def get(variant: str, extra: dict) -> Path:
-        key = (variant, tuple(sorted(extra.items())))
+        key = (variant, json.dumps(extra, sort_keys=True))
         if key not in cache:
             cache[key] = build_tiny_checkpoint(tmp_path_factory.mktemp(variant), variant, **{**DIMS, **extra})
         return cache[key]

@@ -110,6 +110,7 @@ export {
   type PlanVariant,
   type WeightBlock,
 } from "./plan.js";
+export { RUNTIME_VERSION, compareVersions, parseVersion } from "./version.js";
 export { REGISTRY_SCHEME, RegistryError, parseRegistryRef, resolveRegistryModel, type RegistryVersion, type ResolvedModel } from "./registry.js";
 // Registers the "webgpu" backend.
 export * from "./webgpu/index.js";
