@@ -128,6 +128,27 @@ def test_architecture(case, hf_checkpoint, tmp_path):
     assert out["manifest"]["tokenizer"]["chat_template"] == AutoTokenizer.from_pretrained(hf_dir).chat_template
 
 
+@pytest.mark.parametrize("case", ["mistral", "qwen2-untied"])
+def test_logits_match_transformers_reading_the_gguf(case, hf_checkpoint, tmp_path):
+    """transformers loads the same GGUF file itself (its own dequantization, q/k un-permuting
+    and config mapping, where that mapping is complete): the packaged f32 bundle's prefill
+    logits equal its."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from packager.reference import ReferenceModel
+
+    arch, variant, extra, kind = ARCH_CASES[case]
+    package_and_compare(tmp_path, hf_checkpoint(variant, extra), arch, kind)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=f"tiny-{kind}.gguf", dtype=torch.float32).eval()
+    prompt = np.random.default_rng(1).integers(0, 320, size=19).tolist()
+    with torch.no_grad():
+        expected = model(torch.tensor([prompt])).logits[0].numpy()
+    got = ReferenceModel(tmp_path / "bundle").prefill(prompt)
+    assert got.shape == expected.shape == (19, 320)
+    assert np.max(np.abs(got - expected)) / np.max(np.abs(expected)) < 1e-4
+
+
 @pytest.mark.parametrize("kind", list(BLOCK_DECODERS))
 def test_gguf_decoders_match_independent_ones(kind):
     """The gguf package's decoder of each block type against tests/gguf_files.py's (written

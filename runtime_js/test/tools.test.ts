@@ -132,6 +132,22 @@ describe("tools and tool_choice", () => {
     assert.throws(() => templateConversation([{ role: "assistant", content: "", tool_calls: [{ function: { name: "f", arguments: "{bad" } }] }], plan), /messages\[0\]\.tool_calls\[0\]\.function\.arguments is not JSON/);
   });
 
+  test('a follow-up without tools (tool_choice "none"): a template that renders calls and results still gets them as they are', () => {
+    const native = templateConversation(turn, null, true);
+    assert.equal(native.tools, undefined);
+    assert.equal(native.messages[2]!.role, "tool");
+    assert.equal(native.messages[2]!.tool_call_id, "call_1");
+    const text = new ChatTemplate(QWEN_STYLE_TEMPLATE).render({ messages: native.messages, add_generation_prompt: true });
+    assert.ok(!text.includes("<tools>"), text);
+    assert.ok(text.includes('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}\n</tool_call>'), text);
+    assert.ok(text.includes('<tool_response>\n{"temp": 21}\n</tool_response>'), text);
+    // a template that does not: Hermes text, and no system message about tools
+    const plain = templateConversation(turn, null, false);
+    assert.equal(plain.messages[0]!.role, "user");
+    assert.equal(plain.messages[2]!.role, "user");
+    assert.match(plain.messages[1]!.content, /^<tool_call>\n\{"name":"get_weather"/);
+  });
+
   test("calls are parsed out of Hermes and Llama 3 JSON text; anything else stays content", () => {
     const hermes = toolPlan({ tools: [WEATHER, TIME] }, QWEN_STYLE_TEMPLATE)!;
     const r = parseToolCalls('Let me look.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "C"}}\n</tool_call>\n<tool_call>\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n</tool_call>', hermes);
