@@ -363,6 +363,26 @@ def test_without_node_api_fails_at_start_in_one_line(bundle, tmp_path):
                         "PATH)\n")
 
 
+@pytest.mark.parametrize("script, message", [
+    ('echo \'ready {"node": "18.19.0"}\'; cat >/dev/null', r"--api needs Node.js 20 or newer; .*/node is 18\.19\.0"),
+    ("echo 'SyntaxError: Unexpected token' >&2; exit 1",
+     r"the Node.js process running the models did not start \(SyntaxError: Unexpected token\)"),
+])
+def test_a_node_that_cannot_run_the_host_is_one_line(tmp_path, script, message):
+    """`node` too old, or a host that fails at start: a PackError (one line), no process left."""
+    from packager.errors import PackError
+    from packager.node_api import NodeApiHost
+
+    node = tmp_path / "node"
+    node.write_text(f"#!/bin/sh\n{script}\n")
+    node.chmod(0o755)
+    host = NodeApiHost(tmp_path / "api_host.js", node=str(node))
+    (tmp_path / "api_host.js").write_text("")
+    with pytest.raises(PackError, match=message) as e:
+        host.start()
+    assert "\n" not in str(e.value) and host.proc is None
+
+
 @pytest.mark.slow
 def test_smollm2_answers_are_the_runtimes(smollm2_bundle):
     """SmolLM2 (the bundle other tests check against transformers and the numpy reference)
