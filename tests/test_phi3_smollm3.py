@@ -59,13 +59,14 @@ def test_phi3_config(tiny_llama):
     assert (r.type, r.rotary_dim(c.head_dim), r.original_max_position_embeddings) == ("longrope", 12, 4096)
     assert r.short_factor == (1.0, 1.1, 1.3, 1.6, 2.2, 3.0) and r.long_factor[-1] == 16.0
     assert r.attention_scaling == pytest.approx((1 + np.log(4) / np.log(4096)) ** 0.5)
-    assert c.context_window == 4096 and c.sliding_window is None
+    assert c.context_window == 4096 and c.sliding_window == 0
     # the Hub's config.json form (Phi-3.5 / Phi-4-mini: rope_scaling of type "longrope")
     hub = {k: v for k, v in raw_config(tiny_llama, "phi3-longrope").items() if k != "rope_parameters"}
     scaling = {"type": "longrope", "short_factor": list(r.short_factor), "long_factor": list(r.long_factor)}
     assert resolve_config({**hub, "rope_theta": 10000.0, "rope_scaling": scaling}).rope == r
     plain = resolve_config(raw_config(tiny_llama, "phi3"))
-    assert plain.rope.type == "default" and plain.rope.rotary_dim(16) == 16 and plain.sliding_window == 256
+    assert plain.rope.type == "default" and plain.rope.rotary_dim(16) == 16
+    assert plain.sliding_window == 0 and plain.layer_types == ()  # 256: the whole context, never a window
     # the manifest's form reads back to the same config
     manifest = {"model": {"hf_architecture": c.hf_architecture, "config": c.to_json()},
                 "memory": {"context_window": c.context_window}}
@@ -85,10 +86,10 @@ def test_phi3_refuses_contexts_it_cannot_run_exactly(tiny_llama):
     mini_4k = {**raw_config(tiny_llama, "phi3"), "sliding_window": 2047, "max_position_embeddings": 4096}  # 4k's
     with pytest.raises(PackError, match=r"sliding window of 2047 tokens.*--context-window 2047 or less"):
         resolve_config(mini_4k)  # the default context window: 4096
-    assert resolve_config(mini_4k, 2047).context_window == 2047
-    c = resolve_config(mini_4k, 2047)  # re-planning a bundle with a larger window: the same check
+    c = resolve_config(mini_4k, 2047)
+    assert c.context_window == 2047 and c.sliding_window == 2047 and c.layer_types == ("sliding_attention",) * 2
     manifest = {"model": {"hf_architecture": c.hf_architecture, "config": c.to_json()}}
-    with pytest.raises(PackError, match="sliding window"):
+    with pytest.raises(PackError, match="sliding window"):  # re-planning the bundle with a larger window
         config_from_manifest(manifest, context_window=4000)
 
 
