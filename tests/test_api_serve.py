@@ -142,6 +142,20 @@ def test_plain_and_streamed_answers_are_the_runtimes(server, bundle):
         assert chunks[-1].usage.completion_tokens == expected["usage"]["completion_tokens"]
 
 
+def test_the_official_javascript_client_too(server, bundle):
+    """The `openai` npm package (runtime_js devDependency) through the same endpoint."""
+    req = dict(messages=HI, max_tokens=10, temperature=0)
+    want = direct(bundle, [req, {**req, "temperature": -1}])
+    r = subprocess.run(["node", str(ROOT / "runtime_js" / "test" / "e2e" / "openai_js_client.mjs"), server.url + "v1",
+                        MODEL], input=json.dumps(req), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout)
+    assert got["models"] == [MODEL, COPY]
+    assert got["answer"] == got["streamed"] == want[0]["choices"][0]["message"]["content"]
+    assert got["error"] == {"name": "BadRequestError", "status": 400, "message": want[1]["error"],
+                            "param": "temperature"}
+
+
 def test_server_sent_events_are_openais_framing(server):
     """Raw bytes: `data: <json>` events separated by a blank line, then `data: [DONE]`."""
     body = {"model": MODEL, "messages": HI, "max_tokens": 3, "temperature": 0, "stream": True}
