@@ -182,8 +182,13 @@ def test_bad_requests_are_400_with_the_runtimes_message(server, bundle):
             assert e.value.body["param"] == re.match(r"\w+", expected["error"]).group(0)
     with pytest.raises(openai.BadRequestError, match="provide a model"):
         client.chat.completions.create(model="", messages=HI)
-    r = httpx.post(server.url + "v1/chat/completions", content=b"{not json", timeout=30)
+    r = httpx.post(server.url + "v1/chat/completions", content=b"{not json", timeout=30,
+                   headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    # a form post (what a page of another site may send without a CORS preflight) runs nothing
+    body = json.dumps({"model": MODEL, "messages": HI, "max_tokens": 1})
+    r = httpx.post(server.url + "v1/chat/completions", content=body, timeout=30, headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and "Content-Type: application/json" in r.json()["error"]["message"]
     r = httpx.get(server.url + "v1/chat/completions", timeout=30)
     assert r.status_code == 405 and set(r.json()["error"]) == {"message", "type", "param", "code"}
 
