@@ -60,8 +60,17 @@ def resolve(raw: dict) -> dict:
     window = raw.get("sliding_window")
     if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window <= 0):
         raise PackError(f"config.json: sliding_window must be a positive integer or null, not {str(window)[:40]}")
-    # (the window is checked against the context window, ModelConfig, not refused outright)
-    c = parse_config({**raw, "sliding_window": None}, "phi3")
+    from transformers.utils import logging as hf_logging
+
+    # (the window is checked against the context window, ModelConfig, not refused outright).
+    # transformers warns, for every LongRoPE config the Hub has, that it should give `factor`
+    # rather than original_max_position_embeddings: not the user's to fix, so not shown
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        c = parse_config({**raw, "sliding_window": None}, "phi3")
+    finally:
+        hf_logging.set_verbosity(level)
     fields = config_fields(c, partial_rotary=True)
     rotary = fields["rope"].rotary_dim(fields["head_dim"])
     if rotary % 2 or rotary == 0:
