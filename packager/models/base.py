@@ -54,8 +54,10 @@ class ModelConfig:
     # -- optional, with defaults that mean Llama (older manifests lack them) --------------
     # Phi-3 (packager/models/phi3.py) and SmolLM3 (smollm3.py):
     nope_layers: tuple[int, ...] = ()  # the layers that apply no RoPE (SmolLM3's NoPE layers)
-    sliding_window: int | None = None  # every layer's attention window (Phi-3); no windowed attention yet,
-    #                                    so a context window past it is refused (__post_init__)
+    # sliding-window attention (Phi-3: every layer), as the sliding-window work names it; no
+    # windowed attention yet, so a context window past the window is refused (__post_init__)
+    sliding_window: int = 0  # keys per query in the sliding layers; 0: none
+    layer_types: tuple[str, ...] = ()  # per layer "sliding_attention" | "full_attention"; (): all full
 
     NOT_IN_MANIFEST = ("architecture", "hf_architecture", "context_window")  # stored elsewhere in the manifest
 
@@ -63,7 +65,8 @@ class ModelConfig:
         """What no bundle of this config can run exactly, refused for every way a config is
         made (resolve_config, config_from_manifest)."""
         self.rope.check_context(self.context_window)
-        if self.sliding_window is not None and self.context_window > self.sliding_window:
+        if self.sliding_window and "sliding_attention" in self.layer_types and \
+                self.context_window > self.sliding_window:
             raise PackError(f"the model attends within a sliding window of {self.sliding_window} tokens, which is "
                             f"not supported yet; a context window of {self.context_window} would need it: pass "
                             f"--context-window {self.sliding_window} or less")
@@ -89,8 +92,9 @@ class ModelConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self)
                if f.name not in self.NOT_IN_MANIFEST and (f.default is MISSING or getattr(self, f.name) != f.default)}
         out["rope"] = self.rope.to_json()
-        if "nope_layers" in out:
-            out["nope_layers"] = list(self.nope_layers)
+        for k in ("nope_layers", "layer_types"):
+            if k in out:
+                out[k] = list(out[k])
         return out
 
     @classmethod
@@ -104,6 +108,8 @@ class ModelConfig:
         values["rope"] = Rope.from_json(data["rope"])
         if "nope_layers" in values:
             values["nope_layers"] = tuple(int(i) for i in values["nope_layers"])
+        if "layer_types" in values:
+            values["layer_types"] = tuple(values["layer_types"])
         return cls(architecture=architecture, hf_architecture=hf_architecture, context_window=context_window,
                    **values)
 

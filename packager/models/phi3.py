@@ -20,9 +20,11 @@ Specification: transformers' models/phi3/modeling_phi3.py.
   also states the one table a bundle uses and the context windows it is exact for (at
   most original_max_position_embeddings).
 - sliding_window: transformers masks keys more than sliding_window - 1 positions back
-  in every layer. Windowed attention is not implemented yet, so a context window past
-  the window is refused (ModelConfig; Phi-3-mini-4k: sliding_window 2047, hence
-  --context-window 2047; Phi-3.5 / Phi-4-mini: 262144, never reached).
+  in every layer. A window shorter than max_position_embeddings makes every layer a
+  sliding one (ModelConfig.sliding_window, layer_types); windowed attention is not
+  implemented yet, so a context window past the window is refused (ModelConfig;
+  Phi-3-mini-4k: sliding_window 2047, hence --context-window 2047; Phi-3.5 / Phi-4-mini:
+  262144, never reached).
 
 llama.cpp (GGUF architecture "phi3") keeps the q/k rows in Hugging Face's order (its phi3
 RoPE is the rotate_half one) and stores LongRoPE's factor lists as the tensors
@@ -65,7 +67,9 @@ def resolve(raw: dict) -> dict:
     if rotary % 2 or rotary == 0:
         raise PackError(f"partial_rotary_factor {fields['rope'].partial_rotary_factor} gives {rotary} rotary "
                         f"dimensions of head_dim {fields['head_dim']}; they must be a positive even number")
-    return {**fields, "sliding_window": window}
+    if window and window < fields["max_position_embeddings"]:  # (a longer one never applies)
+        fields.update(sliding_window=window, layer_types=("sliding_attention",) * fields["num_hidden_layers"])
+    return fields
 
 
 QKV_PROJ = TensorRow("self_attn.qkv_proj.weight", ("qkv_size", H), "sensitive", "attn_qkv.weight")
