@@ -28,8 +28,8 @@ Specification: transformers' models/phi3/modeling_phi3.py.
 
 llama.cpp (GGUF architecture "phi3") keeps the q/k rows in Hugging Face's order (its phi3
 RoPE is the rotate_half one) and stores LongRoPE's factor lists as the tensors
-`rope_factors_long.weight` / `rope_factors_short.weight` (GGUF_ROPE_FACTORS: where they
-go in config.json's rope_scaling); they are configuration, not weights of the bundle.
+`rope_factors_long.weight` / `rope_factors_short.weight`, which packager/gguf_source.py
+reads into config.json's rope_scaling: they are configuration, not weights of the bundle.
 """
 
 from __future__ import annotations
@@ -51,9 +51,6 @@ from .llama import (
     llama_like,
     parse_config,
 )
-
-# llama.cpp's LongRoPE factor tensors -> the rope_scaling keys they hold
-GGUF_ROPE_FACTORS = {"rope_factors_long.weight": "long_factor", "rope_factors_short.weight": "short_factor"}
 
 
 def resolve(raw: dict) -> dict:
