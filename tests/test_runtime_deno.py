@@ -48,7 +48,8 @@ CASES = {**WEIGHT_FORMAT_CASES,
          "mistral-q4f16": ("mistral", "q4f16", {}),  # MistralForCausalLM
          "linear-q3f16": ("linear", "q3f16", {}),  # linear RoPE scaling
          "qwen2-q4f16": ("qwen2", "q4f16", {}),  # Qwen2ForCausalLM: q/k/v biases
-         "qwen3-q4f16": ("qwen3", "q4f16", {})}  # Qwen3ForCausalLM: per-head q/k norms, head_dim 32
+         "qwen3-q4f16": ("qwen3", "q4f16", {}),  # Qwen3ForCausalLM: per-head q/k norms, head_dim 32
+         "phi3-longrope-q4f16": ("phi3-longrope", "q4f16", {})}  # Phi3ForCausalLM: views, partial LongRoPE
 F32_ONLY = ("q4f32", "f32")  # formats whose bundles carry f32 kernels only
 RUNS = [(cid, kv) for cid, (_, quant, _) in CASES.items() for kv in (("f32",) if quant in F32_ONLY else ("f16", "f32"))]
 

@@ -39,8 +39,13 @@ CASES = {**WEIGHT_FORMAT_CASES,
          "qwen2-q4f16": ("qwen2", "q4f16", {}), "qwen2-f32": ("qwen2", "f32", {}),
          "qwen3-q4f16": ("qwen3", "q4f16", {}), "qwen3-f32": ("qwen3", "f32", {}),
          "qwen3-untied-q2f16": ("qwen3-untied", "q2f16", {}),
-         "qwen2-untied-q4f16-split": ("qwen2-untied", "q4f16", SPLIT)}
-THREADS = {"untied-q4f16-split": 2, "qwen2-untied-q4f16-split": 2}  # the threaded module; 1 elsewhere
+         "qwen2-untied-q4f16-split": ("qwen2-untied", "q4f16", SPLIT),
+         # Phi-3 (row views of the fused matrices; Phi-4-mini's partial rotary LongRoPE) and
+         # SmolLM3 (a layer without RoPE); 64 f32 rows of down_proj need 32768 bytes
+         "phi3-longrope-q4f16": ("phi3-longrope", "q4f16", {}), "phi3-longrope-f32": ("phi3-longrope", "f32", {}),
+         "smollm3-f32": ("smollm3", "f32", {}),
+         "phi3-f32-split": ("phi3", "f32", {**SPLIT, "max_binding_size": 32768})}
+THREADS = {"untied-q4f16-split": 2, "qwen2-untied-q4f16-split": 2, "phi3-f32-split": 2}  # threaded; 1 elsewhere
 
 
 @pytest.fixture(scope="module")

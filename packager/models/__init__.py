@@ -12,10 +12,13 @@ from typing import Mapping
 from ..errors import PackError
 from .base import CONTEXT_CAP, Architecture, Graph, ModelConfig, Op, TensorSpec, resolve_context_window
 from .llama import LLAMA
+from .phi3 import PHI3
 from .qwen2 import QWEN2
 from .qwen3 import QWEN3
+from .refusals import refuse_unsupported
+from .smollm3 import SMOLLM3
 
-DEFINITIONS: tuple[Architecture, ...] = (LLAMA, QWEN2, QWEN3)
+DEFINITIONS: tuple[Architecture, ...] = (LLAMA, QWEN2, QWEN3, PHI3, SMOLLM3)
 
 # Hugging Face architecture name -> definition
 ARCHITECTURES: dict[str, Architecture] = {hf: d for d in DEFINITIONS for hf in d.hf_architectures}
@@ -46,6 +49,7 @@ def resolve_config(raw: dict, context_window: int | None = None) -> ModelConfig:
     if hf_arch is None:
         hf_arch = next((d.model_types[raw.get("model_type")] for d in DEFINITIONS
                         if raw.get("model_type") in d.model_types), None)
+    refuse_unsupported(raw, hf_arch if isinstance(hf_arch, str) else None)
     if hf_arch not in ARCHITECTURES:
         raise PackError(f"unsupported architecture {hf_arch or raw.get('model_type')!r}; "
                         f"supported: {', '.join(ARCHITECTURES)}")

@@ -6,7 +6,7 @@ nothing else knows an architecture.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Callable, Mapping
 
 from ..errors import PackError
@@ -51,7 +51,25 @@ class ModelConfig:
     rope: Rope
     context_window: int  # KV-cache capacity of the bundle (resolve_context_window)
 
+    # -- optional, with defaults that mean Llama (older manifests lack them) --------------
+    # Phi-3 (packager/models/phi3.py) and SmolLM3 (smollm3.py):
+    nope_layers: tuple[int, ...] = ()  # the layers that apply no RoPE (SmolLM3's NoPE layers)
+    # sliding-window attention (Phi-3: every layer), as the sliding-window work names it; no
+    # windowed attention yet, so a context window past the window is refused (__post_init__)
+    sliding_window: int = 0  # keys per query in the sliding layers; 0: none
+    layer_types: tuple[str, ...] = ()  # per layer "sliding_attention" | "full_attention"; (): all full
+
     NOT_IN_MANIFEST = ("architecture", "hf_architecture", "context_window")  # stored elsewhere in the manifest
+
+    def __post_init__(self):
+        """What no bundle of this config can run exactly, refused for every way a config is
+        made (resolve_config, config_from_manifest)."""
+        self.rope.check_context(self.context_window)
+        if self.sliding_window and "sliding_attention" in self.layer_types and \
+                self.context_window > self.sliding_window:
+            raise PackError(f"the model attends within a sliding window of {self.sliding_window} tokens, which is "
+                            f"not supported yet; a context window of {self.context_window} would need it: pass "
+                            f"--context-window {self.sliding_window} or less")
 
     @property
     def q_size(self) -> int:
@@ -61,20 +79,37 @@ class ModelConfig:
     def kv_size(self) -> int:
         return self.num_key_value_heads * self.head_dim
 
+    @property
+    def qkv_size(self) -> int:  # rows of a fused q/k/v projection (Phi-3)
+        return self.q_size + 2 * self.kv_size
+
+    @property
+    def gate_up_size(self) -> int:  # rows of a fused gate/up projection (Phi-3)
+        return 2 * self.intermediate_size
+
     def to_json(self) -> dict:
-        """The manifest's model.config."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.NOT_IN_MANIFEST}
+        """The manifest's model.config (the optional fields where they differ from their default)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in self.NOT_IN_MANIFEST and (f.default is MISSING or getattr(self, f.name) != f.default)}
         out["rope"] = self.rope.to_json()
+        for k in ("nope_layers", "layer_types"):
+            if k in out:
+                out[k] = list(out[k])
         return out
 
     @classmethod
     def from_json(cls, data: Mapping, *, architecture: str, hf_architecture: str, context_window: int) -> ModelConfig:
         names = {f.name for f in fields(cls)} - set(cls.NOT_IN_MANIFEST)
-        missing = sorted(names - set(data))
+        required = {f.name for f in fields(cls) if f.default is MISSING} - set(cls.NOT_IN_MANIFEST)
+        missing = sorted(required - set(data))
         if missing:
             raise PackError(f"the manifest's model config lacks {', '.join(missing)}; package the bundle again")
-        values = {k: data[k] for k in names}
+        values = {k: data[k] for k in names if k in data}
         values["rope"] = Rope.from_json(data["rope"])
+        if "nope_layers" in values:
+            values["nope_layers"] = tuple(int(i) for i in values["nope_layers"])
+        if "layer_types" in values:
+            values["layer_types"] = tuple(values["layer_types"])
         return cls(architecture=architecture, hf_architecture=hf_architecture, context_window=context_window,
                    **values)
 
@@ -120,7 +155,7 @@ class Op:
     embedding (tokens) -> out      rows of `weight` for the token ids
     rmsnorm (x) -> out             x / sqrt(mean(x^2) + rms_norm_eps) * weight, over each run of
                                    len(weight) values: a token's row, or each head of it (q/k norms)
-    linear (x) -> out              x @ weight.T
+    linear (x) -> out              x @ weight.T (or x @ weight[a:b].T: `rows`, a view of a fused matrix)
     bias_add (x) -> x              x + weight (a linear layer's bias, in place: out is x)
     rope (q, k)                    rotary embedding of both, in place
     attention (q, k, v) -> out     appends k, v to the layer's KV cache; causal grouped-query attention
@@ -133,6 +168,7 @@ class Op:
     out: str = ""  # the activation written ("" for rope, which writes its inputs)
     weight: str = ""  # the tensor it reads
     label: str = ""
+    rows: tuple[int, int] | None = None  # linear: only weight rows [a, b) (a view of a fused matrix: Phi-3)
 
 
 @dataclass(frozen=True)

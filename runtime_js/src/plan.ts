@@ -66,6 +66,11 @@ export interface Plan {
   architecture: string;
   context_window: number;
   prefill_chunk: number;
+  /**
+   * Most recent KV cache positions a call may roll back (a sliding-window model's ring
+   * buffer keeps no more); absent: unlimited. Backend.kvRewindLimit.
+   */
+  kv_rewind_limit?: number;
   dims: string[];
   variant_order: string[];
   variants: Record<string, PlanVariant>;
@@ -125,6 +130,7 @@ export function parsePlan(json: unknown, manifest?: Manifest): Plan {
   }
   if (!isCount(p.context_window) || p.context_window < 1) throw new PlanError("plan.json: bad context_window");
   if (!isCount(p.prefill_chunk) || p.prefill_chunk < 1) throw new PlanError("plan.json: bad prefill_chunk");
+  if (p.kv_rewind_limit !== undefined && !isCount(p.kv_rewind_limit)) throw new PlanError("plan.json: kv_rewind_limit must be a non-negative integer");
   const variants = p.variants as unknown as Record<string, unknown>;
   if (!Array.isArray(p.variant_order) || !p.variant_order.every((v) => own(variants, v) !== undefined)) {
     throw new PlanError("plan.json: variant_order names a variant the plan does not have");
