@@ -207,7 +207,7 @@ try {
   // Each round runs every configuration once; a row keeps its best prefill and its best
   // decode figure over the rounds (on a shared machine, the least disturbed ones).
   const keep = (row) => {
-    const old = rows.find((r) => r.engine === row.engine && r.quant === row.quant && r.threads === row.threads);
+    const old = rows.find((r) => r.engine === row.engine && r.quant === row.quant && r.threads === row.threads && r.bundle === row.bundle);
     if (!old) return rows.push({ ...row, rounds: [row] });
     old.rounds.push(row);
     old.prefill_tok_s = Math.max(old.prefill_tok_s, row.prefill_tok_s);
@@ -218,7 +218,7 @@ try {
       for (const t of threads) {
         console.error(`round ${round + 1}: llmpack ${o.bundle[bi]}, ${t} thread(s)...`);
         const r = await page.evaluate(pageLlmpack, { bundleUrl: `${base}bundle${bi}/`, text: TEXT, promptTokens, newTokens, threads: t, runs });
-        keep({ engine: "llmpack", ...r });
+        keep({ engine: "llmpack", bundle: o.bundle[bi], ...r });
       }
     }
     if (llamaBench) {
@@ -236,13 +236,15 @@ try {
   }
   const version = await page.evaluate(() => /(Headless)?Chrome\/[\d.]+/.exec(navigator.userAgent)?.[0]);
   const f = (x) => (x == null ? "-" : x >= 100 ? x.toFixed(0) : x.toFixed(1));
+  // with several bundles, each llmpack row names its bundle
+  const weights = (r) => (r.bundle && o.bundle.length > 1 ? `${r.quant} (${path.basename(r.bundle)})` : r.quant);
   const names = { llmpack: "llmpack Wasm (SIMD128)", wllama: "wllama 3.8.1 (llama.cpp Wasm)", native: "llama.cpp native (llama-bench)" };
   const lines = [
     `SmolLM2-135M-Instruct, ${rows[0].prompt_tokens}-token prompt, ${newTokens} tokens greedy; ${version}, ${cores} logical CPUs (${os.cpus()[0]?.model ?? "?"}); median of ${runs} runs (llama-bench: mean)${rounds > 1 ? `, best prefill and decode of ${rounds} rounds` : ""}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(" ")}`,
     "",
     "| engine | weights | threads | prefill tok/s | decode tok/s |",
     "|---|---|---:|---:|---:|",
-    ...rows.map((r) => `| ${names[r.engine]} | ${r.quant} | ${r.threads} | ${f(r.prefill_tok_s)} | ${f(r.decode_tok_s)} |`),
+    ...rows.map((r) => `| ${names[r.engine]} | ${weights(r)} | ${r.threads} | ${f(r.prefill_tok_s)} | ${f(r.decode_tok_s)} |`),
   ];
   // llmpack / peer, per bundle and thread count
   const ratio = (a, b) => (a && b ? `${(100 * a / b).toFixed(0)} %` : "-");
@@ -251,10 +253,10 @@ try {
   for (const r of rows.filter((r) => r.engine === "llmpack")) {
     const peer = (engine) => rows.find((p) => p.engine === engine && p.threads === r.threads);
     const n = peer("native"), w = peer("wllama");
-    ratios.push({ quant: r.quant, threads: r.threads,
+    ratios.push({ bundle: r.bundle, quant: r.quant, threads: r.threads,
       prefill_vs_native: n && r.prefill_tok_s / n.prefill_tok_s, decode_vs_native: n && r.decode_tok_s / n.decode_tok_s,
       prefill_vs_wllama: w && r.prefill_tok_s / w.prefill_tok_s, decode_vs_wllama: w && r.decode_tok_s / w.decode_tok_s });
-    ratioLines.push(`| ${r.quant} | ${r.threads} | ${ratio(r.prefill_tok_s, n?.prefill_tok_s)} | ${ratio(r.decode_tok_s, n?.decode_tok_s)} | ` +
+    ratioLines.push(`| ${weights(r)} | ${r.threads} | ${ratio(r.prefill_tok_s, n?.prefill_tok_s)} | ${ratio(r.decode_tok_s, n?.decode_tok_s)} | ` +
       `${ratio(r.prefill_tok_s, w?.prefill_tok_s)} | ${ratio(r.decode_tok_s, w?.decode_tok_s)} |`);
   }
   lines.push("", "| llmpack | threads | prefill / native | decode / native | prefill / wllama | decode / wllama |",
