@@ -207,6 +207,7 @@ try {
   // Each round runs every configuration once; a row keeps its best prefill and its best
   // decode figure over the rounds (on a shared machine, the least disturbed ones).
   const keep = (row) => {
+    console.error(`  ${row.engine} ${row.threads} thread(s): prefill ${row.prefill_tok_s?.toFixed(1)} tok/s, decode ${row.decode_tok_s?.toFixed(1)} tok/s`);
     const old = rows.find((r) => r.engine === row.engine && r.quant === row.quant && r.threads === row.threads && r.bundle === row.bundle);
     if (!old) return rows.push({ ...row, rounds: [row] });
     old.rounds.push(row);
