@@ -40,9 +40,9 @@ def source_dir(cache: Path) -> Path:
     sdist = cache / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
     if not sdist.is_file():
         print(f"downloading the llama-cpp-python {LLAMA_CPP_PYTHON} sdist into {cache} ...", file=sys.stderr)
-        r = subprocess.run([sys.executable, "-m", "pip", "download", f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "--no-deps",
-                            "--no-binary", ":all:", "-d", str(cache)],
-                           capture_output=True, text=True)
+        cmd = [sys.executable, "-m", "pip", "download", f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "--no-deps",
+               "--no-binary", ":all:", "-d", str(cache)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0 or not sdist.is_file():
             fail(f"pip could not download llama-cpp-python=={LLAMA_CPP_PYTHON}: {r.stderr.strip()[-500:]}")
     with tarfile.open(sdist) as tar:
