@@ -38,15 +38,16 @@ SITE_FORMAT = "llmpack-site"
 
 # Netlify and Cloudflare Pages read `_headers`; README.md ("Deploy") gives the same lines
 # for nginx and Apache. COOP/COEP make the page cross-origin isolated (Wasm threads);
-# without them the page runs single-threaded Wasm or WebGPU.
+# without them the page runs single-threaded Wasm or WebGPU. Both hosts apply every
+# matching rule (so no rule may set a header another sets), and Cloudflare allows one
+# splat per path (hence the :id placeholder, which Netlify reads too). Shards are named by
+# their sha256: cached forever; everything else keeps the host's default (revalidated).
 HEADERS_FILE = """\
 /*
   Cross-Origin-Opener-Policy: same-origin
   Cross-Origin-Embedder-Policy: require-corp
   X-Content-Type-Options: nosniff
-/models/*
-  Cache-Control: no-cache
-/models/*/shards/*
+/models/:id/shards/*
   Cache-Control: public, max-age=31536000, immutable
 """
 
