@@ -77,6 +77,7 @@ def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int
     try:
         config = resolve_config(ck.config, context_window)
         plan = _tensor_plan(ck, config)
+        ck.set_offsets(plan)
         # read now, so that a malformed tokenizer or generation config stops before any writing
         tokenizer, generation = _tokenizer_info(ck), _generation(ck)
         needed = _estimate_bytes(plan, scheme)
@@ -168,7 +169,7 @@ def _quantize_into(writer: ShardWriter, ck: Checkpoint, config: ModelConfig, pla
         for t in plan:
             name, shape, role = t.name, t.shape, t.role
             bar.update(task, current=name)
-            w = ck.read(name)
+            w = ck.stored(name)
             if not np.isfinite(w).all():
                 bad = int(np.size(w) - np.count_nonzero(np.isfinite(w)))
                 raise PackError(f"tensor {name} has {bad} non-finite values (NaN/inf); the checkpoint is corrupt")

@@ -6,7 +6,7 @@ nothing else knows an architecture.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Callable, Mapping
 
 from ..errors import PackError
@@ -51,7 +51,22 @@ class ModelConfig:
     rope: Rope
     context_window: int  # KV-cache capacity of the bundle (resolve_context_window)
 
+    # --- Gemma 2 / 3 and sliding-window attention (packager/models/gemma.py). The defaults
+    # are Llama's behaviour; manifests written before these fields read back with them.
+    embed_scale: float = 1.0  # the token embeddings are multiplied by it (Gemma: sqrt(hidden_size) in f32)
+    attention_scale: float | None = None  # of q.k; None: head_dim ** -0.5 (Gemma: query_pre_attn_scalar ** -0.5)
+    attn_logit_softcap: float = 0.0  # attention scores -> tanh(s / cap) * cap; 0: none
+    final_logit_softcap: float = 0.0  # logits -> tanh(l / cap) * cap; 0: none
+    sliding_window: int = 0  # keys per query in the sliding layers; 0: none
+    layer_types: tuple[str, ...] = ()  # per layer "sliding_attention" | "full_attention"; (): all full
+    rope_local: Rope | None = None  # the sliding layers' RoPE where it is not `rope` (Gemma 3)
+
     NOT_IN_MANIFEST = ("architecture", "hf_architecture", "context_window")  # stored elsewhere in the manifest
+
+    def is_sliding(self, layer: int) -> bool:
+        """Whether a decoder layer uses sliding-window attention (of `sliding_window` keys)."""
+        return bool(self.sliding_window) and layer < len(self.layer_types) and \
+            self.layer_types[layer] == "sliding_attention"
 
     @property
     def q_size(self) -> int:
@@ -65,16 +80,23 @@ class ModelConfig:
         """The manifest's model.config."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.NOT_IN_MANIFEST}
         out["rope"] = self.rope.to_json()
+        out["rope_local"] = self.rope_local.to_json() if self.rope_local else None
+        out["layer_types"] = list(self.layer_types)
         return out
 
     @classmethod
     def from_json(cls, data: Mapping, *, architecture: str, hf_architecture: str, context_window: int) -> ModelConfig:
         names = {f.name for f in fields(cls)} - set(cls.NOT_IN_MANIFEST)
-        missing = sorted(names - set(data))
+        required = {f.name for f in fields(cls) if f.default is MISSING} - set(cls.NOT_IN_MANIFEST)
+        missing = sorted(required - set(data))
         if missing:
             raise PackError(f"the manifest's model config lacks {', '.join(missing)}; package the bundle again")
-        values = {k: data[k] for k in names}
+        values = {k: data[k] for k in names if k in data}
         values["rope"] = Rope.from_json(data["rope"])
+        if values.get("rope_local") is not None:
+            values["rope_local"] = Rope.from_json(values["rope_local"])
+        if "layer_types" in values:
+            values["layer_types"] = tuple(values["layer_types"])
         return cls(architecture=architecture, hf_architecture=hf_architecture, context_window=context_window,
                    **values)
 
@@ -95,9 +117,11 @@ class TensorRow:
     role: str  # for the quantization policy: vector, matrix, sensitive, embedding or head (quantization/policy.py)
     gguf: str = ""  # llama.cpp's name of the tensor
     gguf_rope_heads: str = ""  # llama.cpp permuted these rows for its RoPE; the ModelConfig field of their head count
+    hf_offset: float = 0.0  # added to a Hugging Face checkpoint's values when packaged (Gemma's norms: 1 + w)
 
     def spec(self, c: ModelConfig, prefix: str = "", role: str | None = None) -> TensorSpec:
-        return TensorSpec(prefix + self.name, tuple(int(getattr(c, d)) for d in self.shape), role or self.role)
+        return TensorSpec(prefix + self.name, tuple(int(getattr(c, d)) for d in self.shape), role or self.role,
+                          self.hf_offset)
 
 
 @dataclass(frozen=True)
@@ -105,12 +129,14 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     role: str
+    hf_offset: float = 0.0  # TensorRow.hf_offset
 
 
 # ---------------------------------------------------------------------------------------
 # the graph
 
-OP_KINDS = ("embedding", "rmsnorm", "linear", "bias_add", "rope", "attention", "add", "silu_mul")
+OP_KINDS = ("embedding", "rmsnorm", "linear", "bias_add", "rope", "attention", "add", "silu_mul", "gelu_tanh_mul",
+            "softcap")
 
 
 @dataclass(frozen=True)
@@ -126,6 +152,8 @@ class Op:
     attention (q, k, v) -> out     appends k, v to the layer's KV cache; causal grouped-query attention
     add (a, b) -> a                a + b (the plan's kernel works in place: out is a)
     silu_mul (g, u) -> g           silu(g) * u (in place too)
+    gelu_tanh_mul (g, u) -> g      gelu_tanh(g) * u (in place; Gemma's MLP)
+    softcap (x) -> x               tanh(x / cap) * cap (in place; Gemma 2's final logits)
     """
 
     kind: str
@@ -133,6 +161,11 @@ class Op:
     out: str = ""  # the activation written ("" for rope, which writes its inputs)
     weight: str = ""  # the tensor it reads
     label: str = ""
+    # per-op variants (docs/plan.md, "Architectures"):
+    scale: float | None = None  # embedding: rows times it; attention: of q.k (None: 1, head_dim ** -0.5)
+    cap: float = 0.0  # attention: soft-cap of the scores (0: none); softcap: the cap
+    window: int = 0  # attention: keys per query of a sliding-window layer (0: the whole context)
+    rope: Rope | None = None  # rope: this op's RoPE (None: the config's)
 
 
 @dataclass(frozen=True)
