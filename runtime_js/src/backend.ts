@@ -39,6 +39,12 @@ export interface Backend {
   readonly contextWindow?: number;
 
   /**
+   * Most positions a call may start behind the end of the cached sequence (plan.json's
+   * `kv_rewind_limit`: sliding-window layers keep a ring buffer); undefined: any.
+   */
+  readonly kvRewindLimit?: number;
+
+  /**
    * Runs `tokens` at positions `pastLen .. pastLen + tokens.length - 1`. KV cache
    * positions below `pastLen` are kept (they hold an earlier prefix of the same
    * sequence); those at or above it are overwritten. Chunking long prompts is the

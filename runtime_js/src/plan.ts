@@ -66,6 +66,12 @@ export interface Plan {
   architecture: string;
   context_window: number;
   prefill_chunk: number;
+  /**
+   * Present when a sliding-window layer's KV cache is a ring buffer: a call may start at
+   * most this many positions before the end of what the cache holds (rolling back a
+   * cached prefix further would read overwritten rows); absent: any rollback is safe.
+   */
+  kv_rewind_limit?: number;
   dims: string[];
   variant_order: string[];
   variants: Record<string, PlanVariant>;
@@ -125,6 +131,9 @@ export function parsePlan(json: unknown, manifest?: Manifest): Plan {
   }
   if (!isCount(p.context_window) || p.context_window < 1) throw new PlanError("plan.json: bad context_window");
   if (!isCount(p.prefill_chunk) || p.prefill_chunk < 1) throw new PlanError("plan.json: bad prefill_chunk");
+  if (p.kv_rewind_limit !== undefined && (!isCount(p.kv_rewind_limit) || p.kv_rewind_limit < 1)) {
+    throw new PlanError("plan.json: kv_rewind_limit must be a positive whole number");
+  }
   const variants = p.variants as unknown as Record<string, unknown>;
   if (!Array.isArray(p.variant_order) || !p.variant_order.every((v) => own(variants, v) !== undefined)) {
     throw new PlanError("plan.json: variant_order names a variant the plan does not have");

@@ -2,7 +2,10 @@
  * The generation loop over a Backend: prefill, sample, decode, detokenize, stop.
  *
  * The session remembers which tokens the backend's KV cache holds, so a request whose
- * prompt extends the previous conversation only prefills the new tokens.
+ * prompt extends the previous conversation only prefills the new tokens. A prompt that
+ * leaves the cached sequence earlier than the backend's kvRewindLimit allows (a
+ * sliding-window layer's ring buffer has overwritten what it would need) is prefilled
+ * from the start.
  *
  * Context window: a prompt must leave room for at least one generated token
  * (otherwise the request is rejected); generation ends with finish_reason "length"
@@ -106,6 +109,8 @@ export class Session {
       // Reuse the cached prefix; at least one token must run to produce logits.
       let past = 0;
       while (past < this.cached.length && past < prompt.length - 1 && this.cached[past] === prompt[past]) past++;
+      const limit = this.backend.kvRewindLimit;
+      if (limit !== undefined && this.cached.length - past > limit) past = 0;
       this.cached.length = past;
       const t0 = performance.now();
       consistent = false;

@@ -121,6 +121,25 @@ describe("engine", () => {
     assert.equal(backend.calls.at(-1), `prefill ${p2 - Number(past)}@${past}`);
   });
 
+  test("a prompt that leaves the cached sequence further back than kvRewindLimit is prefilled from the start", async () => {
+    // the same prompt twice: the second rolls the cached answer back (to the prompt's last token)
+    const twice = async (slack: number) => {
+      const backend = new FakeBackend(spell("a long answer to roll back"));
+      const engine = await engineWith(backend);
+      await engine.chat.completions.create({ messages: MESSAGES, max_tokens: 40 });
+      const p = engine.tokenizer.encodeChat(MESSAGES).length;
+      const rollback = backend.kv.length - (p - 1);
+      assert.ok(rollback > 20);
+      backend.opts.kvRewindLimit = rollback + slack;
+      await engine.chat.completions.create({ messages: MESSAGES, max_tokens: 40 });
+      return { call: backend.calls.at(-1), p };
+    };
+    const within = await twice(0);
+    assert.equal(within.call, `prefill 1@${within.p - 1}`);
+    const beyond = await twice(-1);
+    assert.equal(beyond.call, `prefill ${beyond.p}@0`); // a fresh prefill
+  });
+
   test("interrupt() ends a running stream with finish_reason abort", async () => {
     const engine = await engineWith(new FakeBackend(() => 97, { delayMs: 1 }));
     const chunks: ChatCompletionChunk[] = [];

@@ -26,13 +26,23 @@ export class FakeBackend implements Backend {
 
   constructor(
     private readonly script: (step: number, history: number[]) => number | Float32Array,
-    readonly opts: { vocab?: number; delayMs?: number; contextWindow?: number; failDecodeAt?: number } = {},
+    readonly opts: {
+      vocab?: number;
+      delayMs?: number;
+      contextWindow?: number;
+      failDecodeAt?: number;
+      kvRewindLimit?: number;
+    } = {},
   ) {
     this.vocab = opts.vocab ?? 258;
   }
 
   get contextWindow(): number | undefined {
     return this.opts.contextWindow;
+  }
+
+  get kvRewindLimit(): number | undefined {
+    return this.opts.kvRewindLimit;
   }
 
   async load(_m: Manifest, loader: BundleLoader, opts: BackendLoadOptions = {}): Promise<void> {

@@ -72,6 +72,10 @@ export class WasmBackend implements Backend {
     return this.plan?.context_window;
   }
 
+  get kvRewindLimit(): number | undefined {
+    return this.plan?.kv_rewind_limit;
+  }
+
   /** How many threads to use here (before loading). */
   async chooseThreads(): Promise<{ threads: number; reason: string }> {
     const want = this.opts.threads ?? "auto";

@@ -51,6 +51,10 @@ export class WebGpuBackend implements Backend {
     return this.plan?.context_window;
   }
 
+  get kvRewindLimit(): number | undefined {
+    return this.plan?.kv_rewind_limit;
+  }
+
   /** e.g. "WebGPU f32 on SwiftShader Device (Subzero)" */
   get description(): string {
     return this.adapter ? `${this.label} on ${describeAdapter(this.adapter)}` : this.label;
