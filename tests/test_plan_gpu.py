@@ -426,7 +426,8 @@ def test_f32_kernels_compile_on_dawn(packaged_tiny, tmp_path):
     require("dawn", icd.exists(), f"SwiftShader's Vulkan ICD {icd} (Debian's chromium) is missing")
     srcs = {}
     bundles = [("gqa", "q4f16"), ("gqa", "q3f16"), ("gqa", "q8f16"), ("untied", "f32"),
-               ("qwen2", "q4f16"), ("qwen3", "q4f16")]  # Qwen: bias_add, per-head rmsnorm
+               ("qwen2", "q4f16"), ("qwen3", "q4f16"),  # Qwen: bias_add, per-head rmsnorm
+               ("gemma2", "q4f16"), ("gemma3", "q4f16")]  # Gemma: ring caches, soft-caps, gelu_tanh_mul
     for variant, quant in bundles:
         files, _ = compile_artifacts(manifest_of(packaged_tiny(variant, quant)),
                                      context_window=None, validate=False)
