@@ -48,6 +48,9 @@ TINY_GEMMA = {
     "gemma3-untied": dict(architecture="gemma3", num_hidden_layers=2, num_key_value_heads=1, head_dim=24,
                           sliding_window=16, tie_word_embeddings=False, final_logit_softcapping=5.0,
                           layer_types=["sliding_attention", "full_attention"]),
+    # Gemma 3's 262,144-token vocabulary (tied head) on a tiny model: split under a small binding limit
+    "gemma3-vocab262k": dict(architecture="gemma3", vocab_size=262144, num_hidden_layers=2, num_key_value_heads=1,
+                             head_dim=32, sliding_window=16, layer_types=["sliding_attention", "full_attention"]),
     # MistralForCausalLM whose sliding_window (every layer) is shorter than the context
     "mistral-window": dict(architecture="mistral", num_key_value_heads=2, sliding_window=16, rope_theta=1e6),
 }

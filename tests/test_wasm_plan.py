@@ -37,7 +37,9 @@ CASES = {**WEIGHT_FORMAT_CASES,
          "qwen2-untied-q4f16-split": ("qwen2-untied", "q4f16", SPLIT),
          # Gemma 2 / 3 and Mistral with a sliding window, their ring-buffer caches wrapping
          "gemma2-f32-ring": ("gemma2", "f32", RING), "gemma3-q4f16-ring": ("gemma3", "q4f16", RING),
-         "gemma3-untied-f32": ("gemma3-untied", "f32", {}), "mistral-window-f32-ring": ("mistral-window", "f32", RING)}
+         "gemma3-untied-f32": ("gemma3-untied", "f32", {}), "mistral-window-f32-ring": ("mistral-window", "f32", RING),
+         # the 262,144-token tied table in 4 row blocks: gather and logits over every block
+         "gemma3-vocab262k-q4f16-split": ("gemma3-vocab262k", "q4f16", {"package": {"max_binding_size": 4 << 20}})}
 THREADS = {"untied-q4f16-split": 2, "qwen2-untied-q4f16-split": 2,  # the threaded module; 1 elsewhere
            "gemma3-q4f16-ring": 2}
 # f32 bundles (ring plans) that greedy-decode GREEDY tokens after a prompt longer than the
