@@ -19,7 +19,9 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 RUNTIME = ROOT / "runtime_js"
 DEMO = ROOT / "web_demo"
-RUNTIME_FILES = ("llmpack.js", "llmpack.js.map")
+# (xgrammar.js: the grammar engine, which llmpack.js imports on the first constrained request;
+# api_host.js: the Node process of `llmpack serve --api`)
+RUNTIME_FILES = ("llmpack.js", "llmpack.js.map", "xgrammar.js", "xgrammar.js.map", "api_host.js")
 
 
 def built_runtime() -> Path:

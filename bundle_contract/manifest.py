@@ -29,6 +29,7 @@ MAX_MANIFEST_BYTES = 64 << 20  # a 70B model's manifest is well under 1 MiB; lar
 REPACKAGE = "re-create the bundle with `llmpack package`"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_VERSION = re.compile(r"(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})")
 _PATH_SEGMENT = re.compile(r"[A-Za-z0-9._+-]+")
 
 
@@ -54,6 +55,13 @@ class Blob:
 class Source:
     kind: str  # "gguf" | "safetensors"
     name: str
+    sha256: str | None = None  # of the checkpoint (docs/bundle.md, "model.source"); older bundles lack it
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    """"MAJOR.MINOR.PATCH" (the runtime's version numbers) as a tuple; None if it is not one."""
+    m = _VERSION.fullmatch(text) if isinstance(text, str) else None
+    return None if m is None else (int(m.group(1)), int(m.group(2)), int(m.group(3)))
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,7 @@ class Manifest:
     files: tuple[Blob, ...]
     memory: Memory
     requirements: Requirements | None
+    runtime_min_version: str | None  # "runtime": {"min_version"}: the oldest JS runtime that loads it
     data: dict = field(repr=False, compare=False)  # the JSON object as read
     raw: bytes | None = field(default=None, repr=False, compare=False)  # the file's bytes (None: parsed from a dict)
 
@@ -174,7 +183,8 @@ class Manifest:
             "hf_architecture": m.hf_architecture,
             "parameters": m.parameters,
             "license": m.license,
-            "source": None if m.source is None else {"kind": m.source.kind, "name": m.source.name},
+            "source": None if m.source is None else {"kind": m.source.kind, "name": m.source.name,
+                                                     **({"sha256": m.source.sha256} if m.source.sha256 else {})},
             "quantization": {"scheme": q.scheme, "compute": q.compute, "bits_per_weight": q.bits_per_weight},
             "total_bytes": self.total_bytes,
             "weights_bytes": mem.weights_bytes,
@@ -261,6 +271,7 @@ def parse(data: Any, where: str = MANIFEST_NAME, *, raw: bytes | None = None) ->
             raise c.error(f"files[{i}].path", f"lists {f.path!r} twice")
         seen.add(f.path)
     requirements = c.get(data, "requirements", dict, optional=True)
+    runtime = c.get(data, "runtime", dict, optional=True)
     return Manifest(
         version=BUNDLE_VERSION,
         generator=c.get(data, "generator", str, optional=True),
@@ -274,6 +285,7 @@ def parse(data: Any, where: str = MANIFEST_NAME, *, raw: bytes | None = None) ->
         files=files,
         memory=_memory(c, c.get(data, "memory", dict)),
         requirements=None if requirements is None else _requirements(c, requirements),
+        runtime_min_version=None if runtime is None else _runtime(c, runtime),
         data=data,
         raw=raw,
     )
@@ -373,7 +385,8 @@ def _model(c: _Checker, m: dict) -> Model:
         architecture=c.get(m, "architecture", str, p),
         hf_architecture=c.get(m, "hf_architecture", str, p, optional=True),
         source=None if source is None else Source(c.get(source, "kind", str, f"{p}.source"),
-                                                  c.get(source, "name", str, f"{p}.source")),
+                                                  c.get(source, "name", str, f"{p}.source"),
+                                                  c.get(source, "sha256", _SHA, f"{p}.source", optional=True)),
         license=c.get(m, "license", str, p, optional=True),
         parameters=c.get(m, "parameters", _COUNT, p, optional=True),
         config=c.get(m, "config", dict, p),
@@ -458,6 +471,13 @@ def _memory(c: _Checker, m: dict) -> Memory:
                   kv_cache_bytes_per_token=c.get(m, "kv_cache_bytes_per_token", _COUNT, p),
                   context_window=c.get(m, "context_window", _COUNT, p),
                   estimate_bytes=c.get(m, "estimate_bytes", _COUNT, p))
+
+
+def _runtime(c: _Checker, r: dict) -> str:
+    version = c.get(r, "min_version", str, "runtime")
+    if parse_version(version) is None:
+        raise c.error("runtime.min_version", f"must be a version MAJOR.MINOR.PATCH, not {_shown(version)}")
+    return version
 
 
 def _requirements(c: _Checker, r: dict) -> Requirements:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from bundle_contract.card import QUALITY_NAME
 from bundle_contract.manifest import (
     MANIFEST_NAME,
     Blob,
@@ -56,7 +57,8 @@ def read_bundle(path: Path) -> LocalBundle:
         manifest = load(root)
     except ManifestError as e:
         raise RegistryError(str(e)) from None
-    listed = {MANIFEST_NAME} | {b.path for b in manifest.shards} | {b.path for b in manifest.files}
+    # quality.json: `llmpack eval`'s record, published in the model card rather than as a file
+    listed = {MANIFEST_NAME, QUALITY_NAME} | {b.path for b in manifest.shards} | {b.path for b in manifest.files}
     unlisted = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
                       if p.is_file() and p.relative_to(root).as_posix() not in listed)
     return LocalBundle(root, manifest, unlisted)

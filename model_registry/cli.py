@@ -178,6 +178,8 @@ def show(
             ("requirements", json.dumps(e["requirements"]) if e.get("requirements") else "-"),
             ("license", e.get("license") or "-"),
             ("source", f"{src.get('name', '-')} ({src.get('kind', '-')})" if src else "-"),
+            ("source sha256", src.get("sha256") or "-"),
+            ("quality", _quality_text((e.get("card") or {}).get("quality"))),
             ("created", e.get("created") or "-"),
             ("published", e.get("published") or "-"),
             ("manifest sha256", e["manifest_sha256"]),
@@ -186,6 +188,17 @@ def show(
         for k, val in rows:
             table.add_row(k, val)
         con.print(table)
+
+
+def _quality_text(q: dict | None) -> str:
+    """The model card's quality (from `llmpack eval`), or why there is none."""
+    if not q:
+        return "not measured (run `llmpack eval BUNDLE` before publishing)"
+    parts = [f"perplexity {q['perplexity']:.3f}" if "perplexity" in q else None,
+             f"KL {q['kl']:.4f} vs {q.get('reference') or 'the reference'}" if "kl" in q else None,
+             f"on {q['tokens']} tokens" if "tokens" in q else None,
+             f"({q['evaluated']})" if "evaluated" in q else None]
+    return " ".join(p for p in parts if p)
 
 
 @registry_app.command()

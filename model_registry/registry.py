@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from bundle_contract.atomic_dir import swap_into_place
+from bundle_contract.card import make_card, read_quality
 from bundle_contract.errors import write_failure
 from bundle_contract.manifest import CHUNK, MANIFEST_NAME, Blob, Manifest, decode_json
 
@@ -73,7 +74,7 @@ _ENTRY_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
     **{k: (lambda v: type(v) is int and v >= 0, _WHOLE) for k in (
         "manifest_bytes", "bundle_version", "parameters", "total_bytes", "weights_bytes", "memory_estimate_bytes",
         "context_window", "shard_count")},
-    **{k: (lambda v: isinstance(v, dict), "an object") for k in ("source", "quantization", "requirements")},
+    **{k: (lambda v: isinstance(v, dict), "an object") for k in ("source", "quantization", "requirements", "card")},
 }
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -202,6 +203,7 @@ class Registry:
         again. With `repair`, shards and files already in the registry are re-hashed and
         any corrupt one is replaced (otherwise only their presence and size are checked).
         """
+        self.store.check_writable("publish")
         bundle = read_bundle(Path(bundle_dir))
         m = bundle.manifest
         if model_id is None:
@@ -258,6 +260,7 @@ class Registry:
                 "manifest_bytes": len(m.raw),
                 **m.summary(),
                 "published": utc_now(),
+                "card": make_card(m, read_quality(bundle.root, m)),
             }
             model["latest"] = version
             self._commit(index, new, lease)
@@ -484,6 +487,7 @@ class Registry:
 
     def remove(self, spec: str) -> dict:
         """Remove one version (`ID@VERSION`), then collect what nothing references any more."""
+        self.store.check_writable("remove")
         model_id, version = parse_spec(spec)
         if version is None:
             model = self.model(model_id)
@@ -509,6 +513,7 @@ class Registry:
     def gc(self) -> dict:
         """Delete what the index does not reference: shards, version folders of removed
         versions or killed publishes, stale temporary files."""
+        self.store.check_writable("gc")
         with self.store.lock("gc"):
             return self._collect(self.load_index())
 

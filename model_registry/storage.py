@@ -7,7 +7,9 @@ Three kinds of backend are told apart because they differ in what "atomic" costs
 - memory:// (tests): a file opened for writing is visible while it is written, so
   uploads are assembled in memory and stored with one call;
 - everything else (s3://, gs://, ...): object stores make an object visible only when
-  its upload completes, so files are streamed straight to their final key.
+  its upload completes, so files are streamed straight to their final key;
+- http(s):// (a static host serving a registry folder): read-only; files are read as
+  streams, since a plain static server need not answer Range requests.
 
 The lock serializes index updates. On a local file system it is an flock(2) on
 `index.lock`: the kernel drops it when its holder dies, even by SIGKILL, so a killed
@@ -85,6 +87,8 @@ class Store:
         self.root = root.rstrip("/") if root not in ("/", "") else root
         self.is_local = isinstance(fs, LocalFileSystem)
         self.is_memory = isinstance(fs, MemoryFileSystem)
+        protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+        self.read_only = bool({"http", "https"} & set(protocols))
         if self.is_local and os.path.exists(self.root) and not os.path.isdir(self.root):
             raise RegistryError(f"registry {self.url} is a file, not a folder")
 
@@ -111,13 +115,20 @@ class Store:
             info = self.fs.info(self.path(rel))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return int(info["size"]) if info.get("type") == "file" else None
+        return int(info["size"]) if info.get("type") == "file" and info.get("size") is not None else None
 
     def exists(self, rel: str) -> bool:
         return self.fs.exists(self.path(rel))
 
     def open_read(self, rel: str) -> BinaryIO:
+        if self.read_only:  # one streamed GET: no Range requests, which a static host may not answer
+            return self.fs.open(self.path(rel), "rb", block_size=0)
         return self.fs.open(self.path(rel), "rb")
+
+    def check_writable(self, command: str) -> None:
+        if self.read_only:
+            raise RegistryError(f"cannot {command}: registry {self.url} is read-only over HTTP (a static host "
+                                "serving a registry folder); run it on the folder or bucket that host serves")
 
     def hash_file(self, rel: str, on_bytes: Callable[[int], None] | None = None) -> tuple[str, int]:
         """sha256 and size of a stored file (FileNotFoundError if missing)."""

@@ -30,7 +30,7 @@ from quantization.policy import choose_format, get_scheme
 
 from . import __version__
 from .calibrate import Calibrator
-from .checkpoint import Checkpoint, open_checkpoint, read_json
+from .checkpoint import Checkpoint, open_checkpoint, read_json, source_sha256
 from .compile import DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER, kernel_files
 from .errors import PackError
 from .models import ModelConfig, TensorSpec, count_parameters, definition, resolve_config
@@ -39,6 +39,10 @@ from .shards import ShardWriter
 from .wasm_build import build_wasm
 
 DEFAULT_SHARD_SIZE = 32 << 20
+# The oldest JS runtime (runtime_js/package.json "version") that runs the bundles this packager
+# writes: the manifest's "runtime": {"min_version"}. Raise it with a change of the plan or the
+# manifest that older runtimes would misread (tests/test_site.py checks it against runtime_js).
+RUNTIME_MIN_VERSION = "0.1.0"
 QUANTIZERS = ("auto", "gptq", "search", "rtn")
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -323,7 +327,7 @@ def _manifest(ck, config: ModelConfig, scheme, quantizer, tensors, shards, files
             "name": re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-") or "model",
             "architecture": config.architecture,
             "hf_architecture": config.hf_architecture,
-            "source": {"kind": ck.kind, "name": ck.name},
+            "source": {"kind": ck.kind, "name": ck.name, "sha256": source_sha256(ck)},
             "license": ck.license,
             "parameters": count_parameters(config),
             "config": config.to_json(),
@@ -336,4 +340,5 @@ def _manifest(ck, config: ModelConfig, scheme, quantizer, tensors, shards, files
         "tensors": tensors,
         "shards": shards,
         "files": files,
+        "runtime": {"min_version": RUNTIME_MIN_VERSION},
     }

@@ -52,7 +52,7 @@ class Calibrator:
         self.hessian_of: dict[str, str] = {}  # linear weight -> key in hessians
         self.quantized: dict[str, np.ndarray] = {}
         inv = rope_inv_freq(config.rope, config.head_dim)
-        self.rope = [rope_cos_sin(inv, np.arange(len(s))) for s in self.seqs]
+        self.rope = [rope_cos_sin(inv, np.arange(len(s)), config.rope.attention_scaling) for s in self.seqs]
 
     def weights(self, layer: int) -> list[str]:
         return [name for name, i in self.layer_of.items() if i == layer]

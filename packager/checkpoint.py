@@ -1,5 +1,5 @@
-"""Checkpoint readers: a Hugging Face directory (safetensors) or a GGUF file, as a
-uniform source of config, tokenizer files and float32 tensors read one at a time.
+"""Checkpoint readers: a Hugging Face directory (safetensors) here, or a GGUF file
+(packager/gguf_source.py), as a uniform source of config, tokenizer files and float32 tensors read one at a time.
 
 Tensors are memory-mapped and converted one by one, so reading a model never holds
 more than one tensor (plus its float32 copy) in memory.
@@ -7,6 +7,7 @@ more than one tensor (plus its float32 copy) in memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import mmap
@@ -18,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PackError
-from .models import gguf_definition
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -39,6 +39,7 @@ class Checkpoint:
     generation: dict  # generation_config.json, or {}
     license: str | None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    source_files: list[Path] = field(default_factory=list)  # what source_sha256 hashes
     _cleanup: tempfile.TemporaryDirectory | None = None
     offsets: dict[str, float] = field(default_factory=dict)  # added by stored() (TensorRow.hf_offset)
 
@@ -219,102 +220,27 @@ def open_safetensors_dir(src: Path) -> SafetensorsCheckpoint:
     ck = SafetensorsCheckpoint(kind="safetensors", name=src.resolve().name, config=config, tokenizer_dir=src,
                                generation=gen, license=config.get("license"), shapes=shapes)
     ck.files = files
+    read = ["config.json", "generation_config.json", "model.safetensors.index.json", *names, *TOKENIZER_FILES,
+            "chat_template.jinja"]
+    ck.source_files = [src / n for n in dict.fromkeys(read) if (src / n).is_file()]
     return ck
 
 
-# ---------------------------------------------------------------------------------------
-# GGUF
+def source_sha256(ck: Checkpoint) -> str:
+    """The checkpoint's hash for the manifest's model.source.sha256 (docs/bundle.md): a GGUF
+    file's sha256; for a directory, the sha256 of `sha256sum`'s output over the files read
+    (config, index, safetensors, tokenizer files), sorted by name."""
+    def file_hash(path: Path) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest()
 
-class GGUFCheckpoint(Checkpoint):
-    tensors: dict  # hf name -> gguf ReaderTensor
-    rope_permuted: dict[str, int]  # hf name -> head count, for the rows llama.cpp permuted for its RoPE
-
-    def read(self, name: str) -> np.ndarray:
-        from gguf import GGMLQuantizationType, quants
-
-        t = self.tensors[name]
-        if t.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
-            w = np.asarray(t.data, dtype=np.float32)
-        else:
-            w = quants.dequantize(t.data, t.tensor_type).astype(np.float32)
-        w = w.reshape(self.shapes[name])
-        # llama.cpp stores q/k rows permuted for its interleaved RoPE; undo it to get back
-        # the Hugging Face (rotate_half) layout.
-        if name in self.rope_permuted:
-            w = _unpermute_rope(w, self.rope_permuted[name])
-        return np.ascontiguousarray(w)
-
-
-def _unpermute_rope(w: np.ndarray, heads: int) -> np.ndarray:
-    rows = w.shape[0]
-    return w.reshape(heads, rows // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def read_gguf(src: Path):
-    """A GGUF file's reader, architecture definition and tensors by Hugging Face name
-    ({name: (tensor, its row)}); PackError when the file is unreadable or unsupported."""
-    from gguf import GGUFReader
-
-    try:
-        with np.errstate(all="ignore"):  # a damaged file's offsets overflow: the reader then fails, and we say so
-            reader = GGUFReader(src, "r")
-        arch_field = reader.fields.get("general.architecture")
-        gguf_arch = arch_field.contents() if arch_field else None
-    except Exception as e:  # the gguf package raises bare ValueError/IndexError/struct errors on bad files
-        raise PackError(f"{src.name}: not a readable GGUF file ({type(e).__name__}: {e}); re-download it") from None
-    arch = gguf_definition(gguf_arch if isinstance(gguf_arch, str) else None, src.name)
-    tensors = {}
-    for t in reader.tensors:
-        found = arch.from_gguf(t.name)
-        if found is not None:
-            tensors[found[0]] = (t, found[1])
-    return reader, arch, gguf_arch, tensors
-
-
-def open_gguf(src: Path) -> GGUFCheckpoint:
-    reader, arch, gguf_arch, found = read_gguf(src)
-    tmp = tempfile.TemporaryDirectory(prefix="llmpack-gguf-")
-    try:
-        config, license_ = _gguf_config_and_tokenizer(src, Path(tmp.name), arch.gguf_architectures[gguf_arch])
-    except BaseException:
-        tmp.cleanup()
-        raise
-    tensors, shapes, permuted = {}, {}, {}
-    for hf, (t, row) in found.items():
-        tensors[hf] = t
-        shapes[hf] = tuple(int(d) for d in reversed(t.shape.tolist()))
-        if row.gguf_rope_heads:
-            permuted[hf] = int(config.get(row.gguf_rope_heads) or config["num_attention_heads"])
-    ck = GGUFCheckpoint(kind="gguf", name=src.name, config=config, tokenizer_dir=Path(tmp.name),
-                        generation={}, license=license_, shapes=shapes, _cleanup=tmp)
-    ck.tensors = tensors
-    ck.rope_permuted = permuted
-    return ck
-
-
-def _gguf_config_and_tokenizer(src: Path, out: Path, hf_arch: str) -> tuple[dict, str | None]:
-    """Config and tokenizer through transformers' GGUF support (no tensors are loaded)."""
-    import logging
-
-    from transformers import AutoConfig, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    try:
-        config = AutoConfig.from_pretrained(src.parent, gguf_file=src.name)
-        tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-    except Exception as e:
-        raise PackError(f"{src.name}: transformers could not read its config or tokenizer ({e})") from None
-    tok.save_pretrained(out)
-    config.save_pretrained(out)
-    cfg = json.loads((out / "config.json").read_text())
-    cfg.setdefault("architectures", [hf_arch])
-    from gguf import GGUFReader
-
-    lic = GGUFReader(src, "r").fields.get("general.license")
-    lic = lic.contents() if lic else None
-    return cfg, (lic if isinstance(lic, str) else None)
+    if ck.kind == "gguf":
+        return file_hash(ck.source_files[0])
+    lines = "".join(f"{file_hash(p)}  {p.name}\n" for p in sorted(ck.source_files, key=lambda p: p.name))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def open_checkpoint(src: Path) -> Checkpoint:
@@ -324,6 +250,8 @@ def open_checkpoint(src: Path) -> Checkpoint:
     if src.is_dir():
         return open_safetensors_dir(src)
     if src.suffix == ".gguf":
+        from .gguf_source import open_gguf  # it builds on Checkpoint
+
         return open_gguf(src)
     raise PackError(f"{src} is neither a checkpoint directory nor a .gguf file")
 

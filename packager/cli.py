@@ -77,17 +77,24 @@ def eval_(
     window: int = typer.Option(256, "--window", help="tokens per evaluation window"),
     max_windows: Optional[int] = typer.Option(None, "--max-windows", help="evaluate at most this many windows"),
     quantizer: str = typer.Option("auto", "--quantizer", help="auto | gptq | search | rtn (see llmpack package)"),
+    record: bool = typer.Option(True, "--record/--no-record", help="when SRC is a bundle, write the result to "
+                                "SRC/quality.json (the model card `llmpack registry publish` adds)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ):
     """Perplexity and KL divergence against f32, computed by the numpy reference executor."""
     from .checkpoint import default_source
-    from .evaluate import run_eval
+    from .evaluate import is_bundle, record_quality, run_eval
 
     if text is not None and not text.is_file():
         raise PackError(f"--text {text}: no such file")
     result = run_eval(src or default_source(), quants=[q.strip() for q in quant.split(",") if q.strip()],
                       reference=reference, text_file=text, window=window, max_windows=max_windows,
                       quantizer=quantizer, progress=not as_json)
+    if record and src is not None and is_bundle(src):
+        try:
+            result["recorded"] = str(record_quality(src, result, reference))
+        except OSError as e:  # a read-only bundle: the numbers are still printed
+            err_console.print(f"[yellow]warning:[/yellow] could not write {src}/quality.json ({e.strerror or e})")
     if as_json:
         print(json.dumps(result, indent=2))
         return
@@ -112,11 +119,35 @@ def serve(
     registry: Optional[str] = typer.Option(None, "--registry", help="also list a registry's models: the URL of "
                                            "`llmpack registry serve`, or a registry folder / fsspec URL"),
     allowed_host: list[str] = typer.Option([], "--allowed-host", help=ALLOWED_HOST_HELP),
+    api: bool = typer.Option(False, "--api", help="also serve an OpenAI-compatible API at /v1 (chat completions, "
+                             "models), run by the JS runtime in Node.js"),
 ):
     """Serve bundles, the JS runtime and the chat demo page over HTTP."""
     from .serve import serve as run_server
 
-    run_server(paths, host=host, port=port, registry=registry, allowed_hosts=allowed_host)
+    run_server(paths, host=host, port=port, registry=registry, allowed_hosts=allowed_host, api=api)
+
+
+@app.command()
+def site(
+    out: Path = typer.Argument(..., help="folder to write (created; replaced only if it is an llmpack site)"),
+    sources: list[str] = typer.Argument(..., metavar="BUNDLE_OR_REGISTRY_ID...",
+                                        help="bundle folders, or ID[@VERSION] of the --registry"),
+    registry: Optional[str] = typer.Option(None, "--registry", "-r", envvar="LLMPACK_REGISTRY", show_envvar=False,
+                                           help="registry (folder or fsspec URL) the ids are taken from; "
+                                           "default $LLMPACK_REGISTRY"),
+    as_json: bool = typer.Option(False, "--json", help="print a machine-readable summary"),
+):
+    """Write a static site: the bundles, the JS runtime, the chat page and its model list."""
+    from .site import build_site
+
+    summary = build_site(out, sources, registry=registry)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    Console().print(f"[green]wrote[/green] {summary['out']}: {len(summary['models'])} model"
+                    f"{'s' if len(summary['models']) != 1 else ''}, {summary['total_bytes'] / 1e6:.1f} MB of bundles. "
+                    "Serve the folder from any static host (README.md, \"Deploy\").")
 
 
 @app.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from bundle_contract.card import quality_record, write_quality
 from bundle_contract.manifest import MANIFEST_NAME, load
 from quantization.quality import default_text, evaluate, token_windows
 
@@ -70,6 +71,15 @@ def run_eval(src: Path, *, quants: list[str], reference: Path | None = None, tex
             r["perplexity_increase"] = r["perplexity"] / base - 1
     return {"text": str(text_file) if text_file else "built-in held-out English (quantization/data/heldout_en.txt)",
             "window": window, "windows": len(windows), "tokens": rows[0]["tokens"], "rows": rows}
+
+
+def record_quality(bundle: Path, result: dict, reference: Path | None) -> Path:
+    """Write the bundle's quality.json (bundle_contract.card) from `llmpack eval BUNDLE`'s result,
+    for the model card the registry publishes with it."""
+    manifest = load(bundle)
+    row = result["rows"][0]
+    return write_quality(bundle, quality_record(manifest, row, text=result["text"], window=result["window"],
+                                                reference=None if reference is None else Path(reference).name))
 
 
 def _package(src: Path, quant: str, tmp: str, quantizer: str, progress: bool) -> Path:

@@ -58,7 +58,7 @@ WASM_OPS: dict[str, WasmOp] = {
     "rmsnorm": WasmOp(("H", "EPS")),
     # TILE tokens share one prepped x tile; RB rows are dequantized at a time (prefill)
     "matmul": WasmOp(("FORMAT", "K", "N"), {"TILE": 16, "RB": 4}),
-    "rope": WasmOp(("NH", "NKV", "HD", "INV_FREQ")),
+    "rope": WasmOp(("NH", "NKV", "HD", "HALF", "SCALE", "INV_FREQ")),
     "kv_append": WasmOp(("CACHE",)),
     "attention": WasmOp(("NH", "NKV", "HD", "SCALE", "SOFTCAP", "WINDOW", "SLOTS")),
     "attention_decode": WasmOp(("NH", "NKV", "HD", "SCALE", "SOFTCAP", "WINDOW", "SLOTS", "SPLIT", "MAX_SPLITS")),
@@ -120,7 +120,7 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
                        params=("K", "N", "OUT"), tiles={"TILE_M": 32, "TILE_N": 64, "TILE_K": 32}, weights=True,
                        workgroup_bytes=lambda v: 16 * (v["TILE_M"] + v["TILE_N"]) * v["TILE_K"] // 4),
     Template("rope", (Binding(1, "q", W), Binding(2, "k", W)), ("seq_len", "past_len"), (64, 1, 1),
-                     params=("NH", "NKV", "HD", "HALF", "INV_FREQ")),
+                     params=("NH", "NKV", "HD", "HALF", "SCALE", "INV_FREQ")),
     # CACHE: the cache's elements (a sliding-window layer's ring buffer wraps around)
     Template("kv_append", (Binding(1, "k", R), Binding(2, "v", R), Binding(3, "kc", W), Binding(4, "vc", W)),
                           ("n", "dst"), (256, 1, 1), params=("CACHE",)),

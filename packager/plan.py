@@ -110,13 +110,20 @@ class _Builder:
         self.buffers[name] = {"kind": kind, "dtype": dtype, "elements": int(elements)}
         return name
 
-    def weight_blocks(self, name: str) -> list[dict]:
+    def weight_blocks(self, name: str, view: tuple[int, int] | None = None) -> list[dict]:
         """Row blocks of a tensor: [{"row0", "rows", "parts": [buffer per part]}]; one block
-        unless a part is larger than the binding or buffer limit."""
-        if name in self.blocks:
-            return self.blocks[name]
+        unless a part is larger than the binding or buffer limit. `view`: rows [a, b) only
+        (a linear op's `rows`; row0 counts from a), buffers `<tensor>[a..b]:<part>[:<i>]`."""
+        key = (name, view)
+        if key in self.blocks:
+            return self.blocks[key]
         t = self.tensors[name]
-        rows = int(t["shape"][0]) if len(t["shape"]) == 2 else 1
+        all_rows = int(t["shape"][0]) if len(t["shape"]) == 2 else 1
+        first, end = view or (0, all_rows)
+        if not (0 <= first < end <= all_rows):
+            raise PackError(f"tensor {name}: rows {first}..{end} are not within its {all_rows} rows")
+        rows = end - first
+        base = name if view is None else f"{name}[{first}..{end}]"
         parts = {p["name"]: p for p in t["parts"]}
         want = WEIGHT_FORMATS[t["format"]].parts
         if set(parts) != set(want):
@@ -127,10 +134,10 @@ class _Builder:
             max_rows = min(rows, MAX_WORKGROUPS * tile("matvec", "ROWS"))
         row_bytes = {}
         for pname, p in parts.items():
-            if p["bytes"] % rows:
-                raise PackError(f"tensor {name}: part {pname} is not made of {rows} equal rows")
-            row_bytes[pname] = p["bytes"] // rows
-        if all(align16(p["bytes"]) <= limit for p in parts.values()) and max_rows == rows:
+            if p["bytes"] % all_rows:
+                raise PackError(f"tensor {name}: part {pname} is not made of {all_rows} equal rows")
+            row_bytes[pname] = p["bytes"] // all_rows
+        if all(align16(rows * rb) <= limit for rb in row_bytes.values()) and max_rows == rows:
             per_block = rows
         else:
             per_block = min(limit // rb for rb in row_bytes.values())
@@ -143,19 +150,20 @@ class _Builder:
             n = min(per_block, rows - row0)
             names = []
             for pname in want:
-                bname = f"{name}:{pname}" if per_block == rows else f"{name}:{pname}:{i}"
+                bname = f"{base}:{pname}" if per_block == rows else f"{base}:{pname}:{i}"
                 self.buffers[bname] = {"kind": "weight", "tensor": name, "part": pname,
-                                       "offset": row0 * row_bytes[pname], "bytes": n * row_bytes[pname]}
+                                       "offset": (first + row0) * row_bytes[pname], "bytes": n * row_bytes[pname]}
                 names.append(bname)
             blocks.append({"row0": row0, "rows": n, "parts": names})
-        self.blocks[name] = blocks
+        self.blocks[key] = blocks
         return blocks
 
     # -- kernels and dispatches ---------------------------------------------------------
 
     def kernel(self, name: str, template: str, params: dict | None = None, fmt: str | None = None) -> str:
-        if name not in self.kernels:
-            self.kernels[name] = KernelSpec(name, template, kernel_consts(template, params or {}), fmt)
+        spec = KernelSpec(name, template, kernel_consts(template, params or {}), fmt)
+        if self.kernels.setdefault(name, spec) != spec:  # one name, one specialization
+            raise PackError(f"kernel {name} would be specialized twice, differently")
         return name
 
     @staticmethod
@@ -180,7 +188,7 @@ class _Builder:
                     "workgroups": self.grid(n, tile(template, "WG"))})
 
     def width(self, activation: str) -> int:
-        return self.graph.activation(activation).width
+        return self.c.vocab_size if activation == "logits" else self.graph.activation(activation).width
 
     def per_token(self, activation: str) -> bool:
         return activation == "tokens" or not self.graph.activation(activation).last_token
@@ -232,13 +240,17 @@ class _Builder:
         label = prefix + op.label
         t = self.tensors[op.weight]
         N, K = t["shape"]
+        if op.rows is not None:  # a view of a fused matrix: its rows [a, b) make the output
+            N = op.rows[1] - op.rows[0]
+        if self.width(op.out) != N:
+            raise PackError(f"linear {op.label}: {N} output rows, but {op.out} has {self.width(op.out)} values")
         fmt = t["format"]
         single_row = not self.per_token(op.inputs[0])  # e.g. the logits of the last token
         template = "matmul" if mode == "prefill" and not single_row else "matvec"
         out_type = self.buffers[op.out]["dtype"]
         suffix = ".f32out" if out_type == "f32" else ""
         kname = self.kernel(f"{template}.{fmt}.k{K}.n{N}{suffix}", template, {"K": K, "N": N, "OUT": out_type}, fmt)
-        blocks = self.weight_blocks(op.weight)
+        blocks = self.weight_blocks(op.weight, op.rows)
         seq = "1" if single_row else "seq_len"
         for b in blocks:
             if template == "matmul":
@@ -250,18 +262,22 @@ class _Builder:
                         "uniforms": [seq, str(b["row0"]), str(b["rows"])], "workgroups": wg})
 
     def _rope(self, out, op, prefix, mode, layer):
+        """The rotation of the first rotary_dim values of every head of q and k (all of
+        them unless partial), the frequency table and cos/sin factor baked in."""
         label = prefix + op.label
         c = self.c
         NH, NKV, HD = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         rope = op.rope or c.rope
         inv_freq = [float(v) for v in rope_inv_freq(rope, HD)]
+        half = len(inv_freq)
         own = "" if rope == c.rope else "." + hashlib.sha256(json.dumps(rope.to_json()).encode()).hexdigest()[:8]
-        kname = self.kernel(f"rope.h{NH}.kv{NKV}.d{HD}{own}", "rope",
-                            {"NH": NH, "NKV": NKV, "HD": HD, "HALF": HD // 2, "INV_FREQ": inv_freq})
+        kname = self.kernel(f"rope.h{NH}.kv{NKV}.d{HD}" + ("" if 2 * half == HD else f".r{2 * half}") + own, "rope",
+                            {"NH": NH, "NKV": NKV, "HD": HD, "HALF": half, "SCALE": rope.attention_scaling,
+                             "INV_FREQ": inv_freq})
         q, k = op.inputs
         out.append({"kernel": kname, "label": label, "bindings": self.binds("rope", q=q, k=k),
                     "uniforms": ["seq_len", "past_len"],
-                    "workgroups": self.grid(f"seq_len * {(NH + NKV) * (HD // 2)}", tile("rope", "WG"))})
+                    "workgroups": self.grid(f"seq_len * {(NH + NKV) * half}", tile("rope", "WG"))})
 
     def _attention(self, out, op, prefix, mode, layer):
         """The KV-cache append, then attention over the cache (in decode: split over the

@@ -42,10 +42,14 @@ def silu(x: np.ndarray) -> np.ndarray:
 
 
 def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """x [heads, seq, head_dim]; rotate_half convention (first half pairs with second)."""
-    half = x.shape[-1] // 2
-    rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    return x * cos[None] + rotated * sin[None]
+    """x [heads, seq, head_dim]; rotate_half convention (first half pairs with second) over
+    the first cos.shape[-1] values of each head (the rotary dims); the rest pass unchanged."""
+    rot = cos.shape[-1]
+    x_rot, x_pass = x[..., :rot], x[..., rot:]
+    half = rot // 2
+    rotated = np.concatenate([-x_rot[..., half:], x_rot[..., :half]], axis=-1)
+    out = x_rot * cos[None] + rotated * sin[None]
+    return out if rot == x.shape[-1] else np.concatenate([out, x_pass], axis=-1)
 
 
 def softcap(x: np.ndarray, cap: float) -> np.ndarray:
@@ -113,12 +117,16 @@ def run_ops(ops, env: dict, weights: dict, c: ModelConfig, cos_sin=None, k_cache
         elif op.kind == "linear":
             if taps is not None:
                 taps[op.weight] = a[0]
-            env[op.out] = a[0] @ weights[op.weight].T
+            w = weights[op.weight] if op.rows is None else weights[op.weight][op.rows[0]:op.rows[1]]
+            env[op.out] = a[0] @ w.T
         elif op.kind == "bias_add":
             env[op.out] = a[0] + weights[op.weight]
         elif op.kind == "rope":
-            cos, sin = cos_sin if op.rope is None else \
-                rope_cos_sin(rope_inv_freq(op.rope, HD), np.arange(past, past + a[0].shape[0]))
+            if op.rope is None:
+                cos, sin = cos_sin
+            else:  # the op's own RoPE (Gemma 3's sliding layers)
+                positions = np.arange(past, past + a[0].shape[0])
+                cos, sin = rope_cos_sin(rope_inv_freq(op.rope, HD), positions, op.rope.attention_scaling)
             for name, x, heads in zip(op.inputs, a, (NH, NKV)):
                 env[name] = apply_rope(_heads(x, heads, HD), cos, sin)
         elif op.kind == "attention":
@@ -171,7 +179,7 @@ class ReferenceModel:
             raise PackError(f"context window of {self.context_window} tokens exceeded ({past} + {n})")
         if n == 0 or tokens.min() < 0 or tokens.max() >= c.vocab_size:
             raise PackError("token ids must be a non-empty list within the vocabulary")
-        cos_sin = rope_cos_sin(self.inv_freq, np.arange(past, past + n))
+        cos_sin = rope_cos_sin(self.inv_freq, np.arange(past, past + n), self.config.rope.attention_scaling)
         env = {"tokens": tokens}
         run_ops(g.embed, env, self.w, c)
         for i, ops in enumerate(g.layers):

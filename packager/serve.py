@@ -6,7 +6,9 @@ URL space (docs/serve.md):
     /runtime/llmpack.js      the JS runtime, as built into the installed package
     /models/<id>/<file>      a bundle: manifest.json, tokenizer files, shards/<sha256>.bin, ...
     /api/models              the served models, and those of a registry (--registry)
+    /models.json             the same list, where the chat page (and a static site) has it
     /registry/...            a local registry's HTTP API (--registry PATH)
+    /v1/...                  with --api: the OpenAI-compatible API (packager.openai_api)
 
 Every response carries COOP/COEP (cross-origin isolation, so that Wasm threads can use
 SharedArrayBuffer). Content-addressed shards are cached forever; everything else is
@@ -31,11 +33,13 @@ from typing import Callable, Sequence
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
+from bundle_contract.card import make_card, read_quality
 from bundle_contract.http import IMMUTABLE, REVALIDATE, bind, host_check, is_loopback, local_file_response
 from bundle_contract.manifest import MANIFEST_NAME, Manifest, ManifestError, load
 
-from . import web_assets
+from . import openai_api, web_assets
 from .errors import PackError
+from .node_api import NodeApiHost
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Embedder-Policy": "require-corp",
 }
+MODELS_JSON = "models.json"
 _SHARD_PATH = re.compile(r"shards/([0-9a-f]{64})\.bin")
 # refused in any path segment: a leading dot ("..", hidden files), backslashes, "%" (what
 # is left of a double encoding), ":" (drive letters, streams), control characters
@@ -77,7 +82,7 @@ class Bundle:
 
 # the fields of a manifest summary (or registry index entry) that /api/models lists
 _LISTED = ("name", "architecture", "parameters", "license", "quantization", "shard_count", "weights_bytes",
-           "memory_estimate_bytes", "context_window", "requirements", "created")
+           "memory_estimate_bytes", "context_window", "requirements", "created", "card")
 
 
 def model_entry(summary: dict, model_id: str, url: str, source: str = "local", **extra) -> dict:
@@ -253,11 +258,12 @@ class RegistrySource:
 
 
 class _Site:
-    """ASGI wrapper: adds COOP/COEP to every HTTP response and routes /registry/ to a
-    mounted registry app (with root_path set, so that the URLs it builds include it)."""
+    """ASGI wrapper: adds COOP/COEP to every HTTP response, routes /registry/ to a
+    mounted registry app (with root_path set, so that the URLs it builds include it) and
+    /v1/ to the OpenAI-compatible API (with --api)."""
 
-    def __init__(self, app, registry_app=None):
-        self.app, self.registry_app = app, registry_app
+    def __init__(self, app, registry_app=None, api_app=None):
+        self.app, self.registry_app, self.api_app = app, registry_app, api_app
         self.extra = [(k.lower().encode(), v.encode()) for k, v in ISOLATION_HEADERS.items()]
 
     async def __call__(self, scope, receive, send):
@@ -268,6 +274,8 @@ class _Site:
         prefix = RegistrySource.PREFIX
         if self.registry_app is not None and (path == prefix or path.startswith(prefix + "/")):
             app, scope = self.registry_app, {**scope, "root_path": scope.get("root_path", "") + prefix}
+        elif self.api_app is not None and (path == openai_api.PREFIX or path.startswith(openai_api.PREFIX + "/")):
+            app = self.api_app
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
@@ -278,9 +286,10 @@ class _Site:
 
 
 def create_app(paths: Sequence[Path | str] | BundleSet, *, registry: str | RegistrySource | None = None,
-               runtime_dist: Path | None = None, web_dir: Path | None = None):
+               runtime_dist: Path | None = None, web_dir: Path | None = None, api: NodeApiHost | None = None):
     """The ASGI app of `llmpack serve`. `runtime_dist` is the folder holding llmpack.js and
-    `web_dir` the chat page's; both default to the installed ones (packager.web_assets)."""
+    `web_dir` the chat page's; both default to the installed ones (packager.web_assets).
+    With `api` (a started NodeApiHost), /v1/ is the OpenAI-compatible API."""
     bundles = paths if isinstance(paths, BundleSet) else BundleSet(paths)
     source = RegistrySource(registry) if isinstance(registry, str) else registry
     runtime_root = (runtime_dist or web_assets.runtime_dir()).resolve()
@@ -296,9 +305,11 @@ def create_app(paths: Sequence[Path | str] | BundleSet, *, registry: str | Regis
             raise HTTPException(404, "not found") from None
 
     @app.get("/api/models")
+    @app.get("/" + MODELS_JSON)  # the chat page's list; a static site (`llmpack site`) has it as a file
     def api_models(request: Request):
         base = str(request.base_url)
-        models = [model_entry(b.manifest.summary(), b.id, f"{base}models/{b.id}/") for b in bundles.all()]
+        models = [model_entry({**b.manifest.summary(), "card": make_card(b.manifest, read_quality(b.path, b.manifest))},
+                              b.id, f"{base}models/{b.id}/") for b in bundles.all()]
         errors = list(bundles.problems)
         if source is not None:
             listed, error = source.models(base)
@@ -329,7 +340,7 @@ def create_app(paths: Sequence[Path | str] | BundleSet, *, registry: str | Regis
             raise HTTPException(404, "not found")
         return send(request, resolve_inside(web_root, path or "index.html"))
 
-    return _Site(app, source.app if source else None)
+    return _Site(app, source.app if source else None, openai_api.OpenAIApi(bundles, api) if api else None)
 
 
 # ------------------------------------------------------------------------------ server
@@ -342,16 +353,30 @@ def page_url(host: str, port: int) -> str:
 
 
 def serve(paths: Sequence[Path | str], host: str = "127.0.0.1", port: int = 8000, *, registry: str | None = None,
-          allowed_hosts: Sequence[str] = (), open_browser: bool = False, query: str = "",
+          allowed_hosts: Sequence[str] = (), open_browser: bool = False, query: str = "", api: bool = False,
           log_level: str = "warning", out: Callable[[str], None] = print) -> None:
     """Run `llmpack serve` until interrupted: checks the paths and the runtime, binds,
     prints the URL (first line) and the served models, then runs uvicorn. Requests are
-    answered only for the Host names of `host` and `allowed_hosts` (bundle_contract.http.HostCheck)."""
+    answered only for the Host names of `host` and `allowed_hosts` (bundle_contract.http.HostCheck).
+    With `api`, the Node process that runs the models is started first (packager.node_api)."""
+    bundles = BundleSet(paths)
+    runtime = web_assets.runtime_dir()
+    sock = bind(host, port)
+    node = NodeApiHost(runtime / "api_host.js").start() if api else None
+    try:
+        app = create_app(bundles, registry=registry, runtime_dist=runtime, api=node)
+        _run(app, sock, bundles, host, registry=registry, allowed_hosts=allowed_hosts, open_browser=open_browser,
+             query=query, api=api, log_level=log_level, out=out)
+    finally:
+        if node is not None:
+            node.close()
+
+
+def _run(app, sock, bundles: BundleSet, host: str, *, registry, allowed_hosts, open_browser, query, api, log_level,
+         out) -> None:
+    """Prints the URLs and serves until interrupted."""
     import uvicorn
 
-    bundles = BundleSet(paths)
-    app = create_app(bundles, registry=registry, runtime_dist=web_assets.runtime_dir())
-    sock = bind(host, port)
     url = page_url(host, sock.getsockname()[1])
     listed = bundles.all()
     out(f"serving {len(listed)} model{'s' if len(listed) != 1 else ''} and the chat demo at {url}{query} "
@@ -360,6 +385,9 @@ def serve(paths: Sequence[Path | str], host: str = "127.0.0.1", port: int = 8000
         out(f"  {b.id:<32} {url}models/{b.id}/  ({b.path})")
     if registry:
         out(f"  + the models of registry {registry}")
+    if api:
+        out(f"  OpenAI-compatible API: {url}v1/ (POST /v1/chat/completions, GET /v1/models; "
+            "the models run in Node.js)")
     if not is_loopback(host):
         out(f"warning: listening on {host}: other machines can reach this server and read every served file. "
             "Browsers enable WebGPU only on https:// or localhost pages: serve other machines through HTTPS.")

@@ -1,5 +1,5 @@
-"""Test checkpoints: tiny random-weight Llama, Mistral, Qwen2, Qwen3, Gemma 2 and Gemma 3
-models, and the real SmolLM2 GGUF.
+"""Test checkpoints: tiny random-weight Llama, Mistral, Qwen2, Qwen3, Phi-3, SmolLM3, Gemma 2
+and Gemma 3 models, and the real SmolLM2 GGUF.
 
 Tiny models are built with transformers' own config and model classes and saved the
 way the Hub stores them (config.json, safetensors, tokenizer files), so packaging them
@@ -30,6 +30,21 @@ TINY_QWEN = {
     "qwen2-untied": dict(architecture="qwen2", num_key_value_heads=1, tie_word_embeddings=False),
     "qwen3": dict(architecture="qwen3", num_key_value_heads=2, head_dim=32, rope_theta=1e6),
     "qwen3-untied": dict(architecture="qwen3", num_key_value_heads=4, head_dim=24, tie_word_embeddings=False),
+}
+
+# Phi3ForCausalLM and SmolLM3ForCausalLM (their own transformers classes). phi3: Phi-3-mini's
+# shape (untied, full rotary, a sliding window as long as the context); phi3-longrope:
+# Phi-4-mini's (tied, 3/4 of each head rotated, LongRoPE with max_position_embeddings /
+# original = 4, so cos/sin are scaled by sqrt(1 + ln 4 / ln 4096)); smollm3: every second
+# layer without RoPE
+TINY_PHI3 = {
+    "phi3": dict(architecture="phi3", num_key_value_heads=2, pad_token_id=0, tie_word_embeddings=False,
+                 sliding_window=256),
+    "phi3-longrope": dict(architecture="phi3", num_key_value_heads=2, pad_token_id=0, partial_rotary_factor=0.75,
+                          max_position_embeddings=16384, original_max_position_embeddings=4096, rope_scaling={
+                              "type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.6, 2.2, 3.0],
+                              "long_factor": [1.0, 1.5, 2.5, 4.0, 8.0, 16.0]}),
+    "smollm3": dict(architecture="smollm3", num_key_value_heads=2, pad_token_id=0, no_rope_layer_interval=2),
 }
 
 # Gemma2ForCausalLM, Gemma3ForCausalLM (their own transformers classes) and Mistral with a
@@ -90,13 +105,14 @@ def model_classes(architecture: str):
 
     return {"llama": (t.LlamaConfig, t.LlamaForCausalLM), "mistral": (t.MistralConfig, t.MistralForCausalLM),
             "qwen2": (t.Qwen2Config, t.Qwen2ForCausalLM), "qwen3": (t.Qwen3Config, t.Qwen3ForCausalLM),
+            "phi3": (t.Phi3Config, t.Phi3ForCausalLM), "smollm3": (t.SmolLM3Config, t.SmolLM3ForCausalLM),
             "gemma2": (t.Gemma2Config, t.Gemma2ForCausalLM),
             "gemma3": (t.Gemma3TextConfig, t.Gemma3ForCausalLM)}[architecture]
 
 
 def build_tiny_checkpoint(out: Path, variant: str = "gqa", seed: int = 0, dtype: str = "float32",
                           max_shard_size: str | None = None, **overrides) -> Path:
-    """Save a tiny random checkpoint of a TINY_VARIANTS (Llama, Mistral), TINY_QWEN or
+    """Save a tiny random checkpoint of a TINY_VARIANTS (Llama, Mistral), TINY_QWEN, TINY_PHI3 or
     TINY_GEMMA variant to `out` and return it."""
     import torch
     from transformers import GenerationConfig
@@ -104,12 +120,12 @@ def build_tiny_checkpoint(out: Path, variant: str = "gqa", seed: int = 0, dtype:
     kw = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
               num_attention_heads=4, head_dim=16, max_position_embeddings=256, rms_norm_eps=1e-5,
               tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
-    kw.update({**TINY_VARIANTS, **TINY_QWEN, **TINY_GEMMA}[variant])
+    kw.update({**TINY_VARIANTS, **TINY_QWEN, **TINY_PHI3, **TINY_GEMMA}[variant])
     kw.update(overrides)
     architecture = kw.pop("architecture", "llama")
     config_cls, model_cls = model_classes(architecture)
     gemma = architecture.startswith("gemma")
-    if config_cls.__name__ == "Qwen2Config":  # no head_dim field: hidden_size / num_attention_heads
+    if config_cls.__name__ in ("Qwen2Config", "Phi3Config"):  # no head_dim field: hidden_size / num_attention_heads
         kw.pop("head_dim")
     torch.manual_seed(seed)
     model = model_cls(config_cls(**kw)).to(getattr(torch, dtype)).eval()

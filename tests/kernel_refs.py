@@ -16,6 +16,12 @@ ROPES = {
     "linear": {"type": "linear", "theta": 10000.0, "factor": 4.0},
     "llama3": {"type": "llama3", "theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+    # Phi-4-mini's kind: LongRoPE over 3/4 of each head, cos and sin scaled by the attention
+    # factor of max_position_embeddings / original = 32 (head_dim 64: 24 frequencies)
+    "longrope": {"type": "longrope", "theta": 10000.0, "original_max_position_embeddings": 4096,
+                 "partial_rotary_factor": 0.75, "short_factor": [1.0 + 0.05 * i for i in range(24)],
+                 "long_factor": [1.0 + 0.4 * i for i in range(24)],
+                 "attention_factor": math.sqrt(1 + math.log(32) / math.log(4096))},
 }
 
 
@@ -41,13 +47,18 @@ def rmsnorm_ref(x, w, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
 
 
-def rope_ref(x, pos, inv_freq):
-    """x [seq, heads, hd] float64; HF rotate_half convention; angle = f32 product."""
-    half = x.shape[-1] // 2
+def rope_ref(x, pos, inv_freq, scale=1.0):
+    """x [seq, heads, hd] float64; HF rotate_half convention over the first 2 len(inv_freq)
+    values of each head (the rest pass); angle = f32 product; cos and sin times `scale`."""
+    half = len(inv_freq)
     ang = (pos.astype(np.float32)[:, None] * inv_freq[None, :]).astype(np.float64)
-    c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
-    x1, x2 = x[..., :half], x[..., half:]
-    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+    c, s = scale * np.cos(ang)[:, None, :], scale * np.sin(ang)[:, None, :]
+    x1, x2 = x[..., :half], x[..., half:2 * half]
+    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s, x[..., 2 * half:]], axis=-1)
+
+
+def rope_scale(kind: str) -> float:
+    return ROPES[kind].get("attention_factor", 1.0)
 
 
 def attention_ref(q, kc, vc, past, nkv, scale=None, cap=0.0, window=0):

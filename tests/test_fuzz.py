@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from bundle_contract.manifest import ManifestError, parse, parse_json
 from model_registry.errors import RegistryError
 from model_registry.registry import Registry, parse_index
-from packager.checkpoint import SafetensorsFile, read_gguf
+from packager.checkpoint import SafetensorsFile
 from packager.errors import PackError
+from packager.gguf_source import read_gguf
 from packager.plan_expr import ExprError, evaluate
 from test_registry_helpers import make_bundle
 

@@ -1,12 +1,12 @@
 """The package import graph goes one way (read from every module's source with ast):
 
-    bundle_contract  <-  model_registry  <-  packager (only the CLI, serve and demo)
+    bundle_contract  <-  model_registry  <-  packager (only the CLI, serve, demo and site)
     bundle_contract  <-  packager  ->  quantization  ->  bundle_contract (its UserError)
 
 bundle_contract imports no package of ours; model_registry imports bundle_contract only;
 packager reaches model_registry only where it must (mounting `llmpack registry`, listing
-a registry's models in serve and demo); quantization imports bundle_contract's error base
-only, and neither packager nor the registry. Imports inside functions count too.
+a registry's models in serve and demo, pulling registry ids into a site); quantization
+imports bundle_contract's error base only, and neither packager nor the registry. Imports inside functions count too.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ALLOWED = {
     "packager": {"bundle_contract", "quantization", "model_registry"},
     "quantization": {"bundle_contract"},
 }
-PACKAGER_MODULES_USING_THE_REGISTRY = {"packager.cli", "packager.serve", "packager.demo"}
+PACKAGER_MODULES_USING_THE_REGISTRY = {"packager.cli", "packager.serve", "packager.demo", "packager.site"}
 
 
 def module_name(path: Path) -> str:

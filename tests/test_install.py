@@ -23,7 +23,8 @@ def clean_checkout(dest: Path) -> Path:
     has them (no stale build/ folder to leak into the wheel)."""
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
     files = [f for f in tracked.decode().split("\0") if f]
-    files += [str(p.relative_to(ROOT)) for p in (ROOT / "runtime_js" / "dist").glob("llmpack.js*")]
+    # (dist's top-level files: llmpack.js, xgrammar.js, api_host.js and their maps)
+    files += [str(p.relative_to(ROOT)) for p in (ROOT / "runtime_js" / "dist").glob("*.js*")]
     for rel in files:
         if (ROOT / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -38,8 +39,8 @@ def test_wheel_serves_from_anywhere(packaged_tiny, tmp_path):
                     "-w", str(wheels), str(src)], check=True, capture_output=True, text=True, timeout=300)
     (wheel,) = wheels.glob("llmpack-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"packager/web/runtime/llmpack.js", "packager/web/demo/index.html", "packager/web/demo/app.js",
-            "packager/kernels/matvec.wgsl"} <= names
+    assert {"packager/web/runtime/llmpack.js", "packager/web/runtime/api_host.js", "packager/web/demo/index.html",
+            "packager/web/demo/app.js", "packager/kernels/matvec.wgsl"} <= names
     assert not any(n.startswith(("packager/web/demo/test/", "runtime_js/", "web_demo/")) for n in names)
 
     env_dir = tmp_path / "venv"
@@ -63,8 +64,8 @@ def test_wheel_serves_from_anywhere(packaged_tiny, tmp_path):
     bundles.mkdir()
     (bundles / "tiny").symlink_to(packaged_tiny("gqa", "q4f16"))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    proc = subprocess.Popen([py, "-m", "packager.cli", "serve", str(bundles), "--port", "0"], cwd=elsewhere,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([py, "-m", "packager.cli", "serve", str(bundles), "--port", "0", "--api"],
+                            cwd=elsewhere, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()
         assert "serving 1 model" in first, first + proc.stderr.read()
@@ -81,6 +82,12 @@ def test_wheel_serves_from_anywhere(packaged_tiny, tmp_path):
         assert runtime.status_code == 200 and runtime.content == (ROOT / "runtime_js/dist/llmpack.js").read_bytes()
         assert [m["id"] for m in models] == ["tiny"]
         assert httpx.get(base + "models/tiny/manifest.json", timeout=5).status_code == 200
+        # --api: the installed runtime's api_host.js runs the model in Node (Wasm: no npm `webgpu` beside it)
+        assert [m["id"] for m in httpx.get(base + "v1/models", timeout=5).json()["data"]] == ["tiny"]
+        answer = httpx.post(base + "v1/chat/completions", timeout=120, json={
+            "model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["usage"]["completion_tokens"] >= 1
     finally:
         proc.terminate()
         proc.wait(10)

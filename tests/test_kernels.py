@@ -28,10 +28,12 @@ from kernel_refs import (
     rel_err,
     rmsnorm_ref,
     rope_ref,
+    rope_scale,
 )
 from packager.compile import render
+from packager.errors import PackError
 from packager.kernel_table import WEIGHT_FORMATS
-from packager.rope import rope_inv_freq
+from packager.rope import Rope, rope_cos_sin, rope_inv_freq
 
 TOL = {"f32": 1e-5, "f16": 2e-3}
 ACT = {"f32": np.float32, "f16": np.float16}
@@ -254,26 +256,63 @@ def test_bias_add(gpu, variant):
 # ---------------------------------------------------------------------------------------
 # RoPE
 
-def hf_inv_freq(rope, head_dim):
-    """transformers' own inv_freq for the same configuration."""
+def hf_rotary(rope, head_dim):
+    """transformers' own rotary embedding module for the same configuration (Phi-3's for
+    longrope / partial rotary, whose attention rotates part of each head; Llama's else)."""
     require_module("torch", "torch")
-    from transformers import LlamaConfig
+    from transformers import LlamaConfig, Phi3Config
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+    from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding
 
     params = {"rope_type": rope["type"], "rope_theta": rope["theta"]}
-    params.update({k: v for k, v in rope.items() if k not in ("type", "theta")})
+    params.update({k: v for k, v in rope.items() if k not in ("type", "theta", "attention_factor")})
+    if rope["type"] == "longrope" or "partial_rotary_factor" in rope:
+        original = params.pop("original_max_position_embeddings", 4096)
+        cfg = Phi3Config(hidden_size=head_dim * 4, num_attention_heads=4, max_position_embeddings=32 * original,
+                         original_max_position_embeddings=original, rope_parameters=params)
+        return cfg, Phi3RotaryEmbedding(config=cfg)
     cfg = LlamaConfig(hidden_size=head_dim * 4, num_attention_heads=4, head_dim=head_dim,
                       max_position_embeddings=4096, rope_parameters=params)
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-
-    inv = LlamaRotaryEmbedding(config=cfg).inv_freq
-    return inv.numpy()
+    return cfg, LlamaRotaryEmbedding(config=cfg)
 
 
-@pytest.mark.parametrize("kind", list(ROPES))
+HF_ROPES = {**ROPES, "partial": {"type": "default", "theta": 10000.0, "partial_rotary_factor": 0.5}}
+
+
+@pytest.mark.parametrize("kind", list(HF_ROPES))
 def test_rope_inv_freq_matches_transformers(kind):
-    ours = rope_inv_freq(ROPES[kind], 64)
-    theirs = hf_inv_freq(ROPES[kind], 64)
-    np.testing.assert_allclose(ours, theirs, rtol=2e-7, atol=0)
+    """inv_freq and the cos/sin factor, from our Rope and from transformers' config (the
+    same Rope: Rope.from_hf), against transformers' rotary embedding module."""
+    cfg, module = hf_rotary(HF_ROPES[kind], 64)
+    rope = Rope.from_hf(cfg, partial_rotary="partial_rotary_factor" in HF_ROPES[kind])
+    assert rope == Rope.from_json(HF_ROPES[kind])
+    ours = rope_inv_freq(HF_ROPES[kind], 64)
+    np.testing.assert_allclose(ours, module.inv_freq.numpy(), rtol=2e-7, atol=0)
+    assert rope.attention_scaling == module.attention_scaling
+
+
+def test_longrope_cos_sin_match_transformers_within_the_original_length():
+    """transformers picks short_factor while the sequence fits original_max_position_embeddings
+    (the bundle's rule: rope_cos_sin of the short table, scaled) and long_factor past it,
+    which is why a longer context window is refused."""
+    import torch
+
+    kind = dict(ROPES["longrope"], original_max_position_embeddings=64)
+    cfg, module = hf_rotary(kind, 64)
+    rope = Rope.from_hf(cfg, partial_rotary=True)  # attention factor sqrt(1 + ln 32 / ln 64)
+    x = torch.zeros(1, 1, 64)
+    for n in (1, 17, 64):
+        pos = np.arange(n)
+        cos, sin = module(x, torch.arange(n)[None])
+        ours = rope_cos_sin(rope_inv_freq(rope, 64), pos, rope.attention_scaling)
+        np.testing.assert_allclose(ours[0], cos[0].numpy(), rtol=0, atol=2e-7)
+        np.testing.assert_allclose(ours[1], sin[0].numpy(), rtol=0, atol=2e-7)
+    cos, _ = module(x, torch.arange(65)[None])  # past the original length: long_factor
+    assert np.max(np.abs(rope_cos_sin(rope_inv_freq(rope, 64), np.arange(65), rope.attention_scaling)[0]
+                         - cos[0].numpy())) > 1e-2
+    rope.check_context(64)
+    with pytest.raises(PackError, match="--context-window 64 or less"):
+        rope.check_context(65)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -284,20 +323,21 @@ def test_rope(gpu, kind, variant):
     rng = np.random.default_rng(11)
     NH, NKV, HD, ctx = 4, 2, 64, 4096
     inv = rope_inv_freq(ROPES[kind], HD)
-    code = render("rope", variant, {"NH": NH, "NKV": NKV, "HD": HD, "HALF": HD // 2,
+    half, scale = len(inv), rope_scale(kind)
+    code = render("rope", variant, {"NH": NH, "NKV": NKV, "HD": HD, "HALF": half, "SCALE": scale,
                                     "INV_FREQ": [float(v) for v in inv]})
     binds = [(0, "uniform"), (1, "storage"), (2, "storage")]
     for seq, past in [(1, 0), (1, 5), (1, ctx - 1), (7, 5), (64, 0), (300, 5), (300, ctx - 300)]:
         q = act_arr(rng.normal(0, 1, (seq, NH, HD)), variant)
         k = act_arr(rng.normal(0, 1, (seq, NKV, HD)), variant)
         pos = np.arange(past, past + seq)
-        n = seq * (NH + NKV) * HD // 2
+        n = seq * (NH + NKV) * half
         nwg = math.ceil(n / 64)
         out = run_kernel(dev, cache, code, binds, {1: q, 2: k}, [seq, past], (nwg, 1, 1), read=[1, 2])
         # rounding of the f32 angle products dominates at large positions: 2e-6 abs
         tol = max(TOL[variant], 3e-6)
-        assert rel_err(as_act(out[1], variant, q.shape), rope_ref(q.astype(np.float64), pos, inv)) <= tol
-        assert rel_err(as_act(out[2], variant, k.shape), rope_ref(k.astype(np.float64), pos, inv)) <= tol
+        assert rel_err(as_act(out[1], variant, q.shape), rope_ref(q.astype(np.float64), pos, inv, scale)) <= tol
+        assert rel_err(as_act(out[2], variant, k.shape), rope_ref(k.astype(np.float64), pos, inv, scale)) <= tol
 
 
 # ---------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def test_context_window_has_one_default_one_bound_one_message(tiny_llama, packag
 
 def test_registry():
     assert set(ARCHITECTURES) == {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                                  "Gemma2ForCausalLM", "Gemma3ForCausalLM"}
+                                  "Phi3ForCausalLM", "SmolLM3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"}
     assert definition("MistralForCausalLM") is definition("llama") is LLAMA
     assert definition("Qwen2ForCausalLM").name == "qwen2"
     assert definition("qwen3").hf_architectures == ("Qwen3ForCausalLM",)

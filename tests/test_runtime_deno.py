@@ -50,6 +50,7 @@ CASES = {**WEIGHT_FORMAT_CASES,
          "linear-q3f16": ("linear", "q3f16", {}),  # linear RoPE scaling
          "qwen2-q4f16": ("qwen2", "q4f16", {}),  # Qwen2ForCausalLM: q/k/v biases
          "qwen3-q4f16": ("qwen3", "q4f16", {}),  # Qwen3ForCausalLM: per-head q/k norms, head_dim 32
+         "phi3-longrope-q4f16": ("phi3-longrope", "q4f16", {}),  # Phi3ForCausalLM: views, partial LongRoPE
          # Gemma 3 (q/k norms, two RoPEs) and Gemma 2 (soft-caps): sliding-window rings that wrap
          "gemma3-q4f16-ring": ("gemma3", "q4f16", RING), "gemma2-q8f16-ring": ("gemma2", "q8f16", RING)}
 F32_ONLY = ("q4f32", "f32")  # formats whose bundles carry f32 kernels only

@@ -25,6 +25,7 @@ from kernel_refs import (
     rel_err,
     rmsnorm_ref,
     rope_ref,
+    rope_scale,
 )
 from packager.rope import rope_inv_freq
 from packager.wasm_build import FORMATS, OPS, compile_module, f32_bits, heap_base
@@ -90,7 +91,8 @@ def wk():
 
 
 def rope_offset(kind: str) -> int:
-    return list(ROPES).index(kind) * (ROPE_HD // 2)
+    """Where the table of `kind` starts in rope_tables.h (the tables one after the other)."""
+    return sum(len(rope_inv_freq(ROPES[k], ROPE_HD)) for k in list(ROPES)[:list(ROPES).index(kind)])
 
 
 def row_block(parts, r0, r1):
@@ -229,16 +231,33 @@ def test_rope(wk, kind):
     rng = np.random.default_rng(11)
     NH, NKV, HD, ctx = 4, 2, ROPE_HD, 4096
     inv = rope_inv_freq(ROPES[kind], HD)
+    half, scale = len(inv), rope_scale(kind)
     for seq, past in [(1, 0), (1, 5), (1, ctx - 1), (7, 5), (64, 0), (300, 5), (300, ctx - 300)]:
         q = rng.normal(0, 1, (seq, NH, HD)).astype(np.float32)
         k = rng.normal(0, 1, (seq, NKV, HD)).astype(np.float32)
         pos = np.arange(past, past + seq)
-        out = wk.call("rope", [NH, NKV, HD, rope_offset(kind)], [seq, past], [1, 1, 1], [q, k], read=[0, 1],
-                      threads=2)
+        out = wk.call("rope", [NH, NKV, HD, half, f32_bits(scale), rope_offset(kind)], [seq, past], [1, 1, 1],
+                      [q, k], read=[0, 1], threads=2)
         # the f32 rounding of the angle products is in the reference too; what is left
         # is the f32 rounding of cos, sin and the products
-        assert rel_err(out[0], rope_ref(q.astype(np.float64), pos, inv)) <= TOL
-        assert rel_err(out[1], rope_ref(k.astype(np.float64), pos, inv)) <= TOL
+        assert rel_err(out[0], rope_ref(q.astype(np.float64), pos, inv, scale)) <= TOL
+        assert rel_err(out[1], rope_ref(k.astype(np.float64), pos, inv, scale)) <= TOL
+
+
+def test_rope_odd_half(wk):
+    """A rotary half that is not a multiple of 4 (the SIMD width): the scalar tail (head_dim
+    16 at partial rotary 0.75: 6 frequencies, the start of the longrope table)."""
+    rng = np.random.default_rng(12)
+    NH, NKV, HD, half, scale = 3, 1, 16, 6, 1.25
+    inv = rope_inv_freq(ROPES["longrope"], ROPE_HD)[:half]
+    q = rng.normal(0, 1, (5, NH, HD)).astype(np.float32)
+    k = rng.normal(0, 1, (5, NKV, HD)).astype(np.float32)
+    out = wk.call("rope", [NH, NKV, HD, half, f32_bits(scale), rope_offset("longrope")], [5, 3], [1, 1, 1],
+                  [q, k], read=[0, 1])
+    pos = np.arange(3, 8)
+    assert rel_err(out[0], rope_ref(q.astype(np.float64), pos, inv, scale)) <= TOL
+    assert rel_err(out[1], rope_ref(k.astype(np.float64), pos, inv, scale)) <= TOL
+    assert np.array_equal(out[0][..., 2 * half:], q[..., 2 * half:])  # the unrotated part passes
 
 
 # ---------------------------------------------------------------------------------------

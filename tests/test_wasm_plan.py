@@ -35,12 +35,16 @@ CASES = {**WEIGHT_FORMAT_CASES,
          "qwen3-q4f16": ("qwen3", "q4f16", {}), "qwen3-f32": ("qwen3", "f32", {}),
          "qwen3-untied-q2f16": ("qwen3-untied", "q2f16", {}),
          "qwen2-untied-q4f16-split": ("qwen2-untied", "q4f16", SPLIT),
+         # Phi-3 (row views of the fused matrices; Phi-4-mini's partial rotary LongRoPE) and
+         # SmolLM3 (a layer without RoPE); 64 f32 rows of down_proj need 32768 bytes
+         "phi3-longrope-q4f16": ("phi3-longrope", "q4f16", {}), "smollm3-f32": ("smollm3", "f32", {}),
+         "phi3-f32-split": ("phi3", "f32", {**SPLIT, "max_binding_size": 32768}),
          # Gemma 2 / 3 and Mistral with a sliding window, their ring-buffer caches wrapping
          "gemma2-f32-ring": ("gemma2", "f32", RING), "gemma3-q4f16-ring": ("gemma3", "q4f16", RING),
          "gemma3-untied-f32": ("gemma3-untied", "f32", {}), "mistral-window-f32-ring": ("mistral-window", "f32", RING),
          # the 262,144-token tied table in 4 row blocks: gather and logits over every block
          "gemma3-vocab262k-q4f16-split": ("gemma3-vocab262k", "q4f16", {"package": {"max_binding_size": 4 << 20}})}
-THREADS = {"untied-q4f16-split": 2, "qwen2-untied-q4f16-split": 2,  # the threaded module; 1 elsewhere
+THREADS = {"untied-q4f16-split": 2, "qwen2-untied-q4f16-split": 2, "phi3-f32-split": 2,  # threaded; 1 elsewhere
            "gemma3-q4f16-ring": 2}
 # f32 bundles (ring plans) that greedy-decode GREEDY tokens after a prompt longer than the
 # window: their argmax must be transformers' greedy tokens (fed back as decode calls)

@@ -1,10 +1,13 @@
-// The chat page of `llmpack serve`: lists the served models, loads one with the llmpack
-// runtime (/runtime/llmpack.js), and chats with it, streaming tokens as they come.
+// The chat page of `llmpack serve` and of static sites (`llmpack site`): lists the models
+// (models.json), loads one with the llmpack runtime (runtime/llmpack.js), and chats with
+// it, streaming tokens as they come. Every URL is relative to the page, so a site works
+// from any folder of any static host.
 import { checkModel, explainError, probeBrowser } from "./compat.js";
-import { describeBackend, formatMB, formatMs, modelFacts, modelTitle, replyStats } from "./format.js";
+import { cardRows, describeBackend, formatMB, formatMs, modelFacts, modelTitle, replyStats } from "./format.js";
 import { renderMarkdown } from "./markdown.js";
 
-const RUNTIME_URL = "/runtime/llmpack.js";
+const RUNTIME_URL = new URL("runtime/llmpack.js", import.meta.url).href;
+const MODELS_URL = new URL("models.json", import.meta.url).href;
 const $ = (id) => document.getElementById(id);
 
 const ui = {
@@ -15,6 +18,7 @@ const ui = {
   panelToggle: $("panel-toggle"),
   sidebar: $("sidebar"),
   modelList: $("model-list"),
+  modelCard: $("model-card"),
   refresh: $("refresh-models"),
   load: $("load"),
   cancelLoad: $("cancel-load"),
@@ -113,14 +117,15 @@ function togglePanel(open = !ui.sidebar.classList.contains("open")) {
 async function fetchModels() {
   ui.refresh.disabled = true;
   try {
-    const res = await fetch("/api/models", { cache: "no-cache" });
+    const res = await fetch(MODELS_URL, { cache: "no-cache" });
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const body = await res.json();
-    state.models = body.models ?? [];
+    // a static site lists its bundles relative to models.json
+    state.models = (body.models ?? []).map((m) => ({ ...m, url: new URL(m.url, res.url).href }));
     renderModels(body.errors ?? []);
   } catch (e) {
     state.models = [];
-    ui.modelList.replaceChildren(paragraph(`Could not list the models (${e.message}). Is llmpack serve running?`, "muted error-text"));
+    ui.modelList.replaceChildren(paragraph(`Could not list the models (${e.message} at ${MODELS_URL}). Is llmpack serve running, or the site complete?`, "muted error-text"));
   } finally {
     ui.refresh.disabled = false;
   }
@@ -172,8 +177,25 @@ function selectModel(model) {
   const i = state.models.indexOf(model);
   for (const input of ui.modelList.querySelectorAll("input")) input.checked = input.value === String(i);
   for (const label of ui.modelList.querySelectorAll(".model")) label.classList.toggle("selected", label.dataset.id === model.id && label.querySelector("input").checked);
+  showCard(model);
   showNotices(state.env ? checkModel(state.env, model) : []);
   setState(ui.body.dataset.state === "starting" ? "idle" : ui.body.dataset.state);
+}
+
+/** The selected model's card (architecture, format, quality, license, source hash). */
+function showCard(model) {
+  const rows = cardRows(model?.card);
+  ui.modelCard.hidden = !rows.length;
+  const list = ui.modelCard.querySelector("dl");
+  list.replaceChildren();
+  for (const [label, value] of rows) {
+    const dt = document.createElement("dt");
+    dt.textContent = label;
+    const dd = document.createElement("dd");
+    dd.textContent = value;
+    dd.dataset.field = label.toLowerCase().replace(/\s+/g, "-");
+    list.append(dt, dd);
+  }
 }
 
 // ----------------------------------------------------------------------- notices
@@ -481,7 +503,8 @@ function finishReply(view, last, content) {
 
 function stopGeneration() {
   if (!state.generating) return;
-  state.generating.abort();
+  // interrupt(): the reply ends with finish_reason "abort" and its usage (aborting the
+  // request's signal would reject it with an AbortError instead)
   state.engine?.interrupt();
 }
 

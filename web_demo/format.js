@@ -70,3 +70,27 @@ export function replyStats(chunk) {
     decodeMs: t?.decode_ms ?? null,
   };
 }
+
+/** The rows of a model card (docs/registry.md, "Model cards"): [label, value] pairs, missing facts left out. */
+export function cardRows(card) {
+  if (!card) return [];
+  const q = card.quality;
+  const quality = q
+    ? [
+        q.perplexity != null ? `perplexity ${q.perplexity.toFixed(2)}` : null,
+        q.kl != null ? `KL ${q.kl.toFixed(4)}` : null,
+        q.perplexity_increase != null ? `${(100 * q.perplexity_increase).toFixed(1)}% vs reference` : null,
+        q.tokens != null ? `${q.tokens} tokens` : null,
+      ].filter(Boolean).join(", ")
+    : "not measured (llmpack eval)";
+  const src = card.source;
+  return [
+    ["Architecture", card.hf_architecture ? `${card.architecture} (${card.hf_architecture})` : card.architecture],
+    ["Parameters", card.parameters != null ? card.parameters.toLocaleString("en-US") : null],
+    ["Format", card.format ? `${card.format}${card.bits_per_weight != null ? `, ${card.bits_per_weight} bits/weight` : ""}` : null],
+    ["Quality", quality],
+    ["License", card.license ?? "not stated"],
+    ["Source", src ? `${src.name} (${src.kind})` : null],
+    ["Source sha256", src?.sha256 ?? null],
+  ].filter(([, v]) => v != null && v !== "");
+}

@@ -51,22 +51,37 @@ class ModelConfig:
     rope: Rope
     context_window: int  # KV-cache capacity of the bundle (resolve_context_window)
 
-    # --- Gemma 2 / 3 and sliding-window attention (packager/models/gemma.py). The defaults
-    # are Llama's behaviour; manifests written before these fields read back with them.
+    # -- optional, with defaults that mean Llama (older manifests lack them) --------------
+    # Phi-3 (packager/models/phi3.py) and SmolLM3 (smollm3.py):
+    nope_layers: tuple[int, ...] = ()  # the layers that apply no RoPE (SmolLM3's NoPE layers)
+    # sliding-window attention (Mistral, Phi-3, Gemma): keys per query in the sliding layers,
+    # which are the layers layer_types marks "sliding_attention", or every layer when
+    # layer_types is () (Phi-3, which is refused past its window: __post_init__)
+    sliding_window: int | None = None
+    layer_types: tuple[str, ...] = ()  # per layer "sliding_attention" | "full_attention"
+    # Gemma 2 / 3 (packager/models/gemma.py):
     embed_scale: float = 1.0  # the token embeddings are multiplied by it (Gemma: sqrt(hidden_size) in f32)
     attention_scale: float | None = None  # of q.k; None: head_dim ** -0.5 (Gemma: query_pre_attn_scalar ** -0.5)
     attn_logit_softcap: float = 0.0  # attention scores -> tanh(s / cap) * cap; 0: none
     final_logit_softcap: float = 0.0  # logits -> tanh(l / cap) * cap; 0: none
-    sliding_window: int = 0  # keys per query in the sliding layers; 0: none
-    layer_types: tuple[str, ...] = ()  # per layer "sliding_attention" | "full_attention"; (): all full
     rope_local: Rope | None = None  # the sliding layers' RoPE where it is not `rope` (Gemma 3)
 
     NOT_IN_MANIFEST = ("architecture", "hf_architecture", "context_window")  # stored elsewhere in the manifest
 
+    def __post_init__(self):
+        """What no bundle of this config can run exactly, refused for every way a config is
+        made (resolve_config, config_from_manifest)."""
+        self.rope.check_context(self.context_window)
+        if self.sliding_window is not None and not self.layer_types and self.context_window > self.sliding_window:
+            raise PackError(f"the model attends within a sliding window of {self.sliding_window} tokens, which is "
+                            f"not supported yet; a context window of {self.context_window} would need it: pass "
+                            f"--context-window {self.sliding_window} or less")
+
     def is_sliding(self, layer: int) -> bool:
         """Whether a decoder layer uses sliding-window attention (of `sliding_window` keys)."""
-        return bool(self.sliding_window) and layer < len(self.layer_types) and \
-            self.layer_types[layer] == "sliding_attention"
+        if not self.sliding_window:
+            return False
+        return not self.layer_types or self.layer_types[layer] == "sliding_attention"
 
     @property
     def q_size(self) -> int:
@@ -76,12 +91,25 @@ class ModelConfig:
     def kv_size(self) -> int:
         return self.num_key_value_heads * self.head_dim
 
+    @property
+    def qkv_size(self) -> int:  # rows of a fused q/k/v projection (Phi-3)
+        return self.q_size + 2 * self.kv_size
+
+    @property
+    def gate_up_size(self) -> int:  # rows of a fused gate/up projection (Phi-3)
+        return 2 * self.intermediate_size
+
     def to_json(self) -> dict:
-        """The manifest's model.config."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.NOT_IN_MANIFEST}
+        """The manifest's model.config (the optional fields where they differ from their default)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in self.NOT_IN_MANIFEST and (f.default is MISSING or getattr(self, f.name) != f.default)}
         out["rope"] = self.rope.to_json()
-        out["rope_local"] = self.rope_local.to_json() if self.rope_local else None
-        out["layer_types"] = list(self.layer_types)
+        if "nope_layers" in out:
+            out["nope_layers"] = list(self.nope_layers)
+        if "layer_types" in out:
+            out["layer_types"] = list(self.layer_types)
+        if "rope_local" in out:
+            out["rope_local"] = self.rope_local.to_json()
         return out
 
     @classmethod
@@ -93,6 +121,8 @@ class ModelConfig:
             raise PackError(f"the manifest's model config lacks {', '.join(missing)}; package the bundle again")
         values = {k: data[k] for k in names if k in data}
         values["rope"] = Rope.from_json(data["rope"])
+        if "nope_layers" in values:
+            values["nope_layers"] = tuple(int(i) for i in values["nope_layers"])
         if values.get("rope_local") is not None:
             values["rope_local"] = Rope.from_json(values["rope_local"])
         if "layer_types" in values:
@@ -146,7 +176,7 @@ class Op:
     embedding (tokens) -> out      rows of `weight` for the token ids
     rmsnorm (x) -> out             x / sqrt(mean(x^2) + rms_norm_eps) * weight, over each run of
                                    len(weight) values: a token's row, or each head of it (q/k norms)
-    linear (x) -> out              x @ weight.T
+    linear (x) -> out              x @ weight.T (or x @ weight[a:b].T: `rows`, a view of a fused matrix)
     bias_add (x) -> x              x + weight (a linear layer's bias, in place: out is x)
     rope (q, k)                    rotary embedding of both, in place
     attention (q, k, v) -> out     appends k, v to the layer's KV cache; causal grouped-query attention
@@ -161,6 +191,7 @@ class Op:
     out: str = ""  # the activation written ("" for rope, which writes its inputs)
     weight: str = ""  # the tensor it reads
     label: str = ""
+    rows: tuple[int, int] | None = None  # linear: only weight rows [a, b) (a view of a fused matrix: Phi-3)
     # per-op variants (docs/plan.md, "Architectures"):
     scale: float | None = None  # embedding: rows times it; attention: of q.k (None: 1, head_dim ** -0.5)
     cap: float = 0.0  # attention: soft-cap of the scores (0: none); softcap: the cap

@@ -48,8 +48,9 @@ def parse_config(raw: dict, model_type: str, sliding_window: bool = False) -> ob
     return c
 
 
-def config_fields(c) -> dict:
-    """The ModelConfig fields of a parsed Llama-like config. Raises PackError."""
+def config_fields(c, partial_rotary: bool = False) -> dict:
+    """The ModelConfig fields of a parsed Llama-like config (`partial_rotary`: the
+    architecture rotates part of each head, Rope.from_hf). Raises PackError."""
     heads = c.num_attention_heads
     kv_heads = getattr(c, "num_key_value_heads", None) or heads
     if heads % kv_heads:
@@ -61,7 +62,8 @@ def config_fields(c) -> dict:
                 num_hidden_layers=c.num_hidden_layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                 head_dim=head_dim, rms_norm_eps=float(c.rms_norm_eps),
                 max_position_embeddings=int(c.max_position_embeddings),
-                tie_word_embeddings=bool(getattr(c, "tie_word_embeddings", False)), rope=Rope.from_hf(c))
+                tie_word_embeddings=bool(getattr(c, "tie_word_embeddings", False)),
+                rope=Rope.from_hf(c, partial_rotary))
 
 
 def resolve(raw: dict) -> dict:

@@ -39,12 +39,6 @@ export interface Backend {
   readonly contextWindow?: number;
 
   /**
-   * Most positions a call may start behind the end of the cached sequence (plan.json's
-   * `kv_rewind_limit`: sliding-window layers keep a ring buffer); undefined: any.
-   */
-  readonly kvRewindLimit?: number;
-
-  /**
    * Runs `tokens` at positions `pastLen .. pastLen + tokens.length - 1`. KV cache
    * positions below `pastLen` are kept (they hold an earlier prefix of the same
    * sequence); those at or above it are overwritten. Chunking long prompts is the
@@ -52,6 +46,14 @@ export interface Backend {
    * the array may be reused by the next call, so read it before calling again.
    */
   prefill(tokens: Int32Array, pastLen: number): Promise<Float32Array>;
+
+  /**
+   * Most recent KV cache positions a call may roll back: a prefill at `pastLen` when the
+   * cache holds `cached` positions needs `cached - pastLen <= kvRewindLimit` (a sliding
+   * window's ring buffer has overwritten older ones). Absent: any rollback works. From
+   * plan.json's `kv_rewind_limit`.
+   */
+  readonly kvRewindLimit?: number;
 
   /** Runs one token at position `pos` (= tokens in the cache); resolves to its logits. */
   decode(token: number, pos: number): Promise<Float32Array>;

@@ -13,19 +13,28 @@ import type { ShardCache } from "./cache.js";
 import type { FetchLike } from "./fetch.js";
 import { BundleLoader, type LoadStats, type ProgressCallback } from "./loader.js";
 import type { Manifest } from "./manifest.js";
+import type { LogitsProcessorFactory } from "./logits_processor.js";
 import {
   type ChatCompletion,
+  type ChatCompletionChoice,
   type ChatCompletionChunk,
   type ChatCompletionRequest,
+  type ChatCompletionTokenLogprob,
   chatMessages,
   completionId,
   generationParams,
+  logprobEntries,
   usage,
 } from "./openai.js";
+import { GrammarCompilerCache } from "./grammar/constraint.js";
+import { structuredRequest } from "./grammar/request.js";
+import type { GrammarSpec } from "./grammar/response_format.js";
+import { grammarVocab } from "./grammar/vocab.js";
 import { REGISTRY_SCHEME, resolveRegistryModel } from "./registry.js";
-import { ContextWindowError, type GenerationParams, type GenerationResult, Session } from "./session.js";
+import { ContextWindowError, type GenerationEvent, type GenerationParams, type GenerationResult, Session } from "./session.js";
 import { DEFAULT_TEMPLATE_LIMITS } from "./template.js";
 import { BundleTokenizer, type ChatMessage } from "./tokenizer.js";
+import { type FunctionTool, parseToolCalls, ToolCallStream, type ToolPlan } from "./tools.js";
 
 /**
  * Most characters per token a prompt may average. Prompts are measured in characters
@@ -60,12 +69,21 @@ export interface EngineOptions {
 export interface GenerateOptions extends GenerationParams {
   /** called with each piece of text as it is generated */
   onText?: (delta: string) => void;
+  /** aborting rejects the call with an AbortError (the engine stays usable) */
   signal?: AbortSignal;
 }
 
 export interface RequestOptions {
-  /** ends this request (finish_reason "abort"); an abort before it starts rejects it */
+  /**
+   * aborting rejects the request with an AbortError (a stream's iteration throws it),
+   * whether it is queued or running; the engine stays usable for the next request
+   */
   signal?: AbortSignal;
+  /**
+   * more LogitsProcessors for this request (run after logit_bias), made afresh for each
+   * choice: constrained decoding plugs in here
+   */
+  logitsProcessors?: LogitsProcessorFactory;
 }
 
 export async function createEngine(bundleUrl: string | URL, opts: EngineOptions = {}): Promise<Engine> {
@@ -103,6 +121,8 @@ export class Engine {
     };
   };
   private session: Session;
+  /** compiled grammars (constrained decoding), made on the first request that needs one */
+  private grammars: GrammarCompilerCache | null = null;
   private current: Backend;
   private currentInfo: BackendInfo;
   /** tail of the request queue */
@@ -139,7 +159,7 @@ export class Engine {
 
   private newSession(backend: Backend): Session {
     const window = Math.min(this.manifest.memory.context_window, backend.contextWindow ?? Infinity);
-    return new Session(backend, this.tokenizer, window, this.manifest.generation);
+    return new Session(backend, this.tokenizer, window, this.manifest.generation, this.manifest.model.config.vocab_size);
   }
 
   /**
@@ -184,18 +204,25 @@ export class Engine {
   }
 
   /** The prompt ids of a conversation, its size checked before the template and the tokenizer run. */
-  private chatPrompt(messages: ChatMessage[]): number[] {
-    this.checkPromptChars(messages.reduce((n, m) => n + m.content.length, 0), "the conversation");
+  private chatPrompt(messages: ChatMessage[], tools?: FunctionTool[]): number[] {
+    this.checkPromptChars(messages.reduce((n, m) => n + m.content.length, 0) + (tools ? JSON.stringify(tools).length : 0), "the conversation");
     const limits = { maxChars: Math.max(DEFAULT_TEMPLATE_LIMITS.maxChars, 2 * this.maxPromptChars) };
-    const text = this.tokenizer.applyChatTemplate(messages, { limits });
+    const text = this.tokenizer.applyChatTemplate(messages, { limits, extra: tools ? { tools } : {} });
     this.checkPromptChars(text.length, "the conversation rendered by the chat template");
     return this.tokenizer.encode(text, { addSpecialTokens: false });
   }
 
-  /** Generates from a raw prompt (no chat template; the tokenizer adds its special tokens). */
+  /**
+   * Generates from a raw prompt (no chat template; the tokenizer adds its special
+   * tokens). One text: n > 1 and logprobs need chat.completions.create.
+   */
   async generate(prompt: string, opts: GenerateOptions = {}): Promise<string> {
     const { onText, signal, ...params } = opts;
     this.assertLoaded();
+    if ((params.n ?? 1) !== 1 || params.logprobs || params.top_logprobs != null) {
+      throw new TypeError("generate() returns one text: use chat.completions.create for n > 1 or logprobs");
+    }
+    this.session.resolve(params); // (checks before anything runs)
     this.checkPromptChars(prompt.length, "the prompt");
     const ids = this.tokenizer.encode(prompt);
     let text = "";
@@ -205,6 +232,7 @@ export class Engine {
         text += r.value;
         onText?.(r.value);
       }
+      signal?.throwIfAborted();
     }, signal);
     return text;
   }
@@ -229,28 +257,61 @@ export class Engine {
 
   private async createChatCompletion(req: ChatCompletionRequest, opts: RequestOptions = {}): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
     this.assertLoaded();
-    const messages = chatMessages(req);
-    const prompt = this.chatPrompt(messages);
-    const params = generationParams(req);
-    this.session.resolve(params); // validate defaults early
+    const structured = structuredRequest(req, chatMessages(req), this.tokenizer.chatTemplateSource());
+    const params: GenerationParams = { ...generationParams(req), logitsProcessors: opts.logitsProcessors };
+    const n = this.session.resolve(params).n ?? 1; // (checks before anything runs)
+    const prompt = this.chatPrompt(structured.messages, structured.tools);
+    if (structured.grammar) params.logitsProcessors = await this.constrained(structured.grammar, n, opts.logitsProcessors);
     const meta = { id: completionId(), created: Math.floor(Date.now() / 1000), model: req.model ?? this.modelName };
-    if (req.stream) return this.streamChat(prompt, params, meta, opts.signal);
+    if (req.stream) return this.streamChat(prompt, params, meta, opts.signal, structured.plan);
 
-    let content = "";
+    const choices: ChatCompletionChoice[] = Array.from({ length: n }, (_, index) => ({
+      index,
+      message: { role: "assistant", content: "", refusal: null },
+      finish_reason: "length",
+      logprobs: params.logprobs ? { content: [], refusal: null } : null,
+    }));
     let result!: GenerationResult;
     await this.exclusive(async () => {
-      const run = this.session.run(prompt, params, this.stopCheck(opts.signal));
+      const run = this.session.generate(prompt, params, this.stopCheck(opts.signal));
       let r = await run.next();
-      for (; !r.done; r = await run.next()) content += r.value;
+      for (; !r.done; r = await run.next()) {
+        const e = r.value;
+        const choice = choices[e.choice]!; // (e.choice < n)
+        choice.message.content += e.text;
+        if (e.logprobs) choice.logprobs?.content?.push(...this.logprobs(e));
+        if (e.finishReason) choice.finish_reason = e.finishReason;
+      }
       result = r.value;
+      opts.signal?.throwIfAborted();
     }, opts.signal);
+    if (structured.plan) for (const c of choices) readToolCalls(c, structured.plan);
     return {
       ...meta,
       object: "chat.completion",
-      choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: result.finishReason, logprobs: null }],
+      choices: choices as ChatCompletion["choices"], // (n >= 1)
       usage: usage(result),
       timings: result.timings,
     };
+  }
+
+  /**
+   * Processors that hold each of the `n` choices to `spec` (after the request's own),
+   * compiled before the request takes its turn. A grammar that does not compile rejects
+   * the request (a GrammarError, a TypeError).
+   */
+  private async constrained(spec: GrammarSpec, n: number, more?: LogitsProcessorFactory): Promise<LogitsProcessorFactory> {
+    this.grammars ??= new GrammarCompilerCache(
+      () => grammarVocab(this.tokenizer.tokenizerJson, this.tokenizer.tokens(), this.tokenizer.specialTokenIds(), this.tokenizer.eosTokenIds),
+      this.manifest.model.config.vocab_size,
+    );
+    const grammars = this.grammars;
+    const processors = await Promise.all(Array.from({ length: n }, () => grammars.processor(spec)));
+    return (choice) => [...(more?.(choice) ?? []), processors[choice]!];
+  }
+
+  private logprobs(e: GenerationEvent): ChatCompletionTokenLogprob[] {
+    return e.logprobs ? logprobEntries(e.logprobs, this.tokenizer) : [];
   }
 
   private async *streamChat(
@@ -258,19 +319,45 @@ export class Engine {
     params: GenerationParams,
     meta: { id: string; created: number; model: string },
     signal?: AbortSignal,
+    plan: ToolPlan | null = null,
   ): AsyncGenerator<ChatCompletionChunk> {
-    const chunk = (delta: ChatCompletionChunk["choices"][0]["delta"], finish: ChatCompletionChunk["choices"][0]["finish_reason"] = null): ChatCompletionChunk => ({
+    type Choice = ChatCompletionChunk["choices"][0];
+    const chunk = (index: number, delta: Choice["delta"], finish: Choice["finish_reason"] = null, logprobs: Choice["logprobs"] = null): ChatCompletionChunk => ({
       ...meta,
       object: "chat.completion.chunk",
-      choices: [{ index: 0, delta, finish_reason: finish, logprobs: null }],
+      choices: [{ index, delta, finish_reason: finish, logprobs }],
     });
     const release = await this.acquire(signal);
     try {
-      const run = this.session.run(prompt, params, this.stopCheck(signal));
-      yield chunk({ role: "assistant", content: "" });
+      const run = this.session.generate(prompt, params, this.stopCheck(signal));
+      const n = params.n ?? 1;
+      for (let c = 0; c < n; c++) yield chunk(c, { role: "assistant", content: "" });
+      // with tools: content that may begin a call is held, and parsed when the choice ends
+      const calls = plan ? Array.from({ length: n }, () => new ToolCallStream(plan)) : null;
       let r = await run.next();
-      for (; !r.done; r = await run.next()) yield chunk({ content: r.value });
-      yield { ...chunk({}, r.value.finishReason), usage: usage(r.value), timings: r.value.timings };
+      let last: { choice: number; finishReason: Choice["finish_reason"] } | null = null;
+      for (; !r.done; r = await run.next()) {
+        signal?.throwIfAborted();
+        const e = r.value;
+        // (a choice's finish chunk waits for the next event: the last one carries usage)
+        if (last) yield chunk(last.choice, {}, last.finishReason);
+        last = null;
+        const text = calls ? calls[e.choice]!.push(e.text) : e.text;
+        const logprobs = e.logprobs ? { content: this.logprobs(e), refusal: null } : null;
+        if (text || logprobs) yield chunk(e.choice, { content: text }, null, logprobs);
+        if (e.finishReason) {
+          last = { choice: e.choice, finishReason: e.finishReason };
+          const end = calls?.[e.choice]!.finish(e.finishReason === "stop"); // (a call cut off by max_tokens stays text)
+          if (end?.content) yield chunk(e.choice, { content: end.content });
+          if (end?.toolCalls.length) {
+            yield chunk(e.choice, { tool_calls: end.toolCalls.map((c, index) => ({ index, ...c })) });
+            last.finishReason = "tool_calls";
+          }
+        }
+      }
+      signal?.throwIfAborted();
+      const end = chunk(last?.choice ?? n - 1, {}, last?.finishReason ?? r.value.finishReason);
+      yield { ...end, usage: usage(r.value), timings: r.value.timings };
     } finally {
       release();
     }
@@ -310,4 +397,14 @@ export class Engine {
   private assertLoaded(): void {
     if (this.unloaded) throw new Error("this engine was unloaded");
   }
+}
+
+/** A finished choice's text -> tool_calls (finish_reason "tool_calls") where it made calls. */
+function readToolCalls(choice: ChatCompletionChoice, plan: ToolPlan): void {
+  if (choice.finish_reason !== "stop") return; // (a call cut off by max_tokens is left as text)
+  const { content, toolCalls } = parseToolCalls(choice.message.content ?? "", plan);
+  if (!toolCalls.length) return;
+  choice.message.content = content;
+  choice.message.tool_calls = toolCalls;
+  choice.finish_reason = "tool_calls";
 }

@@ -54,14 +54,37 @@ export { BundleTokenizer, type ChatMessage } from "./tokenizer.js";
 export { ChatTemplate, DEFAULT_TEMPLATE_LIMITS, TemplateError, type TemplateLimits } from "./template.js";
 export { IncrementalDecoder } from "./detokenizer.js";
 export { StopMatcher } from "./stop.js";
-export { Prng, Sampler, type SamplingParams } from "./sampler.js";
-export { ContextWindowError, Session, type FinishReason, type GenerationParams, type GenerationResult, type Timings } from "./session.js";
+export { Prng, Sampler, type Choice, type SamplingParams, type TokenProb } from "./sampler.js";
+export type { LogitsProcessor, LogitsProcessorFactory } from "./logits_processor.js";
+export { LOGIT_BIAS_LIMIT, LogitBias, parseLogitBias } from "./logit_bias.js";
+export { GrammarCompilerCache, GrammarError, GrammarProcessor, loadXGrammar } from "./grammar/constraint.js";
+export { responseFormatSpec, type GrammarSpec, type ResponseFormat } from "./grammar/response_format.js";
+export { grammarVocab, type GrammarVocab } from "./grammar/vocab.js";
+export { parseToolCalls, templateToolSupport, toolPlan, type FunctionTool, type ToolCall, type ToolCallFormat, type ToolChoice, type ToolPlan } from "./tools.js";
+export {
+  ContextWindowError,
+  MAX_CHOICES,
+  MAX_TOP_LOGPROBS,
+  Session,
+  type ChoiceResult,
+  type FinishReason,
+  type GenerationEvent,
+  type GenerationParams,
+  type GenerationResult,
+  type Timings,
+  type TokenLogprobs,
+} from "./session.js";
 export type {
   ChatCompletion,
+  ChatCompletionChoice,
   ChatCompletionChunk,
+  ChatCompletionChunkChoice,
   ChatCompletionMessageParam,
   ChatCompletionRequest,
+  ChatCompletionTokenLogprob,
+  ChoiceLogprobs,
   CompletionUsage,
+  TopLogprob,
 } from "./openai.js";
 export { checkExpr, evalExpr, ExprError, type Env } from "./expr.js";
 export {
@@ -87,6 +110,7 @@ export {
   type PlanVariant,
   type WeightBlock,
 } from "./plan.js";
+export { RUNTIME_VERSION, compareVersions, parseVersion } from "./version.js";
 export { REGISTRY_SCHEME, RegistryError, parseRegistryRef, resolveRegistryModel, type RegistryVersion, type ResolvedModel } from "./registry.js";
 // Registers the "webgpu" backend.
 export * from "./webgpu/index.js";

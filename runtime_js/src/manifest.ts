@@ -3,6 +3,8 @@
  * make before trusting any offset in it.
  */
 
+import { RUNTIME_VERSION, compareVersions, parseVersion } from "./version.js";
+
 export const BUNDLE_FORMAT = "llmpack-bundle";
 export const BUNDLE_VERSION = 1;
 
@@ -85,6 +87,8 @@ export interface Manifest {
     estimate_bytes: number;
     [key: string]: unknown;
   };
+  /** the oldest runtime that runs the bundle (absent in bundles written before it was recorded) */
+  runtime?: { min_version: string; [key: string]: unknown };
   [key: string]: unknown;
 }
 
@@ -143,6 +147,7 @@ export function parseManifest(json: unknown): Manifest {
         "use a runtime that matches the packager that built the bundle",
     );
   }
+  checkRuntimeVersion(m.runtime);
   for (const key of ["model", "tokenizer", "generation", "memory", "quantization"] as const) {
     if (!isObject(m[key])) throw new ManifestError(`manifest has no "${key}" object`);
   }
@@ -202,6 +207,21 @@ export function parseManifest(json: unknown): Manifest {
   });
   m.tensors.forEach((t) => checkTensor(m, t));
   return m;
+}
+
+/** The manifest's `runtime.min_version` against this runtime's version (a bundle without it loads). */
+function checkRuntimeVersion(runtime: unknown): void {
+  if (runtime == null) return;
+  const min = isObject(runtime) ? parseVersion(runtime.min_version) : null;
+  if (!isObject(runtime) || !min) {
+    throw new ManifestError(`manifest.json: "runtime.min_version" must be a version MAJOR.MINOR.PATCH, not ${shown(isObject(runtime) ? runtime.min_version : runtime)}; ${REPACKAGE}`);
+  }
+  if (compareVersions(parseVersion(RUNTIME_VERSION)!, min) < 0) {
+    throw new ManifestError(
+      `this bundle needs llmpack runtime ${String(runtime.min_version)} or newer, but this runtime is ${RUNTIME_VERSION}: ` +
+        "update the runtime (npm install llmpack-runtime@latest, or rebuild the site with `llmpack site`)",
+    );
+  }
 }
 
 function checkTensor(m: Manifest, t: TensorRecord): void {

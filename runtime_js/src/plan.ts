@@ -67,9 +67,8 @@ export interface Plan {
   context_window: number;
   prefill_chunk: number;
   /**
-   * Present when a sliding-window layer's KV cache is a ring buffer: a call may start at
-   * most this many positions before the end of what the cache holds (rolling back a
-   * cached prefix further would read overwritten rows); absent: any rollback is safe.
+   * Most recent KV cache positions a call may roll back (a sliding-window model's ring
+   * buffer keeps no more); absent: unlimited. Backend.kvRewindLimit.
    */
   kv_rewind_limit?: number;
   dims: string[];
@@ -131,9 +130,7 @@ export function parsePlan(json: unknown, manifest?: Manifest): Plan {
   }
   if (!isCount(p.context_window) || p.context_window < 1) throw new PlanError("plan.json: bad context_window");
   if (!isCount(p.prefill_chunk) || p.prefill_chunk < 1) throw new PlanError("plan.json: bad prefill_chunk");
-  if (p.kv_rewind_limit !== undefined && (!isCount(p.kv_rewind_limit) || p.kv_rewind_limit < 1)) {
-    throw new PlanError("plan.json: kv_rewind_limit must be a positive whole number");
-  }
+  if (p.kv_rewind_limit !== undefined && !isCount(p.kv_rewind_limit)) throw new PlanError("plan.json: kv_rewind_limit must be a non-negative integer");
   const variants = p.variants as unknown as Record<string, unknown>;
   if (!Array.isArray(p.variant_order) || !p.variant_order.every((v) => own(variants, v) !== undefined)) {
     throw new PlanError("plan.json: variant_order names a variant the plan does not have");

@@ -1,7 +1,8 @@
 /**
  * Next-token selection from a logits vector.
  *
- * Order of operations (as transformers' generate):
+ * Order of operations:
+ *   0. the request's LogitsProcessors, in order (logit_bias, grammar masks), on a copy;
  *   1. repetition_penalty (Hugging Face semantics): for every token seen in the prompt
  *      or the output, a positive logit is divided by the penalty, a negative one
  *      multiplied by it;
@@ -11,7 +12,13 @@
  *      else logits / temperature, top-k, softmax, top-p (the smallest set of most
  *      likely tokens whose probability reaches top_p), then one draw from a seeded
  *      PRNG. The same seed and logits always give the same token sequence.
+ *
+ * Logprobs (when asked for) are the log-softmax of the logits after steps 0-2 and
+ * before step 3: the model's distribution as the request edited it (logit_bias,
+ * penalties, grammar masks), not scaled by temperature nor cut by top_k/top_p, as
+ * OpenAI reports them (its logprobs do not change with temperature).
  */
+import type { LogitsProcessor } from "./logits_processor.js";
 
 export interface SamplingParams {
   /** 0: greedy (default 1) */
@@ -84,6 +91,21 @@ export function randomSeed(): number {
   return (hi & 0x1fffff) * 2 ** 32 + lo;
 }
 
+/** A token and its log probability. */
+export interface TokenProb {
+  token: number;
+  logprob: number;
+}
+
+/** The token chosen, and (when asked for) its logprob and the most likely alternatives. */
+export interface Choice {
+  token: number;
+  /** set when `choose` was given a number of top logprobs (0 included) */
+  logprob?: number;
+  /** the most likely tokens, best first (ties: lower id first); tokens a processor forbade are never listed */
+  top?: TokenProb[];
+}
+
 export class Sampler {
   readonly seed: number;
   private readonly rng: Prng;
@@ -98,9 +120,17 @@ export class Sampler {
   /** counts of generated tokens (for frequency/presence penalties) */
   private readonly counts = new Map<number, number>();
   private scratch = new Float64Array(0);
+  private processed = new Float32Array(0);
+  /** the processed logits, kept for logprobs while draw() overwrites the scratch */
+  private logprobCopy = new Float64Array(0);
   private order = new Int32Array(0);
 
-  constructor(params: SamplingParams = {}, promptTokens: ArrayLike<number> = []) {
+  /** `processors` run before every choice, in order, and are told each chosen token. */
+  constructor(
+    params: SamplingParams = {},
+    promptTokens: ArrayLike<number> = [],
+    private readonly processors: readonly LogitsProcessor[] = [],
+  ) {
     this.temperature = params.temperature ?? 1;
     this.topK = Math.max(0, Math.floor(params.top_k ?? 0));
     this.topP = params.top_p ?? 1;
@@ -125,11 +155,45 @@ export class Sampler {
 
   /** Picks the next token and records it as generated. `logits` is not modified. */
   sample(logits: Float32Array): number {
-    const x = this.penalized(logits);
-    const token = this.greedy ? argmax(x) : this.draw(x);
+    return this.choose(logits).token;
+  }
+
+  /**
+   * Picks the next token, records it as generated and tells the processors. With
+   * `topLogprobs` (0..n) it also returns the token's logprob and the `topLogprobs` most
+   * likely tokens (see the class comment for which distribution). `logits` is not modified.
+   */
+  choose(logits: Float32Array, topLogprobs?: number): Choice {
+    const x = this.penalized(this.process(logits));
+    let probs: ReturnType<typeof logSoftmaxOf> | null = null;
+    if (topLogprobs !== undefined) {
+      if (this.logprobCopy.length !== x.length) this.logprobCopy = new Float64Array(x.length);
+      this.logprobCopy.set(x);
+      probs = logSoftmaxOf(this.logprobCopy);
+    }
+    const token = this.greedy ? argmax(x) : this.draw(x); // (draw overwrites x)
+    const choice: Choice = { token };
+    if (probs) {
+      choice.logprob = probs.logprob(token);
+      choice.top = probs.top(topLogprobs!);
+    }
     this.seen.add(token);
     this.counts.set(token, (this.counts.get(token) ?? 0) + 1);
-    return token;
+    for (const p of this.processors) p.accept(token);
+    return choice;
+  }
+
+  /** True when a processor allows nothing but the end of generation (a completed grammar). */
+  get done(): boolean {
+    return this.processors.some((p) => p.isDone?.() ?? false);
+  }
+
+  private process(logits: Float32Array): Float32Array {
+    if (!this.processors.length) return logits;
+    if (this.processed.length !== logits.length) this.processed = new Float32Array(logits.length);
+    this.processed.set(logits);
+    for (const p of this.processors) p.process(this.processed);
+    return this.processed;
   }
 
   private penalized(logits: Float32Array): Float64Array {
@@ -191,6 +255,36 @@ export class Sampler {
     }
     return cand[cand.length - 1] ?? argmax(x); // u == z up to rounding: the last candidate
   }
+}
+
+/**
+ * The log-softmax of `copy` (processed logits that nothing else writes), read lazily.
+ * Only finite logits count; a -Infinity logit has logprob -Infinity.
+ */
+function logSoftmaxOf(copy: Float64Array): { logprob(id: number): number; top(k: number): TokenProb[] } {
+  const n = copy.length;
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) if (copy[i]! > max) max = copy[i]!; // i < n
+  let z = 0;
+  if (max > -Infinity) for (let i = 0; i < n; i++) z += Math.exp(copy[i]! - max);
+  const lse = max + Math.log(z);
+  const logprob = (id: number) => {
+    const v = copy[id] ?? -Infinity;
+    return v === -Infinity ? -Infinity : v - lse;
+  };
+  const top = (k: number): TokenProb[] => {
+    if (k <= 0) return [];
+    const ids = k < copy.length ? topK(copy, k) : allSorted(copy);
+    return Array.from(ids, (token) => ({ token, logprob: logprob(token) }));
+  };
+  return { logprob, top };
+}
+
+/** Every id with a finite value, best first (ties: lower id first). */
+function allSorted(x: Float64Array): Int32Array {
+  const ids: number[] = [];
+  x.forEach((v, i) => v > -Infinity && ids.push(i));
+  return Int32Array.from(ids.sort((a, b) => x[b]! - x[a]! || a - b)); // ids index x
 }
 
 function argmax(x: Float64Array): number {

@@ -1,11 +1,10 @@
 /**
  * The generation loop over a Backend: prefill, sample, decode, detokenize, stop.
  *
- * The session remembers which tokens the backend's KV cache holds, so a request whose
- * prompt extends the previous conversation only prefills the new tokens. A prompt that
- * leaves the cached sequence earlier than the backend's kvRewindLimit allows (a
- * sliding-window layer's ring buffer has overwritten what it would need) is prefilled
- * from the start.
+ * The session remembers which tokens the backend's KV cache holds, so a request
+ * prefills only what follows the longest prefix its prompt shares with them (a
+ * follow-up turn, a regenerated answer, an edited last message), within the backend's
+ * kvRewindLimit; with `n > 1` the prompt is prefilled once for every choice.
  *
  * Context window: a prompt must leave room for at least one generated token
  * (otherwise the request is rejected); generation ends with finish_reason "length"
@@ -13,15 +12,35 @@
  * or shifted.
  */
 import type { Backend } from "./backend.js";
+import { LogitBias, parseLogitBias } from "./logit_bias.js";
+import type { LogitsProcessor, LogitsProcessorFactory } from "./logits_processor.js";
 import type { Manifest } from "./manifest.js";
-import { type SamplingParams, Sampler } from "./sampler.js";
+import { type SamplingParams, Sampler, randomSeed } from "./sampler.js";
 import { StopMatcher } from "./stop.js";
 import type { BundleTokenizer } from "./tokenizer.js";
 
+/** Most alternatives `top_logprobs` may ask for (OpenAI's limit). */
+export const MAX_TOP_LOGPROBS = 20;
+/** Most choices `n` may ask for: each is generated in turn on the one backend. */
+export const MAX_CHOICES = 16;
+
 export interface GenerationParams extends SamplingParams {
-  /** most tokens to generate (default: the bundle's max_new_tokens) */
+  /** most tokens to generate per choice (default: the bundle's max_new_tokens) */
   max_tokens?: number;
   stop?: string | string[] | null;
+  /** token id (decimal string) -> -100..100, added to the logit (OpenAI's logit_bias) */
+  logit_bias?: Record<string, number> | null;
+  /** report each generated token's logprob */
+  logprobs?: boolean;
+  /** with logprobs: also the 0..20 most likely tokens at each position */
+  top_logprobs?: number;
+  /**
+   * choices generated from one prefill of the prompt (default 1); choice i samples
+   * with seed + i when a seed is given
+   */
+  n?: number;
+  /** more LogitsProcessors (after logit_bias), made afresh for every choice */
+  logitsProcessors?: LogitsProcessorFactory;
 }
 
 export type FinishReason = "stop" | "length" | "abort";
@@ -34,18 +53,52 @@ export interface Timings {
   decode_tokens: number;
 }
 
-export interface GenerationResult {
+/** A generated token's logprob and the most likely alternatives (token ids). */
+export interface TokenLogprobs {
+  token: number;
+  logprob: number;
+  top: { token: number; logprob: number }[];
+}
+
+/**
+ * What a generation yields, in order: text (complete characters, stop strings held
+ * back and removed) and, with logprobs, the entries of the tokens sampled since the
+ * last event (text may then be ""); then one event with `finishReason` per choice.
+ * Choices run one after the other.
+ */
+export interface GenerationEvent {
+  choice: number;
+  text: string;
+  logprobs?: TokenLogprobs[];
+  finishReason?: FinishReason;
+}
+
+export interface ChoiceResult {
   finishReason: FinishReason;
-  promptTokens: number;
   /** sampled tokens, including a final EOS */
   completionTokens: number;
   seed: number;
+}
+
+export interface GenerationResult {
+  /** of choice 0 */
+  finishReason: FinishReason;
+  promptTokens: number;
+  /** prompt tokens whose KV cache an earlier request left (not prefilled again) */
+  cachedTokens: number;
+  /** sampled tokens of all choices, including final EOS tokens */
+  completionTokens: number;
+  /** of choice 0 */
+  seed: number;
+  choices: ChoiceResult[];
   timings: Timings;
 }
 
 export class ContextWindowError extends Error {
   override name = "ContextWindowError";
 }
+
+type Resolved = Required<Pick<GenerationParams, "max_tokens">> & GenerationParams & { bias: Map<number, number> | null };
 
 export class Session {
   /** the tokens whose keys and values the backend holds, in order */
@@ -58,27 +111,52 @@ export class Session {
     private readonly tokenizer: BundleTokenizer,
     readonly contextWindow: number,
     private readonly defaults: Manifest["generation"],
+    /** the logits' length (manifest model.config.vocab_size), for checking logit_bias */
+    private readonly vocabSize = Infinity,
   ) {}
 
-  /** Sampling parameters: the request's, else the bundle's generation defaults. */
-  resolve(params: GenerationParams): Required<Pick<GenerationParams, "max_tokens">> & GenerationParams {
+  /** Most recent cache positions a call may roll back (the backend's kvRewindLimit; no limit without). */
+  get rewindLimit(): number {
+    return this.backend.kvRewindLimit ?? Infinity;
+  }
+
+  /** Sampling parameters: the request's, else the bundle's generation defaults; checked. */
+  resolve(params: GenerationParams): Resolved {
     const d = this.defaults;
-    return {
+    const p = {
       ...params,
       temperature: params.temperature ?? d.temperature,
       top_p: params.top_p ?? d.top_p,
       top_k: params.top_k ?? d.top_k,
       repetition_penalty: params.repetition_penalty ?? d.repetition_penalty,
       max_tokens: params.max_tokens ?? d.max_new_tokens,
+      bias: parseLogitBias(params.logit_bias, this.vocabSize),
     };
+    const n = p.n ?? 1;
+    if (!Number.isInteger(n) || n < 1 || n > MAX_CHOICES) throw new RangeError(`n must be an integer in 1..${MAX_CHOICES}, got ${p.n}`);
+    if (p.top_logprobs != null) {
+      if (!Number.isInteger(p.top_logprobs) || p.top_logprobs < 0 || p.top_logprobs > MAX_TOP_LOGPROBS) {
+        throw new RangeError(`top_logprobs must be an integer in 0..${MAX_TOP_LOGPROBS}, got ${p.top_logprobs}`);
+      }
+      if (!p.logprobs) throw new TypeError("top_logprobs needs logprobs: true");
+    }
+    if (p.seed != null && !Number.isSafeInteger(p.seed + n - 1)) throw new RangeError(`seed must be an integer, got ${p.seed}`);
+    new Sampler({ ...p, seed: p.seed ?? 0 }); // (checks the sampling parameters)
+    return p;
   }
 
   /**
-   * Generates from `prompt`; yields text deltas (complete characters, stop strings
-   * held back and removed) and returns how it ended. `interrupted` is polled before
-   * every step. Stopping the iteration early is safe.
+   * Generates from `prompt`: text deltas, and per choice how it ended (see
+   * GenerationEvent); returns the totals. `interrupted` is polled before every step.
+   * Stopping the iteration early is safe.
+   *
+   * The KV cache: the longest common prefix of the prompt and the cached tokens is kept
+   * (unless rolling back to it would pass the backend's kvRewindLimit: then the whole
+   * prompt is prefilled); the prompt is prefilled once for all `n` choices, and every
+   * choice after the first starts by rolling the cache back to the prompt's end (the
+   * same limit: past it the prompt is prefilled again).
    */
-  async *run(prompt: number[], params: GenerationParams, interrupted: () => boolean): AsyncGenerator<string, GenerationResult> {
+  async *generate(prompt: number[], params: GenerationParams, interrupted: () => boolean): AsyncGenerator<GenerationEvent, GenerationResult> {
     const p = this.resolve(params);
     if (prompt.length === 0) throw new Error("the prompt is empty");
     if (prompt.length >= this.contextWindow) {
@@ -88,82 +166,149 @@ export class Session {
       );
     }
     if (!Number.isInteger(p.max_tokens) || p.max_tokens < 0) throw new RangeError(`max_tokens must be a non-negative integer, got ${p.max_tokens}`);
+    const n = p.n ?? 1;
     const budget = Math.min(p.max_tokens, this.contextWindow - prompt.length);
-    const sampler = new Sampler(p, prompt);
     const stops = typeof p.stop === "string" ? [p.stop] : (p.stop ?? []);
-    const stopper = new StopMatcher(stops);
-    const text = this.tokenizer.streamDecoder();
     const eos = this.tokenizer.eosTokenIds;
+    const topLogprobs = p.logprobs ? (p.top_logprobs ?? 0) : undefined;
+    const base = p.seed ?? null;
+    const seeds = Array.from({ length: n }, () => (base === null ? randomSeed() : 0)).map((s, i) => (base === null ? s : base + i));
     const timings: Timings = { prefill_ms: 0, prefill_tokens: 0, decode_ms: 0, decode_tokens: 0 };
-    const result = (finishReason: FinishReason, completionTokens: number): GenerationResult => ({
-      finishReason,
+    const choices: ChoiceResult[] = [];
+    let cachedTokens = 0;
+    const result = (): GenerationResult => ({
+      finishReason: choices[0]?.finishReason ?? "length",
       promptTokens: prompt.length,
-      completionTokens,
-      seed: sampler.seed,
+      cachedTokens,
+      completionTokens: choices.reduce((a, c) => a + c.completionTokens, 0),
+      seed: seeds[0]!, // n >= 1
+      choices,
       timings,
     });
 
-    if (budget === 0) return result("length", 0);
+    if (budget === 0) {
+      for (let c = 0; c < n; c++) {
+        choices.push({ finishReason: "length", completionTokens: 0, seed: seeds[c]! }); // c < n
+        yield { choice: c, text: "", finishReason: "length" };
+      }
+      return result();
+    }
     let consistent = true; // false while a backend call is in flight
     try {
-      // Reuse the cached prefix; at least one token must run to produce logits.
+      const prefill = async (from: number): Promise<Float32Array> => {
+        const t0 = performance.now();
+        this.cached.length = from;
+        consistent = false;
+        const logits = await this.call(this.backend.prefill(Int32Array.from(prompt.slice(from)), from));
+        this.cached.push(...prompt.slice(from));
+        consistent = true;
+        timings.prefill_ms += performance.now() - t0;
+        timings.prefill_tokens += prompt.length - from;
+        return logits;
+      };
+      // Reuse the longest cached prefix; at least one token must run to produce logits.
       let past = 0;
       while (past < this.cached.length && past < prompt.length - 1 && this.cached[past] === prompt[past]) past++;
-      const limit = this.backend.kvRewindLimit;
-      if (limit !== undefined && this.cached.length - past > limit) past = 0;
-      this.cached.length = past;
-      const t0 = performance.now();
-      consistent = false;
-      let logits = await this.call(this.backend.prefill(Int32Array.from(prompt.slice(past)), past));
-      this.cached.push(...prompt.slice(past));
-      consistent = true;
-      timings.prefill_ms = performance.now() - t0;
-      timings.prefill_tokens = prompt.length - past;
+      if (this.cached.length - past > this.rewindLimit) past = 0;
+      cachedTokens = past;
+      let logits = await prefill(past);
+      // the prompt's logits, kept for the choices after the first (the backend may reuse its array)
+      const promptLogits = n > 1 ? Float32Array.from(logits) : logits;
 
-      let n = 0;
-      let finish: FinishReason = "length";
-      while (n < budget) {
-        if (interrupted()) {
-          finish = "abort";
-          break;
+      for (let c = 0; c < n; c++) {
+        if (c > 0) {
+          logits = promptLogits;
+          // rolling back to the prompt's end: past the backend's limit, prefill the prompt again
+          if (this.cached.length - prompt.length > this.rewindLimit && !interrupted()) logits = Float32Array.from(await prefill(0));
         }
-        const token = sampler.sample(logits);
-        n++;
-        if (eos.has(token)) {
-          finish = "stop";
-          break;
+        const processors: LogitsProcessor[] = [...(p.bias ? [new LogitBias(p.bias)] : []), ...(p.logitsProcessors?.(c) ?? [])];
+        const sampler = new Sampler({ ...p, seed: seeds[c] }, prompt, processors);
+        const stopper = new StopMatcher(stops);
+        const text = this.tokenizer.streamDecoder();
+        let pending: TokenLogprobs[] = [];
+        const event = (delta: string): GenerationEvent => {
+          const e: GenerationEvent = { choice: c, text: delta };
+          if (topLogprobs !== undefined && pending.length) {
+            e.logprobs = pending;
+            pending = [];
+          }
+          return e;
+        };
+        let count = 0;
+        let finish: FinishReason = "length";
+        while (count < budget) {
+          if (interrupted()) {
+            finish = "abort";
+            break;
+          }
+          const chosen = sampler.choose(logits, topLogprobs);
+          const token = chosen.token;
+          count++;
+          if (eos.has(token)) {
+            finish = "stop";
+            break;
+          }
+          if (chosen.logprob !== undefined) pending.push({ token, logprob: chosen.logprob, top: chosen.top ?? [] });
+          const out = stopper.push(text.push(token));
+          if (out.text || pending.length) yield event(out.text);
+          if (out.stop || sampler.done) {
+            finish = "stop";
+            break;
+          }
+          if (count === budget) break; // its logits would not be used
+          if (interrupted()) {
+            finish = "abort";
+            break;
+          }
+          const t1 = performance.now();
+          logits = await this.step(token, prompt.length + count - 1, () => (consistent = false));
+          consistent = true;
+          timings.decode_ms += performance.now() - t1;
+          timings.decode_tokens++;
         }
-        const out = stopper.push(text.push(token));
-        if (out.text) yield out.text;
-        if (out.stop) {
-          finish = "stop";
-          break;
+        if (!stopper.isStopped) {
+          const tail = stopper.push(text.flush());
+          const rest = tail.text + (tail.stop ? "" : stopper.flush());
+          if (tail.stop) finish = "stop";
+          if (rest || pending.length) yield event(rest);
+        } else if (pending.length) {
+          yield event("");
         }
-        if (n === budget) break; // its logits would not be used
-        if (interrupted()) {
-          finish = "abort";
-          break;
-        }
-        const t1 = performance.now();
-        consistent = false;
-        logits = await this.call(this.backend.decode(token, this.cached.length));
-        this.cached.push(token);
-        consistent = true;
-        timings.decode_ms += performance.now() - t1;
-        timings.decode_tokens++;
+        choices.push({ finishReason: finish, completionTokens: count, seed: seeds[c]! }); // c < n
+        yield { choice: c, text: "", finishReason: finish };
       }
-      if (!stopper.isStopped) {
-        const tail = stopper.push(text.flush());
-        const rest = tail.text + (tail.stop ? "" : stopper.flush());
-        if (tail.stop) finish = "stop";
-        if (rest) yield rest;
-      }
-      return result(finish, n);
+      return result();
     } finally {
       // A backend call that failed leaves the cache contents unknown: start the next
       // request from scratch. (A consumer that stops iterating does so at a yield,
       // where the cache is consistent.)
       if (!consistent) this.reset();
+    }
+  }
+
+  /**
+   * Runs `token` at `pos`: a decode step when the cache holds exactly `pos` tokens, else
+   * (a choice after the first, rolled back to the prompt) a one-token prefill at `pos`,
+   * which overwrites the positions from there.
+   */
+  private async step(token: number, pos: number, running: () => void): Promise<Float32Array> {
+    const rollback = pos < this.cached.length;
+    this.cached.length = Math.min(this.cached.length, pos);
+    running();
+    const logits = await this.call(rollback ? this.backend.prefill(Int32Array.of(token), pos) : this.backend.decode(token, pos));
+    this.cached.push(token);
+    return logits;
+  }
+
+  /**
+   * The text of the first choice: yields its deltas and returns how it ended (the older
+   * interface; `generate` has every choice and logprobs).
+   */
+  async *run(prompt: number[], params: GenerationParams, interrupted: () => boolean): AsyncGenerator<string, GenerationResult> {
+    const events = this.generate(prompt, { ...params, n: 1 }, interrupted);
+    for (let r = await events.next(); ; r = await events.next()) {
+      if (r.done) return r.value;
+      if (r.value.text) yield r.value.text;
     }
   }
 

@@ -23,14 +23,19 @@ export class BundleTokenizer {
   readonly bosTokenId: number | null;
   private readonly tok: Tokenizer;
   private template: ChatTemplate | null = null;
+  /** the vocabulary's strings spell bytes in GPT-2's byte-to-unicode alphabet */
+  private readonly byteLevel: boolean;
+  private readonly pieces = new Map<number, { text: string; bytes: number[] }>();
 
   constructor(
-    tokenizerJson: object,
+    /** tokenizer.json as parsed (the grammar engine reads its decoder and vocabulary) */
+    readonly tokenizerJson: object,
     private readonly config: Record<string, unknown>,
     private readonly info: Manifest["tokenizer"],
     generation?: Partial<Manifest["generation"]>,
   ) {
     this.tok = new Tokenizer(tokenizerJson, config);
+    this.byteLevel = usesByteLevel((tokenizerJson as { decoder?: unknown }).decoder);
     const eos = new Set<number>(generation?.eos_token_ids ?? []);
     const eosId = info.eos_token ? this.tok.token_to_id(info.eos_token) : undefined;
     if (eosId !== undefined) eos.add(eosId);
@@ -82,6 +87,39 @@ export class BundleTokenizer {
     return this.tok.decode(Array.from(ids), { skip_special_tokens: skipSpecialTokens });
   }
 
+  /** The vocabulary's tokens as stored in tokenizer.json, by id (added tokens included; gaps are ""). */
+  tokens(): string[] {
+    const out: string[] = [];
+    for (const [token, id] of this.tok.get_vocab(true)) out[id] = token;
+    return Array.from(out, (t) => t ?? "");
+  }
+
+  /** Ids of the added tokens marked special (control tokens such as <|im_start|>). */
+  specialTokenIds(): Set<number> {
+    const ids = new Set<number>();
+    for (const [id, t] of this.tok.get_added_tokens_decoder()) if (t.special) ids.add(id);
+    return ids;
+  }
+
+  /**
+   * One token on its own, as OpenAI's logprobs show it: `text` is the token decoded
+   * alone (U+FFFD where it holds part of a character), `bytes` its exact UTF-8 bytes
+   * (from the byte-level alphabet, or a `<0xNN>` byte-fallback token, else the text's).
+   */
+  tokenPiece(id: number): { text: string; bytes: number[] } {
+    let piece = this.pieces.get(id);
+    if (!piece) {
+      const text = this.decode([id], { skipSpecialTokens: false });
+      const raw = this.tok.id_to_token(id);
+      const byte = raw === undefined ? null : /^<0x([0-9A-Fa-f]{2})>$/.exec(raw);
+      let bytes: number[] | null = byte ? [parseInt(byte[1]!, 16)] : null; // (one group)
+      if (!bytes && raw !== undefined && this.byteLevel) bytes = byteLevelBytes(raw);
+      piece = { text, bytes: bytes ?? [...new TextEncoder().encode(text)] };
+      if (this.pieces.size < 65536) this.pieces.set(id, piece);
+    }
+    return piece;
+  }
+
   tokenId(token: string): number | undefined {
     return this.tok.token_to_id(token);
   }
@@ -90,7 +128,8 @@ export class BundleTokenizer {
     return this.chatTemplateSource() !== null;
   }
 
-  private chatTemplateSource(): string | null {
+  /** The chat template's Jinja source (the manifest's, else tokenizer_config.json's), or null. */
+  chatTemplateSource(): string | null {
     if (this.info.chat_template) return this.info.chat_template;
     const fromConfig = this.config.chat_template;
     return typeof fromConfig === "string" ? fromConfig : null;
@@ -131,4 +170,34 @@ export class BundleTokenizer {
   streamDecoder(): IncrementalDecoder {
     return new IncrementalDecoder((ids) => this.decode(ids));
   }
+}
+
+/** True when a tokenizer.json decoder is (or contains) ByteLevel. */
+function usesByteLevel(decoder: unknown): boolean {
+  if (!decoder || typeof decoder !== "object") return false;
+  const d = decoder as { type?: unknown; decoders?: unknown };
+  if (d.type === "ByteLevel") return true;
+  return d.type === "Sequence" && Array.isArray(d.decoders) && d.decoders.some(usesByteLevel);
+}
+
+/** GPT-2's byte-to-unicode alphabet, inverted: code point -> byte. */
+let byteOfChar: Map<number, number> | null = null;
+
+/** The bytes a byte-level vocabulary string spells, or null when it is not one (an added token). */
+function byteLevelBytes(raw: string): number[] | null {
+  if (!byteOfChar) {
+    byteOfChar = new Map();
+    let extra = 0;
+    for (let b = 0; b < 256; b++) {
+      const printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+      byteOfChar.set(printable ? b : 256 + extra++, b);
+    }
+  }
+  const out: number[] = [];
+  for (const ch of raw) {
+    const b = byteOfChar.get(ch.codePointAt(0)!); // (a non-empty character)
+    if (b === undefined) return null;
+    out.push(b);
+  }
+  return out;
 }

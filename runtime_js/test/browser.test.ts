@@ -45,6 +45,15 @@ export async function run(text) {
   }
   return { streamed, stats: backend.stats, hashing: await hashMethod("auto", 1 << 20) };
 }
+export const SCHEMA = { type: "object", properties: { pick: { enum: ["tea", "coffee"] }, sugar: { type: "integer", minimum: 0, maximum: 3 }, note: { type: "string", maxLength: 6 } }, required: ["pick", "sugar", "note"], additionalProperties: false };
+/** A json_schema answer sampled among the tokens the grammar allows (the grammar engine is dist/xgrammar.js). */
+export async function structured() {
+  const { createEngine } = await import(new URL("/dist/llmpack.js", import.meta.url).href);
+  const engine = await createEngine(new URL("/bundle/", import.meta.url).href, { backend: new SpellBackend("") });
+  const res = await engine.chat.completions.create({ messages: [{ role: "user", content: "hi" }], temperature: 1, seed: 3, max_tokens: 60,
+    response_format: { type: "json_schema", json_schema: { name: "order", schema: SCHEMA } } });
+  return { content: res.choices[0].message.content, finish: res.choices[0].finish_reason };
+}
 `;
 
 let bundle: FakeBundle;
@@ -105,5 +114,26 @@ describe("in Chromium", { skip }, () => {
     }, REPLY);
     assert.equal(out.streamed, REPLY);
     assert.equal(out.hashing, "webcrypto");
+  });
+
+  test("response_format: the grammar engine loads as the runtime's chunk, in a page and in a Web Worker", async () => {
+    const inPage = await page.evaluate(async (lib) => (await import(lib)).structured(), "/t/lib.js");
+    const inWorker = await page.evaluate(async () => {
+      const src = `import { structured } from "${location.origin}/t/lib.js"; onmessage = async () => postMessage(await structured());`;
+      const worker = new Worker(URL.createObjectURL(new Blob([src], { type: "text/javascript" })), { type: "module" });
+      return new Promise<{ content: string; finish: string }>((resolve, reject) => {
+        worker.onmessage = (e) => resolve(e.data);
+        worker.onerror = (e) => reject(new Error(e.message));
+        worker.postMessage(null);
+      });
+    });
+    for (const out of [inPage, inWorker]) {
+      assert.equal(out.finish, "stop", out.content);
+      const v = JSON.parse(out.content);
+      assert.deepEqual(Object.keys(v), ["pick", "sugar", "note"]);
+      assert.ok(["tea", "coffee"].includes(v.pick) && Number.isInteger(v.sugar) && v.sugar >= 0 && v.sugar <= 3, out.content);
+      assert.ok(typeof v.note === "string" && [...v.note].length <= 6, out.content);
+    }
+    assert.ok(server.log.includes("dist/xgrammar.js"), server.log.join(" "));
   });
 });

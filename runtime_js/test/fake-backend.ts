@@ -26,13 +26,7 @@ export class FakeBackend implements Backend {
 
   constructor(
     private readonly script: (step: number, history: number[]) => number | Float32Array,
-    readonly opts: {
-      vocab?: number;
-      delayMs?: number;
-      contextWindow?: number;
-      failDecodeAt?: number;
-      kvRewindLimit?: number;
-    } = {},
+    readonly opts: { vocab?: number; delayMs?: number; contextWindow?: number; failDecodeAt?: number; kvRewindLimit?: number } = {},
   ) {
     this.vocab = opts.vocab ?? 258;
   }
@@ -54,6 +48,9 @@ export class FakeBackend implements Backend {
 
   async prefill(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
     if (pastLen > this.kv.length) throw new Error(`prefill at ${pastLen} but the cache holds ${this.kv.length}`);
+    if (pastLen > 0 && this.kv.length - pastLen > (this.opts.kvRewindLimit ?? Infinity)) {
+      throw new Error(`prefill at ${pastLen} rolls back ${this.kv.length - pastLen} positions, more than kvRewindLimit`);
+    }
     this.calls.push(`prefill ${tokens.length}@${pastLen}`);
     this.kv.length = pastLen;
     this.kv.push(...tokens);

@@ -24,6 +24,8 @@ describe("parsePlan", () => {
   test("accepts the fixture's plan", () => {
     const p = parsePlan(clone(b.plan), manifest);
     assert.equal(p.prefill_chunk, CHUNK);
+    assert.equal(p.kv_rewind_limit, undefined);
+    assert.equal(parsePlan({ ...clone(b.plan), kv_rewind_limit: 7 }, manifest).kv_rewind_limit, 7);
   });
 
   test("rejects what a runtime cannot trust, naming the place", () => {
@@ -49,13 +51,8 @@ describe("parsePlan", () => {
     bad((p) => (p.entries.prefill.dispatches[0].bindings[0] = "tokens"), /not a \[binding, buffer\] pair/);
     bad((p) => delete p.kernels.pick.uniforms, /plan kernel pick is malformed/);
     bad((p) => (p.inputs.tokens = "nowhere"), /tokens buffer "nowhere" must be a u32 array/);
-    bad((p) => (p.kv_rewind_limit = 0), /kv_rewind_limit must be a positive whole number/);
-    bad((p) => (p.kv_rewind_limit = "8"), /kv_rewind_limit must be a positive whole number/);
-  });
-
-  test("kv_rewind_limit (a ring-buffer KV cache) is read when present", () => {
-    assert.equal(parsePlan({ ...clone(b.plan), kv_rewind_limit: 9 }, manifest).kv_rewind_limit, 9);
-    assert.equal(parsePlan(clone(b.plan), manifest).kv_rewind_limit, undefined);
+    bad((p) => (p.kv_rewind_limit = -1), /kv_rewind_limit must be a non-negative integer/);
+    bad((p) => (p.kv_rewind_limit = "4"), /kv_rewind_limit must be a non-negative integer/);
   });
 });
 

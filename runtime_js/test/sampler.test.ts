@@ -1,5 +1,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { LogitBias, parseLogitBias } from "../src/logit_bias.js";
+import type { LogitsProcessor } from "../src/logits_processor.js";
 import { Prng, Sampler, type SamplingParams } from "../src/sampler.js";
 
 const LOGITS = Float32Array.from([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0]);
@@ -136,5 +138,72 @@ describe("sampler determinism and penalties", () => {
     assert.throws(() => new Sampler({ top_p: 0 }), RangeError);
     assert.throws(() => new Sampler({ repetition_penalty: 0 }), RangeError);
     assert.throws(() => new Sampler({ seed: 1.5 }), RangeError);
+  });
+});
+
+describe("logits processors and logprobs", () => {
+  /** Records what it saw; forbids `banned`; done after `doneAfter` accepted tokens. */
+  class Recorder implements LogitsProcessor {
+    seen: number[][] = [];
+    accepted: number[] = [];
+    constructor(private readonly banned: number[] = [], private readonly doneAfter = Infinity) {}
+    process(logits: Float32Array): void {
+      this.seen.push(Array.from(logits));
+      for (const t of this.banned) logits[t] = -Infinity;
+    }
+    accept(token: number): void {
+      this.accepted.push(token);
+    }
+    isDone(): boolean {
+      return this.accepted.length >= this.doneAfter;
+    }
+  }
+
+  test("processors run in order on a copy before the choice, and are told the token", () => {
+    const first = new Recorder([0]);
+    const second = new Recorder([1], 2);
+    const s = new Sampler({ temperature: 0 }, [], [first, second]);
+    const copy = LOGITS.slice();
+    assert.equal(s.sample(LOGITS), 2); // 0 and 1 forbidden
+    assert.deepEqual(LOGITS, copy);
+    assert.deepEqual(first.seen[0], Array.from(LOGITS));
+    assert.equal(second.seen[0]![0], -Infinity); // it runs after the first
+    assert.equal(s.done, false);
+    assert.equal(s.sample(LOGITS), 2);
+    assert.deepEqual([first.accepted, second.accepted], [[2, 2], [2, 2]]);
+    assert.equal(s.done, true);
+    // sampling never picks a forbidden token
+    const t = new Sampler({ temperature: 1.5, seed: 3 }, [], [new Recorder([0, 1, 2, 3, 4, 5])]);
+    for (let i = 0; i < 200; i++) assert.ok([6, 7].includes(t.sample(LOGITS)));
+  });
+
+  test("logit_bias adds to the logits; bad maps are refused naming the problem", () => {
+    const bias = parseLogitBias({ "7": 100, "0": -100 }, LOGITS.length)!;
+    assert.equal(new Sampler({ temperature: 0 }, [], [new LogitBias(bias)]).sample(LOGITS), 7);
+    assert.equal(parseLogitBias({}, 8), null);
+    assert.equal(parseLogitBias(null, 8), null);
+    assert.throws(() => parseLogitBias({ "8": 1 }, 8), /token id 8 is outside the vocabulary \(0\.\.7\)/);
+    assert.throws(() => parseLogitBias({ "-1": 1 }, 8), /key "-1" is not a token id/);
+    assert.throws(() => parseLogitBias({ "01": 1 }, 8), /key "01" is not a token id/);
+    assert.throws(() => parseLogitBias({ "1": 101 }, 8), /logit_bias\["1"\] must be a number in -100\.\.100, got 101/);
+    assert.throws(() => parseLogitBias({ "1": "5" }, 8), /must be a number/);
+    assert.throws(() => parseLogitBias([1], 8), /must be an object/);
+  });
+
+  test("logprobs: the log-softmax after processing, before temperature; top ones best first", () => {
+    const ban = new Recorder([0]);
+    for (const temperature of [0, 0.5, 2]) {
+      const s = new Sampler({ temperature, seed: 1 }, [], [new Recorder([0])]);
+      const c = s.choose(LOGITS, 3);
+      const p = softmax([-Infinity, ...Array.from(LOGITS.slice(1))]);
+      assert.ok(Math.abs(c.logprob! - Math.log(p[c.token]!)) < 1e-9);
+      assert.deepEqual(c.top!.map((t) => t.token), [1, 2, 3]);
+      c.top!.forEach((t) => assert.ok(Math.abs(t.logprob - Math.log(p[t.token]!)) < 1e-9));
+    }
+    assert.deepEqual(new Sampler({ temperature: 0 }).choose(LOGITS, 0).top, []);
+    assert.equal(new Sampler({ temperature: 0 }).choose(LOGITS).logprob, undefined);
+    // more asked for than tokens allowed: only the allowed ones
+    const all = new Sampler({ temperature: 0 }, [], [ban]).choose(LOGITS, 20);
+    assert.deepEqual(all.top!.map((t) => t.token), [1, 2, 3, 4, 5, 6, 7]);
   });
 });

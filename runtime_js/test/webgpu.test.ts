@@ -152,6 +152,20 @@ describe("on Dawn", { skip }, () => {
     }
   });
 
+  test("plan.json's kv_rewind_limit is the backend's kvRewindLimit (absent: none)", async () => {
+    const limited = makePlanBundle({ kv_rewind_limit: 6 });
+    for (const [b, want] of [[limited, 6], [bundle, undefined]] as const) {
+      const backend = new WebGpuBackend();
+      const loader = await BundleLoader.open(b.dir, { cache: null });
+      try {
+        await backend.prepare(loader.manifest, loader);
+        assert.equal(backend.kvRewindLimit, want);
+      } finally {
+        backend.unload();
+      }
+    }
+  });
+
   test("calls outside the window or the vocabulary are refused", async () => {
     const backend = new WebGpuBackend();
     const engine = await createEngine(bundle.dir, { backend, cache: null });
