@@ -142,6 +142,20 @@ def test_plain_and_streamed_answers_are_the_runtimes(server, bundle):
         assert chunks[-1].usage.completion_tokens == expected["usage"]["completion_tokens"]
 
 
+def test_the_official_javascript_client_too(server, bundle):
+    """The `openai` npm package (runtime_js devDependency) through the same endpoint."""
+    req = dict(messages=HI, max_tokens=10, temperature=0)
+    want = direct(bundle, [req, {**req, "temperature": -1}])
+    r = subprocess.run(["node", str(ROOT / "runtime_js" / "test" / "e2e" / "openai_js_client.mjs"), server.url + "v1",
+                        MODEL], input=json.dumps(req), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout)
+    assert got["models"] == [MODEL, COPY]
+    assert got["answer"] == got["streamed"] == want[0]["choices"][0]["message"]["content"]
+    assert got["error"] == {"name": "BadRequestError", "status": 400, "message": want[1]["error"],
+                            "param": "temperature"}
+
+
 def test_server_sent_events_are_openais_framing(server):
     """Raw bytes: `data: <json>` events separated by a blank line, then `data: [DONE]`."""
     body = {"model": MODEL, "messages": HI, "max_tokens": 3, "temperature": 0, "stream": True}
@@ -168,8 +182,13 @@ def test_bad_requests_are_400_with_the_runtimes_message(server, bundle):
             assert e.value.body["param"] == re.match(r"\w+", expected["error"]).group(0)
     with pytest.raises(openai.BadRequestError, match="provide a model"):
         client.chat.completions.create(model="", messages=HI)
-    r = httpx.post(server.url + "v1/chat/completions", content=b"{not json", timeout=30)
+    r = httpx.post(server.url + "v1/chat/completions", content=b"{not json", timeout=30,
+                   headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    # a form post (what a page of another site may send without a CORS preflight) runs nothing
+    body = json.dumps({"model": MODEL, "messages": HI, "max_tokens": 1})
+    r = httpx.post(server.url + "v1/chat/completions", content=body, timeout=30, headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and "Content-Type: application/json" in r.json()["error"]["message"]
     r = httpx.get(server.url + "v1/chat/completions", timeout=30)
     assert r.status_code == 405 and set(r.json()["error"]) == {"message", "type", "param", "code"}
 

@@ -77,13 +77,13 @@ def test_mistral_sliding_window(tiny_llama):
     raw.update(architectures=["MistralForCausalLM"], model_type="mistral", sliding_window=None)
     c = resolve_config(raw)
     assert (c.architecture, c.hf_architecture) == ("llama", "MistralForCausalLM")
-    assert c.sliding_window is None and not any(c.is_sliding(i) for i in range(c.num_hidden_layers))
+    assert c.sliding_window == 0 and not any(c.is_sliding(i) for i in range(c.num_hidden_layers))
     # a window shorter than the context: every layer slides (transformers' Mistral)
     c = resolve_config({**raw, "sliding_window": 32})
     assert c.sliding_window == 32 and all(c.is_sliding(i) for i in range(c.num_hidden_layers))
     assert all(op.window == 32 for ops in LLAMA.graph(c).layers for op in ops if op.kind == "attention")
     # one that covers max_position_embeddings (256) changes nothing
-    assert resolve_config({**raw, "sliding_window": 256}).sliding_window is None
+    assert resolve_config({**raw, "sliding_window": 256}).sliding_window == 0
     # Llama's own config has no window; Qwen's windows stay refused (tests/test_architectures.py)
     with pytest.raises(PackError, match="sliding_window"):  # (transformers refuses it first)
         resolve_config({**raw, "sliding_window": "32"})

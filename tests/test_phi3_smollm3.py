@@ -59,13 +59,14 @@ def test_phi3_config(tiny_llama):
     assert (r.type, r.rotary_dim(c.head_dim), r.original_max_position_embeddings) == ("longrope", 12, 4096)
     assert r.short_factor == (1.0, 1.1, 1.3, 1.6, 2.2, 3.0) and r.long_factor[-1] == 16.0
     assert r.attention_scaling == pytest.approx((1 + np.log(4) / np.log(4096)) ** 0.5)
-    assert c.context_window == 4096 and c.sliding_window is None
+    assert c.context_window == 4096 and c.sliding_window == 0
     # the Hub's config.json form (Phi-3.5 / Phi-4-mini: rope_scaling of type "longrope")
     hub = {k: v for k, v in raw_config(tiny_llama, "phi3-longrope").items() if k != "rope_parameters"}
     scaling = {"type": "longrope", "short_factor": list(r.short_factor), "long_factor": list(r.long_factor)}
     assert resolve_config({**hub, "rope_theta": 10000.0, "rope_scaling": scaling}).rope == r
     plain = resolve_config(raw_config(tiny_llama, "phi3"))
-    assert plain.rope.type == "default" and plain.rope.rotary_dim(16) == 16 and plain.sliding_window == 256
+    assert plain.rope.type == "default" and plain.rope.rotary_dim(16) == 16
+    assert plain.sliding_window == 0 and plain.layer_types == ()  # 256: the whole context, never a window
     # the manifest's form reads back to the same config
     manifest = {"model": {"hf_architecture": c.hf_architecture, "config": c.to_json()},
                 "memory": {"context_window": c.context_window}}
@@ -85,10 +86,10 @@ def test_phi3_refuses_contexts_it_cannot_run_exactly(tiny_llama):
     mini_4k = {**raw_config(tiny_llama, "phi3"), "sliding_window": 2047, "max_position_embeddings": 4096}  # 4k's
     with pytest.raises(PackError, match=r"sliding window of 2047 tokens.*--context-window 2047 or less"):
         resolve_config(mini_4k)  # the default context window: 4096
-    assert resolve_config(mini_4k, 2047).context_window == 2047
-    c = resolve_config(mini_4k, 2047)  # re-planning a bundle with a larger window: the same check
+    c = resolve_config(mini_4k, 2047)
+    assert c.context_window == 2047 and c.sliding_window == 2047 and c.layer_types == ("sliding_attention",) * 2
     manifest = {"model": {"hf_architecture": c.hf_architecture, "config": c.to_json()}}
-    with pytest.raises(PackError, match="sliding window"):
+    with pytest.raises(PackError, match="sliding window"):  # re-planning the bundle with a larger window
         config_from_manifest(manifest, context_window=4000)
 
 
@@ -212,6 +213,27 @@ def test_f32_logits_and_greedy_match_transformers(variant, tiny_llama, packaged_
     print(f"{variant} reference vs transformers: max rel err {max(errs):.2e}, 32 greedy tokens equal")
 
 
+@pytest.mark.parametrize("variant", ["phi3-longrope", "smollm3"])
+def test_q4f16_greedy_equals_transformers_on_the_dequantized_weights(variant, tiny_llama, packaged_tiny):
+    """A q4f16 bundle computes what transformers computes with its weights: the bundle's
+    tensors are the checkpoint's (fused ones included), dequantized into the HF model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ref = ReferenceModel(packaged_tiny(variant, "q4f16", quantizer="rtn"))
+    hf = AutoModelForCausalLM.from_pretrained(tiny_llama(variant), dtype=torch.float32).eval()
+    w = "model.layers.0.mlp.down_proj.weight"
+    assert np.max(np.abs(hf.state_dict()[w].numpy() - ref.w[w])) > 1e-3  # 4-bit weights, not the checkpoint's
+    missing, unexpected = hf.load_state_dict({k: torch.from_numpy(v) for k, v in ref.w.items()}, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}  # (tied to the token table)
+    assert torch.equal(hf.get_output_embeddings().weight, torch.from_numpy(ref.w["model.embed_tokens.weight"]))
+    prompt = np.random.default_rng(1).integers(3, 320, size=19).tolist()
+    with torch.no_grad():
+        want = hf.generate(torch.tensor([prompt]), max_new_tokens=32, min_new_tokens=32, do_sample=False,
+                           eos_token_id=None, pad_token_id=0)[0, len(prompt):].tolist()
+    assert ref.greedy(prompt, 32) == want
+
+
 # ---------------------------------------------------------------------------------------
 # the plan on wgpu-py (f32 and f16 kernels) against the reference
 
@@ -261,6 +283,42 @@ def test_split_views_of_fused_matrices(tmp_path):
     b = gpu_run(GpuExecutor(bundle, files=split, variant="f32"), p1, p2, [5, 9])
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+# ---------------------------------------------------------------------------------------
+# Phi-4-mini's shapes (2 of its 32 layers), from its config.json's form
+
+
+def phi4_mini_config(layers: int = 2) -> dict:
+    return {"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "attention_bias": False, "mlp_bias": False,
+            "hidden_act": "silu", "hidden_size": 3072, "intermediate_size": 8192, "num_attention_heads": 24,
+            "num_hidden_layers": layers, "num_key_value_heads": 8, "max_position_embeddings": 131072,
+            "original_max_position_embeddings": 4096, "partial_rotary_factor": 0.75, "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0, "sliding_window": 262144, "tie_word_embeddings": True, "vocab_size": 200064,
+            "rope_scaling": {"type": "longrope", "short_factor": [1.0 + 0.01 * i for i in range(48)],
+                             "long_factor": [1.0 + 0.5 * i for i in range(48)]}}
+
+
+@pytest.mark.parametrize("quant", ["q4f16", "f32"])
+def test_plan_for_phi4_mini_shapes(quant):
+    """The default context window (4096 = original_max_position_embeddings) is accepted, the
+    rope kernel rotates 96 of 128 values with the attention factor, the fused matrices'
+    views and the 200k-token tied table fit the default limits (split into row blocks)."""
+    from test_plan_gpu import check_plan, synthetic_manifest
+
+    c = resolve_config(phi4_mini_config())
+    assert c.context_window == 4096 and c.rope.rotary_dim(c.head_dim) == 96 and c.head_dim == 128
+    files, req = compile_artifacts(synthetic_manifest(c.to_json(), quant, "phi3"), context_window=None)
+    plan = json.loads(files["plan.json"])
+    check_plan(plan)
+    [rope] = [k for k in plan["kernels"].values() if k["template"] == "rope"]
+    assert rope["consts"]["HALF"] == 48 and rope["consts"]["SCALE"] == pytest.approx(1.1902380714238083)
+    assert "rope.h24.kv8.d128.r96" in plan["kernels"]
+    assert req["limits"]["maxStorageBufferBindingSize"] <= 128 << 20
+    split = {b["tensor"] for n, b in plan["buffers"].items() if b["kind"] == "weight" and n.count(":") == 2}
+    assert "model.embed_tokens.weight" in split
+    views = [n for n in plan["buffers"] if "gate_up_proj.weight[" in n]
+    assert views and all(n.startswith("model.layers.") for n in views)
 
 
 # ---------------------------------------------------------------------------------------

@@ -140,16 +140,16 @@ def test_split_rule(packaged_tiny):
         build_plan(m, max_binding_size=256, prefill_chunk=8, context_window=64)
 
 
-def synthetic_manifest(cfg: dict, quant: str) -> dict:
+def synthetic_manifest(cfg: dict, quant: str, architecture: str = "llama") -> dict:
     """A manifest with the tensor index a bundle of `cfg` would have (no weights)."""
     from packager.models import config_from_manifest, definition
     from quantization.formats import PART_ALIGN
     from quantization.policy import choose_format, get_scheme
 
-    manifest = {"model": {"architecture": "llama", "config": cfg}}
+    manifest = {"model": {"architecture": architecture, "config": cfg}}
     config = config_from_manifest(manifest)
     scheme, tensors = get_scheme(quant), []
-    for t in definition("llama").tensors(config):
+    for t in definition(architecture).tensors(config):
         name, shape = t.name, t.shape
         fmt = choose_format(scheme, shape, t.role)
         parts, pos = [], 0

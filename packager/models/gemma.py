@@ -92,7 +92,7 @@ def _fields(c, rope: Rope, rope_local: Rope | None) -> dict:
                 attention_scale=float(c.query_pre_attn_scalar) ** -0.5,
                 attn_logit_softcap=float(c.attn_logit_softcapping or 0.0),
                 final_logit_softcap=float(c.final_logit_softcapping or 0.0),
-                sliding_window=window or None, layer_types=layer_types if window else (),
+                sliding_window=window, layer_types=layer_types if window else (),
                 rope_local=rope_local if rope_local != rope else None)
 
 

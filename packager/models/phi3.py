@@ -20,14 +20,16 @@ Specification: transformers' models/phi3/modeling_phi3.py.
   also states the one table a bundle uses and the context windows it is exact for (at
   most original_max_position_embeddings).
 - sliding_window: transformers masks keys more than sliding_window - 1 positions back
-  in every layer. Windowed attention is not implemented yet, so a context window past
-  the window is refused (ModelConfig; Phi-3-mini-4k: sliding_window 2047, hence
-  --context-window 2047; Phi-3.5 / Phi-4-mini: 262144, never reached).
+  in every layer. A window shorter than max_position_embeddings makes every layer a
+  sliding one (ModelConfig.sliding_window, layer_types); windowed attention is not
+  implemented yet, so a context window past the window is refused (ModelConfig;
+  Phi-3-mini-4k: sliding_window 2047, hence --context-window 2047; Phi-3.5 / Phi-4-mini:
+  262144, never reached).
 
 llama.cpp (GGUF architecture "phi3") keeps the q/k rows in Hugging Face's order (its phi3
 RoPE is the rotate_half one) and stores LongRoPE's factor lists as the tensors
-`rope_factors_long.weight` / `rope_factors_short.weight` (GGUF_ROPE_FACTORS: where they
-go in config.json's rope_scaling); they are configuration, not weights of the bundle.
+`rope_factors_long.weight` / `rope_factors_short.weight`, which packager/gguf_source.py
+reads into config.json's rope_scaling: they are configuration, not weights of the bundle.
 """
 
 from __future__ import annotations
@@ -50,22 +52,30 @@ from .llama import (
     parse_config,
 )
 
-# llama.cpp's LongRoPE factor tensors -> the rope_scaling keys they hold
-GGUF_ROPE_FACTORS = {"rope_factors_long.weight": "long_factor", "rope_factors_short.weight": "short_factor"}
-
 
 def resolve(raw: dict) -> dict:
     window = raw.get("sliding_window")
     if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window <= 0):
         raise PackError(f"config.json: sliding_window must be a positive integer or null, not {str(window)[:40]}")
-    # (the window is checked against the context window, ModelConfig, not refused outright)
-    c = parse_config({**raw, "sliding_window": None}, "phi3")
+    from transformers.utils import logging as hf_logging
+
+    # (the window is checked against the context window, ModelConfig, not refused outright).
+    # transformers warns, for every LongRoPE config the Hub has, that it should give `factor`
+    # rather than original_max_position_embeddings: not the user's to fix, so not shown
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        c = parse_config({**raw, "sliding_window": None}, "phi3")
+    finally:
+        hf_logging.set_verbosity(level)
     fields = config_fields(c, partial_rotary=True)
     rotary = fields["rope"].rotary_dim(fields["head_dim"])
     if rotary % 2 or rotary == 0:
         raise PackError(f"partial_rotary_factor {fields['rope'].partial_rotary_factor} gives {rotary} rotary "
                         f"dimensions of head_dim {fields['head_dim']}; they must be a positive even number")
-    return {**fields, "sliding_window": window}
+    if window and window < fields["max_position_embeddings"]:  # (a longer one never applies)
+        fields.update(sliding_window=window, layer_types=("sliding_attention",) * fields["num_hidden_layers"])
+    return fields
 
 
 QKV_PROJ = TensorRow("self_attn.qkv_proj.weight", ("qkv_size", H), "sensitive", "attn_qkv.weight")

@@ -77,6 +77,13 @@ async function engineFor(dir: string, model: string): Promise<Engine> {
 }
 
 /** What the runtime throws for a request it refuses (GrammarError is a TypeError). */
+/** Drops a bundle's engine (its GPU device was lost): the next request creates another. */
+function forget(dir: string): void {
+  const known = engines.get(dir);
+  engines.delete(dir);
+  known?.engine.then((e) => e.unload()).catch(() => {});
+}
+
 const REQUEST_ERRORS = [TypeError, RangeError, SyntaxError, ContextWindowError, TemplateError];
 
 /**
@@ -135,6 +142,7 @@ async function chat(op: ChatOp): Promise<void> {
     if (ctl.signal.aborted) return logAbort(op, chunks); // nobody is listening
     const error = openAIError(e, body, streaming);
     if (error.status >= 500) console.error(`llmpack api: request ${op.id} (${op.model}) failed:`, e);
+    if ((e as Error)?.name === "DeviceLostError") forget(op.bundle); // (the next request loads the model afresh)
     send(`${op.id} error ${JSON.stringify(error)}`);
   } finally {
     running.delete(op.id);
