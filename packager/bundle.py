@@ -34,7 +34,7 @@ from .checkpoint import Checkpoint, open_checkpoint, read_json, source_sha256
 from .compile import DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER, kernel_files
 from .errors import PackError
 from .models import ModelConfig, TensorSpec, count_parameters, definition, resolve_config
-from .plan import build_plan
+from .plan import DEFAULT_PREFILL_CHUNK, build_plan
 from .shards import ShardWriter
 from .wasm_build import build_wasm
 
@@ -63,7 +63,7 @@ def parse_size(text: str, minimum: int = 4096, what: str = "size") -> int:
 def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int = DEFAULT_SHARD_SIZE,
                   context_window: int | None = None, force: bool = False, progress: bool = False,
                   quantizer: str = "auto", max_binding_size: int = DEFAULT_MAX_BINDING,
-                  max_buffer_size: int = DEFAULT_MAX_BUFFER) -> dict:
+                  max_buffer_size: int = DEFAULT_MAX_BUFFER, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> dict:
     """Package `src` into a bundle at `out`; return a summary dict.
 
     quantizer: "auto" (GPTQ for schemes below 4 bits, else "search"), "gptq"
@@ -81,6 +81,7 @@ def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int
     try:
         config = resolve_config(ck.config, context_window)
         plan = _tensor_plan(ck, config)
+        ck.set_offsets(plan)
         # read now, so that a malformed tokenizer or generation config stops before any writing
         tokenizer, generation = _tokenizer_info(ck), _generation(ck)
         needed = _estimate_bytes(plan, scheme)
@@ -97,7 +98,7 @@ def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int
             files = _copy_tokenizer(ck, tmp)
             manifest = _manifest(ck, config, scheme, quantizer, tensors, shards, files, tokenizer, generation)
             _add_compiled(tmp, manifest, config, {"max_binding_size": max_binding_size,
-                                                  "max_buffer_size": max_buffer_size})
+                                                  "max_buffer_size": max_buffer_size, "prefill_chunk": prefill_chunk})
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
             swap_into_place(tmp, out)
         except BaseException as e:
@@ -172,7 +173,7 @@ def _quantize_into(writer: ShardWriter, ck: Checkpoint, config: ModelConfig, pla
         for t in plan:
             name, shape, role = t.name, t.shape, t.role
             bar.update(task, current=name)
-            w = ck.read(name)
+            w = ck.stored(name)
             if not np.isfinite(w).all():
                 bad = int(np.size(w) - np.count_nonzero(np.isfinite(w)))
                 raise PackError(f"tensor {name} has {bad} non-finite values (NaN/inf); the checkpoint is corrupt")

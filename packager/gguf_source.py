@@ -290,7 +290,7 @@ def _diagnose(file: str, fields) -> None:
         except ValueError:
             raise PackError(f"{file}: tensor {name} has GGML type {type_id}, which the gguf package does not know; "
                             f"supported source types: {', '.join(SOURCE_TYPES)}") from None
-        block = GGML_QUANT_SIZES[kind][0]
+        block = GGML_QUANT_SIZES.get(kind, (1, 1))[0]
         if dims and dims[0] % block:
             raise PackError(f"{file}: tensor {name} has rows of {dims[0]} values, not a multiple of the "
                             f"{kind.name} block size {block}; the file is damaged or was written wrongly")

@@ -102,10 +102,12 @@ class NodeApiHost:
         info: dict = {}
         threading.Thread(target=self._read_stdout, args=(proc, ready, info), daemon=True,
                          name="llmpack-api-stdout").start()
-        threading.Thread(target=self._read_stderr, args=(proc,), daemon=True, name="llmpack-api-stderr").start()
+        stderr = threading.Thread(target=self._read_stderr, args=(proc,), daemon=True, name="llmpack-api-stderr")
+        stderr.start()
         if not ready.wait(READY_TIMEOUT_S) or "node" not in info:
             proc.kill()
             proc.wait()
+            stderr.join(5)  # (its last lines say why)
             why = self._stderr_tail[-1] if self._stderr_tail else f"it exited with status {proc.returncode}"
             raise PackError(f"--api: the Node.js process running the models did not start ({why})")
         major = int(str(info["node"]).split(".")[0])
@@ -134,10 +136,9 @@ class NodeApiHost:
             if self.proc is proc:
                 self.proc = None
             pending, self.calls = self.calls, {}
-        tail = f": {self._stderr_tail[-1]}" if self._stderr_tail else ""
         for call_id in pending:
             self._deliver(call_id, server_error(f"the Node.js process running the models exited with status "
-                                                f"{proc.returncode}{tail}"), pending)
+                                                f"{proc.returncode} (its messages are in the server's log)"), pending)
 
     def _read_stderr(self, proc: subprocess.Popen) -> None:
         for line in proc.stderr:

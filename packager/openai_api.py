@@ -84,6 +84,11 @@ class OpenAIApi:
         return found
 
     async def chat(self, scope, receive, send):
+        if content_type(scope) != "application/json":
+            # (a page of another site can POST text/plain here without asking first; JSON needs a
+            # CORS preflight, which this server never grants: its pages cannot make the models run)
+            raise ApiError(415, "send the request body as JSON, with the header Content-Type: application/json",
+                           code="unsupported_media_type")
         raw = await read_body(receive)
         try:
             body = json.loads(raw)
@@ -136,6 +141,14 @@ class OpenAIApi:
                 return False
         except OSError:  # the client is gone (uvicorn raises ClientDisconnected, an OSError)
             return True
+
+
+def content_type(scope) -> str:
+    """The request's media type, lowercased, without parameters (charset)."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            return value.decode("latin-1").split(";")[0].strip().lower()
+    return ""
 
 
 def allow(scope, *methods: str) -> None:

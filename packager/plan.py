@@ -10,6 +10,8 @@ compiled kernel set serves every prompt length.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
 from .compile import ACT_BYTES, DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER, KernelSpec
@@ -108,13 +110,20 @@ class _Builder:
         self.buffers[name] = {"kind": kind, "dtype": dtype, "elements": int(elements)}
         return name
 
-    def weight_blocks(self, name: str) -> list[dict]:
+    def weight_blocks(self, name: str, view: tuple[int, int] | None = None) -> list[dict]:
         """Row blocks of a tensor: [{"row0", "rows", "parts": [buffer per part]}]; one block
-        unless a part is larger than the binding or buffer limit."""
-        if name in self.blocks:
-            return self.blocks[name]
+        unless a part is larger than the binding or buffer limit. `view`: rows [a, b) only
+        (a linear op's `rows`; row0 counts from a), buffers `<tensor>[a..b]:<part>[:<i>]`."""
+        key = (name, view)
+        if key in self.blocks:
+            return self.blocks[key]
         t = self.tensors[name]
-        rows = int(t["shape"][0]) if len(t["shape"]) == 2 else 1
+        all_rows = int(t["shape"][0]) if len(t["shape"]) == 2 else 1
+        first, end = view or (0, all_rows)
+        if not (0 <= first < end <= all_rows):
+            raise PackError(f"tensor {name}: rows {first}..{end} are not within its {all_rows} rows")
+        rows = end - first
+        base = name if view is None else f"{name}[{first}..{end}]"
         parts = {p["name"]: p for p in t["parts"]}
         want = WEIGHT_FORMATS[t["format"]].parts
         if set(parts) != set(want):
@@ -125,10 +134,10 @@ class _Builder:
             max_rows = min(rows, MAX_WORKGROUPS * tile("matvec", "ROWS"))
         row_bytes = {}
         for pname, p in parts.items():
-            if p["bytes"] % rows:
-                raise PackError(f"tensor {name}: part {pname} is not made of {rows} equal rows")
-            row_bytes[pname] = p["bytes"] // rows
-        if all(align16(p["bytes"]) <= limit for p in parts.values()) and max_rows == rows:
+            if p["bytes"] % all_rows:
+                raise PackError(f"tensor {name}: part {pname} is not made of {all_rows} equal rows")
+            row_bytes[pname] = p["bytes"] // all_rows
+        if all(align16(rows * rb) <= limit for rb in row_bytes.values()) and max_rows == rows:
             per_block = rows
         else:
             per_block = min(limit // rb for rb in row_bytes.values())
@@ -141,19 +150,20 @@ class _Builder:
             n = min(per_block, rows - row0)
             names = []
             for pname in want:
-                bname = f"{name}:{pname}" if per_block == rows else f"{name}:{pname}:{i}"
+                bname = f"{base}:{pname}" if per_block == rows else f"{base}:{pname}:{i}"
                 self.buffers[bname] = {"kind": "weight", "tensor": name, "part": pname,
-                                       "offset": row0 * row_bytes[pname], "bytes": n * row_bytes[pname]}
+                                       "offset": (first + row0) * row_bytes[pname], "bytes": n * row_bytes[pname]}
                 names.append(bname)
             blocks.append({"row0": row0, "rows": n, "parts": names})
-        self.blocks[name] = blocks
+        self.blocks[key] = blocks
         return blocks
 
     # -- kernels and dispatches ---------------------------------------------------------
 
     def kernel(self, name: str, template: str, params: dict | None = None, fmt: str | None = None) -> str:
-        if name not in self.kernels:
-            self.kernels[name] = KernelSpec(name, template, kernel_consts(template, params or {}), fmt)
+        spec = KernelSpec(name, template, kernel_consts(template, params or {}), fmt)
+        if self.kernels.setdefault(name, spec) != spec:  # one name, one specialization
+            raise PackError(f"kernel {name} would be specialized twice, differently")
         return name
 
     @staticmethod
@@ -178,7 +188,7 @@ class _Builder:
                     "workgroups": self.grid(n, tile(template, "WG"))})
 
     def width(self, activation: str) -> int:
-        return self.graph.activation(activation).width
+        return self.c.vocab_size if activation == "logits" else self.graph.activation(activation).width
 
     def per_token(self, activation: str) -> bool:
         return activation == "tokens" or not self.graph.activation(activation).last_token
@@ -196,7 +206,9 @@ class _Builder:
         label = prefix + op.label
         t = self.tensors[op.weight]
         fmt, K = t["format"], int(t["shape"][1])
-        kname = self.kernel(f"embedding.{fmt}.k{K}", "embedding", {"K": K}, fmt)
+        scale = 1.0 if op.scale is None else float(op.scale)
+        kname = self.kernel(f"embedding.{fmt}.k{K}" + ("" if scale == 1.0 else ".scaled"), "embedding",
+                            {"K": K, "SCALE": scale}, fmt)
         blocks = self.weight_blocks(op.weight)
         for b in blocks:
             out.append({"kernel": kname, "label": self.block_label(label, blocks, b),
@@ -228,13 +240,17 @@ class _Builder:
         label = prefix + op.label
         t = self.tensors[op.weight]
         N, K = t["shape"]
+        if op.rows is not None:  # a view of a fused matrix: its rows [a, b) make the output
+            N = op.rows[1] - op.rows[0]
+        if self.width(op.out) != N:
+            raise PackError(f"linear {op.label}: {N} output rows, but {op.out} has {self.width(op.out)} values")
         fmt = t["format"]
         single_row = not self.per_token(op.inputs[0])  # e.g. the logits of the last token
         template = "matmul" if mode == "prefill" and not single_row else "matvec"
         out_type = self.buffers[op.out]["dtype"]
         suffix = ".f32out" if out_type == "f32" else ""
         kname = self.kernel(f"{template}.{fmt}.k{K}.n{N}{suffix}", template, {"K": K, "N": N, "OUT": out_type}, fmt)
-        blocks = self.weight_blocks(op.weight)
+        blocks = self.weight_blocks(op.weight, op.rows)
         seq = "1" if single_row else "seq_len"
         for b in blocks:
             if template == "matmul":
@@ -246,16 +262,22 @@ class _Builder:
                         "uniforms": [seq, str(b["row0"]), str(b["rows"])], "workgroups": wg})
 
     def _rope(self, out, op, prefix, mode, layer):
+        """The rotation of the first rotary_dim values of every head of q and k (all of
+        them unless partial), the frequency table and cos/sin factor baked in."""
         label = prefix + op.label
         c = self.c
         NH, NKV, HD = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        inv_freq = [float(v) for v in rope_inv_freq(c.rope, HD)]
-        kname = self.kernel(f"rope.h{NH}.kv{NKV}.d{HD}", "rope",
-                            {"NH": NH, "NKV": NKV, "HD": HD, "HALF": HD // 2, "INV_FREQ": inv_freq})
+        rope = op.rope or c.rope
+        inv_freq = [float(v) for v in rope_inv_freq(rope, HD)]
+        half = len(inv_freq)
+        own = "" if rope == c.rope else "." + hashlib.sha256(json.dumps(rope.to_json()).encode()).hexdigest()[:8]
+        kname = self.kernel(f"rope.h{NH}.kv{NKV}.d{HD}" + ("" if 2 * half == HD else f".r{2 * half}") + own, "rope",
+                            {"NH": NH, "NKV": NKV, "HD": HD, "HALF": half, "SCALE": rope.attention_scaling,
+                             "INV_FREQ": inv_freq})
         q, k = op.inputs
         out.append({"kernel": kname, "label": label, "bindings": self.binds("rope", q=q, k=k),
                     "uniforms": ["seq_len", "past_len"],
-                    "workgroups": self.grid(f"seq_len * {(NH + NKV) * (HD // 2)}", tile("rope", "WG"))})
+                    "workgroups": self.grid(f"seq_len * {(NH + NKV) * half}", tile("rope", "WG"))})
 
     def _attention(self, out, op, prefix, mode, layer):
         """The KV-cache append, then attention over the cache (in decode: split over the
@@ -265,27 +287,46 @@ class _Builder:
         NH, NKV, HD = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         q, k, v = op.inputs
         kc, vc = f"k_cache.{layer}", f"v_cache.{layer}"
-        self.elementwise(out, prefix + "kv_append", "kv_append", self.binds("kv_append", k=k, v=v, kc=kc, vc=vc),
-                         f"seq_len * {NKV * HD}", [f"past_len * {NKV * HD}"])
-        scale = float(HD ** -0.5)
+        window, slots = self.cache_rows(op)
+        ring = slots < self.ctx
+        dst = f"(past_len % {slots}) * {NKV * HD}" if ring else f"past_len * {NKV * HD}"
+        kname = self.kernel(f"kv_append.r{slots}" if ring else "kv_append", "kv_append",
+                            {"CACHE": slots * NKV * HD})
+        out.append({"kernel": kname, "label": prefix + "kv_append",
+                    "bindings": self.binds("kv_append", k=k, v=v, kc=kc, vc=vc),
+                    "uniforms": [f"seq_len * {NKV * HD}", dst],
+                    "workgroups": self.grid(f"seq_len * {NKV * HD}", tile("kv_append", "WG"))})
+        scale = float(HD ** -0.5 if op.scale is None else op.scale)
+        cap = float(op.cap)
+        variant = (f".w{window}" if window < self.ctx else "") + (".capped" if cap else "")
+        common = {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": scale, "SOFTCAP": cap, "WINDOW": window, "SLOTS": slots}
         if mode == "prefill":
-            kname = self.kernel(f"attention.h{NH}.kv{NKV}.d{HD}", "attention",
-                                {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": scale})
+            kname = self.kernel(f"attention.h{NH}.kv{NKV}.d{HD}{variant}", "attention", common)
             out.append({"kernel": kname, "label": label,
                         "bindings": self.binds("attention", q=q, kc=kc, vc=vc, out=op.out),
                         "uniforms": ["seq_len", "past_len"], "workgroups": [str(NH), "seq_len", "1"]})
             return
         split, splits = tile("attention_decode", "SPLIT"), self.max_splits
-        kname = self.kernel(f"attention_decode.h{NH}.kv{NKV}.d{HD}.s{splits}", "attention_decode",
-                            {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": scale, "MAX_SPLITS": splits})
+        kname = self.kernel(f"attention_decode.h{NH}.kv{NKV}.d{HD}.s{splits}{variant}", "attention_decode",
+                            {**common, "MAX_SPLITS": splits})
+        keys = f"min(past_len + 1, {window})" if window < self.ctx else "past_len + 1"
         out.append({"kernel": kname, "label": label + " (splits)",
                     "bindings": self.binds("attention_decode", q=q, kc=kc, vc=vc, part="attn_part"),
-                    "uniforms": ["past_len"], "workgroups": [str(NH), f"cdiv(past_len + 1, {split})", "1"]})
-        kname = self.kernel(f"attention_combine.h{NH}.d{HD}.s{splits}", "attention_combine",
-                            {"HD": HD, "MAX_SPLITS": splits})
+                    "uniforms": ["past_len"], "workgroups": [str(NH), f"cdiv({keys}, {split})", "1"]})
+        kname = self.kernel(f"attention_combine.h{NH}.d{HD}.s{splits}" + (f".w{window}" if window < self.ctx else ""),
+                            "attention_combine", {"HD": HD, "WINDOW": window, "MAX_SPLITS": splits})
         out.append({"kernel": kname, "label": label + " (combine)",
                     "bindings": self.binds("attention_combine", part="attn_part", out=op.out),
                     "uniforms": ["past_len"], "workgroups": [str(NH), "1", "1"]})
+
+    def cache_rows(self, op: Op) -> tuple[int, int]:
+        """(keys per query, cache rows) of an attention op. A sliding-window layer's cache is a
+        ring buffer of window + prefill_chunk rows (position j in row j % rows): a chunk's
+        keys never overwrite a position that one of its queries still sees. A full cache (or
+        a window that covers the context) is the context window."""
+        if not op.window or op.window >= self.ctx:
+            return self.ctx, self.ctx
+        return op.window, min(self.ctx, op.window + self.chunk)
 
     def _in_place(self, op: Op):
         if op.out != op.inputs[0]:
@@ -309,6 +350,25 @@ class _Builder:
         out.append({"kernel": kname, "label": label, "bindings": self.binds("bias_add", x=x, b=b["parts"][0]),
                     "uniforms": [f"seq_len * {W}"], "workgroups": self.grid(f"seq_len * {W}", tile("bias_add", "WG"))})
 
+    def _gelu_tanh_mul(self, out, op, prefix, mode, layer):
+        label = prefix + op.label
+        self._in_place(op)
+        g, u = op.inputs
+        self.elementwise(out, label, "gelu_tanh_mul", self.binds("gelu_tanh_mul", g=g, u=u),
+                         f"seq_len * {self.width(g)}")
+
+    def _softcap(self, out, op, prefix, mode, layer):
+        """In place on f32 values: the logits (of the call's last token)."""
+        self._in_place(op)
+        (x,) = op.inputs
+        if self.buffers[x]["dtype"] != "f32":
+            raise PackError(f"softcap {op.label}: {x} must be f32 (the logits)")
+        per_token = x != "logits" and self.per_token(x)  # the logits: [vocab] of the last token
+        n = f"seq_len * {self.width(x)}" if per_token else str(self.buffers[x]["elements"])
+        kname = self.kernel(f"softcap.c{op.cap:g}", "softcap", {"CAP": float(op.cap)})
+        out.append({"kernel": kname, "label": prefix + op.label, "bindings": self.binds("softcap", x=x),
+                    "uniforms": [n], "workgroups": self.grid(n, tile("softcap", "WG"))})
+
     def _silu_mul(self, out, op, prefix, mode, layer):
         label = prefix + op.label
         self._in_place(op)
@@ -327,9 +387,14 @@ class _Builder:
         if attention_layers:
             self.act("attn_part", c.num_attention_heads * self.max_splits * (c.head_dim + 2), dtype="f32")
         self.act("logits", c.vocab_size, kind="output", dtype="f32")
+        rewind = None
         for i in attention_layers:
-            self.act(f"k_cache.{i}", self.ctx * c.kv_size, kind="kv_cache")
-            self.act(f"v_cache.{i}", self.ctx * c.kv_size, kind="kv_cache")
+            (op,) = [op for op in g.layers[i] if op.kind == "attention"]
+            window, rows = self.cache_rows(op)
+            self.act(f"k_cache.{i}", rows * c.kv_size, kind="kv_cache")
+            self.act(f"v_cache.{i}", rows * c.kv_size, kind="kv_cache")
+            if rows < self.ctx:  # a ring buffer: a call may start at most rows - window + 1 positions back
+                rewind = min(rewind or rows, rows - window + 1)
 
         entries = {}
         for mode in ("prefill", "decode"):
@@ -360,6 +425,8 @@ class _Builder:
             "buffers": self.buffers,
             "entries": entries,
         }
+        if rewind is not None:  # docs/plan.md, "Sliding-window layers"
+            plan["kv_rewind_limit"] = rewind
         self._limits(plan, kernels)
         return plan, kernels
 

@@ -174,6 +174,9 @@ def kernel_table(manifest: dict, plan: dict) -> tuple[dict, list[str], list[np.n
             formats.append(spec.weight_format)
         if template.weights:
             max_k = max(max_k, int(spec.consts["K"]))
+        if spec.template == "rope":  # plans before partial rotary and longrope: full heads, no factor
+            spec.consts.setdefault("HALF", int(spec.consts["HD"]) // 2)
+            spec.consts.setdefault("SCALE", 1.0)
         args = []
         for arg in WASM_OPS[template.wasm_op].consts:
             value = WEIGHT_FORMATS[spec.weight_format].id if arg == "FORMAT" else spec.consts[arg]

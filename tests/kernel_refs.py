@@ -16,6 +16,12 @@ ROPES = {
     "linear": {"type": "linear", "theta": 10000.0, "factor": 4.0},
     "llama3": {"type": "llama3", "theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+    # Phi-4-mini's kind: LongRoPE over 3/4 of each head, cos and sin scaled by the attention
+    # factor of max_position_embeddings / original = 32 (head_dim 64: 24 frequencies)
+    "longrope": {"type": "longrope", "theta": 10000.0, "original_max_position_embeddings": 4096,
+                 "partial_rotary_factor": 0.75, "short_factor": [1.0 + 0.05 * i for i in range(24)],
+                 "long_factor": [1.0 + 0.4 * i for i in range(24)],
+                 "attention_factor": math.sqrt(1 + math.log(32) / math.log(4096))},
 }
 
 
@@ -41,24 +47,41 @@ def rmsnorm_ref(x, w, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
 
 
-def rope_ref(x, pos, inv_freq):
-    """x [seq, heads, hd] float64; HF rotate_half convention; angle = f32 product."""
-    half = x.shape[-1] // 2
+def rope_ref(x, pos, inv_freq, scale=1.0):
+    """x [seq, heads, hd] float64; HF rotate_half convention over the first 2 len(inv_freq)
+    values of each head (the rest pass); angle = f32 product; cos and sin times `scale`."""
+    half = len(inv_freq)
     ang = (pos.astype(np.float32)[:, None] * inv_freq[None, :]).astype(np.float64)
-    c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
-    x1, x2 = x[..., :half], x[..., half:]
-    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+    c, s = scale * np.cos(ang)[:, None, :], scale * np.sin(ang)[:, None, :]
+    x1, x2 = x[..., :half], x[..., half:2 * half]
+    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s, x[..., 2 * half:]], axis=-1)
 
 
-def attention_ref(q, kc, vc, past, nkv):
-    """Causal grouped-query attention of q [seq, heads, hd] over the cache rows < past + t + 1."""
+def rope_scale(kind: str) -> float:
+    return ROPES[kind].get("attention_factor", 1.0)
+
+
+def attention_ref(q, kc, vc, past, nkv, scale=None, cap=0.0, window=0):
+    """Causal grouped-query attention of q [seq, heads, hd] over the cache: query t (position
+    past + t) sees positions max(0, past + t + 1 - window) .. past + t (all if window is 0),
+    position j in cache row j % rows (a ring buffer when the cache is shorter); scores times
+    `scale` (default hd ** -0.5), soft-capped as tanh(s / cap) * cap when cap > 0."""
     seq, nh, hd = q.shape
     group = nh // nkv
+    rows = kc.shape[0]
+    scale = 1 / math.sqrt(hd) if scale is None else scale
     out = np.zeros_like(q)
     for t in range(seq):
-        n = past + t + 1
+        end = past + t + 1
+        pos = np.arange(max(0, end - window) if window else 0, end) % rows
         for h in range(nh):
-            s = kc[:n, h // group] @ q[t, h] / math.sqrt(hd)
+            s = kc[pos, h // group] @ q[t, h] * scale
+            if cap:
+                s = np.tanh(s / cap) * cap
             p = np.exp(s - s.max())
-            out[t, h] = (p / p.sum()) @ vc[:n, h // group]
+            out[t, h] = (p / p.sum()) @ vc[pos, h // group]
     return out
+
+
+def gelu_tanh_ref(x):
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,11 +23,12 @@ import openai
 import pytest
 
 from checkpoints import build_tiny_checkpoint
-from conftest import require_node
+from conftest import record_device, require_node
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT_DIRECT = ROOT / "runtime_js" / "test" / "e2e" / "chat_direct.mjs"
 MODEL = "tiny-chat"
+COPY = "tiny-copy"  # the same bundle in another folder: a second model, with an engine of its own
 # greedy on the tiny model: "hi" ends (EOS) after a few hundred tokens, the story fills
 # max_tokens (4000 tokens, seconds of decoding: long enough to be aborted midway)
 HI = [{"role": "user", "content": "hi"}]
@@ -96,6 +98,7 @@ def bundle(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("api")
     out = tmp / "bundles" / MODEL
     package_model(build_tiny_checkpoint(tmp / "ckpt", "gqa", max_position_embeddings=4096), out, quant="q4f16")
+    shutil.copytree(out, out.parent / COPY)
     return out
 
 
@@ -109,7 +112,8 @@ def server(bundle):
 
 def test_models_list_and_retrieve(server):
     client = server.client()
-    assert [(m.id, m.object, m.owned_by) for m in client.models.list()] == [(MODEL, "model", "llmpack")]
+    assert [(m.id, m.object, m.owned_by) for m in client.models.list()] == [(MODEL, "model", "llmpack"),
+                                                                             (COPY, "model", "llmpack")]
     assert client.models.retrieve(MODEL).id == MODEL
     with pytest.raises(openai.NotFoundError) as e:
         client.models.retrieve("nope")
@@ -138,6 +142,20 @@ def test_plain_and_streamed_answers_are_the_runtimes(server, bundle):
         assert chunks[-1].usage.completion_tokens == expected["usage"]["completion_tokens"]
 
 
+def test_the_official_javascript_client_too(server, bundle):
+    """The `openai` npm package (runtime_js devDependency) through the same endpoint."""
+    req = dict(messages=HI, max_tokens=10, temperature=0)
+    want = direct(bundle, [req, {**req, "temperature": -1}])
+    r = subprocess.run(["node", str(ROOT / "runtime_js" / "test" / "e2e" / "openai_js_client.mjs"), server.url + "v1",
+                        MODEL], input=json.dumps(req), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout)
+    assert got["models"] == [MODEL, COPY]
+    assert got["answer"] == got["streamed"] == want[0]["choices"][0]["message"]["content"]
+    assert got["error"] == {"name": "BadRequestError", "status": 400, "message": want[1]["error"],
+                            "param": "temperature"}
+
+
 def test_server_sent_events_are_openais_framing(server):
     """Raw bytes: `data: <json>` events separated by a blank line, then `data: [DONE]`."""
     body = {"model": MODEL, "messages": HI, "max_tokens": 3, "temperature": 0, "stream": True}
@@ -164,8 +182,13 @@ def test_bad_requests_are_400_with_the_runtimes_message(server, bundle):
             assert e.value.body["param"] == re.match(r"\w+", expected["error"]).group(0)
     with pytest.raises(openai.BadRequestError, match="provide a model"):
         client.chat.completions.create(model="", messages=HI)
-    r = httpx.post(server.url + "v1/chat/completions", content=b"{not json", timeout=30)
+    r = httpx.post(server.url + "v1/chat/completions", content=b"{not json", timeout=30,
+                   headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    # a form post (what a page of another site may send without a CORS preflight) runs nothing
+    body = json.dumps({"model": MODEL, "messages": HI, "max_tokens": 1})
+    r = httpx.post(server.url + "v1/chat/completions", content=body, timeout=30, headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and "Content-Type: application/json" in r.json()["error"]["message"]
     r = httpx.get(server.url + "v1/chat/completions", timeout=30)
     assert r.status_code == 405 and set(r.json()["error"]) == {"message", "type", "param", "code"}
 
@@ -190,15 +213,22 @@ def test_concurrent_requests_are_queued_and_all_answered(server, bundle):
     want = [w["choices"][0]["message"]["content"] for w in direct(bundle, requests)]
     client = server.client()
 
-    def ask(i: int) -> str:
+    def ask(job: tuple[str, int]) -> str:
+        model, i = job
         if i == 1:  # one streamed among them
             return "".join(c.choices[0].delta.content or ""
-                           for c in client.chat.completions.create(model=MODEL, stream=True, **requests[i]))
-        return client.chat.completions.create(model=MODEL, **requests[i]).choices[0].message.content
+                           for c in client.chat.completions.create(model=model, stream=True, **requests[i]))
+        return client.chat.completions.create(model=model, **requests[i]).choices[0].message.content
 
-    with ThreadPoolExecutor(3) as pool:
-        got = list(pool.map(ask, range(3)))
-    assert got == want  # one model's requests ran one at a time: no answer used another's KV cache
+    jobs = [(MODEL, 0), (MODEL, 1), (MODEL, 2), (COPY, 2), (COPY, 0)]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        got = list(pool.map(ask, jobs))
+    # one model's requests ran one at a time (no answer used another's KV cache); the two
+    # models side by side, each on its own engine
+    assert got == [want[i] for _, i in jobs]
+    for model in (MODEL, COPY):
+        m = server.wait_for_line(rf"llmpack api: {model} runs on (.+?) \(", 0)
+        record_device("llmpack serve --api", m.group(1))
 
 
 def test_a_client_going_away_aborts_generation(server, bundle):
@@ -321,12 +351,55 @@ def test_logprobs_logit_bias_and_n(server, bundle):
     assert texts == {0: got[2].choices[0].message.content, 1: got[2].choices[1].message.content}
 
 
+def node_pid(server: Server) -> int:
+    """The pid of the server's Node.js process (a child running api_host.js)."""
+    for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            if "api_host.js" in Path(f"/proc/{pid}/cmdline").read_text():
+                return int(pid)
+    raise AssertionError("the server has no Node.js child running api_host.js")
+
+
+def test_a_node_process_that_dies_is_a_500_and_is_started_again(server, bundle):
+    client = server.client()
+    stream = iter(client.chat.completions.create(model=MODEL, messages=STORY, max_tokens=LONG, temperature=0,
+                                                 stream=True))
+    next(stream), next(stream)
+    os.kill(node_pid(server), signal.SIGKILL)
+    with pytest.raises(openai.APIError, match="the Node.js process running the models exited"):
+        for _ in stream:  # an error after the stream began: a `data: {"error": ...}` event
+            pass
+    want = direct(bundle, [dict(messages=HI, max_tokens=8, temperature=0)])[0]
+    res = client.chat.completions.create(model=MODEL, messages=HI, max_tokens=8, temperature=0)
+    assert res.choices[0].message.content == want["choices"][0]["message"]["content"]
+
+
 def test_without_node_api_fails_at_start_in_one_line(bundle, tmp_path):
     r = subprocess.run([sys.executable, "-m", "packager.cli", "serve", str(bundle), "--api", "--port", "0"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "PATH": str(tmp_path)})
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stderr == ("error: --api runs the models in Node.js: install Node.js 20 or newer (`node` is not on "
                         "PATH)\n")
+
+
+@pytest.mark.parametrize("script, message", [
+    ('echo \'ready {"node": "18.19.0"}\'; cat >/dev/null', r"--api needs Node.js 20 or newer; .*/node is 18\.19\.0"),
+    ("echo 'SyntaxError: Unexpected token' >&2; exit 1",
+     r"the Node.js process running the models did not start \(SyntaxError: Unexpected token\)"),
+])
+def test_a_node_that_cannot_run_the_host_is_one_line(tmp_path, script, message):
+    """`node` too old, or a host that fails at start: a PackError (one line), no process left."""
+    from packager.errors import PackError
+    from packager.node_api import NodeApiHost
+
+    node = tmp_path / "node"
+    node.write_text(f"#!/bin/sh\n{script}\n")
+    node.chmod(0o755)
+    host = NodeApiHost(tmp_path / "api_host.js", node=str(node))
+    (tmp_path / "api_host.js").write_text("")
+    with pytest.raises(PackError, match=message) as e:
+        host.start()
+    assert "\n" not in str(e.value) and host.proc is None
 
 
 @pytest.mark.slow

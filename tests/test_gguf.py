@@ -49,6 +49,13 @@ ARCH_CASES = {
     "qwen2-untied": ("qwen2", "qwen2-untied", {}, "Q4_K"),
     "qwen3": ("qwen3", "qwen3", {"head_dim": 128}, "Q6_K"),  # head_dim 128, not hidden / heads = 64
     "mistral": ("llama", "mistral", {}, "Q8_0"),  # llama.cpp writes Mistral as "llama"
+    # Phi-4-mini's shape: 3/4 of each 64-value head rotated (24 factors), LongRoPE from factor tensors
+    "phi3-longrope": ("phi3", "phi3-longrope", {"rope_scaling": {
+        "type": "longrope", "short_factor": [round(1.0 + 0.05 * i, 3) for i in range(24)],
+        "long_factor": [1.0 + 0.5 * i for i in range(24)]}}, "Q5_0"),
+    "phi3": ("phi3", "phi3", {}, "Q4_1"),  # untied, a sliding window as long as the context
+    # llama.cpp skips RoPE in every 4th layer (transformers' default interval); q/k permuted as Llama's
+    "smollm3": ("smollm3", "smollm3", {"no_rope_layer_interval": 4, "num_hidden_layers": 4}, "BF16"),
 }
 
 
@@ -106,7 +113,8 @@ def test_source_type(kind, hf_checkpoint, tmp_path):
     arch, variant, extra = TYPE_CASE
     out = package_and_compare(tmp_path, hf_checkpoint(variant, extra), arch, kind)
     assert out["config"].rope.type == "llama3"  # recovered from rope_freqs.weight
-    assert out["manifest"]["model"]["source"] == {"kind": "gguf", "name": f"tiny-{kind}.gguf"}
+    source = out["manifest"]["model"]["source"]
+    assert (source["kind"], source["name"]) == ("gguf", f"tiny-{kind}.gguf")
 
 
 @pytest.mark.parametrize("case", list(ARCH_CASES))
@@ -126,6 +134,27 @@ def test_architecture(case, hf_checkpoint, tmp_path):
     ours = Tokenizer.from_file(str(tmp_path / "bundle" / "tokenizer.json")).encode(text, add_special_tokens=False)
     assert ours.ids == AutoTokenizer.from_pretrained(hf_dir)(text, add_special_tokens=False)["input_ids"]
     assert out["manifest"]["tokenizer"]["chat_template"] == AutoTokenizer.from_pretrained(hf_dir).chat_template
+
+
+@pytest.mark.parametrize("case", ["mistral", "qwen2-untied"])
+def test_logits_match_transformers_reading_the_gguf(case, hf_checkpoint, tmp_path):
+    """transformers loads the same GGUF file itself (its own dequantization, q/k un-permuting
+    and config mapping, where that mapping is complete): the packaged f32 bundle's prefill
+    logits equal its."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from packager.reference import ReferenceModel
+
+    arch, variant, extra, kind = ARCH_CASES[case]
+    package_and_compare(tmp_path, hf_checkpoint(variant, extra), arch, kind)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=f"tiny-{kind}.gguf", dtype=torch.float32).eval()
+    prompt = np.random.default_rng(1).integers(0, 320, size=19).tolist()
+    with torch.no_grad():
+        expected = model(torch.tensor([prompt])).logits[0].numpy()
+    got = ReferenceModel(tmp_path / "bundle").prefill(prompt)
+    assert got.shape == expected.shape == (19, 320)
+    assert np.max(np.abs(got - expected)) / np.max(np.abs(expected)) < 1e-4
 
 
 @pytest.mark.parametrize("kind", list(BLOCK_DECODERS))

@@ -19,10 +19,21 @@ import pytest
 
 from conftest import require, require_module
 from gpu_executor import PipelineCache, has_f16, request_device, run_kernel
-from kernel_refs import ROPES, SEQ_LENS, attention_ref, encode_weight, rel_err, rmsnorm_ref, rope_ref
+from kernel_refs import (
+    ROPES,
+    SEQ_LENS,
+    attention_ref,
+    encode_weight,
+    gelu_tanh_ref,
+    rel_err,
+    rmsnorm_ref,
+    rope_ref,
+    rope_scale,
+)
 from packager.compile import render
+from packager.errors import PackError
 from packager.kernel_table import WEIGHT_FORMATS
-from packager.rope import rope_inv_freq
+from packager.rope import Rope, rope_cos_sin, rope_inv_freq
 
 TOL = {"f32": 1e-5, "f16": 2e-3}
 ACT = {"f32": np.float32, "f16": np.float16}
@@ -157,16 +168,18 @@ def test_embedding(gpu, fmt, variant):
     V, H = 200, 128
     w = rng.normal(0, 1, (V, H)).astype(np.float32)
     parts, deq = weight_parts(fmt, w)
-    code = render("embedding", variant, {"K": H}, fmt)
+    scale = float(np.float32(math.sqrt(H)))  # Gemma's scaled embeddings; the split table below unscaled
+    code = render("embedding", variant, {"K": H, "SCALE": scale}, fmt)
     binds = [(0, "uniform"), (1, "read-only-storage"), (2, "storage")] + wbinds(fmt)
     for seq in SEQ_LENS:
         tokens = rng.integers(0, V, seq).astype(np.uint32)
-        ref = deq[tokens]
+        ref = deq[tokens] * scale
         wg = (math.ceil(H / 8 / 64), seq, 1)
         out = run_kernel(dev, cache, code, binds, {1: tokens, 2: np.zeros((seq, H), np.float32), **parts},
                          [seq, 0, V], wg, read=[2], poison=[2])
         assert rel_err(out[2].view(np.float32).reshape(seq, H), ref) <= TOL["f32"]
     # split table: two row blocks, each writes only its own tokens
+    code = render("embedding", variant, {"K": H, "SCALE": 1.0}, fmt)
     seq = 64
     tokens = rng.integers(0, V, seq).astype(np.uint32)
     got = np.full((seq, H), np.nan)
@@ -243,26 +256,63 @@ def test_bias_add(gpu, variant):
 # ---------------------------------------------------------------------------------------
 # RoPE
 
-def hf_inv_freq(rope, head_dim):
-    """transformers' own inv_freq for the same configuration."""
+def hf_rotary(rope, head_dim):
+    """transformers' own rotary embedding module for the same configuration (Phi-3's for
+    longrope / partial rotary, whose attention rotates part of each head; Llama's else)."""
     require_module("torch", "torch")
-    from transformers import LlamaConfig
+    from transformers import LlamaConfig, Phi3Config
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+    from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding
 
     params = {"rope_type": rope["type"], "rope_theta": rope["theta"]}
-    params.update({k: v for k, v in rope.items() if k not in ("type", "theta")})
+    params.update({k: v for k, v in rope.items() if k not in ("type", "theta", "attention_factor")})
+    if rope["type"] == "longrope" or "partial_rotary_factor" in rope:
+        original = params.pop("original_max_position_embeddings", 4096)
+        cfg = Phi3Config(hidden_size=head_dim * 4, num_attention_heads=4, max_position_embeddings=32 * original,
+                         original_max_position_embeddings=original, rope_parameters=params)
+        return cfg, Phi3RotaryEmbedding(config=cfg)
     cfg = LlamaConfig(hidden_size=head_dim * 4, num_attention_heads=4, head_dim=head_dim,
                       max_position_embeddings=4096, rope_parameters=params)
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-
-    inv = LlamaRotaryEmbedding(config=cfg).inv_freq
-    return inv.numpy()
+    return cfg, LlamaRotaryEmbedding(config=cfg)
 
 
-@pytest.mark.parametrize("kind", list(ROPES))
+HF_ROPES = {**ROPES, "partial": {"type": "default", "theta": 10000.0, "partial_rotary_factor": 0.5}}
+
+
+@pytest.mark.parametrize("kind", list(HF_ROPES))
 def test_rope_inv_freq_matches_transformers(kind):
-    ours = rope_inv_freq(ROPES[kind], 64)
-    theirs = hf_inv_freq(ROPES[kind], 64)
-    np.testing.assert_allclose(ours, theirs, rtol=2e-7, atol=0)
+    """inv_freq and the cos/sin factor, from our Rope and from transformers' config (the
+    same Rope: Rope.from_hf), against transformers' rotary embedding module."""
+    cfg, module = hf_rotary(HF_ROPES[kind], 64)
+    rope = Rope.from_hf(cfg, partial_rotary="partial_rotary_factor" in HF_ROPES[kind])
+    assert rope == Rope.from_json(HF_ROPES[kind])
+    ours = rope_inv_freq(HF_ROPES[kind], 64)
+    np.testing.assert_allclose(ours, module.inv_freq.numpy(), rtol=2e-7, atol=0)
+    assert rope.attention_scaling == module.attention_scaling
+
+
+def test_longrope_cos_sin_match_transformers_within_the_original_length():
+    """transformers picks short_factor while the sequence fits original_max_position_embeddings
+    (the bundle's rule: rope_cos_sin of the short table, scaled) and long_factor past it,
+    which is why a longer context window is refused."""
+    import torch
+
+    kind = dict(ROPES["longrope"], original_max_position_embeddings=64)
+    cfg, module = hf_rotary(kind, 64)
+    rope = Rope.from_hf(cfg, partial_rotary=True)  # attention factor sqrt(1 + ln 32 / ln 64)
+    x = torch.zeros(1, 1, 64)
+    for n in (1, 17, 64):
+        pos = np.arange(n)
+        cos, sin = module(x, torch.arange(n)[None])
+        ours = rope_cos_sin(rope_inv_freq(rope, 64), pos, rope.attention_scaling)
+        np.testing.assert_allclose(ours[0], cos[0].numpy(), rtol=0, atol=2e-7)
+        np.testing.assert_allclose(ours[1], sin[0].numpy(), rtol=0, atol=2e-7)
+    cos, _ = module(x, torch.arange(65)[None])  # past the original length: long_factor
+    assert np.max(np.abs(rope_cos_sin(rope_inv_freq(rope, 64), np.arange(65), rope.attention_scaling)[0]
+                         - cos[0].numpy())) > 1e-2
+    rope.check_context(64)
+    with pytest.raises(PackError, match="--context-window 64 or less"):
+        rope.check_context(65)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -273,20 +323,21 @@ def test_rope(gpu, kind, variant):
     rng = np.random.default_rng(11)
     NH, NKV, HD, ctx = 4, 2, 64, 4096
     inv = rope_inv_freq(ROPES[kind], HD)
-    code = render("rope", variant, {"NH": NH, "NKV": NKV, "HD": HD, "HALF": HD // 2,
+    half, scale = len(inv), rope_scale(kind)
+    code = render("rope", variant, {"NH": NH, "NKV": NKV, "HD": HD, "HALF": half, "SCALE": scale,
                                     "INV_FREQ": [float(v) for v in inv]})
     binds = [(0, "uniform"), (1, "storage"), (2, "storage")]
     for seq, past in [(1, 0), (1, 5), (1, ctx - 1), (7, 5), (64, 0), (300, 5), (300, ctx - 300)]:
         q = act_arr(rng.normal(0, 1, (seq, NH, HD)), variant)
         k = act_arr(rng.normal(0, 1, (seq, NKV, HD)), variant)
         pos = np.arange(past, past + seq)
-        n = seq * (NH + NKV) * HD // 2
+        n = seq * (NH + NKV) * half
         nwg = math.ceil(n / 64)
         out = run_kernel(dev, cache, code, binds, {1: q, 2: k}, [seq, past], (nwg, 1, 1), read=[1, 2])
         # rounding of the f32 angle products dominates at large positions: 2e-6 abs
         tol = max(TOL[variant], 3e-6)
-        assert rel_err(as_act(out[1], variant, q.shape), rope_ref(q.astype(np.float64), pos, inv)) <= tol
-        assert rel_err(as_act(out[2], variant, k.shape), rope_ref(k.astype(np.float64), pos, inv)) <= tol
+        assert rel_err(as_act(out[1], variant, q.shape), rope_ref(q.astype(np.float64), pos, inv, scale)) <= tol
+        assert rel_err(as_act(out[2], variant, k.shape), rope_ref(k.astype(np.float64), pos, inv, scale)) <= tol
 
 
 # ---------------------------------------------------------------------------------------
@@ -299,20 +350,23 @@ def test_kv_append(gpu, variant):
     need_variant(dev, variant)
     rng = np.random.default_rng(13)
     KVD, ctx = 2 * 64, 512
-    code = render("kv_append", variant)
     binds = [(0, "uniform"), (1, "read-only-storage"), (2, "read-only-storage"), (3, "storage"), (4, "storage")]
-    for seq, past in [(1, 0), (7, 5), (64, 5), (300, ctx - 300), (1, ctx - 1)]:
-        k = act_arr(rng.normal(size=(seq, KVD)), variant)
-        v = act_arr(rng.normal(size=(seq, KVD)), variant)
-        kc = act_arr(rng.normal(size=(ctx, KVD)), variant)
-        vc = act_arr(rng.normal(size=(ctx, KVD)), variant)
-        n = seq * KVD
-        out = run_kernel(dev, cache, code, binds, {1: k, 2: v, 3: kc, 4: vc}, [n, past * KVD],
-                         (math.ceil(n / 256), 1, 1), read=[3, 4])
-        for b, new, old in [(3, k, kc), (4, v, vc)]:
-            want = old.copy()
-            want[past: past + seq] = new
-            np.testing.assert_array_equal(out[b].view(ACT[variant]).reshape(ctx, KVD), want)
+    # a full cache of ctx rows, then a ring buffer of 80 rows (rows = positions % 80) that wraps
+    for rows, cases in [(ctx, [(1, 0), (7, 5), (64, 5), (300, ctx - 300), (1, ctx - 1)]),
+                        (80, [(1, 79), (7, 75), (64, 200), (80, 123)])]:
+        code = render("kv_append", variant, {"CACHE": rows * KVD})
+        for seq, past in cases:
+            k = act_arr(rng.normal(size=(seq, KVD)), variant)
+            v = act_arr(rng.normal(size=(seq, KVD)), variant)
+            kc = act_arr(rng.normal(size=(rows, KVD)), variant)
+            vc = act_arr(rng.normal(size=(rows, KVD)), variant)
+            n = seq * KVD
+            out = run_kernel(dev, cache, code, binds, {1: k, 2: v, 3: kc, 4: vc}, [n, past % rows * KVD],
+                             (math.ceil(n / 256), 1, 1), read=[3, 4])
+            for b, new, old in [(3, k, kc), (4, v, vc)]:
+                want = old.copy()
+                want[np.arange(past, past + seq) % rows] = new
+                np.testing.assert_array_equal(out[b].view(ACT[variant]).reshape(rows, KVD), want)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -323,7 +377,8 @@ def test_attention(gpu, heads, variant):
     rng = np.random.default_rng(17)
     NH, NKV, HD = heads
     ctx = 512
-    code = render("attention", variant, {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": HD ** -0.5})
+    code = render("attention", variant, {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": HD ** -0.5, "SOFTCAP": 0.0,
+                                         "WINDOW": ctx, "SLOTS": ctx})
     binds = [(0, "uniform"), (1, "read-only-storage"), (2, "read-only-storage"), (3, "read-only-storage"),
              (4, "storage")]
     cases = [(1, 0), (1, 5), (1, ctx - 1), (7, 0), (7, 5), (64, 5), (300, 0), (300, ctx - 300)]
@@ -353,9 +408,10 @@ def test_attention_decode_splits(gpu, variant):
     rng = np.random.default_rng(29)
     NH, NKV, HD, ctx, split = 6, 2, 64, 1024, 256
     max_splits = ctx // split
-    consts = {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": HD ** -0.5, "SPLIT": split, "MAX_SPLITS": max_splits}
+    consts = {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": HD ** -0.5, "SOFTCAP": 0.0, "WINDOW": ctx, "SLOTS": ctx,
+              "SPLIT": split, "MAX_SPLITS": max_splits}
     code1 = render("attention_decode", variant, consts)
-    code2 = render("attention_combine", variant, {"HD": HD, "SPLIT": split, "MAX_SPLITS": max_splits})
+    code2 = render("attention_combine", variant, {"HD": HD, "WINDOW": ctx, "SPLIT": split, "MAX_SPLITS": max_splits})
     b1 = [(0, "uniform"), (1, "read-only-storage"), (2, "read-only-storage"), (3, "read-only-storage"),
           (4, "storage")]
     b2 = [(0, "uniform"), (1, "read-only-storage"), (2, "storage")]
@@ -397,3 +453,84 @@ def test_silu_mul_and_add(gpu, variant):
         xr = rng.normal(0, 3, n).astype(np.float32)  # residual stream: f32 in both variants
         out = run_kernel(dev, cache, render("add", variant), binds, {1: xr, 2: u}, [n], wg, read=[1])
         assert rel_err(out[1].view(np.float32), xr.astype(np.float64) + u) <= TOL["f32"]
+
+
+# ---------------------------------------------------------------------------------------
+# sliding-window attention over a ring-buffer cache, soft-capped scores (Gemma)
+
+RING = {"window": 300, "rows": 300 + 128}  # window + prefill chunk rows: position j in row j % rows
+
+
+def ring_cache(rng, variant, rows, NKV, HD, past, seq, window):
+    """A ring cache whose rows hold random keys/values; rows no query sees are NaN."""
+    kc = act_arr(rng.normal(0, 1, (rows, NKV, HD)), variant)
+    vc = act_arr(rng.normal(0, 1, (rows, NKV, HD)), variant)
+    seen = np.zeros(rows, bool)
+    seen[np.arange(max(0, past + 1 - window), past + seq) % rows] = True
+    kc[~seen] = np.nan
+    vc[~seen] = np.nan
+    return kc, vc
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_attention_sliding_window_ring(gpu, variant):
+    """Prefill chunks and decode steps of a sliding-window layer, positions past the ring's
+    rows (wrapping), with soft-capping and a scale other than head_dim ** -0.5."""
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(31)
+    NH, NKV, HD, split = 4, 2, 64, 256
+    W, rows = RING["window"], RING["rows"]
+    scale, cap = 0.3, 4.0
+    common = {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": scale, "SOFTCAP": cap, "WINDOW": W, "SLOTS": rows}
+    code = render("attention", variant, common)
+    max_splits = 4
+    code1 = render("attention_decode", variant, {**common, "SPLIT": split, "MAX_SPLITS": max_splits})
+    code2 = render("attention_combine", variant, {"HD": HD, "WINDOW": W, "SPLIT": split, "MAX_SPLITS": max_splits})
+    binds = [(0, "uniform"), (1, "read-only-storage"), (2, "read-only-storage"), (3, "read-only-storage"),
+             (4, "storage")]
+    for seq, past in [(7, 0), (128, 250), (128, 1000), (1, 5), (1, 299), (1, 300), (1, 2000)]:
+        q = act_arr(rng.normal(0, 1, (seq, NH, HD)), variant)
+        kc, vc = ring_cache(rng, variant, rows, NKV, HD, past, seq, W)
+        ref = attention_ref(q.astype(np.float64), np.nan_to_num(kc.astype(np.float64)),
+                            np.nan_to_num(vc.astype(np.float64)), past, NKV, scale, cap, W)
+        if seq > 1:
+            out = run_kernel(dev, cache, code, binds, {1: q, 2: kc, 3: vc, 4: np.zeros_like(q)}, [seq, past],
+                             (NH, seq, 1), read=[4], poison=[4])
+            got = as_act(out[4], variant, q.shape)
+        else:
+            part = np.full(NH * max_splits * (HD + 2), np.nan, np.float32)
+            n_split = math.ceil(min(past + 1, W) / split)
+            out = run_kernel(dev, cache, code1, binds, {1: q, 2: kc, 3: vc, 4: part}, [past], (NH, n_split, 1),
+                             read=[4])
+            out = run_kernel(dev, cache, code2, [(0, "uniform"), (1, "read-only-storage"), (2, "storage")],
+                             {1: out[4].view(np.float32), 2: np.zeros_like(q)}, [past], (NH, 1, 1), read=[2],
+                             poison=[2])
+            got = as_act(out[2], variant, q.shape)
+        assert rel_err(got, ref) <= TOL[variant], (seq, past)
+
+
+# ---------------------------------------------------------------------------------------
+# Gemma's elementwise ops: GELU(tanh)-gated MLP activation, final-logit soft-capping
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gelu_tanh_mul_and_softcap(gpu, variant):
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(37)
+    binds = [(0, "uniform"), (1, "storage"), (2, "read-only-storage")]
+    for seq in SEQ_LENS:
+        n = seq * 384
+        g = act_arr(rng.normal(0, 3, n), variant)
+        g[:4] = [-30.0, 30.0, 0.0, -1e-3]  # tanh saturates both ways; no overflow
+        u = act_arr(rng.normal(0, 1, n), variant)
+        ref = gelu_tanh_ref(g.astype(np.float64)) * u
+        wg = (min(math.ceil(n / 256), 65535), math.ceil(math.ceil(n / 256) / 65535), 1)
+        out = run_kernel(dev, cache, render("gelu_tanh_mul", variant), binds, {1: g, 2: u}, [n], wg, read=[1])
+        assert rel_err(out[1].view(ACT[variant]), ref) <= TOL[variant]
+        x = rng.normal(0, 20, n).astype(np.float32)  # logits: f32 in both variants
+        x[:3] = [1e4, -1e4, 0.0]
+        out = run_kernel(dev, cache, render("softcap", variant, {"CAP": 30.0}), binds[:2], {1: x}, [n], wg,
+                         read=[1])
+        assert rel_err(out[1].view(np.float32), np.tanh(x.astype(np.float64) / 30) * 30) <= TOL["f32"]

@@ -140,16 +140,16 @@ def test_split_rule(packaged_tiny):
         build_plan(m, max_binding_size=256, prefill_chunk=8, context_window=64)
 
 
-def synthetic_manifest(cfg: dict, quant: str) -> dict:
+def synthetic_manifest(cfg: dict, quant: str, architecture: str = "llama") -> dict:
     """A manifest with the tensor index a bundle of `cfg` would have (no weights)."""
     from packager.models import config_from_manifest, definition
     from quantization.formats import PART_ALIGN
     from quantization.policy import choose_format, get_scheme
 
-    manifest = {"model": {"architecture": "llama", "config": cfg}}
+    manifest = {"model": {"architecture": architecture, "config": cfg}}
     config = config_from_manifest(manifest)
     scheme, tensors = get_scheme(quant), []
-    for t in definition("llama").tensors(config):
+    for t in definition(architecture).tensors(config):
         name, shape = t.name, t.shape
         fmt = choose_format(scheme, shape, t.role)
         parts, pos = [], 0
@@ -426,7 +426,9 @@ def test_f32_kernels_compile_on_dawn(packaged_tiny, tmp_path):
     require("dawn", icd.exists(), f"SwiftShader's Vulkan ICD {icd} (Debian's chromium) is missing")
     srcs = {}
     bundles = [("gqa", "q4f16"), ("gqa", "q3f16"), ("gqa", "q8f16"), ("untied", "f32"),
-               ("qwen2", "q4f16"), ("qwen3", "q4f16")]  # Qwen: bias_add, per-head rmsnorm
+               ("qwen2", "q4f16"), ("qwen3", "q4f16"),  # Qwen: bias_add, per-head rmsnorm
+               ("phi3-longrope", "q4f16"),  # partial rotary, LongRoPE's cos/sin factor
+               ("gemma2", "q4f16"), ("gemma3", "q4f16")]  # Gemma: ring caches, soft-caps, gelu_tanh_mul
     for variant, quant in bundles:
         files, _ = compile_artifacts(manifest_of(packaged_tiny(variant, quant)),
                                      context_window=None, validate=False)

@@ -1,9 +1,11 @@
 // Rotary position embedding, Hugging Face convention (rotate_half, non-interleaved):
-// for head vector x and i < HALF, with a = pos * inv_freq[i]:
-//   x'[i] = x[i] cos a - x[i + HALF] sin a,   x'[i + HALF] = x[i + HALF] cos a + x[i] sin a
-// applied in place to q [seq, NH, HD] and k [seq, NKV, HD]; pos = past_len + t.
-// inv_freq is baked per model (default / linear / llama3 scaling, computed in f32 as
-// transformers does); the angle is the f32 product, reduced mod 2 pi before cos/sin.
+// for head vector x and i < HALF, with a = pos * inv_freq[i], c = SCALE cos a, s = SCALE sin a:
+//   x'[i] = x[i] c - x[i + HALF] s,   x'[i + HALF] = x[i + HALF] c + x[i] s
+// applied in place to q [seq, NH, HD] and k [seq, NKV, HD]; pos = past_len + t. Only the
+// first 2 HALF values of a head rotate (partial rotary when 2 HALF < HD); the rest pass.
+// inv_freq is baked per model (default / linear / llama3 / longrope, computed in f32 as
+// transformers does; packager/rope.py); SCALE is longrope's attention factor (1 otherwise).
+// The angle is the f32 product, reduced mod 2 pi before cos/sin.
 // bindings: 0 uniform, 1 q act[], 2 k act[]
 // workgroups: grid over seq_len * (NH + NKV) * HALF threads (x, y; {{WG}} per workgroup)
 {{PRELUDE}}
@@ -11,6 +13,7 @@ const NH: u32 = {{NH}}u;
 const NKV: u32 = {{NKV}}u;
 const HD: u32 = {{HD}}u;
 const HALF: u32 = {{HALF}}u;
+const SCALE: f32 = {{SCALE}};
 
 var<private> inv_freq: array<f32, HALF> = array<f32, HALF>({{INV_FREQ}});
 
@@ -32,8 +35,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   // 8 significant bits, so n * 6.28125 is exact for positions below 2^16 * 2 pi).
   let n = round(a * 0.15915494309189535);
   let r = (a - n * 6.28125) - n * 1.9353071795864769e-3;
-  let c = cos(r);
-  let s = sin(r);
+  let c = cos(r) * SCALE;
+  let s = sin(r) * SCALE;
   if (h < NH) {
     let b = (t * NH + h) * HD + i;
     let x1 = f32(q[b]);

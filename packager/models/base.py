@@ -6,12 +6,15 @@ nothing else knows an architecture.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Callable, Mapping
 
 from ..errors import PackError
 from ..rope import Rope
 
+# definitions whose sliding windows are refused past the context window: their windowed
+# attention (the ring buffers of docs/plan.md) is not yet checked against transformers
+WINDOW_UNVERIFIED = ("phi3",)
 CONTEXT_CAP = 4096  # the default context window is min(max_position_embeddings, CONTEXT_CAP)
 MIN_CONTEXT = 16
 
@@ -51,7 +54,36 @@ class ModelConfig:
     rope: Rope
     context_window: int  # KV-cache capacity of the bundle (resolve_context_window)
 
+    # -- optional, with defaults that mean Llama (older manifests lack them) --------------
+    # Phi-3 (packager/models/phi3.py) and SmolLM3 (smollm3.py):
+    nope_layers: tuple[int, ...] = ()  # the layers that apply no RoPE (SmolLM3's NoPE layers)
+    # sliding-window attention (Mistral, Gemma, Phi-3): keys per query in the layers that
+    # layer_types marks "sliding_attention" (docs/plan.md, "Sliding-window layers")
+    sliding_window: int = 0  # 0: none
+    layer_types: tuple[str, ...] = ()  # per layer "sliding_attention" | "full_attention"; (): all full
+    # Gemma 2 / 3 (packager/models/gemma.py):
+    embed_scale: float = 1.0  # the token embeddings are multiplied by it (Gemma: sqrt(hidden_size) in f32)
+    attention_scale: float | None = None  # of q.k; None: head_dim ** -0.5 (Gemma: query_pre_attn_scalar ** -0.5)
+    attn_logit_softcap: float = 0.0  # attention scores -> tanh(s / cap) * cap; 0: none
+    final_logit_softcap: float = 0.0  # logits -> tanh(l / cap) * cap; 0: none
+    rope_local: Rope | None = None  # the sliding layers' RoPE where it is not `rope` (Gemma 3)
+
     NOT_IN_MANIFEST = ("architecture", "hf_architecture", "context_window")  # stored elsewhere in the manifest
+
+    def __post_init__(self):
+        """What no bundle of this config can run exactly, refused for every way a config is
+        made (resolve_config, config_from_manifest)."""
+        self.rope.check_context(self.context_window)
+        if self.architecture in WINDOW_UNVERIFIED and self.sliding_window and \
+                "sliding_attention" in self.layer_types and self.context_window > self.sliding_window:
+            raise PackError(f"the model attends within a sliding window of {self.sliding_window} tokens, which is "
+                            f"not supported yet; a context window of {self.context_window} would need it: pass "
+                            f"--context-window {self.sliding_window} or less")
+
+    def is_sliding(self, layer: int) -> bool:
+        """Whether a decoder layer uses sliding-window attention (of `sliding_window` keys)."""
+        return bool(self.sliding_window) and layer < len(self.layer_types) and \
+            self.layer_types[layer] == "sliding_attention"
 
     @property
     def q_size(self) -> int:
@@ -61,20 +93,41 @@ class ModelConfig:
     def kv_size(self) -> int:
         return self.num_key_value_heads * self.head_dim
 
+    @property
+    def qkv_size(self) -> int:  # rows of a fused q/k/v projection (Phi-3)
+        return self.q_size + 2 * self.kv_size
+
+    @property
+    def gate_up_size(self) -> int:  # rows of a fused gate/up projection (Phi-3)
+        return 2 * self.intermediate_size
+
     def to_json(self) -> dict:
-        """The manifest's model.config."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.NOT_IN_MANIFEST}
+        """The manifest's model.config (the optional fields where they differ from their default)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in self.NOT_IN_MANIFEST and (f.default is MISSING or getattr(self, f.name) != f.default)}
         out["rope"] = self.rope.to_json()
+        for k in ("nope_layers", "layer_types"):
+            if k in out:
+                out[k] = list(out[k])
+        if "rope_local" in out:
+            out["rope_local"] = self.rope_local.to_json()
         return out
 
     @classmethod
     def from_json(cls, data: Mapping, *, architecture: str, hf_architecture: str, context_window: int) -> ModelConfig:
         names = {f.name for f in fields(cls)} - set(cls.NOT_IN_MANIFEST)
-        missing = sorted(names - set(data))
+        required = {f.name for f in fields(cls) if f.default is MISSING} - set(cls.NOT_IN_MANIFEST)
+        missing = sorted(required - set(data))
         if missing:
             raise PackError(f"the manifest's model config lacks {', '.join(missing)}; package the bundle again")
-        values = {k: data[k] for k in names}
+        values = {k: data[k] for k in names if k in data}
         values["rope"] = Rope.from_json(data["rope"])
+        if "nope_layers" in values:
+            values["nope_layers"] = tuple(int(i) for i in values["nope_layers"])
+        if values.get("rope_local") is not None:
+            values["rope_local"] = Rope.from_json(values["rope_local"])
+        if "layer_types" in values:
+            values["layer_types"] = tuple(values["layer_types"])
         return cls(architecture=architecture, hf_architecture=hf_architecture, context_window=context_window,
                    **values)
 
@@ -95,9 +148,11 @@ class TensorRow:
     role: str  # for the quantization policy: vector, matrix, sensitive, embedding or head (quantization/policy.py)
     gguf: str = ""  # llama.cpp's name of the tensor
     gguf_rope_heads: str = ""  # llama.cpp permuted these rows for its RoPE; the ModelConfig field of their head count
+    hf_offset: float = 0.0  # added to a Hugging Face checkpoint's values when packaged (Gemma's norms: 1 + w)
 
     def spec(self, c: ModelConfig, prefix: str = "", role: str | None = None) -> TensorSpec:
-        return TensorSpec(prefix + self.name, tuple(int(getattr(c, d)) for d in self.shape), role or self.role)
+        return TensorSpec(prefix + self.name, tuple(int(getattr(c, d)) for d in self.shape), role or self.role,
+                          self.hf_offset)
 
 
 @dataclass(frozen=True)
@@ -105,12 +160,14 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     role: str
+    hf_offset: float = 0.0  # TensorRow.hf_offset
 
 
 # ---------------------------------------------------------------------------------------
 # the graph
 
-OP_KINDS = ("embedding", "rmsnorm", "linear", "bias_add", "rope", "attention", "add", "silu_mul")
+OP_KINDS = ("embedding", "rmsnorm", "linear", "bias_add", "rope", "attention", "add", "silu_mul", "gelu_tanh_mul",
+            "softcap")
 
 
 @dataclass(frozen=True)
@@ -120,12 +177,14 @@ class Op:
     embedding (tokens) -> out      rows of `weight` for the token ids
     rmsnorm (x) -> out             x / sqrt(mean(x^2) + rms_norm_eps) * weight, over each run of
                                    len(weight) values: a token's row, or each head of it (q/k norms)
-    linear (x) -> out              x @ weight.T
+    linear (x) -> out              x @ weight.T (or x @ weight[a:b].T: `rows`, a view of a fused matrix)
     bias_add (x) -> x              x + weight (a linear layer's bias, in place: out is x)
     rope (q, k)                    rotary embedding of both, in place
     attention (q, k, v) -> out     appends k, v to the layer's KV cache; causal grouped-query attention
     add (a, b) -> a                a + b (the plan's kernel works in place: out is a)
     silu_mul (g, u) -> g           silu(g) * u (in place too)
+    gelu_tanh_mul (g, u) -> g      gelu_tanh(g) * u (in place; Gemma's MLP)
+    softcap (x) -> x               tanh(x / cap) * cap (in place; Gemma 2's final logits)
     """
 
     kind: str
@@ -133,6 +192,12 @@ class Op:
     out: str = ""  # the activation written ("" for rope, which writes its inputs)
     weight: str = ""  # the tensor it reads
     label: str = ""
+    rows: tuple[int, int] | None = None  # linear: only weight rows [a, b) (a view of a fused matrix: Phi-3)
+    # per-op variants (docs/plan.md, "Architectures"):
+    scale: float | None = None  # embedding: rows times it; attention: of q.k (None: 1, head_dim ** -0.5)
+    cap: float = 0.0  # attention: soft-cap of the scores (0: none); softcap: the cap
+    window: int = 0  # attention: keys per query of a sliding-window layer (0: the whole context)
+    rope: Rope | None = None  # rope: this op's RoPE (None: the config's)
 
 
 @dataclass(frozen=True)

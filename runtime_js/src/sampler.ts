@@ -121,6 +121,8 @@ export class Sampler {
   private readonly counts = new Map<number, number>();
   private scratch = new Float64Array(0);
   private processed = new Float32Array(0);
+  /** the processed logits, kept for logprobs while draw() overwrites the scratch */
+  private logprobCopy = new Float64Array(0);
   private order = new Int32Array(0);
 
   /** `processors` run before every choice, in order, and are told each chosen token. */
@@ -163,7 +165,12 @@ export class Sampler {
    */
   choose(logits: Float32Array, topLogprobs?: number): Choice {
     const x = this.penalized(this.process(logits));
-    const probs = topLogprobs === undefined ? null : logSoftmaxOf(x);
+    let probs: ReturnType<typeof logSoftmaxOf> | null = null;
+    if (topLogprobs !== undefined) {
+      if (this.logprobCopy.length !== x.length) this.logprobCopy = new Float64Array(x.length);
+      this.logprobCopy.set(x);
+      probs = logSoftmaxOf(this.logprobCopy);
+    }
     const token = this.greedy ? argmax(x) : this.draw(x); // (draw overwrites x)
     const choice: Choice = { token };
     if (probs) {
@@ -251,15 +258,15 @@ export class Sampler {
 }
 
 /**
- * The log-softmax of `x`, read lazily: `x` is copied, since the sampler overwrites it.
+ * The log-softmax of `copy` (processed logits that nothing else writes), read lazily.
  * Only finite logits count; a -Infinity logit has logprob -Infinity.
  */
-function logSoftmaxOf(x: Float64Array): { logprob(id: number): number; top(k: number): TokenProb[] } {
-  const copy = Float64Array.from(x);
+function logSoftmaxOf(copy: Float64Array): { logprob(id: number): number; top(k: number): TokenProb[] } {
+  const n = copy.length;
   let max = -Infinity;
-  for (const v of copy) if (v > max) max = v;
+  for (let i = 0; i < n; i++) if (copy[i]! > max) max = copy[i]!; // i < n
   let z = 0;
-  if (max > -Infinity) for (const v of copy) z += Math.exp(v - max);
+  if (max > -Infinity) for (let i = 0; i < n; i++) z += Math.exp(copy[i]! - max);
   const lse = max + Math.log(z);
   const logprob = (id: number) => {
     const v = copy[id] ?? -Infinity;

@@ -219,7 +219,7 @@ export class Session {
         if (c > 0) {
           logits = promptLogits;
           // rolling back to the prompt's end: past the backend's limit, prefill the prompt again
-          if (this.cached.length - prompt.length > this.rewindLimit) logits = Float32Array.from(await prefill(0));
+          if (this.cached.length - prompt.length > this.rewindLimit && !interrupted()) logits = Float32Array.from(await prefill(0));
         }
         const processors: LogitsProcessor[] = [...(p.bias ? [new LogitBias(p.bias)] : []), ...(p.logitsProcessors?.(c) ?? [])];
         const sampler = new Sampler({ ...p, seed: seeds[c] }, prompt, processors);

@@ -177,8 +177,12 @@ function incomingCalls(calls: unknown, i: number): { id: string; type: "function
  * tools become (part of) the first system message, earlier calls <tool_call> text in
  * the assistant's message, and tool results user messages in <tool_response> tags.
  */
-export function templateConversation(messages: IncomingMessage[], plan: ToolPlan | null): { messages: ChatMessage[]; tools?: FunctionTool[] } {
-  const native = plan?.native ?? false;
+export function templateConversation(
+  messages: IncomingMessage[],
+  plan: ToolPlan | null,
+  /** the template renders tools, calls and results itself (without a plan too: a follow-up with tool_choice "none") */
+  native = plan?.native ?? false,
+): { messages: ChatMessage[]; tools?: FunctionTool[] } {
   const out: ChatMessage[] = messages.map((m, i) => {
     if (m.role === "tool") {
       if (m.tool_call_id != null && typeof m.tool_call_id !== "string") throw new TypeError(`messages[${i}].tool_call_id must be a string`);

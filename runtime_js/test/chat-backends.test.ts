@@ -167,6 +167,11 @@ for (const [name, make, skip] of BACKENDS) {
       }
     });
 
+    test("logprobs' bytes spell the answer", () => {
+      const bytes = freshB.choices[0].logprobs!.content!.flatMap((c) => c.bytes!);
+      assert.equal(new TextDecoder().decode(Uint8Array.from(bytes)), freshB.choices[0].message.content);
+    });
+
     test("logit_bias forces and forbids a token", async () => {
       const [best, second] = firstStep.map((id) => engine.tokenizer.tokenPiece(id).text);
       assert.equal(freshB.choices[0].logprobs!.content![0]!.token, best);

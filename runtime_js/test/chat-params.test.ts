@@ -98,6 +98,10 @@ describe("chat parameters", () => {
     const plain = await engine.chat.completions.create({ messages: MESSAGES, max_tokens: 3, logprobs: true });
     assert.deepEqual(plain.choices[0].logprobs!.content!.map((c) => c.top_logprobs), [[], [], []]);
     assert.equal((await engine.chat.completions.create({ messages: MESSAGES, max_tokens: 3 })).choices[0].logprobs, null);
+    // a token holding part of a character: U+FFFD as text, its exact byte
+    assert.deepEqual(engine.tokenizer.tokenPiece(0xc3), { text: "\uFFFD", bytes: [0xc3] });
+    assert.deepEqual(engine.tokenizer.tokenPiece(32), { text: " ", bytes: [32] });
+    assert.deepEqual(engine.tokenizer.tokenPiece(EOS), { text: "<|im_end|>", bytes: [...new TextEncoder().encode("<|im_end|>")] });
   });
 
   test("logit_bias forces and forbids tokens; logprobs then reflect the bias", async () => {
@@ -201,6 +205,13 @@ describe("chat parameters", () => {
     assert.equal(next.choices[0].message.content, "aaa");
     // the aborted request's tokens stay usable as a cached prefix
     assert.ok(next.usage.prompt_tokens_details!.cached_tokens > 0);
+    // generate(): the same
+    const gen = new AbortController();
+    const parts: string[] = [];
+    const running = engine.generate("raw", { max_tokens: 1000, signal: gen.signal, onText: (d) => parts.push(d) === 3 && gen.abort() });
+    await assert.rejects(running, { name: "AbortError" });
+    assert.equal(parts.length, 3);
+    assert.equal(await engine.generate("raw", { max_tokens: 2 }), "aa");
   });
 
   test("extra LogitsProcessors: one set per choice, run after logit_bias, isDone() ends the choice", async () => {

@@ -288,12 +288,12 @@ export function byteTokenizerFiles(): Record<string, string> {
 }
 
 /** A bundle with tiny fake weights, the byte tokenizer and a ChatML template. */
-export function makeChatBundle(opts: { contextWindow?: number; generation?: Record<string, unknown> } = {}): FakeBundle {
+export function makeChatBundle(opts: { contextWindow?: number; generation?: Record<string, unknown>; chatTemplate?: string } = {}): FakeBundle {
   return makeBundle([{ name: "w", parts: [3000, 100] }, { name: "v", parts: [5000] }], 4096, tmpDir(), {
     files: byteTokenizerFiles(),
     manifest: {
       model: { name: "fake-chat", architecture: "llama", config: { vocab_size: 258, hidden_size: 4, num_hidden_layers: 1, max_position_embeddings: 1024 } },
-      tokenizer: { file: "tokenizer.json", config_file: "tokenizer_config.json", chat_template: CHATML, bos_token: "<|im_start|>", eos_token: "<|im_end|>", add_bos_token: false },
+      tokenizer: { file: "tokenizer.json", config_file: "tokenizer_config.json", chat_template: opts.chatTemplate ?? CHATML, bos_token: "<|im_start|>", eos_token: "<|im_end|>", add_bos_token: false },
       generation: { eos_token_ids: [257], bos_token_id: 256, temperature: 0, top_p: 1, top_k: 0, repetition_penalty: 1, max_new_tokens: 64, ...opts.generation },
       memory: { weights_bytes: 8192, kv_cache_bytes_per_token: 0, context_window: opts.contextWindow ?? 256, estimate_bytes: 0 },
     },

@@ -5,13 +5,15 @@
  * the schema (ajv), tool calls come back in OpenAI's shape and go back in on the next
  * turn, a cut-off answer ends with finish_reason "length", and bad requests are
  * refused before anything runs. The byte tokenizer's ChatML template does not render
- * tools: the system-message fallback. The same on real models: tests/test_grammar.py.
+ * tools (the system-message fallback); a Qwen-style template does (test/chat-templates.ts).
+ * The same on real models: tests/test_grammar.py.
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Ajv } from "ajv";
 import { createEngine, type Engine } from "../src/engine.js";
 import type { ChatCompletionChunk } from "../src/openai.js";
+import { QWEN_STYLE_TEMPLATE } from "./chat-templates.js";
 import { EOS, FakeBackend } from "./fake-backend.js";
 import { type FakeBundle, type TestServer, makeChatBundle, serve } from "./fixtures.js";
 
@@ -170,5 +172,39 @@ describe("tools on the engine", () => {
       [{ messages: [{ role: "assistant", content: "", tool_calls: [{ id: "x", type: "function", function: { name: "f", arguments: "{" } }] }], tools: [WEATHER] }, /arguments is not JSON/],
     ];
     for (const [extra, message] of bad) await assert.rejects(engine.chat.completions.create({ messages: MESSAGES, ...extra } as never), message);
+  });
+});
+
+describe("tools through a template that renders them", () => {
+  let qwen: TestServer;
+  let qwenEngine: Engine;
+  let qwenBackend: FakeBackend;
+  before(async () => {
+    qwen = await serve(makeChatBundle({ contextWindow: 2048, chatTemplate: QWEN_STYLE_TEMPLATE }).dir);
+    qwenBackend = new FakeBackend(randomModel, { vocab: VOCAB });
+    qwenEngine = await createEngine(qwen.url, { backend: qwenBackend, cache: null });
+  });
+  after(() => qwen.close());
+
+  test("the template gets `tools`, then the call (arguments as an object) and the tool's result", async () => {
+    const ask = [{ role: "system", content: "Be brief." }, { role: "user", content: "Weather in Oslo?" }];
+    const res = await qwenEngine.chat.completions.create({ messages: ask, tools: [WEATHER], tool_choice: "required", temperature: 1, seed: 5, max_tokens: 120 });
+    let prompt = qwenEngine.tokenizer.decode(qwenBackend.kv.slice(0, res.usage.prompt_tokens), { skipSpecialTokens: false });
+    assert.ok(prompt.startsWith("<|im_start|>system\nBe brief.\n\n# Tools\n"), prompt);
+    assert.match(prompt, /<tools>\s*\{"type": "function", "function": \{"name": "get_weather", "description": "Weather in a city", "parameters": \{/);
+    const c = res.choices[0];
+    assert.equal(c.finish_reason, "tool_calls", c.message.content ?? "");
+    const call = c.message.tool_calls![0]!;
+    assert.equal(call.function.name, "get_weather");
+    const args = JSON.parse(call.function.arguments);
+    assert.ok(ajv.validate(WEATHER.function.parameters, args), call.function.arguments);
+
+    const next = [...ask, { role: "assistant", content: null, tool_calls: c.message.tool_calls }, { role: "tool", tool_call_id: call.id, content: "sunny" }];
+    const answer = await qwenEngine.chat.completions.create({ messages: next, max_tokens: 2, temperature: 1, seed: 1 });
+    prompt = qwenEngine.tokenizer.decode(qwenBackend.kv.slice(0, answer.usage.prompt_tokens), { skipSpecialTokens: false });
+    const rendered = `<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": ${JSON.stringify(args).replace(/":/g, '": ').replace(/,"/g, ', "')}}\n</tool_call>\n<|im_end|>`;
+    assert.ok(prompt.includes(rendered), `${prompt}\n--- expected ---\n${rendered}`);
+    assert.ok(prompt.includes("<|im_start|>user\n<tool_response>\nsunny\n</tool_response><|im_end|>"), prompt);
+    assert.ok(!prompt.includes("<tools>"), "a follow-up without tools renders none");
   });
 });

@@ -39,6 +39,9 @@ export function tinyBundle(): string | { missing: string } {
     if (r.status !== 0) throw new Error(`${script} failed (${r.status}):\n${r.stderr.slice(-4000)}`);
     rmSync(dir, { recursive: true, force: true });
     renameSync(tmp, dir);
+    // bundles of older sources are not used again
+    const cache = path.dirname(dir);
+    for (const old of readdirSync(cache)) if (/^tiny-[0-9a-f]{16}$/.test(old) && old !== path.basename(dir)) rmSync(path.join(cache, old), { recursive: true, force: true });
   }
   return bundle;
 }

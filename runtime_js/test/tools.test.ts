@@ -16,6 +16,7 @@ import { Prng, Sampler } from "../src/sampler.js";
 import { ChatTemplate } from "../src/template.js";
 import { BundleTokenizer } from "../src/tokenizer.js";
 import { type FunctionTool, parseToolCalls, templateConversation, templateToolSupport, ToolCallStream, toolGrammar, type ToolPlan, toolPlan } from "../src/tools.js";
+import { QWEN_STYLE_TEMPLATE } from "./chat-templates.js";
 import { requireComponent } from "./helpers.js";
 import { tokenizerCases } from "./reference.js";
 
@@ -31,45 +32,6 @@ const TIME: FunctionTool = {
   type: "function",
   function: { name: "get_time", parameters: { type: "object", properties: { zone: { enum: ["UTC", "CET"] } }, required: ["zone"], additionalProperties: false } },
 };
-
-/** A chat template in the style of Qwen2.5's (written for this test): tools in the system turn, <tool_call> blocks. */
-export const QWEN_STYLE_TEMPLATE = `{%- if tools %}<|im_start|>system
-{% if messages[0].role == 'system' %}{{ messages[0].content }}
-
-{% endif %}# Tools
-
-You may call one or more functions. Their signatures:
-<tools>
-{%- for tool in tools %}
-{{ tool | tojson }}
-{%- endfor %}
-</tools>
-
-For each call, reply with <tool_call>
-{"name": <function-name>, "arguments": <args-json-object>}
-</tool_call><|im_end|>
-{% elif messages[0].role == 'system' %}<|im_start|>system
-{{ messages[0].content }}<|im_end|>
-{% endif %}
-{%- for message in messages %}
-{%- if message.role == 'system' %}
-{%- elif message.role == 'tool' %}<|im_start|>user
-<tool_response>
-{{ message.content }}
-</tool_response><|im_end|>
-{% elif message.role == 'assistant' and message.tool_calls %}<|im_start|>assistant
-{% if message.content %}{{ message.content }}
-{% endif %}
-{%- for call in message.tool_calls %}<tool_call>
-{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}
-</tool_call>
-{% endfor %}<|im_end|>
-{% else %}<|im_start|>{{ message.role }}
-{{ message.content }}<|im_end|>
-{% endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}<|im_start|>assistant
-{% endif %}`;
 
 const LLAMA3_STYLE = "{% if tools %}Environment: ipython{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}<|python_tag|>";
 
@@ -130,6 +92,22 @@ describe("tools and tool_choice", () => {
     assert.ok(text.includes('<|im_start|>assistant\n<tool_call>\n{"name":"get_weather","arguments":{"city":"Paris","unit":"C"}}\n</tool_call><|im_end|>'), text);
     assert.ok(text.includes("<|im_start|>user\n<tool_response>\n{\"temp\": 21}\n</tool_response><|im_end|>"), text);
     assert.throws(() => templateConversation([{ role: "assistant", content: "", tool_calls: [{ function: { name: "f", arguments: "{bad" } }] }], plan), /messages\[0\]\.tool_calls\[0\]\.function\.arguments is not JSON/);
+  });
+
+  test('a follow-up without tools (tool_choice "none"): a template that renders calls and results still gets them as they are', () => {
+    const native = templateConversation(turn, null, true);
+    assert.equal(native.tools, undefined);
+    assert.equal(native.messages[2]!.role, "tool");
+    assert.equal(native.messages[2]!.tool_call_id, "call_1");
+    const text = new ChatTemplate(QWEN_STYLE_TEMPLATE).render({ messages: native.messages, add_generation_prompt: true });
+    assert.ok(!text.includes("<tools>"), text);
+    assert.ok(text.includes('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}\n</tool_call>'), text);
+    assert.ok(text.includes('<tool_response>\n{"temp": 21}\n</tool_response>'), text);
+    // a template that does not: Hermes text, and no system message about tools
+    const plain = templateConversation(turn, null, false);
+    assert.equal(plain.messages[0]!.role, "user");
+    assert.equal(plain.messages[2]!.role, "user");
+    assert.match(plain.messages[1]!.content, /^<tool_call>\n\{"name":"get_weather"/);
   });
 
   test("calls are parsed out of Hermes and Llama 3 JSON text; anything else stays content", () => {

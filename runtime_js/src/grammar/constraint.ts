@@ -164,6 +164,10 @@ const finalizer = new FinalizationRegistry<{ dispose(): void }>((m) => m.dispose
  */
 export class GrammarProcessor implements LogitsProcessor {
   private mask: Int32Array | null = null;
+  /** the grammar's mask AND the UTF-8 guard's (reused) */
+  private both = new Int32Array(0);
+  /** the stop tokens as a bitmask */
+  private readonly stopBits: Int32Array;
   /** where the output stands in a UTF-8 character (Utf8Guard) */
   private utf8State = 0;
 
@@ -174,23 +178,23 @@ export class GrammarProcessor implements LogitsProcessor {
     private readonly utf8: Utf8Guard | null = null,
   ) {
     finalizer.register(this, matcher);
+    this.stopBits = new Int32Array(stopTokenIds.reduce((n, t) => Math.max(n, (t >> 5) + 1), 0));
+    for (const t of stopTokenIds) this.stopBits[t >> 5]! |= 1 << (t & 31);
   }
 
   /** Words of the allowed-token bitmask for the current state (bit t of word t >> 5). */
   nextMask(): Int32Array {
     if (this.mask) return this.mask;
     const mask = this.xg.nextTokenBitmask(this.matcher);
+    this.mask = mask;
     if (this.utf8) {
       const valid = this.utf8.mask(this.utf8State);
-      const both = mask.map((w, i) => w & (valid[i] ?? 0));
-      // (a grammar that allows only broken UTF-8 here still gets its way)
-      if (both.some((w) => w !== 0)) {
-        this.mask = both;
-        return both;
-      }
+      let any = 0;
+      if (this.both.length !== mask.length) this.both = new Int32Array(mask.length);
+      for (let i = 0; i < mask.length; i++) any |= this.both[i] = mask[i]! & (valid[i] ?? 0); // (i < length)
+      if (any) this.mask = this.both; // (a grammar that allows only broken UTF-8 here still gets its way)
     }
-    this.mask = mask;
-    return mask;
+    return this.mask;
   }
 
   process(logits: Float32Array): void {
@@ -228,8 +232,8 @@ export class GrammarProcessor implements LogitsProcessor {
   /** True once the grammar is complete and only a stop token may follow. */
   isDone(): boolean {
     if (this.matcher.isTerminated()) return true;
-    const mask = Int32Array.from(this.nextMask());
-    for (const t of this.stopTokenIds) if (mask[t >> 5] !== undefined) mask[t >> 5]! &= ~(1 << (t & 31));
-    return mask.every((w) => w === 0);
+    const mask = this.nextMask();
+    for (let w = 0; w < mask.length; w++) if ((mask[w]! & ~(this.stopBits[w] ?? 0)) !== 0) return false; // (w < length)
+    return true;
   }
 }

@@ -4,7 +4,7 @@
  * chat template, the grammar of the output, and how to read tool calls back out.
  * Everything is checked here, before anything runs.
  */
-import { type FunctionTool, templateConversation, type ToolPlan, toolGrammar, toolPlan } from "../tools.js";
+import { type FunctionTool, templateConversation, templateToolSupport, type ToolPlan, toolGrammar, toolPlan } from "../tools.js";
 import type { ChatMessage } from "../tokenizer.js";
 import { type GrammarSpec, responseFormatSpec } from "./response_format.js";
 
@@ -29,6 +29,7 @@ export function structuredRequest(
   if (format && plan) {
     throw new TypeError('response_format and tools cannot be combined in one request: drop one, or send tool_choice: "none"');
   }
-  const conv = templateConversation(messages as Parameters<typeof templateConversation>[0], plan);
+  const native = templateToolSupport(templateSource).native;
+  const conv = templateConversation(messages as Parameters<typeof templateConversation>[0], plan, native);
   return { ...conv, plan, grammar: format ?? (plan ? toolGrammar(plan) : null) };
 }

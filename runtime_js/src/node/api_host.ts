@@ -8,16 +8,17 @@
  *   in   {"op": "chat", "id": N, "bundle": "/abs/bundle/dir", "model": "<id>", "body": "<request JSON text>"}
  *        {"op": "abort", "id": N}          the client went away: stop request N
  *   out  ready {"node": "20.x"}            once, when listening
- *        N stream                          request N is valid; its chunks follow
+ *        N stream                          request N runs (sent with its first chunk past the
+ *                                          opening role chunk: until then a refusal is still a 400)
  *        N chunk <ChatCompletionChunk>     one streamed chunk (JSON, forwarded as is)
  *        N done                            the stream ended
  *        N result <ChatCompletion>         the answer of a request without `stream`
  *        N error {"status": S, "error": {message, type, param, code}}   (also mid-stream)
  *
  * The request body reaches `engine.chat.completions.create()` exactly as the client sent
- * it: the runtime validates it, and its refusals (TypeError, RangeError, a context
- * window or chat template error) become 400 invalid_request_error; anything else is a
- * 500 server_error. An engine is created per bundle on its first request (backend
+ * it: the runtime validates it, and its refusals (TypeError, GrammarError and RangeError,
+ * a context window or chat template error) become 400 invalid_request_error; anything
+ * else is a 500 server_error. An aborted request ends in the runtime's AbortError, unsent. An engine is created per bundle on its first request (backend
  * "auto": WebGPU through npm `webgpu` on a GPU that is not a software renderer, else
  * Wasm) and kept; the engine queues requests, so one runs at a time per model.
  */
@@ -76,6 +77,13 @@ async function engineFor(dir: string, model: string): Promise<Engine> {
 }
 
 /** What the runtime throws for a request it refuses (GrammarError is a TypeError). */
+/** Drops a bundle's engine (its GPU device was lost): the next request creates another. */
+function forget(dir: string): void {
+  const known = engines.get(dir);
+  engines.delete(dir);
+  known?.engine.then((e) => e.unload()).catch(() => {});
+}
+
 const REQUEST_ERRORS = [TypeError, RangeError, SyntaxError, ContextWindowError, TemplateError];
 
 /**
@@ -134,6 +142,7 @@ async function chat(op: ChatOp): Promise<void> {
     if (ctl.signal.aborted) return logAbort(op, chunks); // nobody is listening
     const error = openAIError(e, body, streaming);
     if (error.status >= 500) console.error(`llmpack api: request ${op.id} (${op.model}) failed:`, e);
+    if ((e as Error)?.name === "DeviceLostError") forget(op.bundle); // (the next request loads the model afresh)
     send(`${op.id} error ${JSON.stringify(error)}`);
   } finally {
     running.delete(op.id);
