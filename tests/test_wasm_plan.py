@@ -20,7 +20,7 @@ import pytest
 from conftest import require_node
 from packager.plan import build_plan
 from packager.reference import ReferenceModel
-from packager.wasm_build import FILES, OPS, TABLE_FILE, build_wasm, kernel_table
+from packager.wasm_build import FILES, OPS, TABLE_FILE, build_wasm, f32_bits, kernel_table
 from plan_cases import CASES as WEIGHT_FORMAT_CASES
 from plan_cases import RING, SPLIT, case_calls, packaged_case, rel
 
@@ -132,6 +132,15 @@ def test_kernel_table(packaged_tiny):
     assert set(files) == {FILES["single"], FILES["threads"], TABLE_FILE}
     meta = json.loads(files[TABLE_FILE])
     assert meta["modules"]["threads"]["heap_base"] > 0 and meta["stack_bytes"] % 65536 == 0
+    # rope's constants; a plan from before partial rotary and LongRoPE (no HALF, SCALE): whole heads, factor 1
+    [(rname, rope)] = [(n, k) for n, k in plan["kernels"].items() if k["template"] == "rope"]
+    hd = rope["consts"]["HD"]
+    assert table["kernels"][rname]["consts"][:5] == [rope["consts"]["NH"], rope["consts"]["NKV"], hd, hd // 2,
+                                                     f32_bits(1.0)]
+    old = json.loads(json.dumps(plan))
+    for key in ("HALF", "SCALE"):
+        del old["kernels"][rname]["consts"][key]
+    assert kernel_table(manifest, old)[0]["kernels"][rname] == table["kernels"][rname]
     # the same kernels whatever the buffer limits (splits do not change kernel specs)
     plan2, _ = build_plan(manifest, max_binding_size=16384, context_window=128, prefill_chunk=8)
     assert any(name.count(":") == 2 for name in plan2["buffers"])
