@@ -61,6 +61,8 @@ ARCH_CASES = {
     # 6 layers in llama.cpp's fixed pattern (5 sliding, 1 global); linear RoPE scaling on the global one
     "gemma3": ("gemma3", "gemma3", {"head_dim": 64, "query_pre_attn_scalar": 64, "num_hidden_layers": 6,
                                     "layer_types": None}, "Q4_0"),
+    # layers local, local, global, local: stated per layer in attention.sliding_window_pattern
+    "gemma3-layer-types": ("gemma3", "gemma3", {"head_dim": 64, "query_pre_attn_scalar": 64}, "Q3_K"),
 }
 
 
@@ -131,6 +133,9 @@ def test_architecture(case, hf_checkpoint, tmp_path):
     assert out["config"].hf_architecture == ("LlamaForCausalLM" if case == "mistral" else hf_arch)
     if case == "qwen3":
         assert out["config"].head_dim == 128
+    if case == "gemma3-layer-types":
+        assert out["config"].layer_types == ("sliding_attention", "sliding_attention", "full_attention",
+                                             "sliding_attention")
     # the tokenizer the bundle carries encodes as the checkpoint's own
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
