@@ -48,6 +48,8 @@ TOKENIZER_KEYS = {  # config.json's token ids
     "tokenizer.ggml.eos_token_id": "eos_token_id",
     "tokenizer.ggml.padding_token_id": "pad_token_id",
 }
+# tokens llama.cpp also ends a generation at (Llama 3's <|eot_id|>, <|eom_id|>): more eos ids
+END_OF_TURN_KEYS = ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
 
 # tensors a file of a GGUF architecture may hold besides the definition's: read into the config
 CONFIG_TENSORS = {"llama": ("rope_freqs.weight",), "phi3": ("rope_factors_long.weight", "rope_factors_short.weight")}
@@ -96,6 +98,11 @@ def gguf_config(meta: GGUFMetadata, hf_arch: str, model_type: str) -> dict:
     for key, hf_key in TOKENIZER_KEYS.items():
         if meta.get(key) is not None:
             config[hf_key] = meta.get(key)
+    ends = [meta.get(key) for key in END_OF_TURN_KEYS]
+    ends = [t for t in ends if isinstance(t, int) and t != config.get("eos_token_id")]
+    if ends:
+        config["eos_token_id"] = list(dict.fromkeys([config["eos_token_id"], *ends] if "eos_token_id" in config
+                                                    else ends))
     _rope_scaling(meta, config)
     if derive is not None:
         derive(meta, config)

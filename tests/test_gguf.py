@@ -295,3 +295,14 @@ def test_split_file_refused(hf_checkpoint, tmp_path):
              extra={"split.no": (0, gguf.GGUFValueType.UINT16), "split.count": (2, gguf.GGUFValueType.UINT16)})
     with pytest.raises(PackError, match="is part 1 of a GGUF split into 2 files"):
         package_model(src, tmp_path / "out")
+
+
+def test_end_of_turn_tokens_end_generation(hf_checkpoint, tmp_path):
+    """tokenizer.ggml.eot_token_id (Llama 3's <|eot_id|>) ends a generation, as in llama.cpp."""
+    src = tmp_path / "m.gguf"
+    write_gguf(src, hf_checkpoint(*TYPE_CASE[1:]), "llama", "F16")
+    _rewrite(src, lambda name, data, qtype: (name, data, qtype),
+             extra={"tokenizer.ggml.eot_token_id": (1, gguf.GGUFValueType.UINT32)})
+    package_model(src, tmp_path / "bundle", quant="f32")
+    generation = load(tmp_path / "bundle").data["generation"]
+    assert generation["eos_token_ids"] == [2, 1]
