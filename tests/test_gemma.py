@@ -22,7 +22,6 @@ import json
 import numpy as np
 import pytest
 
-from checkpoints import TINY_GEMMA
 from conftest import hf_greedy
 from gpu_executor import GpuExecutor
 from packager.compile import compile_artifacts
@@ -124,7 +123,7 @@ def test_refused_with_one_line(tiny_llama):
 # the numpy reference against transformers
 
 
-@pytest.mark.parametrize("variant", [v for v in TINY_GEMMA if v != "gemma3-vocab262k"])
+@pytest.mark.parametrize("variant", ["gemma2", "gemma3", "mistral-window"])  # (gemma3-untied: on wgpu and Wasm)
 def test_f32_logits_and_greedy_match_transformers(variant, tiny_llama, packaged_tiny):
     import torch
 
@@ -174,6 +173,9 @@ def test_q4f16_greedy_equals_transformers_on_dequantized_weights(variant, tiny_l
 
 def test_plan_has_ring_caches_and_rewind_limit(packaged_tiny):
     manifest = manifest_of(packaged_tiny("gemma3", "f32"))
+    # the bundle's own plan (context 256, chunk 128): rings of 144 rows; only the global
+    # layer's K and V grow with the context
+    assert manifest["memory"]["kv_cache_bytes_per_token"] == 2 * 64 * 4
     plan, _ = build_plan(manifest, **RING)
     # sliding layers 0, 1, 3: window + chunk rows; the global layer 2: the context window
     rows = {i: plan["buffers"][f"k_cache.{i}"]["elements"] // (2 * 32) for i in range(4)}

@@ -141,6 +141,13 @@ def test_kernel_table(packaged_tiny):
     for key in ("HALF", "SCALE"):
         del old["kernels"][rname]["consts"][key]
     assert kernel_table(manifest, old)[0]["kernels"][rname] == table["kernels"][rname]
+    # a plan from before sliding windows, soft-caps and scaled embeddings: the same calls
+    old = json.loads(json.dumps(plan))
+    for k in old["kernels"].values():
+        for key in ("WINDOW", "SLOTS", "SOFTCAP", "CACHE") + (("SCALE",) if k["template"] == "embedding" else ()):
+            k["consts"].pop(key, None)
+    same = {n: k for n, k in kernel_table(manifest, old)[0]["kernels"].items() if not n.startswith("kv_append")}
+    assert same == {n: k for n, k in table["kernels"].items() if not n.startswith("kv_append")}
     # the same kernels whatever the buffer limits (splits do not change kernel specs)
     plan2, _ = build_plan(manifest, max_binding_size=16384, context_window=128, prefill_chunk=8)
     assert any(name.count(":") == 2 for name in plan2["buffers"])
