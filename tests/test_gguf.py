@@ -56,6 +56,13 @@ ARCH_CASES = {
     "phi3": ("phi3", "phi3", {}, "Q4_1"),  # untied, a sliding window as long as the context
     # llama.cpp skips RoPE in every 4th layer (transformers' default interval); q/k permuted as Llama's
     "smollm3": ("smollm3", "smollm3", {"no_rope_layer_interval": 4, "num_hidden_layers": 4}, "BF16"),
+    # llama.cpp's q.k scale is head_dim ** -0.5 (but in the 27B models): query_pre_attn_scalar = head_dim
+    "gemma2": ("gemma2", "gemma2", {"query_pre_attn_scalar": 64}, "Q5_K"),
+    # 6 layers in llama.cpp's fixed pattern (5 sliding, 1 global); linear RoPE scaling on the global one
+    "gemma3": ("gemma3", "gemma3", {"head_dim": 64, "query_pre_attn_scalar": 64, "num_hidden_layers": 6,
+                                    "layer_types": None}, "Q4_0"),
+    # layers local, local, global, local: stated per layer in attention.sliding_window_pattern
+    "gemma3-layer-types": ("gemma3", "gemma3", {"head_dim": 64, "query_pre_attn_scalar": 64}, "Q3_K"),
 }
 
 
@@ -126,6 +133,9 @@ def test_architecture(case, hf_checkpoint, tmp_path):
     assert out["config"].hf_architecture == ("LlamaForCausalLM" if case == "mistral" else hf_arch)
     if case == "qwen3":
         assert out["config"].head_dim == 128
+    if case == "gemma3-layer-types":
+        assert out["config"].layer_types == ("sliding_attention", "sliding_attention", "full_attention",
+                                             "sliding_attention")
     # the tokenizer the bundle carries encodes as the checkpoint's own
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
