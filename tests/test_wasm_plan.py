@@ -38,7 +38,7 @@ CASES = {**WEIGHT_FORMAT_CASES,
          # Phi-3 (row views of the fused matrices; Phi-4-mini's partial rotary LongRoPE) and
          # SmolLM3 (a layer without RoPE); 64 f32 rows of down_proj need 32768 bytes
          "phi3-longrope-q4f16": ("phi3-longrope", "q4f16", {}), "phi3-longrope-f32": ("phi3-longrope", "f32", {}),
-         "smollm3-f32": ("smollm3", "f32", {}),
+         "smollm3-f32": ("smollm3", "f32", {}), "phi3-window-f32-ring": ("phi3-window", "f32", RING),
          "phi3-f32-split": ("phi3", "f32", {**SPLIT, "max_binding_size": 32768}),
          # Gemma 2 / 3 and Mistral with a sliding window, their ring-buffer caches wrapping
          "gemma2-f32-ring": ("gemma2", "f32", RING), "gemma3-q4f16-ring": ("gemma3", "q4f16", RING),

@@ -14,7 +14,8 @@ from ..rope import Rope
 
 # definitions whose sliding windows are refused past the context window: their windowed
 # attention (the ring buffers of docs/plan.md) is not yet checked against transformers
-WINDOW_UNVERIFIED = ("phi3",)
+# (none now: Mistral, Gemma 2 / 3 and Phi-3 are)
+WINDOW_UNVERIFIED: tuple[str, ...] = ()
 CONTEXT_CAP = 4096  # the default context window is min(max_position_embeddings, CONTEXT_CAP)
 MIN_CONTEXT = 16
 
