@@ -289,9 +289,13 @@ def _generation(ck: Checkpoint) -> dict:
     }
 
 
-def _memory(config: ModelConfig, plan_memory: dict) -> dict:
-    """From the plan's buffer sizes (f32 variant: the larger one)."""
-    kv_per_token = 2 * config.num_hidden_layers * config.kv_size * 4
+def _memory(config: ModelConfig, plan: dict) -> dict:
+    """From the plan's buffer sizes (f32 variant: the larger one). Per token of context: the
+    full KV caches only (a sliding-window layer's ring buffer does not grow with it)."""
+    plan_memory = plan["variants"]["f32"]["memory"]
+    full = config.context_window * config.kv_size
+    kv_per_token = sum(4 * config.kv_size for b in plan["buffers"].values()
+                       if b["kind"] == "kv_cache" and b["elements"] == full)
     return {"weights_bytes": plan_memory["weights_bytes"], "kv_cache_bytes_per_token": kv_per_token,
             "context_window": config.context_window, "kv_cache_bytes": plan_memory["kv_cache_bytes"],
             "activation_bytes": plan_memory["activation_bytes"], "estimate_bytes": sum(plan_memory.values())}
@@ -309,7 +313,7 @@ def _add_compiled(tmp: Path, manifest: dict, config: ModelConfig, limits: dict) 
         (tmp / rel).write_bytes(data)
         manifest["files"].append(_file_entry(tmp, rel))
     manifest["requirements"] = plan["requirements"]
-    manifest["memory"] = _memory(config, plan["variants"]["f32"]["memory"])
+    manifest["memory"] = _memory(config, plan)
 
 
 def _manifest(ck, config: ModelConfig, scheme, quantizer, tensors, shards, files, tokenizer: dict,

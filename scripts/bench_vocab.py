@@ -51,10 +51,11 @@ def main() -> int:
                             str(bundle), "--force", "--json"], check=True, capture_output=True)
         r = subprocess.run(["llmpack", "bench", str(bundle), "--backend", "wasm", "--threads", args.threads,
                             "--json"], check=True, capture_output=True, text=True)
-        result = json.loads(r.stdout.strip().splitlines()[-1])
+        result = json.loads(r.stdout)
         manifest = json.loads((bundle / "manifest.json").read_text())
+        keys = ("decode_tok_s", "decode_ms_per_token", "prefill_tok_s", "load_cold_ms", "load_cached_ms", "threads")
         print(json.dumps({"vocab": vocab, "weights_mb": round(manifest["memory"]["weights_bytes"] / 1e6, 1),
-                          "bench": result}))
+                          **{k: result.get(k) for k in keys}}))
     return 0
 
 

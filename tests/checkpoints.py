@@ -44,6 +44,9 @@ TINY_PHI3 = {
                           max_position_embeddings=16384, original_max_position_embeddings=4096, rope_scaling={
                               "type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.6, 2.2, 3.0],
                               "long_factor": [1.0, 1.5, 2.5, 4.0, 8.0, 16.0]}),
+    # Phi-3-mini-4k's kind of window (2047 of 4096 there): every layer attends to 16 keys
+    "phi3-window": dict(architecture="phi3", num_key_value_heads=2, pad_token_id=0, tie_word_embeddings=False,
+                        sliding_window=16),
     "smollm3": dict(architecture="smollm3", num_key_value_heads=2, pad_token_id=0, no_rope_layer_interval=2),
 }
 

@@ -38,7 +38,7 @@ CASES = {**WEIGHT_FORMAT_CASES,
          # Phi-3 (row views of the fused matrices; Phi-4-mini's partial rotary LongRoPE) and
          # SmolLM3 (a layer without RoPE); 64 f32 rows of down_proj need 32768 bytes
          "phi3-longrope-q4f16": ("phi3-longrope", "q4f16", {}), "phi3-longrope-f32": ("phi3-longrope", "f32", {}),
-         "smollm3-f32": ("smollm3", "f32", {}),
+         "smollm3-f32": ("smollm3", "f32", {}), "phi3-window-f32-ring": ("phi3-window", "f32", RING),
          "phi3-f32-split": ("phi3", "f32", {**SPLIT, "max_binding_size": 32768}),
          # Gemma 2 / 3 and Mistral with a sliding window, their ring-buffer caches wrapping
          "gemma2-f32-ring": ("gemma2", "f32", RING), "gemma3-q4f16-ring": ("gemma3", "q4f16", RING),
@@ -141,6 +141,13 @@ def test_kernel_table(packaged_tiny):
     for key in ("HALF", "SCALE"):
         del old["kernels"][rname]["consts"][key]
     assert kernel_table(manifest, old)[0]["kernels"][rname] == table["kernels"][rname]
+    # a plan from before sliding windows, soft-caps and scaled embeddings: the same calls
+    old = json.loads(json.dumps(plan))
+    for k in old["kernels"].values():
+        for key in ("WINDOW", "SLOTS", "SOFTCAP", "CACHE") + (("SCALE",) if k["template"] == "embedding" else ()):
+            k["consts"].pop(key, None)
+    same = {n: k for n, k in kernel_table(manifest, old)[0]["kernels"].items() if not n.startswith("kv_append")}
+    assert same == {n: k for n, k in table["kernels"].items() if not n.startswith("kv_append")}
     # the same kernels whatever the buffer limits (splits do not change kernel specs)
     plan2, _ = build_plan(manifest, max_binding_size=16384, context_window=128, prefill_chunk=8)
     assert any(name.count(":") == 2 for name in plan2["buffers"])

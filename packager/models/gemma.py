@@ -18,7 +18,8 @@ models/gemma3/modeling_gemma3.py. Against Llama, a Gemma decoder layer
   the sliding layers (rope_local_base_freq) and rope_scaling for the full layers only.
 
 Gemma3ForConditionalGeneration (a vision tower around the text model) is refused
-(packager.models.REFUSED).
+(packager.models.REFUSED). GGUF files ("gemma2", "gemma3") carry no query_pre_attn_scalar
+and a fixed local/global pattern; packager/gguf_source.py fills them in as llama.cpp does.
 """
 
 from __future__ import annotations
@@ -206,10 +207,12 @@ def gemma3_graph(c: ModelConfig) -> Graph:
 
 
 GEMMA2 = Architecture(name="gemma2", hf_architectures=("Gemma2ForCausalLM",),
-                      model_types={"gemma2": "Gemma2ForCausalLM"}, gguf_architectures={}, resolve=resolve_gemma2,
+                      model_types={"gemma2": "Gemma2ForCausalLM"},
+                      gguf_architectures={"gemma2": "Gemma2ForCausalLM"}, resolve=resolve_gemma2,
                       global_rows=(EMBED, NORM, LM_HEAD), layer_rows=GEMMA2_LAYER, tensors=_table(GEMMA2_LAYER),
                       graph=gemma2_graph)
 GEMMA3 = Architecture(name="gemma3", hf_architectures=("Gemma3ForCausalLM",),
-                      model_types={"gemma3_text": "Gemma3ForCausalLM"}, gguf_architectures={},
+                      model_types={"gemma3_text": "Gemma3ForCausalLM"},
+                      gguf_architectures={"gemma3": "Gemma3ForCausalLM"},
                       resolve=resolve_gemma3, global_rows=(EMBED, NORM, LM_HEAD), layer_rows=GEMMA3_LAYER,
                       tensors=_table(GEMMA3_LAYER), graph=gemma3_graph)
