@@ -52,6 +52,23 @@ HEADERS_FILE = """\
 """
 
 
+_RELATIVE_JS = re.compile(r"""["']\./([A-Za-z0-9_.-]+\.js)["']""")
+
+
+def runtime_files(root: Path) -> list[str]:
+    """What a page loads of the built runtime: llmpack.js and the chunks it imports
+    (`"./xgrammar.js"`, followed transitively), each with its source map when there is one.
+    Other files of the build (the Node host of `llmpack serve --api`) stay out of a site."""
+    todo, found = ["llmpack.js"], []
+    while todo:
+        name = todo.pop()
+        if name in found or not (root / name).is_file():
+            continue
+        found.append(name)
+        todo += _RELATIVE_JS.findall((root / name).read_text(encoding="utf-8", errors="replace"))
+    return [f for name in found for f in (name, f"{name}.map") if (root / f).is_file()]
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.") or "model"
 
@@ -137,9 +154,8 @@ def build_site(out: Path | str, sources: Sequence[str], *, registry: str | None 
             if page_file.is_file() and not page_file.name.startswith("."):
                 shutil.copyfile(page_file, tmp / page_file.name)
         (tmp / "runtime").mkdir()
-        for runtime_file in sorted(runtime_root.iterdir()):  # llmpack.js and the chunks it loads (xgrammar.js)
-            if runtime_file.is_file() and not runtime_file.name.startswith("."):
-                shutil.copyfile(runtime_file, tmp / "runtime" / runtime_file.name)
+        for name in runtime_files(runtime_root):
+            shutil.copyfile(runtime_root / name, tmp / "runtime" / name)
         for kind, value in plan:
             if kind == "bundle":
                 manifest = load(value)
