@@ -26,15 +26,13 @@ from conftest import require_node
 from static_host import static_server
 from test_registry_helpers import ROOT, bundle_files, cli, run_cli
 
-pytest.importorskip("moto.server", reason="the test extra (pip install -e '.[test]') installs moto[server]")
-pytest.importorskip("s3fs", reason="the test extra installs s3fs")
-
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    """A moto S3 server on 127.0.0.1 (a free port) for this module; its URL."""
+    """A moto S3 server on 127.0.0.1 (a free port) for this module; its URL. (moto[server],
+    s3fs and aiohttp come with the test extra: missing, they fail the tests, as any component does.)"""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
