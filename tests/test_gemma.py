@@ -9,7 +9,10 @@ RoPEs):
   longer than the window, then decode steps) and 32 greedy tokens; a q4f16 bundle's greedy
   tokens against transformers run on the bundle's dequantized weights;
 - the plan on wgpu-py (lavapipe), f32 and f16 kernels, against the reference, with a
-  prefill chunk of 8 so that the sliding layers' ring buffers wrap around.
+  prefill chunk of 8 so that the sliding layers' ring buffers wrap around; Gemma 3 in the
+  runtime's WebGPU backend on Node's Dawn (greedy tokens);
+- Gemma 3's 262,144-token tied table: planned at 270M's shapes within a 128 MiB binding, and
+  a tiny 262k-vocabulary model split into row blocks on wgpu.
 
 The plan on the runtime's Wasm backend (Node) and WebGPU backend (Deno): the gemma cases of
 tests/test_wasm_plan.py and tests/test_runtime_deno.py.
@@ -31,6 +34,7 @@ from packager.plan import build_plan
 from packager.reference import ReferenceModel
 from plan_cases import rel
 from test_plan_gpu import DECODE_STEPS, F16_TOL, F32_TOL, compare, gpu_run, manifest_of, prompts, reference_run
+from test_runtime_e2e import js_env  # noqa: F401  (the fixture: Node with a WebGPU adapter)
 
 HF_TOL = 1e-4  # f32 bundle, numpy reference vs transformers: measured 3e-7 .. 1.8e-6
 GREEDY = 32
@@ -288,3 +292,17 @@ def test_262k_vocab_split_table_on_gpu(packaged_tiny):
         err = compare(gpu_run(GpuExecutor(bundle, variant=kv), p1, p2, tokens), want,
                       F32_TOL if kv == "f32" else F16_TOL)
         print(f"262k vocab wgpu {kv}: max rel err {err:.2e}")
+
+
+def test_gemma3_on_dawn_greedy_equals_reference(packaged_tiny, tmp_path, request):
+    """The runtime's WebGPU backend in Node (Dawn; SwiftShader here: f32 kernels) greedy-decodes
+    a tiny Gemma 3 whose sliding layers' rings (16 + 8 rows) wrap, as the reference does."""
+    from test_runtime_e2e import run_drivers
+
+    bundle = packaged_tiny("gemma3", "q4f32", quantizer="rtn", prefill_chunk=8, context_window=128)
+    prompt = np.random.default_rng(7).integers(3, 320, 30).tolist()  # 4 prefill chunks, past the window
+    expected = ReferenceModel(bundle).greedy(prompt, 16)
+    env = request.getfixturevalue("js_env")
+    [result] = run_drivers([("node", bundle, {"cases": [{"prompt_ids": prompt, "new_tokens": 16}]})], env, tmp_path)
+    assert result["first"]["label"] == "WebGPU f32"
+    assert result["first"]["cases"][0]["tokens"] == expected

@@ -12,10 +12,6 @@ from typing import Callable, Mapping
 from ..errors import PackError
 from ..rope import Rope
 
-# definitions whose sliding windows are refused past the context window: their windowed
-# attention (the ring buffers of docs/plan.md) is not yet checked against transformers
-# (none now: Mistral, Gemma 2 / 3 and Phi-3 are)
-WINDOW_UNVERIFIED: tuple[str, ...] = ()
 CONTEXT_CAP = 4096  # the default context window is min(max_position_embeddings, CONTEXT_CAP)
 MIN_CONTEXT = 16
 
@@ -75,11 +71,6 @@ class ModelConfig:
         """What no bundle of this config can run exactly, refused for every way a config is
         made (resolve_config, config_from_manifest)."""
         self.rope.check_context(self.context_window)
-        if self.architecture in WINDOW_UNVERIFIED and self.sliding_window and \
-                "sliding_attention" in self.layer_types and self.context_window > self.sliding_window:
-            raise PackError(f"the model attends within a sliding window of {self.sliding_window} tokens, which is "
-                            f"not supported yet; a context window of {self.context_window} would need it: pass "
-                            f"--context-window {self.sliding_window} or less")
 
     def is_sliding(self, layer: int) -> bool:
         """Whether a decoder layer uses sliding-window attention (of `sliding_window` keys)."""
