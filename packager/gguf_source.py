@@ -3,10 +3,12 @@ the tokenizer through transformers, and the tensors by Hugging Face name, dequan
 to float32 with the `gguf` package one at a time.
 
 What llama.cpp's format encodes its own way lives here: its metadata key names
-(GGUF_KEYS, one table per GGUF architecture), its tensor types (SOURCE_TYPES), its RoPE
-scaling of Llama 3 (a `rope_freqs.weight` tensor) and the q/k row order it writes for
-its interleaved RoPE. The architecture definitions (packager.models) give the tensor
-names (TensorRow.gguf) and which GGUF architectures they read.
+(COMMON_KEYS, and GGUF_KEYS per GGUF architecture with what is derived rather than
+stated: Llama 3's RoPE scaling from `rope_freqs.weight`, Phi-3's LongRoPE factors from
+tensors, Gemma's attention scale and layer pattern), its tensor types (SOURCE_TYPES) and
+the q/k row order it writes for its interleaved RoPE. The architecture definitions
+(packager.models) give the tensor names (TensorRow.gguf, gguf_rope_heads) and which GGUF
+architectures they read (gguf_architectures).
 """
 
 from __future__ import annotations

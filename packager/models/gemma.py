@@ -150,9 +150,12 @@ def _table(layer_rows):
 
 
 def _graph(c: ModelConfig, head_norms: bool) -> Graph:
-    acts = [Activation("x", c.hidden_size, "f32"),  # the residual stream
+    # the residual stream, and the attention and MLP outputs before their post-norms: f32 in
+    # both kernel variants (Gemma's block outputs can exceed f16's range, which is why
+    # transformers runs Gemma in bf16 or f32, never f16)
+    acts = [Activation("x", c.hidden_size, "f32"), Activation("o", c.hidden_size, "f32"),
             Activation("xn", c.hidden_size), Activation("q", c.q_size), Activation("k", c.kv_size),
-            Activation("v", c.kv_size), Activation("attn", c.q_size), Activation("o", c.hidden_size),
+            Activation("v", c.kv_size), Activation("attn", c.q_size),
             Activation("gate", c.intermediate_size), Activation("up", c.intermediate_size),
             Activation("x_last", c.hidden_size, last_token=True)]
     if head_norms:
