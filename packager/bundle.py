@@ -34,7 +34,7 @@ from .checkpoint import Checkpoint, open_checkpoint, read_json, source_sha256
 from .compile import DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER, kernel_files
 from .errors import PackError
 from .models import ModelConfig, TensorSpec, count_parameters, definition, resolve_config
-from .plan import build_plan
+from .plan import DEFAULT_PREFILL_CHUNK, build_plan
 from .shards import ShardWriter
 from .wasm_build import build_wasm
 
@@ -63,7 +63,7 @@ def parse_size(text: str, minimum: int = 4096, what: str = "size") -> int:
 def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int = DEFAULT_SHARD_SIZE,
                   context_window: int | None = None, force: bool = False, progress: bool = False,
                   quantizer: str = "auto", max_binding_size: int = DEFAULT_MAX_BINDING,
-                  max_buffer_size: int = DEFAULT_MAX_BUFFER) -> dict:
+                  max_buffer_size: int = DEFAULT_MAX_BUFFER, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> dict:
     """Package `src` into a bundle at `out`; return a summary dict.
 
     quantizer: "auto" (GPTQ for schemes below 4 bits, else "search"), "gptq"
@@ -81,6 +81,7 @@ def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int
     try:
         config = resolve_config(ck.config, context_window)
         plan = _tensor_plan(ck, config)
+        ck.set_offsets(plan)
         # read now, so that a malformed tokenizer or generation config stops before any writing
         tokenizer, generation = _tokenizer_info(ck), _generation(ck)
         needed = _estimate_bytes(plan, scheme)
@@ -97,7 +98,7 @@ def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int
             files = _copy_tokenizer(ck, tmp)
             manifest = _manifest(ck, config, scheme, quantizer, tensors, shards, files, tokenizer, generation)
             _add_compiled(tmp, manifest, config, {"max_binding_size": max_binding_size,
-                                                  "max_buffer_size": max_buffer_size})
+                                                  "max_buffer_size": max_buffer_size, "prefill_chunk": prefill_chunk})
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
             swap_into_place(tmp, out)
         except BaseException as e:
@@ -172,7 +173,7 @@ def _quantize_into(writer: ShardWriter, ck: Checkpoint, config: ModelConfig, pla
         for t in plan:
             name, shape, role = t.name, t.shape, t.role
             bar.update(task, current=name)
-            w = ck.read(name)
+            w = ck.stored(name)
             if not np.isfinite(w).all():
                 bad = int(np.size(w) - np.count_nonzero(np.isfinite(w)))
                 raise PackError(f"tensor {name} has {bad} non-finite values (NaN/inf); the checkpoint is corrupt")
@@ -288,9 +289,13 @@ def _generation(ck: Checkpoint) -> dict:
     }
 
 
-def _memory(config: ModelConfig, plan_memory: dict) -> dict:
-    """From the plan's buffer sizes (f32 variant: the larger one)."""
-    kv_per_token = 2 * config.num_hidden_layers * config.kv_size * 4
+def _memory(config: ModelConfig, plan: dict) -> dict:
+    """From the plan's buffer sizes (f32 variant: the larger one). Per token of context: the
+    full KV caches only (a sliding-window layer's ring buffer does not grow with it)."""
+    plan_memory = plan["variants"]["f32"]["memory"]
+    full = config.context_window * config.kv_size
+    kv_per_token = sum(4 * config.kv_size for b in plan["buffers"].values()
+                       if b["kind"] == "kv_cache" and b["elements"] == full)
     return {"weights_bytes": plan_memory["weights_bytes"], "kv_cache_bytes_per_token": kv_per_token,
             "context_window": config.context_window, "kv_cache_bytes": plan_memory["kv_cache_bytes"],
             "activation_bytes": plan_memory["activation_bytes"], "estimate_bytes": sum(plan_memory.values())}
@@ -308,7 +313,7 @@ def _add_compiled(tmp: Path, manifest: dict, config: ModelConfig, limits: dict) 
         (tmp / rel).write_bytes(data)
         manifest["files"].append(_file_entry(tmp, rel))
     manifest["requirements"] = plan["requirements"]
-    manifest["memory"] = _memory(config, plan["variants"]["f32"]["memory"])
+    manifest["memory"] = _memory(config, plan)
 
 
 def _manifest(ck, config: ModelConfig, scheme, quantizer, tensors, shards, files, tokenizer: dict,

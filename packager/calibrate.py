@@ -41,6 +41,7 @@ class Calibrator:
         graph = definition(config.architecture).graph(config)
         (embed,) = graph.embed  # the token table's rows are the first hidden states
         self.embedding, self.stream = embed.weight, embed.out
+        self.embed_scale = np.float32(1.0 if embed.scale is None else embed.scale)  # Gemma: sqrt(hidden_size)
         self.layer_ops = graph.layers
         self.layer_of = {op.weight: i for i, ops in enumerate(graph.layers) for op in ops if op.weight}
         self.linear_layer = {op.weight: i for i, ops in enumerate(graph.layers) for op in ops if op.kind == "linear"}
@@ -72,7 +73,7 @@ class Calibrator:
     def record(self, name: str, dequantized: np.ndarray) -> None:
         """Tell the calibrator what a tensor became after quantization."""
         if name == self.embedding:
-            self.hidden = [dequantized[s] for s in self.seqs]
+            self.hidden = [dequantized[s] * self.embed_scale for s in self.seqs]
             return
         layer = self.layer_of.get(name)
         if layer is None or self.hidden is None:
@@ -86,7 +87,7 @@ class Calibrator:
 
     def _start_layer(self, layer: int) -> None:
         self.layer, self.quantized = layer, {}
-        float_w = {name: self.ck.read(name) for name in self.weights(layer)}
+        float_w = {name: self.ck.stored(name) for name in self.weights(layer)}
         self.hessians, self.hessian_of = {}, {}
         self._run_layer(float_w, self.hessians)
 

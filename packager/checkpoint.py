@@ -41,9 +41,22 @@ class Checkpoint:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     source_files: list[Path] = field(default_factory=list)  # what source_sha256 hashes
     _cleanup: tempfile.TemporaryDirectory | None = None
+    offsets: dict[str, float] = field(default_factory=dict)  # added by stored() (TensorRow.hf_offset)
 
     def read(self, name: str) -> np.ndarray:
         raise NotImplementedError
+
+    def stored(self, name: str) -> np.ndarray:
+        """A tensor as the bundle stores it: read(), plus its offset in f32 (Gemma's norms
+        hold w for (1 + w); set_offsets decides)."""
+        w = self.read(name)
+        off = self.offsets.get(name)
+        return (w + np.float32(off)).astype(np.float32) if off else w
+
+    def set_offsets(self, specs) -> None:
+        """The tensors' hf_offset (packager.models TensorSpec) for a Hugging Face checkpoint;
+        llama.cpp's GGUF files already store the offset values."""
+        self.offsets = {t.name: t.hf_offset for t in specs if t.hf_offset} if self.kind == "safetensors" else {}
 
     def close(self) -> None:
         if self._cleanup is not None:

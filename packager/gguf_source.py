@@ -3,10 +3,12 @@ the tokenizer through transformers, and the tensors by Hugging Face name, dequan
 to float32 with the `gguf` package one at a time.
 
 What llama.cpp's format encodes its own way lives here: its metadata key names
-(GGUF_KEYS, one table per GGUF architecture), its tensor types (SOURCE_TYPES), its RoPE
-scaling of Llama 3 (a `rope_freqs.weight` tensor) and the q/k row order it writes for
-its interleaved RoPE. The architecture definitions (packager.models) give the tensor
-names (TensorRow.gguf) and which GGUF architectures they read.
+(COMMON_KEYS, and GGUF_KEYS per GGUF architecture with what is derived rather than
+stated: Llama 3's RoPE scaling from `rope_freqs.weight`, Phi-3's LongRoPE factors from
+tensors, Gemma's attention scale and layer pattern), its tensor types (SOURCE_TYPES) and
+the q/k row order it writes for its interleaved RoPE. The architecture definitions
+(packager.models) give the tensor names (TensorRow.gguf, gguf_rope_heads) and which GGUF
+architectures they read (gguf_architectures).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ TOKENIZER_KEYS = {  # config.json's token ids
     "tokenizer.ggml.eos_token_id": "eos_token_id",
     "tokenizer.ggml.padding_token_id": "pad_token_id",
 }
+# tokens llama.cpp also ends a generation at (Llama 3's <|eot_id|>, <|eom_id|>): more eos ids
+END_OF_TURN_KEYS = ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
 
 # tensors a file of a GGUF architecture may hold besides the definition's: read into the config
 CONFIG_TENSORS = {"llama": ("rope_freqs.weight",), "phi3": ("rope_factors_long.weight", "rope_factors_short.weight")}
@@ -96,6 +100,11 @@ def gguf_config(meta: GGUFMetadata, hf_arch: str, model_type: str) -> dict:
     for key, hf_key in TOKENIZER_KEYS.items():
         if meta.get(key) is not None:
             config[hf_key] = meta.get(key)
+    ends = [meta.get(key) for key in END_OF_TURN_KEYS]
+    ends = [t for t in ends if isinstance(t, int) and t != config.get("eos_token_id")]
+    if ends:
+        config["eos_token_id"] = list(dict.fromkeys([config["eos_token_id"], *ends] if "eos_token_id" in config
+                                                    else ends))
     _rope_scaling(meta, config)
     if derive is not None:
         derive(meta, config)
@@ -161,11 +170,21 @@ GGUFDerive = Callable[[GGUFMetadata, dict], None]
 def _gemma(meta: GGUFMetadata, config: dict) -> None:
     """llama.cpp writes no query_pre_attn_scalar: it scales q.k by head_dim ** -0.5, but for
     the 27B models (46 layers in Gemma 2, 62 in Gemma 3) by (hidden_size / heads) ** -0.5,
-    as their configs say. Gemma 3's local layers keep RoPE base 10000 (llama.cpp's too)."""
+    as their configs say. Gemma 3's local layers keep RoPE base 10000 (llama.cpp's too).
+    attention.sliding_window_pattern, where present, gives the local/global layers."""
     heads = config["num_attention_heads"]
     big = config["num_hidden_layers"] == {"gemma2": 46, "gemma3": 62}[meta.arch]
     config["query_pre_attn_scalar"] = config["hidden_size"] // heads if big else \
         config.get("head_dim") or config["hidden_size"] // heads
+    # llama.cpp's fixed local/global patterns are transformers' defaults; a file may state one
+    pattern, layers = meta.get(f"{meta.arch}.attention.sliding_window_pattern"), config["num_hidden_layers"]
+    if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern > 0:  # every pattern-th layer global
+        config["layer_types"] = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(layers)]
+    elif pattern is not None:  # one flag per layer, true: sliding
+        if not isinstance(pattern, list) or len(pattern) != layers or not all(isinstance(b, bool) for b in pattern):
+            raise PackError(f"{meta.arch}.attention.sliding_window_pattern must be a layer count or one true/false "
+                            f"per layer ({layers}); the file is damaged")
+        config["layer_types"] = ["sliding_attention" if b else "full_attention" for b in pattern]
 
 
 def _phi3(meta: GGUFMetadata, config: dict) -> None:

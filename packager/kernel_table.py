@@ -54,18 +54,20 @@ class WasmOp:
 # Ints are passed as they are, floats as their f32 bits, lists (RoPE's INV_FREQ) as the
 # offset of the list in the module's constant tables (rope_tables.h).
 WASM_OPS: dict[str, WasmOp] = {
-    "embedding": WasmOp(("FORMAT", "K")),
+    "embedding": WasmOp(("FORMAT", "K", "SCALE")),
     "rmsnorm": WasmOp(("H", "EPS")),
     # TILE tokens share one prepped x tile; RB rows are dequantized at a time (prefill)
     "matmul": WasmOp(("FORMAT", "K", "N"), {"TILE": 16, "RB": 4}),
     "rope": WasmOp(("NH", "NKV", "HD", "HALF", "SCALE", "INV_FREQ")),
-    "kv_append": WasmOp(()),
-    "attention": WasmOp(("NH", "NKV", "HD", "SCALE")),
-    "attention_decode": WasmOp(("NH", "NKV", "HD", "SCALE", "SPLIT", "MAX_SPLITS")),
-    "attention_combine": WasmOp(("HD", "SPLIT", "MAX_SPLITS")),
+    "kv_append": WasmOp(("CACHE",)),
+    "attention": WasmOp(("NH", "NKV", "HD", "SCALE", "SOFTCAP", "WINDOW", "SLOTS")),
+    "attention_decode": WasmOp(("NH", "NKV", "HD", "SCALE", "SOFTCAP", "WINDOW", "SLOTS", "SPLIT", "MAX_SPLITS")),
+    "attention_combine": WasmOp(("HD", "WINDOW", "SPLIT", "MAX_SPLITS")),
     "silu_mul": WasmOp(()),
     "add": WasmOp(()),
     "bias_add": WasmOp(("W",)),
+    "gelu_tanh_mul": WasmOp(()),
+    "softcap": WasmOp(("CAP",)),
 }
 
 
@@ -99,7 +101,7 @@ ATTENTION_SPLIT = 256  # keys per workgroup of the decode attention (both of its
 
 TEMPLATES: dict[str, Template] = {t.name: t for t in [
     Template("embedding", (Binding(1, "tokens", R), Binding(2, "y", W)), ("seq_len", "row0", "rows"),
-                          (64, 1, 1), params=("K",), weights=True),
+                          (64, 1, 1), params=("K", "SCALE"), weights=True),
     # rows of H values (a token's hidden state, or one head of q or k); IN: the type of x
     # ("f32": the residual stream, "act": another activation)
     Template("rmsnorm", (Binding(1, "x", R), Binding(2, "y", W), Binding(8, "w", R)), ("in_row0",), (64, 1, 1),
@@ -119,19 +121,28 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
                        workgroup_bytes=lambda v: 16 * (v["TILE_M"] + v["TILE_N"]) * v["TILE_K"] // 4),
     Template("rope", (Binding(1, "q", W), Binding(2, "k", W)), ("seq_len", "past_len"), (64, 1, 1),
                      params=("NH", "NKV", "HD", "HALF", "SCALE", "INV_FREQ")),
+    # CACHE: the cache's elements (a sliding-window layer's ring buffer wraps around)
     Template("kv_append", (Binding(1, "k", R), Binding(2, "v", R), Binding(3, "kc", W), Binding(4, "vc", W)),
-                          ("n", "dst"), (256, 1, 1)),
+                          ("n", "dst"), (256, 1, 1), params=("CACHE",)),
+    # SOFTCAP: attention-logit soft-capping (0: none); WINDOW: keys per query (the context
+    # window unless a sliding-window layer); SLOTS: cache rows (position j in row j % SLOTS)
     Template("attention", (Binding(1, "q", R), Binding(2, "kc", R), Binding(3, "vc", R), Binding(4, "out", W)),
-                          ("seq_len", "past_len"), (64, 1, 1), params=("NH", "NKV", "HD", "SCALE"),
+                          ("seq_len", "past_len"), (64, 1, 1),
+                          params=("NH", "NKV", "HD", "SCALE", "SOFTCAP", "WINDOW", "SLOTS"),
                           workgroup_bytes=lambda v: 4 * (v["HD"] + 2 * v["WG"])),
     Template("attention_decode", (Binding(1, "q", R), Binding(2, "kc", R), Binding(3, "vc", R),
                                   Binding(4, "part", W)), ("past_len",), (64, 1, 1),
-                                 params=("NH", "NKV", "HD", "SCALE", "MAX_SPLITS"), tiles={"SPLIT": ATTENTION_SPLIT},
+                                 params=("NH", "NKV", "HD", "SCALE", "SOFTCAP", "WINDOW", "SLOTS", "MAX_SPLITS"),
+                                 tiles={"SPLIT": ATTENTION_SPLIT},
                                  workgroup_bytes=lambda v: 4 * (v["HD"] + 2 * v["WG"])),
     Template("attention_combine", (Binding(1, "part", R), Binding(2, "out", W)), ("past_len",), (64, 1, 1),
-                                  params=("HD", "MAX_SPLITS"), tiles={"SPLIT": ATTENTION_SPLIT}),
+                                  params=("HD", "WINDOW", "MAX_SPLITS"), tiles={"SPLIT": ATTENTION_SPLIT}),
     Template("silu_mul", (Binding(1, "g", W), Binding(2, "u", R)), ("n",), (256, 1, 1)),
     Template("add", (Binding(1, "x", W), Binding(2, "y", R)), ("n",), (256, 1, 1)),
+    # Gemma's MLP activation: g = gelu_tanh(g) * u
+    Template("gelu_tanh_mul", (Binding(1, "g", W), Binding(2, "u", R)), ("n",), (256, 1, 1)),
+    # x = tanh(x / CAP) * CAP on f32 values (final-logit soft-capping)
+    Template("softcap", (Binding(1, "x", W),), ("n",), (256, 1, 1), params=("CAP",)),
 ]}
 
 

@@ -10,6 +10,8 @@ compiled kernel set serves every prompt length.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
 from .compile import ACT_BYTES, DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER, KernelSpec
@@ -204,7 +206,9 @@ class _Builder:
         label = prefix + op.label
         t = self.tensors[op.weight]
         fmt, K = t["format"], int(t["shape"][1])
-        kname = self.kernel(f"embedding.{fmt}.k{K}", "embedding", {"K": K}, fmt)
+        scale = 1.0 if op.scale is None else float(op.scale)
+        kname = self.kernel(f"embedding.{fmt}.k{K}" + ("" if scale == 1.0 else ".scaled"), "embedding",
+                            {"K": K, "SCALE": scale}, fmt)
         blocks = self.weight_blocks(op.weight)
         for b in blocks:
             out.append({"kernel": kname, "label": self.block_label(label, blocks, b),
@@ -263,10 +267,11 @@ class _Builder:
         label = prefix + op.label
         c = self.c
         NH, NKV, HD = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        rope = c.rope
+        rope = op.rope or c.rope
         inv_freq = [float(v) for v in rope_inv_freq(rope, HD)]
         half = len(inv_freq)
-        kname = self.kernel(f"rope.h{NH}.kv{NKV}.d{HD}" + ("" if 2 * half == HD else f".r{2 * half}"), "rope",
+        own = "" if rope == c.rope else "." + hashlib.sha256(json.dumps(rope.to_json()).encode()).hexdigest()[:8]
+        kname = self.kernel(f"rope.h{NH}.kv{NKV}.d{HD}" + ("" if 2 * half == HD else f".r{2 * half}") + own, "rope",
                             {"NH": NH, "NKV": NKV, "HD": HD, "HALF": half, "SCALE": rope.attention_scaling,
                              "INV_FREQ": inv_freq})
         q, k = op.inputs
@@ -282,27 +287,46 @@ class _Builder:
         NH, NKV, HD = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         q, k, v = op.inputs
         kc, vc = f"k_cache.{layer}", f"v_cache.{layer}"
-        self.elementwise(out, prefix + "kv_append", "kv_append", self.binds("kv_append", k=k, v=v, kc=kc, vc=vc),
-                         f"seq_len * {NKV * HD}", [f"past_len * {NKV * HD}"])
-        scale = float(HD ** -0.5)
+        window, slots = self.cache_rows(op)
+        ring = slots < self.ctx
+        dst = f"(past_len % {slots}) * {NKV * HD}" if ring else f"past_len * {NKV * HD}"
+        kname = self.kernel(f"kv_append.r{slots}" if ring else "kv_append", "kv_append",
+                            {"CACHE": slots * NKV * HD})
+        out.append({"kernel": kname, "label": prefix + "kv_append",
+                    "bindings": self.binds("kv_append", k=k, v=v, kc=kc, vc=vc),
+                    "uniforms": [f"seq_len * {NKV * HD}", dst],
+                    "workgroups": self.grid(f"seq_len * {NKV * HD}", tile("kv_append", "WG"))})
+        scale = float(HD ** -0.5 if op.scale is None else op.scale)
+        cap = float(op.cap)
+        variant = (f".w{window}" if window < self.ctx else "") + (".capped" if cap else "")
+        common = {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": scale, "SOFTCAP": cap, "WINDOW": window, "SLOTS": slots}
         if mode == "prefill":
-            kname = self.kernel(f"attention.h{NH}.kv{NKV}.d{HD}", "attention",
-                                {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": scale})
+            kname = self.kernel(f"attention.h{NH}.kv{NKV}.d{HD}{variant}", "attention", common)
             out.append({"kernel": kname, "label": label,
                         "bindings": self.binds("attention", q=q, kc=kc, vc=vc, out=op.out),
                         "uniforms": ["seq_len", "past_len"], "workgroups": [str(NH), "seq_len", "1"]})
             return
         split, splits = tile("attention_decode", "SPLIT"), self.max_splits
-        kname = self.kernel(f"attention_decode.h{NH}.kv{NKV}.d{HD}.s{splits}", "attention_decode",
-                            {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": scale, "MAX_SPLITS": splits})
+        kname = self.kernel(f"attention_decode.h{NH}.kv{NKV}.d{HD}.s{splits}{variant}", "attention_decode",
+                            {**common, "MAX_SPLITS": splits})
+        keys = f"min(past_len + 1, {window})" if window < self.ctx else "past_len + 1"
         out.append({"kernel": kname, "label": label + " (splits)",
                     "bindings": self.binds("attention_decode", q=q, kc=kc, vc=vc, part="attn_part"),
-                    "uniforms": ["past_len"], "workgroups": [str(NH), f"cdiv(past_len + 1, {split})", "1"]})
-        kname = self.kernel(f"attention_combine.h{NH}.d{HD}.s{splits}", "attention_combine",
-                            {"HD": HD, "MAX_SPLITS": splits})
+                    "uniforms": ["past_len"], "workgroups": [str(NH), f"cdiv({keys}, {split})", "1"]})
+        kname = self.kernel(f"attention_combine.h{NH}.d{HD}.s{splits}" + (f".w{window}" if window < self.ctx else ""),
+                            "attention_combine", {"HD": HD, "WINDOW": window, "MAX_SPLITS": splits})
         out.append({"kernel": kname, "label": label + " (combine)",
                     "bindings": self.binds("attention_combine", part="attn_part", out=op.out),
                     "uniforms": ["past_len"], "workgroups": [str(NH), "1", "1"]})
+
+    def cache_rows(self, op: Op) -> tuple[int, int]:
+        """(keys per query, cache rows) of an attention op. A sliding-window layer's cache is a
+        ring buffer of window + prefill_chunk rows (position j in row j % rows): a chunk's
+        keys never overwrite a position that one of its queries still sees. A full cache (or
+        a window that covers the context) is the context window."""
+        if not op.window or op.window >= self.ctx:
+            return self.ctx, self.ctx
+        return op.window, min(self.ctx, op.window + self.chunk)
 
     def _in_place(self, op: Op):
         if op.out != op.inputs[0]:
@@ -326,6 +350,25 @@ class _Builder:
         out.append({"kernel": kname, "label": label, "bindings": self.binds("bias_add", x=x, b=b["parts"][0]),
                     "uniforms": [f"seq_len * {W}"], "workgroups": self.grid(f"seq_len * {W}", tile("bias_add", "WG"))})
 
+    def _gelu_tanh_mul(self, out, op, prefix, mode, layer):
+        label = prefix + op.label
+        self._in_place(op)
+        g, u = op.inputs
+        self.elementwise(out, label, "gelu_tanh_mul", self.binds("gelu_tanh_mul", g=g, u=u),
+                         f"seq_len * {self.width(g)}")
+
+    def _softcap(self, out, op, prefix, mode, layer):
+        """In place on f32 values: the logits (of the call's last token)."""
+        self._in_place(op)
+        (x,) = op.inputs
+        if self.buffers[x]["dtype"] != "f32":
+            raise PackError(f"softcap {op.label}: {x} must be f32 (the logits)")
+        per_token = x != "logits" and self.per_token(x)  # the logits: [vocab] of the last token
+        n = f"seq_len * {self.width(x)}" if per_token else str(self.buffers[x]["elements"])
+        kname = self.kernel(f"softcap.c{op.cap:g}", "softcap", {"CAP": float(op.cap)})
+        out.append({"kernel": kname, "label": prefix + op.label, "bindings": self.binds("softcap", x=x),
+                    "uniforms": [n], "workgroups": self.grid(n, tile("softcap", "WG"))})
+
     def _silu_mul(self, out, op, prefix, mode, layer):
         label = prefix + op.label
         self._in_place(op)
@@ -344,9 +387,14 @@ class _Builder:
         if attention_layers:
             self.act("attn_part", c.num_attention_heads * self.max_splits * (c.head_dim + 2), dtype="f32")
         self.act("logits", c.vocab_size, kind="output", dtype="f32")
+        rewind = None
         for i in attention_layers:
-            self.act(f"k_cache.{i}", self.ctx * c.kv_size, kind="kv_cache")
-            self.act(f"v_cache.{i}", self.ctx * c.kv_size, kind="kv_cache")
+            (op,) = [op for op in g.layers[i] if op.kind == "attention"]
+            window, rows = self.cache_rows(op)
+            self.act(f"k_cache.{i}", rows * c.kv_size, kind="kv_cache")
+            self.act(f"v_cache.{i}", rows * c.kv_size, kind="kv_cache")
+            if rows < self.ctx:  # a ring buffer: a call may start at most rows - window + 1 positions back
+                rewind = min(rewind or rows, rows - window + 1)
 
         entries = {}
         for mode in ("prefill", "decode"):
@@ -377,6 +425,8 @@ class _Builder:
             "buffers": self.buffers,
             "entries": entries,
         }
+        if rewind is not None:  # docs/plan.md, "Sliding-window layers"
+            plan["kv_rewind_limit"] = rewind
         self._limits(plan, kernels)
         return plan, kernels
 

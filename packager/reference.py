@@ -52,15 +52,36 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return out if rot == x.shape[-1] else np.concatenate([out, x_pass], axis=-1)
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, past_len: int) -> np.ndarray:
-    """Causal grouped-query attention. q [heads, n, d]; k, v [kv_heads, past_len + n, d]."""
+def softcap(x: np.ndarray, cap: float) -> np.ndarray:
+    """tanh(x / cap) * cap (Gemma's soft-capping of attention scores and logits)."""
+    return (np.tanh(x / np.float32(cap)) * np.float32(cap)).astype(np.float32)
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """PyTorch's gelu(approximate="tanh")."""
+    return 0.5 * x * (1.0 + np.tanh(np.float32(np.sqrt(2.0 / np.pi)) * (x + np.float32(0.044715) * x ** 3)))
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, past_len: int, scale: float | None = None,
+              cap: float = 0.0, window: int = 0) -> np.ndarray:
+    """Causal grouped-query attention. q [heads, n, d]; k, v [kv_heads, past_len + n, d].
+    scale: of q.k (default d ** -0.5); cap: soft-capping of the scores (0: none); window:
+    a query at position i sees the keys at positions > i - window only (0: all)."""
     heads, n, d = q.shape
     group = heads // k.shape[0]
     k = np.repeat(k, group, axis=0)
     v = np.repeat(v, group, axis=0)
-    scores = q @ k.transpose(0, 2, 1) / np.float32(np.sqrt(d))
+    if scale is None:
+        scores = q @ k.transpose(0, 2, 1) / np.float32(np.sqrt(d))
+    else:
+        scores = q @ k.transpose(0, 2, 1) * np.float32(scale)
+    if cap:
+        scores = softcap(scores, cap)
     total = k.shape[1]
-    mask = np.arange(total)[None, :] > (past_len + np.arange(n))[:, None]
+    pos = past_len + np.arange(n)
+    mask = np.arange(total)[None, :] > pos[:, None]
+    if window:
+        mask |= np.arange(total)[None, :] <= (pos - window)[:, None]
     scores = np.where(mask[None], np.float32(-np.inf), scores)
     scores = scores - scores.max(axis=-1, keepdims=True)
     p = np.exp(scores)
@@ -78,7 +99,8 @@ def run_ops(ops, env: dict, weights: dict, c: ModelConfig, cos_sin=None, k_cache
     """Run graph ops (packager.models.base.Op) on the activations in `env` (name -> array
     [n, width]; rope leaves q and k head-major, [heads, n, head_dim], for attention).
 
-    cos_sin: the RoPE tables of the n positions after `past`; attention appends the chunk's
+    cos_sin: the RoPE tables of the n positions after `past` (a rope op with its own Rope
+    computes its own); attention appends the chunk's
     keys and values to k_cache / v_cache [kv_heads, window, head_dim] at `past`. If `taps` is
     a dict, the input of every linear op is stored in it under the op's weight name (the
     same array for ops that share an input), for calibration."""
@@ -86,7 +108,8 @@ def run_ops(ops, env: dict, weights: dict, c: ModelConfig, cos_sin=None, k_cache
     for op in ops:
         a = [env[name] for name in op.inputs]
         if op.kind == "embedding":
-            env[op.out] = weights[op.weight][a[0]]
+            rows = weights[op.weight][a[0]]
+            env[op.out] = rows if op.scale is None else rows * np.float32(op.scale)
         elif op.kind == "rmsnorm":  # over runs of len(weight) values: a token's row, or each of its heads
             w = weights[op.weight]
             x = a[0].reshape(a[0].shape[0], -1, w.shape[0])
@@ -99,7 +122,11 @@ def run_ops(ops, env: dict, weights: dict, c: ModelConfig, cos_sin=None, k_cache
         elif op.kind == "bias_add":
             env[op.out] = a[0] + weights[op.weight]
         elif op.kind == "rope":
-            cos, sin = cos_sin
+            if op.rope is None:
+                cos, sin = cos_sin
+            else:  # the op's own RoPE (Gemma 3's sliding layers)
+                positions = np.arange(past, past + a[0].shape[0])
+                cos, sin = rope_cos_sin(rope_inv_freq(op.rope, HD), positions, op.rope.attention_scaling)
             for name, x, heads in zip(op.inputs, a, (NH, NKV)):
                 env[name] = apply_rope(_heads(x, heads, HD), cos, sin)
         elif op.kind == "attention":
@@ -107,12 +134,16 @@ def run_ops(ops, env: dict, weights: dict, c: ModelConfig, cos_sin=None, k_cache
             n = q.shape[1]
             k_cache[:, past:past + n] = k
             v_cache[:, past:past + n] = v
-            o = attention(q, k_cache[:, :past + n], v_cache[:, :past + n], past)
+            o = attention(q, k_cache[:, :past + n], v_cache[:, :past + n], past, op.scale, op.cap, op.window)
             env[op.out] = o.transpose(1, 0, 2).reshape(n, NH * HD)
         elif op.kind == "add":
             env[op.out] = a[0] + a[1]
         elif op.kind == "silu_mul":
             env[op.out] = silu(a[0]) * a[1]
+        elif op.kind == "gelu_tanh_mul":
+            env[op.out] = gelu_tanh(a[0]) * a[1]
+        elif op.kind == "softcap":
+            env[op.out] = softcap(a[0], op.cap)
         else:
             raise PackError(f"the reference executor has no op {op.kind!r}")
 

@@ -38,17 +38,35 @@ SITE_FORMAT = "llmpack-site"
 
 # Netlify and Cloudflare Pages read `_headers`; README.md ("Deploy") gives the same lines
 # for nginx and Apache. COOP/COEP make the page cross-origin isolated (Wasm threads);
-# without them the page runs single-threaded Wasm or WebGPU.
+# without them the page runs single-threaded Wasm or WebGPU. Both hosts apply every
+# matching rule (so no rule may set a header another sets), and Cloudflare allows one
+# splat per path (hence the :id placeholder, which Netlify reads too). Shards are named by
+# their sha256: cached forever; everything else keeps the host's default (revalidated).
 HEADERS_FILE = """\
 /*
   Cross-Origin-Opener-Policy: same-origin
   Cross-Origin-Embedder-Policy: require-corp
   X-Content-Type-Options: nosniff
-/models/*
-  Cache-Control: no-cache
-/models/*/shards/*
+/models/:id/shards/*
   Cache-Control: public, max-age=31536000, immutable
 """
+
+
+_RELATIVE_JS = re.compile(r"""["']\./([A-Za-z0-9_.-]+\.js)["']""")
+
+
+def runtime_files(root: Path) -> list[str]:
+    """What a page loads of the built runtime: llmpack.js and the chunks it imports
+    (`"./xgrammar.js"`, followed transitively), each with its source map when there is one.
+    Other files of the build (the Node host of `llmpack serve --api`) stay out of a site."""
+    todo, found = ["llmpack.js"], []
+    while todo:
+        name = todo.pop()
+        if name in found or not (root / name).is_file():
+            continue
+        found.append(name)
+        todo += _RELATIVE_JS.findall((root / name).read_text(encoding="utf-8", errors="replace"))
+    return [f for name in found for f in (name, f"{name}.map") if (root / f).is_file()]
 
 
 def _slug(name: str) -> str:
@@ -136,10 +154,9 @@ def build_site(out: Path | str, sources: Sequence[str], *, registry: str | None 
             if page_file.is_file() and not page_file.name.startswith("."):
                 shutil.copyfile(page_file, tmp / page_file.name)
         (tmp / "runtime").mkdir()
-        for runtime_file in sorted(runtime_root.iterdir()):  # llmpack.js and the chunks it loads (xgrammar.js)
-            if runtime_file.is_file() and not runtime_file.name.startswith("."):
-                shutil.copyfile(runtime_file, tmp / "runtime" / runtime_file.name)
-        for kind, value, label in plan:
+        for name in runtime_files(runtime_root):
+            shutil.copyfile(runtime_root / name, tmp / "runtime" / name)
+        for kind, value in plan:
             if kind == "bundle":
                 manifest = load(value)
                 model_id = models.new_id(Path(value).resolve().name)
@@ -179,7 +196,7 @@ def build_site(out: Path | str, sources: Sequence[str], *, registry: str | None 
 
 
 def _resolve(source: str, registry: str | None):
-    """("bundle", folder, label) or ("registry", (Registry, spec), label); PackError otherwise."""
+    """("bundle", folder) or ("registry", (Registry, spec)); PackError otherwise."""
     path = Path(source).expanduser()
     if path.is_dir():
         if not (path / MANIFEST_NAME).is_file():
@@ -189,16 +206,14 @@ def _resolve(source: str, registry: str | None):
             load(path)
         except ManifestError as e:
             raise PackError(str(e)) from None
-        return "bundle", path, source
+        return "bundle", path
+    from model_registry.errors import RegistryError
     from model_registry.naming import parse_spec
 
     try:
         parse_spec(source)
-        is_spec = True
-    except Exception:
-        is_spec = False
-    if not is_spec:
-        raise PackError(f"{source} is neither a bundle folder nor a registry id (ID or ID@VERSION)")
+    except RegistryError as e:
+        raise PackError(f"{source} is neither a bundle folder nor a registry id (ID or ID@VERSION): {e}") from None
     if not registry:
         raise PackError(f"{source} is not a folder; to take it from a registry, pass --registry REGISTRY "
                         "(or set LLMPACK_REGISTRY)")
@@ -206,4 +221,4 @@ def _resolve(source: str, registry: str | None):
 
     reg = Registry(registry)
     reg.resolve(source)  # an unknown id fails here, before anything is written
-    return "registry", (reg, source), source
+    return "registry", (reg, source)

@@ -177,6 +177,17 @@ def kernel_table(manifest: dict, plan: dict) -> tuple[dict, list[str], list[np.n
         if spec.template == "rope":  # plans before partial rotary and longrope: full heads, no factor
             spec.consts.setdefault("HALF", int(spec.consts["HD"]) // 2)
             spec.consts.setdefault("SCALE", 1.0)
+        # plans before sliding windows, soft-caps and scaled embeddings: full caches (rows are
+        # positions, never wrapping), no cap, unscaled rows
+        ctx = int(plan["context_window"])
+        if spec.template in ("attention", "attention_decode", "attention_combine"):
+            spec.consts.setdefault("WINDOW", ctx)
+            spec.consts.setdefault("SLOTS", ctx)
+            spec.consts.setdefault("SOFTCAP", 0.0)
+        elif spec.template == "kv_append":
+            spec.consts.setdefault("CACHE", 0xFFFFFFFF)
+        elif spec.template == "embedding":
+            spec.consts.setdefault("SCALE", 1.0)
         args = []
         for arg in WASM_OPS[template.wasm_op].consts:
             value = WEIGHT_FORMATS[spec.weight_format].id if arg == "FORMAT" else spec.consts[arg]

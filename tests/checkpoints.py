@@ -1,5 +1,5 @@
-"""Test checkpoints: tiny random-weight Llama, Mistral, Qwen2, Qwen3, Phi-3 and SmolLM3 models, and the real
-SmolLM2 GGUF.
+"""Test checkpoints: tiny random-weight Llama, Mistral, Qwen2, Qwen3, Phi-3, SmolLM3, Gemma 2
+and Gemma 3 models, and the real SmolLM2 GGUF.
 
 Tiny models are built with transformers' own config and model classes and saved the
 way the Hub stores them (config.json, safetensors, tokenizer files), so packaging them
@@ -44,7 +44,33 @@ TINY_PHI3 = {
                           max_position_embeddings=16384, original_max_position_embeddings=4096, rope_scaling={
                               "type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.6, 2.2, 3.0],
                               "long_factor": [1.0, 1.5, 2.5, 4.0, 8.0, 16.0]}),
+    # Phi-3-mini-4k's kind of window (2047 of 4096 there): every layer attends to 16 keys
+    "phi3-window": dict(architecture="phi3", num_key_value_heads=2, pad_token_id=0, tie_word_embeddings=False,
+                        sliding_window=16),
     "smollm3": dict(architecture="smollm3", num_key_value_heads=2, pad_token_id=0, no_rope_layer_interval=2),
+}
+
+# Gemma2ForCausalLM, Gemma3ForCausalLM (their own transformers classes) and Mistral with a
+# sliding window: window 16 (the tests' prompts are longer), local and global layers mixed,
+# Gemma 2's soft-caps small enough to change the scores and logits
+TINY_GEMMA = {
+    # layers: sliding, full, sliding (Gemma 2's default alternation); query_pre_attn_scalar != head_dim
+    "gemma2": dict(architecture="gemma2", num_hidden_layers=3, num_key_value_heads=2, sliding_window=16,
+                   query_pre_attn_scalar=24, attn_logit_softcapping=4.0, final_logit_softcapping=6.0),
+    # head_dim 32 != hidden / heads; sliding layers with their own RoPE base, full ones with linear scaling
+    "gemma3": dict(architecture="gemma3", num_hidden_layers=4, num_key_value_heads=2, head_dim=32,
+                   sliding_window=16, query_pre_attn_scalar=32,
+                   layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
+                   rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+                                    "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}),
+    "gemma3-untied": dict(architecture="gemma3", num_hidden_layers=2, num_key_value_heads=1, head_dim=24,
+                          sliding_window=16, tie_word_embeddings=False, final_logit_softcapping=5.0,
+                          layer_types=["sliding_attention", "full_attention"]),
+    # Gemma 3's 262,144-token vocabulary (tied head) on a tiny model: split under a small binding limit
+    "gemma3-vocab262k": dict(architecture="gemma3", vocab_size=262144, num_hidden_layers=2, num_key_value_heads=1,
+                             head_dim=32, sliding_window=16, layer_types=["sliding_attention", "full_attention"]),
+    # MistralForCausalLM whose sliding_window (every layer) is shorter than the context
+    "mistral-window": dict(architecture="mistral", num_key_value_heads=2, sliding_window=16, rope_theta=1e6),
 }
 
 CHAT_TEMPLATE = (
@@ -82,30 +108,34 @@ def model_classes(architecture: str):
 
     return {"llama": (t.LlamaConfig, t.LlamaForCausalLM), "mistral": (t.MistralConfig, t.MistralForCausalLM),
             "qwen2": (t.Qwen2Config, t.Qwen2ForCausalLM), "qwen3": (t.Qwen3Config, t.Qwen3ForCausalLM),
-            "phi3": (t.Phi3Config, t.Phi3ForCausalLM), "smollm3": (t.SmolLM3Config, t.SmolLM3ForCausalLM)}[architecture]
+            "phi3": (t.Phi3Config, t.Phi3ForCausalLM), "smollm3": (t.SmolLM3Config, t.SmolLM3ForCausalLM),
+            "gemma2": (t.Gemma2Config, t.Gemma2ForCausalLM),
+            "gemma3": (t.Gemma3TextConfig, t.Gemma3ForCausalLM)}[architecture]
 
 
 def build_tiny_checkpoint(out: Path, variant: str = "gqa", seed: int = 0, dtype: str = "float32",
                           max_shard_size: str | None = None, **overrides) -> Path:
-    """Save a tiny random checkpoint of a TINY_VARIANTS (Llama, Mistral), TINY_QWEN or TINY_PHI3 variant
-    to `out` and return it."""
+    """Save a tiny random checkpoint of a TINY_VARIANTS (Llama, Mistral), TINY_QWEN, TINY_PHI3 or
+    TINY_GEMMA variant to `out` and return it."""
     import torch
     from transformers import GenerationConfig
 
     kw = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
               num_attention_heads=4, head_dim=16, max_position_embeddings=256, rms_norm_eps=1e-5,
               tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
-    kw.update({**TINY_VARIANTS, **TINY_QWEN, **TINY_PHI3}[variant])
+    kw.update({**TINY_VARIANTS, **TINY_QWEN, **TINY_PHI3, **TINY_GEMMA}[variant])
     kw.update(overrides)
-    config_cls, model_cls = model_classes(kw.pop("architecture", "llama"))
+    architecture = kw.pop("architecture", "llama")
+    config_cls, model_cls = model_classes(architecture)
+    gemma = architecture.startswith("gemma")
     if config_cls.__name__ in ("Qwen2Config", "Phi3Config"):  # no head_dim field: hidden_size / num_attention_heads
         kw.pop("head_dim")
     torch.manual_seed(seed)
     model = model_cls(config_cls(**kw)).to(getattr(torch, dtype)).eval()
     with torch.no_grad():  # random init is tiny (std 0.02); make activations non-trivial
         for name, p in model.named_parameters():
-            if "norm" in name:  # the layer norms, and Qwen3's per-head q_norm / k_norm
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            if "norm" in name:  # the layer norms, and the per-head q_norm / k_norm
+                p.copy_((0.0 if gemma else 1.0) + 0.1 * torch.randn_like(p))  # Gemma's scale by 1 + weight
             elif name.endswith(".bias"):  # Qwen2's q/k/v biases: as large as the projections' outputs
                 p.normal_(0.0, 1.0)
             else:

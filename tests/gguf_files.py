@@ -356,9 +356,14 @@ def _llama_extra(w, config: dict) -> dict[str, np.ndarray]:
 
 
 def _gemma_extra(w, config: dict) -> dict[str, np.ndarray]:
-    """Gemma 3's linear scaling of the global layers' RoPE (Gemma3Model.set_gguf_parameters)."""
+    """Gemma 3's linear scaling of the global layers' RoPE (Gemma3Model.set_gguf_parameters),
+    and the local/global layers as one flag per layer where they are not the fixed
+    pattern (every 6th layer global) llama.cpp assumes."""
     import gguf
 
+    types = config.get("layer_types")
+    if types and types != ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(len(types))]:
+        w.add_sliding_window_pattern([t == "sliding_attention" for t in types])
     rs = config["rope_scaling"]
     if rs.get("rope_type", rs.get("type")) == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)

@@ -61,15 +61,27 @@ def rope_scale(kind: str) -> float:
     return ROPES[kind].get("attention_factor", 1.0)
 
 
-def attention_ref(q, kc, vc, past, nkv):
-    """Causal grouped-query attention of q [seq, heads, hd] over the cache rows < past + t + 1."""
+def attention_ref(q, kc, vc, past, nkv, scale=None, cap=0.0, window=0):
+    """Causal grouped-query attention of q [seq, heads, hd] over the cache: query t (position
+    past + t) sees positions max(0, past + t + 1 - window) .. past + t (all if window is 0),
+    position j in cache row j % rows (a ring buffer when the cache is shorter); scores times
+    `scale` (default hd ** -0.5), soft-capped as tanh(s / cap) * cap when cap > 0."""
     seq, nh, hd = q.shape
     group = nh // nkv
+    rows = kc.shape[0]
+    scale = 1 / math.sqrt(hd) if scale is None else scale
     out = np.zeros_like(q)
     for t in range(seq):
-        n = past + t + 1
+        end = past + t + 1
+        pos = np.arange(max(0, end - window) if window else 0, end) % rows
         for h in range(nh):
-            s = kc[:n, h // group] @ q[t, h] / math.sqrt(hd)
+            s = kc[pos, h // group] @ q[t, h] * scale
+            if cap:
+                s = np.tanh(s / cap) * cap
             p = np.exp(s - s.max())
-            out[t, h] = (p / p.sum()) @ vc[:n, h // group]
+            out[t, h] = (p / p.sum()) @ vc[pos, h // group]
     return out
+
+
+def gelu_tanh_ref(x):
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))

@@ -56,6 +56,13 @@ ARCH_CASES = {
     "phi3": ("phi3", "phi3", {}, "Q4_1"),  # untied, a sliding window as long as the context
     # llama.cpp skips RoPE in every 4th layer (transformers' default interval); q/k permuted as Llama's
     "smollm3": ("smollm3", "smollm3", {"no_rope_layer_interval": 4, "num_hidden_layers": 4}, "BF16"),
+    # llama.cpp's q.k scale is head_dim ** -0.5 (but in the 27B models): query_pre_attn_scalar = head_dim
+    "gemma2": ("gemma2", "gemma2", {"query_pre_attn_scalar": 64}, "Q5_K"),
+    # 6 layers in llama.cpp's fixed pattern (5 sliding, 1 global); linear RoPE scaling on the global one
+    "gemma3": ("gemma3", "gemma3", {"head_dim": 64, "query_pre_attn_scalar": 64, "num_hidden_layers": 6,
+                                    "layer_types": None}, "Q4_0"),
+    # layers local, local, global, local: stated per layer in attention.sliding_window_pattern
+    "gemma3-layer-types": ("gemma3", "gemma3", {"head_dim": 64, "query_pre_attn_scalar": 64}, "Q3_K"),
 }
 
 
@@ -126,6 +133,9 @@ def test_architecture(case, hf_checkpoint, tmp_path):
     assert out["config"].hf_architecture == ("LlamaForCausalLM" if case == "mistral" else hf_arch)
     if case == "qwen3":
         assert out["config"].head_dim == 128
+    if case == "gemma3-layer-types":
+        assert out["config"].layer_types == ("sliding_attention", "sliding_attention", "full_attention",
+                                             "sliding_attention")
     # the tokenizer the bundle carries encodes as the checkpoint's own
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
@@ -285,3 +295,14 @@ def test_split_file_refused(hf_checkpoint, tmp_path):
              extra={"split.no": (0, gguf.GGUFValueType.UINT16), "split.count": (2, gguf.GGUFValueType.UINT16)})
     with pytest.raises(PackError, match="is part 1 of a GGUF split into 2 files"):
         package_model(src, tmp_path / "out")
+
+
+def test_end_of_turn_tokens_end_generation(hf_checkpoint, tmp_path):
+    """tokenizer.ggml.eot_token_id (Llama 3's <|eot_id|>) ends a generation, as in llama.cpp."""
+    src = tmp_path / "m.gguf"
+    write_gguf(src, hf_checkpoint(*TYPE_CASE[1:]), "llama", "F16")
+    _rewrite(src, lambda name, data, qtype: (name, data, qtype),
+             extra={"tokenizer.ggml.eot_token_id": (1, gguf.GGUFValueType.UINT32)})
+    package_model(src, tmp_path / "bundle", quant="f32")
+    generation = load(tmp_path / "bundle").data["generation"]
+    assert generation["eos_token_ids"] == [2, 1]

@@ -136,9 +136,11 @@ def test_changing_a_tile_in_the_table_changes_the_kernels(monkeypatch):
     """The tile sizes are written once: the rendered WGSL follows the table."""
     from packager.compile import render
 
-    base = render("attention_decode", "f32", {"NH": 4, "NKV": 2, "HD": 64, "SCALE": 0.125, "MAX_SPLITS": 4})
+    base = render("attention_decode", "f32", {"NH": 4, "NKV": 2, "HD": 64, "SCALE": 0.125, "SOFTCAP": 0.0,
+                                                "WINDOW": 512, "SLOTS": 512, "MAX_SPLITS": 4})
     assert "const SPLIT: u32 = 256u;" in base
     monkeypatch.setitem(TEMPLATES["attention_decode"].tiles, "SPLIT", 128)
-    text = render("attention_decode", "f32", {"NH": 4, "NKV": 2, "HD": 64, "SCALE": 0.125, "MAX_SPLITS": 4})
+    text = render("attention_decode", "f32", {"NH": 4, "NKV": 2, "HD": 64, "SCALE": 0.125, "SOFTCAP": 0.0,
+                                                "WINDOW": 512, "SLOTS": 512, "MAX_SPLITS": 4})
     assert "const SPLIT: u32 = 128u;" in text
 

@@ -19,7 +19,17 @@ import pytest
 
 from conftest import require, require_module
 from gpu_executor import PipelineCache, has_f16, request_device, run_kernel
-from kernel_refs import ROPES, SEQ_LENS, attention_ref, encode_weight, rel_err, rmsnorm_ref, rope_ref, rope_scale
+from kernel_refs import (
+    ROPES,
+    SEQ_LENS,
+    attention_ref,
+    encode_weight,
+    gelu_tanh_ref,
+    rel_err,
+    rmsnorm_ref,
+    rope_ref,
+    rope_scale,
+)
 from packager.compile import render
 from packager.errors import PackError
 from packager.kernel_table import WEIGHT_FORMATS
@@ -158,16 +168,18 @@ def test_embedding(gpu, fmt, variant):
     V, H = 200, 128
     w = rng.normal(0, 1, (V, H)).astype(np.float32)
     parts, deq = weight_parts(fmt, w)
-    code = render("embedding", variant, {"K": H}, fmt)
+    scale = float(np.float32(math.sqrt(H)))  # Gemma's scaled embeddings; the split table below unscaled
+    code = render("embedding", variant, {"K": H, "SCALE": scale}, fmt)
     binds = [(0, "uniform"), (1, "read-only-storage"), (2, "storage")] + wbinds(fmt)
     for seq in SEQ_LENS:
         tokens = rng.integers(0, V, seq).astype(np.uint32)
-        ref = deq[tokens]
+        ref = deq[tokens] * scale
         wg = (math.ceil(H / 8 / 64), seq, 1)
         out = run_kernel(dev, cache, code, binds, {1: tokens, 2: np.zeros((seq, H), np.float32), **parts},
                          [seq, 0, V], wg, read=[2], poison=[2])
         assert rel_err(out[2].view(np.float32).reshape(seq, H), ref) <= TOL["f32"]
     # split table: two row blocks, each writes only its own tokens
+    code = render("embedding", variant, {"K": H, "SCALE": 1.0}, fmt)
     seq = 64
     tokens = rng.integers(0, V, seq).astype(np.uint32)
     got = np.full((seq, H), np.nan)
@@ -338,20 +350,23 @@ def test_kv_append(gpu, variant):
     need_variant(dev, variant)
     rng = np.random.default_rng(13)
     KVD, ctx = 2 * 64, 512
-    code = render("kv_append", variant)
     binds = [(0, "uniform"), (1, "read-only-storage"), (2, "read-only-storage"), (3, "storage"), (4, "storage")]
-    for seq, past in [(1, 0), (7, 5), (64, 5), (300, ctx - 300), (1, ctx - 1)]:
-        k = act_arr(rng.normal(size=(seq, KVD)), variant)
-        v = act_arr(rng.normal(size=(seq, KVD)), variant)
-        kc = act_arr(rng.normal(size=(ctx, KVD)), variant)
-        vc = act_arr(rng.normal(size=(ctx, KVD)), variant)
-        n = seq * KVD
-        out = run_kernel(dev, cache, code, binds, {1: k, 2: v, 3: kc, 4: vc}, [n, past * KVD],
-                         (math.ceil(n / 256), 1, 1), read=[3, 4])
-        for b, new, old in [(3, k, kc), (4, v, vc)]:
-            want = old.copy()
-            want[past: past + seq] = new
-            np.testing.assert_array_equal(out[b].view(ACT[variant]).reshape(ctx, KVD), want)
+    # a full cache of ctx rows, then a ring buffer of 80 rows (rows = positions % 80) that wraps
+    for rows, cases in [(ctx, [(1, 0), (7, 5), (64, 5), (300, ctx - 300), (1, ctx - 1)]),
+                        (80, [(1, 79), (7, 75), (64, 200), (80, 123)])]:
+        code = render("kv_append", variant, {"CACHE": rows * KVD})
+        for seq, past in cases:
+            k = act_arr(rng.normal(size=(seq, KVD)), variant)
+            v = act_arr(rng.normal(size=(seq, KVD)), variant)
+            kc = act_arr(rng.normal(size=(rows, KVD)), variant)
+            vc = act_arr(rng.normal(size=(rows, KVD)), variant)
+            n = seq * KVD
+            out = run_kernel(dev, cache, code, binds, {1: k, 2: v, 3: kc, 4: vc}, [n, past % rows * KVD],
+                             (math.ceil(n / 256), 1, 1), read=[3, 4])
+            for b, new, old in [(3, k, kc), (4, v, vc)]:
+                want = old.copy()
+                want[np.arange(past, past + seq) % rows] = new
+                np.testing.assert_array_equal(out[b].view(ACT[variant]).reshape(rows, KVD), want)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -362,7 +377,8 @@ def test_attention(gpu, heads, variant):
     rng = np.random.default_rng(17)
     NH, NKV, HD = heads
     ctx = 512
-    code = render("attention", variant, {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": HD ** -0.5})
+    code = render("attention", variant, {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": HD ** -0.5, "SOFTCAP": 0.0,
+                                         "WINDOW": ctx, "SLOTS": ctx})
     binds = [(0, "uniform"), (1, "read-only-storage"), (2, "read-only-storage"), (3, "read-only-storage"),
              (4, "storage")]
     cases = [(1, 0), (1, 5), (1, ctx - 1), (7, 0), (7, 5), (64, 5), (300, 0), (300, ctx - 300)]
@@ -392,9 +408,10 @@ def test_attention_decode_splits(gpu, variant):
     rng = np.random.default_rng(29)
     NH, NKV, HD, ctx, split = 6, 2, 64, 1024, 256
     max_splits = ctx // split
-    consts = {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": HD ** -0.5, "SPLIT": split, "MAX_SPLITS": max_splits}
+    consts = {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": HD ** -0.5, "SOFTCAP": 0.0, "WINDOW": ctx, "SLOTS": ctx,
+              "SPLIT": split, "MAX_SPLITS": max_splits}
     code1 = render("attention_decode", variant, consts)
-    code2 = render("attention_combine", variant, {"HD": HD, "SPLIT": split, "MAX_SPLITS": max_splits})
+    code2 = render("attention_combine", variant, {"HD": HD, "WINDOW": ctx, "SPLIT": split, "MAX_SPLITS": max_splits})
     b1 = [(0, "uniform"), (1, "read-only-storage"), (2, "read-only-storage"), (3, "read-only-storage"),
           (4, "storage")]
     b2 = [(0, "uniform"), (1, "read-only-storage"), (2, "storage")]
@@ -436,3 +453,84 @@ def test_silu_mul_and_add(gpu, variant):
         xr = rng.normal(0, 3, n).astype(np.float32)  # residual stream: f32 in both variants
         out = run_kernel(dev, cache, render("add", variant), binds, {1: xr, 2: u}, [n], wg, read=[1])
         assert rel_err(out[1].view(np.float32), xr.astype(np.float64) + u) <= TOL["f32"]
+
+
+# ---------------------------------------------------------------------------------------
+# sliding-window attention over a ring-buffer cache, soft-capped scores (Gemma)
+
+RING = {"window": 300, "rows": 300 + 128}  # window + prefill chunk rows: position j in row j % rows
+
+
+def ring_cache(rng, variant, rows, NKV, HD, past, seq, window):
+    """A ring cache whose rows hold random keys/values; rows no query sees are NaN."""
+    kc = act_arr(rng.normal(0, 1, (rows, NKV, HD)), variant)
+    vc = act_arr(rng.normal(0, 1, (rows, NKV, HD)), variant)
+    seen = np.zeros(rows, bool)
+    seen[np.arange(max(0, past + 1 - window), past + seq) % rows] = True
+    kc[~seen] = np.nan
+    vc[~seen] = np.nan
+    return kc, vc
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_attention_sliding_window_ring(gpu, variant):
+    """Prefill chunks and decode steps of a sliding-window layer, positions past the ring's
+    rows (wrapping), with soft-capping and a scale other than head_dim ** -0.5."""
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(31)
+    NH, NKV, HD, split = 4, 2, 64, 256
+    W, rows = RING["window"], RING["rows"]
+    scale, cap = 0.3, 4.0
+    common = {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": scale, "SOFTCAP": cap, "WINDOW": W, "SLOTS": rows}
+    code = render("attention", variant, common)
+    max_splits = 4
+    code1 = render("attention_decode", variant, {**common, "SPLIT": split, "MAX_SPLITS": max_splits})
+    code2 = render("attention_combine", variant, {"HD": HD, "WINDOW": W, "SPLIT": split, "MAX_SPLITS": max_splits})
+    binds = [(0, "uniform"), (1, "read-only-storage"), (2, "read-only-storage"), (3, "read-only-storage"),
+             (4, "storage")]
+    for seq, past in [(7, 0), (128, 250), (128, 1000), (1, 5), (1, 299), (1, 300), (1, 2000)]:
+        q = act_arr(rng.normal(0, 1, (seq, NH, HD)), variant)
+        kc, vc = ring_cache(rng, variant, rows, NKV, HD, past, seq, W)
+        ref = attention_ref(q.astype(np.float64), np.nan_to_num(kc.astype(np.float64)),
+                            np.nan_to_num(vc.astype(np.float64)), past, NKV, scale, cap, W)
+        if seq > 1:
+            out = run_kernel(dev, cache, code, binds, {1: q, 2: kc, 3: vc, 4: np.zeros_like(q)}, [seq, past],
+                             (NH, seq, 1), read=[4], poison=[4])
+            got = as_act(out[4], variant, q.shape)
+        else:
+            part = np.full(NH * max_splits * (HD + 2), np.nan, np.float32)
+            n_split = math.ceil(min(past + 1, W) / split)
+            out = run_kernel(dev, cache, code1, binds, {1: q, 2: kc, 3: vc, 4: part}, [past], (NH, n_split, 1),
+                             read=[4])
+            out = run_kernel(dev, cache, code2, [(0, "uniform"), (1, "read-only-storage"), (2, "storage")],
+                             {1: out[4].view(np.float32), 2: np.zeros_like(q)}, [past], (NH, 1, 1), read=[2],
+                             poison=[2])
+            got = as_act(out[2], variant, q.shape)
+        assert rel_err(got, ref) <= TOL[variant], (seq, past)
+
+
+# ---------------------------------------------------------------------------------------
+# Gemma's elementwise ops: GELU(tanh)-gated MLP activation, final-logit soft-capping
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gelu_tanh_mul_and_softcap(gpu, variant):
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(37)
+    binds = [(0, "uniform"), (1, "storage"), (2, "read-only-storage")]
+    for seq in SEQ_LENS:
+        n = seq * 384
+        g = act_arr(rng.normal(0, 3, n), variant)
+        g[:4] = [-30.0, 30.0, 0.0, -1e-3]  # tanh saturates both ways; no overflow
+        u = act_arr(rng.normal(0, 1, n), variant)
+        ref = gelu_tanh_ref(g.astype(np.float64)) * u
+        wg = (min(math.ceil(n / 256), 65535), math.ceil(math.ceil(n / 256) / 65535), 1)
+        out = run_kernel(dev, cache, render("gelu_tanh_mul", variant), binds, {1: g, 2: u}, [n], wg, read=[1])
+        assert rel_err(out[1].view(ACT[variant]), ref) <= TOL[variant]
+        x = rng.normal(0, 20, n).astype(np.float32)  # logits: f32 in both variants
+        x[:3] = [1e4, -1e4, 0.0]
+        out = run_kernel(dev, cache, render("softcap", variant, {"CAP": 30.0}), binds[:2], {1: x}, [n], wg,
+                         read=[1])
+        assert rel_err(out[1].view(np.float32), np.tanh(x.astype(np.float64) / 30) * 30) <= TOL["f32"]

@@ -62,7 +62,7 @@ def test_context_window_has_one_default_one_bound_one_message(tiny_llama, packag
 
 def test_registry():
     assert set(ARCHITECTURES) == {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                                  "Phi3ForCausalLM", "SmolLM3ForCausalLM"}
+                                  "Phi3ForCausalLM", "SmolLM3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"}
     assert definition("MistralForCausalLM") is definition("llama") is LLAMA
     assert definition("Qwen2ForCausalLM").name == "qwen2"
     assert definition("qwen3").hf_architectures == ("Qwen3ForCausalLM",)
@@ -72,13 +72,21 @@ def test_registry():
         resolve_config({"model_type": "gpt2", "vocab_size": 8})
 
 
-def test_mistral_without_sliding_window(tiny_llama):
+def test_mistral_sliding_window(tiny_llama):
     raw = json.loads((tiny_llama("gqa") / "config.json").read_text())
     raw.update(architectures=["MistralForCausalLM"], model_type="mistral", sliding_window=None)
     c = resolve_config(raw)
     assert (c.architecture, c.hf_architecture) == ("llama", "MistralForCausalLM")
-    with pytest.raises(PackError, match="sliding-window attention"):
-        resolve_config({**raw, "sliding_window": 32})
+    assert c.sliding_window == 0 and not any(c.is_sliding(i) for i in range(c.num_hidden_layers))
+    # a window shorter than the context: every layer slides (transformers' Mistral)
+    c = resolve_config({**raw, "sliding_window": 32})
+    assert c.sliding_window == 32 and all(c.is_sliding(i) for i in range(c.num_hidden_layers))
+    assert all(op.window == 32 for ops in LLAMA.graph(c).layers for op in ops if op.kind == "attention")
+    # one that covers max_position_embeddings (256) changes nothing
+    assert resolve_config({**raw, "sliding_window": 256}).sliding_window == 0
+    # Llama's own config has no window; Qwen's windows stay refused (tests/test_architectures.py)
+    with pytest.raises(PackError, match="sliding_window"):  # (transformers refuses it first)
+        resolve_config({**raw, "sliding_window": "32"})
 
 
 @pytest.mark.parametrize("variant", ["gqa", "untied"])

@@ -427,7 +427,8 @@ def test_f32_kernels_compile_on_dawn(packaged_tiny, tmp_path):
     srcs = {}
     bundles = [("gqa", "q4f16"), ("gqa", "q3f16"), ("gqa", "q8f16"), ("untied", "f32"),
                ("qwen2", "q4f16"), ("qwen3", "q4f16"),  # Qwen: bias_add, per-head rmsnorm
-               ("phi3-longrope", "q4f16")]  # partial rotary, LongRoPE's cos/sin factor
+               ("phi3-longrope", "q4f16"),  # partial rotary, LongRoPE's cos/sin factor
+               ("gemma2", "q4f16"), ("gemma3", "q4f16")]  # Gemma: ring caches, soft-caps, gelu_tanh_mul
     for variant, quant in bundles:
         files, _ = compile_artifacts(manifest_of(packaged_tiny(variant, quant)),
                                      context_window=None, validate=False)

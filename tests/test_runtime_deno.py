@@ -4,12 +4,13 @@ backend picks the f16 kernels the way it does on a real GPU (Node's Dawn and Chr
 run on SwiftShader here, which has no shader-f16: f32 kernels only).
 
 One Deno process (runtime_js/test/e2e/webgpu_logits.mjs) loads a tiny random Llama in
-every weight format (and a tiny Qwen2 and Qwen3), makes the calls (a prompt, a second prompt after it, decode steps
-on given tokens) and then greedy decode steps on its own argmax, and writes every call's
-logits; the assertions and the oracle (the numpy reference executor) live here. Bundles
-of compute f16 also run their f32 kernels (forced), so every format's two paths are
-measured against the same reference. SmolLM2-135M-Instruct q4f16 generates a few tokens
-the same way, then once more through the engine API (createEngine, engine.generate).
+every weight format (and a tiny Qwen2, Qwen3, Gemma 2, Gemma 3, Phi-3 and SmolLM3), makes
+the calls (a prompt, a second prompt after it, decode steps on given tokens) and then greedy
+decode steps on its own argmax, and writes every call's logits; the assertions and the
+oracle (the numpy reference executor) live here. Bundles of compute f16 also run their f32
+kernels (forced), so every format's two paths are measured against the same reference.
+SmolLM2-135M-Instruct q4f16 generates a few tokens the same way, then once more through
+the engine API (createEngine, engine.generate).
 
 Without Deno, a Deno adapter or its shader-f16 these tests fail (conftest.require),
 unless LLMPACK_ALLOW_MISSING names deno / f16.
@@ -30,7 +31,7 @@ import pytest
 from conftest import record_device, require
 from packager.reference import ReferenceModel
 from plan_cases import CASES as WEIGHT_FORMAT_CASES
-from plan_cases import case_calls, packaged_case, rel
+from plan_cases import RING, case_calls, packaged_case, rel
 
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime_js"
 DRIVER = RUNTIME / "test" / "e2e" / "webgpu_logits.mjs"
@@ -49,7 +50,10 @@ CASES = {**WEIGHT_FORMAT_CASES,
          "linear-q3f16": ("linear", "q3f16", {}),  # linear RoPE scaling
          "qwen2-q4f16": ("qwen2", "q4f16", {}),  # Qwen2ForCausalLM: q/k/v biases
          "qwen3-q4f16": ("qwen3", "q4f16", {}),  # Qwen3ForCausalLM: per-head q/k norms, head_dim 32
-         "phi3-longrope-q4f16": ("phi3-longrope", "q4f16", {})}  # Phi3ForCausalLM: views, partial LongRoPE
+         "phi3-longrope-q4f16": ("phi3-longrope", "q4f16", {}),  # Phi3ForCausalLM: views, partial LongRoPE
+         "smollm3-q4f16": ("smollm3", "q4f16", {}),  # SmolLM3ForCausalLM: a layer without RoPE
+         # Gemma 3 (q/k norms, two RoPEs) and Gemma 2 (soft-caps): sliding-window rings that wrap
+         "gemma3-q4f16-ring": ("gemma3", "q4f16", RING), "gemma2-q8f16-ring": ("gemma2", "q8f16", RING)}
 F32_ONLY = ("q4f32", "f32")  # formats whose bundles carry f32 kernels only
 RUNS = [(cid, kv) for cid, (_, quant, _) in CASES.items() for kv in (("f32",) if quant in F32_ONLY else ("f16", "f32"))]
 

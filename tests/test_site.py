@@ -58,8 +58,9 @@ def test_site_folder(packaged_tiny, tmp_path):
     assert [m["id"] for m in summary["models"]] == [a.name, b.name]
     assert (out / "index.html").is_file() and (out / "app.js").is_file() and (out / "runtime" / "llmpack.js").is_file()
     assert not (out / "test").exists() and not (out / "runtime" / "test").exists()  # no test files
-    runtime = ROOT / "runtime_js" / "dist"
-    assert {p.name for p in (out / "runtime").iterdir()} == {p.name for p in runtime.iterdir() if p.is_file()}
+    # what the page loads: the runtime and the chunk it imports, not the build's Node-only files
+    runtime = {p.name for p in (out / "runtime").iterdir()}
+    assert {"llmpack.js", "llmpack.js.map", "xgrammar.js"} <= runtime and "api_host.js" not in runtime
     assert (out / "_headers").read_text() == HEADERS_FILE
     assert "Cross-Origin-Embedder-Policy: require-corp" in HEADERS_FILE
     assert json.loads((out / SITE_MARKER).read_text())["format"] == "llmpack-site"
@@ -127,17 +128,26 @@ def test_site_from_registry_ids(packaged_tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_site_on_a_plain_static_host_generates_the_reference_text(smollm2_bundle, smollm2_hf, tmp_path):
+def test_site_on_a_plain_static_host_generates_the_reference_text(smollm2_bundle, smollm2_hf, packaged_tiny,
+                                                                  tmp_path):
     """The default model's site under python -m http.server (no COOP/COEP: single-threaded
-    Wasm) in Chromium: the chat page answers with the numpy reference's greedy tokens."""
+    Wasm) in Chromium: the chat page answers with the numpy reference's greedy tokens. A
+    second bundle asks for a newer runtime than the site's: the page refuses it, naming both."""
+    import shutil
+
     require_node()
     require("chromium", Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}")
     from packager.reference import ReferenceModel
 
     _, tok = smollm2_hf
     bundle = smollm2_bundle("q4f32", context_window=512)
+    future = tmp_path / "future"
+    shutil.copytree(packaged_tiny("gqa", "q4f32"), future)
+    manifest = json.loads((future / "manifest.json").read_text())
+    manifest["runtime"] = {"min_version": "99.0.0"}
+    (future / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "site"
-    build_site(out, [str(bundle)])
+    build_site(out, [str(bundle), str(future)])
     question, n = "What is the capital of France?", 8
     want = ReferenceModel(bundle).greedy(chat_ids(tok, [{"role": "user", "content": question}]), n)
     eos = set(load(bundle).generation.eos_token_ids)
@@ -148,14 +158,15 @@ def test_site_on_a_plain_static_host_generates_the_reference_text(smollm2_bundle
     with static_server(tmp_path) as root:  # the site below the host's root: relative URLs must hold
         env["LLMPACK_SITE_TEST"] = json.dumps({
             "url": f"{root}site/", "modelId": bundle.name, "chromium": CHROMIUM, "question": question,
-            "maxTokens": n, "screenshot": str(artifacts / "site-chat.png")})
+            "maxTokens": n, "screenshot": str(artifacts / "site-chat.png"), "futureModelId": "future"})
         r = subprocess.run(["node", str(DRIVER)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     print(f"static site: backend {got['backend']}, isolated {got['isolated']}, answer {got['messages'][-1]!r}")
     assert got["isolated"] is False  # a plain host: no COOP/COEP
     assert got["loadState"] == "ready", got
-    assert got["models"] == [{"id": bundle.name, "url": f"{root}site/models/{bundle.name}/"}]
+    assert got["models"] == [{"id": bundle.name, "url": f"{root}site/models/{bundle.name}/"},
+                             {"id": "future", "url": f"{root}site/models/future/"}]
     assert got["card"]["hidden"] is False
     assert got["card"]["fields"]["format"].startswith("q4f32")
     assert got["card"]["fields"]["source-sha256"] == load(bundle).model.source.sha256
@@ -163,7 +174,13 @@ def test_site_on_a_plain_static_host_generates_the_reference_text(smollm2_bundle
     assert got["messages"][-1]["role"] == "assistant"
     assert got["messages"][-1]["content"] == tok.decode(want), (got["messages"][-1], tok.decode(want))
     assert re.match(r"\d+ tokens", got["meta"][-1])
-    assert got["console"] == [] and got["failed"] == [], got
+    assert got["failed"] == [], got
+    # the only console error is the refused bundle's (the page logs the load failure)
+    assert all("needs llmpack runtime 99.0.0" in line for line in got["console"]), got["console"]
+    version = json.loads((ROOT / "runtime_js" / "package.json").read_text())["version"]
+    assert got["futureState"] == "error"
+    assert any("runtime is too old" in t and "needs llmpack runtime 99.0.0 or newer" in t
+               and f"this runtime is {version}" in t for t in got["futureNotices"]), got["futureNotices"]
 
 
 def test_dev_server_lists_models_json_with_cards(packaged_tiny, tmp_path):

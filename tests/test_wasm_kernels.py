@@ -18,7 +18,17 @@ import numpy as np
 import pytest
 
 from conftest import require_module
-from kernel_refs import ROPES, SEQ_LENS, attention_ref, encode_weight, rel_err, rmsnorm_ref, rope_ref, rope_scale
+from kernel_refs import (
+    ROPES,
+    SEQ_LENS,
+    attention_ref,
+    encode_weight,
+    gelu_tanh_ref,
+    rel_err,
+    rmsnorm_ref,
+    rope_ref,
+    rope_scale,
+)
 from packager.rope import rope_inv_freq
 from packager.wasm_build import FORMATS, OPS, compile_module, f32_bits, heap_base
 
@@ -186,16 +196,17 @@ def test_embedding(wk, fmt):
     V, H = 200, 128
     w = rng.normal(0, 1, (V, H)).astype(np.float32)
     parts, deq = encode_weight(fmt, w)
+    scale = float(np.float32(math.sqrt(H)))  # Gemma's scaled embeddings; the split table below unscaled
     for seq in SEQ_LENS:
         tokens = rng.integers(0, V, seq).astype(np.uint32)
-        out = wk.call("embedding", [FORMATS.index(fmt), H], [seq, 0, V], [1, seq, 1],
+        out = wk.call("embedding", [FORMATS.index(fmt), H, f32_bits(scale)], [seq, 0, V], [1, seq, 1],
                       [tokens, np.zeros((seq, H), np.float32), *parts], read=[1], poison=[1], threads=3)
-        assert rel_err(out[1], deq[tokens]) <= TOL
+        assert rel_err(out[1], deq[tokens] * scale) <= TOL
     seq = 64
     tokens = rng.integers(0, V, seq).astype(np.uint32)
     got = np.full((seq, H), np.nan)
     for r0, r1 in [(0, 128), (128, V)]:
-        out = wk.call("embedding", [FORMATS.index(fmt), H], [seq, r0, r1 - r0], [1, seq, 1],
+        out = wk.call("embedding", [FORMATS.index(fmt), H, f32_bits(1.0)], [seq, r0, r1 - r0], [1, seq, 1],
                       [tokens, np.zeros((seq, H), np.float32), *row_block(parts, r0, r1)], read=[1], poison=[1])
         mine = (tokens >= r0) & (tokens < r1)
         assert np.all(np.isnan(out[1][~mine]))
@@ -292,17 +303,21 @@ def test_rope_odd_half(wk):
 def test_kv_append(wk):
     rng = np.random.default_rng(13)
     KVD, ctx = 2 * 64, 512
-    for seq, past in [(1, 0), (7, 5), (64, 5), (300, ctx - 300), (1, ctx - 1)]:
-        k = rng.normal(size=(seq, KVD)).astype(np.float32)
-        v = rng.normal(size=(seq, KVD)).astype(np.float32)
-        kc = rng.normal(size=(ctx, KVD)).astype(np.float32)
-        vc = rng.normal(size=(ctx, KVD)).astype(np.float32)
-        n = seq * KVD
-        out = wk.call("kv_append", [], [n, past * KVD], [1, 1, 1], [k, v, kc, vc], read=[2, 3], threads=3)
-        for b, new, old in [(2, k, kc), (3, v, vc)]:
-            want = old.copy()
-            want[past: past + seq] = new
-            np.testing.assert_array_equal(out[b], want)
+    # a full cache of ctx rows, then a ring buffer of 80 rows (rows = positions % 80) that wraps
+    for rows, cases in [(ctx, [(1, 0), (7, 5), (64, 5), (300, ctx - 300), (1, ctx - 1)]),
+                        (80, [(1, 79), (7, 75), (64, 200), (80, 123)])]:
+        for seq, past in cases:
+            k = rng.normal(size=(seq, KVD)).astype(np.float32)
+            v = rng.normal(size=(seq, KVD)).astype(np.float32)
+            kc = rng.normal(size=(rows, KVD)).astype(np.float32)
+            vc = rng.normal(size=(rows, KVD)).astype(np.float32)
+            n = seq * KVD
+            out = wk.call("kv_append", [rows * KVD], [n, past % rows * KVD], [1, 1, 1], [k, v, kc, vc],
+                          read=[2, 3], threads=3)
+            for b, new, old in [(2, k, kc), (3, v, vc)]:
+                want = old.copy()
+                want[np.arange(past, past + seq) % rows] = new
+                np.testing.assert_array_equal(out[b], want)
 
 
 @pytest.mark.parametrize("heads", [(4, 2, 64), (3, 1, 128), (2, 2, 16)], ids=["gqa", "mqa-hd128", "mha-hd16"])
@@ -321,7 +336,8 @@ def test_attention(wk, heads):
         kc[total:] = np.nan  # never read past the causal end
         vc[total:] = np.nan
         ref = attention_ref(q.astype(np.float64), kc.astype(np.float64), vc.astype(np.float64), past, NKV)
-        out = wk.call("attention", [NH, NKV, HD, f32_bits(HD ** -0.5)], [seq, past], [NH, seq, 1],
+        out = wk.call("attention", [NH, NKV, HD, f32_bits(HD ** -0.5), f32_bits(0.0), ctx, ctx], [seq, past],
+                      [NH, seq, 1],
                       [q, kc, vc, np.zeros_like(q)], read=[3], poison=[3], threads=3)
         assert rel_err(out[3], ref) <= TOL, (seq, past)
 
@@ -331,7 +347,7 @@ def test_attention_decode_splits(wk):
     rng = np.random.default_rng(29)
     NH, NKV, HD, ctx, split = 6, 2, 64, 1024, 256
     max_splits = ctx // split
-    consts = [NH, NKV, HD, f32_bits(HD ** -0.5), split, max_splits]
+    consts = [NH, NKV, HD, f32_bits(HD ** -0.5), f32_bits(0.0), ctx, ctx, split, max_splits]
     for past in (0, 5, 255, 256, 700, ctx - 1):
         q = rng.normal(0, 1, (1, NH, HD)).astype(np.float32)
         kc = rng.normal(0, 1, (ctx, NKV, HD)).astype(np.float32)
@@ -342,7 +358,7 @@ def test_attention_decode_splits(wk):
         n_split = math.ceil((past + 1) / split)
         part = np.full(NH * max_splits * (HD + 2), np.nan, np.float32)
         out = wk.call("attention_decode", consts, [past], [NH, n_split, 1], [q, kc, vc, part], read=[3], threads=2)
-        out = wk.call("attention_combine", [HD, split, max_splits], [past], [NH, 1, 1],
+        out = wk.call("attention_combine", [HD, ctx, split, max_splits], [past], [NH, 1, 1],
                       [out[3], np.zeros_like(q)], read=[1], poison=[1], threads=4)
         assert rel_err(out[1], ref) <= TOL, past
 
@@ -365,6 +381,61 @@ def test_silu_mul_and_add(wk):
         x = rng.normal(0, 3, n).astype(np.float32)
         out = wk.call("add", [], [n], [1, 1, 1], [x, u], read=[0], threads=3)
         assert rel_err(out[0], x.astype(np.float64) + u) <= TOL
+
+
+# ---------------------------------------------------------------------------------------
+# sliding-window attention over a ring-buffer cache, soft-capped scores; Gemma's elementwise ops
+
+
+def test_attention_sliding_window_ring(wk):
+    """Prefill chunks and decode steps of a sliding-window layer, positions past the ring's
+    rows (wrapping), with soft-capping and a scale other than head_dim ** -0.5."""
+    from test_kernels import RING
+
+    rng = np.random.default_rng(31)
+    NH, NKV, HD, split, max_splits = 4, 2, 64, 256, 4
+    W, rows = RING["window"], RING["rows"]
+    scale, cap = 0.3, 4.0
+    common = [NH, NKV, HD, f32_bits(scale), f32_bits(cap), W, rows]
+    for seq, past in [(7, 0), (128, 250), (128, 1000), (1, 5), (1, 299), (1, 300), (1, 2000)]:
+        q = rng.normal(0, 1, (seq, NH, HD)).astype(np.float32)
+        kc = rng.normal(0, 1, (rows, NKV, HD)).astype(np.float32)
+        vc = rng.normal(0, 1, (rows, NKV, HD)).astype(np.float32)
+        seen = np.zeros(rows, bool)
+        seen[np.arange(max(0, past + 1 - W), past + seq) % rows] = True
+        kc[~seen] = np.nan  # rows no query sees
+        vc[~seen] = np.nan
+        ref = attention_ref(q.astype(np.float64), np.nan_to_num(kc.astype(np.float64)),
+                            np.nan_to_num(vc.astype(np.float64)), past, NKV, scale, cap, W)
+        if seq > 1:
+            out = wk.call("attention", common, [seq, past], [NH, seq, 1], [q, kc, vc, np.zeros_like(q)], read=[3],
+                          poison=[3], threads=3)
+            got = out[3]
+        else:
+            part = np.full(NH * max_splits * (HD + 2), np.nan, np.float32)
+            n_split = math.ceil(min(past + 1, W) / split)
+            out = wk.call("attention_decode", common + [split, max_splits], [past], [NH, n_split, 1],
+                          [q, kc, vc, part], read=[3], threads=2)
+            got = wk.call("attention_combine", [HD, W, split, max_splits], [past], [NH, 1, 1],
+                          [out[3], np.zeros_like(q)], read=[1], poison=[1], threads=4)[1]
+        assert rel_err(got, ref) <= TOL, (seq, past)
+
+
+def test_gelu_tanh_mul_and_softcap(wk):
+    rng = np.random.default_rng(37)
+    for seq in SEQ_LENS:
+        n = seq * 384 + 3  # odd length: the scalar tail too
+        g = rng.normal(0, 3, n).astype(np.float32)
+        g[:4] = [-30.0, 30.0, 0.0, -1e-3]  # tanh saturates both ways; no overflow
+        g[-1] = -2.5  # the scalar tail, negative
+        u = rng.normal(0, 1, n).astype(np.float32)
+        out = wk.call("gelu_tanh_mul", [], [n], [1, 1, 1], [g, u], read=[0], threads=3)
+        assert rel_err(out[0], gelu_tanh_ref(g.astype(np.float64)) * u) <= TOL
+        x = rng.normal(0, 20, n).astype(np.float32)
+        x[:3] = [1e4, -1e4, 0.0]
+        x[-1] = -7.0
+        out = wk.call("softcap", [f32_bits(30.0)], [n], [1, 1, 1], [x], read=[0], threads=3)
+        assert rel_err(out[0], np.tanh(x.astype(np.float64) / 30) * 30) <= TOL
 
 
 def test_modules_build_per_bundle_formats():

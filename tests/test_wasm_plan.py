@@ -20,9 +20,9 @@ import pytest
 from conftest import require_node
 from packager.plan import build_plan
 from packager.reference import ReferenceModel
-from packager.wasm_build import FILES, OPS, TABLE_FILE, build_wasm, kernel_table
+from packager.wasm_build import FILES, OPS, TABLE_FILE, build_wasm, f32_bits, kernel_table
 from plan_cases import CASES as WEIGHT_FORMAT_CASES
-from plan_cases import SPLIT, case_calls, packaged_case, rel
+from plan_cases import RING, SPLIT, case_calls, packaged_case, rel
 
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime_js"
 DRIVER = RUNTIME / "test" / "e2e" / "wasm_logits.mjs"
@@ -43,13 +43,33 @@ CASES = {**WEIGHT_FORMAT_CASES,
          # Phi-3 (row views of the fused matrices; Phi-4-mini's partial rotary LongRoPE) and
          # SmolLM3 (a layer without RoPE); 64 f32 rows of down_proj need 32768 bytes
          "phi3-longrope-q4f16": ("phi3-longrope", "q4f16", {}), "phi3-longrope-f32": ("phi3-longrope", "f32", {}),
-         "smollm3-f32": ("smollm3", "f32", {}),
-         "phi3-f32-split": ("phi3", "f32", {**SPLIT, "max_binding_size": 32768})}
-THREADS = {"untied-q4f16-split": 2, "qwen2-untied-q4f16-split": 2, "phi3-f32-split": 2}  # threaded; 1 elsewhere
+         "smollm3-f32": ("smollm3", "f32", {}), "phi3-window-f32-ring": ("phi3-window", "f32", RING),
+         "phi3-f32-split": ("phi3", "f32", {**SPLIT, "max_binding_size": 32768}),
+         # Gemma 2 / 3 and Mistral with a sliding window, their ring-buffer caches wrapping
+         "gemma2-f32-ring": ("gemma2", "f32", RING), "gemma3-q4f16-ring": ("gemma3", "q4f16", RING),
+         "gemma3-untied-f32": ("gemma3-untied", "f32", {}), "mistral-window-f32-ring": ("mistral-window", "f32", RING),
+         # the 262,144-token tied table in 4 row blocks: gather and logits over every block
+         "gemma3-vocab262k-q4f16-split": ("gemma3-vocab262k", "q4f16", {"package": {"max_binding_size": 4 << 20}})}
+THREADS = {"untied-q4f16-split": 2, "qwen2-untied-q4f16-split": 2, "phi3-f32-split": 2,  # threaded; 1 elsewhere
+           "gemma3-q4f16-ring": 2}
+# f32 bundles (ring plans) that greedy-decode GREEDY tokens after a prompt longer than the
+# window: their argmax must be transformers' greedy tokens (fed back as decode calls)
+GREEDY_CASES = {"gemma2-greedy": "gemma2", "gemma3-greedy": "gemma3", "mistral-window-greedy": "mistral-window"}
+GREEDY, GREEDY_PROMPT = 32, 23
+
+
+def hf_greedy_tokens(src: Path, prompt: list[int]) -> list[int]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from conftest import hf_greedy
+
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    return hf_greedy(model, prompt, GREEDY)
 
 
 @pytest.fixture(scope="module")
-def wasm_runs(packaged_tiny, tmp_path_factory):
+def wasm_runs(packaged_tiny, tiny_llama, tmp_path_factory):
     """{case id: (bundle, calls, logits per call, the driver's report)}: every case on the
     runtime's Wasm backend, in one Node process."""
     require_node(modules=False)
@@ -63,6 +83,13 @@ def wasm_runs(packaged_tiny, tmp_path_factory):
         calls = case_calls(manifest["model"]["config"]["vocab_size"], PROMPT_LEN, SECOND_PROMPT, DECODE_STEPS)
         jobs[cid] = {"bundle": str(bundle), "threads": THREADS.get(cid, 1), "calls": calls,
                      "out": str(tmp / f"{cid}.f32"), **({"plan": str(plan_file)} if plan_file else {})}
+    for cid, variant in GREEDY_CASES.items():
+        bundle, manifest, _, plan_file = packaged_case(packaged_tiny, cid, variant, "f32", RING, tmp)
+        prompt = np.random.default_rng(5).integers(3, 320, GREEDY_PROMPT).tolist()
+        hf = hf_greedy_tokens(tiny_llama(variant), prompt)
+        calls = [["prefill", prompt, 0]] + [["decode", t, GREEDY_PROMPT + i] for i, t in enumerate(hf[:-1])]
+        bundles[cid] = (bundle, hf)
+        jobs[cid] = {"bundle": str(bundle), "threads": 1, "calls": calls, "out": str(tmp / f"{cid}.f32")}
     (tmp / "spec.json").write_text(json.dumps({"jobs": list(jobs.values())}))
     r = subprocess.run(["node", str(DRIVER), str(tmp / "spec.json")], cwd=RUNTIME, capture_output=True, text=True,
                        timeout=600)
@@ -90,6 +117,13 @@ def test_plan_on_wasm_matches_reference(wasm_runs, cid):
         assert rel(got, want) <= tol, (entry, past, rel(got, want))
 
 
+@pytest.mark.parametrize("cid", GREEDY_CASES)
+def test_greedy_on_wasm_equals_transformers(wasm_runs, cid):
+    (bundle, hf), calls, logits, report = wasm_runs[cid]
+    assert "error" not in report, report["error"]
+    assert [int(np.argmax(lg)) for lg in logits] == hf
+
+
 def test_kernel_table(packaged_tiny):
     bundle = packaged_tiny("llama3", "q4f16", quantizer="rtn")
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -105,6 +139,22 @@ def test_kernel_table(packaged_tiny):
     assert set(files) == {FILES["single"], FILES["threads"], TABLE_FILE}
     meta = json.loads(files[TABLE_FILE])
     assert meta["modules"]["threads"]["heap_base"] > 0 and meta["stack_bytes"] % 65536 == 0
+    # rope's constants; a plan from before partial rotary and LongRoPE (no HALF, SCALE): whole heads, factor 1
+    [(rname, rope)] = [(n, k) for n, k in plan["kernels"].items() if k["template"] == "rope"]
+    hd = rope["consts"]["HD"]
+    assert table["kernels"][rname]["consts"][:5] == [rope["consts"]["NH"], rope["consts"]["NKV"], hd, hd // 2,
+                                                     f32_bits(1.0)]
+    old = json.loads(json.dumps(plan))
+    for key in ("HALF", "SCALE"):
+        del old["kernels"][rname]["consts"][key]
+    assert kernel_table(manifest, old)[0]["kernels"][rname] == table["kernels"][rname]
+    # a plan from before sliding windows, soft-caps and scaled embeddings: the same calls
+    old = json.loads(json.dumps(plan))
+    for k in old["kernels"].values():
+        for key in ("WINDOW", "SLOTS", "SOFTCAP", "CACHE") + (("SCALE",) if k["template"] == "embedding" else ()):
+            k["consts"].pop(key, None)
+    same = {n: k for n, k in kernel_table(manifest, old)[0]["kernels"].items() if not n.startswith("kv_append")}
+    assert same == {n: k for n, k in table["kernels"].items() if not n.startswith("kv_append")}
     # the same kernels whatever the buffer limits (splits do not change kernel specs)
     plan2, _ = build_plan(manifest, max_binding_size=16384, context_window=128, prefill_chunk=8)
     assert any(name.count(":") == 2 for name in plan2["buffers"])

@@ -128,6 +128,10 @@ export function explainError(err, env, model) {
   if (name === "ShardError") {
     return { title: "A weight file could not be loaded", text: `${msg}. The download broke or its content does not match its hash; reload to retry.` };
   }
+  if (name === "ManifestError" && /needs llmpack runtime/.test(msg)) {
+    // the bundle's manifest names a newer runtime than the one this page loads (docs/bundle.md, "runtime")
+    return { title: "This page's runtime is too old for this model", text: `${msg}.` };
+  }
   if (/Failed to fetch|NetworkError|HTTP \d{3}|load failed/i.test(msg) || name === "BundleFileError" || name === "ManifestError") {
     return {
       title: "The model could not be downloaded",

@@ -1,4 +1,5 @@
-// Embedding gather: y[t, :] = E[tokens[t], :] for t < seq_len, E in any weight format.
+// Embedding gather: y[t, :] = E[tokens[t], :] * SCALE for t < seq_len, E in any weight
+// format (SCALE: Gemma's sqrt(hidden_size), 1 elsewhere).
 // A table split into row blocks runs once per block; each run writes only the tokens
 // whose id falls into its block [row0, row0 + rows).
 // The residual stream y is f32 in both variants.
@@ -6,6 +7,7 @@
 // workgroups: (cdiv(K / 8, {{WG}}), seq_len, 1)
 {{PRELUDE}}
 const K: u32 = {{K}}u;
+const SCALE: f32 = {{SCALE}};
 
 struct Params { seq_len: u32, row0: u32, rows: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -24,6 +26,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let tok = tokens[t];
   if (tok < p.row0 || tok - p.row0 >= p.rows) { return; }
   let w = wload8(tok - p.row0, k8);
-  y[t * (K / 4u) + k8 * 2u] = w.a;
-  y[t * (K / 4u) + k8 * 2u + 1u] = w.b;
+  y[t * (K / 4u) + k8 * 2u] = w.a * SCALE;
+  y[t * (K / 4u) + k8 * 2u + 1u] = w.b * SCALE;
 }

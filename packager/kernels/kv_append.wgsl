@@ -1,8 +1,10 @@
-// KV-cache append: kc[dst + i] = k[i], vc[dst + i] = v[i] for i < n
-// (n = seq_len * NKV * HD, dst = past_len * NKV * HD; cache layout [ctx, NKV, HD]).
+// KV-cache append: kc[(dst + i) % CACHE] = k[i], vc[(dst + i) % CACHE] = v[i] for i < n
+// (n = seq_len * NKV * HD, dst = (past_len % rows) * NKV * HD; cache layout [rows, NKV, HD],
+// CACHE = rows * NKV * HD elements: a ring buffer wraps around, a full cache never does).
 // bindings: 0 uniform, 1 k act[], 2 v act[], 3 kc act[], 4 vc act[]
 // workgroups: grid over n threads (x, y; {{WG}} per workgroup)
 {{PRELUDE}}
+const CACHE: u32 = {{CACHE}}u;
 struct Params { n: u32, dst: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> k: array<act>;
@@ -15,6 +17,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) tid: u32) {
   let i = (wid.y * nwg.x + wid.x) * {{WG}}u + tid;
   if (i >= p.n) { return; }
-  kc[p.dst + i] = k[i];
-  vc[p.dst + i] = v[i];
+  let j = (p.dst + i) % CACHE;
+  kc[j] = k[i];
+  vc[j] = v[i];
 }

@@ -11,6 +11,7 @@ from typing import Mapping
 
 from ..errors import PackError
 from .base import CONTEXT_CAP, Architecture, Graph, ModelConfig, Op, TensorSpec, resolve_context_window
+from .gemma import GEMMA2, GEMMA3
 from .llama import LLAMA
 from .phi3 import PHI3
 from .qwen2 import QWEN2
@@ -18,7 +19,12 @@ from .qwen3 import QWEN3
 from .refusals import refuse_unsupported
 from .smollm3 import SMOLLM3
 
-DEFINITIONS: tuple[Architecture, ...] = (LLAMA, QWEN2, QWEN3, PHI3, SMOLLM3)
+DEFINITIONS: tuple[Architecture, ...] = (LLAMA, QWEN2, QWEN3, PHI3, SMOLLM3, GEMMA2, GEMMA3)
+
+# architectures refused with a reason (model_type -> the same, for configs without "architectures")
+REFUSED = {"Gemma3ForConditionalGeneration": "it has a vision tower; package a text-only Gemma 3 checkpoint "
+                                             "(Gemma3ForCausalLM: gemma-3-270m, gemma-3-1b)"}
+REFUSED_MODEL_TYPES = {"gemma3": "Gemma3ForConditionalGeneration"}
 
 # Hugging Face architecture name -> definition
 ARCHITECTURES: dict[str, Architecture] = {hf: d for d in DEFINITIONS for hf in d.hf_architectures}
@@ -49,6 +55,9 @@ def resolve_config(raw: dict, context_window: int | None = None) -> ModelConfig:
     if hf_arch is None:
         hf_arch = next((d.model_types[raw.get("model_type")] for d in DEFINITIONS
                         if raw.get("model_type") in d.model_types), None)
+    hf_arch = hf_arch or REFUSED_MODEL_TYPES.get(raw.get("model_type"))
+    if hf_arch in REFUSED:
+        raise PackError(f"architecture {hf_arch} is not supported: {REFUSED[hf_arch]}")
     refuse_unsupported(raw, hf_arch if isinstance(hf_arch, str) else None)
     if hf_arch not in ARCHITECTURES:
         raise PackError(f"unsupported architecture {hf_arch or raw.get('model_type')!r}; "

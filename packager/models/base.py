@@ -54,10 +54,16 @@ class ModelConfig:
     # -- optional, with defaults that mean Llama (older manifests lack them) --------------
     # Phi-3 (packager/models/phi3.py) and SmolLM3 (smollm3.py):
     nope_layers: tuple[int, ...] = ()  # the layers that apply no RoPE (SmolLM3's NoPE layers)
-    # sliding-window attention (Phi-3: every layer), as the sliding-window work names it; no
-    # windowed attention yet, so a context window past the window is refused (__post_init__)
-    sliding_window: int = 0  # keys per query in the sliding layers; 0: none
+    # sliding-window attention (Mistral, Gemma, Phi-3): keys per query in the layers that
+    # layer_types marks "sliding_attention" (docs/plan.md, "Sliding-window layers")
+    sliding_window: int = 0  # 0: none
     layer_types: tuple[str, ...] = ()  # per layer "sliding_attention" | "full_attention"; (): all full
+    # Gemma 2 / 3 (packager/models/gemma.py):
+    embed_scale: float = 1.0  # the token embeddings are multiplied by it (Gemma: sqrt(hidden_size) in f32)
+    attention_scale: float | None = None  # of q.k; None: head_dim ** -0.5 (Gemma: query_pre_attn_scalar ** -0.5)
+    attn_logit_softcap: float = 0.0  # attention scores -> tanh(s / cap) * cap; 0: none
+    final_logit_softcap: float = 0.0  # logits -> tanh(l / cap) * cap; 0: none
+    rope_local: Rope | None = None  # the sliding layers' RoPE where it is not `rope` (Gemma 3)
 
     NOT_IN_MANIFEST = ("architecture", "hf_architecture", "context_window")  # stored elsewhere in the manifest
 
@@ -65,11 +71,11 @@ class ModelConfig:
         """What no bundle of this config can run exactly, refused for every way a config is
         made (resolve_config, config_from_manifest)."""
         self.rope.check_context(self.context_window)
-        if self.sliding_window and "sliding_attention" in self.layer_types and \
-                self.context_window > self.sliding_window:
-            raise PackError(f"the model attends within a sliding window of {self.sliding_window} tokens, which is "
-                            f"not supported yet; a context window of {self.context_window} would need it: pass "
-                            f"--context-window {self.sliding_window} or less")
+
+    def is_sliding(self, layer: int) -> bool:
+        """Whether a decoder layer uses sliding-window attention (of `sliding_window` keys)."""
+        return bool(self.sliding_window) and layer < len(self.layer_types) and \
+            self.layer_types[layer] == "sliding_attention"
 
     @property
     def q_size(self) -> int:
@@ -95,6 +101,8 @@ class ModelConfig:
         for k in ("nope_layers", "layer_types"):
             if k in out:
                 out[k] = list(out[k])
+        if "rope_local" in out:
+            out["rope_local"] = self.rope_local.to_json()
         return out
 
     @classmethod
@@ -108,6 +116,8 @@ class ModelConfig:
         values["rope"] = Rope.from_json(data["rope"])
         if "nope_layers" in values:
             values["nope_layers"] = tuple(int(i) for i in values["nope_layers"])
+        if values.get("rope_local") is not None:
+            values["rope_local"] = Rope.from_json(values["rope_local"])
         if "layer_types" in values:
             values["layer_types"] = tuple(values["layer_types"])
         return cls(architecture=architecture, hf_architecture=hf_architecture, context_window=context_window,
@@ -130,9 +140,11 @@ class TensorRow:
     role: str  # for the quantization policy: vector, matrix, sensitive, embedding or head (quantization/policy.py)
     gguf: str = ""  # llama.cpp's name of the tensor
     gguf_rope_heads: str = ""  # llama.cpp permuted these rows for its RoPE; the ModelConfig field of their head count
+    hf_offset: float = 0.0  # added to a Hugging Face checkpoint's values when packaged (Gemma's norms: 1 + w)
 
     def spec(self, c: ModelConfig, prefix: str = "", role: str | None = None) -> TensorSpec:
-        return TensorSpec(prefix + self.name, tuple(int(getattr(c, d)) for d in self.shape), role or self.role)
+        return TensorSpec(prefix + self.name, tuple(int(getattr(c, d)) for d in self.shape), role or self.role,
+                          self.hf_offset)
 
 
 @dataclass(frozen=True)
@@ -140,12 +152,14 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     role: str
+    hf_offset: float = 0.0  # TensorRow.hf_offset
 
 
 # ---------------------------------------------------------------------------------------
 # the graph
 
-OP_KINDS = ("embedding", "rmsnorm", "linear", "bias_add", "rope", "attention", "add", "silu_mul")
+OP_KINDS = ("embedding", "rmsnorm", "linear", "bias_add", "rope", "attention", "add", "silu_mul", "gelu_tanh_mul",
+            "softcap")
 
 
 @dataclass(frozen=True)
@@ -161,6 +175,8 @@ class Op:
     attention (q, k, v) -> out     appends k, v to the layer's KV cache; causal grouped-query attention
     add (a, b) -> a                a + b (the plan's kernel works in place: out is a)
     silu_mul (g, u) -> g           silu(g) * u (in place too)
+    gelu_tanh_mul (g, u) -> g      gelu_tanh(g) * u (in place; Gemma's MLP)
+    softcap (x) -> x               tanh(x / cap) * cap (in place; Gemma 2's final logits)
     """
 
     kind: str
@@ -169,6 +185,11 @@ class Op:
     weight: str = ""  # the tensor it reads
     label: str = ""
     rows: tuple[int, int] | None = None  # linear: only weight rows [a, b) (a view of a fused matrix: Phi-3)
+    # per-op variants (docs/plan.md, "Architectures"):
+    scale: float | None = None  # embedding: rows times it; attention: of q.k (None: 1, head_dim ** -0.5)
+    cap: float = 0.0  # attention: soft-cap of the scores (0: none); softcap: the cap
+    window: int = 0  # attention: keys per query of a sliding-window layer (0: the whole context)
+    rope: Rope | None = None  # rope: this op's RoPE (None: the config's)
 
 
 @dataclass(frozen=True)

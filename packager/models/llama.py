@@ -16,11 +16,11 @@ from .base import LAYER_PREFIX, Activation, Architecture, Graph, ModelConfig, Op
 REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
 
-def parse_config(raw: dict, model_type: str) -> object:
+def parse_config(raw: dict, model_type: str, sliding_window: bool = False) -> object:
     """config.json -> transformers' config object (it upgrades legacy rope_scaling and fills
     in defaults), after the checks every Llama-like definition shares: the sizes, a SiLU MLP
-    and no sliding window in use. `model_type`: the default when config.json has none.
-    Raises PackError."""
+    and no sliding window in use (unless `sliding_window`: the definition resolves it).
+    `model_type`: the default when config.json has none. Raises PackError."""
     from transformers import AutoConfig
 
     missing = [k for k in REQUIRED if not isinstance(raw.get(k), int) or raw.get(k) <= 0]
@@ -42,7 +42,7 @@ def parse_config(raw: dict, model_type: str) -> object:
     window = getattr(c, "sliding_window", None)
     layer_types = getattr(c, "layer_types", None)
     sliding = layer_types is None or "sliding_attention" in layer_types
-    if window not in (None, 0) and sliding and window < c.max_position_embeddings:
+    if window not in (None, 0) and sliding and window < c.max_position_embeddings and not sliding_window:
         raise PackError(f"sliding-window attention (sliding_window={window}) is not supported; "
                         "only models without a sliding window in use are")
     return c
@@ -68,11 +68,19 @@ def config_fields(c, partial_rotary: bool = False) -> dict:
 
 def resolve(raw: dict) -> dict:
     """config.json -> the ModelConfig fields. Raises PackError for what the definition
-    does not cover."""
-    c = parse_config(raw, "llama")
+    does not cover. Mistral's sliding_window applies to every layer (transformers'
+    modeling_mistral.py) when it is shorter than max_position_embeddings."""
+    c = parse_config(raw, "llama", sliding_window=True)
     if getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False):
         raise PackError("attention_bias / mlp_bias checkpoints are not supported yet")
-    return config_fields(c)
+    fields = config_fields(c)
+    window = getattr(c, "sliding_window", None)
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+        raise PackError(f"config.json: sliding_window must be a positive integer or null, "
+                        f"not {json.dumps(window)[:40]}")
+    if window and window < c.max_position_embeddings:
+        fields.update(sliding_window=window, layer_types=("sliding_attention",) * c.num_hidden_layers)
+    return fields
 
 
 # ---------------------------------------------------------------------------------------
@@ -142,7 +150,8 @@ def decoder_graph(c: ModelConfig, qkv: Callable[[str], tuple[Op, ...]] = qkv_pro
             Op("rmsnorm", ("x",), "xn", p + ATTN_NORM.name, "input_layernorm"),
             *qkv(p),
             Op("rope", ("q", "k"), label="rope"),
-            Op("attention", ("q", "k", "v"), "attn", label="attention"),
+            Op("attention", ("q", "k", "v"), "attn", label="attention",
+               window=c.sliding_window if c.is_sliding(i) else 0),
             Op("linear", ("attn",), "o", p + O_PROJ.name, "o_proj"),
             Op("add", ("x", "o"), "x", label="residual"),
             Op("rmsnorm", ("x",), "xn", p + MLP_NORM.name, "post_attention_layernorm"),

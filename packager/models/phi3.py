@@ -20,11 +20,11 @@ Specification: transformers' models/phi3/modeling_phi3.py.
   also states the one table a bundle uses and the context windows it is exact for (at
   most original_max_position_embeddings).
 - sliding_window: transformers masks keys more than sliding_window - 1 positions back
-  in every layer. A window shorter than max_position_embeddings makes every layer a
-  sliding one (ModelConfig.sliding_window, layer_types); windowed attention is not
-  implemented yet, so a context window past the window is refused (ModelConfig;
-  Phi-3-mini-4k: sliding_window 2047, hence --context-window 2047; Phi-3.5 / Phi-4-mini:
-  262144, never reached).
+  in every layer (the mask Mistral uses). A window shorter than max_position_embeddings
+  makes every layer a sliding one (ModelConfig.sliding_window, layer_types), run over
+  ring-buffer KV caches (docs/plan.md, "Sliding-window layers"); checked against
+  transformers with a window of 16 (tests/test_phi3_smollm3.py). Phi-3-mini-4k: 2047 of
+  4096; Phi-3.5 / Phi-4-mini: 262144, longer than the model, never a window.
 
 llama.cpp (GGUF architecture "phi3") keeps the q/k rows in Hugging Face's order (its phi3
 RoPE is the rotate_half one) and stores LongRoPE's factor lists as the tensors
@@ -59,9 +59,9 @@ def resolve(raw: dict) -> dict:
         raise PackError(f"config.json: sliding_window must be a positive integer or null, not {str(window)[:40]}")
     from transformers.utils import logging as hf_logging
 
-    # (the window is checked against the context window, ModelConfig, not refused outright).
-    # transformers warns, for every LongRoPE config the Hub has, that it should give `factor`
-    # rather than original_max_position_embeddings: not the user's to fix, so not shown
+    # (parse_config's window check is Llama's; Phi-3's window is resolved below.) transformers
+    # warns, for every LongRoPE config the Hub has, that it should give `factor` rather than
+    # original_max_position_embeddings: not the user's to fix, so not shown
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:

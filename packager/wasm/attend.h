@@ -1,6 +1,7 @@
 /* One query row against a range of cache rows, with an online softmax (f32): the
  * shared core of attention.c and attention_decode.c.
- *   scores s_j = qs . k_j (qs already scaled), j in [j0, j1)
+ *   scores s_j = cap(qs . k_j) (qs already scaled), j in [j0, j1); cap(s) = tanh(s / c) c
+ *   (attention-logit soft-capping) when c > 0, else s
  *   m = max_j s_j, l = sum_j e^(s_j - m), acc[d] = sum_j e^(s_j - m) v_j[d]
  * Keys go in blocks of BLOCK: scores of a block (four keys at a time), its max, then
  * the running m, l and acc are rescaled once per block. k and v point at kv head 0 of cache row 0 of the
@@ -57,14 +58,23 @@ INLINE void accumulate(float *acc, float alpha, const float *p, const float *v, 
   }
 }
 
+/* tanh(s / c) c, tanh from e^-2|x| (which cannot overflow) */
+INLINE float softcap_f32(float s, float c) {
+  float e = exp_f32(-2.0f * __builtin_fabsf(s) / c);
+  float t = (1.0f - e) / (1.0f + e);
+  return (s < 0.0f ? -t : t) * c;
+}
+
 INLINE void attend(const float *qs, const float *k, const float *v, uint32_t stride, uint32_t HD, uint32_t j0,
-                   uint32_t j1, float *acc, float *m_out, float *l_out) {
+                   uint32_t j1, float cap, float *acc, float *m_out, float *l_out) {
   float m = NEG_BIG, l = 0.0f;
   float s[BLOCK] __attribute__((aligned(16)));
   for (uint32_t d = 0; d < HD; d += 4) wasm_v128_store(acc + d, wasm_f32x4_splat(0.0f));
   for (uint32_t jb = j0; jb < j1; jb += BLOCK) {
     uint32_t nb = j1 - jb < BLOCK ? j1 - jb : BLOCK;
     scores(qs, k + (size_t)jb * stride, stride, HD, nb, s);
+    if (cap > 0.0f)
+      for (uint32_t j = 0; j < nb; j++) s[j] = softcap_f32(s[j], cap);
     float mb = NEG_BIG;
     for (uint32_t j = 0; j < nb; j++) mb = s[j] > mb ? s[j] : mb;
     float m_new = mb > m ? mb : m;
@@ -88,6 +98,27 @@ INLINE void attend(const float *qs, const float *k, const float *v, uint32_t str
   }
   *m_out = m;
   *l_out = l;
+}
+
+/* attend() over the key positions [p0, p1) of a cache of `slots` rows, position j in row
+ * j % slots (a ring buffer: at most two runs of rows; a full cache: one). `tmp`: HD floats. */
+INLINE void attend_ring(const float *qs, const float *k, const float *v, uint32_t stride, uint32_t HD, uint32_t p0,
+                        uint32_t p1, uint32_t slots, float cap, float *acc, float *tmp, float *m_out,
+                        float *l_out) {
+  uint32_t r0 = p0 % slots, n = p1 - p0;
+  uint32_t first = n < slots - r0 ? n : slots - r0;
+  attend(qs, k, v, stride, HD, r0, r0 + first, cap, acc, m_out, l_out);
+  if (first == n) return;
+  float m2, l2;
+  attend(qs, k, v, stride, HD, 0, n - first, cap, tmp, &m2, &l2);
+  float m = *m_out > m2 ? *m_out : m2;
+  float a1 = exp_f32(*m_out - m), a2 = exp_f32(m2 - m);
+  v128_t v1 = wasm_f32x4_splat(a1), v2 = wasm_f32x4_splat(a2);
+  for (uint32_t d = 0; d < HD; d += 4)
+    wasm_v128_store(acc + d, wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(acc + d), v1),
+                                            wasm_f32x4_mul(wasm_v128_load(tmp + d), v2)));
+  *l_out = *l_out * a1 + l2 * a2;
+  *m_out = m;
 }
 
 /* qs = q * scale */

@@ -5,7 +5,7 @@
 // COOP/COEP headers); it prints one JSON line of observations, which the test checks
 // against the reference.
 //
-// Input: env LLMPACK_SITE_TEST = {url, modelId, chromium, question, maxTokens, screenshot?}.
+// Input: env LLMPACK_SITE_TEST = {url, modelId, chromium, question, maxTokens, screenshot?, futureModelId?}.
 import { mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
@@ -70,6 +70,13 @@ async function main() {
       out.messages = await page.evaluate(() => window.llmpackDemo.state.messages);
       out.meta = await page.evaluate(() => [...document.querySelectorAll(".msg.assistant .meta")].map((m) => m.textContent));
       if (cfg.screenshot) await page.screenshot({ path: cfg.screenshot });
+    }
+    if (cfg.futureModelId) {
+      // a bundle whose manifest asks for a newer runtime than the site's: refused at load, and said so
+      await page.click(`.model[data-id="${cfg.futureModelId}"] input`);
+      await page.click("#load");
+      out.futureState = await waitState(page, ["ready", "error"], 120_000);
+      out.futureNotices = await page.evaluate(() => [...document.querySelectorAll("#notices .notice")].map((n) => n.textContent));
     }
   } finally {
     await context.close();
