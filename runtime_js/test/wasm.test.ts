@@ -99,7 +99,7 @@ describe("Wasm backend: plan to commands", () => {
   test("barriers only where a dispatch depends on one since the last barrier (sync_flags modules)", () => {
     const { plan, table, manifest } = smallPlan();
     const mm = "matmul.q4f32.k64.n10";
-    const d = (kernel: string, bindings: [number, string][]) => ({ kernel, bindings, uniforms: ["seq_len", "0", "10"], workgroups: ["1", "1", "1"] });
+    const d = (kernel: string, bindings: [number, string][]) => ({ kernel, bindings, uniforms: ["seq_len", "0", "10"], workgroups: ["1", "1", "1"] as [string, string, string] });
     for (const b of ["q", "k", "v"]) (plan.buffers as Record<string, unknown>)[b] = { kind: "activation", dtype: "f32", elements: 64 };
     const dispatches = [
       d(mm, [[1, "x"], [2, "q"], [8, "w:weight"]]),
