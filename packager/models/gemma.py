@@ -32,9 +32,9 @@ import numpy as np
 
 from ..errors import PackError
 from ..rope import Rope
-from .base import LAYER_PREFIX, Activation, Architecture, Graph, ModelConfig, Op, TensorRow, TensorSpec
+from .base import LAYER_PREFIX, Activation, Architecture, Graph, ModelConfig, Op, TensorRow
 from .llama import DOWN_PROJ as LLAMA_DOWN
-from .llama import EMBED, GATE_PROJ, LM_HEAD, REQUIRED, UP_PROJ, V_PROJ, H
+from .llama import EMBED, GATE_PROJ, LM_HEAD, REQUIRED, UP_PROJ, V_PROJ, H, table
 from .llama import K_PROJ as LLAMA_K
 from .llama import O_PROJ as LLAMA_O
 from .llama import Q_PROJ as LLAMA_Q
@@ -132,19 +132,6 @@ GEMMA3_LAYER = (ATTN_NORM, Q_PROJ, Q_NORM, K_PROJ, K_NORM, V_PROJ, LLAMA_O, POST
                 UP_PROJ, LLAMA_DOWN, POST_FFN_NORM)
 
 
-def _table(layer_rows):
-    def tensors(c: ModelConfig) -> list[TensorSpec]:
-        out = [EMBED.spec(c, role="head" if c.tie_word_embeddings else None)]
-        for i in range(c.num_hidden_layers):
-            out += [row.spec(c, LAYER_PREFIX.format(i)) for row in layer_rows]
-        out.append(NORM.spec(c))
-        if not c.tie_word_embeddings:
-            out.append(LM_HEAD.spec(c))
-        return out
-
-    return tensors
-
-
 # ---------------------------------------------------------------------------------------
 # graph
 
@@ -212,10 +199,10 @@ def gemma3_graph(c: ModelConfig) -> Graph:
 GEMMA2 = Architecture(name="gemma2", hf_architectures=("Gemma2ForCausalLM",),
                       model_types={"gemma2": "Gemma2ForCausalLM"},
                       gguf_architectures={"gemma2": "Gemma2ForCausalLM"}, resolve=resolve_gemma2,
-                      global_rows=(EMBED, NORM, LM_HEAD), layer_rows=GEMMA2_LAYER, tensors=_table(GEMMA2_LAYER),
+                      global_rows=(EMBED, NORM, LM_HEAD), layer_rows=GEMMA2_LAYER, tensors=table(GEMMA2_LAYER, NORM),
                       graph=gemma2_graph)
 GEMMA3 = Architecture(name="gemma3", hf_architectures=("Gemma3ForCausalLM",),
                       model_types={"gemma3_text": "Gemma3ForCausalLM"},
                       gguf_architectures={"gemma3": "Gemma3ForCausalLM"},
                       resolve=resolve_gemma3, global_rows=(EMBED, NORM, LM_HEAD), layer_rows=GEMMA3_LAYER,
-                      tensors=_table(GEMMA3_LAYER), graph=gemma3_graph)
+                      tensors=table(GEMMA3_LAYER, NORM), graph=gemma3_graph)

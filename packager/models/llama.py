@@ -107,13 +107,16 @@ DOWN_PROJ = TensorRow("mlp.down_proj.weight", (H, FF), "sensitive", "ffn_down.we
 LAYER = (ATTN_NORM, Q_PROJ, K_PROJ, V_PROJ, O_PROJ, MLP_NORM, GATE_PROJ, UP_PROJ, DOWN_PROJ)
 
 
-def table(layer_rows: tuple[TensorRow, ...]) -> Callable[[ModelConfig], list[TensorSpec]]:
-    """The `tensors` of a Llama-like definition whose decoder layers hold `layer_rows`."""
+def table(layer_rows: tuple[TensorRow, ...],
+          norm: TensorRow | None = None) -> Callable[[ModelConfig], list[TensorSpec]]:
+    """The `tensors` of a Llama-like definition whose decoder layers hold `layer_rows`
+    (`norm`: the final norm's row, when it is not Llama's)."""
+    norm = norm or NORM
     def tensors(c: ModelConfig) -> list[TensorSpec]:
         out = [EMBED.spec(c, role="head" if c.tie_word_embeddings else None)]
         for i in range(c.num_hidden_layers):
             out += [row.spec(c, LAYER_PREFIX.format(i)) for row in layer_rows]
-        out.append(NORM.spec(c))
+        out.append(norm.spec(c))
         if not c.tie_word_embeddings:
             out.append(LM_HEAD.spec(c))
         return out
