@@ -16,6 +16,7 @@ without RoPE), and the refusals of what no definition supports:
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -327,35 +328,37 @@ def test_plan_for_phi4_mini_shapes(quant):
 
 
 # ---------------------------------------------------------------------------------------
-# Phi-3 on Dawn (Node's npm `webgpu`, SwiftShader here: f32 kernels). About 40 s, most of
-# it SwiftShader compiling the pipelines: a long test. (Every run: the same kernels compiled
-# by Dawn, tests/test_plan_gpu.py, and the whole plan on WebGPU in Deno, test_runtime_deno.py.)
+# Phi-3 and Qwen3 on Dawn (Node's npm `webgpu`, SwiftShader here: f32 kernels), one Node
+# process for both. About 40 s a model, most of it SwiftShader compiling the pipelines.
+# (Gemma 3 on Dawn: tests/test_gemma.py; every architecture's kernels compiled by Dawn:
+# tests/test_plan_gpu.py; the whole plans on WebGPU in Deno: tests/test_runtime_deno.py.)
 
 
 # SwiftShader's f32 kernels measure 4.2e-4 here, as a tiny Llama does on the same path (7.4e-4;
 # lavapipe: 3e-6): its transcendental functions are approximate. 3e-3: 4x the Llama's.
 DAWN_TOL = 3e-3
+DAWN_CASES = ("phi3-longrope", "qwen3")  # Phi-3: row views, partial LongRoPE; Qwen3: per-head q/k norms
 
 
-@pytest.mark.long
-def test_phi3_longrope_on_dawn_in_node(packaged_tiny, tmp_path):
+def test_phi3_and_qwen3_on_dawn_in_node(packaged_tiny, tmp_path):
     import subprocess
 
     from test_runtime_deno import DRIVER, RUNTIME, check_against_reference
     from test_runtime_e2e import js_env as _js_env  # (the fixture's function: Node's adapter, checked)
 
     env = _js_env.__wrapped__()
-    bundle = packaged_tiny("phi3-longrope", "q4f16", quantizer="rtn")
     calls = case_calls(320, 37, 21, 4)
-    job = {"bundle": str(bundle), "variant": "f32", "calls": calls, "greedy": 8, "out": str(tmp_path / "logits")}
-    (tmp_path / "spec.json").write_text(json.dumps({"jobs": [job]}))
+    jobs = [{"bundle": str(packaged_tiny(variant, "q4f16", quantizer="rtn")), "variant": "f32", "calls": calls,
+             "greedy": 8, "out": str(tmp_path / f"{variant}.logits")} for variant in DAWN_CASES]
+    (tmp_path / "spec.json").write_text(json.dumps({"jobs": jobs}))
     r = subprocess.run(["node", str(DRIVER), str(tmp_path / "spec.json")], cwd=RUNTIME, env=env, capture_output=True,
-                       text=True, timeout=600)
+                       text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]
-    [out] = json.loads(r.stdout.strip().splitlines()[-1])["jobs"]
-    assert "error" not in out, out["error"]
-    assert out["label"] == "WebGPU f32"
-    logits = np.fromfile(job["out"], np.float32).reshape(len(calls) + 8, -1)
-    err, compared = check_against_reference(bundle, calls, out["tokens"], logits, DAWN_TOL)
-    assert compared >= 4
-    print(f"phi3-longrope on Dawn ({out['adapter']}): max rel err {err:.2e}, load {out['load_ms']} ms")
+    outs = json.loads(r.stdout.strip().splitlines()[-1])["jobs"]
+    for variant, job, out in zip(DAWN_CASES, jobs, outs):
+        assert "error" not in out, f"{variant}: {out['error']}"
+        assert out["label"] == "WebGPU f32"
+        logits = np.fromfile(job["out"], np.float32).reshape(len(calls) + 8, -1)
+        err, compared = check_against_reference(Path(job["bundle"]), calls, out["tokens"], logits, DAWN_TOL)
+        assert compared >= 4, variant
+        print(f"{variant} on Dawn ({out['adapter']}): max rel err {err:.2e}, load {out['load_ms']} ms")
