@@ -90,10 +90,11 @@ class Template:
     tiles: Mapping[str, int] = field(default_factory=dict)  # fixed sizes of the template
     weights: bool = False  # includes a weight fragment ({{WEIGHTS}}); parts at WEIGHT_BINDING0..
     workgroup_bytes: Callable[[dict], int] = lambda v: 0  # of the kernel's values
-    wasm: str = ""  # the WASM_OPS entry that runs it ("": the op of the same name)
+    wasm: str = ""  # the WASM_OPS entry that runs it ("": the op of the same name; "-": none)
 
     @property
     def wasm_op(self) -> str:
+        """The Wasm op's name; "-": none (a WebGPU-only template)."""
         return self.wasm or self.name
 
 
@@ -143,6 +144,11 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
     Template("gelu_tanh_mul", (Binding(1, "g", W), Binding(2, "u", R)), ("n",), (256, 1, 1)),
     # x = tanh(x / CAP) * CAP on f32 values (final-logit soft-capping)
     Template("softcap", (Binding(1, "x", W),), ("n",), (256, 1, 1), params=("CAP",)),
+    # greedy next token on the device: out = [id, f32 bits] of the largest of n logits (one
+    # workgroup; the plan's optional "argmax" entry). WebGPU only: no Wasm op (its logits
+    # are in memory already)
+    Template("argmax", (Binding(1, "x", R), Binding(2, "out", W)), ("n",), (256, 1, 1),
+                       workgroup_bytes=lambda v: 8 * v["WG"], wasm="-"),
 ]}
 
 

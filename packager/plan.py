@@ -407,6 +407,7 @@ class _Builder:
             for op in g.head:
                 self.lower(d, op, mode, None)
             entries[mode] = {"max_seq_len": C if mode == "prefill" else 1, "dispatches": d}
+        entries["argmax"] = self.argmax_entry()
 
         kernels = list(self.kernels.values())
         plan = {
@@ -420,7 +421,7 @@ class _Builder:
             "variants": {},
             "requirements": {},
             "inputs": {"tokens": "tokens"},
-            "outputs": {"logits": "logits"},
+            "outputs": {"logits": "logits", "next_token": "next_token"},
             "kernels": {k.name: k.to_json(self.variants) for k in kernels},
             "buffers": self.buffers,
             "entries": entries,
@@ -429,6 +430,16 @@ class _Builder:
             plan["kv_rewind_limit"] = rewind
         self._limits(plan, kernels)
         return plan, kernels
+
+    def argmax_entry(self) -> dict:
+        """The optional "argmax" entry (docs/plan.md): the greedy next token of the logits the
+        last prefill or decode run wrote, [id, f32 bits] in `next_token`, so that a WebGPU
+        greedy step reads back 4 bytes instead of the vocabulary's logits."""
+        self.act("next_token", 2, kind="output", dtype="u32")
+        kname = self.kernel("argmax", "argmax")
+        return {"max_seq_len": 1, "dispatches": [
+            {"kernel": kname, "label": "argmax", "bindings": self.binds("argmax", x="logits", out="next_token"),
+             "uniforms": [str(self.c.vocab_size)], "workgroups": ["1", "1", "1"]}]}
 
     # -- limits -------------------------------------------------------------------------
 
@@ -441,7 +452,7 @@ class _Builder:
                                 f"(binding {self.max_binding}, buffer {self.max_buffer}); {what}")
         max_wg = 1
         envs = {"prefill": [(1, 0), (self.chunk, 0), (self.chunk, self.ctx - self.chunk)],
-                "decode": [(1, 0), (1, self.ctx - 1)]}
+                "decode": [(1, 0), (1, self.ctx - 1)], "argmax": [(1, 0)]}
         for mode, entry in plan["entries"].items():
             for seq_len, past_len in envs[mode]:
                 env = {"seq_len": seq_len, "past_len": past_len}

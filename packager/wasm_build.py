@@ -170,6 +170,8 @@ def kernel_table(manifest: dict, plan: dict) -> tuple[dict, list[str], list[np.n
         template = TEMPLATES.get(spec.template)
         if template is None:
             raise PackError(f"no Wasm op for kernel template {spec.template!r}")
+        if template.wasm_op not in WASM_OPS:  # a WebGPU-only kernel (the "argmax" entry's)
+            continue
         if spec.weight_format and spec.weight_format not in formats:
             formats.append(spec.weight_format)
         if template.weights:

@@ -534,3 +534,46 @@ def test_gelu_tanh_mul_and_softcap(gpu, variant):
         out = run_kernel(dev, cache, render("softcap", variant, {"CAP": 30.0}), binds[:2], {1: x}, [n], wg,
                          read=[1])
         assert rel_err(out[1].view(np.float32), np.tanh(x.astype(np.float64) / 30) * 30) <= TOL["f32"]
+
+
+def cpu_argmax(x: np.ndarray) -> int:
+    """The CPU sampler's argmax (runtime_js/src/sampler.ts): the first strictly larger value
+    wins, so ties go to the lowest id and NaN is never chosen (unless at id 0)."""
+    best, top = 0, x[0]
+    for i in range(1, len(x)):
+        if x[i] > top:
+            best, top = i, x[i]
+    return best
+
+
+def test_argmax(gpu):
+    """Greedy next token on the device, against numpy and the CPU sampler's rule: ties to the
+    lowest id, -inf, NaN, and a 262144-token vocabulary (Gemma 3's)."""
+    dev, cache = gpu
+    binds = [(0, "uniform"), (1, "read-only-storage"), (2, "storage")]
+    rng = np.random.default_rng(41)
+    code = render("argmax", "f32")
+    cases = []
+    x = rng.normal(0, 5, 262144).astype(np.float32)
+    x[[7, 200001, 262143]] = x.max() + 1.0  # a three-way tie far apart: the lowest id wins
+    cases.append(x)
+    x = rng.normal(0, 5, 49152).astype(np.float32)
+    x[0], x[5], x[49151] = np.nan, np.nan, 100.0  # NaN at id 0 is kept, as the CPU sampler does
+    cases.append(x)
+    x = rng.normal(0, 5, 49152).astype(np.float32)
+    x[3::7] = np.nan  # NaN never wins
+    cases.append(x)
+    cases.append(np.full(1000, -np.inf, np.float32))  # all masked: id 0
+    x = np.full(300, -np.inf, np.float32)
+    x[299] = -1e30  # the only finite value, at the end (a row block's tail)
+    cases.append(x)
+    cases.append(np.array([2.0, 2.0, 2.0], np.float32))
+    for x in cases:
+        out = run_kernel(dev, cache, code, binds, {1: x, 2: np.zeros(2, np.uint32)}, [len(x)], (1, 1, 1),
+                         read=[2], poison=[2]).get(2).view(np.uint32)
+        want = cpu_argmax(x)
+        if not np.isnan(x[0]):
+            finite = np.where(np.isnan(x), -np.inf, x)
+            assert want == int(np.argmax(finite))  # the rule itself, against numpy
+        assert int(out[0]) == want
+        assert out[1:2].view(np.float32)[0] == x[want] or np.isnan(x[want])
