@@ -310,6 +310,29 @@ def test_tiny_split_path_is_identical(packaged_tiny):
             np.testing.assert_array_equal(x, y)
 
 
+def test_argmax_entry_picks_the_greedy_token(packaged_tiny):
+    """The plan's "argmax" entry, run after prefill and decode steps (the head split into row
+    blocks, as under a small binding limit), writes the id the CPU sampler's argmax picks
+    from the logits that run left (ties to the lowest id), and that logit's bits."""
+    bundle = packaged_tiny("untied", "q4f16")
+    m = manifest_of(bundle)
+    files, _ = compile_artifacts(m, context_window=64, prefill_chunk=8, max_binding_size=4096, validate=False)
+    plan = json.loads(files["plan.json"])
+    assert plan["outputs"]["next_token"] == "next_token"
+    assert [d["kernel"] for d in plan["entries"]["argmax"]["dispatches"]] == ["argmax"]
+    assert sum("lm_head" in d["label"] for d in plan["entries"]["decode"]["dispatches"]) > 1  # split head
+    ex = GpuExecutor(bundle, files=files, variant="f32")
+    p1, _ = prompts(m["model"]["config"]["vocab_size"], seed=4)
+    logits = ex.prefill(p1)
+    for _ in range(6):
+        ex.run("argmax", 1, 0)
+        token, bits = (int(v) for v in ex.read("next_token"))
+        first_max = int(np.argmax(logits))  # numpy: the first of equal maxima (no NaN here)
+        assert token == first_max
+        assert np.uint32(bits).view(np.float32) == logits[token]
+        logits = ex.decode(token)
+
+
 # ---------------------------------------------------------------------------------------
 # SmolLM2-135M-Instruct
 
