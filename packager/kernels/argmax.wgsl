@@ -1,6 +1,6 @@
 // Greedy next token on the device: out[0] = the id of the largest of x[0..n), ties to the
-// lowest id, NaN never chosen (read as -inf); out[1] = that value's f32 bits. As the CPU
-// sampler's argmax: a NaN at x[0] is kept (id 0). One workgroup: each thread scans a
+// lowest id, NaN never chosen; out[1] = that value's f32 bits. As the CPU sampler's argmax:
+// id 0 when no value is above -inf, or when x[0] is NaN. One workgroup: each thread scans a
 // strided slice, then a tree reduction; the runtime reads back 8 bytes, not the vocabulary.
 // bindings: 0 uniform, 1 x f32[n] (the logits), 2 out u32[2]
 // workgroups: (1, 1, 1)
@@ -20,10 +20,6 @@ fn is_nan(v: f32) -> bool {
   return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;  // bit test: compilers may fold v != v
 }
 
-fn key(v: f32) -> f32 {
-  return select(v, bitcast<f32>(0xff800000u), is_nan(v));
-}
-
 // (v, i) beats (bv, bi): larger, or equal at a lower id (NONE: no candidate yet)
 fn beats(v: f32, i: u32, bv: f32, bi: u32) -> bool {
   return i != NONE && (bi == NONE || v > bv || (v == bv && i < bi));
@@ -34,8 +30,8 @@ fn main(@builtin(local_invocation_index) tid: u32) {
   var bv = 0.0;
   var bi = NONE;
   for (var i = tid; i < p.n; i += WG) {
-    let v = key(x[i]);
-    if (beats(v, i, bv, bi)) { bv = v; bi = i; }
+    let v = x[i];
+    if (!is_nan(v) && beats(v, i, bv, bi)) { bv = v; bi = i; }
   }
   best_v[tid] = bv;
   best_i[tid] = bi;
@@ -48,8 +44,9 @@ fn main(@builtin(local_invocation_index) tid: u32) {
     workgroupBarrier();
   }
   if (tid == 0u) {
+    // no value above -inf (all masked or NaN), or a NaN at id 0: id 0, as the CPU sampler
     var id = best_i[0];
-    if (id == NONE || is_nan(x[0])) { id = 0u; }
+    if (id == NONE || bitcast<u32>(best_v[0]) == 0xff800000u || is_nan(x[0])) { id = 0u; }
     out[0] = id;
     out[1] = bitcast<u32>(x[id]);
   }

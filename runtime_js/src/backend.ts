@@ -58,6 +58,15 @@ export interface Backend {
   /** Runs one token at position `pos` (= tokens in the cache); resolves to its logits. */
   decode(token: number, pos: number): Promise<Float32Array>;
 
+  /**
+   * Optional greedy step on the device: true when `decodeArgmax` can run (a WebGPU
+   * backend whose plan has the "argmax" entry). The session uses it for greedy requests
+   * that need no logits on the CPU (no processors, penalties, logit_bias or logprobs).
+   */
+  readonly argmaxOnDevice?: boolean;
+  /** `decode`, then resolves to the largest logit's id (lowest id on ties) instead of the logits. */
+  decodeArgmax?(token: number, pos: number): Promise<number>;
+
   /** Forgets the KV cache. */
   reset(): void;
 

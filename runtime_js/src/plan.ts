@@ -76,7 +76,8 @@ export interface Plan {
   variants: Record<string, PlanVariant>;
   requirements?: { features: string[]; optional_features: string[]; limits: Record<string, number> };
   inputs: { tokens: string };
-  outputs: { logits: string };
+  /** next_token: [id, f32 bits] that the optional "argmax" entry writes (docs/plan.md) */
+  outputs: { logits: string; next_token?: string };
   kernels: Record<string, PlanKernel>;
   buffers: Record<string, PlanBuffer>;
   /** every runtime needs `prefill` and `decode` (parsePlan checks they are there) */
@@ -224,12 +225,29 @@ export function parsePlan(json: unknown, manifest?: Manifest): Plan {
   if (!logits || logits.kind === "weight" || logits.dtype !== "f32") {
     throw new PlanError(`plan.json: the logits buffer ${shown(p.outputs.logits)} must be an f32 array`);
   }
+  if (own(entries, ARGMAX_ENTRY) !== undefined) {
+    const next = typeof p.outputs.next_token === "string" ? (own(buffers, p.outputs.next_token) as PlanBuffer | undefined) : undefined;
+    if (!next || next.kind === "weight" || next.dtype !== "u32" || next.elements < 1) {
+      throw new PlanError(`plan.json: the "${ARGMAX_ENTRY}" entry needs outputs.next_token, a u32 array (package the model again)`);
+    }
+  }
   return p;
 }
 
 /** The plan's tokens buffer (parsePlan checked it is a u32 array). */
 export function tokensBuffer(plan: Plan): ArrayPlanBuffer {
   return plan.buffers[plan.inputs.tokens] as ArrayPlanBuffer;
+}
+
+/**
+ * The optional entry point that writes the greedy next token of the last run's logits
+ * into outputs.next_token (bundles before it lack it: the runtime reads the logits).
+ */
+export const ARGMAX_ENTRY = "argmax";
+
+/** Whether the plan can pick the greedy next token on the device (parsePlan checked its output). */
+export function hasArgmax(plan: Plan): boolean {
+  return plan.entries[ARGMAX_ENTRY] !== undefined && plan.outputs.next_token !== undefined;
 }
 
 /** The plan's logits buffer (parsePlan checked it is an f32 array). */

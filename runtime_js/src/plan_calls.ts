@@ -8,7 +8,7 @@
  * A backend supplies only what depends on where the plan runs (PlanDevice): write the
  * token ids, run one entry point for given dynamic dims, read the logits.
  */
-import { type Dims, type Plan, checkWindow } from "./plan.js";
+import { ARGMAX_ENTRY, type Dims, type Plan, checkWindow, hasArgmax } from "./plan.js";
 
 export interface PlanDevice {
   /** Writes the ids of the next run's tokens (already checked) into the plan's tokens buffer. */
@@ -20,6 +20,11 @@ export interface PlanDevice {
   runEntry(entry: string, dims: Dims): Promise<void>;
   /** The last token's logits of the last run, once it finished; the array may be reused by the next read. */
   readLogits(): Promise<Float32Array>;
+  /**
+   * Optional: the id the plan's argmax entry wrote (outputs.next_token), once the runs
+   * finished; a few bytes read back instead of the logits.
+   */
+  readNextToken?(): Promise<number>;
 }
 
 export class PlanCalls {
@@ -58,6 +63,27 @@ export class PlanCalls {
     return this.exclusive(one, async () => {
       await this.run("decode", one, pos);
       return this.device.readLogits();
+    });
+  }
+
+  /** Whether decodeArgmax can run: the plan has the argmax entry and the device reads its output. */
+  get argmaxOnDevice(): boolean {
+    return hasArgmax(this.plan) && this.device.readNextToken !== undefined;
+  }
+
+  /**
+   * One token at position `pos`, then the plan's argmax entry on its logits: resolves to
+   * the greedy next token (the largest logit, lowest id on ties, as the CPU sampler's
+   * argmax), reading back its id instead of the vocabulary's logits.
+   */
+  async decodeArgmax(token: number, pos: number): Promise<number> {
+    if (!this.argmaxOnDevice) throw new Error(`the ${this.backend} backend's plan has no ${ARGMAX_ENTRY} entry`);
+    const one = Int32Array.of(token);
+    checkWindow(this.plan, "decode", pos, 1);
+    return this.exclusive(one, async () => {
+      await this.run("decode", one, pos);
+      await this.device.runEntry(ARGMAX_ENTRY, { seq_len: 1, past_len: pos });
+      return this.device.readNextToken!(); // argmaxOnDevice: defined
     });
   }
 

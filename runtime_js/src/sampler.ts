@@ -183,6 +183,22 @@ export class Sampler {
     return choice;
   }
 
+  /**
+   * True when the choice is the plain argmax of the logits: greedy, no processors (logit
+   * bias, grammar), no penalties. Then a backend may pick the token itself (`accept`).
+   */
+  get plainArgmax(): boolean {
+    return this.greedy && this.processors.length === 0 && this.repetition === 1 && this.frequency === 0 && this.presence === 0;
+  }
+
+  /** Records `token`, chosen elsewhere as `choose` would have (plainArgmax), as generated. */
+  accept(token: number): Choice {
+    this.seen.add(token);
+    this.counts.set(token, (this.counts.get(token) ?? 0) + 1);
+    for (const p of this.processors) p.accept(token);
+    return { token };
+  }
+
   /** True when a processor allows nothing but the end of generation (a completed grammar). */
   get done(): boolean {
     return this.processors.some((p) => p.isDone?.() ?? false);

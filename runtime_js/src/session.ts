@@ -236,12 +236,17 @@ export class Session {
         };
         let count = 0;
         let finish: FinishReason = "length";
+        // greedy with nothing that needs the logits on the CPU: the backend picks the next token
+        const onDevice = sampler.plainArgmax && topLogprobs === undefined && this.backend.argmaxOnDevice === true;
+        let next: number | null = null; // the token the backend picked at the last step
+
         while (count < budget) {
           if (interrupted()) {
             finish = "abort";
             break;
           }
-          const chosen = sampler.choose(logits, topLogprobs);
+          const chosen = next !== null ? sampler.accept(next) : sampler.choose(logits, topLogprobs);
+          next = null;
           const token = chosen.token;
           count++;
           if (eos.has(token)) {
@@ -261,7 +266,9 @@ export class Session {
             break;
           }
           const t1 = performance.now();
-          logits = await this.step(token, prompt.length + count - 1, () => (consistent = false));
+          const pos = prompt.length + count - 1;
+          if (onDevice && pos === this.cached.length) next = await this.stepArgmax(token, pos, () => (consistent = false));
+          else logits = await this.step(token, pos, () => (consistent = false));
           consistent = true;
           timings.decode_ms += performance.now() - t1;
           timings.decode_tokens++;
@@ -298,6 +305,14 @@ export class Session {
     const logits = await this.call(rollback ? this.backend.prefill(Int32Array.of(token), pos) : this.backend.decode(token, pos));
     this.cached.push(token);
     return logits;
+  }
+
+  /** A decode step at `pos` (= the cached tokens) whose next token the backend picks (argmax). */
+  private async stepArgmax(token: number, pos: number, running: () => void): Promise<number> {
+    running();
+    const next = await this.call(this.backend.decodeArgmax!(token, pos)); // argmaxOnDevice: defined
+    this.cached.push(token);
+    return next;
   }
 
   /**

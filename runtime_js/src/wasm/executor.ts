@@ -9,7 +9,7 @@
 import { BackendUnsupportedError } from "../backend.js";
 import { type Dims, type Plan, PlanError, logitsBuffer } from "../plan.js";
 import type { PlanDevice } from "../plan_calls.js";
-import { type MemoryLayout, PAGE, allocationProblem, bufferAddress } from "./layout.js";
+import { type MemoryLayout, PAGE, WASM_ENTRIES, allocationProblem, bufferAddress } from "./layout.js";
 import { WasmProgram } from "./program.js";
 import type { WasmTable } from "./table.js";
 import { InlineRunner, type Runner, WorkerPool } from "./threads.js";
@@ -47,7 +47,7 @@ export class WasmExecutor implements PlanDevice {
     layout: MemoryLayout,
   ) {
     const mem32 = new Uint32Array(memory.buffer);
-    for (const name of Object.keys(plan.entries)) this.programs.set(name, new WasmProgram(name, plan, table, layout, mem32));
+    for (const name of WASM_ENTRIES) this.programs.set(name, new WasmProgram(name, plan, table, layout, mem32));
     this.tokensAt = bufferAddress(layout, plan.inputs.tokens);
     this.logitsAt = bufferAddress(layout, plan.outputs.logits);
     this.logits = new Float32Array(logitsBuffer(plan).elements);

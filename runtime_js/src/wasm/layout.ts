@@ -15,6 +15,12 @@
  */
 import type { Manifest } from "../manifest.js";
 import { type Plan, PlanError } from "../plan.js";
+
+/**
+ * The entry points the Wasm backend runs. Others (the WebGPU-only "argmax": the logits
+ * are in memory already) have no Wasm kernels.
+ */
+export const WASM_ENTRIES = ["prefill", "decode"] as const;
 import { type WasmTable, wasmKernel } from "./table.js";
 
 export const PAGE = 65536;
@@ -70,7 +76,7 @@ export function planLayout(manifest: Manifest, plan: Plan, table: WasmTable, hea
     pos += bytes;
   }
   const programs = new Map<string, { addr: number; words: number }>();
-  for (const name of Object.keys(plan.entries)) {
+  for (const name of WASM_ENTRIES) {
     const words = programWords(plan, table, name);
     programs.set(name, { addr: pos, words });
     pos += up(4 * words);

@@ -9,7 +9,7 @@
 import { BackendUnsupportedError, type Backend, type BackendLoadOptions } from "../backend.js";
 import type { BundleLoader, LoadStats } from "../loader.js";
 import type { Manifest } from "../manifest.js";
-import { type Plan, parsePlan, weightBlocks } from "../plan.js";
+import { type Plan, hasArgmax, parsePlan, weightBlocks } from "../plan.js";
 import { PlanCalls } from "../plan_calls.js";
 import { type AdapterInfo, type DeviceOptions, describeAdapter, openDevice } from "./device.js";
 import { PlanExecutor } from "./executor.js";
@@ -19,6 +19,12 @@ import { StagingSink, type UploadLog } from "./weights.js";
 export interface WebGpuBackendOptions extends DeviceOptions {
   /** shards streamed at once (each needs a staging buffer); default 2 */
   concurrency?: number;
+  /**
+   * Greedy decode steps pick the token on the GPU and read back its id (the plan's
+   * "argmax" entry) instead of the vocabulary's logits; default true. false: always
+   * read the logits (to compare both paths).
+   */
+  deviceArgmax?: boolean;
 }
 
 export class WebGpuBackend implements Backend {
@@ -138,6 +144,15 @@ export class WebGpuBackend implements Backend {
 
   async decode(token: number, pos: number): Promise<Float32Array> {
     return this.loaded().decode(token, pos);
+  }
+
+  /** Backend.argmaxOnDevice: the plan has the argmax entry (and deviceArgmax is not false). */
+  get argmaxOnDevice(): boolean {
+    return this.opts.deviceArgmax !== false && this.plan !== null && hasArgmax(this.plan);
+  }
+
+  async decodeArgmax(token: number, pos: number): Promise<number> {
+    return this.loaded().decodeArgmax(token, pos);
   }
 
   reset(): void {

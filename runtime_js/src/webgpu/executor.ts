@@ -65,6 +65,8 @@ export class PlanExecutor implements PlanDevice {
   private readonly logits: Float32Array;
   private readonly logitsBytes: number;
   private readback: GPUBuffer | null = null;
+  /** 16 bytes: the id the argmax entry wrote */
+  private tokenReadback: GPUBuffer | null = null;
   /** validation error scopes of the runs since the last read */
   private pendingErrors: { entry: string; error: Promise<GPUError | null> }[] = [];
   private lostReason: string | null = null;
@@ -95,6 +97,7 @@ export class PlanExecutor implements PlanDevice {
       ex.buffers.set(name, device.createBuffer({ label: name, size: bufferBytes(buf, variant), usage: BufferUsage.STORAGE | BufferUsage.COPY_DST | BufferUsage.COPY_SRC }));
     }
     ex.readback = device.createBuffer({ label: "logits readback", size: Math.max(16, ex.logitsBytes), usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
+    ex.tokenReadback = device.createBuffer({ label: "next token readback", size: 16, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
     const [validation, oom] = [await device.popErrorScope(), await device.popErrorScope()];
     const err = oom ?? validation;
     if (err) {
@@ -193,29 +196,54 @@ export class PlanExecutor implements PlanDevice {
    * run since the last read.
    */
   async readLogits(): Promise<Float32Array> {
-    this.checkUsable();
     const readback = this.readback;
     if (!readback) throw new Error("the WebGPU executor has no readback buffer");
+    await this.copyOut(this.plan.outputs.logits, readback, this.logitsBytes);
+    this.logits.set(new Float32Array(readback.getMappedRange(0, this.logitsBytes)));
+    readback.unmap();
+    await this.checkRuns();
+    return this.logits;
+  }
+
+  /**
+   * PlanDevice: the id the plan's argmax entry wrote (4 bytes read back); rejects as
+   * readLogits does.
+   */
+  async readNextToken(): Promise<number> {
+    const readback = this.tokenReadback;
+    const out = this.plan.outputs.next_token;
+    if (!readback || out === undefined) throw new PlanError("the plan has no next_token output");
+    await this.copyOut(out, readback, 4);
+    const id = new Uint32Array(readback.getMappedRange(0, 4))[0]!; // 4 bytes mapped
+    readback.unmap();
+    await this.checkRuns();
+    return id;
+  }
+
+  /** Copies the first `bytes` of plan buffer `name` into `readback` and maps it. */
+  private async copyOut(name: string, readback: GPUBuffer, bytes: number): Promise<void> {
+    this.checkUsable();
     const enc = this.device.createCommandEncoder();
-    enc.copyBufferToBuffer(this.planBuffer(this.plan.outputs.logits), 0, readback, 0, this.logitsBytes);
+    enc.copyBufferToBuffer(this.planBuffer(name), 0, readback, 0, bytes);
     this.device.queue.submit([enc.finish()]);
     try {
-      await readback.mapAsync(MapMode.READ, 0, this.logitsBytes);
+      await readback.mapAsync(MapMode.READ, 0, bytes);
     } catch (e) {
       // A device lost mid-call fails the map: say so (the loss may be reported just after).
       await Promise.race([this.device.lost, new Promise((r) => setTimeout(r, 200))]);
       this.checkUsable();
       throw e;
     }
-    this.logits.set(new Float32Array(readback.getMappedRange(0, this.logitsBytes)));
-    readback.unmap();
+  }
+
+  /** Rejects when WebGPU refused any run since the last read. */
+  private async checkRuns(): Promise<void> {
     const pending = this.pendingErrors;
     this.pendingErrors = [];
     for (const { entry, error } of pending) {
       const err = await error;
       if (err) throw new Error(`WebGPU rejected the ${entry} commands: ${err.message}`);
     }
-    return this.logits;
   }
 
   private checkUsable(): void {
@@ -254,6 +282,7 @@ export class PlanExecutor implements PlanDevice {
     for (const b of this.buffers.values()) b.destroy();
     for (const p of this.entries.values()) for (const u of p.uniforms) u.buffer.destroy();
     this.readback?.destroy();
+    this.tokenReadback?.destroy();
     this.buffers.clear();
     this.entries.clear();
   }
