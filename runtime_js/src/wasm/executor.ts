@@ -9,9 +9,9 @@
 import { BackendUnsupportedError } from "../backend.js";
 import { type Dims, type Plan, PlanError, logitsBuffer } from "../plan.js";
 import type { PlanDevice } from "../plan_calls.js";
-import { type MemoryLayout, PAGE, WASM_ENTRIES, allocationProblem, bufferAddress } from "./layout.js";
+import { type MemoryLayout, PAGE, allocationProblem, bufferAddress } from "./layout.js";
 import { WasmProgram } from "./program.js";
-import type { WasmTable } from "./table.js";
+import { WASM_ENTRIES, type WasmTable } from "./table.js";
 import { InlineRunner, type Runner, WorkerPool } from "./threads.js";
 
 /**

@@ -15,13 +15,7 @@
  */
 import type { Manifest } from "../manifest.js";
 import { type Plan, PlanError } from "../plan.js";
-
-/**
- * The entry points the Wasm backend runs. Others (the WebGPU-only "argmax": the logits
- * are in memory already) have no Wasm kernels.
- */
-export const WASM_ENTRIES = ["prefill", "decode"] as const;
-import { type WasmTable, wasmKernel } from "./table.js";
+import { WASM_ENTRIES, type WasmTable, wasmKernel } from "./table.js";
 
 export const PAGE = 65536;
 export const MAX_PAGES = 65535;

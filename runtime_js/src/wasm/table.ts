@@ -6,6 +6,12 @@
  */
 import type { Plan } from "../plan.js";
 
+/**
+ * The entry points the Wasm backend runs. Others (the WebGPU-only "argmax": the logits
+ * are in memory already) have no Wasm kernels.
+ */
+export const WASM_ENTRIES = ["prefill", "decode"] as const;
+
 export const WASM_TABLE_FILE = "kernels/llmpack.wasm.json";
 export const WASM_TABLE_FORMAT = "llmpack-wasm";
 export const WASM_TABLE_VERSION = 1;
@@ -58,7 +64,8 @@ export function parseWasmTable(json: unknown, plan: Plan): WasmTable {
   if (!moduleOk(t.modules?.single) || (t.modules.threads && !moduleOk(t.modules.threads)) || !u32(t.stack_bytes) || !Array.isArray(t.ops)) {
     throw new WasmTableError(`${WASM_TABLE_FILE} is malformed`);
   }
-  for (const name of Object.keys(plan.kernels)) {
+  const used = new Set(WASM_ENTRIES.flatMap((e) => plan.entries[e].dispatches.map((d) => d.kernel)));
+  for (const name of used) {
     const k = t.kernels?.[name];
     if (!k || !u32(k.op) || k.op >= t.ops.length || !Array.isArray(k.consts) || !k.consts.every(u32)) {
       throw new WasmTableError(`${WASM_TABLE_FILE} has no Wasm op for kernel ${name} of plan.json (package the bundle again)`);
@@ -67,7 +74,7 @@ export function parseWasmTable(json: unknown, plan: Plan): WasmTable {
   return t;
 }
 
-/** The table's entry for a kernel of the plan (parseWasmTable checked every plan kernel has one). */
+/** The table's entry for a kernel of the plan (parseWasmTable checked every kernel of WASM_ENTRIES has one). */
 export function wasmKernel(table: WasmTable, kernel: string): WasmKernel {
   const k = table.kernels[kernel];
   if (!k) throw new WasmTableError(`${WASM_TABLE_FILE} has no Wasm op for kernel ${kernel}`);
