@@ -129,7 +129,8 @@ def test_kernel_table(packaged_tiny):
     manifest = json.loads((bundle / "manifest.json").read_text())
     plan = json.loads((bundle / "plan.json").read_text())
     table, formats, tables = kernel_table(manifest, plan)
-    assert set(table["kernels"]) == set(plan["kernels"])
+    # every kernel but the WebGPU-only argmax (the "argmax" entry, which Wasm does not run)
+    assert set(table["kernels"]) == set(plan["kernels"]) - {"argmax"}
     assert sorted(formats) == ["q4f16", "q8f16"]  # matrices and the 8-bit head
     assert len(tables) == 1 and tables[0].dtype == np.float32
     for name, k in table["kernels"].items():
