@@ -189,5 +189,19 @@ def hf_greedy(model, prompt, n):
     return out
 
 
+def hf_stepwise_logits(model, prompt, tokens):
+    """transformers' logits for `prompt` (every position), then for each of `tokens` fed one at
+    a time on its KV cache: the oracle the reference's prefill and decode steps are compared with."""
+    import torch
+
+    with torch.no_grad():
+        out = model(torch.tensor([prompt]), use_cache=True)
+        steps = [out.logits[0].numpy()]
+        for tok in tokens:
+            out = model(torch.tensor([[tok]]), past_key_values=out.past_key_values, use_cache=True)
+            steps.append(out.logits[0, -1].numpy())
+    return steps
+
+
 def chat_ids(tok, messages):
     return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)

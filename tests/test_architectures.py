@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from checkpoints import TINY_QWEN
+from conftest import hf_stepwise_logits
 from gpu_executor import GpuExecutor
 from packager.compile import compile_artifacts
 from packager.errors import PackError
@@ -106,16 +107,9 @@ def test_f32_logits_match_transformers(variant, tiny_llama, tmp_path):
     assert ref.config.hf_architecture == raw_config(tiny_llama, variant)["architectures"][0]
     hf = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
     rng = np.random.default_rng(0)
-    prompt = rng.integers(0, 320, size=23).tolist()
-    with torch.no_grad():
-        out = hf(torch.tensor([prompt]), use_cache=True)
-    errs = [rel(ref.prefill(prompt), out.logits[0].numpy())]
-    cache = out.past_key_values
-    for tok in rng.integers(0, 320, size=8).tolist():
-        with torch.no_grad():
-            out = hf(torch.tensor([[tok]]), past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-        errs.append(rel(ref.decode(tok), out.logits[0, -1].numpy()))
+    prompt, tokens = rng.integers(0, 320, size=23).tolist(), rng.integers(0, 320, size=8).tolist()
+    want = hf_stepwise_logits(hf, prompt, tokens)
+    errs = [rel(ref.prefill(prompt), want[0])] + [rel(ref.decode(t), w) for t, w in zip(tokens, want[1:])]
     assert max(errs) < HF_TOL, errs
     print(f"{variant} reference vs transformers: max rel err {max(errs):.2e}")
 

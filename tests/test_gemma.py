@@ -25,7 +25,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import hf_greedy
+from conftest import hf_greedy, hf_stepwise_logits
 from gpu_executor import GpuExecutor
 from packager.compile import compile_artifacts
 from packager.errors import PackError
@@ -136,15 +136,9 @@ def test_f32_logits_and_greedy_match_transformers(variant, tiny_llama, packaged_
     hf = hf_model(src)
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, 320, size=23).tolist()  # longer than the window (16)
-    with torch.no_grad():
-        out = hf(torch.tensor([prompt]), use_cache=True)
-    errs = [rel(ref.prefill(prompt), out.logits[0].numpy())]
-    cache = out.past_key_values
-    for tok in rng.integers(0, 320, size=8).tolist():
-        with torch.no_grad():
-            out = hf(torch.tensor([[tok]]), past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-        errs.append(rel(ref.decode(tok), out.logits[0, -1].numpy()))
+    tokens = rng.integers(0, 320, size=8).tolist()
+    want = hf_stepwise_logits(hf, prompt, tokens)
+    errs = [rel(ref.prefill(prompt), want[0])] + [rel(ref.decode(t), w) for t, w in zip(tokens, want[1:])]
     assert max(errs) < HF_TOL, errs
     assert ref.greedy(prompt, GREEDY) == hf_greedy(hf, prompt, GREEDY)
     # the sliding window matters here: without it the logits are far off

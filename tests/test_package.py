@@ -13,6 +13,7 @@ import pytest
 
 from bundle_contract.manifest import load
 from checkpoints import TINY_VARIANTS
+from conftest import hf_stepwise_logits
 from packager.bundle import package_model
 from packager.reference import ReferenceModel
 from packager.shards import read_tensor_bytes
@@ -44,16 +45,11 @@ def test_f32_logits_match_transformers(variant, tiny_llama, tmp_path):
     ref = ReferenceModel(tmp_path / "b")
     hf = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
     rng = np.random.default_rng(0)
-    prompt = rng.integers(0, 320, size=23).tolist()
-    with torch.no_grad():
-        out = hf(torch.tensor([prompt]), use_cache=True)
-    assert rel_err(ref.prefill(prompt), out.logits[0].numpy()) < 1e-4
-    cache = out.past_key_values
-    for tok in rng.integers(0, 320, size=16).tolist():
-        with torch.no_grad():
-            out = hf(torch.tensor([[tok]]), past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-        assert rel_err(ref.decode(tok), out.logits[0, -1].numpy()) < 1e-4
+    prompt, tokens = rng.integers(0, 320, size=23).tolist(), rng.integers(0, 320, size=16).tolist()
+    want = hf_stepwise_logits(hf, prompt, tokens)
+    assert rel_err(ref.prefill(prompt), want[0]) < 1e-4
+    for tok, w in zip(tokens, want[1:]):
+        assert rel_err(ref.decode(tok), w) < 1e-4
 
 
 def test_manifest_records(tiny_llama, tmp_path):

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from checkpoints import TINY_PHI3
+from conftest import hf_stepwise_logits
 from gpu_executor import GpuExecutor
 from packager.compile import compile_artifacts
 from packager.errors import PackError
@@ -195,16 +196,9 @@ def test_f32_logits_and_greedy_match_transformers(variant, tiny_llama, packaged_
     assert ref.config.hf_architecture == HF[variant]
     hf = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
     rng = np.random.default_rng(0)
-    prompt = rng.integers(3, 320, size=23).tolist()
-    with torch.no_grad():
-        out = hf(torch.tensor([prompt]), use_cache=True)
-    errs = [rel(ref.prefill(prompt), out.logits[0].numpy())]
-    cache = out.past_key_values
-    for tok in rng.integers(3, 320, size=8).tolist():
-        with torch.no_grad():
-            out = hf(torch.tensor([[tok]]), past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-        errs.append(rel(ref.decode(tok), out.logits[0, -1].numpy()))
+    prompt, tokens = rng.integers(3, 320, size=23).tolist(), rng.integers(3, 320, size=8).tolist()
+    want = hf_stepwise_logits(hf, prompt, tokens)
+    errs = [rel(ref.prefill(prompt), want[0])] + [rel(ref.decode(t), w) for t, w in zip(tokens, want[1:])]
     assert max(errs) < HF_TOL, errs
     with torch.no_grad():
         want = hf.generate(torch.tensor([prompt]), max_new_tokens=32, min_new_tokens=32, do_sample=False,
