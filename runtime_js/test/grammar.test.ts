@@ -10,32 +10,18 @@
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import path from "node:path";
 import { Ajv } from "ajv";
 import { GrammarCompilerCache, GrammarError, type GrammarProcessor } from "../src/grammar/constraint.js";
 import { type GrammarSpec, responseFormatSpec } from "../src/grammar/response_format.js";
 import { tokenBytes, Utf8Guard } from "../src/grammar/utf8.js";
 import { grammarVocab, prependsSpace, vocabType } from "../src/grammar/vocab.js";
 import { Prng, Sampler } from "../src/sampler.js";
-import { BundleTokenizer } from "../src/tokenizer.js";
+import type { BundleTokenizer } from "../src/tokenizer.js";
 import { requireComponent } from "./helpers.js";
-import { tokenizerCases } from "./reference.js";
+import { smollm2Tokenizer, tokenizerCases } from "./reference.js";
 
 const cases = tokenizerCases();
 const skip = requireComponent("python", typeof cases === "string" && cases);
-
-function smollm2(): BundleTokenizer {
-  if (typeof cases === "string") throw new Error(cases);
-  const json = JSON.parse(readFileSync(path.join(cases.dir, "tokenizer.json"), "utf8"));
-  const config = JSON.parse(readFileSync(path.join(cases.dir, "tokenizer_config.json"), "utf8"));
-  return new BundleTokenizer(
-    json,
-    config,
-    { file: "tokenizer.json", config_file: "tokenizer_config.json", chat_template: cases.chat_template, bos_token: cases.bos_token, eos_token: cases.eos_token, add_bos_token: false },
-    { eos_token_ids: [cases.eos_token_id] },
-  );
-}
 
 /** Random logits, uniform in [-scale, scale], from a seeded PRNG. */
 function randomLogits(rng: Prng, n: number, scale = 8): Float32Array {
@@ -163,7 +149,7 @@ describe("response_format", () => {
 });
 
 describe("constrained decoding with the SmolLM2 tokenizer and random logits", { skip }, () => {
-  const tok = skip ? (null as unknown as BundleTokenizer) : smollm2();
+  const tok = skip ? (null as unknown as BundleTokenizer) : smollm2Tokenizer(cases);
   const cache = skip
     ? (null as unknown as GrammarCompilerCache)
     : new GrammarCompilerCache(() => grammarVocab(tok.tokenizerJson, tok.tokens(), tok.specialTokenIds(), tok.eosTokenIds), 49152);

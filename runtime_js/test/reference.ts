@@ -7,6 +7,7 @@ import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import path from "node:path";
+import { BundleTokenizer } from "../src/tokenizer.js";
 import { runtimeDir } from "./helpers.js";
 
 export interface TokenizerCases {
@@ -41,4 +42,17 @@ export function tokenizerCases(): TokenizerCases | string {
     }
   }
   return { dir, ...JSON.parse(readFileSync(path.join(dir, "cases.json"), "utf8")) };
+}
+
+/** SmolLM2's tokenizer as the runtime builds it from a bundle, from the cases' files. */
+export function smollm2Tokenizer(cases: TokenizerCases | string): BundleTokenizer {
+  if (typeof cases === "string") throw new Error(cases);
+  const json = JSON.parse(readFileSync(path.join(cases.dir, "tokenizer.json"), "utf8"));
+  const config = JSON.parse(readFileSync(path.join(cases.dir, "tokenizer_config.json"), "utf8"));
+  return new BundleTokenizer(
+    json,
+    config,
+    { file: "tokenizer.json", config_file: "tokenizer_config.json", chat_template: cases.chat_template, bos_token: cases.bos_token, eos_token: cases.eos_token, add_bos_token: false },
+    { eos_token_ids: [cases.eos_token_id] },
+  );
 }

@@ -1,31 +1,17 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import path from "node:path";
-import { BundleTokenizer } from "../src/tokenizer.js";
+import type { BundleTokenizer } from "../src/tokenizer.js";
 import { IncrementalDecoder } from "../src/detokenizer.js";
 import { StopMatcher } from "../src/stop.js";
 import { requireComponent } from "./helpers.js";
-import { tokenizerCases } from "./reference.js";
+import { smollm2Tokenizer, tokenizerCases } from "./reference.js";
 
 const cases = tokenizerCases();
 const skip = requireComponent("python", typeof cases === "string" && cases);
 
-function smollm2(): BundleTokenizer {
-  if (typeof cases === "string") throw new Error(cases);
-  const json = JSON.parse(readFileSync(path.join(cases.dir, "tokenizer.json"), "utf8"));
-  const config = JSON.parse(readFileSync(path.join(cases.dir, "tokenizer_config.json"), "utf8"));
-  return new BundleTokenizer(
-    json,
-    config,
-    { file: "tokenizer.json", config_file: "tokenizer_config.json", chat_template: cases.chat_template, bos_token: cases.bos_token, eos_token: cases.eos_token, add_bos_token: false },
-    { eos_token_ids: [cases.eos_token_id] },
-  );
-}
-
 describe("SmolLM2 tokenizer against Python tokenizers", { skip }, () => {
   const c = cases as Exclude<typeof cases, string>;
-  const tok = skip ? (null as unknown as BundleTokenizer) : smollm2();
+  const tok = skip ? (null as unknown as BundleTokenizer) : smollm2Tokenizer(cases);
 
   test("encode matches, with and without special tokens", () => {
     for (const t of c.texts) {
