@@ -54,10 +54,19 @@ def tile(template: str, name: str) -> int:
 # ---------------------------------------------------------------------------------------
 # plan builder
 
+# fused lowerings tried at each op, in order (see _Builder.__init__)
+FUSIONS: list = []
+
 
 class _Builder:
-    def __init__(self, manifest: dict, config: ModelConfig, max_binding_size, max_buffer_size, prefill_chunk):
+    def __init__(self, manifest: dict, config: ModelConfig, max_binding_size, max_buffer_size, prefill_chunk,
+                 fuse: bool = True):
         self.c = c = config
+        # fused lowerings (docs/plan.md, "Fused dispatches"): each is called as
+        # fusion(builder, out, ops, i, mode) with ops a list of (op, layer or None); it appends the
+        # dispatches of ops[i], ops[i + 1], ... it fuses and returns how many ops it consumed, or
+        # appends nothing and returns 0 when ops[i] does not start its pattern here
+        self.fusions = list(FUSIONS) if fuse else []
         self.arch = definition(c.architecture)
         self.graph = self.arch.graph(c)
         self.ctx = c.context_window
@@ -194,6 +203,26 @@ class _Builder:
         return activation == "tokens" or not self.graph.activation(activation).last_token
 
     # -- lowering the graph's ops ---------------------------------------------------------
+
+    def lower_graph(self, mode: str) -> list[dict]:
+        """The dispatches of one entry: the graph's ops in order (embedding, layers, head), where
+        a run of ops that one of `FUSIONS` matches is lowered by it as one (or fewer) dispatches."""
+        g = self.graph
+        ops = [(op, None) for op in g.embed] + [(op, i) for i, layer in enumerate(g.layers) for op in layer] \
+            + [(op, None) for op in g.head]
+        out: list[dict] = []
+        i = 0
+        while i < len(ops):
+            used = 0
+            for fusion in self.fusions:
+                used = fusion(self, out, ops, i, mode)
+                if used:
+                    break
+            if not used:
+                self.lower(out, ops[i][0], mode, ops[i][1])
+                used = 1
+            i += used
+        return out
 
     def lower(self, out: list, op: Op, mode: str, layer: int | None):
         """Append the dispatches of one op of the graph (labels: "layer <i> <op label>")."""
@@ -398,15 +427,7 @@ class _Builder:
 
         entries = {}
         for mode in ("prefill", "decode"):
-            d: list[dict] = []
-            for op in g.embed:
-                self.lower(d, op, mode, None)
-            for i, ops in enumerate(g.layers):
-                for op in ops:
-                    self.lower(d, op, mode, i)
-            for op in g.head:
-                self.lower(d, op, mode, None)
-            entries[mode] = {"max_seq_len": C if mode == "prefill" else 1, "dispatches": d}
+            entries[mode] = {"max_seq_len": C if mode == "prefill" else 1, "dispatches": self.lower_graph(mode)}
         entries["argmax"] = self.argmax_entry()
 
         kernels = list(self.kernels.values())
@@ -496,13 +517,14 @@ class _Builder:
 
 def build_plan(manifest: dict, *, config: ModelConfig | None = None, context_window: int | None = None,
                max_binding_size: int = DEFAULT_MAX_BINDING, max_buffer_size: int = DEFAULT_MAX_BUFFER,
-               prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> tuple[dict, list[KernelSpec]]:
+               prefill_chunk: int = DEFAULT_PREFILL_CHUNK, fuse: bool = True) -> tuple[dict, list[KernelSpec]]:
     """(plan JSON dict, kernel specs) of a bundle manifest (a dict: its tensor index and
     quantization). config: the resolved config (packaging passes the one it resolved);
     without it, the config is read from the manifest, the context window being
-    `context_window` if given, else the manifest's, else the default. Raises PackError."""
+    `context_window` if given, else the manifest's, else the default. fuse=False: every op
+    lowered on its own (no fused dispatches; for measuring what fusion saves). Raises PackError."""
     if config is None:
         config = config_from_manifest(manifest, context_window)
     elif context_window is not None:
         raise ValueError("give the context window in the config or as context_window, not both")
-    return _Builder(manifest, config, max_binding_size, max_buffer_size, prefill_chunk).build()
+    return _Builder(manifest, config, max_binding_size, max_buffer_size, prefill_chunk, fuse).build()
