@@ -67,6 +67,10 @@ export interface Backend {
   /** `decode`, then resolves to the largest logit's id (lowest id on ties) instead of the logits. */
   decodeArgmax?(token: number, pos: number): Promise<number>;
 
+  readonly verifyMaxTokens?: number;   // most tokens one verify call takes; absent: no verify
+  /** Runs tokens at positions pastLen.. like prefill (writing their KV rows) in one batched step; resolves to tokens.length × vocab floats, row i = logits after tokens[i]. The array may be reused by the next call. */
+  verify?(tokens: Int32Array, pastLen: number): Promise<Float32Array>;
+
   /** Forgets the KV cache. */
   reset(): void;
 
