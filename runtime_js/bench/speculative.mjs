@@ -2,10 +2,11 @@
 // Prompt-lookup speculative decoding against plain decoding, greedy, on the Wasm backend
 // and on WebGPU (Node's Dawn; SwiftShader where there is no GPU):
 //   node bench/speculative.mjs --bundle DIR [--backends wasm,webgpu] [--threads 2]
-//        [--configs 8/3/2,4/3/2] [--tasks typos,list,code,story,sky] [--max-tokens 160] [--runs 1] [--json]
+//        [--configs 8/3/2,4/3/2/fixed] [--tasks typos,list,code,story,sky] [--max-tokens 160] [--runs 1] [--json]
 // For every task (three input-grounded: fix the typos in a paragraph, repeat a list with
 // one item changed, rename a variable in a function; two open-ended) and backend it runs
-// the chat request without speculation and with each config (maxDraft/maxNgram/minNgram),
+// the chat request without speculation and with each config (maxDraft/maxNgram/minNgram, adaptive
+// draft lengths unless it ends with /fixed),
 // and prints decode tokens/s (decode_tokens / decode_ms: the tokens sampled from
 // decode-time logits per second of decode and verify calls), the ratio to plain decoding,
 // the acceptance (accepted / drafted tokens), the tokens per verify call, and whether the
@@ -69,7 +70,7 @@ const TASKS = {
 
 const configs = o.configs.split(",").map((c) => {
   const [maxDraft, maxNgram, minNgram] = c.split("/").map(Number);
-  return { name: c, opts: { maxDraft, maxNgram, minNgram } };
+  return { name: c, opts: { maxDraft, maxNgram, minNgram, adaptive: !c.endsWith("/fixed") } };
 });
 const bundleUrl = pathToFileURL(path.resolve(o.bundle) + "/").href;
 const round = (x, d = 2) => Math.round(x * 10 ** d) / 10 ** d;

@@ -17,10 +17,16 @@ export interface SpeculativeOptions {
   maxNgram?: number;
   /** shortest suffix n-gram looked up (1: a single token may start a draft) */
   minNgram?: number;
+  /**
+   * true (default): each draft is cut to the length expected to give the most tokens per
+   * millisecond, from the acceptance so far and the measured cost of decode and verify
+   * calls ({@link DraftBudget}); false: every draft is as long as maxDraft allows
+   */
+  adaptive?: boolean;
 }
 
 /** The defaults; see the README's speculative decoding table for the measurements behind them. */
-export const DEFAULT_SPECULATIVE: Required<SpeculativeOptions> = { maxDraft: 8, maxNgram: 3, minNgram: 2 };
+export const DEFAULT_SPECULATIVE: Required<SpeculativeOptions> = { maxDraft: 8, maxNgram: 3, minNgram: 2, adaptive: true };
 
 /** Options with defaults filled in; a RangeError names a bad one. */
 export function speculativeOptions(opts: SpeculativeOptions = {}): Required<SpeculativeOptions> {
@@ -28,6 +34,7 @@ export function speculativeOptions(opts: SpeculativeOptions = {}): Required<Spec
   for (const key of ["maxDraft", "maxNgram", "minNgram"] as const) {
     if (!Number.isInteger(o[key]) || o[key] < 1) throw new RangeError(`speculative.${key} must be a positive integer, got ${o[key]}`);
   }
+  if (typeof o.adaptive !== "boolean") throw new RangeError(`speculative.adaptive must be true or false, got ${o.adaptive}`);
   if (o.minNgram > o.maxNgram) throw new RangeError(`speculative.minNgram (${o.minNgram}) must not exceed maxNgram (${o.maxNgram})`);
   return o;
 }
@@ -74,5 +81,74 @@ export class PromptLookup {
     let k = String(this.tokens[from]);
     for (let i = from + 1; i < to; i++) k += `,${this.tokens[i]}`;
     return k;
+  }
+}
+
+/**
+ * How long a draft to verify: the length k (0 = a plain decode step) with the most
+ * expected tokens per millisecond. A verify of k draft tokens yields
+ * E(k) = 1 + p + ... + p^k tokens when each draft token is accepted with probability p
+ * once the ones before it were (p: accepted / tested so far, from a prior of 1/2), and is
+ * taken to cost C(k) = decodeMs + k * draftMs, both measured (moving averages) on this
+ * backend. Where a verified token costs about what a decode step does (a CPU backend
+ * whose batched step is not much cheaper per token), it drafts little or nothing; where
+ * it is nearly free (a GPU's batched step), long drafts. After `PROBE_AFTER` declined
+ * drafts in a row it verifies a one-token draft anyway, so that the acceptance is
+ * measured again where the text turned into a copy.
+ */
+export class DraftBudget {
+  static readonly PROBE_AFTER = 16;
+  private accepted = 1;
+  private tested = 2;
+  private decodeMs = NaN;
+  /** the cost of one more draft token in a verify call; unmeasured: taken as 0 (so that the first draft measures it) */
+  private draftMs = NaN;
+  private declined = 0;
+
+  /** Forgets the acceptance (a new choice), keeping the measured costs. */
+  restart(): void {
+    this.accepted = 1;
+    this.tested = 2;
+    this.declined = 0;
+  }
+
+  /** A decode step took `ms`. */
+  decoded(ms: number): void {
+    this.decodeMs = Number.isNaN(this.decodeMs) ? ms : 0.8 * this.decodeMs + 0.2 * ms;
+  }
+
+  /** A verify of a `drafted`-token draft took `ms`, and the first `accepted` draft tokens were sampled. */
+  verified(drafted: number, accepted: number, ms: number): void {
+    this.accepted += accepted;
+    this.tested += accepted + (accepted < drafted ? 1 : 0);
+    if (Number.isNaN(this.decodeMs) || drafted <= 0) return;
+    const each = Math.max(0, (ms - this.decodeMs) / drafted);
+    this.draftMs = Number.isNaN(this.draftMs) ? each : 0.8 * this.draftMs + 0.2 * each;
+  }
+
+  /** The acceptance estimate (per draft token, given the ones before it were accepted). */
+  get acceptance(): number {
+    return this.accepted / this.tested;
+  }
+
+  /** The draft length to verify of an available `available` tokens (0: decode instead). */
+  length(available: number): number {
+    if (available <= 0) return 0;
+    const p = this.acceptance;
+    const d = Number.isNaN(this.decodeMs) ? 0 : this.decodeMs;
+    const each = Number.isNaN(this.draftMs) ? 0 : this.draftMs;
+    let best = 0;
+    let bestRate = 1 / Math.max(d, 1e-6);
+    let tokens = 1;
+    let pk = 1;
+    for (let k = 1; k <= available; k++) {
+      pk *= p;
+      tokens += pk;
+      const rate = tokens / Math.max(d + k * each, 1e-6);
+      if (rate > bestRate) [best, bestRate] = [k, rate];
+    }
+    if (best === 0 && ++this.declined >= DraftBudget.PROBE_AFTER) best = 1;
+    if (best > 0) this.declined = 0;
+    return best;
   }
 }
