@@ -81,11 +81,11 @@ for (const name of o.backends.split(",")) {
   const engine = await m.createEngine(bundleUrl, { backend, cache: null });
   const label = engine.backendInfo.label;
   if (!engine.backend.verify) console.error(`note: the ${label} backend has no verify: speculation falls back to plain decoding`);
-  const run = async (task, speculative) => {
+  const run = async (task, speculative, maxTokens = Number(o["max-tokens"])) => {
     let best = null;
     for (let r = 0; r < Number(o.runs); r++) {
       const res = await engine.chat.completions.create(
-        { messages: [{ role: "user", content: TASKS[task].content }], temperature: 0, max_tokens: Number(o["max-tokens"]) },
+        { messages: [{ role: "user", content: TASKS[task].content }], temperature: 0, max_tokens: maxTokens },
         { speculative },
       );
       const t = res.timings;
@@ -96,7 +96,7 @@ for (const name of o.backends.split(",")) {
   };
   for (const task of o.tasks.split(",")) {
     if (!TASKS[task]) throw new Error(`unknown task ${task} (known: ${Object.keys(TASKS).join(", ")})`);
-    await run(task, false); // (warm-up: kernels compiled, pages touched)
+    await run(task, { adaptive: false }, 8); // (warm-up: every entry point's kernels compiled, pages touched)
     const plain = await run(task, false);
     for (const c of configs) {
       const spec = await run(task, c.opts);
