@@ -84,6 +84,17 @@ describe("PromptLookup", () => {
     dear.decoded(10);
     for (let i = 0; i < 5; i++) dear.verified(4, 3, 10 + 4 * 10);
     assert.equal(dear.length(8), 0);
+    // unmeasured lengths: between measured neighbours, then along the last slope
+    assert.equal(dear.cost(2), 30);
+    assert.equal(dear.cost(6), 70);
+    // cheap short drafts, dear long ones (a CPU backend): the short draft wins
+    const cpu = new DraftBudget();
+    cpu.decoded(10);
+    for (let i = 0; i < 10; i++) {
+      cpu.verified(8, 6, 60);
+      cpu.verified(2, 2, 12);
+    }
+    assert.equal(cpu.length(8), 2);
     // half a step per token: short drafts while the acceptance is high, none once it is low
     const half = new DraftBudget();
     half.decoded(10);
