@@ -10,7 +10,8 @@
 // and prints decode tokens/s (decode_tokens / decode_ms: the tokens sampled from
 // decode-time logits per second of decode and verify calls), the ratio to plain decoding,
 // the acceptance (accepted / drafted tokens), the tokens per verify call, and whether the
-// answer is the same as plain decoding's. --runs > 1 keeps each one's best decode rate.
+// answer is the same as plain decoding's. With --runs R the runs are interleaved (plain, each
+// config, plain, ...) and each one's best decode rate kept (for a shared machine).
 import { existsSync, mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -81,25 +82,28 @@ for (const name of o.backends.split(",")) {
   const engine = await m.createEngine(bundleUrl, { backend, cache: null });
   const label = engine.backendInfo.label;
   if (!engine.backend.verify) console.error(`note: the ${label} backend has no verify: speculation falls back to plain decoding`);
+  /** One greedy answer; its decode rate (tokens sampled per second of decode and verify calls). */
   const run = async (task, speculative, maxTokens = Number(o["max-tokens"])) => {
-    let best = null;
-    for (let r = 0; r < Number(o.runs); r++) {
-      const res = await engine.chat.completions.create(
-        { messages: [{ role: "user", content: TASKS[task].content }], temperature: 0, max_tokens: maxTokens },
-        { speculative },
-      );
-      const t = res.timings;
-      const rate = (t.decode_tokens / t.decode_ms) * 1000;
-      if (!best || rate > best.rate) best = { rate, text: res.choices[0].message.content, t, tokens: res.usage.completion_tokens };
-    }
-    return best;
+    const res = await engine.chat.completions.create(
+      { messages: [{ role: "user", content: TASKS[task].content }], temperature: 0, max_tokens: maxTokens },
+      { speculative },
+    );
+    const t = res.timings;
+    return { rate: (t.decode_tokens / t.decode_ms) * 1000, text: res.choices[0].message.content, t, tokens: res.usage.completion_tokens };
   };
+  const better = (a, b) => (!a || b.rate > a.rate ? b : a);
   for (const task of o.tasks.split(",")) {
     if (!TASKS[task]) throw new Error(`unknown task ${task} (known: ${Object.keys(TASKS).join(", ")})`);
     await run(task, { adaptive: false }, 8); // (warm-up: every entry point's kernels compiled, pages touched)
-    const plain = await run(task, false);
-    for (const c of configs) {
-      const spec = await run(task, c.opts);
+    // runs interleaved (plain, each config, plain, ...), each one's best kept: a shared machine's load moves
+    let plain = null;
+    const best = configs.map(() => null);
+    for (let r = 0; r < Number(o.runs); r++) {
+      plain = better(plain, await run(task, false));
+      for (const [i, c] of configs.entries()) best[i] = better(best[i], await run(task, c.opts));
+    }
+    for (const [i, c] of configs.entries()) {
+      const spec = best[i];
       const t = spec.t;
       rows.push({
         backend: label,
