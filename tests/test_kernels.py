@@ -25,6 +25,7 @@ from kernel_refs import (
     attention_ref,
     encode_weight,
     gelu_tanh_ref,
+    matvec_rope_ref,
     rel_err,
     rmsnorm_ref,
     rope_ref,
@@ -338,6 +339,80 @@ def test_rope(gpu, kind, variant):
         tol = max(TOL[variant], 3e-6)
         assert rel_err(as_act(out[1], variant, q.shape), rope_ref(q.astype(np.float64), pos, inv, scale)) <= tol
         assert rel_err(as_act(out[2], variant, k.shape), rope_ref(k.astype(np.float64), pos, inv, scale)) <= tol
+
+
+# matvec + RoPE fused (decode q / k, k straight into a KV-cache row)
+
+MATVEC_ROPE_CASES = [("q4f16", kind) for kind in ROPES] + [(fmt, "default") for fmt in ("f16", "q8f16", "q3f16")]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("fmt,kind", MATVEC_ROPE_CASES)
+def test_matvec_rope(gpu, fmt, kind, variant):
+    """q (dst 0) and k into row past % rows of a ring cache (the other rows untouched), against
+    the projection rotated in numpy; and the same values as the matvec and rope kernels it
+    replaces (bit for bit in f32)."""
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(seed("matvec_rope", fmt, kind, variant))
+    heads, HD, K, rows = 3, 64, 256, 80
+    N = heads * HD
+    inv = rope_inv_freq(ROPES[kind], HD)
+    half, scale = len(inv), rope_scale(kind)
+    w = rng.normal(0, 1, (N, K)).astype(np.float32)
+    parts, deq = weight_parts(fmt, w)
+    rope = {"HALF": half, "SCALE": scale, "INV_FREQ": [float(v) for v in inv]}
+    code = render("matvec_rope", variant, {"K": K, "N": N, "HD": HD, **rope}, fmt)
+    unfused = (render("matvec", variant, {"K": K, "N": N}, fmt),
+               render("rope", variant, {"NH": heads, "NKV": 0, "HD": HD, **rope}))
+    binds = BIND_MM + wbinds(fmt)
+    for past in (0, 5, 79, 80, 4095):
+        x = act_arr(rng.normal(0, 1, (1, K)), variant)
+        kc = act_arr(rng.normal(0, 1, (rows, N)), variant)
+        ref = matvec_rope_ref(x[0], deq, HD, past, inv, scale)
+        q = run_kernel(dev, cache, code, binds, {1: x, 2: np.zeros(N, ACT[variant]), **parts}, [past, 0],
+                       (math.ceil(N / 16), 1, 1), read=[2], poison=[2])[2]
+        got = as_act(q, variant, (N,))
+        tol = max(TOL[variant], 3e-6)  # the f32 angle products at large positions (test_rope)
+        assert rel_err(got, ref) <= tol, (past, rel_err(got, ref))
+        row = past % rows
+        out = run_kernel(dev, cache, code, binds, {1: x, 2: kc, **parts}, [past, row * N],
+                         (math.ceil(N / 16), 1, 1), read=[2])[2]
+        out = as_act(out, variant, (rows, N))
+        assert np.array_equal(out[row], got)
+        assert np.array_equal(np.delete(out, row, axis=0), np.delete(kc.astype(np.float64), row, axis=0))
+        y = run_kernel(dev, cache, unfused[0], binds, {1: x, 2: np.zeros((1, N), ACT[variant]), **parts},
+                       [1, 0, N], (math.ceil(N / 16), 1, 1), read=[2])[2]
+        y = run_kernel(dev, cache, unfused[1], [(0, "uniform"), (1, "storage"), (2, "storage")],
+                       {1: y.view(ACT[variant]), 2: np.zeros(4, ACT[variant])}, [1, past],
+                       (math.ceil(heads * half / 64), 1, 1), read=[1])[1]
+        if variant == "f32":
+            assert np.array_equal(got, as_act(y, variant, (N,)))
+        else:  # the products are rounded to f16 before the rotation in both; cos/sin may differ by an ulp
+            assert rel_err(got, as_act(y, variant, (N,))) <= TOL[variant]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_matvec_rope_pairs_across_workgroups(gpu, variant):
+    """head_dim 24 (heads not aligned to the 16 rows of a workgroup; 72 rows: the last
+    workgroup half empty) and partial rotary (8 of 24 values rotate)."""
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(seed("matvec_rope_hd24", variant))
+    fmt, heads, HD, K = "q4f16", 3, 24, 64
+    N = heads * HD
+    for half in (12, 4):
+        inv = rope_inv_freq({"type": "default", "theta": 10000.0}, 2 * half)
+        w = rng.normal(0, 1, (N, K)).astype(np.float32)
+        parts, deq = weight_parts(fmt, w)
+        code = render("matvec_rope", variant, {"K": K, "N": N, "HD": HD, "HALF": half, "SCALE": 1.0,
+                                               "INV_FREQ": [float(v) for v in inv]}, fmt)
+        x = act_arr(rng.normal(0, 1, (1, K)), variant)
+        out = run_kernel(dev, cache, code, BIND_MM + wbinds(fmt), {1: x, 2: np.zeros(N, ACT[variant]), **parts},
+                         [37, 0], (math.ceil(N / 16), 1, 1), read=[2], poison=[2])[2]
+        got = as_act(out, variant, (N,))
+        ref = matvec_rope_ref(x[0], deq, HD, 37, inv, 1.0)
+        assert rel_err(got, ref) <= TOL[variant], (half, rel_err(got, ref))
 
 
 # ---------------------------------------------------------------------------------------
