@@ -149,6 +149,13 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
     # are in memory already)
     Template("argmax", (Binding(1, "x", R), Binding(2, "out", W)), ("n",), (256, 1, 1),
                        workgroup_bytes=lambda v: 8 * v["WG"], wasm="-"),
+    # top-K sampling candidates on the device (the plan's optional "topk" entry): per group of
+    # WG * E logits its K largest and softmax statistics at temperature 1 / inv_t, then one
+    # workgroup merging the groups' lists (groups <= WG). WebGPU only, as argmax
+    Template("topk_partial", (Binding(1, "x", R), Binding(2, "inv_t", R), Binding(3, "part", W)), ("n",),
+                             (256, 1, 1), params=("K", "E"), workgroup_bytes=lambda v: 12 * v["WG"], wasm="-"),
+    Template("topk_merge", (Binding(1, "part", R), Binding(2, "inv_t", R), Binding(3, "out", W)), ("groups",),
+                           (256, 1, 1), params=("K",), workgroup_bytes=lambda v: 12 * v["WG"], wasm="-"),
 ]}
 
 

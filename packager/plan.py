@@ -27,6 +27,8 @@ DEFAULT_PREFILL_CHUNK = 128
 MAX_WORKGROUPS = 65535  # WebGPU's default maxComputeWorkgroupsPerDimension
 BLOCK_ROW_MULTIPLE = 64  # row blocks of a split weight are multiples of this
 DTYPE_BYTES = {"u32": 4, "f32": 4}
+TOPK_CANDIDATES = 64  # K of the optional "topk" entry: the candidates a top-k / top-p step reads back
+TOPK_MIN_PER_THREAD = 8  # logits per thread of topk_partial (more when the vocabulary needs it)
 
 
 def align16(n: int) -> int:
@@ -43,6 +45,14 @@ def buffer_size(buf: dict, variant: str) -> int:
         return align16(buf["bytes"])
     item = ACT_BYTES[variant] if buf["dtype"] == "act" else DTYPE_BYTES[buf["dtype"]]
     return align16(buf["elements"] * item)
+
+
+def topk_groups(vocab: int) -> tuple[int, int]:
+    """(E, groups) of the "topk" entry: topk_partial's logits per thread and workgroup count,
+    with at most as many groups as topk_merge has threads."""
+    wg = tile("topk_partial", "WG")
+    per_thread = max(TOPK_MIN_PER_THREAD, cdiv(cdiv(vocab, wg), tile("topk_merge", "WG")))
+    return per_thread, cdiv(vocab, wg * per_thread)
 
 
 def tile(template: str, name: str) -> int:
@@ -429,6 +439,7 @@ class _Builder:
         for mode in ("prefill", "decode"):
             entries[mode] = {"max_seq_len": C if mode == "prefill" else 1, "dispatches": self.lower_graph(mode)}
         entries["argmax"] = self.argmax_entry()
+        entries["topk"] = self.topk_entry()
 
         kernels = list(self.kernels.values())
         plan = {
@@ -441,8 +452,8 @@ class _Builder:
             "variant_order": list(self.variants),
             "variants": {},
             "requirements": {},
-            "inputs": {"tokens": "tokens"},
-            "outputs": {"logits": "logits", "next_token": "next_token"},
+            "inputs": {"tokens": "tokens", "inv_temperature": "inv_temperature"},
+            "outputs": {"logits": "logits", "next_token": "next_token", "topk": "topk"},
             "kernels": {k.name: k.to_json(self.variants) for k in kernels},
             "buffers": self.buffers,
             "entries": entries,
@@ -462,6 +473,26 @@ class _Builder:
             {"kernel": kname, "label": "argmax", "bindings": self.binds("argmax", x="logits", out="next_token"),
              "uniforms": [str(self.c.vocab_size)], "workgroups": ["1", "1", "1"]}]}
 
+    def topk_entry(self) -> dict:
+        """The optional "topk" entry (docs/plan.md): the K largest of the logits the last prefill or
+        decode run wrote, best first, with the softmax denominator at the temperature the runtime
+        writes into `inv_temperature` and the count of finite logits, in `topk`; a WebGPU top-k or
+        top-p step reads back those 2 K + 2 words instead of the vocabulary's logits."""
+        k, vocab = TOPK_CANDIDATES, self.c.vocab_size
+        per_thread, groups = topk_groups(vocab)
+        self.act("inv_temperature", 1, kind="input", dtype="f32")
+        self.act("topk_part", groups * (2 * k + 4), dtype="u32")
+        self.act("topk", 2 * k + 2, kind="output", dtype="u32")
+        partial = self.kernel(f"topk_partial.k{k}.e{per_thread}", "topk_partial", {"K": k, "E": per_thread})
+        merge = self.kernel(f"topk_merge.k{k}", "topk_merge", {"K": k})
+        return {"max_seq_len": 1, "k": k, "dispatches": [
+            {"kernel": partial, "label": "topk (groups)",
+             "bindings": self.binds("topk_partial", x="logits", inv_t="inv_temperature", part="topk_part"),
+             "uniforms": [str(vocab)], "workgroups": [str(groups), "1", "1"]},
+            {"kernel": merge, "label": "topk (merge)",
+             "bindings": self.binds("topk_merge", part="topk_part", inv_t="inv_temperature", out="topk"),
+             "uniforms": [str(groups)], "workgroups": ["1", "1", "1"]}]}
+
     # -- limits -------------------------------------------------------------------------
 
     def _limits(self, plan: dict, kernels: list[KernelSpec]):
@@ -473,7 +504,7 @@ class _Builder:
                                 f"(binding {self.max_binding}, buffer {self.max_buffer}); {what}")
         max_wg = 1
         envs = {"prefill": [(1, 0), (self.chunk, 0), (self.chunk, self.ctx - self.chunk)],
-                "decode": [(1, 0), (1, self.ctx - 1)], "argmax": [(1, 0)]}
+                "decode": [(1, 0), (1, self.ctx - 1)], "argmax": [(1, 0)], "topk": [(1, 0)]}
         for mode, entry in plan["entries"].items():
             for seq_len, past_len in envs[mode]:
                 env = {"seq_len": seq_len, "past_len": past_len}
