@@ -8,7 +8,7 @@
  * No per-model code: everything comes from plan.json.
  */
 import { BackendUnsupportedError } from "../backend.js";
-import { type Dims, EntryProgram, type Plan, PlanError, bufferBytes, logitsBuffer, planBytes } from "../plan.js";
+import { type Dims, EntryProgram, type Plan, PlanError, align, bufferBytes, logitsBuffer, planBytes } from "../plan.js";
 import type { PlanDevice } from "../plan_calls.js";
 import { BufferUsage, MapMode } from "./gpu.js";
 import type { CompiledKernel } from "./kernels.js";
@@ -67,6 +67,8 @@ export class PlanExecutor implements PlanDevice {
   private readback: GPUBuffer | null = null;
   /** 16 bytes: the id the argmax entry wrote */
   private tokenReadback: GPUBuffer | null = null;
+  /** readWords' mappable buffer (the topk entry's candidates), made at the first read */
+  private wordsReadback: GPUBuffer | null = null;
   /** validation error scopes of the runs since the last read */
   private pendingErrors: { entry: string; error: Promise<GPUError | null> }[] = [];
   private lostReason: string | null = null;
@@ -220,6 +222,27 @@ export class PlanExecutor implements PlanDevice {
     return id;
   }
 
+  /** PlanDevice: queues the write of f32 values at the start of plan buffer `name`. */
+  writeF32(name: string, values: Float32Array): void {
+    this.checkUsable();
+    this.device.queue.writeBuffer(this.planBuffer(name), 0, values);
+  }
+
+  /** PlanDevice: the first `count` words of plan buffer `name` (a copy); rejects as readLogits does. */
+  async readWords(name: string, count: number): Promise<Uint32Array> {
+    const bytes = 4 * count;
+    if (!this.wordsReadback || this.wordsReadback.size < bytes) {
+      this.wordsReadback?.destroy();
+      this.wordsReadback = this.device.createBuffer({ label: "words readback", size: Math.max(16, align(bytes)), usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
+    }
+    const readback = this.wordsReadback;
+    await this.copyOut(name, readback, bytes);
+    const out = new Uint32Array(readback.getMappedRange(0, bytes).slice(0));
+    readback.unmap();
+    await this.checkRuns();
+    return out;
+  }
+
   /** Copies the first `bytes` of plan buffer `name` into `readback` and maps it. */
   private async copyOut(name: string, readback: GPUBuffer, bytes: number): Promise<void> {
     this.checkUsable();
@@ -283,6 +306,7 @@ export class PlanExecutor implements PlanDevice {
     for (const p of this.entries.values()) for (const u of p.uniforms) u.buffer.destroy();
     this.readback?.destroy();
     this.tokenReadback?.destroy();
+    this.wordsReadback?.destroy();
     this.buffers.clear();
     this.entries.clear();
   }
