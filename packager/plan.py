@@ -16,7 +16,8 @@ import math
 
 from .compile import ACT_BYTES, DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER, KernelSpec
 from .errors import PackError
-from .kernel_table import TEMPLATES, WEIGHT_BINDING0, WEIGHT_FORMATS, kernel_consts
+from .kernel_table import GLU_ACTS, TEMPLATES, WEIGHT_BINDING0, WEIGHT_FORMATS, kernel_consts
+from .kernel_table import bindings as kernel_bindings
 from .models import ModelConfig, Op, config_from_manifest, definition
 from .plan_expr import evaluate
 from .rope import rope_inv_freq
@@ -27,6 +28,7 @@ DEFAULT_PREFILL_CHUNK = 128
 MAX_WORKGROUPS = 65535  # WebGPU's default maxComputeWorkgroupsPerDimension
 BLOCK_ROW_MULTIPLE = 64  # row blocks of a split weight are multiples of this
 DTYPE_BYTES = {"u32": 4, "f32": 4}
+MAX_STORAGE_BUFFERS = 8  # WebGPU's default maxStorageBuffersPerShaderStage: fused kernels stay within it
 
 
 def align16(n: int) -> int:
@@ -513,6 +515,49 @@ class _Builder:
             "optional_features": ["shader-f16"] if "f16" in self.variants else [],
             "limits": dict(base["limits"]),
         }
+
+
+# ---------------------------------------------------------------------------------------
+# fused lowerings (FUSIONS; docs/plan.md, "Fused dispatches")
+
+
+def fuse_glu(b: _Builder, out: list, ops: list, i: int, mode: str) -> int:
+    """Decode: `linear(x -> g, Wg)`, `linear(x -> u, Wu)`, `<act>_mul(g, u) -> g` (act in
+    GLU_ACTS) as one matvec_glu dispatch per row block, writing g. Only where both weights
+    have the same format, shape and row blocks (Phi-3's gate_up_proj row views included) and
+    the kernel's storage buffers (x, y, both weights' parts) fit WebGPU's default 8 (q3f16's
+    four parts do not)."""
+    if mode != "decode" or i + 3 > len(ops):
+        return 0
+    (gate, layer), (up, _), (mul, _) = ops[i:i + 3]
+    if (gate.kind, up.kind) != ("linear", "linear") or mul.kind not in {f"{a}_mul" for a in GLU_ACTS}:
+        return 0
+    if tuple(mul.inputs) != (gate.out, up.out) or mul.out != gate.out or gate.inputs != up.inputs \
+            or gate.out == up.out or gate.out in gate.inputs or not b.per_token(gate.inputs[0]):
+        return 0
+    tg, tu = b.tensors[gate.weight], b.tensors[up.weight]
+    fmt, K = tg["format"], int(tg["shape"][1])
+    N = int(tg["shape"][0]) if gate.rows is None else gate.rows[1] - gate.rows[0]
+    if (tu["format"], int(tu["shape"][1])) != (fmt, K) or b.buffers[gate.out]["dtype"] != "act" \
+            or b.width(gate.out) != N or b.width(up.out) != N \
+            or sum(t != "uniform" for _, t in kernel_bindings("matvec_glu", fmt)) > MAX_STORAGE_BUFFERS:
+        return 0
+    blocks_g, blocks_u = b.weight_blocks(gate.weight, gate.rows), b.weight_blocks(up.weight, up.rows)
+    if [(x["row0"], x["rows"]) for x in blocks_g] != [(x["row0"], x["rows"]) for x in blocks_u]:
+        return 0
+    act = mul.kind[:-len("_mul")]
+    kname = b.kernel(f"matvec_glu.{act}.{fmt}.k{K}.n{N}", "matvec_glu", {"K": K, "N": N, "ACT": GLU_ACTS.index(act)},
+                     fmt)
+    label = ("" if layer is None else f"layer {layer} ") + f"{gate.label} + {up.label} + {mul.label}"
+    for bg, bu in zip(blocks_g, blocks_u):
+        out.append({"kernel": kname, "label": b.block_label(label, blocks_g, bg),
+                    "bindings": b.binds("matvec_glu", bg["parts"] + bu["parts"], x=gate.inputs[0], y=gate.out),
+                    "uniforms": ["seq_len", str(bg["row0"]), str(bg["rows"])],
+                    "workgroups": [str(cdiv(bg["rows"], tile("matvec_glu", "ROWS"))), "seq_len", "1"]})
+    return 3
+
+
+FUSIONS.append(fuse_glu)
 
 
 def build_plan(manifest: dict, *, config: ModelConfig | None = None, context_window: int | None = None,
