@@ -236,7 +236,8 @@ def kernel_files(plan: dict, kernels: list[KernelSpec], *, validate: bool = True
 
 def compile_artifacts(manifest: dict, *, config=None, context_window: int | None = None,
                       max_binding_size: int = DEFAULT_MAX_BINDING, max_buffer_size: int = DEFAULT_MAX_BUFFER,
-                      prefill_chunk: int | None = None, validate: bool = True) -> tuple[dict[str, bytes], dict]:
+                      prefill_chunk: int | None = None, validate: bool = True,
+                      verify_chunk: int | None = None) -> tuple[dict[str, bytes], dict]:
     """Build the execution plan and the kernels of a bundle (build_plan + kernel_files).
 
     Returns ({path in bundle: bytes}, requirements), requirements being the dict to store
@@ -246,5 +247,5 @@ def compile_artifacts(manifest: dict, *, config=None, context_window: int | None
 
     plan, kernels = build_plan(manifest, config=config, context_window=context_window,
                                max_binding_size=max_binding_size, max_buffer_size=max_buffer_size,
-                               prefill_chunk=prefill_chunk or DEFAULT_PREFILL_CHUNK)
+                               prefill_chunk=prefill_chunk or DEFAULT_PREFILL_CHUNK, verify_chunk=verify_chunk)
     return kernel_files(plan, kernels, validate=validate), plan["requirements"]

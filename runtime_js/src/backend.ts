@@ -67,6 +67,15 @@ export interface Backend {
   /** `decode`, then resolves to the largest logit's id (lowest id on ties) instead of the logits. */
   decodeArgmax?(token: number, pos: number): Promise<number>;
 
+  /** Most tokens one `verify` call takes (plan.json's "verify" entry max_seq_len); absent: the backend has no verify. */
+  readonly verifyMaxTokens?: number;
+  /**
+   * Runs `tokens` at positions pastLen .. pastLen + tokens.length - 1 like `prefill` (writing their
+   * KV rows; positions below pastLen kept), in one batched step, and resolves to the logits of EVERY token:
+   * tokens.length × vocab floats, row i = the logits after tokens[i]. The array may be reused by the next call.
+   */
+  verify?(tokens: Int32Array, pastLen: number): Promise<Float32Array>;
+
   /** Forgets the KV cache. */
   reset(): void;
 
