@@ -68,6 +68,14 @@ export interface Backend {
   /** `decode`, then resolves to the largest logit's id (lowest id on ties) instead of the logits. */
   decodeArgmax?(token: number, pos: number): Promise<number>;
 
+  /** Most tokens one `verify` call takes (plan.json's "verify" entry max_seq_len); absent: the backend has no verify. */
+  readonly verifyMaxTokens?: number;
+  /**
+   * Runs `tokens` at positions pastLen .. pastLen + tokens.length - 1 like `prefill` (writing their
+   * KV rows; positions below pastLen kept), in one batched step, and resolves to the logits of EVERY token:
+   * tokens.length × vocab floats, row i = the logits after tokens[i]. The array may be reused by the next call.
+   */
+  verify?(tokens: Int32Array, pastLen: number): Promise<Float32Array>;
   /**
    * Optional top-k candidates on the device: K of `decodeTopK` (a WebGPU backend whose plan
    * has the "topk" entry); absent or 0: none. The session uses it for top-k / top-p requests

@@ -8,7 +8,7 @@
  * A backend supplies only what depends on where the plan runs (PlanDevice): write the
  * token ids, run one entry point for given dynamic dims, read the logits.
  */
-import { ARGMAX_ENTRY, type Dims, type Plan, TOPK_ENTRY, checkWindow, hasArgmax, topKOf } from "./plan.js";
+import { ARGMAX_ENTRY, type Dims, type Plan, TOPK_ENTRY, VERIFY_ENTRY, checkWindow, hasArgmax, topKOf, verifyMaxTokens } from "./plan.js";
 import type { TopCandidates } from "./sampler.js";
 
 export interface PlanDevice {
@@ -30,6 +30,11 @@ export interface PlanDevice {
   writeF32?(name: string, values: Float32Array): void;
   /** Optional: the first `count` u32 words of plan buffer `name` (an output such as topk), once the runs finished. */
   readWords?(name: string, count: number): Promise<Uint32Array>;
+  /**
+   * Optional: the first `rows` rows of outputs.logits_rows (rows × vocab floats) that the
+   * plan's verify entry wrote, once the runs finished; the array may be reused by the next read.
+   */
+  readLogitsRows?(rows: number): Promise<Float32Array>;
 }
 
 const NONE = 0xffffffff;
@@ -137,6 +142,29 @@ export class PlanCalls {
     return this.exclusive(new Int32Array(0), () => this.device.readLogits());
   }
 
+  /** Backend.verifyMaxTokens: the verify entry's max_seq_len, when the plan has it and the device reads its rows. */
+  get verifyMaxTokens(): number | undefined {
+    return this.device.readLogitsRows ? verifyMaxTokens(this.plan) : undefined;
+  }
+
+  /**
+   * Backend.verify: `tokens` (1 ..= verifyMaxTokens) at positions pastLen.. in one run of the
+   * plan's verify entry (their KV rows written, as prefill does); the logits of every token,
+   * tokens.length × vocab floats, row i after tokens[i].
+   */
+  async verify(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
+    const max = this.verifyMaxTokens;
+    if (max === undefined) throw new Error(`the ${this.backend} backend's plan has no ${VERIFY_ENTRY} entry (package the model again)`);
+    if (tokens.length < 1 || tokens.length > max) {
+      throw new RangeError(`verify takes 1..${max} tokens (the plan's ${VERIFY_ENTRY} entry), got ${tokens.length}`);
+    }
+    checkWindow(this.plan, "verify", pastLen, tokens.length);
+    return this.exclusive(tokens, async () => {
+      await this.run(VERIFY_ENTRY, tokens, pastLen);
+      return this.device.readLogitsRows!(tokens.length); // verifyMaxTokens: defined
+    });
+  }
+
   /**
    * Median ms of `steps` decode steps (token 0 at positions 1..steps, after one untimed
    * step at 0): what "auto" compares between backends. Leaves junk in the KV cache,
@@ -157,7 +185,7 @@ export class PlanCalls {
     return times[times.length >> 1] ?? 0;
   }
 
-  private async run(entry: "prefill" | "decode", tokens: Int32Array, pastLen: number): Promise<void> {
+  private async run(entry: "prefill" | "decode" | typeof VERIFY_ENTRY, tokens: Int32Array, pastLen: number): Promise<void> {
     this.device.writeTokens(tokens);
     await this.device.runEntry(entry, { seq_len: tokens.length, past_len: pastLen });
   }

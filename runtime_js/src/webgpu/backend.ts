@@ -4,12 +4,13 @@
  * chosen variant's features and limits, allocate the plan's buffers, compile every
  * kernel once while the weights stream in through a staging sink, then build the
  * bind groups. Run: PlanCalls' prefill (in chunks of the plan's prefill_chunk) and
- * decode over the executor; each call reads back the last token's logits (f32).
+ * decode over the executor; each call reads back the last token's logits (f32); verify
+ * (plans with the "verify" entry) reads back the logits of every token of its run.
  */
 import { BackendUnsupportedError, type Backend, type BackendLoadOptions } from "../backend.js";
 import type { BundleLoader, LoadStats } from "../loader.js";
 import type { Manifest } from "../manifest.js";
-import { type Plan, hasArgmax, parsePlan, topKOf, weightBlocks } from "../plan.js";
+import { type Plan, hasArgmax, parsePlan, topKOf, verifyMaxTokens, weightBlocks } from "../plan.js";
 import { PlanCalls } from "../plan_calls.js";
 import type { TopCandidates } from "../sampler.js";
 import { type AdapterInfo, type DeviceOptions, describeAdapter, openDevice } from "./device.js";
@@ -173,6 +174,16 @@ export class WebGpuBackend implements Backend {
 
   async readLastLogits(): Promise<Float32Array> {
     return this.loaded().readLastLogits();
+  }
+
+  /** Backend.verifyMaxTokens: the plan's verify entry's max_seq_len; undefined without the entry. */
+  get verifyMaxTokens(): number | undefined {
+    return this.plan ? verifyMaxTokens(this.plan) : undefined;
+  }
+
+  /** Backend.verify: one run of the plan's verify entry, one readback of tokens.length × vocab logits. */
+  async verify(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
+    return this.loaded().verify(tokens, pastLen);
   }
 
   reset(): void {
