@@ -242,9 +242,10 @@ export class Sampler {
    */
   topCandidates(k: number, vocab: number): { invTemperature: number } | null {
     if (this.greedy || this.processors.length || this.repetition !== 1 || this.frequency !== 0 || this.presence !== 0) return null;
-    const invTemperature = Math.min(1 / this.temperature, MAX_INV_TEMPERATURE);
-    if (this.topK > 0 && this.topK < vocab) return this.topK <= k ? { invTemperature } : null;
-    return this.topP < 1 ? { invTemperature } : null;
+    const invT = 1 / this.temperature;
+    // (top_k reads no sum: any temperature; top_p needs one the device's f32 sum can take)
+    if (this.topK > 0 && this.topK < vocab) return this.topK <= k ? { invTemperature: Math.min(invT, MAX_INV_TEMPERATURE) } : null;
+    return this.topP < 1 && invT <= MAX_INV_TEMPERATURE && invT >= 1 / MAX_INV_TEMPERATURE ? { invTemperature: invT } : null;
   }
 
   /**

@@ -278,6 +278,8 @@ describe("sampling from a device's top candidates", () => {
     assert.ok(new Sampler({ temperature: 0.5, top_p: 0.9 }).topCandidates(64, 1000));
     assert.equal(new Sampler({ temperature: 0.5, top_k: 65 }).topCandidates(64, 1000), null); // more than listed
     assert.equal(new Sampler({ temperature: 1 }).topCandidates(64, 1000), null); // the whole distribution
+    assert.equal(new Sampler({ temperature: 1e-7, top_p: 0.9 }).topCandidates(64, 1000), null); // 1 / T past f32's comfort
+    assert.ok(new Sampler({ temperature: 1e-7, top_k: 5 }).topCandidates(64, 1000)); // (top_k reads no sum)
     assert.equal(new Sampler({ temperature: 0 }).topCandidates(64, 1000), null); // greedy: argmax
     assert.equal(new Sampler({ temperature: 1, top_k: 1 }).topCandidates(64, 1000), null);
     assert.equal(new Sampler({ temperature: 1, top_k: 5, frequency_penalty: 0.5 }).topCandidates(64, 1000), null);
