@@ -17,7 +17,8 @@ import math
 
 from .compile import ACT_BYTES, DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER, KernelSpec
 from .errors import PackError
-from .kernel_table import TEMPLATES, WEIGHT_BINDING0, WEIGHT_FORMATS, kernel_consts
+from .kernel_table import GLU_ACTS, TEMPLATES, WEIGHT_BINDING0, WEIGHT_FORMATS, kernel_consts
+from .kernel_table import bindings as kernel_bindings
 from .models import ModelConfig, Op, config_from_manifest, definition
 from .plan_expr import evaluate
 from .rope import rope_inv_freq
@@ -30,6 +31,9 @@ ROWS_LOGITS = "logits_rows"  # the "verify" entry's output: f32 [verify_chunk, v
 MAX_WORKGROUPS = 65535  # WebGPU's default maxComputeWorkgroupsPerDimension
 BLOCK_ROW_MULTIPLE = 64  # row blocks of a split weight are multiples of this
 DTYPE_BYTES = {"u32": 4, "f32": 4}
+TOPK_CANDIDATES = 64  # K of the optional "topk" entry: the candidates a top-k / top-p step reads back
+TOPK_MIN_PER_THREAD = 8  # logits per thread of topk_partial (more when the vocabulary needs it)
+MAX_STORAGE_BUFFERS = 8  # WebGPU's default maxStorageBuffersPerShaderStage: fused kernels stay within it
 
 
 def align16(n: int) -> int:
@@ -46,6 +50,14 @@ def buffer_size(buf: dict, variant: str) -> int:
         return align16(buf["bytes"])
     item = ACT_BYTES[variant] if buf["dtype"] == "act" else DTYPE_BYTES[buf["dtype"]]
     return align16(buf["elements"] * item)
+
+
+def topk_groups(vocab: int) -> tuple[int, int]:
+    """(E, groups) of the "topk" entry: topk_partial's logits per thread and workgroup count,
+    with at most as many groups as topk_merge has threads."""
+    wg = tile("topk_partial", "WG")
+    per_thread = max(TOPK_MIN_PER_THREAD, cdiv(cdiv(vocab, wg), tile("topk_merge", "WG")))
+    return per_thread, cdiv(vocab, wg * per_thread)
 
 
 def tile(template: str, name: str) -> int:
@@ -500,6 +512,7 @@ class _Builder:
         entries["argmax"] = self.argmax_entry()
         if self.verify_chunk:  # docs/plan.md, "The optional verify entry"
             entries["verify"] = {"max_seq_len": self.verify_chunk, "dispatches": self.lower_graph("verify")}
+        entries["topk"] = self.topk_entry()
 
         kernels = list(self.kernels.values())
         plan = {
@@ -512,8 +525,8 @@ class _Builder:
             "variant_order": list(self.variants),
             "variants": {},
             "requirements": {},
-            "inputs": {"tokens": "tokens"},
-            "outputs": {"logits": "logits", "next_token": "next_token",
+            "inputs": {"tokens": "tokens", "inv_temperature": "inv_temperature"},
+            "outputs": {"logits": "logits", "next_token": "next_token", "topk": "topk",
                         **({ROWS_LOGITS: ROWS_LOGITS} if self.verify_chunk else {})},
             "kernels": {k.name: k.to_json(self.variants) for k in kernels},
             "buffers": self.buffers,
@@ -534,6 +547,26 @@ class _Builder:
             {"kernel": kname, "label": "argmax", "bindings": self.binds("argmax", x="logits", out="next_token"),
              "uniforms": [str(self.c.vocab_size)], "workgroups": ["1", "1", "1"]}]}
 
+    def topk_entry(self) -> dict:
+        """The optional "topk" entry (docs/plan.md): the K largest of the logits the last prefill or
+        decode run wrote, best first, with the softmax denominator at the temperature the runtime
+        writes into `inv_temperature` and the count of finite logits, in `topk`; a WebGPU top-k or
+        top-p step reads back those 2 K + 2 words instead of the vocabulary's logits."""
+        k, vocab = TOPK_CANDIDATES, self.c.vocab_size
+        per_thread, groups = topk_groups(vocab)
+        self.act("inv_temperature", 1, kind="input", dtype="f32")
+        self.act("topk_part", groups * (2 * k + 4), dtype="u32")
+        self.act("topk", 2 * k + 2, kind="output", dtype="u32")
+        partial = self.kernel(f"topk_partial.k{k}.e{per_thread}", "topk_partial", {"K": k, "E": per_thread})
+        merge = self.kernel(f"topk_merge.k{k}", "topk_merge", {"K": k})
+        return {"max_seq_len": 1, "k": k, "dispatches": [
+            {"kernel": partial, "label": "topk (groups)",
+             "bindings": self.binds("topk_partial", x="logits", inv_t="inv_temperature", part="topk_part"),
+             "uniforms": [str(vocab)], "workgroups": [str(groups), "1", "1"]},
+            {"kernel": merge, "label": "topk (merge)",
+             "bindings": self.binds("topk_merge", part="topk_part", inv_t="inv_temperature", out="topk"),
+             "uniforms": [str(groups)], "workgroups": ["1", "1", "1"]}]}
+
     # -- limits -------------------------------------------------------------------------
 
     def _limits(self, plan: dict, kernels: list[KernelSpec]):
@@ -546,7 +579,7 @@ class _Builder:
                                 f"(binding {self.max_binding}, buffer {self.max_buffer}); {what}")
         max_wg = 1
         envs = {"prefill": [(1, 0), (self.chunk, 0), (self.chunk, self.ctx - self.chunk)],
-                "decode": [(1, 0), (1, self.ctx - 1)], "argmax": [(1, 0)],
+                "decode": [(1, 0), (1, self.ctx - 1)], "argmax": [(1, 0)], "topk": [(1, 0)],
                 "verify": [(1, 0), (self.verify_chunk, 0), (self.verify_chunk, self.ctx - self.verify_chunk)]}
         for mode, entry in plan["entries"].items():
             for seq_len, past_len in envs[mode]:
@@ -587,6 +620,49 @@ class _Builder:
             "optional_features": ["shader-f16"] if "f16" in self.variants else [],
             "limits": dict(base["limits"]),
         }
+
+
+# ---------------------------------------------------------------------------------------
+# fused lowerings (FUSIONS; docs/plan.md, "Fused dispatches")
+
+
+def fuse_glu(b: _Builder, out: list, ops: list, i: int, mode: str) -> int:
+    """Decode: `linear(x -> g, Wg)`, `linear(x -> u, Wu)`, `<act>_mul(g, u) -> g` (act in
+    GLU_ACTS) as one matvec_glu dispatch per row block, writing g. Only where both weights
+    have the same format, shape and row blocks (Phi-3's gate_up_proj row views included) and
+    the kernel's storage buffers (x, y, both weights' parts) fit WebGPU's default 8 (q3f16's
+    four parts do not)."""
+    if mode != "decode" or i + 3 > len(ops):
+        return 0
+    (gate, layer), (up, _), (mul, _) = ops[i:i + 3]
+    if (gate.kind, up.kind) != ("linear", "linear") or mul.kind not in {f"{a}_mul" for a in GLU_ACTS}:
+        return 0
+    if tuple(mul.inputs) != (gate.out, up.out) or mul.out != gate.out or gate.inputs != up.inputs \
+            or gate.out == up.out or gate.out in gate.inputs or not b.per_token(gate.inputs[0]):
+        return 0
+    tg, tu = b.tensors[gate.weight], b.tensors[up.weight]
+    fmt, K = tg["format"], int(tg["shape"][1])
+    N = int(tg["shape"][0]) if gate.rows is None else gate.rows[1] - gate.rows[0]
+    if (tu["format"], int(tu["shape"][1])) != (fmt, K) or b.buffers[gate.out]["dtype"] != "act" \
+            or b.width(gate.out) != N or b.width(up.out) != N \
+            or sum(t != "uniform" for _, t in kernel_bindings("matvec_glu", fmt)) > MAX_STORAGE_BUFFERS:
+        return 0
+    blocks_g, blocks_u = b.weight_blocks(gate.weight, gate.rows), b.weight_blocks(up.weight, up.rows)
+    if [(x["row0"], x["rows"]) for x in blocks_g] != [(x["row0"], x["rows"]) for x in blocks_u]:
+        return 0
+    act = mul.kind[:-len("_mul")]
+    kname = b.kernel(f"matvec_glu.{act}.{fmt}.k{K}.n{N}", "matvec_glu", {"K": K, "N": N, "ACT": GLU_ACTS.index(act)},
+                     fmt)
+    label = ("" if layer is None else f"layer {layer} ") + f"{gate.label} + {up.label} + {mul.label}"
+    for bg, bu in zip(blocks_g, blocks_u):
+        out.append({"kernel": kname, "label": b.block_label(label, blocks_g, bg),
+                    "bindings": b.binds("matvec_glu", bg["parts"] + bu["parts"], x=gate.inputs[0], y=gate.out),
+                    "uniforms": ["seq_len", str(bg["row0"]), str(bg["rows"])],
+                    "workgroups": [str(cdiv(bg["rows"], tile("matvec_glu", "ROWS"))), "seq_len", "1"]})
+    return 3
+
+
+FUSIONS.append(fuse_glu)
 
 
 def build_plan(manifest: dict, *, config: ModelConfig | None = None, context_window: int | None = None,

@@ -34,7 +34,7 @@ import numpy as np
 
 from .compile import KernelSpec
 from .errors import PackError
-from .kernel_table import MAX_WEIGHT_PARTS, TEMPLATES, WASM_OPS, WEIGHT_FORMATS, wasm_layout
+from .kernel_table import GLU_ACTS, MAX_WEIGHT_PARTS, TEMPLATES, WASM_OPS, WEIGHT_FORMATS, wasm_layout
 
 SRC_DIR = Path(__file__).resolve().parent / "wasm"
 WASM_FORMAT = "llmpack-wasm"
@@ -79,6 +79,10 @@ def kernel_header(formats) -> str:
             "/* weight format ids (docs/formats.md) */"]
     out += [f"#define FMT_{f.upper()} {w.id}" for f, w in WEIGHT_FORMATS.items()]
     out += [f"#define FMT_COUNT {len(WEIGHT_FORMATS)}", f"#define MAX_WEIGHT_PARTS {MAX_WEIGHT_PARTS}",
+            "/* weight parts per format id (where an op's second matrix starts) */",
+            "#define FMT_PARTS {" + ", ".join(str(len(w.parts)) for w in WEIGHT_FORMATS.values()) + "}",
+            "/* matvec_glu's ACT values */",
+            *(f"#define GLU_ACT_{a.upper()} {i}" for i, a in enumerate(GLU_ACTS)),
             "/* the formats compiled into this module: X(id, its wformat) */",
             "#define LLMPACK_WEIGHT_FORMATS(X) " + " ".join(f"X(FMT_{f.upper()}, FORMAT_{f.upper()})"
                                                          for f in FORMATS if f in formats), "",

@@ -387,6 +387,34 @@ def test_argmax_entry_picks_the_greedy_token(packaged_tiny):
         logits = ex.decode(token)
 
 
+def test_topk_entry_lists_the_top_logits(packaged_tiny):
+    """The plan's "topk" entry after prefill and decode steps (the head split into row blocks)
+    lists the K largest of the logits that run left, best first, with their bits, the softmax
+    denominator at the temperature written into `inv_temperature`, and the count of logits."""
+    from test_kernels import topk_ref
+
+    bundle = packaged_tiny("untied", "q4f16")
+    m = manifest_of(bundle)
+    files, _ = compile_artifacts(m, context_window=64, prefill_chunk=8, max_binding_size=4096, validate=False)
+    plan = json.loads(files["plan.json"])
+    k = plan["entries"]["topk"]["k"]
+    assert plan["outputs"]["topk"] == "topk" and plan["inputs"]["inv_temperature"] == "inv_temperature"
+    assert plan["buffers"]["topk"]["elements"] == 2 * k + 2
+    ex = GpuExecutor(bundle, files=files, variant="f32")
+    p1, _ = prompts(m["model"]["config"]["vocab_size"], seed=5)
+    logits = ex.prefill(p1)
+    for step, temperature in enumerate([1.0, 0.7, 0.3, 2.0]):
+        ex.device.queue.write_buffer(ex.buffers["inv_temperature"], 0, np.float32([1 / temperature]).tobytes())
+        ex.run("topk", 1, 0)
+        out = ex.read("topk")
+        ids, z, count = topk_ref(logits, k, 1 / temperature)
+        assert [int(i) for i in out[0:2 * k:2]] == ids
+        assert np.array_equal(out[1:2 * k:2], logits[ids].view(np.uint32))
+        assert int(out[2 * k + 1]) == count == len(logits)
+        assert abs(float(out[2 * k:2 * k + 1].view(np.float32)[0]) - z) <= 1e-5 * z
+        logits = ex.decode(ids[step])
+
+
 # ---------------------------------------------------------------------------------------
 # SmolLM2-135M-Instruct
 
