@@ -54,7 +54,7 @@ export { BundleTokenizer, type ChatMessage } from "./tokenizer.js";
 export { ChatTemplate, DEFAULT_TEMPLATE_LIMITS, TemplateError, type TemplateLimits } from "./template.js";
 export { IncrementalDecoder } from "./detokenizer.js";
 export { StopMatcher } from "./stop.js";
-export { DEFAULT_SPECULATIVE, PromptLookup, speculativeOptions, type SpeculativeOptions } from "./prompt_lookup.js";
+export { DEFAULT_SPECULATIVE, DraftBudget, PromptLookup, speculativeOptions, type SpeculativeOptions } from "./prompt_lookup.js";
 export { Prng, Sampler, TOP_SUM_MARGIN, type Choice, type SamplingParams, type TokenProb, type TopCandidates } from "./sampler.js";
 export type { LogitsProcessor, LogitsProcessorFactory } from "./logits_processor.js";
 export { LOGIT_BIAS_LIMIT, LogitBias, parseLogitBias } from "./logit_bias.js";
