@@ -68,6 +68,8 @@ WASM_OPS: dict[str, WasmOp] = {
     "bias_add": WasmOp(("W",)),
     "gelu_tanh_mul": WasmOp(()),
     "softcap": WasmOp(("CAP",)),
+    "add_rmsnorm": WasmOp(("H", "EPS")),
+    "add_rmsnorm_inplace": WasmOp(("H", "EPS")),
 }
 
 
@@ -144,6 +146,15 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
     Template("gelu_tanh_mul", (Binding(1, "g", W), Binding(2, "u", R)), ("n",), (256, 1, 1)),
     # x = tanh(x / CAP) * CAP on f32 values (final-logit soft-capping)
     Template("softcap", (Binding(1, "x", W),), ("n",), (256, 1, 1), params=("CAP",)),
+    # the residual add fused with the next RMSNorm (docs/plan.md, "Fused dispatches"): x += y
+    # (x: the f32 residual stream; Y: the type of y, "act" or "f32"), then out = rmsnorm(x) * w,
+    # rows in_row0 + t of x and y, row t of out; one workgroup per row. `_inplace`: out is y
+    # (one binding: WebGPU forbids binding a buffer twice when one binding writes it)
+    Template("add_rmsnorm", (Binding(1, "x", W), Binding(2, "y", R), Binding(3, "out", W), Binding(8, "w", R)),
+                            ("in_row0",), (64, 1, 1), params=("H", "EPS", "Y"),
+                            workgroup_bytes=lambda v: 4 * v["WG"]),
+    Template("add_rmsnorm_inplace", (Binding(1, "x", W), Binding(2, "y", W), Binding(8, "w", R)), ("in_row0",),
+                                    (64, 1, 1), params=("H", "EPS", "Y"), workgroup_bytes=lambda v: 4 * v["WG"]),
     # greedy next token on the device: out = [id, f32 bits] of the largest of n logits (one
     # workgroup; the plan's optional "argmax" entry). WebGPU only: no Wasm op (its logits
     # are in memory already)

@@ -1,7 +1,9 @@
 """Device-independent cost of a WebGPU decode step, from plan.json: compute-pass dispatches
 per decode token and bytes read back per token, with the logits read back (every request
 that needs them on the CPU, and bundles without the plan's "argmax" entry) and with the
-greedy token picked on the GPU (the "argmax" entry: 4 bytes).
+greedy token picked on the GPU (the "argmax" entry: 4 bytes); and, for the synthetic plan,
+the decode dispatches per token with the plan's fused lowerings off (`build_plan(fuse=False)`)
+and on (docs/plan.md, "Fused dispatches").
 
     python scripts/bench_decode_readback.py                   # SmolLM2-135M's shapes, q4f16
     python scripts/bench_decode_readback.py --bundle DIR      # a packaged bundle's plan.json
@@ -21,7 +23,7 @@ SMOLLM2_135M = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 15
                 "max_position_embeddings": 8192, "tie_word_embeddings": True, "rope": {"theta": 100000.0}}
 
 
-def synthetic_plan(cfg: dict, quant: str, context_window: int) -> dict:
+def synthetic_plan(cfg: dict, quant: str, context_window: int, fuse: bool = True) -> dict:
     """The plan a bundle of config `cfg` quantized `quant` would have (the tensor index only)."""
     from packager.models import config_from_manifest, definition
     from packager.plan import build_plan
@@ -40,7 +42,7 @@ def synthetic_plan(cfg: dict, quant: str, context_window: int) -> dict:
             pos += spec.nbytes
         tensors.append({"name": t.name, "shape": list(t.shape), "format": fmt.name, "parts": parts, "bytes": pos})
     manifest.update(tensors=tensors, quantization={"scheme": quant, "compute": scheme.compute})
-    plan, _ = build_plan(manifest, config=config)
+    plan, _ = build_plan(manifest, config=config, fuse=fuse)
     return plan
 
 
@@ -56,6 +58,21 @@ def decode_costs(plan: dict) -> list[dict]:
     return out
 
 
+def fusion_costs(unfused: dict, fused: dict) -> dict:
+    """Decode dispatches per token without and with the fused lowerings, and the fused
+    dispatches by kernel template."""
+    decode = fused["entries"]["decode"]["dispatches"]
+    plain = set(unfused["kernels"])
+    by_template: dict[str, int] = {}
+    for d in decode:
+        if d["kernel"] not in plain:
+            t = fused["kernels"][d["kernel"]]["template"]
+            by_template[t] = by_template.get(t, 0) + 1
+    return {"path": "decode dispatches per token, fusions off / on",
+            "unfused": len(unfused["entries"]["decode"]["dispatches"]), "fused": len(decode),
+            "fused_dispatches_by_template": by_template}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", type=Path, help="a bundle folder (its plan.json); default: SmolLM2-135M's shapes")
@@ -68,6 +85,9 @@ def main() -> None:
         plan, model = synthetic_plan(SMOLLM2_135M, a.quant, a.context_window), f"SmolLM2-135M shapes, {a.quant}"
     for row in decode_costs(plan):
         print(json.dumps({"model": model, **row}))
+    if not a.bundle:
+        unfused = synthetic_plan(SMOLLM2_135M, a.quant, a.context_window, fuse=False)
+        print(json.dumps({"model": model, **fusion_costs(unfused, plan)}))
 
 
 if __name__ == "__main__":
