@@ -63,12 +63,14 @@ def parse_size(text: str, minimum: int = 4096, what: str = "size") -> int:
 def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int = DEFAULT_SHARD_SIZE,
                   context_window: int | None = None, force: bool = False, progress: bool = False,
                   quantizer: str = "auto", max_binding_size: int = DEFAULT_MAX_BINDING,
-                  max_buffer_size: int = DEFAULT_MAX_BUFFER, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> dict:
+                  max_buffer_size: int = DEFAULT_MAX_BUFFER, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+                  verify_chunk: int | None = None) -> dict:
     """Package `src` into a bundle at `out`; return a summary dict.
 
     quantizer: "auto" (GPTQ for schemes below 4 bits, else "search"), "gptq"
     (calibrated, error-compensating), "search" (error-minimizing scales per group) or
-    "rtn" (plain round-to-nearest, the baseline quality reports compare against)."""
+    "rtn" (plain round-to-nearest, the baseline quality reports compare against).
+    verify_chunk: most tokens of the plan's "verify" entry (None: the default; 0: none)."""
     t0 = time.perf_counter()
     scheme = get_scheme(quant)
     if quantizer not in QUANTIZERS:
@@ -98,7 +100,8 @@ def package_model(src: Path, out: Path, *, quant: str = "q4f16", shard_size: int
             files = _copy_tokenizer(ck, tmp)
             manifest = _manifest(ck, config, scheme, quantizer, tensors, shards, files, tokenizer, generation)
             _add_compiled(tmp, manifest, config, {"max_binding_size": max_binding_size,
-                                                  "max_buffer_size": max_buffer_size, "prefill_chunk": prefill_chunk})
+                                                  "max_buffer_size": max_buffer_size, "prefill_chunk": prefill_chunk,
+                                                  "verify_chunk": verify_chunk})
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
             swap_into_place(tmp, out)
         except BaseException as e:

@@ -11,6 +11,9 @@ by plain text substitution of `{{NAME}}` placeholders:
   dequantized values of one row) and `fn wdot(row, g, x4) -> f32` (the dot product of
   one quantization group, `GK` columns, with x staged in the kernel's workgroup array
   `xs: array<vec4<f32>, ...>`, which every kernel including a fragment declares).
+- `{{WEIGHTS2}}` (templates with `weight_sets` 2: `matvec_glu`): the same fragment for a
+  second matrix of the same format, its parts bound right after the first's and every name
+  it declares prefixed `w2_` (`w2_wdot`, `w2_wload8`, ...; `second_weight_fragment`).
 - `{{OUT}}`: output element type of a matmul (`act`, or `f32` for logits).
 - `{{WG}}`, `{{WG_X}}`, `{{WG_Y}}`, `{{WG_Z}}` and the template's tile constants: from the
   kernel table (packager/kernel_table.py), the one place they are written.
@@ -72,6 +75,21 @@ def wgsl_literal(value) -> str:
     return str(value)
 
 
+_FRAGMENT_NAMES = re.compile(r"^(?:struct|fn|const) (\w+)|^@group\(0\) @binding\(\d+\) var<[^>]*> (\w+)", re.M)
+_BINDING = re.compile(r"@binding\((\d+)\)")
+
+
+def second_weight_fragment(weight_format: str) -> str:
+    """The weight fragment of a kernel's second matrix (`{{WEIGHTS2}}`): its bindings moved
+    past the first matrix's parts and every top-level name it declares (parts, W8, wload8,
+    GK, wdot, helpers) prefixed `w2_`, so that both copies live in one module."""
+    text = load_template(f"_w_{weight_format}")
+    names = {a or b for a, b in _FRAGMENT_NAMES.findall(text)}
+    text = re.sub(r"\b(" + "|".join(sorted(names)) + r")\b", r"w2_\1", text)
+    parts = len(WEIGHT_FORMATS[weight_format].parts)
+    return _BINDING.sub(lambda m: f"@binding({int(m.group(1)) + parts})", text)
+
+
 def render(template: str, variant: str, consts: dict | None = None, weight_format: str | None = None) -> str:
     """Specialize a template into WGSL source for one variant ("f32" or "f16"). The
     template's tile constants and workgroup size come from the kernel table; `consts`
@@ -84,6 +102,8 @@ def render(template: str, variant: str, consts: dict | None = None, weight_forma
         if weight_format not in WEIGHT_FORMATS:
             raise PackError(f"no kernel for weight format {weight_format!r}")
         values["WEIGHTS"] = load_template(f"_w_{weight_format}")
+        if spec.weight_sets == 2:
+            values["WEIGHTS2"] = second_weight_fragment(weight_format)
     values.update(consts or {})
     values = {k: wgsl_literal(v) for k, v in values.items()}
     text = load_template(template)
@@ -216,7 +236,8 @@ def kernel_files(plan: dict, kernels: list[KernelSpec], *, validate: bool = True
 
 def compile_artifacts(manifest: dict, *, config=None, context_window: int | None = None,
                       max_binding_size: int = DEFAULT_MAX_BINDING, max_buffer_size: int = DEFAULT_MAX_BUFFER,
-                      prefill_chunk: int | None = None, validate: bool = True) -> tuple[dict[str, bytes], dict]:
+                      prefill_chunk: int | None = None, validate: bool = True,
+                      verify_chunk: int | None = None) -> tuple[dict[str, bytes], dict]:
     """Build the execution plan and the kernels of a bundle (build_plan + kernel_files).
 
     Returns ({path in bundle: bytes}, requirements), requirements being the dict to store
@@ -226,5 +247,5 @@ def compile_artifacts(manifest: dict, *, config=None, context_window: int | None
 
     plan, kernels = build_plan(manifest, config=config, context_window=context_window,
                                max_binding_size=max_binding_size, max_buffer_size=max_buffer_size,
-                               prefill_chunk=prefill_chunk or DEFAULT_PREFILL_CHUNK)
+                               prefill_chunk=prefill_chunk or DEFAULT_PREFILL_CHUNK, verify_chunk=verify_chunk)
     return kernel_files(plan, kernels, validate=validate), plan["requirements"]

@@ -68,9 +68,15 @@ WASM_OPS: dict[str, WasmOp] = {
     "bias_add": WasmOp(("W",)),
     "gelu_tanh_mul": WasmOp(()),
     "softcap": WasmOp(("CAP",)),
+    # decode: gate and up projections and the gated activation in one op (ACT: GLU_ACTS)
+    "matvec_glu": WasmOp(("FORMAT", "K", "N", "ACT")),
+    "matvec_rope": WasmOp(("FORMAT", "K", "N", "HD", "HALF", "SCALE", "INV_FREQ")),
     "add_rmsnorm": WasmOp(("H", "EPS")),
     "add_rmsnorm_inplace": WasmOp(("H", "EPS")),
 }
+
+# matvec_glu's ACT: the index of its activation here (the op it replaces: <act>_mul)
+GLU_ACTS = ("silu", "gelu_tanh")
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,9 @@ class Template:
     params: tuple[str, ...] = ()  # constants the plan specializes each kernel with
     tiles: Mapping[str, int] = field(default_factory=dict)  # fixed sizes of the template
     weights: bool = False  # includes a weight fragment ({{WEIGHTS}}); parts at WEIGHT_BINDING0..
+    # weight matrices it reads (same format and shape): 2 also includes {{WEIGHTS2}}, the
+    # fragment again with its parts bound after the first's and its names prefixed (compile.py)
+    weight_sets: int = 1
     workgroup_bytes: Callable[[dict], int] = lambda v: 0  # of the kernel's values
     wasm: str = ""  # the WASM_OPS entry that runs it ("": the op of the same name; "-": none)
 
@@ -124,6 +133,13 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
                        workgroup_bytes=lambda v: 16 * (v["TILE_M"] + v["TILE_N"]) * v["TILE_K"] // 4),
     Template("rope", (Binding(1, "q", W), Binding(2, "k", W)), ("seq_len", "past_len"), (64, 1, 1),
                      params=("NH", "NKV", "HD", "HALF", "SCALE", "INV_FREQ")),
+    # decode: matvec whose workgroups hold rotary pairs of rows (row i and i + HALF of a head
+    # of HD rows) and rotate them at position past_len before storing y[dst + row]: q, or k
+    # straight into its cache row (tiles as matvec's)
+    Template("matvec_rope", (Binding(1, "x", R), Binding(2, "y", W)), ("past_len", "dst"), (64, 1, 1),
+                            params=("K", "N", "HD", "HALF", "SCALE", "INV_FREQ"),
+                            tiles={"ROWS": 16, "THREADS_PER_ROW": 4, "X_CHUNK": 2048}, weights=True,
+                            workgroup_bytes=lambda v: 4 * (min(v["K"], v["X_CHUNK"]) + v["WG"])),
     # CACHE: the cache's elements (a sliding-window layer's ring buffer wraps around)
     Template("kv_append", (Binding(1, "k", R), Binding(2, "v", R), Binding(3, "kc", W), Binding(4, "vc", W)),
                           ("n", "dst"), (256, 1, 1), params=("CACHE",)),
@@ -146,6 +162,12 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
     Template("gelu_tanh_mul", (Binding(1, "g", W), Binding(2, "u", R)), ("n",), (256, 1, 1)),
     # x = tanh(x / CAP) * CAP on f32 values (final-logit soft-capping)
     Template("softcap", (Binding(1, "x", W),), ("n",), (256, 1, 1), params=("CAP",)),
+    # decode, gated MLP: y[t, n] = act(x[t] . Wg[n]) * (x[t] . Wu[n]), act = GLU_ACTS[ACT], f32 until
+    # stored; matvec's reduction for both weights (Wg's parts at 8.., then Wu's)
+    Template("matvec_glu", (Binding(1, "x", R), Binding(2, "y", W)), ("seq_len", "row0", "rows"), (64, 1, 1),
+                           params=("K", "N", "ACT"), tiles={"ROWS": 16, "THREADS_PER_ROW": 4, "X_CHUNK": 2048},
+                           weights=True, weight_sets=2,
+                           workgroup_bytes=lambda v: 4 * (min(v["K"], v["X_CHUNK"]) + 2 * v["WG"])),
     # the residual add fused with the next RMSNorm (docs/plan.md, "Fused dispatches"): x += y
     # (x: the f32 residual stream; Y: the type of y, "act" or "f32"), then out = rmsnorm(x) * w,
     # rows in_row0 + t of x and y, row t of out; one workgroup per row. `_inplace`: out is y
@@ -160,6 +182,13 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
     # are in memory already)
     Template("argmax", (Binding(1, "x", R), Binding(2, "out", W)), ("n",), (256, 1, 1),
                        workgroup_bytes=lambda v: 8 * v["WG"], wasm="-"),
+    # top-K sampling candidates on the device (the plan's optional "topk" entry): per group of
+    # WG * E logits its K largest and softmax statistics at temperature 1 / inv_t, then one
+    # workgroup merging the groups' lists (groups <= WG). WebGPU only, as argmax
+    Template("topk_partial", (Binding(1, "x", R), Binding(2, "inv_t", R), Binding(3, "part", W)), ("n",),
+                             (256, 1, 1), params=("K", "E"), workgroup_bytes=lambda v: 12 * v["WG"], wasm="-"),
+    Template("topk_merge", (Binding(1, "part", R), Binding(2, "inv_t", R), Binding(3, "out", W)), ("groups",),
+                           (256, 1, 1), params=("K",), workgroup_bytes=lambda v: 12 * v["WG"], wasm="-"),
 ]}
 
 
@@ -184,7 +213,7 @@ def bindings(name: str, weight_format: str | None) -> list[tuple[int, str]]:
     t = TEMPLATES[name]
     out = [(0, U)] + [(b.binding, b.type) for b in t.bindings]
     if t.weights:
-        out += [(WEIGHT_BINDING0 + i, R) for i in range(len(WEIGHT_FORMATS[weight_format].parts))]
+        out += [(WEIGHT_BINDING0 + i, R) for i in range(t.weight_sets * len(WEIGHT_FORMATS[weight_format].parts))]
     return out
 
 
@@ -220,6 +249,8 @@ def _check() -> None:
     mv, mm = TEMPLATES["matvec"], TEMPLATES["matmul"]
     assert mv.tiles["ROWS"] * mv.tiles["THREADS_PER_ROW"] == math.prod(mv.workgroup_size)
     assert mv.tiles["THREADS_PER_ROW"] == 4
+    assert TEMPLATES["matvec_glu"].tiles == mv.tiles  # the same reduction: g and u equal matvec's
+    assert TEMPLATES["matvec_rope"].tiles == mv.tiles  # its rows pair up as matvec's rows do
     assert (mm.tiles["TILE_M"], mm.tiles["TILE_N"]) == (4 * mm.workgroup_size[1], 8 * mm.workgroup_size[0])
 
 

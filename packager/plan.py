@@ -10,13 +10,15 @@ compiled kernel set serves every prompt length.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 
 from .compile import ACT_BYTES, DEFAULT_MAX_BINDING, DEFAULT_MAX_BUFFER, KernelSpec
 from .errors import PackError
-from .kernel_table import TEMPLATES, WEIGHT_BINDING0, WEIGHT_FORMATS, kernel_consts
+from .kernel_table import GLU_ACTS, TEMPLATES, WEIGHT_BINDING0, WEIGHT_FORMATS, kernel_consts
+from .kernel_table import bindings as kernel_bindings
 from .models import ModelConfig, Op, config_from_manifest, definition
 from .plan_expr import evaluate
 from .rope import rope_inv_freq
@@ -24,9 +26,14 @@ from .rope import rope_inv_freq
 PLAN_FORMAT = "llmpack-plan"
 PLAN_VERSION = 1
 DEFAULT_PREFILL_CHUNK = 128
+DEFAULT_VERIFY_CHUNK = 16  # most tokens of one "verify" call (speculative decoding's drafts + 1)
+ROWS_LOGITS = "logits_rows"  # the "verify" entry's output: f32 [verify_chunk, vocab], a row per token
 MAX_WORKGROUPS = 65535  # WebGPU's default maxComputeWorkgroupsPerDimension
 BLOCK_ROW_MULTIPLE = 64  # row blocks of a split weight are multiples of this
 DTYPE_BYTES = {"u32": 4, "f32": 4}
+TOPK_CANDIDATES = 64  # K of the optional "topk" entry: the candidates a top-k / top-p step reads back
+TOPK_MIN_PER_THREAD = 8  # logits per thread of topk_partial (more when the vocabulary needs it)
+MAX_STORAGE_BUFFERS = 8  # WebGPU's default maxStorageBuffersPerShaderStage: fused kernels stay within it
 
 
 def align16(n: int) -> int:
@@ -45,6 +52,14 @@ def buffer_size(buf: dict, variant: str) -> int:
     return align16(buf["elements"] * item)
 
 
+def topk_groups(vocab: int) -> tuple[int, int]:
+    """(E, groups) of the "topk" entry: topk_partial's logits per thread and workgroup count,
+    with at most as many groups as topk_merge has threads."""
+    wg = tile("topk_partial", "WG")
+    per_thread = max(TOPK_MIN_PER_THREAD, cdiv(cdiv(vocab, wg), tile("topk_merge", "WG")))
+    return per_thread, cdiv(vocab, wg * per_thread)
+
+
 def tile(template: str, name: str) -> int:
     """A template's tile constant or workgroup width, from the kernel table."""
     t = TEMPLATES[template]
@@ -60,7 +75,7 @@ FUSIONS: list = []
 
 class _Builder:
     def __init__(self, manifest: dict, config: ModelConfig, max_binding_size, max_buffer_size, prefill_chunk,
-                 fuse: bool = True):
+                 fuse: bool = True, verify_chunk: int | None = None):
         self.c = c = config
         # fused lowerings (docs/plan.md, "Fused dispatches"): each is called as
         # fusion(builder, out, ops, i, mode) with ops a list of (op, layer or None); it appends the
@@ -73,6 +88,12 @@ class _Builder:
         self.chunk = max(1, min(int(prefill_chunk), self.ctx))
         self.max_binding = int(max_binding_size)
         self.max_buffer = int(max_buffer_size)
+        self.verify_chunk = self._verify_chunk(verify_chunk)
+        # the "verify" entry's head runs over every row: each last-token activation of the head
+        # (the final norm's output) gets a per-token twin "<name>_rows", the logits "logits_rows"
+        self.rows_names: dict[str, str] = {}
+        if self.verify_chunk:
+            self._add_row_twins()
         compute = manifest.get("quantization", {}).get("compute", "f32")
         self.variants = ["f16", "f32"] if compute == "f16" else ["f32"]
         self.tensors = {t["name"]: t for t in manifest["tensors"]}
@@ -80,6 +101,29 @@ class _Builder:
         self.buffers: dict[str, dict] = {}
         self.blocks: dict[str, list[dict]] = {}
         self._check()
+
+    def _verify_chunk(self, asked: int | None) -> int:
+        """Tokens of the verify entry: as asked (0: none; at most the prefill chunk), by default
+        the least of 16, the prefill chunk and the rows whose logits fit one buffer."""
+        if asked is None:
+            fit = (min(self.max_binding, self.max_buffer) // 16 * 16) // (4 * self.c.vocab_size)
+            return min(DEFAULT_VERIFY_CHUNK, self.chunk, fit)
+        if not 0 <= int(asked) <= self.chunk:
+            raise PackError(f"verify chunk {asked} must lie between 0 (no verify entry) and the prefill "
+                            f"chunk ({self.chunk}, at most the context window)")
+        return int(asked)
+
+    def _add_row_twins(self):
+        twins = [dataclasses.replace(a, name=f"{a.name}_rows", last_token=False)
+                 for a in self.graph.activations if a.last_token]
+        taken = {a.name for a in self.graph.activations} | {"tokens", "logits"}
+        clash = [a.name for a in twins if a.name in taken] + ([ROWS_LOGITS] if ROWS_LOGITS in taken else [])
+        if clash:
+            raise PackError(f"the {self.arch.name} graph has an activation named {clash[0]}, which the verify "
+                            "entry needs for itself")
+        self.rows_names = {a.name: f"{a.name}_rows" for a in self.graph.activations if a.last_token}
+        self.rows_names["logits"] = ROWS_LOGITS
+        self.graph = dataclasses.replace(self.graph, activations=self.graph.activations + tuple(twins))
 
     # -- checks -------------------------------------------------------------------------
 
@@ -197,19 +241,26 @@ class _Builder:
                     "workgroups": self.grid(n, tile(template, "WG"))})
 
     def width(self, activation: str) -> int:
-        return self.c.vocab_size if activation == "logits" else self.graph.activation(activation).width
+        return self.c.vocab_size if activation in ("logits", ROWS_LOGITS) else self.graph.activation(activation).width
 
     def per_token(self, activation: str) -> bool:
-        return activation == "tokens" or not self.graph.activation(activation).last_token
+        if activation in ("tokens", ROWS_LOGITS):
+            return True
+        return activation != "logits" and not self.graph.activation(activation).last_token
 
     # -- lowering the graph's ops ---------------------------------------------------------
 
     def lower_graph(self, mode: str) -> list[dict]:
         """The dispatches of one entry: the graph's ops in order (embedding, layers, head), where
-        a run of ops that one of `FUSIONS` matches is lowered by it as one (or fewer) dispatches."""
+        a run of ops that one of `FUSIONS` matches is lowered by it as one (or fewer) dispatches.
+        mode "verify" is "prefill" (fusions and lowerings see "prefill") with the head over every
+        row: its last-token activations and the logits replaced by their per-token twins."""
         g = self.graph
+        head = g.head
+        if mode == "verify":
+            mode, head = "prefill", tuple(self.rows_op(op) for op in g.head)
         ops = [(op, None) for op in g.embed] + [(op, i) for i, layer in enumerate(g.layers) for op in layer] \
-            + [(op, None) for op in g.head]
+            + [(op, None) for op in head]
         out: list[dict] = []
         i = 0
         while i < len(ops):
@@ -223,6 +274,13 @@ class _Builder:
                 used = 1
             i += used
         return out
+
+    def rows_op(self, op: Op) -> Op:
+        """A head op with its last-token activations and the logits replaced by the per-token twins."""
+        def sub(name: str) -> str:
+            return self.rows_names.get(name, name)
+        return dataclasses.replace(op, inputs=tuple(sub(n) for n in op.inputs), out=sub(op.out),
+                                   label=op.label.replace("(last token)", "(every token)"))
 
     def lower(self, out: list, op: Op, mode: str, layer: int | None):
         """Append the dispatches of one op of the graph (labels: "layer <i> <op label>")."""
@@ -296,35 +354,54 @@ class _Builder:
         label = prefix + op.label
         c = self.c
         NH, NKV, HD = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        rope = op.rope or c.rope
-        inv_freq = [float(v) for v in rope_inv_freq(rope, HD)]
-        half = len(inv_freq)
-        own = "" if rope == c.rope else "." + hashlib.sha256(json.dumps(rope.to_json()).encode()).hexdigest()[:8]
-        kname = self.kernel(f"rope.h{NH}.kv{NKV}.d{HD}" + ("" if 2 * half == HD else f".r{2 * half}") + own, "rope",
-                            {"NH": NH, "NKV": NKV, "HD": HD, "HALF": half, "SCALE": rope.attention_scaling,
-                             "INV_FREQ": inv_freq})
+        consts, suffix = self.rope_consts(op)
+        kname = self.kernel(f"rope.h{NH}.kv{NKV}.d{HD}{suffix}", "rope", {"NH": NH, "NKV": NKV, "HD": HD, **consts})
         q, k = op.inputs
         out.append({"kernel": kname, "label": label, "bindings": self.binds("rope", q=q, k=k),
                     "uniforms": ["seq_len", "past_len"],
-                    "workgroups": self.grid(f"seq_len * {(NH + NKV) * half}", tile("rope", "WG"))})
+                    "workgroups": self.grid(f"seq_len * {(NH + NKV) * consts['HALF']}", tile("rope", "WG"))})
+
+    def rope_consts(self, op: Op) -> tuple[dict, str]:
+        """({HALF, SCALE, INV_FREQ} of a rope op, its kernel-name suffix): the first 2 HALF values
+        of a head rotate (".r<2 HALF>" when that is not all of them); a rope of its own (not the
+        config's) adds a hash of its parameters."""
+        rope = op.rope or self.c.rope
+        inv_freq = [float(v) for v in rope_inv_freq(rope, self.c.head_dim)]
+        half = len(inv_freq)
+        own = "" if rope == self.c.rope else "." + hashlib.sha256(json.dumps(rope.to_json()).encode()).hexdigest()[:8]
+        suffix = ("" if 2 * half == self.c.head_dim else f".r{2 * half}") + own
+        return {"HALF": half, "SCALE": rope.attention_scaling, "INV_FREQ": inv_freq}, suffix
 
     def _attention(self, out, op, prefix, mode, layer):
         """The KV-cache append, then attention over the cache (in decode: split over the
         cache, then the splits merged)."""
-        label = prefix + op.label
-        c = self.c
-        NH, NKV, HD = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        q, k, v = op.inputs
+        NKV, HD = self.c.num_key_value_heads, self.c.head_dim
+        _, k, v = op.inputs
         kc, vc = f"k_cache.{layer}", f"v_cache.{layer}"
-        window, slots = self.cache_rows(op)
-        ring = slots < self.ctx
-        dst = f"(past_len % {slots}) * {NKV * HD}" if ring else f"past_len * {NKV * HD}"
-        kname = self.kernel(f"kv_append.r{slots}" if ring else "kv_append", "kv_append",
+        _, slots = self.cache_rows(op)
+        kname = self.kernel(f"kv_append.r{slots}" if slots < self.ctx else "kv_append", "kv_append",
                             {"CACHE": slots * NKV * HD})
         out.append({"kernel": kname, "label": prefix + "kv_append",
                     "bindings": self.binds("kv_append", k=k, v=v, kc=kc, vc=vc),
-                    "uniforms": [f"seq_len * {NKV * HD}", dst],
+                    "uniforms": [f"seq_len * {NKV * HD}", self.cache_dst(op)],
                     "workgroups": self.grid(f"seq_len * {NKV * HD}", tile("kv_append", "WG"))})
+        self._attend(out, op, prefix, mode, layer)
+
+    def cache_dst(self, op: Op) -> str:
+        """The first cache element of the call's first token: its row (past_len % rows) times
+        the row's NKV * HD values."""
+        _, slots = self.cache_rows(op)
+        row = f"(past_len % {slots})" if slots < self.ctx else "past_len"
+        return f"{row} * {self.c.num_key_value_heads * self.c.head_dim}"
+
+    def _attend(self, out, op, prefix, mode, layer):
+        """The attention of an attention op over its layer's cache, k and v appended already."""
+        label = prefix + op.label
+        c = self.c
+        NH, NKV, HD = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        q = op.inputs[0]
+        kc, vc = f"k_cache.{layer}", f"v_cache.{layer}"
+        window, slots = self.cache_rows(op)
         scale = float(HD ** -0.5 if op.scale is None else op.scale)
         cap = float(op.cap)
         variant = (f".w{window}" if window < self.ctx else "") + (".capped" if cap else "")
@@ -392,7 +469,7 @@ class _Builder:
         (x,) = op.inputs
         if self.buffers[x]["dtype"] != "f32":
             raise PackError(f"softcap {op.label}: {x} must be f32 (the logits)")
-        per_token = x != "logits" and self.per_token(x)  # the logits: [vocab] of the last token
+        per_token = self.per_token(x)  # the logits: [vocab] of the last token
         n = f"seq_len * {self.width(x)}" if per_token else str(self.buffers[x]["elements"])
         kname = self.kernel(f"softcap.c{op.cap:g}", "softcap", {"CAP": float(op.cap)})
         out.append({"kernel": kname, "label": prefix + op.label, "bindings": self.binds("softcap", x=x),
@@ -409,13 +486,17 @@ class _Builder:
     def build(self) -> tuple[dict, list[KernelSpec]]:
         c, g, C = self.c, self.graph, self.chunk
         self.act("tokens", C, kind="input", dtype="u32")
+        twins = set(self.rows_names.values())
         for a in g.activations:
-            self.act(a.name, a.width * (1 if a.last_token else C), dtype=a.dtype)
+            self.act(a.name, a.width * (1 if a.last_token else self.verify_chunk if a.name in twins else C),
+                     dtype=a.dtype)
         attention_layers = [i for i, ops in enumerate(g.layers) if any(op.kind == "attention" for op in ops)]
         self.max_splits = cdiv(self.ctx, tile("attention_decode", "SPLIT"))
         if attention_layers:
             self.act("attn_part", c.num_attention_heads * self.max_splits * (c.head_dim + 2), dtype="f32")
         self.act("logits", c.vocab_size, kind="output", dtype="f32")
+        if self.verify_chunk:
+            self.act(ROWS_LOGITS, self.verify_chunk * c.vocab_size, kind="output", dtype="f32")
         rewind = None
         for i in attention_layers:
             (op,) = [op for op in g.layers[i] if op.kind == "attention"]
@@ -429,6 +510,9 @@ class _Builder:
         for mode in ("prefill", "decode"):
             entries[mode] = {"max_seq_len": C if mode == "prefill" else 1, "dispatches": self.lower_graph(mode)}
         entries["argmax"] = self.argmax_entry()
+        if self.verify_chunk:  # docs/plan.md, "The optional verify entry"
+            entries["verify"] = {"max_seq_len": self.verify_chunk, "dispatches": self.lower_graph("verify")}
+        entries["topk"] = self.topk_entry()
 
         kernels = list(self.kernels.values())
         plan = {
@@ -441,8 +525,9 @@ class _Builder:
             "variant_order": list(self.variants),
             "variants": {},
             "requirements": {},
-            "inputs": {"tokens": "tokens"},
-            "outputs": {"logits": "logits", "next_token": "next_token"},
+            "inputs": {"tokens": "tokens", "inv_temperature": "inv_temperature"},
+            "outputs": {"logits": "logits", "next_token": "next_token", "topk": "topk",
+                        **({ROWS_LOGITS: ROWS_LOGITS} if self.verify_chunk else {})},
             "kernels": {k.name: k.to_json(self.variants) for k in kernels},
             "buffers": self.buffers,
             "entries": entries,
@@ -462,18 +547,40 @@ class _Builder:
             {"kernel": kname, "label": "argmax", "bindings": self.binds("argmax", x="logits", out="next_token"),
              "uniforms": [str(self.c.vocab_size)], "workgroups": ["1", "1", "1"]}]}
 
+    def topk_entry(self) -> dict:
+        """The optional "topk" entry (docs/plan.md): the K largest of the logits the last prefill or
+        decode run wrote, best first, with the softmax denominator at the temperature the runtime
+        writes into `inv_temperature` and the count of finite logits, in `topk`; a WebGPU top-k or
+        top-p step reads back those 2 K + 2 words instead of the vocabulary's logits."""
+        k, vocab = TOPK_CANDIDATES, self.c.vocab_size
+        per_thread, groups = topk_groups(vocab)
+        self.act("inv_temperature", 1, kind="input", dtype="f32")
+        self.act("topk_part", groups * (2 * k + 4), dtype="u32")
+        self.act("topk", 2 * k + 2, kind="output", dtype="u32")
+        partial = self.kernel(f"topk_partial.k{k}.e{per_thread}", "topk_partial", {"K": k, "E": per_thread})
+        merge = self.kernel(f"topk_merge.k{k}", "topk_merge", {"K": k})
+        return {"max_seq_len": 1, "k": k, "dispatches": [
+            {"kernel": partial, "label": "topk (groups)",
+             "bindings": self.binds("topk_partial", x="logits", inv_t="inv_temperature", part="topk_part"),
+             "uniforms": [str(vocab)], "workgroups": [str(groups), "1", "1"]},
+            {"kernel": merge, "label": "topk (merge)",
+             "bindings": self.binds("topk_merge", part="topk_part", inv_t="inv_temperature", out="topk"),
+             "uniforms": [str(groups)], "workgroups": ["1", "1", "1"]}]}
+
     # -- limits -------------------------------------------------------------------------
 
     def _limits(self, plan: dict, kernels: list[KernelSpec]):
         for name, buf in self.buffers.items():
             size = buffer_size(buf, "f32")
             if size > self.max_buffer or size > self.max_binding:
-                what = "lower --context-window" if buf["kind"] == "kv_cache" else "lower the prefill chunk"
+                what = ("lower --context-window" if buf["kind"] == "kv_cache" else
+                        "lower the verify chunk" if name in self.rows_names.values() else "lower the prefill chunk")
                 raise PackError(f"buffer {name} needs {size} bytes, over the device limit "
                                 f"(binding {self.max_binding}, buffer {self.max_buffer}); {what}")
         max_wg = 1
         envs = {"prefill": [(1, 0), (self.chunk, 0), (self.chunk, self.ctx - self.chunk)],
-                "decode": [(1, 0), (1, self.ctx - 1)], "argmax": [(1, 0)]}
+                "decode": [(1, 0), (1, self.ctx - 1)], "argmax": [(1, 0)], "topk": [(1, 0)],
+                "verify": [(1, 0), (self.verify_chunk, 0), (self.verify_chunk, self.ctx - self.verify_chunk)]}
         for mode, entry in plan["entries"].items():
             for seq_len, past_len in envs[mode]:
                 env = {"seq_len": seq_len, "past_len": past_len}
@@ -519,6 +626,45 @@ class _Builder:
 # fused lowerings (FUSIONS; docs/plan.md, "Fused dispatches")
 
 
+def fuse_glu(b: _Builder, out: list, ops: list, i: int, mode: str) -> int:
+    """Decode: `linear(x -> g, Wg)`, `linear(x -> u, Wu)`, `<act>_mul(g, u) -> g` (act in
+    GLU_ACTS) as one matvec_glu dispatch per row block, writing g. Only where both weights
+    have the same format, shape and row blocks (Phi-3's gate_up_proj row views included) and
+    the kernel's storage buffers (x, y, both weights' parts) fit WebGPU's default 8 (q3f16's
+    four parts do not)."""
+    if mode != "decode" or i + 3 > len(ops):
+        return 0
+    (gate, layer), (up, _), (mul, _) = ops[i:i + 3]
+    if (gate.kind, up.kind) != ("linear", "linear") or mul.kind not in {f"{a}_mul" for a in GLU_ACTS}:
+        return 0
+    if tuple(mul.inputs) != (gate.out, up.out) or mul.out != gate.out or gate.inputs != up.inputs \
+            or gate.out == up.out or gate.out in gate.inputs or not b.per_token(gate.inputs[0]):
+        return 0
+    tg, tu = b.tensors[gate.weight], b.tensors[up.weight]
+    fmt, K = tg["format"], int(tg["shape"][1])
+    N = int(tg["shape"][0]) if gate.rows is None else gate.rows[1] - gate.rows[0]
+    if (tu["format"], int(tu["shape"][1])) != (fmt, K) or b.buffers[gate.out]["dtype"] != "act" \
+            or b.width(gate.out) != N or b.width(up.out) != N \
+            or sum(t != "uniform" for _, t in kernel_bindings("matvec_glu", fmt)) > MAX_STORAGE_BUFFERS:
+        return 0
+    blocks_g, blocks_u = b.weight_blocks(gate.weight, gate.rows), b.weight_blocks(up.weight, up.rows)
+    if [(x["row0"], x["rows"]) for x in blocks_g] != [(x["row0"], x["rows"]) for x in blocks_u]:
+        return 0
+    act = mul.kind[:-len("_mul")]
+    kname = b.kernel(f"matvec_glu.{act}.{fmt}.k{K}.n{N}", "matvec_glu", {"K": K, "N": N, "ACT": GLU_ACTS.index(act)},
+                     fmt)
+    label = ("" if layer is None else f"layer {layer} ") + f"{gate.label} + {up.label} + {mul.label}"
+    for bg, bu in zip(blocks_g, blocks_u):
+        out.append({"kernel": kname, "label": b.block_label(label, blocks_g, bg),
+                    "bindings": b.binds("matvec_glu", bg["parts"] + bu["parts"], x=gate.inputs[0], y=gate.out),
+                    "uniforms": ["seq_len", str(bg["row0"]), str(bg["rows"])],
+                    "workgroups": [str(cdiv(bg["rows"], tile("matvec_glu", "ROWS"))), "seq_len", "1"]})
+    return 3
+
+
+FUSIONS.append(fuse_glu)
+
+
 def fuse_add_rmsnorm(b: _Builder, out: list, ops: list, i: int, mode: str) -> int:
     """A residual add `a += y` and the RMSNorm of `a` right after it (in the same layer, the
     next layer's input norm, or the final norm) as one `add_rmsnorm` dispatch, when the norm
@@ -557,14 +703,77 @@ FUSIONS.append(fuse_add_rmsnorm)
 
 def build_plan(manifest: dict, *, config: ModelConfig | None = None, context_window: int | None = None,
                max_binding_size: int = DEFAULT_MAX_BINDING, max_buffer_size: int = DEFAULT_MAX_BUFFER,
-               prefill_chunk: int = DEFAULT_PREFILL_CHUNK, fuse: bool = True) -> tuple[dict, list[KernelSpec]]:
+               prefill_chunk: int = DEFAULT_PREFILL_CHUNK, fuse: bool = True,
+               verify_chunk: int | None = None) -> tuple[dict, list[KernelSpec]]:
     """(plan JSON dict, kernel specs) of a bundle manifest (a dict: its tensor index and
     quantization). config: the resolved config (packaging passes the one it resolved);
     without it, the config is read from the manifest, the context window being
     `context_window` if given, else the manifest's, else the default. fuse=False: every op
-    lowered on its own (no fused dispatches; for measuring what fusion saves). Raises PackError."""
+    lowered on its own (no fused dispatches; for measuring what fusion saves). verify_chunk: most
+    tokens of the "verify" entry (None: min(16, prefill chunk); 0: no verify entry). Raises PackError."""
     if config is None:
         config = config_from_manifest(manifest, context_window)
     elif context_window is not None:
         raise ValueError("give the context window in the config or as context_window, not both")
-    return _Builder(manifest, config, max_binding_size, max_buffer_size, prefill_chunk, fuse).build()
+    return _Builder(manifest, config, max_binding_size, max_buffer_size, prefill_chunk, fuse, verify_chunk).build()
+
+
+def fuse_qkv_rope(b: _Builder, out: list, ops: list, i: int, mode: str) -> int:
+    """Decode: a layer's q, k, v projections that go straight into RoPE (or none: a NoPE layer)
+    and attention, with nothing between (docs/plan.md, "Fused dispatches"). q is a `matvec_rope`,
+    k a `matvec_rope` into its cache row, v a `matvec` into its cache row (its row0 uniform is
+    the output offset), then the attention without `kv_append`: 3 dispatches before the
+    attention's instead of 5 (NoPE: 3 instead of 4). Not for weights split into row blocks."""
+    if mode != "decode" or [op.kind for op, _ in ops[i:i + 3]] != ["linear"] * 3:
+        return 0
+    (q, layer), (k, _), (v, _) = ops[i:i + 3]
+    n = 5 if i + 3 < len(ops) and ops[i + 3][0].kind == "rope" else 4
+    rope = ops[i + 3][0] if n == 5 else None
+    att = ops[i + n - 1][0] if i + n <= len(ops) else None
+    if att is None or att.kind != "attention" or att.inputs != (q.out, k.out, v.out) \
+            or {lay for _, lay in ops[i:i + n]} != {layer} or (rope and rope.inputs != (q.out, k.out)):
+        return 0
+    for op in (q, k, v):
+        blocks = b.weight_blocks(op.weight, op.rows)
+        if len(blocks) != 1 or blocks[0]["rows"] != b.width(op.out) or not b.per_token(op.inputs[0]) \
+                or b.buffers[op.out]["dtype"] != "act":
+            return 0
+    prefix, dst = f"layer {layer} ", b.cache_dst(att)
+    if rope is None:
+        b.lower(out, q, mode, layer)
+        _matvec_into(b, out, k, f"k_cache.{layer}", dst, prefix)
+    else:
+        _matvec_rope_into(b, out, q, rope, q.out, "0", prefix)
+        _matvec_rope_into(b, out, k, rope, f"k_cache.{layer}", dst, prefix)
+    _matvec_into(b, out, v, f"v_cache.{layer}", dst, prefix)
+    b._attend(out, att, prefix, mode, layer)
+    return n
+
+
+def _matvec_into(b: _Builder, out: list, op: Op, y: str, at: str, prefix: str):
+    """The decode matvec of a linear op (one unsplit weight block) writing y[at + row] (a
+    KV-cache row) instead of its output."""
+    t = b.tensors[op.weight]
+    (blk,) = b.weight_blocks(op.weight, op.rows)
+    K, N = int(t["shape"][1]), blk["rows"]
+    kname = b.kernel(f"matvec.{t['format']}.k{K}.n{N}", "matvec", {"K": K, "N": N, "OUT": "act"}, t["format"])
+    out.append({"kernel": kname, "label": f"{prefix}{op.label} -> {y}",
+                "bindings": b.binds("matvec", blk["parts"], x=op.inputs[0], y=y),
+                "uniforms": ["1", at, str(N)], "workgroups": [str(cdiv(N, tile("matvec", "ROWS"))), "1", "1"]})
+
+
+def _matvec_rope_into(b: _Builder, out: list, op: Op, rope: Op, y: str, at: str, prefix: str):
+    """The decode matvec of a linear op (q or k; one unsplit weight block) with the rope op's
+    rotation fused, writing y[at + row]."""
+    t = b.tensors[op.weight]
+    (blk,) = b.weight_blocks(op.weight, op.rows)
+    K, N, HD = int(t["shape"][1]), blk["rows"], b.c.head_dim
+    consts, suffix = b.rope_consts(rope)
+    kname = b.kernel(f"matvec_rope.{t['format']}.k{K}.n{N}.d{HD}{suffix}", "matvec_rope",
+                     {"K": K, "N": N, "HD": HD, **consts}, t["format"])
+    out.append({"kernel": kname, "label": f"{prefix}{op.label} + {rope.label}" + ("" if y == op.out else f" -> {y}"),
+                "bindings": b.binds("matvec_rope", blk["parts"], x=op.inputs[0], y=y),
+                "uniforms": ["past_len", at], "workgroups": [str(cdiv(N, tile("matvec_rope", "ROWS"))), "1", "1"]})
+
+
+FUSIONS.append(fuse_qkv_rope)

@@ -34,7 +34,7 @@ import numpy as np
 
 from .compile import KernelSpec
 from .errors import PackError
-from .kernel_table import MAX_WEIGHT_PARTS, TEMPLATES, WASM_OPS, WEIGHT_FORMATS, wasm_layout
+from .kernel_table import GLU_ACTS, MAX_WEIGHT_PARTS, TEMPLATES, WASM_OPS, WEIGHT_FORMATS, wasm_layout
 
 SRC_DIR = Path(__file__).resolve().parent / "wasm"
 WASM_FORMAT = "llmpack-wasm"
@@ -79,6 +79,10 @@ def kernel_header(formats) -> str:
             "/* weight format ids (docs/formats.md) */"]
     out += [f"#define FMT_{f.upper()} {w.id}" for f, w in WEIGHT_FORMATS.items()]
     out += [f"#define FMT_COUNT {len(WEIGHT_FORMATS)}", f"#define MAX_WEIGHT_PARTS {MAX_WEIGHT_PARTS}",
+            "/* weight parts per format id (where an op's second matrix starts) */",
+            "#define FMT_PARTS {" + ", ".join(str(len(w.parts)) for w in WEIGHT_FORMATS.values()) + "}",
+            "/* matvec_glu's ACT values */",
+            *(f"#define GLU_ACT_{a.upper()} {i}" for i, a in enumerate(GLU_ACTS)),
             "/* the formats compiled into this module: X(id, its wformat) */",
             "#define LLMPACK_WEIGHT_FORMATS(X) " + " ".join(f"X(FMT_{f.upper()}, FORMAT_{f.upper()})"
                                                          for f in FORMATS if f in formats), "",
@@ -163,7 +167,7 @@ def kernel_table(manifest: dict, plan: dict) -> tuple[dict, list[str], list[np.n
     constants plan.json carries."""
     _check_plan(manifest, plan)
     formats, tables, kernels = [], [], {}
-    offset = 0
+    offset, offsets = 0, {}
     max_k = 1
     for name, entry in plan["kernels"].items():
         spec = KernelSpec.from_json(name, entry)
@@ -193,10 +197,14 @@ def kernel_table(manifest: dict, plan: dict) -> tuple[dict, list[str], list[np.n
         args = []
         for arg in WASM_OPS[template.wasm_op].consts:
             value = WEIGHT_FORMATS[spec.weight_format].id if arg == "FORMAT" else spec.consts[arg]
-            if isinstance(value, list):  # a table (RoPE's inv_freq): its offset in rope_tables.h
+            if isinstance(value, list):  # a table (RoPE's inv_freq): its offset in rope_tables.h, once per table
                 table = np.array(value, np.float32)
-                tables.append(np.concatenate([table, np.zeros(-len(table) % 4, np.float32)]))
-                value, offset = offset, offset + len(tables[-1])
+                table = np.concatenate([table, np.zeros(-len(table) % 4, np.float32)])
+                if table.tobytes() not in offsets:
+                    offsets[table.tobytes()] = offset
+                    tables.append(table)
+                    offset += len(table)
+                value = offsets[table.tobytes()]
             elif isinstance(value, float):
                 value = f32_bits(value)
             args.append(int(value))

@@ -1,11 +1,14 @@
 """Device-independent cost of a WebGPU decode step, from plan.json: compute-pass dispatches
 per decode token and bytes read back per token, with the logits read back (every request
-that needs them on the CPU, and bundles without the plan's "argmax" entry) and with the
-greedy token picked on the GPU (the "argmax" entry: 4 bytes); and, for the synthetic plan,
-the decode dispatches per token with the plan's fused lowerings off (`build_plan(fuse=False)`)
-and on (docs/plan.md, "Fused dispatches").
+that needs them on the CPU, and bundles without the plan's "argmax" entry), with the
+greedy token picked on the GPU (the "argmax" entry: 4 bytes), and with top-k / top-p sampled
+from the K largest logits the GPU lists (the "topk" entry: 2 K + 2 words; a top-p step whose
+nucleus is not surely among them reads the logits as well); and, for the synthetic plan, the
+decode dispatches per token with the plan's fused lowerings off (`build_plan(fuse=False)`) and
+on (docs/plan.md, "Fused dispatches").
 
     python scripts/bench_decode_readback.py                   # SmolLM2-135M's shapes, q4f16
+    python scripts/bench_decode_readback.py --vocab 262144    # the same with Gemma 3's vocabulary
     python scripts/bench_decode_readback.py --bundle DIR      # a packaged bundle's plan.json
 
 Prints one JSON line per path.
@@ -55,22 +58,33 @@ def decode_costs(plan: dict) -> list[dict]:
         out.append({"path": "greedy on the GPU (argmax entry)",
                     "dispatches_per_token": decode + len(plan["entries"]["argmax"]["dispatches"]),
                     "bytes_read_back_per_token": 4})
+    if "topk" in plan["entries"]:
+        words = plan["buffers"][plan["outputs"]["topk"]]["elements"]
+        out.append({"path": f"top-k / top-p from the GPU's {plan['entries']['topk']['k']} candidates (topk entry)",
+                    "dispatches_per_token": decode + len(plan["entries"]["topk"]["dispatches"]),
+                    "bytes_read_back_per_token": 4 * words,
+                    "bytes_read_back_when_top_p_falls_back": 4 * words + logits})
     return out
 
 
-def fusion_costs(unfused: dict, fused: dict) -> dict:
-    """Decode dispatches per token without and with the fused lowerings, and the fused
-    dispatches by kernel template."""
-    decode = fused["entries"]["decode"]["dispatches"]
-    plain = set(unfused["kernels"])
-    by_template: dict[str, int] = {}
-    for d in decode:
-        if d["kernel"] not in plain:
-            t = fused["kernels"][d["kernel"]]["template"]
-            by_template[t] = by_template.get(t, 0) + 1
-    return {"path": "decode dispatches per token, fusions off / on",
-            "unfused": len(unfused["entries"]["decode"]["dispatches"]), "fused": len(decode),
-            "fused_dispatches_by_template": by_template}
+def fusion_costs(cfg: dict, quant: str, context_window: int) -> dict:
+    """Decode dispatches per token with the plan's fused lowerings off, on, and each one alone
+    (the dispatches it saves)."""
+    import packager.plan as plan_module
+
+    def decode(**kw) -> int:
+        return len(synthetic_plan(cfg, quant, context_window, **kw)["entries"]["decode"]["dispatches"])
+
+    unfused, fused, every = decode(fuse=False), decode(), list(plan_module.FUSIONS)
+    saved = {}
+    try:
+        for fusion in every:
+            plan_module.FUSIONS[:] = [fusion]
+            saved[fusion.__name__] = unfused - decode()
+    finally:
+        plan_module.FUSIONS[:] = every
+    return {"path": "decode dispatches per token, fusions off / on", "unfused": unfused, "fused": fused,
+            "saved_by_each_fusion": saved}
 
 
 def main() -> None:
@@ -78,16 +92,18 @@ def main() -> None:
     ap.add_argument("--bundle", type=Path, help="a bundle folder (its plan.json); default: SmolLM2-135M's shapes")
     ap.add_argument("--quant", default="q4f16")
     ap.add_argument("--context-window", type=int, default=2048)
+    ap.add_argument("--vocab", type=int, help="SmolLM2-135M's shapes with this vocabulary size instead of 49152")
     a = ap.parse_args()
+    cfg = {**SMOLLM2_135M, "vocab_size": a.vocab or SMOLLM2_135M["vocab_size"]}
     if a.bundle:
         plan, model = json.loads((a.bundle / "plan.json").read_text()), str(a.bundle)
     else:
-        plan, model = synthetic_plan(SMOLLM2_135M, a.quant, a.context_window), f"SmolLM2-135M shapes, {a.quant}"
+        plan = synthetic_plan(cfg, a.quant, a.context_window)
+        model = f"SmolLM2-135M shapes, vocab {cfg['vocab_size']}, {a.quant}"
     for row in decode_costs(plan):
         print(json.dumps({"model": model, **row}))
     if not a.bundle:
-        unfused = synthetic_plan(SMOLLM2_135M, a.quant, a.context_window, fuse=False)
-        print(json.dumps({"model": model, **fusion_costs(unfused, plan)}))
+        print(json.dumps({"model": model, **fusion_costs(cfg, a.quant, a.context_window)}))
 
 
 if __name__ == "__main__":

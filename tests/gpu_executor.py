@@ -6,6 +6,7 @@ kernel files, with no model-specific code; and runs single kernels (run_kernel).
     ex = GpuExecutor(bundle_dir)            # variant "auto": f16 when the device has it
     logits = ex.prefill(tokens)             # last token's logits, numpy f32 [vocab]
     logits = ex.decode(token)
+    rows = ex.verify(tokens)                # plans with a "verify" entry: every token's logits [n, vocab]
     ex.reset()
 """
 
@@ -274,6 +275,19 @@ class GpuExecutor(PlanSession):
                                                      else np.float32)
         n = buf.get("elements", len(raw) // np.dtype(dt).itemsize)
         return np.frombuffer(raw, dt)[:n].astype(np.float32 if dt != np.uint32 else np.uint32)
+
+    def verify(self, tokens) -> np.ndarray:
+        """Run the plan's "verify" entry on `tokens` after the cached ones (one run, at most its
+        max_seq_len tokens); return the logits of every token [len(tokens), vocab] (float32)."""
+        entry = self.plan["entries"].get("verify")
+        if entry is None:
+            raise ValueError("the plan has no verify entry")
+        tokens = np.ascontiguousarray(tokens, np.uint32)
+        if not 1 <= len(tokens) <= entry["max_seq_len"]:
+            raise ValueError(f"verify takes 1..{entry['max_seq_len']} tokens, got {len(tokens)}")
+        self._step("verify", tokens)
+        vocab = self.plan["buffers"][self.plan["outputs"]["logits"]]["elements"]
+        return self.read(self.plan["outputs"]["logits_rows"])[: len(tokens) * vocab].reshape(len(tokens), vocab)
 
     def _forward(self, entry: str, tokens: np.ndarray) -> np.ndarray:
         self.device.queue.write_buffer(self.buffers["tokens"], 0, tokens.tobytes())

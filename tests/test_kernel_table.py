@@ -32,10 +32,11 @@ def test_template_placeholders_are_the_tables(name):
     the workgroup size and, with weights, the fragment); nothing else."""
     t = TEMPLATES[name]
     used = set(PLACEHOLDER.findall(load_template(name)))
-    allowed = {"PRELUDE", *t.params, *t.tiles, *workgroup_values(t)} | ({"WEIGHTS"} if t.weights else set())
+    fragments = {"WEIGHTS", "WEIGHTS2"} if t.weight_sets == 2 else {"WEIGHTS"}
+    allowed = {"PRELUDE", *t.params, *t.tiles, *workgroup_values(t)} | (fragments if t.weights else set())
     assert used <= allowed, f"{name}: placeholders not in the kernel table: {sorted(used - allowed)}"
     assert {"PRELUDE", *t.params, *t.tiles} <= used, f"{name}: table values the template ignores"
-    assert ("WEIGHTS" in used) == t.weights
+    assert ("WEIGHTS" in used) == t.weights and ("WEIGHTS2" in used) == (t.weights and t.weight_sets == 2)
     assert "@workgroup_size({{" in load_template(name), f"{name}: the workgroup size must come from the table"
 
 
@@ -104,10 +105,11 @@ def test_generated_header():
 
 
 def test_every_template_has_a_wasm_op():
-    """Every template but the WebGPU-only ones (wasm "-": argmax, whose entry Wasm never runs)."""
+    """Every template but the WebGPU-only ones (wasm "-": argmax and topk_*, whose entries Wasm
+    never runs)."""
     for name, t in TEMPLATES.items():
         if t.wasm_op == "-":
-            assert name == "argmax", name
+            assert name in ("argmax", "topk_partial", "topk_merge"), name
             continue
         assert t.wasm_op in WASM_OPS, name
         assert (SRC_DIR / f"{t.wasm_op}.c").exists()

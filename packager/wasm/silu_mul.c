@@ -1,7 +1,7 @@
-/* silu_mul: g[i] = silu(g[i]) * u[i], silu(x) = x / (1 + e^-x), for i < n.
+/* silu_mul: g[i] = silu(g[i]) * u[i], silu(x) = x / (1 + e^-x), for i < n (glu.h).
  * args: uniforms [n] | wg[3] | pointers [g, u]
  * Threads take contiguous runs of elements (one thread below SMALL_WORK). */
-#include "llmpack.h"
+#include "glu.h"
 
 void op_silu_mul(const uint32_t *a, uint32_t tid, uint32_t nt) {
   uint32_t n = a[SILU_MUL_N];
@@ -10,11 +10,6 @@ void op_silu_mul(const uint32_t *a, uint32_t tid, uint32_t nt) {
   uint32_t b, e;
   share_elements(n, 64, tid, nt, &b, &e);
   uint32_t i = b;
-  const v128_t one = wasm_f32x4_splat(1.0f);
-  for (; i + 4 <= e; i += 4) {
-    v128_t x = wasm_v128_load(g + i);
-    v128_t sx = wasm_f32x4_div(x, wasm_f32x4_add(one, exp_f32x4(wasm_f32x4_neg(x))));
-    wasm_v128_store(g + i, wasm_f32x4_mul(sx, wasm_v128_load(u + i)));
-  }
-  for (; i < e; i++) g[i] = g[i] / (1.0f + exp_f32(-g[i])) * u[i];
+  for (; i + 4 <= e; i += 4) wasm_v128_store(g + i, silu_mul_f32x4(wasm_v128_load(g + i), wasm_v128_load(u + i)));
+  for (; i < e; i++) g[i] = silu_mul_f32(g[i], u[i]);
 }

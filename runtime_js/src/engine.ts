@@ -30,6 +30,7 @@ import { GrammarCompilerCache } from "./grammar/constraint.js";
 import { structuredRequest } from "./grammar/request.js";
 import type { GrammarSpec } from "./grammar/response_format.js";
 import { grammarVocab } from "./grammar/vocab.js";
+import { type SpeculativeOptions, speculativeOptions } from "./prompt_lookup.js";
 import { REGISTRY_SCHEME, resolveRegistryModel } from "./registry.js";
 import { ContextWindowError, type GenerationEvent, type GenerationParams, type GenerationResult, Session } from "./session.js";
 import { DEFAULT_TEMPLATE_LIMITS } from "./template.js";
@@ -64,6 +65,12 @@ export interface EngineOptions {
   /** a custom persistent store, or null for none */
   cache?: ShardCache | null;
   fetch?: FetchLike;
+  /**
+   * prompt-lookup speculative decoding (drafts copied from the prompt, checked in one
+   * batched step; the same output) for requests that do not say: options, true (the
+   * defaults) or false; default false. Used where the backend can verify drafts.
+   */
+  speculative?: SpeculativeOptions | boolean;
 }
 
 export interface GenerateOptions extends GenerationParams {
@@ -84,10 +91,13 @@ export interface RequestOptions {
    * choice: constrained decoding plugs in here
    */
   logitsProcessors?: LogitsProcessorFactory;
+  /** speculative decoding for this request (see EngineOptions.speculative) */
+  speculative?: SpeculativeOptions | boolean;
 }
 
 export async function createEngine(bundleUrl: string | URL, opts: EngineOptions = {}): Promise<Engine> {
   const { signal, onProgress } = opts;
+  if (typeof opts.speculative === "object") speculativeOptions(opts.speculative); // (checks before anything loads)
   let location = bundleUrl;
   let fetchFn = opts.fetch;
   let manifestSha256 = opts.manifestSha256;
@@ -109,7 +119,7 @@ export async function createEngine(bundleUrl: string | URL, opts: EngineOptions 
       onProgress?.({ phase: "backend", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: `preparing the ${name} backend` }),
   });
   onProgress?.({ phase: "ready", bytesDone: 0, bytesTotal: 0, shard: -1, shards: m.shards.length, text: "ready" });
-  return new Engine(m, tokenizer, backend, loader, opts.backend, info);
+  return new Engine(m, tokenizer, backend, loader, opts.backend, info, opts.speculative);
 }
 
 export class Engine {
@@ -139,6 +149,8 @@ export class Engine {
     /** what createEngine was asked for, for reload() */
     private readonly backendChoice?: Backend | BackendFactory | string,
     info?: BackendInfo,
+    /** speculative decoding for requests that do not say (EngineOptions.speculative) */
+    private readonly speculative: SpeculativeOptions | boolean = false,
   ) {
     this.current = backend;
     this.currentInfo = info ?? { name: backend.name, label: backend.label ?? backend.name, reason: "a backend was passed to the Engine" };
@@ -159,7 +171,7 @@ export class Engine {
 
   private newSession(backend: Backend): Session {
     const window = Math.min(this.manifest.memory.context_window, backend.contextWindow ?? Infinity);
-    return new Session(backend, this.tokenizer, window, this.manifest.generation, this.manifest.model.config.vocab_size);
+    return new Session(backend, this.tokenizer, window, this.manifest.generation, this.manifest.model.config.vocab_size, this.speculative);
   }
 
   /**
@@ -258,7 +270,7 @@ export class Engine {
   private async createChatCompletion(req: ChatCompletionRequest, opts: RequestOptions = {}): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
     this.assertLoaded();
     const structured = structuredRequest(req, chatMessages(req), this.tokenizer.chatTemplateSource());
-    const params: GenerationParams = { ...generationParams(req), logitsProcessors: opts.logitsProcessors };
+    const params: GenerationParams = { ...generationParams(req), logitsProcessors: opts.logitsProcessors, speculative: opts.speculative };
     const n = this.session.resolve(params).n ?? 1; // (checks before anything runs)
     const prompt = this.chatPrompt(structured.messages, structured.tools);
     if (structured.grammar) params.logitsProcessors = await this.constrained(structured.grammar, n, opts.logitsProcessors);

@@ -52,6 +52,8 @@ export interface PlanDispatch {
 export interface PlanEntry {
   max_seq_len: number;
   dispatches: PlanDispatch[];
+  /** the "topk" entry: how many candidates it lists */
+  k?: number;
 }
 
 export interface PlanVariant {
@@ -75,9 +77,14 @@ export interface Plan {
   variant_order: string[];
   variants: Record<string, PlanVariant>;
   requirements?: { features: string[]; optional_features: string[]; limits: Record<string, number> };
-  inputs: { tokens: string };
-  /** next_token: [id, f32 bits] that the optional "argmax" entry writes (docs/plan.md) */
-  outputs: { logits: string; next_token?: string };
+  /** inv_temperature: f32 [1] that the optional "topk" entry reads (docs/plan.md) */
+  inputs: { tokens: string; inv_temperature?: string };
+  /**
+   * next_token: [id, f32 bits] that the optional "argmax" entry writes; logits_rows: f32
+   * [max_seq_len × vocab], the logits of every token of the optional "verify" entry; topk:
+   * u32 [2 k + 2] that the optional "topk" entry writes (docs/plan.md)
+   */
+  outputs: { logits: string; next_token?: string; logits_rows?: string; topk?: string };
   kernels: Record<string, PlanKernel>;
   buffers: Record<string, PlanBuffer>;
   /** every runtime needs `prefill` and `decode` (parsePlan checks they are there) */
@@ -231,7 +238,38 @@ export function parsePlan(json: unknown, manifest?: Manifest): Plan {
       throw new PlanError(`plan.json: the "${ARGMAX_ENTRY}" entry needs outputs.next_token, a u32 array (package the model again)`);
     }
   }
+  if (own(entries, VERIFY_ENTRY) !== undefined) {
+    const rows = typeof p.outputs.logits_rows === "string" ? (own(buffers, p.outputs.logits_rows) as PlanBuffer | undefined) : undefined;
+    const want = (entries[VERIFY_ENTRY] as PlanEntry).max_seq_len * logits.elements;
+    if (!rows || rows.kind === "weight" || rows.dtype !== "f32" || rows.elements < want) {
+      throw new PlanError(
+        `plan.json: the "${VERIFY_ENTRY}" entry needs outputs.logits_rows, an f32 array of max_seq_len × vocab (${want}) elements (package the model again)`,
+      );
+    }
+  }
+  const topk = own(entries, TOPK_ENTRY) as PlanEntry | undefined;
+  if (topk !== undefined) {
+    const k = topk.k;
+    const out = typeof p.outputs.topk === "string" ? (own(buffers, p.outputs.topk) as PlanBuffer | undefined) : undefined;
+    const inv = typeof p.inputs.inv_temperature === "string" ? (own(buffers, p.inputs.inv_temperature) as PlanBuffer | undefined) : undefined;
+    if (!isCount(k) || k < 1 || !out || out.kind === "weight" || out.dtype !== "u32" || out.elements < 2 * k + 2 ||
+        !inv || inv.kind === "weight" || inv.dtype !== "f32" || inv.elements < 1) {
+      throw new PlanError(`plan.json: the "${TOPK_ENTRY}" entry needs a count k, outputs.topk (u32 [2 k + 2]) and inputs.inv_temperature (f32) (package the model again)`);
+    }
+  }
   return p;
+}
+
+/**
+ * The optional entry point that lists the K largest logits of the last run, with the softmax
+ * sum at the temperature in inputs.inv_temperature, into outputs.topk (docs/plan.md).
+ */
+export const TOPK_ENTRY = "topk";
+
+/** K of the plan's "topk" entry (parsePlan checked its buffers), or 0 without one. */
+export function topKOf(plan: Plan): number {
+  const e = plan.entries[TOPK_ENTRY];
+  return e !== undefined && plan.outputs.topk !== undefined && plan.inputs.inv_temperature !== undefined ? (e.k ?? 0) : 0;
 }
 
 /** The plan's tokens buffer (parsePlan checked it is a u32 array). */
@@ -248,6 +286,22 @@ export const ARGMAX_ENTRY = "argmax";
 /** Whether the plan can pick the greedy next token on the device (parsePlan checked its output). */
 export function hasArgmax(plan: Plan): boolean {
   return plan.entries[ARGMAX_ENTRY] !== undefined && plan.outputs.next_token !== undefined;
+}
+
+/**
+ * The optional entry point that runs up to its max_seq_len tokens like prefill and writes the
+ * logits of every one of them into outputs.logits_rows (speculative decoding's verify step).
+ */
+export const VERIFY_ENTRY = "verify";
+
+/** Whether the plan has the verify entry (parsePlan checked its output). */
+export function hasVerify(plan: Plan): boolean {
+  return plan.entries[VERIFY_ENTRY] !== undefined && plan.outputs.logits_rows !== undefined;
+}
+
+/** Most tokens of one verify call, or undefined when the plan has no verify entry. */
+export function verifyMaxTokens(plan: Plan): number | undefined {
+  return hasVerify(plan) ? plan.entries[VERIFY_ENTRY]!.max_seq_len : undefined;
 }
 
 /** The plan's logits buffer (parsePlan checked it is an f32 array). */

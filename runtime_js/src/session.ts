@@ -10,12 +10,22 @@
  * (otherwise the request is rejected); generation ends with finish_reason "length"
  * when the cache is full, exactly as when max_tokens is reached. Nothing is evicted
  * or shifted.
+ *
+ * Speculative decoding (prompt lookup, where the backend has `verify` and the request or
+ * engine asks for it): before a step, the tokens that followed an earlier occurrence of
+ * the sequence's last n-gram are drafted (src/prompt_lookup.ts) and run with the step's
+ * token in one batched `verify`; its rows are then sampled in order, with the same
+ * sampler, processors and random draws as plain decoding, and a row is used only while
+ * the token sampled before it equals the draft token it follows. The output is the
+ * plain decoding's (up to the float rounding of a batched step against a single one);
+ * the rejected draft tokens' KV rows are overwritten by the next call.
  */
 import type { Backend } from "./backend.js";
 import { LogitBias, parseLogitBias } from "./logit_bias.js";
 import type { LogitsProcessor, LogitsProcessorFactory } from "./logits_processor.js";
 import type { Manifest } from "./manifest.js";
-import { type SamplingParams, Sampler, randomSeed } from "./sampler.js";
+import { PromptLookup, type SpeculativeOptions, speculativeOptions } from "./prompt_lookup.js";
+import { type SamplingParams, Sampler, type TopCandidates, randomSeed } from "./sampler.js";
 import { StopMatcher } from "./stop.js";
 import type { BundleTokenizer } from "./tokenizer.js";
 
@@ -41,6 +51,11 @@ export interface GenerationParams extends SamplingParams {
   n?: number;
   /** more LogitsProcessors (after logit_bias), made afresh for every choice */
   logitsProcessors?: LogitsProcessorFactory;
+  /**
+   * prompt-lookup speculative decoding where the backend can verify drafts: options,
+   * true (the defaults) or false (off); absent: the session's (the engine's) setting
+   */
+  speculative?: SpeculativeOptions | boolean;
 }
 
 export type FinishReason = "stop" | "length" | "abort";
@@ -50,7 +65,12 @@ export interface Timings {
   /** tokens actually prefilled (a reused prefix is not counted) */
   prefill_tokens: number;
   decode_ms: number;
+  /** tokens sampled from decode-time logits (a decode step's, or a verified draft's row) */
   decode_tokens: number;
+  /** with speculative decoding: batched verify calls, draft tokens they checked, and those accepted */
+  verify_steps?: number;
+  draft_tokens?: number;
+  accepted_tokens?: number;
 }
 
 /** A generated token's logprob and the most likely alternatives (token ids). */
@@ -113,7 +133,25 @@ export class Session {
     private readonly defaults: Manifest["generation"],
     /** the logits' length (manifest model.config.vocab_size), for checking logit_bias */
     private readonly vocabSize = Infinity,
-  ) {}
+    /** speculative decoding for requests that do not say (GenerationParams.speculative) */
+    private readonly speculativeDefault: SpeculativeOptions | boolean = false,
+  ) {
+    if (typeof speculativeDefault === "object") speculativeOptions(speculativeDefault); // (checks)
+  }
+
+  /**
+   * The drafting options a request runs with, or null: off, or the backend cannot verify
+   * drafts. The draft length is bounded by the backend's verifyMaxTokens and by its
+   * kvRewindLimit (rejected draft tokens are rolled back).
+   */
+  speculation(asked: SpeculativeOptions | boolean | undefined): Required<SpeculativeOptions> | null {
+    const on = asked ?? this.speculativeDefault;
+    if (on === false) return null;
+    const opts = speculativeOptions(on === true ? {} : on);
+    const most = Math.min(opts.maxDraft, (this.backend.verifyMaxTokens ?? 0) - 1, this.rewindLimit);
+    if (!this.backend.verify || !(most >= 1)) return null;
+    return { ...opts, maxDraft: most };
+  }
 
   /** Most recent cache positions a call may roll back (the backend's kvRewindLimit; no limit without). */
   get rewindLimit(): number {
@@ -142,6 +180,7 @@ export class Session {
     }
     if (p.seed != null && !Number.isSafeInteger(p.seed + n - 1)) throw new RangeError(`seed must be an integer, got ${p.seed}`);
     new Sampler({ ...p, seed: p.seed ?? 0 }); // (checks the sampling parameters)
+    if (typeof p.speculative === "object") speculativeOptions(p.speculative);
     return p;
   }
 
@@ -174,6 +213,8 @@ export class Session {
     const base = p.seed ?? null;
     const seeds = Array.from({ length: n }, () => (base === null ? randomSeed() : 0)).map((s, i) => (base === null ? s : base + i));
     const timings: Timings = { prefill_ms: 0, prefill_tokens: 0, decode_ms: 0, decode_tokens: 0 };
+    const spec = this.speculation(p.speculative);
+    if (spec) Object.assign(timings, { verify_steps: 0, draft_tokens: 0, accepted_tokens: 0 });
     const choices: ChoiceResult[] = [];
     let cachedTokens = 0;
     const result = (): GenerationResult => ({
@@ -239,14 +280,26 @@ export class Session {
         // greedy with nothing that needs the logits on the CPU: the backend picks the next token
         const onDevice = sampler.plainArgmax && topLogprobs === undefined && this.backend.argmaxOnDevice === true;
         let next: number | null = null; // the token the backend picked at the last step
+        // top-k / top-p that the backend's K largest logits can answer: those are read back, not the logits
+        const topAsk = !onDevice && topLogprobs === undefined && this.backend.topKOnDevice ? sampler.topCandidates(this.backend.topKOnDevice, this.vocabSize) : null;
+        let top: TopCandidates | null = null; // the candidates the backend listed at the last step
+        // speculation: the prompt and the tokens so far, and the last verify's draft and rows
+        const lookup = spec ? new PromptLookup(prompt, spec) : null;
+        let draft: number[] = [];
+        let rows: Float32Array = new Float32Array(0);
+        let row = 0; // the row `logits` is
 
         while (count < budget) {
           if (interrupted()) {
             finish = "abort";
             break;
           }
-          const chosen = next !== null ? sampler.accept(next) : sampler.choose(logits, topLogprobs);
+          const chosen =
+            next !== null ? sampler.accept(next)
+            : top !== null ? (sampler.chooseFromTop(top) ?? sampler.choose(await this.call(this.backend.readLastLogits!()), topLogprobs))
+            : sampler.choose(logits, topLogprobs);
           next = null;
+          top = null;
           const token = chosen.token;
           count++;
           if (eos.has(token)) {
@@ -265,9 +318,29 @@ export class Session {
             finish = "abort";
             break;
           }
+          lookup?.push(token);
+          if (row < draft.length && token === draft[row]) {
+            // the last verify ran this token: its logits are the next row
+            const vocab = rows.length / (draft.length + 1);
+            row++;
+            logits = rows.subarray(row * vocab, (row + 1) * vocab);
+            timings.accepted_tokens!++; // (spec: timings has the counters)
+            timings.decode_tokens++;
+            continue;
+          }
           const t1 = performance.now();
           const pos = prompt.length + count - 1;
-          if (onDevice && pos === this.cached.length) next = await this.stepArgmax(token, pos, () => (consistent = false));
+          // (rows are used only for tokens this choice may still sample)
+          draft = lookup ? lookup.draft(Math.min(spec!.maxDraft, budget - count - 1)) : [];
+          row = 0;
+          if (draft.length || (spec && pos < this.cached.length)) {
+            // (also a step back after a rejected draft: a one-token verify where the draft began)
+            rows = await this.verifyStep([token, ...draft], pos, () => (consistent = false));
+            logits = rows.subarray(0, rows.length / (draft.length + 1));
+            if (draft.length) timings.verify_steps!++;
+            timings.draft_tokens! += draft.length;
+          } else if (onDevice && pos === this.cached.length) next = await this.stepArgmax(token, pos, () => (consistent = false));
+          else if (topAsk && pos === this.cached.length) top = await this.stepTopK(token, pos, topAsk.invTemperature, () => (consistent = false));
           else logits = await this.step(token, pos, () => (consistent = false));
           consistent = true;
           timings.decode_ms += performance.now() - t1;
@@ -307,12 +380,34 @@ export class Session {
     return logits;
   }
 
+  /**
+   * Runs `tokens` (a step's token and its draft) at `pos` in one batched call; resolves
+   * to one logits row per token. The cache then holds them all: the next call may start
+   * before its end (a rejected draft), at most maxDraft positions back.
+   */
+  private async verifyStep(tokens: number[], pos: number, running: () => void): Promise<Float32Array> {
+    this.cached.length = Math.min(this.cached.length, pos);
+    running();
+    const rows = await this.call(this.backend.verify!(Int32Array.from(tokens), pos)); // (speculation: defined)
+    if (rows.length % tokens.length !== 0 || rows.length === 0) throw new Error(`verify returned ${rows.length} floats for ${tokens.length} tokens`);
+    this.cached.push(...tokens);
+    return rows;
+  }
+
   /** A decode step at `pos` (= the cached tokens) whose next token the backend picks (argmax). */
   private async stepArgmax(token: number, pos: number, running: () => void): Promise<number> {
     running();
     const next = await this.call(this.backend.decodeArgmax!(token, pos)); // argmaxOnDevice: defined
     this.cached.push(token);
     return next;
+  }
+
+  /** A decode step at `pos` (= the cached tokens) that reads back the backend's top candidates, not the logits. */
+  private async stepTopK(token: number, pos: number, invTemperature: number, running: () => void): Promise<TopCandidates> {
+    running();
+    const top = await this.call(this.backend.decodeTopK!(token, pos, invTemperature)); // topKOnDevice: defined
+    this.cached.push(token);
+    return top;
   }
 
   /**

@@ -1,7 +1,8 @@
 /**
  * A deterministic stand-in for a model executor: it keeps the token history as its
  * "KV cache" (checking the engine's positions against it) and answers with logits
- * chosen by a script of the step number after the prompt.
+ * chosen by a script of the step number after the prompt. With `verifyMaxTokens` it
+ * also verifies drafts (speculative decoding): token by token, as decode would.
  */
 import type { Backend, BackendLoadOptions } from "../src/backend.js";
 import type { BundleLoader, LoadStats } from "../src/loader.js";
@@ -19,6 +20,8 @@ export class FakeBackend implements Backend {
   readonly name = "fake";
   kv: number[] = [];
   calls: string[] = [];
+  /** backend calls that ran the model (prefill, decode, verify) */
+  runs = 0;
   loadStats: LoadStats | null = null;
   committed = new Set<number>();
   private promptEnd = 0;
@@ -26,7 +29,7 @@ export class FakeBackend implements Backend {
 
   constructor(
     private readonly script: (step: number, history: number[]) => number | Float32Array,
-    readonly opts: { vocab?: number; delayMs?: number; contextWindow?: number; failDecodeAt?: number; kvRewindLimit?: number } = {},
+    readonly opts: { vocab?: number; delayMs?: number; contextWindow?: number; failDecodeAt?: number; kvRewindLimit?: number; verifyMaxTokens?: number } = {},
   ) {
     this.vocab = opts.vocab ?? 258;
   }
@@ -37,6 +40,10 @@ export class FakeBackend implements Backend {
 
   get kvRewindLimit(): number | undefined {
     return this.opts.kvRewindLimit;
+  }
+
+  get verifyMaxTokens(): number | undefined {
+    return this.opts.verifyMaxTokens;
   }
 
   async load(_m: Manifest, loader: BundleLoader, opts: BackendLoadOptions = {}): Promise<void> {
@@ -51,11 +58,33 @@ export class FakeBackend implements Backend {
     if (pastLen > 0 && this.kv.length - pastLen > (this.opts.kvRewindLimit ?? Infinity)) {
       throw new Error(`prefill at ${pastLen} rolls back ${this.kv.length - pastLen} positions, more than kvRewindLimit`);
     }
+    this.runs++;
     this.calls.push(`prefill ${tokens.length}@${pastLen}`);
     this.kv.length = pastLen;
     this.kv.push(...tokens);
     this.promptEnd = this.kv.length;
     return this.logits();
+  }
+
+  async verify(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
+    if (!this.opts.verifyMaxTokens) throw new Error("this fake backend does not verify");
+    if (tokens.length > this.opts.verifyMaxTokens) throw new Error(`verify of ${tokens.length} tokens, more than verifyMaxTokens`);
+    if (pastLen > this.kv.length) throw new Error(`verify at ${pastLen} but the cache holds ${this.kv.length}`);
+    if (this.kv.length - pastLen > (this.opts.kvRewindLimit ?? Infinity)) {
+      throw new Error(`verify at ${pastLen} rolls back ${this.kv.length - pastLen} positions, more than kvRewindLimit`);
+    }
+    this.runs++;
+    this.calls.push(`verify ${tokens.length}@${pastLen}`);
+    this.kv.length = pastLen;
+    const rows: Float32Array[] = [];
+    for (const t of tokens) {
+      this.kv.push(t);
+      rows.push(this.logits().slice());
+    }
+    const out = new Float32Array(rows.length * rows[0]!.length); // (tokens: at least one)
+    rows.forEach((r, i) => out.set(r, i * r.length));
+    if (this.opts.delayMs) await new Promise((r) => setTimeout(r, this.opts.delayMs));
+    return out;
   }
 
   async decode(token: number, pos: number): Promise<Float32Array> {
@@ -64,6 +93,7 @@ export class FakeBackend implements Backend {
       this.opts.failDecodeAt = undefined; // once
       throw new Error("device lost");
     }
+    this.runs++;
     this.kv.push(token);
     if (this.opts.delayMs) await new Promise((r) => setTimeout(r, this.opts.delayMs));
     return this.logits();

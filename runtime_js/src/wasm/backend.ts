@@ -185,6 +185,16 @@ export class WasmBackend implements Backend {
     return this.loaded().decode(token, pos);
   }
 
+  /** Backend.verifyMaxTokens: the plan's verify entry's max_seq_len when it runs here; undefined without it. */
+  get verifyMaxTokens(): number | undefined {
+    return this.calls?.verifyMaxTokens;
+  }
+
+  /** Backend.verify: one run of the plan's verify entry; the logits of every token, read from memory. */
+  async verify(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
+    return this.loaded().verify(tokens, pastLen);
+  }
+
   reset(): void {
     // A call overwrites the cache from its past_len on: nothing to clear.
   }

@@ -7,11 +7,11 @@
  * (chunks, window, one call at a time) is PlanCalls'.
  */
 import { BackendUnsupportedError } from "../backend.js";
-import { type Dims, type Plan, PlanError, logitsBuffer } from "../plan.js";
+import { type ArrayPlanBuffer, type Dims, type Plan, PlanError, VERIFY_ENTRY, logitsBuffer } from "../plan.js";
 import type { PlanDevice } from "../plan_calls.js";
 import { type MemoryLayout, PAGE, allocationProblem, bufferAddress } from "./layout.js";
 import { WasmProgram } from "./program.js";
-import { WASM_ENTRIES, type WasmTable } from "./table.js";
+import { type WasmTable, wasmEntries } from "./table.js";
 import { InlineRunner, type Runner, WorkerPool } from "./threads.js";
 
 /**
@@ -38,6 +38,11 @@ export class WasmExecutor implements PlanDevice {
   private readonly tokensAt: number;
   private readonly logitsAt: number;
   private readonly logits: Float32Array;
+  /** where the verify entry writes the logits of every token, when this executor runs it */
+  private readonly rowsAt: number | null = null;
+  private readonly rows: Float32Array | null = null;
+  /** PlanDevice.readLogitsRows, present only when the verify entry has a program */
+  readonly readLogitsRows?: (rows: number) => Promise<Float32Array>;
 
   private constructor(
     readonly memory: WebAssembly.Memory,
@@ -47,10 +52,17 @@ export class WasmExecutor implements PlanDevice {
     layout: MemoryLayout,
   ) {
     const mem32 = new Uint32Array(memory.buffer);
-    for (const name of WASM_ENTRIES) this.programs.set(name, new WasmProgram(name, plan, table, layout, mem32));
+    const entries = wasmEntries(plan, table);
+    for (const name of entries) this.programs.set(name, new WasmProgram(name, plan, table, layout, mem32));
     this.tokensAt = bufferAddress(layout, plan.inputs.tokens);
     this.logitsAt = bufferAddress(layout, plan.outputs.logits);
     this.logits = new Float32Array(logitsBuffer(plan).elements);
+    const rowsName = plan.outputs.logits_rows;
+    if (entries.includes(VERIFY_ENTRY) && rowsName !== undefined) {
+      this.rowsAt = bufferAddress(layout, rowsName);
+      this.rows = new Float32Array((plan.buffers[rowsName] as ArrayPlanBuffer).elements); // parsePlan: an f32 array
+      this.readLogitsRows = (rows) => this.copyRows(rows);
+    }
   }
 
   /**
@@ -94,6 +106,16 @@ export class WasmExecutor implements PlanDevice {
   async readLogits(): Promise<Float32Array> {
     this.logits.set(new Float32Array(this.memory.buffer, this.logitsAt, this.logits.length));
     return this.logits;
+  }
+
+  /** The first `rows` rows (× vocab floats) of the verify entry's output (a view of an array reused by the next read). */
+  private async copyRows(rows: number): Promise<Float32Array> {
+    const n = rows * this.logits.length;
+    if (!this.rows || this.rowsAt === null || !(rows >= 1 && n <= this.rows.length)) {
+      throw new RangeError(`the Wasm executor holds no ${rows} rows of verify logits`);
+    }
+    this.rows.set(new Float32Array(this.memory.buffer, this.rowsAt, n));
+    return this.rows.subarray(0, n);
   }
 
   close(): void {

@@ -15,7 +15,7 @@
  */
 import type { Manifest } from "../manifest.js";
 import { type Plan, PlanError } from "../plan.js";
-import { WASM_ENTRIES, type WasmTable, wasmKernel } from "./table.js";
+import { type WasmTable, wasmEntries, wasmKernel } from "./table.js";
 
 export const PAGE = 65536;
 export const MAX_PAGES = 65535;
@@ -70,7 +70,7 @@ export function planLayout(manifest: Manifest, plan: Plan, table: WasmTable, hea
     pos += bytes;
   }
   const programs = new Map<string, { addr: number; words: number }>();
-  for (const name of WASM_ENTRIES) {
+  for (const name of wasmEntries(plan, table)) {
     const words = programWords(plan, table, name);
     programs.set(name, { addr: pos, words });
     pos += up(4 * words);

@@ -4,13 +4,27 @@
  * kernel of plan.json, with that op's constant arguments, and the facts about the two
  * modules (single-threaded, threaded) the runtime needs before instantiating them.
  */
-import type { Plan } from "../plan.js";
+import { type Plan, VERIFY_ENTRY, hasVerify } from "../plan.js";
 
 /**
- * The entry points the Wasm backend runs. Others (the WebGPU-only "argmax": the logits
- * are in memory already) have no Wasm kernels.
+ * The entry points the Wasm backend always runs; "verify" too where the plan has it
+ * (wasmEntries). Others (the WebGPU-only "argmax": the logits are in memory already) have
+ * no Wasm kernels.
  */
 export const WASM_ENTRIES = ["prefill", "decode"] as const;
+
+/**
+ * The entry points the Wasm backend runs for a plan and its table: WASM_ENTRIES, and the
+ * optional verify entry when the plan has it and the table has an op for each of its
+ * kernels (a table made for another plan may lack them: then there is no verify).
+ */
+export function wasmEntries(plan: Plan, table: WasmTable): string[] {
+  const out: string[] = [...WASM_ENTRIES];
+  if (hasVerify(plan) && plan.entries[VERIFY_ENTRY]!.dispatches.every((d) => table.kernels?.[d.kernel] !== undefined)) {
+    out.push(VERIFY_ENTRY);
+  }
+  return out;
+}
 
 export const WASM_TABLE_FILE = "kernels/llmpack.wasm.json";
 export const WASM_TABLE_FORMAT = "llmpack-wasm";
@@ -64,7 +78,7 @@ export function parseWasmTable(json: unknown, plan: Plan): WasmTable {
   if (!moduleOk(t.modules?.single) || (t.modules.threads && !moduleOk(t.modules.threads)) || !u32(t.stack_bytes) || !Array.isArray(t.ops)) {
     throw new WasmTableError(`${WASM_TABLE_FILE} is malformed`);
   }
-  const used = new Set(WASM_ENTRIES.flatMap((e) => plan.entries[e].dispatches.map((d) => d.kernel)));
+  const used = new Set(wasmEntries(plan, t).flatMap((e) => plan.entries[e]!.dispatches.map((d) => d.kernel)));
   for (const name of used) {
     const k = t.kernels?.[name];
     if (!k || !u32(k.op) || k.op >= t.ops.length || !Array.isArray(k.consts) || !k.consts.every(u32)) {
@@ -74,7 +88,7 @@ export function parseWasmTable(json: unknown, plan: Plan): WasmTable {
   return t;
 }
 
-/** The table's entry for a kernel of the plan (parseWasmTable checked every kernel of WASM_ENTRIES has one). */
+/** The table's entry for a kernel of the plan (parseWasmTable checked every kernel of wasmEntries has one). */
 export function wasmKernel(table: WasmTable, kernel: string): WasmKernel {
   const k = table.kernels[kernel];
   if (!k) throw new WasmTableError(`${WASM_TABLE_FILE} has no Wasm op for kernel ${kernel}`);

@@ -4,13 +4,15 @@
  * chosen variant's features and limits, allocate the plan's buffers, compile every
  * kernel once while the weights stream in through a staging sink, then build the
  * bind groups. Run: PlanCalls' prefill (in chunks of the plan's prefill_chunk) and
- * decode over the executor; each call reads back the last token's logits (f32).
+ * decode over the executor; each call reads back the last token's logits (f32); verify
+ * (plans with the "verify" entry) reads back the logits of every token of its run.
  */
 import { BackendUnsupportedError, type Backend, type BackendLoadOptions } from "../backend.js";
 import type { BundleLoader, LoadStats } from "../loader.js";
 import type { Manifest } from "../manifest.js";
-import { type Plan, hasArgmax, parsePlan, weightBlocks } from "../plan.js";
+import { type Plan, hasArgmax, parsePlan, topKOf, verifyMaxTokens, weightBlocks } from "../plan.js";
 import { PlanCalls } from "../plan_calls.js";
+import type { TopCandidates } from "../sampler.js";
 import { type AdapterInfo, type DeviceOptions, describeAdapter, openDevice } from "./device.js";
 import { PlanExecutor } from "./executor.js";
 import { type CompiledKernel, compileKernels } from "./kernels.js";
@@ -25,6 +27,12 @@ export interface WebGpuBackendOptions extends DeviceOptions {
    * read the logits (to compare both paths).
    */
   deviceArgmax?: boolean;
+  /**
+   * Top-k / top-p decode steps read back the plan's "topk" entry's candidates (K largest
+   * logits and the softmax sum) instead of the logits where they decide the token; default
+   * true. false: always read the logits (to compare both paths).
+   */
+  deviceTopK?: boolean;
 }
 
 export class WebGpuBackend implements Backend {
@@ -153,6 +161,29 @@ export class WebGpuBackend implements Backend {
 
   async decodeArgmax(token: number, pos: number): Promise<number> {
     return this.loaded().decodeArgmax(token, pos);
+  }
+
+  /** Backend.topKOnDevice: K of the plan's topk entry (0 without one, or with deviceTopK false). */
+  get topKOnDevice(): number {
+    return this.opts.deviceTopK !== false && this.plan !== null ? topKOf(this.plan) : 0;
+  }
+
+  async decodeTopK(token: number, pos: number, invTemperature: number): Promise<TopCandidates> {
+    return this.loaded().decodeTopK(token, pos, invTemperature);
+  }
+
+  async readLastLogits(): Promise<Float32Array> {
+    return this.loaded().readLastLogits();
+  }
+
+  /** Backend.verifyMaxTokens: the plan's verify entry's max_seq_len; undefined without the entry. */
+  get verifyMaxTokens(): number | undefined {
+    return this.plan ? verifyMaxTokens(this.plan) : undefined;
+  }
+
+  /** Backend.verify: one run of the plan's verify entry, one readback of tokens.length × vocab logits. */
+  async verify(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
+    return this.loaded().verify(tokens, pastLen);
   }
 
   reset(): void {

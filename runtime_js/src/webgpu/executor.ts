@@ -8,7 +8,18 @@
  * No per-model code: everything comes from plan.json.
  */
 import { BackendUnsupportedError } from "../backend.js";
-import { type Dims, EntryProgram, type Plan, PlanError, bufferBytes, logitsBuffer, planBytes } from "../plan.js";
+import {
+  type ArrayPlanBuffer,
+  type Dims,
+  EntryProgram,
+  type Plan,
+  PlanError,
+  align,
+  bufferBytes,
+  hasVerify,
+  logitsBuffer,
+  planBytes,
+} from "../plan.js";
 import type { PlanDevice } from "../plan_calls.js";
 import { BufferUsage, MapMode } from "./gpu.js";
 import type { CompiledKernel } from "./kernels.js";
@@ -67,6 +78,11 @@ export class PlanExecutor implements PlanDevice {
   private readback: GPUBuffer | null = null;
   /** 16 bytes: the id the argmax entry wrote */
   private tokenReadback: GPUBuffer | null = null;
+  /** readWords' mappable buffer (the topk entry's candidates), made at the first read */
+  private wordsReadback: GPUBuffer | null = null;
+  /** the verify entry's logits of every token (outputs.logits_rows), when the plan has it */
+  private rowsReadback: GPUBuffer | null = null;
+  private rows: Float32Array | null = null;
   /** validation error scopes of the runs since the last read */
   private pendingErrors: { entry: string; error: Promise<GPUError | null> }[] = [];
   private lostReason: string | null = null;
@@ -98,6 +114,11 @@ export class PlanExecutor implements PlanDevice {
     }
     ex.readback = device.createBuffer({ label: "logits readback", size: Math.max(16, ex.logitsBytes), usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
     ex.tokenReadback = device.createBuffer({ label: "next token readback", size: 16, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
+    if (hasVerify(plan)) {
+      const rows = plan.buffers[plan.outputs.logits_rows!] as ArrayPlanBuffer; // hasVerify: parsePlan checked it
+      ex.rows = new Float32Array(rows.elements);
+      ex.rowsReadback = device.createBuffer({ label: "logits rows readback", size: Math.max(16, rows.elements * 4), usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
+    }
     const [validation, oom] = [await device.popErrorScope(), await device.popErrorScope()];
     const err = oom ?? validation;
     if (err) {
@@ -220,6 +241,44 @@ export class PlanExecutor implements PlanDevice {
     return id;
   }
 
+  /** PlanDevice: queues the write of f32 values at the start of plan buffer `name`. */
+  writeF32(name: string, values: Float32Array): void {
+    this.checkUsable();
+    this.device.queue.writeBuffer(this.planBuffer(name), 0, values);
+  }
+
+  /** PlanDevice: the first `count` words of plan buffer `name` (a copy); rejects as readLogits does. */
+  async readWords(name: string, count: number): Promise<Uint32Array> {
+    const bytes = 4 * count;
+    if (!this.wordsReadback || this.wordsReadback.size < bytes) {
+      this.wordsReadback?.destroy();
+      this.wordsReadback = this.device.createBuffer({ label: "words readback", size: Math.max(16, align(bytes)), usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
+    }
+    const readback = this.wordsReadback;
+    await this.copyOut(name, readback, bytes);
+    const out = new Uint32Array(readback.getMappedRange(0, bytes).slice(0));
+    readback.unmap();
+    await this.checkRuns();
+    return out;
+  }
+
+  /**
+   * PlanDevice: the first `rows` rows (× vocab floats) of the verify entry's output, read
+   * back at once (a view of an array reused by the next read); rejects as readLogits does.
+   */
+  async readLogitsRows(rows: number): Promise<Float32Array> {
+    const readback = this.rowsReadback;
+    const out = this.plan.outputs.logits_rows;
+    if (!readback || !this.rows || out === undefined) throw new PlanError("the plan has no logits_rows output");
+    const n = rows * this.logits.length;
+    if (!(rows >= 1 && n <= this.rows.length)) throw new RangeError(`logits_rows holds ${this.rows.length / this.logits.length} rows, not ${rows}`);
+    await this.copyOut(out, readback, n * 4);
+    this.rows.set(new Float32Array(readback.getMappedRange(0, n * 4)));
+    readback.unmap();
+    await this.checkRuns();
+    return this.rows.subarray(0, n);
+  }
+
   /** Copies the first `bytes` of plan buffer `name` into `readback` and maps it. */
   private async copyOut(name: string, readback: GPUBuffer, bytes: number): Promise<void> {
     this.checkUsable();
@@ -283,6 +342,8 @@ export class PlanExecutor implements PlanDevice {
     for (const p of this.entries.values()) for (const u of p.uniforms) u.buffer.destroy();
     this.readback?.destroy();
     this.tokenReadback?.destroy();
+    this.wordsReadback?.destroy();
+    this.rowsReadback?.destroy();
     this.buffers.clear();
     this.entries.clear();
   }

@@ -28,14 +28,21 @@ export class LogitsFile {
   }
 }
 
-/** Makes `calls` ([["prefill", ids, past] | ["decode", id, pos]]) in order; returns the last
+/** Makes `calls` ([["prefill", ids, past] | ["decode", id, pos] | ["verify", ids, past]]) in order
+ * (a verify call keeps the logits of every token, one row after the other); returns the last
  * logits and the position after them. */
 export async function runCalls(backend, calls, logits) {
   let last = null;
   let pos = 0;
   for (const [entry, tokens, past] of calls) {
-    last = logits.keep(entry === "prefill" ? await backend.prefill(Int32Array.from(tokens), past) : await backend.decode(tokens, past));
-    pos = past + (entry === "prefill" ? tokens.length : 1);
+    const call = {
+      prefill: () => backend.prefill(Int32Array.from(tokens), past),
+      decode: () => backend.decode(tokens, past),
+      verify: () => backend.verify(Int32Array.from(tokens), past),
+    }[entry];
+    if (!call) throw new Error(`unknown call ${entry}`);
+    last = logits.keep(await call());
+    pos = past + (entry === "decode" ? 1 : tokens.length);
   }
   return { last, pos };
 }
