@@ -70,6 +70,7 @@ WASM_OPS: dict[str, WasmOp] = {
     "softcap": WasmOp(("CAP",)),
     # decode: gate and up projections and the gated activation in one op (ACT: GLU_ACTS)
     "matvec_glu": WasmOp(("FORMAT", "K", "N", "ACT")),
+    "matvec_rope": WasmOp(("FORMAT", "K", "N", "HD", "HALF", "SCALE", "INV_FREQ")),
 }
 
 # matvec_glu's ACT: the index of its activation here (the op it replaces: <act>_mul)
@@ -130,6 +131,13 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
                        workgroup_bytes=lambda v: 16 * (v["TILE_M"] + v["TILE_N"]) * v["TILE_K"] // 4),
     Template("rope", (Binding(1, "q", W), Binding(2, "k", W)), ("seq_len", "past_len"), (64, 1, 1),
                      params=("NH", "NKV", "HD", "HALF", "SCALE", "INV_FREQ")),
+    # decode: matvec whose workgroups hold rotary pairs of rows (row i and i + HALF of a head
+    # of HD rows) and rotate them at position past_len before storing y[dst + row]: q, or k
+    # straight into its cache row (tiles as matvec's)
+    Template("matvec_rope", (Binding(1, "x", R), Binding(2, "y", W)), ("past_len", "dst"), (64, 1, 1),
+                            params=("K", "N", "HD", "HALF", "SCALE", "INV_FREQ"),
+                            tiles={"ROWS": 16, "THREADS_PER_ROW": 4, "X_CHUNK": 2048}, weights=True,
+                            workgroup_bytes=lambda v: 4 * (min(v["K"], v["X_CHUNK"]) + v["WG"])),
     # CACHE: the cache's elements (a sliding-window layer's ring buffer wraps around)
     Template("kv_append", (Binding(1, "k", R), Binding(2, "v", R), Binding(3, "kc", W), Binding(4, "vc", W)),
                           ("n", "dst"), (256, 1, 1), params=("CACHE",)),
@@ -163,6 +171,13 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
     # are in memory already)
     Template("argmax", (Binding(1, "x", R), Binding(2, "out", W)), ("n",), (256, 1, 1),
                        workgroup_bytes=lambda v: 8 * v["WG"], wasm="-"),
+    # top-K sampling candidates on the device (the plan's optional "topk" entry): per group of
+    # WG * E logits its K largest and softmax statistics at temperature 1 / inv_t, then one
+    # workgroup merging the groups' lists (groups <= WG). WebGPU only, as argmax
+    Template("topk_partial", (Binding(1, "x", R), Binding(2, "inv_t", R), Binding(3, "part", W)), ("n",),
+                             (256, 1, 1), params=("K", "E"), workgroup_bytes=lambda v: 12 * v["WG"], wasm="-"),
+    Template("topk_merge", (Binding(1, "part", R), Binding(2, "inv_t", R), Binding(3, "out", W)), ("groups",),
+                           (256, 1, 1), params=("K",), workgroup_bytes=lambda v: 12 * v["WG"], wasm="-"),
 ]}
 
 
@@ -224,6 +239,7 @@ def _check() -> None:
     assert mv.tiles["ROWS"] * mv.tiles["THREADS_PER_ROW"] == math.prod(mv.workgroup_size)
     assert mv.tiles["THREADS_PER_ROW"] == 4
     assert TEMPLATES["matvec_glu"].tiles == mv.tiles  # the same reduction: g and u equal matvec's
+    assert TEMPLATES["matvec_rope"].tiles == mv.tiles  # its rows pair up as matvec's rows do
     assert (mm.tiles["TILE_M"], mm.tiles["TILE_N"]) == (4 * mm.workgroup_size[1], 8 * mm.workgroup_size[0])
 
 

@@ -31,6 +31,8 @@ ROWS_LOGITS = "logits_rows"  # the "verify" entry's output: f32 [verify_chunk, v
 MAX_WORKGROUPS = 65535  # WebGPU's default maxComputeWorkgroupsPerDimension
 BLOCK_ROW_MULTIPLE = 64  # row blocks of a split weight are multiples of this
 DTYPE_BYTES = {"u32": 4, "f32": 4}
+TOPK_CANDIDATES = 64  # K of the optional "topk" entry: the candidates a top-k / top-p step reads back
+TOPK_MIN_PER_THREAD = 8  # logits per thread of topk_partial (more when the vocabulary needs it)
 MAX_STORAGE_BUFFERS = 8  # WebGPU's default maxStorageBuffersPerShaderStage: fused kernels stay within it
 
 
@@ -48,6 +50,14 @@ def buffer_size(buf: dict, variant: str) -> int:
         return align16(buf["bytes"])
     item = ACT_BYTES[variant] if buf["dtype"] == "act" else DTYPE_BYTES[buf["dtype"]]
     return align16(buf["elements"] * item)
+
+
+def topk_groups(vocab: int) -> tuple[int, int]:
+    """(E, groups) of the "topk" entry: topk_partial's logits per thread and workgroup count,
+    with at most as many groups as topk_merge has threads."""
+    wg = tile("topk_partial", "WG")
+    per_thread = max(TOPK_MIN_PER_THREAD, cdiv(cdiv(vocab, wg), tile("topk_merge", "WG")))
+    return per_thread, cdiv(vocab, wg * per_thread)
 
 
 def tile(template: str, name: str) -> int:
@@ -344,35 +354,54 @@ class _Builder:
         label = prefix + op.label
         c = self.c
         NH, NKV, HD = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        rope = op.rope or c.rope
-        inv_freq = [float(v) for v in rope_inv_freq(rope, HD)]
-        half = len(inv_freq)
-        own = "" if rope == c.rope else "." + hashlib.sha256(json.dumps(rope.to_json()).encode()).hexdigest()[:8]
-        kname = self.kernel(f"rope.h{NH}.kv{NKV}.d{HD}" + ("" if 2 * half == HD else f".r{2 * half}") + own, "rope",
-                            {"NH": NH, "NKV": NKV, "HD": HD, "HALF": half, "SCALE": rope.attention_scaling,
-                             "INV_FREQ": inv_freq})
+        consts, suffix = self.rope_consts(op)
+        kname = self.kernel(f"rope.h{NH}.kv{NKV}.d{HD}{suffix}", "rope", {"NH": NH, "NKV": NKV, "HD": HD, **consts})
         q, k = op.inputs
         out.append({"kernel": kname, "label": label, "bindings": self.binds("rope", q=q, k=k),
                     "uniforms": ["seq_len", "past_len"],
-                    "workgroups": self.grid(f"seq_len * {(NH + NKV) * half}", tile("rope", "WG"))})
+                    "workgroups": self.grid(f"seq_len * {(NH + NKV) * consts['HALF']}", tile("rope", "WG"))})
+
+    def rope_consts(self, op: Op) -> tuple[dict, str]:
+        """({HALF, SCALE, INV_FREQ} of a rope op, its kernel-name suffix): the first 2 HALF values
+        of a head rotate (".r<2 HALF>" when that is not all of them); a rope of its own (not the
+        config's) adds a hash of its parameters."""
+        rope = op.rope or self.c.rope
+        inv_freq = [float(v) for v in rope_inv_freq(rope, self.c.head_dim)]
+        half = len(inv_freq)
+        own = "" if rope == self.c.rope else "." + hashlib.sha256(json.dumps(rope.to_json()).encode()).hexdigest()[:8]
+        suffix = ("" if 2 * half == self.c.head_dim else f".r{2 * half}") + own
+        return {"HALF": half, "SCALE": rope.attention_scaling, "INV_FREQ": inv_freq}, suffix
 
     def _attention(self, out, op, prefix, mode, layer):
         """The KV-cache append, then attention over the cache (in decode: split over the
         cache, then the splits merged)."""
-        label = prefix + op.label
-        c = self.c
-        NH, NKV, HD = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        q, k, v = op.inputs
+        NKV, HD = self.c.num_key_value_heads, self.c.head_dim
+        _, k, v = op.inputs
         kc, vc = f"k_cache.{layer}", f"v_cache.{layer}"
-        window, slots = self.cache_rows(op)
-        ring = slots < self.ctx
-        dst = f"(past_len % {slots}) * {NKV * HD}" if ring else f"past_len * {NKV * HD}"
-        kname = self.kernel(f"kv_append.r{slots}" if ring else "kv_append", "kv_append",
+        _, slots = self.cache_rows(op)
+        kname = self.kernel(f"kv_append.r{slots}" if slots < self.ctx else "kv_append", "kv_append",
                             {"CACHE": slots * NKV * HD})
         out.append({"kernel": kname, "label": prefix + "kv_append",
                     "bindings": self.binds("kv_append", k=k, v=v, kc=kc, vc=vc),
-                    "uniforms": [f"seq_len * {NKV * HD}", dst],
+                    "uniforms": [f"seq_len * {NKV * HD}", self.cache_dst(op)],
                     "workgroups": self.grid(f"seq_len * {NKV * HD}", tile("kv_append", "WG"))})
+        self._attend(out, op, prefix, mode, layer)
+
+    def cache_dst(self, op: Op) -> str:
+        """The first cache element of the call's first token: its row (past_len % rows) times
+        the row's NKV * HD values."""
+        _, slots = self.cache_rows(op)
+        row = f"(past_len % {slots})" if slots < self.ctx else "past_len"
+        return f"{row} * {self.c.num_key_value_heads * self.c.head_dim}"
+
+    def _attend(self, out, op, prefix, mode, layer):
+        """The attention of an attention op over its layer's cache, k and v appended already."""
+        label = prefix + op.label
+        c = self.c
+        NH, NKV, HD = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        q = op.inputs[0]
+        kc, vc = f"k_cache.{layer}", f"v_cache.{layer}"
+        window, slots = self.cache_rows(op)
         scale = float(HD ** -0.5 if op.scale is None else op.scale)
         cap = float(op.cap)
         variant = (f".w{window}" if window < self.ctx else "") + (".capped" if cap else "")
@@ -483,6 +512,7 @@ class _Builder:
         entries["argmax"] = self.argmax_entry()
         if self.verify_chunk:  # docs/plan.md, "The optional verify entry"
             entries["verify"] = {"max_seq_len": self.verify_chunk, "dispatches": self.lower_graph("verify")}
+        entries["topk"] = self.topk_entry()
 
         kernels = list(self.kernels.values())
         plan = {
@@ -495,8 +525,8 @@ class _Builder:
             "variant_order": list(self.variants),
             "variants": {},
             "requirements": {},
-            "inputs": {"tokens": "tokens"},
-            "outputs": {"logits": "logits", "next_token": "next_token",
+            "inputs": {"tokens": "tokens", "inv_temperature": "inv_temperature"},
+            "outputs": {"logits": "logits", "next_token": "next_token", "topk": "topk",
                         **({ROWS_LOGITS: ROWS_LOGITS} if self.verify_chunk else {})},
             "kernels": {k.name: k.to_json(self.variants) for k in kernels},
             "buffers": self.buffers,
@@ -517,6 +547,26 @@ class _Builder:
             {"kernel": kname, "label": "argmax", "bindings": self.binds("argmax", x="logits", out="next_token"),
              "uniforms": [str(self.c.vocab_size)], "workgroups": ["1", "1", "1"]}]}
 
+    def topk_entry(self) -> dict:
+        """The optional "topk" entry (docs/plan.md): the K largest of the logits the last prefill or
+        decode run wrote, best first, with the softmax denominator at the temperature the runtime
+        writes into `inv_temperature` and the count of finite logits, in `topk`; a WebGPU top-k or
+        top-p step reads back those 2 K + 2 words instead of the vocabulary's logits."""
+        k, vocab = TOPK_CANDIDATES, self.c.vocab_size
+        per_thread, groups = topk_groups(vocab)
+        self.act("inv_temperature", 1, kind="input", dtype="f32")
+        self.act("topk_part", groups * (2 * k + 4), dtype="u32")
+        self.act("topk", 2 * k + 2, kind="output", dtype="u32")
+        partial = self.kernel(f"topk_partial.k{k}.e{per_thread}", "topk_partial", {"K": k, "E": per_thread})
+        merge = self.kernel(f"topk_merge.k{k}", "topk_merge", {"K": k})
+        return {"max_seq_len": 1, "k": k, "dispatches": [
+            {"kernel": partial, "label": "topk (groups)",
+             "bindings": self.binds("topk_partial", x="logits", inv_t="inv_temperature", part="topk_part"),
+             "uniforms": [str(vocab)], "workgroups": [str(groups), "1", "1"]},
+            {"kernel": merge, "label": "topk (merge)",
+             "bindings": self.binds("topk_merge", part="topk_part", inv_t="inv_temperature", out="topk"),
+             "uniforms": [str(groups)], "workgroups": ["1", "1", "1"]}]}
+
     # -- limits -------------------------------------------------------------------------
 
     def _limits(self, plan: dict, kernels: list[KernelSpec]):
@@ -529,7 +579,7 @@ class _Builder:
                                 f"(binding {self.max_binding}, buffer {self.max_buffer}); {what}")
         max_wg = 1
         envs = {"prefill": [(1, 0), (self.chunk, 0), (self.chunk, self.ctx - self.chunk)],
-                "decode": [(1, 0), (1, self.ctx - 1)], "argmax": [(1, 0)],
+                "decode": [(1, 0), (1, self.ctx - 1)], "argmax": [(1, 0)], "topk": [(1, 0)],
                 "verify": [(1, 0), (self.verify_chunk, 0), (self.verify_chunk, self.ctx - self.verify_chunk)]}
         for mode, entry in plan["entries"].items():
             for seq_len, past_len in envs[mode]:
@@ -630,3 +680,64 @@ def build_plan(manifest: dict, *, config: ModelConfig | None = None, context_win
     elif context_window is not None:
         raise ValueError("give the context window in the config or as context_window, not both")
     return _Builder(manifest, config, max_binding_size, max_buffer_size, prefill_chunk, fuse, verify_chunk).build()
+
+
+def fuse_qkv_rope(b: _Builder, out: list, ops: list, i: int, mode: str) -> int:
+    """Decode: a layer's q, k, v projections that go straight into RoPE (or none: a NoPE layer)
+    and attention, with nothing between (docs/plan.md, "Fused dispatches"). q is a `matvec_rope`,
+    k a `matvec_rope` into its cache row, v a `matvec` into its cache row (its row0 uniform is
+    the output offset), then the attention without `kv_append`: 3 dispatches before the
+    attention's instead of 5 (NoPE: 3 instead of 4). Not for weights split into row blocks."""
+    if mode != "decode" or [op.kind for op, _ in ops[i:i + 3]] != ["linear"] * 3:
+        return 0
+    (q, layer), (k, _), (v, _) = ops[i:i + 3]
+    n = 5 if i + 3 < len(ops) and ops[i + 3][0].kind == "rope" else 4
+    rope = ops[i + 3][0] if n == 5 else None
+    att = ops[i + n - 1][0] if i + n <= len(ops) else None
+    if att is None or att.kind != "attention" or att.inputs != (q.out, k.out, v.out) \
+            or {lay for _, lay in ops[i:i + n]} != {layer} or (rope and rope.inputs != (q.out, k.out)):
+        return 0
+    for op in (q, k, v):
+        blocks = b.weight_blocks(op.weight, op.rows)
+        if len(blocks) != 1 or blocks[0]["rows"] != b.width(op.out) or not b.per_token(op.inputs[0]) \
+                or b.buffers[op.out]["dtype"] != "act":
+            return 0
+    prefix, dst = f"layer {layer} ", b.cache_dst(att)
+    if rope is None:
+        b.lower(out, q, mode, layer)
+        _matvec_into(b, out, k, f"k_cache.{layer}", dst, prefix)
+    else:
+        _matvec_rope_into(b, out, q, rope, q.out, "0", prefix)
+        _matvec_rope_into(b, out, k, rope, f"k_cache.{layer}", dst, prefix)
+    _matvec_into(b, out, v, f"v_cache.{layer}", dst, prefix)
+    b._attend(out, att, prefix, mode, layer)
+    return n
+
+
+def _matvec_into(b: _Builder, out: list, op: Op, y: str, at: str, prefix: str):
+    """The decode matvec of a linear op (one unsplit weight block) writing y[at + row] (a
+    KV-cache row) instead of its output."""
+    t = b.tensors[op.weight]
+    (blk,) = b.weight_blocks(op.weight, op.rows)
+    K, N = int(t["shape"][1]), blk["rows"]
+    kname = b.kernel(f"matvec.{t['format']}.k{K}.n{N}", "matvec", {"K": K, "N": N, "OUT": "act"}, t["format"])
+    out.append({"kernel": kname, "label": f"{prefix}{op.label} -> {y}",
+                "bindings": b.binds("matvec", blk["parts"], x=op.inputs[0], y=y),
+                "uniforms": ["1", at, str(N)], "workgroups": [str(cdiv(N, tile("matvec", "ROWS"))), "1", "1"]})
+
+
+def _matvec_rope_into(b: _Builder, out: list, op: Op, rope: Op, y: str, at: str, prefix: str):
+    """The decode matvec of a linear op (q or k; one unsplit weight block) with the rope op's
+    rotation fused, writing y[at + row]."""
+    t = b.tensors[op.weight]
+    (blk,) = b.weight_blocks(op.weight, op.rows)
+    K, N, HD = int(t["shape"][1]), blk["rows"], b.c.head_dim
+    consts, suffix = b.rope_consts(rope)
+    kname = b.kernel(f"matvec_rope.{t['format']}.k{K}.n{N}.d{HD}{suffix}", "matvec_rope",
+                     {"K": K, "N": N, "HD": HD, **consts}, t["format"])
+    out.append({"kernel": kname, "label": f"{prefix}{op.label} + {rope.label}" + ("" if y == op.out else f" -> {y}"),
+                "bindings": b.binds("matvec_rope", blk["parts"], x=op.inputs[0], y=y),
+                "uniforms": ["past_len", at], "workgroups": [str(cdiv(N, tile("matvec_rope", "ROWS"))), "1", "1"]})
+
+
+FUSIONS.append(fuse_qkv_rope)

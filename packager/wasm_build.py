@@ -167,7 +167,7 @@ def kernel_table(manifest: dict, plan: dict) -> tuple[dict, list[str], list[np.n
     constants plan.json carries."""
     _check_plan(manifest, plan)
     formats, tables, kernels = [], [], {}
-    offset = 0
+    offset, offsets = 0, {}
     max_k = 1
     for name, entry in plan["kernels"].items():
         spec = KernelSpec.from_json(name, entry)
@@ -197,10 +197,14 @@ def kernel_table(manifest: dict, plan: dict) -> tuple[dict, list[str], list[np.n
         args = []
         for arg in WASM_OPS[template.wasm_op].consts:
             value = WEIGHT_FORMATS[spec.weight_format].id if arg == "FORMAT" else spec.consts[arg]
-            if isinstance(value, list):  # a table (RoPE's inv_freq): its offset in rope_tables.h
+            if isinstance(value, list):  # a table (RoPE's inv_freq): its offset in rope_tables.h, once per table
                 table = np.array(value, np.float32)
-                tables.append(np.concatenate([table, np.zeros(-len(table) % 4, np.float32)]))
-                value, offset = offset, offset + len(tables[-1])
+                table = np.concatenate([table, np.zeros(-len(table) % 4, np.float32)])
+                if table.tobytes() not in offsets:
+                    offsets[table.tobytes()] = offset
+                    tables.append(table)
+                    offset += len(table)
+                value = offsets[table.tobytes()]
             elif isinstance(value, float):
                 value = f32_bits(value)
             args.append(int(value))

@@ -1,9 +1,12 @@
 """Device-independent cost of a WebGPU decode step, from plan.json: compute-pass dispatches
 per decode token and bytes read back per token, with the logits read back (every request
-that needs them on the CPU, and bundles without the plan's "argmax" entry) and with the
-greedy token picked on the GPU (the "argmax" entry: 4 bytes).
+that needs them on the CPU, and bundles without the plan's "argmax" entry), with the
+greedy token picked on the GPU (the "argmax" entry: 4 bytes), and with top-k / top-p sampled
+from the K largest logits the GPU lists (the "topk" entry: 2 K + 2 words; a top-p step whose
+nucleus is not surely among them reads the logits as well).
 
     python scripts/bench_decode_readback.py                   # SmolLM2-135M's shapes, q4f16
+    python scripts/bench_decode_readback.py --vocab 262144    # the same with Gemma 3's vocabulary
     python scripts/bench_decode_readback.py --bundle DIR      # a packaged bundle's plan.json
 
 Prints one JSON line per path.
@@ -53,6 +56,12 @@ def decode_costs(plan: dict) -> list[dict]:
         out.append({"path": "greedy on the GPU (argmax entry)",
                     "dispatches_per_token": decode + len(plan["entries"]["argmax"]["dispatches"]),
                     "bytes_read_back_per_token": 4})
+    if "topk" in plan["entries"]:
+        words = plan["buffers"][plan["outputs"]["topk"]]["elements"]
+        out.append({"path": f"top-k / top-p from the GPU's {plan['entries']['topk']['k']} candidates (topk entry)",
+                    "dispatches_per_token": decode + len(plan["entries"]["topk"]["dispatches"]),
+                    "bytes_read_back_per_token": 4 * words,
+                    "bytes_read_back_when_top_p_falls_back": 4 * words + logits})
     return out
 
 
@@ -61,11 +70,14 @@ def main() -> None:
     ap.add_argument("--bundle", type=Path, help="a bundle folder (its plan.json); default: SmolLM2-135M's shapes")
     ap.add_argument("--quant", default="q4f16")
     ap.add_argument("--context-window", type=int, default=2048)
+    ap.add_argument("--vocab", type=int, help="SmolLM2-135M's shapes with this vocabulary size instead of 49152")
     a = ap.parse_args()
     if a.bundle:
         plan, model = json.loads((a.bundle / "plan.json").read_text()), str(a.bundle)
     else:
-        plan, model = synthetic_plan(SMOLLM2_135M, a.quant, a.context_window), f"SmolLM2-135M shapes, {a.quant}"
+        cfg = {**SMOLLM2_135M, "vocab_size": a.vocab or SMOLLM2_135M["vocab_size"]}
+        plan = synthetic_plan(cfg, a.quant, a.context_window)
+        model = f"SmolLM2-135M shapes, vocab {cfg['vocab_size']}, {a.quant}"
     for row in decode_costs(plan):
         print(json.dumps({"model": model, **row}))
 

@@ -25,6 +25,7 @@ from kernel_refs import (
     attention_ref,
     encode_weight,
     gelu_tanh_ref,
+    matvec_rope_ref,
     rel_err,
     rmsnorm_ref,
     rope_ref,
@@ -340,6 +341,80 @@ def test_rope(gpu, kind, variant):
         assert rel_err(as_act(out[2], variant, k.shape), rope_ref(k.astype(np.float64), pos, inv, scale)) <= tol
 
 
+# matvec + RoPE fused (decode q / k, k straight into a KV-cache row)
+
+MATVEC_ROPE_CASES = [("q4f16", kind) for kind in ROPES] + [(fmt, "default") for fmt in ("f16", "q8f16", "q3f16")]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("fmt,kind", MATVEC_ROPE_CASES)
+def test_matvec_rope(gpu, fmt, kind, variant):
+    """q (dst 0) and k into row past % rows of a ring cache (the other rows untouched), against
+    the projection rotated in numpy; and the same values as the matvec and rope kernels it
+    replaces (bit for bit in f32)."""
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(seed("matvec_rope", fmt, kind, variant))
+    heads, HD, K, rows = 3, 64, 256, 80
+    N = heads * HD
+    inv = rope_inv_freq(ROPES[kind], HD)
+    half, scale = len(inv), rope_scale(kind)
+    w = rng.normal(0, 1, (N, K)).astype(np.float32)
+    parts, deq = weight_parts(fmt, w)
+    rope = {"HALF": half, "SCALE": scale, "INV_FREQ": [float(v) for v in inv]}
+    code = render("matvec_rope", variant, {"K": K, "N": N, "HD": HD, **rope}, fmt)
+    unfused = (render("matvec", variant, {"K": K, "N": N}, fmt),
+               render("rope", variant, {"NH": heads, "NKV": 0, "HD": HD, **rope}))
+    binds = BIND_MM + wbinds(fmt)
+    for past in (0, 5, 79, 80, 4095):
+        x = act_arr(rng.normal(0, 1, (1, K)), variant)
+        kc = act_arr(rng.normal(0, 1, (rows, N)), variant)
+        ref = matvec_rope_ref(x[0], deq, HD, past, inv, scale)
+        q = run_kernel(dev, cache, code, binds, {1: x, 2: np.zeros(N, ACT[variant]), **parts}, [past, 0],
+                       (math.ceil(N / 16), 1, 1), read=[2], poison=[2])[2]
+        got = as_act(q, variant, (N,))
+        tol = max(TOL[variant], 3e-6)  # the f32 angle products at large positions (test_rope)
+        assert rel_err(got, ref) <= tol, (past, rel_err(got, ref))
+        row = past % rows
+        out = run_kernel(dev, cache, code, binds, {1: x, 2: kc, **parts}, [past, row * N],
+                         (math.ceil(N / 16), 1, 1), read=[2])[2]
+        out = as_act(out, variant, (rows, N))
+        assert np.array_equal(out[row], got)
+        assert np.array_equal(np.delete(out, row, axis=0), np.delete(kc.astype(np.float64), row, axis=0))
+        y = run_kernel(dev, cache, unfused[0], binds, {1: x, 2: np.zeros((1, N), ACT[variant]), **parts},
+                       [1, 0, N], (math.ceil(N / 16), 1, 1), read=[2])[2]
+        y = run_kernel(dev, cache, unfused[1], [(0, "uniform"), (1, "storage"), (2, "storage")],
+                       {1: y.view(ACT[variant]), 2: np.zeros(4, ACT[variant])}, [1, past],
+                       (math.ceil(heads * half / 64), 1, 1), read=[1])[1]
+        if variant == "f32":
+            assert np.array_equal(got, as_act(y, variant, (N,)))
+        else:  # the products are rounded to f16 before the rotation in both; cos/sin may differ by an ulp
+            assert rel_err(got, as_act(y, variant, (N,))) <= TOL[variant]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_matvec_rope_pairs_across_workgroups(gpu, variant):
+    """head_dim 24 (heads not aligned to the 16 rows of a workgroup; 72 rows: the last
+    workgroup half empty) and partial rotary (8 of 24 values rotate)."""
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(seed("matvec_rope_hd24", variant))
+    fmt, heads, HD, K = "q4f16", 3, 24, 64
+    N = heads * HD
+    for half in (12, 4):
+        inv = rope_inv_freq({"type": "default", "theta": 10000.0}, 2 * half)
+        w = rng.normal(0, 1, (N, K)).astype(np.float32)
+        parts, deq = weight_parts(fmt, w)
+        code = render("matvec_rope", variant, {"K": K, "N": N, "HD": HD, "HALF": half, "SCALE": 1.0,
+                                               "INV_FREQ": [float(v) for v in inv]}, fmt)
+        x = act_arr(rng.normal(0, 1, (1, K)), variant)
+        out = run_kernel(dev, cache, code, BIND_MM + wbinds(fmt), {1: x, 2: np.zeros(N, ACT[variant]), **parts},
+                         [37, 0], (math.ceil(N / 16), 1, 1), read=[2], poison=[2])[2]
+        got = as_act(out, variant, (N,))
+        ref = matvec_rope_ref(x[0], deq, HD, 37, inv, 1.0)
+        assert rel_err(got, ref) <= TOL[variant], (half, rel_err(got, ref))
+
+
 # ---------------------------------------------------------------------------------------
 # KV-cache append, attention
 
@@ -577,3 +652,74 @@ def test_argmax(gpu):
             assert want == int(np.argmax(finite))  # the rule itself, against numpy
         assert int(out[0]) == want
         assert out[1:2].view(np.float32)[0] == x[want] or np.isnan(x[want])
+
+
+def topk_ref(x: np.ndarray, k: int, inv_t: float) -> tuple[list[int], float, int]:
+    """The K largest of the logits, best first (larger value, then lower id; NaN and -inf never
+    listed), the softmax denominator sum(exp((x - max) * inv_t)) over the listed ones (f64), and
+    their count: what the "topk" entry writes, and the order of the CPU sampler's top-k."""
+    ids = np.nonzero(~np.isnan(x) & (x > -np.inf))[0]
+    if not len(ids):
+        return [], 0.0, 0
+    vals = x[ids].astype(np.float64)
+    order = np.lexsort((ids, -vals))  # by value descending, then id
+    top = ids[order[:k]]
+    z = float(np.exp((vals - vals.max()) * np.float64(np.float32(inv_t))).sum())
+    return [int(i) for i in top], z, len(ids)
+
+
+def run_topk(dev, cache, x: np.ndarray, k: int, inv_t: float) -> np.ndarray:
+    """The two kernels of the "topk" entry, as the plan dispatches them; the merged words."""
+    from packager.plan import topk_groups
+
+    per_thread, groups = topk_groups(len(x))
+    binds = [(0, "uniform"), (1, "read-only-storage"), (2, "read-only-storage"), (3, "storage")]
+    it = np.array([inv_t], np.float32)
+    part = run_kernel(dev, cache, render("topk_partial", "f32", {"K": k, "E": per_thread}), binds,
+                      {1: x, 2: it, 3: np.zeros(groups * (2 * k + 4), np.uint32)}, [len(x)], (groups, 1, 1),
+                      read=[3], poison=[3])[3].view(np.uint32)
+    return run_kernel(dev, cache, render("topk_merge", "f32", {"K": k}), binds,
+                      {1: part, 2: it, 3: np.zeros(2 * k + 2, np.uint32)}, [groups], (1, 1, 1),
+                      read=[3], poison=[3])[3].view(np.uint32)
+
+
+def test_topk(gpu):
+    """Top-K candidates on the device against numpy: ties to the lowest id (across groups too),
+    NaN and -inf never listed, -0 equal to +0, fewer finite logits than K, a 262144-token
+    vocabulary (Gemma 3's: 128 groups), and the softmax denominator within 1e-5 of numpy's f64
+    sum (measured on lavapipe: 2e-7; the runtime allows 2^-10)."""
+    from packager.plan import topk_groups
+
+    # at most 256 groups (topk_merge's threads): more logits per thread past 2^19 logits
+    assert [topk_groups(v) for v in (100, 49152, 262144, 2**20, 2**21 + 1)] == [
+        (8, 1), (8, 24), (8, 128), (16, 256), (33, 249)]
+    dev, cache = gpu
+    rng = np.random.default_rng(43)
+    cases = []
+    x = rng.normal(0, 4, 262144).astype(np.float32)
+    x[[9, 70001, 262143]] = x.max() + 1.0  # a tie at the top, in three groups
+    x[[5, 3000, 99999, 200000]] = x.max()  # ...and below it
+    x[rng.integers(0, len(x), 500)] = np.nan
+    x[rng.integers(0, len(x), 500)] = -np.inf
+    cases.append((x, 64, 1.0))
+    x = rng.normal(0, 2, 49152).astype(np.float32)
+    x[::3] = np.round(x[::3])  # many ties
+    cases.append((x, 64, 1 / 0.7))
+    x = np.full(5000, -np.inf, np.float32)
+    x[[4999, 17, 2500]] = [3.0, -1e30, -0.0]
+    x[[18, 19]] = [0.0, np.nan]
+    cases.append((x, 64, 2.0))  # 4 finite logits: 60 empty slots
+    cases.append((np.full(3000, np.nan, np.float32), 16, 1.0))  # nothing listed
+    x = (rng.normal(0, 1, 100) * 50).astype(np.float32)
+    cases.append((x, 8, 1 / 0.05))  # a small vocabulary in one group, low temperature
+    for x, k, inv_t in cases:
+        out = run_topk(dev, cache, x, k, inv_t)
+        ids, z, count = topk_ref(x, k, inv_t)
+        got = [int(i) for i in out[0:2 * k:2]]
+        assert got == ids + [0xFFFFFFFF] * (k - len(ids))
+        bits = out[1:2 * k:2]
+        assert np.array_equal(bits[:len(ids)], x[ids].view(np.uint32))  # the logits' own bits
+        assert np.all(bits[len(ids):] == np.float32(-np.inf).view(np.uint32))
+        assert int(out[2 * k + 1]) == count
+        if count:
+            assert abs(float(out[2 * k:2 * k + 1].view(np.float32)[0]) - z) <= 1e-5 * z

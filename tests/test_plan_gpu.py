@@ -186,6 +186,60 @@ def test_plan_for_llama3_8b_shapes(quant):
         assert "model.layers.0.mlp.gate_proj.weight" in blocks
 
 
+# variant -> decode dispatches (q, k, v, RoPE, cache append) of a layer with and without fusion
+QKV_FUSION = {"gqa": (3, 5), "mistral-window": (3, 5), "phi3-longrope": (3, 5), "qwen2": (7, 7), "qwen3": (7, 7)}
+
+
+@pytest.mark.parametrize("variant", [*QKV_FUSION, "smollm3"])
+def test_decode_fuses_qkv_rope_and_cache_append(tiny_llama, variant):
+    """Decode: q and k projections with RoPE fused (k, and v, written straight into their cache
+    row: no kv_append), where q/k/v go straight into RoPE and attention (Llama, Mistral's ring
+    caches, Phi-3's row views; NoPE layers: the cache writes only); nothing fused in prefill,
+    where a bias or q/k norm sits between (Qwen2, Qwen3), or where the weights are split."""
+    from packager.models import definition, resolve_config
+
+    c = resolve_config(json.loads((tiny_llama(variant) / "config.json").read_text()), 64 if "window" in variant
+                       else None)
+    m = synthetic_manifest(c.to_json(), "q4f16", c.architecture)
+    plan, _ = build_plan(m, config=c, prefill_chunk=8)
+    check_plan(plan)
+    plain, _ = build_plan(m, config=c, prefill_chunk=8, fuse=False)
+    layers = definition(c.architecture).graph(c).layers
+    rope_layers = sum(any(op.kind == "rope" for op in ops) for ops in layers)
+    decode = plan["entries"]["decode"]["dispatches"]
+    kinds = [plan["kernels"][d["kernel"]]["template"] for d in decode]
+    if variant == "smollm3":  # NoPE layers: q plain, k and v into the cache (3 for 4)
+        saved = 2 * rope_layers + (len(layers) - rope_layers)
+    else:
+        fused, unfused = QKV_FUSION[variant]
+        saved = (unfused - fused) * len(layers)
+    assert len(plain["entries"]["decode"]["dispatches"]) - len(decode) >= saved
+    assert [d for d in plan["entries"]["prefill"]["dispatches"] if "rope" in d["kernel"] or "kv_append" in d["kernel"]]
+    fused_layers = saved > 0
+    assert kinds.count("matvec_rope") == (2 * rope_layers if fused_layers else 0)
+    assert ("kv_append" in kinds) == (not fused_layers)
+    for layer in range(len(layers) if fused_layers else 0):
+        rows = 24 if c.is_sliding(layer) else c.context_window  # a ring: window 16 + chunk 8
+        into = {d["label"]: d for d in decode if d["label"].startswith(f"layer {layer} ") and "->" in d["label"]}
+        assert len(into) == 2, into.keys()
+        for d in into.values():
+            cache = d["label"].split("-> ")[1]
+            assert cache in (f"k_cache.{layer}", f"v_cache.{layer}") and [2, cache] in d["bindings"]
+            dst = d["uniforms"][1]
+            for past in {0, rows - 1, min(rows, c.context_window - 1), c.context_window - 1}:
+                assert evaluate(dst, {"seq_len": 1, "past_len": past}) == past % rows * c.kv_size
+
+
+def test_qkv_fusion_skips_split_weights():
+    """A q_proj in row blocks (Llama-3-8B's in f32, 64 MiB, under a 32 MiB binding limit): that
+    layer's decode keeps its separate projections, rope and kv_append."""
+    m = synthetic_manifest(LLAMA3_8B, "f32")
+    plan, _ = build_plan(m, max_binding_size=32 << 20, context_window=1024)
+    assert "model.layers.0.self_attn.q_proj.weight:weight:1" in plan["buffers"]
+    kinds = [plan["kernels"][d["kernel"]]["template"] for d in plan["entries"]["decode"]["dispatches"]]
+    assert "matvec_rope" not in kinds and kinds.count("kv_append") == kinds.count("rope") == 2
+
+
 def test_context_window_and_limits(packaged_tiny):
     m = manifest_of(packaged_tiny("gqa", "q4f32"))
     assert build_plan(m, context_window=64)[0]["context_window"] == 64
@@ -331,6 +385,34 @@ def test_argmax_entry_picks_the_greedy_token(packaged_tiny):
         assert token == first_max
         assert np.uint32(bits).view(np.float32) == logits[token]
         logits = ex.decode(token)
+
+
+def test_topk_entry_lists_the_top_logits(packaged_tiny):
+    """The plan's "topk" entry after prefill and decode steps (the head split into row blocks)
+    lists the K largest of the logits that run left, best first, with their bits, the softmax
+    denominator at the temperature written into `inv_temperature`, and the count of logits."""
+    from test_kernels import topk_ref
+
+    bundle = packaged_tiny("untied", "q4f16")
+    m = manifest_of(bundle)
+    files, _ = compile_artifacts(m, context_window=64, prefill_chunk=8, max_binding_size=4096, validate=False)
+    plan = json.loads(files["plan.json"])
+    k = plan["entries"]["topk"]["k"]
+    assert plan["outputs"]["topk"] == "topk" and plan["inputs"]["inv_temperature"] == "inv_temperature"
+    assert plan["buffers"]["topk"]["elements"] == 2 * k + 2
+    ex = GpuExecutor(bundle, files=files, variant="f32")
+    p1, _ = prompts(m["model"]["config"]["vocab_size"], seed=5)
+    logits = ex.prefill(p1)
+    for step, temperature in enumerate([1.0, 0.7, 0.3, 2.0]):
+        ex.device.queue.write_buffer(ex.buffers["inv_temperature"], 0, np.float32([1 / temperature]).tobytes())
+        ex.run("topk", 1, 0)
+        out = ex.read("topk")
+        ids, z, count = topk_ref(logits, k, 1 / temperature)
+        assert [int(i) for i in out[0:2 * k:2]] == ids
+        assert np.array_equal(out[1:2 * k:2], logits[ids].view(np.uint32))
+        assert int(out[2 * k + 1]) == count == len(logits)
+        assert abs(float(out[2 * k:2 * k + 1].view(np.float32)[0]) - z) <= 1e-5 * z
+        logits = ex.decode(ids[step])
 
 
 # ---------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from kernel_refs import (
     attention_ref,
     encode_weight,
     gelu_tanh_ref,
+    matvec_rope_ref,
     rel_err,
     rmsnorm_ref,
     rope_ref,
@@ -294,6 +295,40 @@ def test_rope_odd_half(wk):
     assert rel_err(out[0], rope_ref(q.astype(np.float64), pos, inv, scale)) <= TOL
     assert rel_err(out[1], rope_ref(k.astype(np.float64), pos, inv, scale)) <= TOL
     assert np.array_equal(out[0][..., 2 * half:], q[..., 2 * half:])  # the unrotated part passes
+
+
+# matvec + RoPE fused (decode q / k, k straight into a KV-cache row)
+
+
+@pytest.mark.parametrize("fmt,kind", [("q4f16", kind) for kind in ROPES] + [("f16", "default"), ("q3f16", "default")])
+def test_matvec_rope(wk, fmt, kind):
+    """q (dst 0) and k into row past % rows of a ring cache (the other rows untouched), 1 and 3
+    threads, against the projection rotated in numpy, and bit for bit the matmul then rope ops."""
+    rng = np.random.default_rng(FORMATS.index(fmt) * 10 + list(ROPES).index(kind))
+    heads, HD, K, rows = 5, ROPE_HD, 256, 80
+    N = heads * HD
+    inv = rope_inv_freq(ROPES[kind], HD)
+    half, scale = len(inv), rope_scale(kind)
+    w = rng.normal(0, 1, (N, K)).astype(np.float32)
+    parts, deq = encode_weight(fmt, w)
+    consts = [FORMATS.index(fmt), K, N, HD, half, f32_bits(scale), rope_offset(kind)]
+    for past in (0, 5, 79, 80, 4095):
+        x = rng.normal(0, 1, (1, K)).astype(np.float32)
+        y = wk.call("matmul", [FORMATS.index(fmt), K, N], [1, 0, N], [1, 1, 1], [x, np.zeros((1, N), np.float32),
+                                                                                  *parts], read=[1])[1]
+        unfused = wk.call("rope", [heads, 0, HD, half, f32_bits(scale), rope_offset(kind)], [1, past], [1, 1, 1],
+                          [y, np.zeros(4, np.float32)], read=[0])[0].reshape(-1)
+        kc = rng.normal(0, 1, (rows, N)).astype(np.float32)
+        row = past % rows
+        for threads in (1, 3):
+            q = wk.call("matvec_rope", consts, [past, 0], [1, 1, 1], [x, np.zeros(N, np.float32), *parts],
+                        read=[1], poison=[1], threads=threads)[1]
+            np.testing.assert_array_equal(q, unfused)
+            out = wk.call("matvec_rope", consts, [past, row * N], [1, 1, 1], [x, kc, *parts], read=[1],
+                          threads=threads)[1]
+            np.testing.assert_array_equal(out[row], q)
+            np.testing.assert_array_equal(np.delete(out, row, axis=0), np.delete(kc, row, axis=0))
+        assert rel_err(q, matvec_rope_ref(x_as_kernel_sees(fmt, x)[0], deq, HD, past, inv, scale)) <= TOL
 
 
 # ---------------------------------------------------------------------------------------

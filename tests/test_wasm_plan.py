@@ -129,8 +129,10 @@ def test_kernel_table(packaged_tiny):
     manifest = json.loads((bundle / "manifest.json").read_text())
     plan = json.loads((bundle / "plan.json").read_text())
     table, formats, tables = kernel_table(manifest, plan)
-    # every kernel but the WebGPU-only argmax (the "argmax" entry, which Wasm does not run)
-    assert set(table["kernels"]) == set(plan["kernels"]) - {"argmax"}
+    # every kernel but the WebGPU-only ones (the "argmax" and "topk" entries, which Wasm does not run)
+    webgpu_only = {d["kernel"] for e in ("argmax", "topk") for d in plan["entries"][e]["dispatches"]}
+    assert webgpu_only == {"argmax", "topk_partial.k64.e8", "topk_merge.k64"}
+    assert set(table["kernels"]) == set(plan["kernels"]) - webgpu_only
     assert sorted(formats) == ["q4f16", "q8f16"]  # matrices and the 8-bit head
     assert len(tables) == 1 and tables[0].dtype == np.float32
     for name, k in table["kernels"].items():

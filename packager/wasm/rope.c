@@ -10,23 +10,8 @@
  * args: consts [NH, NKV, HD, HALF, SCALE, table offset] | uniforms [seq_len, past_len] |
  *       wg[3] | pointers [q, k]
  * Threads take contiguous runs of tokens. */
-#include "llmpack.h"
+#include "rotary.h"
 #include "rope_tables.h"
-
-static void rotate(float *x, const float *c, const float *s, uint32_t half) {
-  uint32_t i = 0;
-  for (; i + 4 <= half; i += 4) {
-    v128_t x1 = wasm_v128_load(x + i), x2 = wasm_v128_load(x + half + i);
-    v128_t cv = wasm_v128_load(c + i), sv = wasm_v128_load(s + i);
-    wasm_v128_store(x + i, wasm_f32x4_sub(wasm_f32x4_mul(x1, cv), wasm_f32x4_mul(x2, sv)));
-    wasm_v128_store(x + half + i, wasm_f32x4_add(wasm_f32x4_mul(x2, cv), wasm_f32x4_mul(x1, sv)));
-  }
-  for (; i < half; i++) {
-    float x1 = x[i], x2 = x[half + i];
-    x[i] = x1 * c[i] - x2 * s[i];
-    x[half + i] = x2 * c[i] + x1 * s[i];
-  }
-}
 
 void op_rope(const uint32_t *a, uint32_t tid, uint32_t nt) {
   uint32_t NH = a[ROPE_NH], NKV = a[ROPE_NKV], HD = a[ROPE_HD], half = a[ROPE_HALF];
@@ -39,13 +24,8 @@ void op_rope(const uint32_t *a, uint32_t tid, uint32_t nt) {
   uint32_t b, e;
   share(seq, 1, tid, nt, &b, &e);
   for (uint32_t t = b; t < e; t++) {
-    float pos = (float)(past + t);
-    for (uint32_t i = 0; i < half; i++) {
-      sincos_f32(pos * inv_freq[i], &s[i], &c[i]);
-      c[i] *= scale;
-      s[i] *= scale;
-    }
-    for (uint32_t h = 0; h < NH; h++) rotate(q + ((size_t)t * NH + h) * HD, c, s, half);
-    for (uint32_t h = 0; h < NKV; h++) rotate(k + ((size_t)t * NKV + h) * HD, c, s, half);
+    rotary_cos_sin(past + t, inv_freq, half, scale, c, s);
+    for (uint32_t h = 0; h < NH; h++) rotary_rotate(q + ((size_t)t * NH + h) * HD, c, s, half);
+    for (uint32_t h = 0; h < NKV; h++) rotary_rotate(k + ((size_t)t * NKV + h) * HD, c, s, half);
   }
 }

@@ -6,6 +6,7 @@
 import { type BackendChoiceStore, type RememberedChoice, defaultChoiceStore } from "./backend_choice.js";
 import type { BundleLoader, ProgressCallback } from "./loader.js";
 import type { Manifest } from "./manifest.js";
+import type { TopCandidates } from "./sampler.js";
 
 export interface BackendLoadOptions {
   signal?: AbortSignal;
@@ -75,6 +76,19 @@ export interface Backend {
    * tokens.length × vocab floats, row i = the logits after tokens[i]. The array may be reused by the next call.
    */
   verify?(tokens: Int32Array, pastLen: number): Promise<Float32Array>;
+  /**
+   * Optional top-k candidates on the device: K of `decodeTopK` (a WebGPU backend whose plan
+   * has the "topk" entry); absent or 0: none. The session uses it for top-k / top-p requests
+   * that the K largest logits can answer (Sampler.topCandidates).
+   */
+  readonly topKOnDevice?: number;
+  /**
+   * `decode`, then resolves to the K largest logits and the softmax sum at 1 / invTemperature
+   * over the vocabulary instead of the logits (which stay on the device).
+   */
+  decodeTopK?(token: number, pos: number, invTemperature: number): Promise<TopCandidates>;
+  /** After `decodeTopK`: that step's logits, when its candidates could not decide the token. */
+  readLastLogits?(): Promise<Float32Array>;
 
   /** Forgets the KV cache. */
   reset(): void;

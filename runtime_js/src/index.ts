@@ -55,7 +55,7 @@ export { ChatTemplate, DEFAULT_TEMPLATE_LIMITS, TemplateError, type TemplateLimi
 export { IncrementalDecoder } from "./detokenizer.js";
 export { StopMatcher } from "./stop.js";
 export { DEFAULT_SPECULATIVE, PromptLookup, speculativeOptions, type SpeculativeOptions } from "./prompt_lookup.js";
-export { Prng, Sampler, type Choice, type SamplingParams, type TokenProb } from "./sampler.js";
+export { Prng, Sampler, TOP_SUM_MARGIN, type Choice, type SamplingParams, type TokenProb, type TopCandidates } from "./sampler.js";
 export type { LogitsProcessor, LogitsProcessorFactory } from "./logits_processor.js";
 export { LOGIT_BIAS_LIMIT, LogitBias, parseLogitBias } from "./logit_bias.js";
 export { GrammarCompilerCache, GrammarError, GrammarProcessor, loadXGrammar } from "./grammar/constraint.js";

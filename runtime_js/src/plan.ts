@@ -52,6 +52,8 @@ export interface PlanDispatch {
 export interface PlanEntry {
   max_seq_len: number;
   dispatches: PlanDispatch[];
+  /** the "topk" entry: how many candidates it lists */
+  k?: number;
 }
 
 export interface PlanVariant {
@@ -75,12 +77,14 @@ export interface Plan {
   variant_order: string[];
   variants: Record<string, PlanVariant>;
   requirements?: { features: string[]; optional_features: string[]; limits: Record<string, number> };
-  inputs: { tokens: string };
+  /** inv_temperature: f32 [1] that the optional "topk" entry reads (docs/plan.md) */
+  inputs: { tokens: string; inv_temperature?: string };
   /**
    * next_token: [id, f32 bits] that the optional "argmax" entry writes; logits_rows: f32
-   * [max_seq_len × vocab], the logits of every token of the optional "verify" entry (docs/plan.md)
+   * [max_seq_len × vocab], the logits of every token of the optional "verify" entry; topk:
+   * u32 [2 k + 2] that the optional "topk" entry writes (docs/plan.md)
    */
-  outputs: { logits: string; next_token?: string; logits_rows?: string };
+  outputs: { logits: string; next_token?: string; logits_rows?: string; topk?: string };
   kernels: Record<string, PlanKernel>;
   buffers: Record<string, PlanBuffer>;
   /** every runtime needs `prefill` and `decode` (parsePlan checks they are there) */
@@ -243,7 +247,29 @@ export function parsePlan(json: unknown, manifest?: Manifest): Plan {
       );
     }
   }
+  const topk = own(entries, TOPK_ENTRY) as PlanEntry | undefined;
+  if (topk !== undefined) {
+    const k = topk.k;
+    const out = typeof p.outputs.topk === "string" ? (own(buffers, p.outputs.topk) as PlanBuffer | undefined) : undefined;
+    const inv = typeof p.inputs.inv_temperature === "string" ? (own(buffers, p.inputs.inv_temperature) as PlanBuffer | undefined) : undefined;
+    if (!isCount(k) || k < 1 || !out || out.kind === "weight" || out.dtype !== "u32" || out.elements < 2 * k + 2 ||
+        !inv || inv.kind === "weight" || inv.dtype !== "f32" || inv.elements < 1) {
+      throw new PlanError(`plan.json: the "${TOPK_ENTRY}" entry needs a count k, outputs.topk (u32 [2 k + 2]) and inputs.inv_temperature (f32) (package the model again)`);
+    }
+  }
   return p;
+}
+
+/**
+ * The optional entry point that lists the K largest logits of the last run, with the softmax
+ * sum at the temperature in inputs.inv_temperature, into outputs.topk (docs/plan.md).
+ */
+export const TOPK_ENTRY = "topk";
+
+/** K of the plan's "topk" entry (parsePlan checked its buffers), or 0 without one. */
+export function topKOf(plan: Plan): number {
+  const e = plan.entries[TOPK_ENTRY];
+  return e !== undefined && plan.outputs.topk !== undefined && plan.inputs.inv_temperature !== undefined ? (e.k ?? 0) : 0;
 }
 
 /** The plan's tokens buffer (parsePlan checked it is a u32 array). */

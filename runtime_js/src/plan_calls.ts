@@ -8,7 +8,8 @@
  * A backend supplies only what depends on where the plan runs (PlanDevice): write the
  * token ids, run one entry point for given dynamic dims, read the logits.
  */
-import { ARGMAX_ENTRY, type Dims, type Plan, VERIFY_ENTRY, checkWindow, hasArgmax, verifyMaxTokens } from "./plan.js";
+import { ARGMAX_ENTRY, type Dims, type Plan, TOPK_ENTRY, VERIFY_ENTRY, checkWindow, hasArgmax, topKOf, verifyMaxTokens } from "./plan.js";
+import type { TopCandidates } from "./sampler.js";
 
 export interface PlanDevice {
   /** Writes the ids of the next run's tokens (already checked) into the plan's tokens buffer. */
@@ -25,11 +26,31 @@ export interface PlanDevice {
    * finished; a few bytes read back instead of the logits.
    */
   readNextToken?(): Promise<number>;
+  /** Optional: writes f32 values at the start of plan buffer `name` (an input such as inv_temperature). */
+  writeF32?(name: string, values: Float32Array): void;
+  /** Optional: the first `count` u32 words of plan buffer `name` (an output such as topk), once the runs finished. */
+  readWords?(name: string, count: number): Promise<Uint32Array>;
   /**
    * Optional: the first `rows` rows of outputs.logits_rows (rows × vocab floats) that the
    * plan's verify entry wrote, once the runs finished; the array may be reused by the next read.
    */
   readLogitsRows?(rows: number): Promise<Float32Array>;
+}
+
+const NONE = 0xffffffff;
+
+/** The words of a plan's topk output (docs/plan.md) as TopCandidates. */
+export function topCandidatesOf(words: Uint32Array, k: number, vocab: number): TopCandidates {
+  let m = 0;
+  while (m < k && words[2 * m] !== NONE) m++;
+  const ids = new Int32Array(m);
+  const bits = new Uint32Array(m);
+  for (let j = 0; j < m; j++) {
+    ids[j] = words[2 * j]!; // j < m <= k: inside the 2 k + 2 words
+    bits[j] = words[2 * j + 1]!;
+  }
+  const sum = new Float32Array(words.buffer, words.byteOffset + 8 * k, 1)[0]!;
+  return { ids, logits: new Float32Array(bits.buffer), sum, finite: words[2 * k + 1]!, vocab };
 }
 
 export class PlanCalls {
@@ -90,6 +111,35 @@ export class PlanCalls {
       await this.device.runEntry(ARGMAX_ENTRY, { seq_len: 1, past_len: pos });
       return this.device.readNextToken!(); // argmaxOnDevice: defined
     });
+  }
+
+  /** K of decodeTopK: the plan's "topk" entry's, when the device can write its input and read its output; else 0. */
+  get topKOnDevice(): number {
+    return this.device.writeF32 && this.device.readWords ? topKOf(this.plan) : 0;
+  }
+
+  /**
+   * One token at position `pos`, then the plan's topk entry on its logits: resolves to the
+   * K largest logits (best first, lowest id on ties) and the softmax sum at 1 / invTemperature
+   * over the vocabulary, reading back 2 K + 2 words instead of the vocabulary's logits. The
+   * logits stay on the device: `readLastLogits` reads them.
+   */
+  async decodeTopK(token: number, pos: number, invTemperature: number): Promise<TopCandidates> {
+    const k = this.topKOnDevice;
+    if (!k) throw new Error(`the ${this.backend} backend's plan has no ${TOPK_ENTRY} entry`);
+    const one = Int32Array.of(token);
+    checkWindow(this.plan, "decode", pos, 1);
+    return this.exclusive(one, async () => {
+      await this.run("decode", one, pos);
+      this.device.writeF32!(this.plan.inputs.inv_temperature!, Float32Array.of(invTemperature)); // topKOnDevice: defined
+      await this.device.runEntry(TOPK_ENTRY, { seq_len: 1, past_len: pos });
+      return topCandidatesOf(await this.device.readWords!(this.plan.outputs.topk!, 2 * k + 2), k, this.vocab);
+    });
+  }
+
+  /** The logits of the last run (after decodeTopK, when its candidates could not decide the token). */
+  async readLastLogits(): Promise<Float32Array> {
+    return this.exclusive(new Int32Array(0), () => this.device.readLogits());
   }
 
   /** Backend.verifyMaxTokens: the verify entry's max_seq_len, when the plan has it and the device reads its rows. */

@@ -106,6 +106,38 @@ export interface Choice {
   top?: TokenProb[];
 }
 
+/**
+ * The largest logits of a step as a device lists them (the plan's "topk" entry), with the
+ * softmax statistics of the whole vocabulary: what {@link Sampler.chooseFromTop} draws from.
+ */
+export interface TopCandidates {
+  /** token ids, best first: larger logit, then lower id; never a NaN or -inf logit */
+  ids: Int32Array;
+  /** their logits, as the logits buffer holds them */
+  logits: Float32Array;
+  /**
+   * Σ exp((l - max) * invTemperature) over every logit that is neither NaN nor -inf (max: the
+   * largest), as the device computed it: within {@link TOP_SUM_MARGIN} of the exact sum
+   */
+  sum: number;
+  /** how many logits are neither NaN nor -inf */
+  finite: number;
+  /** the logits' length (the vocabulary) */
+  vocab: number;
+}
+
+/**
+ * Relative error allowed for {@link TopCandidates.sum}: a top-p cut closer than this to the
+ * nucleus boundary reads the logits instead. The device's f32 sum over a 262,144-token
+ * vocabulary is within about 1e-5 of the exact one when its exp meets WGSL's accuracy
+ * (3 + 2|x| ULP; docs/plan.md, "The optional topk entry"); measured: 2e-7.
+ */
+export const TOP_SUM_MARGIN = 2 ** -10;
+/** top-p from candidates needs the largest logit within this (the kernels clamp beyond 1e30) */
+const TOP_VALUE_LIMIT = 1e29;
+/** ... and 1 / temperature within [1 / MAX_INV_TEMPERATURE, MAX_INV_TEMPERATURE] (no f32 overflow) */
+const MAX_INV_TEMPERATURE = 2 ** 20;
+
 export class Sampler {
   readonly seed: number;
   private readonly rng: Prng;
@@ -199,6 +231,34 @@ export class Sampler {
     return { token };
   }
 
+  /**
+   * Whether {@link chooseFromTop} may answer this request from the `k` largest of `vocab`
+   * logits, as `choose` would from all of them (the same token for the same PRNG state):
+   * sampling (not greedy) with no processors and no penalties, and either top_k in 2..k
+   * (below the vocabulary), or top_p < 1 without a top_k (whose nucleus may lie outside the
+   * candidates: then chooseFromTop says so). Resolves to the 1 / temperature the device
+   * computes TopCandidates.sum at, or null: read the logits. (Logprobs need the logits too:
+   * the caller checks those.)
+   */
+  topCandidates(k: number, vocab: number): { invTemperature: number } | null {
+    if (this.greedy || this.processors.length || this.repetition !== 1 || this.frequency !== 0 || this.presence !== 0) return null;
+    const invT = 1 / this.temperature;
+    // (top_k reads no sum: any temperature; top_p needs one the device's f32 sum can take)
+    if (this.topK > 0 && this.topK < vocab) return this.topK <= k ? { invTemperature: Math.min(invT, MAX_INV_TEMPERATURE) } : null;
+    return this.topP < 1 && invT <= MAX_INV_TEMPERATURE && invT >= 1 / MAX_INV_TEMPERATURE ? { invTemperature: invT } : null;
+  }
+
+  /**
+   * The token `choose` would pick from the full logits, from a device's top candidates
+   * (see {@link topCandidates}); recorded as generated. Null, with nothing drawn or
+   * recorded, when the candidates cannot decide it (a top-p nucleus that is not surely
+   * inside them): then call `choose` with the logits.
+   */
+  chooseFromTop(top: TopCandidates): Choice | null {
+    const token = this.drawFromTop(top);
+    return token === null ? null : this.accept(token);
+  }
+
   /** True when a processor allows nothing but the end of generation (a completed grammar). */
   get done(): boolean {
     return this.processors.some((p) => p.isDone?.() ?? false);
@@ -234,7 +294,6 @@ export class Sampler {
 
   private draw(x: Float64Array): number {
     const n = x.length;
-    const invT = 1 / this.temperature;
     // Candidates: the top-k ids, or every id with a finite logit.
     let cand: Int32Array;
     if (this.topK > 0 && this.topK < n) {
@@ -246,31 +305,90 @@ export class Sampler {
       cand = this.order.subarray(0, m);
     }
     if (cand.length === 0) return argmax(x);
-    // (candidates are ids of x, so x[i] below is in range)
-    let max = -Infinity;
-    for (const i of cand) {
-      const v = x[i]!;
-      if (v > max) max = v;
-    }
-    // Unnormalized probabilities, in place (x is scratch).
-    let z = 0;
-    for (const i of cand) {
-      const p = Math.exp((x[i]! - max) * invT);
-      x[i] = p;
-      z += p;
-    }
-    if (this.topP < 1) {
-      const kept = nucleus(x, cand, z, this.topP);
-      cand = kept.ids;
-      z = kept.mass;
-    }
-    let u = this.rng.next() * z;
-    for (const i of cand) {
-      u -= x[i]!;
-      if (u < 0) return i;
-    }
-    return cand[cand.length - 1] ?? argmax(x); // u == z up to rounding: the last candidate
+    return this.drawFrom(x, cand);
   }
+
+  /**
+   * One draw among the candidates `cand` (ids of x, at least one): temperature, top-p, then
+   * the PRNG. The one sampling arithmetic, for the full logits and for a device's top
+   * candidates alike. Overwrites x[cand] with their weights.
+   */
+  private drawFrom(x: Float64Array, cand: Int32Array): number {
+    const z = weigh(x, cand, 1 / this.temperature);
+    const kept = this.topP < 1 ? nucleus(x, cand, z, this.topP) : { ids: cand, mass: z };
+    return pick(x, kept.ids, kept.mass, this.rng.next());
+  }
+
+  /**
+   * draw() of the full logits, from the device's top candidates only; null when they cannot
+   * decide it. x holds the candidates' logits at their ids (nothing else of x is read).
+   *
+   * top_k (2..K): draw() takes the top_k largest logits, in this order: the first top_k
+   * candidates, the same ids in the same order, so drawFrom computes the same weights, sum,
+   * nucleus and draw.
+   *
+   * top_p alone: draw() weighs every finite logit, sums the weights in id order (z), sorts
+   * those above a floor by weight and keeps the shortest prefix whose mass reaches top_p z.
+   * The weights of the candidates are the same numbers (the same max: the largest logit);
+   * z is known only within TOP_SUM_MARGIN of the device's sum: [zLo, zHi]. The prefix kept
+   * is the same one when, over the candidates sorted as draw() sorts, the mass reaches
+   * top_p zHi at some n while it was below top_p zLo before it (so the cut is at n for every
+   * z in between), the n-th weight is above draw()'s floor at zHi (so the floor keeps the
+   * prefix), and, if logits outside the candidates exist, the n-th weight is above the
+   * smallest candidate's (so none of them sorts into the prefix). Then the draw is the same.
+   */
+  private drawFromTop(top: TopCandidates): number | null {
+    const { ids, vocab } = top;
+    if (ids.length === 0 || !(Math.abs(top.logits[0]!) <= TOP_VALUE_LIMIT)) return null;
+    if (this.scratch.length !== vocab) this.scratch = new Float64Array(vocab);
+    const x = this.scratch;
+    for (let j = 0; j < ids.length; j++) x[ids[j]!] = top.logits[j]!; // ids index the vocabulary
+    if (this.topK > 0 && this.topK < vocab) {
+      if (ids.length < this.topK && ids.length < top.finite) return null; // (fewer listed than asked)
+      return this.drawFrom(x, ids.subarray(0, this.topK));
+    }
+    const invT = 1 / this.temperature;
+    if (!(this.topP < 1) || !(invT <= MAX_INV_TEMPERATURE && invT >= 1 / MAX_INV_TEMPERATURE)) return null;
+    if (!(top.sum > 0 && top.sum < Infinity) || top.finite < ids.length) return null;
+    weigh(x, ids, invT);
+    const sorted = byWeight(x, ids);
+    const zHi = top.sum * (1 + TOP_SUM_MARGIN);
+    const zLo = top.sum * (1 - TOP_SUM_MARGIN);
+    const hi = this.topP * zHi;
+    const cut = accumulate(x, sorted, hi);
+    if (!(cut.mass >= hi) || !(cut.before < this.topP * zLo)) return null;
+    const last = x[sorted[cut.n - 1]!]!; // cut.n >= 1: the mass reached hi > 0
+    if (!(last >= ((1 - this.topP) * zHi) / top.finite)) return null;
+    if (ids.length < top.finite && !(last > x[sorted[sorted.length - 1]!]! * (1 + 2 ** -40))) return null;
+    return pick(x, sorted.subarray(0, cut.n), cut.mass, this.rng.next());
+  }
+}
+
+/** Weights exp((x - max) * invT) of the candidates, in place; returns their sum, added in cand order. */
+function weigh(x: Float64Array, cand: Int32Array, invT: number): number {
+  // (candidates are ids of x, so x[i] below is in range)
+  let max = -Infinity;
+  for (const i of cand) {
+    const v = x[i]!;
+    if (v > max) max = v;
+  }
+  let z = 0;
+  for (const i of cand) {
+    const p = Math.exp((x[i]! - max) * invT);
+    x[i] = p;
+    z += p;
+  }
+  return z;
+}
+
+/** One draw from weights p[ids] of total `mass`, with u uniform in [0, 1). */
+function pick(p: Float64Array, ids: Int32Array, mass: number, u: number): number {
+  let left = u * mass;
+  for (const i of ids) {
+    left -= p[i]!;
+    if (left < 0) return i;
+  }
+  return ids[ids.length - 1] ?? argmax(p); // left == mass up to rounding: the last candidate
 }
 
 /**
@@ -316,12 +434,15 @@ function argmax(x: Float64Array): number {
   return best;
 }
 
-/** The k ids with the largest values (ties: lower id first), by a min-heap. */
+/** The k ids with the largest values (ties: lower id first; NaN and -inf never listed), by a min-heap. */
 function topK(x: Float64Array, k: number): Int32Array {
   const heap = new Int32Array(k);
   // Heap slots are below k (0 < k < x.length) and hold ids of x: both accessors stay in range.
   const at = (slot: number) => heap[slot]!;
-  const value = (id: number) => x[id]!;
+  const value = (id: number) => {
+    const v = x[id]!;
+    return v === v ? v : -Infinity; // NaN ranks with -inf: never a candidate
+  };
   // "less" = worse candidate: smaller value, or equal value and larger id.
   const less = (a: number, b: number) => value(a) < value(b) || (value(a) === value(b) && a > b);
   const siftDown = (i: number) => {
@@ -356,15 +477,26 @@ function topK(x: Float64Array, k: number): Int32Array {
  */
 function nucleus(p: Float64Array, ids: Int32Array, z: number, topP: number): { ids: Int32Array; mass: number } {
   const floor = ((1 - topP) * z) / ids.length;
-  const prob = (id: number) => p[id]!; // ids index p
-  const big = ids.filter((i) => prob(i) >= floor).sort((a, b) => prob(b) - prob(a) || a - b);
-  const target = topP * z;
+  const big = byWeight(p, ids.filter((i) => p[i]! >= floor)); // ids index p
+  const cut = accumulate(p, big, topP * z);
+  return { ids: big.subarray(0, cut.n), mass: cut.mass };
+}
+
+/** A copy of `ids` sorted by weight p, largest first (ties: lower id first). */
+function byWeight(p: Float64Array, ids: Int32Array): Int32Array {
+  return Int32Array.from(ids).sort((a, b) => p[b]! - p[a]! || a - b); // ids index p
+}
+
+/** The shortest prefix of `ids` whose mass (added in order) reaches `target` (all of them if none): its length, mass and the mass before its last id. */
+function accumulate(p: Float64Array, ids: Int32Array, target: number): { n: number; mass: number; before: number } {
   let mass = 0;
+  let before = 0;
   let n = 0;
-  for (const id of big) {
-    mass += prob(id);
+  for (const id of ids) {
+    before = mass;
+    mass += p[id]!; // ids index p
     n++;
     if (mass >= target) break;
   }
-  return { ids: big.subarray(0, n), mass };
+  return { n, mass, before };
 }

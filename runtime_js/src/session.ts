@@ -25,7 +25,7 @@ import { LogitBias, parseLogitBias } from "./logit_bias.js";
 import type { LogitsProcessor, LogitsProcessorFactory } from "./logits_processor.js";
 import type { Manifest } from "./manifest.js";
 import { PromptLookup, type SpeculativeOptions, speculativeOptions } from "./prompt_lookup.js";
-import { type SamplingParams, Sampler, randomSeed } from "./sampler.js";
+import { type SamplingParams, Sampler, type TopCandidates, randomSeed } from "./sampler.js";
 import { StopMatcher } from "./stop.js";
 import type { BundleTokenizer } from "./tokenizer.js";
 
@@ -280,6 +280,9 @@ export class Session {
         // greedy with nothing that needs the logits on the CPU: the backend picks the next token
         const onDevice = sampler.plainArgmax && topLogprobs === undefined && this.backend.argmaxOnDevice === true;
         let next: number | null = null; // the token the backend picked at the last step
+        // top-k / top-p that the backend's K largest logits can answer: those are read back, not the logits
+        const topAsk = !onDevice && topLogprobs === undefined && this.backend.topKOnDevice ? sampler.topCandidates(this.backend.topKOnDevice, this.vocabSize) : null;
+        let top: TopCandidates | null = null; // the candidates the backend listed at the last step
         // speculation: the prompt and the tokens so far, and the last verify's draft and rows
         const lookup = spec ? new PromptLookup(prompt, spec) : null;
         let draft: number[] = [];
@@ -291,8 +294,12 @@ export class Session {
             finish = "abort";
             break;
           }
-          const chosen = next !== null ? sampler.accept(next) : sampler.choose(logits, topLogprobs);
+          const chosen =
+            next !== null ? sampler.accept(next)
+            : top !== null ? (sampler.chooseFromTop(top) ?? sampler.choose(await this.call(this.backend.readLastLogits!()), topLogprobs))
+            : sampler.choose(logits, topLogprobs);
           next = null;
+          top = null;
           const token = chosen.token;
           count++;
           if (eos.has(token)) {
@@ -333,6 +340,7 @@ export class Session {
             if (draft.length) timings.verify_steps!++;
             timings.draft_tokens! += draft.length;
           } else if (onDevice && pos === this.cached.length) next = await this.stepArgmax(token, pos, () => (consistent = false));
+          else if (topAsk && pos === this.cached.length) top = await this.stepTopK(token, pos, topAsk.invTemperature, () => (consistent = false));
           else logits = await this.step(token, pos, () => (consistent = false));
           consistent = true;
           timings.decode_ms += performance.now() - t1;
@@ -392,6 +400,14 @@ export class Session {
     const next = await this.call(this.backend.decodeArgmax!(token, pos)); // argmaxOnDevice: defined
     this.cached.push(token);
     return next;
+  }
+
+  /** A decode step at `pos` (= the cached tokens) that reads back the backend's top candidates, not the logits. */
+  private async stepTopK(token: number, pos: number, invTemperature: number, running: () => void): Promise<TopCandidates> {
+    running();
+    const top = await this.call(this.backend.decodeTopK!(token, pos, invTemperature)); // topKOnDevice: defined
+    this.cached.push(token);
+    return top;
   }
 
   /**

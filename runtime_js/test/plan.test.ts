@@ -10,9 +10,10 @@ import {
   forEachBlockPiece,
   parsePlan,
   planBytes,
+  topKOf,
   weightBlocks,
 } from "../src/plan.js";
-import { type PlanDevice, PlanCalls } from "../src/plan_calls.js";
+import { type PlanDevice, PlanCalls, topCandidatesOf } from "../src/plan_calls.js";
 import { CHUNK, WINDOW, makePlanBundle } from "./plan-fixture.js";
 
 const clone = <T>(x: T): T => JSON.parse(JSON.stringify(x));
@@ -53,6 +54,46 @@ describe("parsePlan", () => {
     bad((p) => (p.inputs.tokens = "nowhere"), /tokens buffer "nowhere" must be a u32 array/);
     bad((p) => (p.kv_rewind_limit = -1), /kv_rewind_limit must be a non-negative integer/);
     bad((p) => (p.kv_rewind_limit = "4"), /kv_rewind_limit must be a non-negative integer/);
+  });
+
+  test("the optional topk entry: its k, output and input are checked", () => {
+    const withTopK = (edit: (p: any) => void = () => {}) => {
+      const p = clone(b.plan) as any;
+      p.entries.topk = { max_seq_len: 1, k: 4, dispatches: [] };
+      p.buffers.topk = { kind: "output", dtype: "u32", elements: 10 };
+      p.buffers.inv_temperature = { kind: "input", dtype: "f32", elements: 1 };
+      p.outputs.topk = "topk";
+      p.inputs.inv_temperature = "inv_temperature";
+      edit(p);
+      return p;
+    };
+    assert.equal(topKOf(parsePlan(withTopK(), manifest)), 4);
+    assert.equal(topKOf(parsePlan(clone(b.plan), manifest)), 0); // older plans: none
+    const refused = /the "topk" entry needs a count k, outputs.topk \(u32 \[2 k \+ 2\]\) and inputs.inv_temperature/;
+    assert.throws(() => parsePlan(withTopK((p) => delete p.entries.topk.k), manifest), refused);
+    assert.throws(() => parsePlan(withTopK((p) => (p.buffers.topk.elements = 9)), manifest), refused);
+    assert.throws(() => parsePlan(withTopK((p) => delete p.outputs.topk), manifest), refused);
+    assert.throws(() => parsePlan(withTopK((p) => (p.buffers.inv_temperature.dtype = "u32")), manifest), refused);
+  });
+});
+
+describe("topCandidatesOf", () => {
+  test("reads the topk output's pairs up to the first empty slot, the sum and the count", () => {
+    const k = 4;
+    const words = new Uint32Array(2 * k + 2);
+    const f32 = new Float32Array(words.buffer);
+    words.set([7, 0, 3, 0, 0xffffffff, 0, 0xffffffff, 0]);
+    f32[1] = 2.5;
+    f32[3] = -0;
+    f32[2 * k] = 1.75;
+    words[2 * k + 1] = 2;
+    const top = topCandidatesOf(words, k, 100);
+    assert.deepEqual([...top.ids], [7, 3]);
+    assert.deepEqual([...top.logits], [2.5, -0]);
+    assert.ok(Object.is(top.logits[1], -0)); // the logit's own bits
+    assert.equal(top.sum, 1.75);
+    assert.equal(top.finite, 2);
+    assert.equal(top.vocab, 100);
   });
 });
 

@@ -2,7 +2,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { LogitBias, parseLogitBias } from "../src/logit_bias.js";
 import type { LogitsProcessor } from "../src/logits_processor.js";
-import { Prng, Sampler, type SamplingParams } from "../src/sampler.js";
+import { Prng, Sampler, type SamplingParams, TOP_SUM_MARGIN, type TopCandidates } from "../src/sampler.js";
 
 const LOGITS = Float32Array.from([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0]);
 
@@ -205,5 +205,85 @@ describe("logits processors and logprobs", () => {
     // more asked for than tokens allowed: only the allowed ones
     const all = new Sampler({ temperature: 0 }, [], [ban]).choose(LOGITS, 20);
     assert.deepEqual(all.top!.map((t) => t.token), [1, 2, 3, 4, 5, 6, 7]);
+  });
+});
+
+/**
+ * What a device's "topk" entry lists (docs/plan.md): the k largest logits, best first (ties to
+ * the lowest id; NaN and -inf never), the softmax sum at 1 / invT over the whole vocabulary,
+ * here exact times (1 + err) with |err| < TOP_SUM_MARGIN (the device's f32 error), and the count.
+ */
+function deviceTop(logits: Float32Array, k: number, invT: number, err: number): TopCandidates {
+  const ids = [...logits.keys()].filter((i) => logits[i]! > -Infinity); // (NaN > -Infinity is false)
+  ids.sort((a, b) => logits[b]! - logits[a]! || a - b);
+  const top = ids.slice(0, k);
+  const max = logits[top[0] ?? 0]!;
+  let z = 0;
+  for (const i of ids) z += Math.exp((logits[i]! - max) * Math.fround(invT));
+  return { ids: Int32Array.from(top), logits: Float32Array.from(top, (i) => logits[i]!), sum: Math.fround(z * (1 + err)), finite: ids.length, vocab: logits.length };
+}
+
+describe("sampling from a device's top candidates", () => {
+  const K = 64;
+
+  test("the same tokens as from the full logits, or a fallback; the PRNG only advances on a draw", () => {
+    const rng = new Prng(99);
+    const normal = () => Math.sqrt(-2 * Math.log(1 - rng.next())) * Math.cos(2 * Math.PI * rng.next());
+    let decided = 0;
+    let total = 0;
+    const byMode: Record<string, number> = {};
+    for (const [c, params] of ([
+      { temperature: 1, top_k: 40 },
+      { temperature: 0.7, top_k: 64, top_p: 0.9 },
+      { temperature: 1.3, top_k: 2 },
+      { temperature: 1, top_p: 0.9 },
+      { temperature: 0.6, top_p: 0.95 },
+      { temperature: 1.5, top_p: 0.5 },
+      { temperature: 1, top_p: 0.8, top_k: 100000 }, // top_k past the vocabulary: top-p alone
+    ] as SamplingParams[]).entries()) {
+      const full = new Sampler({ ...params, seed: c });
+      const dev = new Sampler({ ...params, seed: c });
+      for (let step = 0; step < 60; step++) {
+        const vocab = 3000;
+        const spread = [1, 3, 6][step % 3]!;
+        const logits = Float32Array.from({ length: vocab }, () => normal() * spread);
+        for (let i = 0; i < vocab; i += 7) logits[i] = Math.round(logits[i]!); // ties
+        logits[11] = NaN;
+        logits[12] = -Infinity;
+        if (step % 5 === 0) logits[100 + step] = logits[200 + step] = Math.max(...logits.filter((v) => v === v)) + 0.5; // a tie at the top
+        const want = full.choose(logits).token;
+        const ask = dev.topCandidates(K, vocab);
+        assert.ok(ask, JSON.stringify(params));
+        const err = (2 * rng.next() - 1) * TOP_SUM_MARGIN * 0.9;
+        const got = dev.chooseFromTop(deviceTop(logits, K, ask.invTemperature, err));
+        total++;
+        const mode = params.top_k && params.top_k < vocab ? "top_k" : "top_p";
+        if (got) {
+          decided++;
+          byMode[mode] = (byMode[mode] ?? 0) + 1;
+          assert.equal(got.token, want, `${JSON.stringify(params)} step ${step}`);
+        } else {
+          assert.equal(mode, "top_p", "top_k <= K is always decided");
+          assert.equal(dev.choose(logits).token, want, `${JSON.stringify(params)} step ${step}: fallback`);
+        }
+      }
+    }
+    assert.equal(byMode.top_k, 180);
+    assert.ok((byMode.top_p ?? 0) > 60, `top-p decided from the candidates ${byMode.top_p} times of 240`);
+    assert.ok(decided < total, "some top-p steps fall back");
+  });
+
+  test("only requests the candidates can answer ask for them", () => {
+    assert.deepEqual(new Sampler({ temperature: 0.5, top_k: 64 }).topCandidates(64, 1000), { invTemperature: 2 });
+    assert.ok(new Sampler({ temperature: 0.5, top_p: 0.9 }).topCandidates(64, 1000));
+    assert.equal(new Sampler({ temperature: 0.5, top_k: 65 }).topCandidates(64, 1000), null); // more than listed
+    assert.equal(new Sampler({ temperature: 1 }).topCandidates(64, 1000), null); // the whole distribution
+    assert.equal(new Sampler({ temperature: 1e-7, top_p: 0.9 }).topCandidates(64, 1000), null); // 1 / T past f32's comfort
+    assert.ok(new Sampler({ temperature: 1e-7, top_k: 5 }).topCandidates(64, 1000)); // (top_k reads no sum)
+    assert.equal(new Sampler({ temperature: 0 }).topCandidates(64, 1000), null); // greedy: argmax
+    assert.equal(new Sampler({ temperature: 1, top_k: 1 }).topCandidates(64, 1000), null);
+    assert.equal(new Sampler({ temperature: 1, top_k: 5, frequency_penalty: 0.5 }).topCandidates(64, 1000), null);
+    assert.equal(new Sampler({ temperature: 1, top_p: 0.9, repetition_penalty: 1.1 }).topCandidates(64, 1000), null);
+    assert.equal(new Sampler({ temperature: 1, top_k: 5 }, [], [new LogitBias(parseLogitBias({ "1": 1 }, 1000)!)]).topCandidates(64, 1000), null);
   });
 });

@@ -10,8 +10,9 @@
 import { BackendUnsupportedError, type Backend, type BackendLoadOptions } from "../backend.js";
 import type { BundleLoader, LoadStats } from "../loader.js";
 import type { Manifest } from "../manifest.js";
-import { type Plan, hasArgmax, parsePlan, verifyMaxTokens, weightBlocks } from "../plan.js";
+import { type Plan, hasArgmax, parsePlan, topKOf, verifyMaxTokens, weightBlocks } from "../plan.js";
 import { PlanCalls } from "../plan_calls.js";
+import type { TopCandidates } from "../sampler.js";
 import { type AdapterInfo, type DeviceOptions, describeAdapter, openDevice } from "./device.js";
 import { PlanExecutor } from "./executor.js";
 import { type CompiledKernel, compileKernels } from "./kernels.js";
@@ -26,6 +27,12 @@ export interface WebGpuBackendOptions extends DeviceOptions {
    * read the logits (to compare both paths).
    */
   deviceArgmax?: boolean;
+  /**
+   * Top-k / top-p decode steps read back the plan's "topk" entry's candidates (K largest
+   * logits and the softmax sum) instead of the logits where they decide the token; default
+   * true. false: always read the logits (to compare both paths).
+   */
+  deviceTopK?: boolean;
 }
 
 export class WebGpuBackend implements Backend {
@@ -154,6 +161,19 @@ export class WebGpuBackend implements Backend {
 
   async decodeArgmax(token: number, pos: number): Promise<number> {
     return this.loaded().decodeArgmax(token, pos);
+  }
+
+  /** Backend.topKOnDevice: K of the plan's topk entry (0 without one, or with deviceTopK false). */
+  get topKOnDevice(): number {
+    return this.opts.deviceTopK !== false && this.plan !== null ? topKOf(this.plan) : 0;
+  }
+
+  async decodeTopK(token: number, pos: number, invTemperature: number): Promise<TopCandidates> {
+    return this.loaded().decodeTopK(token, pos, invTemperature);
+  }
+
+  async readLastLogits(): Promise<Float32Array> {
+    return this.loaded().readLastLogits();
   }
 
   /** Backend.verifyMaxTokens: the plan's verify entry's max_seq_len; undefined without the entry. */

@@ -14,6 +14,7 @@ import {
   EntryProgram,
   type Plan,
   PlanError,
+  align,
   bufferBytes,
   hasVerify,
   logitsBuffer,
@@ -77,6 +78,8 @@ export class PlanExecutor implements PlanDevice {
   private readback: GPUBuffer | null = null;
   /** 16 bytes: the id the argmax entry wrote */
   private tokenReadback: GPUBuffer | null = null;
+  /** readWords' mappable buffer (the topk entry's candidates), made at the first read */
+  private wordsReadback: GPUBuffer | null = null;
   /** the verify entry's logits of every token (outputs.logits_rows), when the plan has it */
   private rowsReadback: GPUBuffer | null = null;
   private rows: Float32Array | null = null;
@@ -238,6 +241,27 @@ export class PlanExecutor implements PlanDevice {
     return id;
   }
 
+  /** PlanDevice: queues the write of f32 values at the start of plan buffer `name`. */
+  writeF32(name: string, values: Float32Array): void {
+    this.checkUsable();
+    this.device.queue.writeBuffer(this.planBuffer(name), 0, values);
+  }
+
+  /** PlanDevice: the first `count` words of plan buffer `name` (a copy); rejects as readLogits does. */
+  async readWords(name: string, count: number): Promise<Uint32Array> {
+    const bytes = 4 * count;
+    if (!this.wordsReadback || this.wordsReadback.size < bytes) {
+      this.wordsReadback?.destroy();
+      this.wordsReadback = this.device.createBuffer({ label: "words readback", size: Math.max(16, align(bytes)), usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
+    }
+    const readback = this.wordsReadback;
+    await this.copyOut(name, readback, bytes);
+    const out = new Uint32Array(readback.getMappedRange(0, bytes).slice(0));
+    readback.unmap();
+    await this.checkRuns();
+    return out;
+  }
+
   /**
    * PlanDevice: the first `rows` rows (× vocab floats) of the verify entry's output, read
    * back at once (a view of an array reused by the next read); rejects as readLogits does.
@@ -318,6 +342,7 @@ export class PlanExecutor implements PlanDevice {
     for (const p of this.entries.values()) for (const u of p.uniforms) u.buffer.destroy();
     this.readback?.destroy();
     this.tokenReadback?.destroy();
+    this.wordsReadback?.destroy();
     this.rowsReadback?.destroy();
     this.buffers.clear();
     this.entries.clear();

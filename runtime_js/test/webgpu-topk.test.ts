@@ -1,0 +1,111 @@
+/**
+ * Top-k and top-p sampling from the candidates the GPU lists (the plan's "topk" entry: the 64
+ * largest logits and the softmax sum, 520 bytes read back per step) against the same seeded
+ * requests with the logits read back: the tiny random Llama packaged by the Python packager,
+ * on Dawn (SwiftShader where there is no GPU).
+ */
+import "./gpu-env.js";
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { createEngine } from "../src/engine.js";
+import { WebGpuBackend, type WebGpuBackendOptions } from "../src/webgpu/index.js";
+import { gpuSkip } from "./gpu-env.js";
+import { requireComponent } from "./helpers.js";
+import { tinyBundle } from "./tiny-bundle.js";
+
+const made = tinyBundle();
+const skipPython = requireComponent("python", typeof made !== "string" && made.missing);
+const BUNDLE = typeof made === "string" ? made : "";
+const skip = skipPython || (await gpuSkip());
+
+/** Counts which decode path the session took. */
+class CountingGpu extends WebGpuBackend {
+  decodes = 0;
+  topKDecodes = 0;
+  /** steps whose candidates could not decide the token: their logits were read */
+  fallbacks = 0;
+  constructor(opts: WebGpuBackendOptions) {
+    super(opts);
+  }
+  override decode(token: number, pos: number) {
+    this.decodes++;
+    return super.decode(token, pos);
+  }
+  override decodeTopK(token: number, pos: number, invTemperature: number) {
+    this.topKDecodes++;
+    return super.decodeTopK(token, pos, invTemperature);
+  }
+  override readLastLogits() {
+    this.fallbacks++;
+    return super.readLastLogits();
+  }
+}
+
+const REQUESTS: Record<string, Record<string, unknown>> = {
+  top_k: { temperature: 0.8, top_k: 20, top_p: 1, seed: 7 },
+  top_p: { temperature: 0.4, top_k: 0, top_p: 0.9, seed: 9 },
+  // the whole distribution: the logits are read
+  plain: { temperature: 1, top_k: 0, top_p: 1, seed: 10 },
+};
+
+interface Run {
+  text: string | null;
+  tokens: number;
+  decodes: number;
+  topK: number;
+  fallbacks: number;
+}
+
+/** Every request with the candidates on the GPU and with the logits read back (deviceTopK false), on one engine. */
+async function sample(): Promise<Record<string, { device: Run; readback: Run }>> {
+  const opts: WebGpuBackendOptions = {};
+  const backend = new CountingGpu(opts);
+  const engine = await createEngine(BUNDLE, { backend, cache: null });
+  const messages = [{ role: "user", content: "Name three colours." }];
+  const run = async (request: Record<string, unknown>, deviceTopK: boolean): Promise<Run> => {
+    opts.deviceTopK = deviceTopK; // (the backend reads its options at every request)
+    const before = { decodes: backend.decodes, topK: backend.topKDecodes, fallbacks: backend.fallbacks };
+    const r = await engine.chat.completions.create({ messages, max_tokens: 10, ...request });
+    return {
+      text: r.choices[0]!.message.content,
+      tokens: r.usage.completion_tokens,
+      decodes: backend.decodes - before.decodes,
+      topK: backend.topKDecodes - before.topK,
+      fallbacks: backend.fallbacks - before.fallbacks,
+    };
+  };
+  try {
+    // every compared request then starts from the same cache: the prompt but its last token reused
+    await run({ max_tokens: 1 }, false);
+    const out: Record<string, { device: Run; readback: Run }> = {};
+    for (const [name, request] of Object.entries(REQUESTS)) {
+      out[name] = { device: await run(request, true), readback: await run(request, false) };
+    }
+    return out;
+  } finally {
+    await engine.unload();
+  }
+}
+
+describe("top-k / top-p candidates on the GPU", { skip }, () => {
+  test("the same seeded text as the logits read back; only requests they can answer take it", async () => {
+    const runs = await sample();
+    for (const [name, { device: d, readback: r }] of Object.entries(runs)) {
+      assert.ok(d.tokens > 2, `${name}: ${d.tokens} tokens`);
+      assert.equal(d.text, r.text, name);
+      assert.equal(d.tokens, r.tokens, name);
+      assert.equal(r.topK, 0, name);
+    }
+    const k = runs.top_k!.device;
+    assert.equal(k.decodes, 0);
+    assert.ok(k.topK >= k.tokens - 2, `top_k: ${k.topK} top-k steps`);
+    assert.equal(k.fallbacks, 0); // top_k <= K: always decided
+    const p = runs.top_p!.device;
+    assert.equal(p.decodes, 0);
+    assert.ok(p.topK >= p.tokens - 2, `top_p: ${p.topK} top-k steps`);
+    assert.ok(p.fallbacks < p.topK, `top_p: every one of ${p.topK} steps read the logits`);
+    const plain = runs.plain!.device;
+    assert.equal(plain.topK, 0);
+    assert.ok(plain.decodes > 0);
+  });
+});
