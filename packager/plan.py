@@ -738,41 +738,43 @@ def fuse_qkv_rope(b: _Builder, out: list, ops: list, i: int, mode: str) -> int:
         if len(blocks) != 1 or blocks[0]["rows"] != b.width(op.out) or not b.per_token(op.inputs[0]) \
                 or b.buffers[op.out]["dtype"] != "act":
             return 0
-    prefix, dst = f"layer {layer} ", b.cache_dst(att)
+    dst = b.cache_dst(att)
     if rope is None:
         b.lower(out, q, mode, layer)
-        _matvec_into(b, out, k, f"k_cache.{layer}", dst, prefix)
+        _matvec_into(b, out, k, "k_cache", layer, dst)
     else:
-        _matvec_rope_into(b, out, q, rope, q.out, "0", prefix)
-        _matvec_rope_into(b, out, k, rope, f"k_cache.{layer}", dst, prefix)
-    _matvec_into(b, out, v, f"v_cache.{layer}", dst, prefix)
-    b._attend(out, att, prefix, mode, layer)
+        _matvec_rope_into(b, out, q, rope, None, layer, "0")
+        _matvec_rope_into(b, out, k, rope, "k_cache", layer, dst)
+    _matvec_into(b, out, v, "v_cache", layer, dst)
+    b._attend(out, att, f"layer {layer} ", mode, layer)
     return n
 
 
-def _matvec_into(b: _Builder, out: list, op: Op, y: str, at: str, prefix: str):
-    """The decode matvec of a linear op (one unsplit weight block) writing y[at + row] (a
-    KV-cache row) instead of its output."""
+def _matvec_into(b: _Builder, out: list, op: Op, cache: str, layer: int, at: str):
+    """The decode matvec of a linear op (one unsplit weight block) writing the layer's `cache`
+    (k_cache / v_cache) from element `at` on instead of its output."""
     t = b.tensors[op.weight]
     (blk,) = b.weight_blocks(op.weight, op.rows)
     K, N = int(t["shape"][1]), blk["rows"]
     kname = b.kernel(f"matvec.{t['format']}.k{K}.n{N}", "matvec", {"K": K, "N": N, "OUT": "act"}, t["format"])
-    out.append({"kernel": kname, "label": f"{prefix}{op.label} -> {y}",
-                "bindings": b.binds("matvec", blk["parts"], x=op.inputs[0], y=y),
+    out.append({"kernel": kname, "label": f"layer {layer} {op.label} -> {cache}",
+                "bindings": b.binds("matvec", blk["parts"], x=op.inputs[0], y=f"{cache}.{layer}"),
                 "uniforms": ["1", at, str(N)], "workgroups": [str(cdiv(N, tile("matvec", "ROWS"))), "1", "1"]})
 
 
-def _matvec_rope_into(b: _Builder, out: list, op: Op, rope: Op, y: str, at: str, prefix: str):
+def _matvec_rope_into(b: _Builder, out: list, op: Op, rope: Op, cache: str | None, layer: int, at: str):
     """The decode matvec of a linear op (q or k; one unsplit weight block) with the rope op's
-    rotation fused, writing y[at + row]."""
+    rotation fused, writing its output, or the layer's `cache` from element `at` on."""
     t = b.tensors[op.weight]
     (blk,) = b.weight_blocks(op.weight, op.rows)
     K, N, HD = int(t["shape"][1]), blk["rows"], b.c.head_dim
     consts, suffix = b.rope_consts(rope)
     kname = b.kernel(f"matvec_rope.{t['format']}.k{K}.n{N}.d{HD}{suffix}", "matvec_rope",
                      {"K": K, "N": N, "HD": HD, **consts}, t["format"])
-    out.append({"kernel": kname, "label": f"{prefix}{op.label} + {rope.label}" + ("" if y == op.out else f" -> {y}"),
-                "bindings": b.binds("matvec_rope", blk["parts"], x=op.inputs[0], y=y),
+    label, y = f"layer {layer} {op.label} + {rope.label}", op.out
+    if cache:
+        label, y = f"{label} -> {cache}", f"{cache}.{layer}"
+    out.append({"kernel": kname, "label": label, "bindings": b.binds("matvec_rope", blk["parts"], x=op.inputs[0], y=y),
                 "uniforms": ["past_len", at], "workgroups": [str(cdiv(N, tile("matvec_rope", "ROWS"))), "1", "1"]})
 
 

@@ -223,7 +223,7 @@ def test_decode_fuses_qkv_rope_and_cache_append(tiny_llama, variant):
         into = {d["label"]: d for d in decode if d["label"].startswith(f"layer {layer} ") and "->" in d["label"]}
         assert len(into) == 2, into.keys()
         for d in into.values():
-            cache = d["label"].split("-> ")[1]
+            cache = d["label"].split("-> ")[1] + f".{layer}"
             assert cache in (f"k_cache.{layer}", f"v_cache.{layer}") and [2, cache] in d["bindings"]
             dst = d["uniforms"][1]
             for past in {0, rows - 1, min(rows, c.context_window - 1), c.context_window - 1}:

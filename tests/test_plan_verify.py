@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from conftest import require_node
 from gpu_executor import GpuExecutor
 from packager.compile import compile_artifacts
 from packager.errors import PackError
+from packager.kernel_table import TEMPLATES
 from packager.plan import build_plan
 from packager.reference import ReferenceModel
 from plan_cases import RING, rel
@@ -111,6 +113,23 @@ def test_verify_entry_structure(packaged_tiny):
     assert len(blocks) > 1 and all(d["bindings"][1] == [2, "logits_rows"] for d in blocks)
     assert sum(int(d["uniforms"][2]) for d in blocks) == vocab
     assert [int(d["uniforms"][1]) for d in blocks] == sorted(int(d["uniforms"][1]) for d in blocks)
+
+
+def test_bundle_without_verify_gets_its_wasm_kernels(packaged_tiny, tmp_path):
+    """A bundle whose plan lacks the entry (packaged before it, or with verify_chunk=0):
+    `python -m packager.wasm_build` still builds its kernels, those of its entries only."""
+    from packager.wasm_build import TABLE_FILE
+
+    bundle = packaged_tiny("gqa", "q4f16", quantizer="rtn", verify_chunk=0)
+    plan = json.loads((bundle / "plan.json").read_text())
+    assert "verify" not in plan["entries"] and "logits_rows" not in plan["buffers"]
+    r = subprocess.run([sys.executable, "-m", "packager.wasm_build", str(bundle)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    table = json.loads((bundle / TABLE_FILE).read_text())
+    webgpu_only = {n for n, k in plan["kernels"].items() if TEMPLATES[k["template"]].wasm_op == "-"}
+    assert "argmax" in webgpu_only and set(table["kernels"]) == set(plan["kernels"]) - webgpu_only
+    assert not any(k.startswith("matmul.") and k.endswith(".f32out") for k in table["kernels"])
 
 
 # ---------------------------------------------------------------------------------------

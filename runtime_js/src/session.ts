@@ -24,7 +24,7 @@ import type { Backend } from "./backend.js";
 import { LogitBias, parseLogitBias } from "./logit_bias.js";
 import type { LogitsProcessor, LogitsProcessorFactory } from "./logits_processor.js";
 import type { Manifest } from "./manifest.js";
-import { PromptLookup, type SpeculativeOptions, speculativeOptions } from "./prompt_lookup.js";
+import { DraftBudget, PromptLookup, type SpeculativeOptions, speculativeOptions } from "./prompt_lookup.js";
 import { type SamplingParams, Sampler, type TopCandidates, randomSeed } from "./sampler.js";
 import { StopMatcher } from "./stop.js";
 import type { BundleTokenizer } from "./tokenizer.js";
@@ -125,6 +125,8 @@ export class Session {
   private cached: number[] = [];
   /** the backend call in flight, if any */
   private inflight: Promise<unknown> | null = null;
+  /** speculative decoding's draft lengths: this backend's measured call costs (acceptance: per choice) */
+  private readonly drafts = new DraftBudget();
 
   constructor(
     private readonly backend: Backend,
@@ -285,7 +287,9 @@ export class Session {
         let top: TopCandidates | null = null; // the candidates the backend listed at the last step
         // speculation: the prompt and the tokens so far, and the last verify's draft and rows
         const lookup = spec ? new PromptLookup(prompt, spec) : null;
+        this.drafts.restart();
         let draft: number[] = [];
+        let verifyMs = 0;
         let rows: Float32Array = new Float32Array(0);
         let row = 0; // the row `logits` is
 
@@ -328,10 +332,12 @@ export class Session {
             timings.decode_tokens++;
             continue;
           }
+          if (draft.length) this.drafts.verified(draft.length, row, verifyMs);
           const t1 = performance.now();
           const pos = prompt.length + count - 1;
           // (rows are used only for tokens this choice may still sample)
           draft = lookup ? lookup.draft(Math.min(spec!.maxDraft, budget - count - 1)) : [];
+          if (spec?.adaptive && draft.length) draft.length = this.drafts.length(draft.length);
           row = 0;
           if (draft.length || (spec && pos < this.cached.length)) {
             // (also a step back after a rejected draft: a one-token verify where the draft began)
@@ -343,7 +349,10 @@ export class Session {
           else if (topAsk && pos === this.cached.length) top = await this.stepTopK(token, pos, topAsk.invTemperature, () => (consistent = false));
           else logits = await this.step(token, pos, () => (consistent = false));
           consistent = true;
-          timings.decode_ms += performance.now() - t1;
+          const ms = performance.now() - t1;
+          if (draft.length) verifyMs = ms;
+          else this.drafts.decoded(ms);
+          timings.decode_ms += ms;
           timings.decode_tokens++;
         }
         if (!stopper.isStopped) {

@@ -11,7 +11,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createEngine, type Engine, type EngineOptions, type RequestOptions } from "../src/engine.js";
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from "../src/openai.js";
-import { DEFAULT_SPECULATIVE, PromptLookup, speculativeOptions } from "../src/prompt_lookup.js";
+import { DEFAULT_SPECULATIVE, DraftBudget, PromptLookup, speculativeOptions } from "../src/prompt_lookup.js";
 import { EOS, FakeBackend } from "./fake-backend.js";
 import { type FakeBundle, type TestServer, makeChatBundle, serve } from "./fixtures.js";
 
@@ -71,11 +71,51 @@ describe("PromptLookup", () => {
     }
   });
 
+  test("DraftBudget: long drafts where a draft token is cheap, none where it costs a decode step", () => {
+    const cheap = new DraftBudget();
+    assert.equal(cheap.length(8), 8); // (nothing measured: the first draft measures)
+    cheap.decoded(10);
+    for (let i = 0; i < 5; i++) cheap.verified(8, 6, 10 + 8 * 0.3); // 0.3 ms a draft token, 6 of 8 accepted
+    assert.ok(cheap.acceptance > 0.8);
+    assert.equal(cheap.length(8), 8);
+    assert.equal(cheap.length(3), 3);
+    // a draft token costs as much as a decode step: drafting never pays
+    const dear = new DraftBudget();
+    dear.decoded(10);
+    for (let i = 0; i < 5; i++) dear.verified(4, 3, 10 + 4 * 10);
+    assert.equal(dear.length(8), 0);
+    // unmeasured lengths: between measured neighbours, then along the last slope
+    assert.equal(dear.cost(2), 30);
+    assert.equal(dear.cost(6), 70);
+    // cheap short drafts, dear long ones (a CPU backend): the short draft wins
+    const cpu = new DraftBudget();
+    cpu.decoded(10);
+    for (let i = 0; i < 10; i++) {
+      cpu.verified(8, 6, 60);
+      cpu.verified(2, 2, 12);
+    }
+    assert.equal(cpu.length(8), 2);
+    // half a step per token: short drafts while the acceptance is high, none once it is low
+    const half = new DraftBudget();
+    half.decoded(10);
+    for (let i = 0; i < 20; i++) half.verified(4, 3, 10 + 4 * 5); // acceptance 3/4: best k = 1
+    const k = half.length(8);
+    assert.ok(k >= 1 && k < 8, `${k}`);
+    half.restart();
+    for (let i = 0; i < 20; i++) half.verified(2, 0, 10 + 2 * 5);
+    assert.equal(half.length(8), 0);
+    // declined drafts in a row: then a one-token probe
+    const lengths = Array.from({ length: DraftBudget.PROBE_AFTER - 1 }, () => half.length(8)); // (one declined above)
+    assert.equal(lengths.at(-1), 1);
+    assert.equal(lengths.filter((n) => n > 0).length, 1);
+  });
+
   test("options: defaults filled in; a bad one is a RangeError naming it", () => {
     assert.deepEqual(speculativeOptions({ maxDraft: 4, minNgram: undefined }), { ...DEFAULT_SPECULATIVE, maxDraft: 4 });
     assert.throws(() => speculativeOptions({ maxDraft: 0 }), /speculative\.maxDraft must be a positive integer, got 0/);
     assert.throws(() => speculativeOptions({ maxNgram: 1.5 }), /speculative\.maxNgram/);
     assert.throws(() => speculativeOptions({ maxNgram: 2, minNgram: 3 }), /minNgram \(3\) must not exceed maxNgram \(2\)/);
+    assert.throws(() => speculativeOptions({ adaptive: "yes" as unknown as boolean }), /speculative\.adaptive must be true or false/);
   });
 });
 
@@ -128,7 +168,8 @@ async function pair(backendOpts: ConstructorParameters<typeof FakeBackend>[1] = 
   const plain = new FakeBackend(copyingModel(target), { contextWindow: 512 });
   const spec = new FakeBackend(copyingModel(target), { contextWindow: 512, verifyMaxTokens: 16, ...backendOpts });
   const off = await createEngine(server.url, { backend: plain, cache: null });
-  const on = await createEngine(server.url, { backend: spec, cache: null, speculative: true, ...engineOpts });
+  // (fixed draft lengths: adaptive ones follow the measured call times, which are noise here)
+  const on = await createEngine(server.url, { backend: spec, cache: null, speculative: { adaptive: false }, ...engineOpts });
   return { plain, spec, off, on };
 }
 
@@ -174,6 +215,12 @@ describe("speculative decoding in the session (fake backend)", () => {
     }
   });
 
+  test("adaptive draft lengths (the default): the same answers", async () => {
+    const b = await pair({}, { speculative: true });
+    await same(b, { messages: GROUNDED, temperature: 0 });
+    await same(b, { messages: GROUNDED, temperature: 1, seed: 1 });
+  });
+
   test("an open-ended prompt (nothing to copy) and the engine default off", async () => {
     const b = await pair();
     await same(b, { messages: OPEN, temperature: 0 });
@@ -182,7 +229,7 @@ describe("speculative decoding in the session (fake backend)", () => {
     assert.equal(r.timings.verify_steps, undefined);
     assert.ok(!(engine.backend as FakeBackend).calls.some((c) => c.startsWith("verify")));
     // on for one request
-    const one = await engine.chat.completions.create({ messages: GROUNDED, temperature: 0 }, { speculative: { maxDraft: 4 } });
+    const one = await engine.chat.completions.create({ messages: GROUNDED, temperature: 0 }, { speculative: { maxDraft: 4, adaptive: false } });
     assert.equal(one.choices[0].message.content, FIXED);
     assert.ok(one.timings.accepted_tokens! > 0);
     assert.ok((engine.backend as FakeBackend).calls.every((c) => !c.startsWith("verify") || Number(c.split(" ")[1]!.split("@")[0]) <= 5));

@@ -13,6 +13,7 @@ import type { Backend } from "../src/backend.js";
 import { BundleLoader } from "../src/loader.js";
 import { parsePlan, verifyMaxTokens } from "../src/plan.js";
 import { WasmBackend } from "../src/wasm/index.js";
+import { WASM_TABLE_FILE } from "../src/wasm/table.js";
 import { WebGpuBackend } from "../src/webgpu/index.js";
 import { gpuSkip } from "./gpu-env.js";
 import { requireComponent } from "./helpers.js";
@@ -45,15 +46,18 @@ function argmax(x: Float32Array): number {
 /** f32 kernels on both backends: a batched matmul against mat-vecs differs by rounding only */
 const TOL = 1e-4;
 
-async function open(plan?: (p: Record<string, unknown>) => void): Promise<BundleLoader> {
+/** The tiny bundle; `edit` changes one of its JSON files (by path) as the backends read it. */
+async function open(edit?: Record<string, (json: Record<string, any>) => void>): Promise<BundleLoader> {
   const loader = await BundleLoader.open(BUNDLE, { cache: null });
-  if (plan) {
-    const json = (await loader.fetchJson("plan.json")) as Record<string, unknown>;
-    plan(json);
-    const fetchJson = loader.fetchJson.bind(loader);
-    loader.fetchJson = (<T>(file: string, signal?: AbortSignal) =>
-      file === "plan.json" ? Promise.resolve(json as T) : fetchJson<T>(file, signal)) as typeof loader.fetchJson;
+  const edited = new Map<string, unknown>();
+  for (const [file, fn] of Object.entries(edit ?? {})) {
+    const json = (await loader.fetchJson(file)) as Record<string, any>;
+    fn(json);
+    edited.set(file, json);
   }
+  const fetchJson = loader.fetchJson.bind(loader);
+  loader.fetchJson = (<T>(file: string, signal?: AbortSignal) =>
+    edited.has(file) ? Promise.resolve(edited.get(file) as T) : fetchJson<T>(file, signal)) as typeof loader.fetchJson;
   return loader;
 }
 
@@ -131,9 +135,11 @@ function suite(name: string, make: () => Backend, skip: string | false) {
     });
 
     test("a plan without the verify entry: no verifyMaxTokens, verify rejects", async () => {
-      const loader = await open((plan) => {
-        delete (plan.entries as Record<string, unknown>).verify;
-        delete (plan.outputs as Record<string, unknown>).logits_rows;
+      const loader = await open({
+        "plan.json": (plan) => {
+          delete plan.entries.verify;
+          delete plan.outputs.logits_rows;
+        },
       });
       const old = make();
       try {
@@ -170,6 +176,26 @@ describe("the plan's verify entry", { skip: skipPython }, () => {
     const none = structuredClone(plan);
     delete none.entries.verify;
     assert.equal(verifyMaxTokens(parsePlan(none, loader.manifest)), undefined);
+  });
+});
+
+describe("verify on Wasm with a kernel table made for a plan without the entry", { skip: skipPython }, () => {
+  test("the bundle loads and runs; it has no verify", async () => {
+    const plan = (await (await open()).fetchJson("plan.json")) as Record<string, any>;
+    const used = new Set(["prefill", "decode"].flatMap((e) => plan.entries[e].dispatches.map((d: any) => d.kernel)));
+    const only = plan.entries.verify.dispatches.map((d: any) => d.kernel).filter((k: string) => !used.has(k));
+    assert.ok(only.length >= 1, "the verify head's matmul is its own kernel");
+    // (the kernels only the verify entry uses are not in the table)
+    const old = await open({ [WASM_TABLE_FILE]: (table) => only.forEach((k: string) => delete table.kernels[k]) });
+    const backend = new WasmBackend({ threads: 1 });
+    await backend.load(old.manifest, old);
+    try {
+      assert.equal(backend.verifyMaxTokens, undefined);
+      await assert.rejects(backend.verify(Int32Array.of(1), 0), /no verify entry/);
+      assert.equal((await backend.prefill(Int32Array.of(5, 6, 7), 0)).length, old.manifest.model.config.vocab_size);
+    } finally {
+      backend.unload();
+    }
   });
 });
 
