@@ -71,6 +71,8 @@ WASM_OPS: dict[str, WasmOp] = {
     # decode: gate and up projections and the gated activation in one op (ACT: GLU_ACTS)
     "matvec_glu": WasmOp(("FORMAT", "K", "N", "ACT")),
     "matvec_rope": WasmOp(("FORMAT", "K", "N", "HD", "HALF", "SCALE", "INV_FREQ")),
+    "add_rmsnorm": WasmOp(("H", "EPS")),
+    "add_rmsnorm_inplace": WasmOp(("H", "EPS")),
 }
 
 # matvec_glu's ACT: the index of its activation here (the op it replaces: <act>_mul)
@@ -166,6 +168,15 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
                            params=("K", "N", "ACT"), tiles={"ROWS": 16, "THREADS_PER_ROW": 4, "X_CHUNK": 2048},
                            weights=True, weight_sets=2,
                            workgroup_bytes=lambda v: 4 * (min(v["K"], v["X_CHUNK"]) + 2 * v["WG"])),
+    # the residual add fused with the next RMSNorm (docs/plan.md, "Fused dispatches"): x += y
+    # (x: the f32 residual stream; Y: the type of y, "act" or "f32"), then out = rmsnorm(x) * w,
+    # rows in_row0 + t of x and y, row t of out; one workgroup per row. `_inplace`: out is y
+    # (one binding: WebGPU forbids binding a buffer twice when one binding writes it)
+    Template("add_rmsnorm", (Binding(1, "x", W), Binding(2, "y", R), Binding(3, "out", W), Binding(8, "w", R)),
+                            ("in_row0",), (64, 1, 1), params=("H", "EPS", "Y"),
+                            workgroup_bytes=lambda v: 4 * v["WG"]),
+    Template("add_rmsnorm_inplace", (Binding(1, "x", W), Binding(2, "y", W), Binding(8, "w", R)), ("in_row0",),
+                                    (64, 1, 1), params=("H", "EPS", "Y"), workgroup_bytes=lambda v: 4 * v["WG"]),
     # greedy next token on the device: out = [id, f32 bits] of the largest of n logits (one
     # workgroup; the plan's optional "argmax" entry). WebGPU only: no Wasm op (its logits
     # are in memory already)

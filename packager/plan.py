@@ -665,6 +665,42 @@ def fuse_glu(b: _Builder, out: list, ops: list, i: int, mode: str) -> int:
 FUSIONS.append(fuse_glu)
 
 
+def fuse_add_rmsnorm(b: _Builder, out: list, ops: list, i: int, mode: str) -> int:
+    """A residual add `a += y` and the RMSNorm of `a` right after it (in the same layer, the
+    next layer's input norm, or the final norm) as one `add_rmsnorm` dispatch, when the norm
+    covers the rows the add does: every token's, or the one token of a decode call (a
+    prefill's final norm of the last token only stays unfused). `add_rmsnorm_inplace` when the
+    norm writes y itself (Gemma: `x += xn`, then `xn = norm(x)`)."""
+    if i + 1 >= len(ops):
+        return 0
+    (add, add_layer), (norm, norm_layer) = ops[i], ops[i + 1]
+    if add.kind != "add" or norm.kind != "rmsnorm" or add.out != add.inputs[0] or norm.inputs[0] != add.out:
+        return 0
+    a, y = add.inputs
+    H = int(b.tensors[norm.weight]["shape"][0])
+    if b.buffers[a]["dtype"] != "f32" or b.width(a) != H or b.width(norm.out) != H or norm.out == a:
+        return 0
+    last_only = not b.per_token(norm.out)
+    if last_only and mode != "decode":
+        return 0
+    y_type = b.buffers[y]["dtype"]
+    template = "add_rmsnorm_inplace" if norm.out == y else "add_rmsnorm"
+    kname = b.kernel(f"{template}.h{H}" + (".f32y" if y_type == "f32" else ""), template,
+                     {"H": H, "EPS": float(b.c.rms_norm_eps), "Y": y_type})
+    (w,) = b.weight_blocks(norm.weight)
+    prefix = "" if add_layer is None else f"layer {add_layer} "
+    norm_prefix = "" if norm_layer == add_layer or norm_layer is None else f"layer {norm_layer} "
+    binds = {"x": a, "y": y, "w": w["parts"][0]} | ({} if norm.out == y else {"out": norm.out})
+    # a decode call is one token: the add's rows are the (last-token) norm's
+    out.append({"kernel": kname, "label": f"{prefix}{add.label} + {norm_prefix}{norm.label}",
+                "bindings": b.binds(template, **binds), "uniforms": ["0"],
+                "workgroups": ["1" if last_only else "seq_len", "1", "1"]})
+    return 2
+
+
+FUSIONS.append(fuse_add_rmsnorm)
+
+
 def build_plan(manifest: dict, *, config: ModelConfig | None = None, context_window: int | None = None,
                max_binding_size: int = DEFAULT_MAX_BINDING, max_buffer_size: int = DEFAULT_MAX_BUFFER,
                prefill_chunk: int = DEFAULT_PREFILL_CHUNK, fuse: bool = True,

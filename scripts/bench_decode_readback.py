@@ -3,7 +3,9 @@ per decode token and bytes read back per token, with the logits read back (every
 that needs them on the CPU, and bundles without the plan's "argmax" entry), with the
 greedy token picked on the GPU (the "argmax" entry: 4 bytes), and with top-k / top-p sampled
 from the K largest logits the GPU lists (the "topk" entry: 2 K + 2 words; a top-p step whose
-nucleus is not surely among them reads the logits as well).
+nucleus is not surely among them reads the logits as well); and, for the synthetic plan, the
+decode dispatches per token with the plan's fused lowerings off (`build_plan(fuse=False)`) and
+on (docs/plan.md, "Fused dispatches").
 
     python scripts/bench_decode_readback.py                   # SmolLM2-135M's shapes, q4f16
     python scripts/bench_decode_readback.py --vocab 262144    # the same with Gemma 3's vocabulary
@@ -24,7 +26,7 @@ SMOLLM2_135M = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 15
                 "max_position_embeddings": 8192, "tie_word_embeddings": True, "rope": {"theta": 100000.0}}
 
 
-def synthetic_plan(cfg: dict, quant: str, context_window: int) -> dict:
+def synthetic_plan(cfg: dict, quant: str, context_window: int, fuse: bool = True) -> dict:
     """The plan a bundle of config `cfg` quantized `quant` would have (the tensor index only)."""
     from packager.models import config_from_manifest, definition
     from packager.plan import build_plan
@@ -43,7 +45,7 @@ def synthetic_plan(cfg: dict, quant: str, context_window: int) -> dict:
             pos += spec.nbytes
         tensors.append({"name": t.name, "shape": list(t.shape), "format": fmt.name, "parts": parts, "bytes": pos})
     manifest.update(tensors=tensors, quantization={"scheme": quant, "compute": scheme.compute})
-    plan, _ = build_plan(manifest, config=config)
+    plan, _ = build_plan(manifest, config=config, fuse=fuse)
     return plan
 
 
@@ -65,6 +67,26 @@ def decode_costs(plan: dict) -> list[dict]:
     return out
 
 
+def fusion_costs(cfg: dict, quant: str, context_window: int) -> dict:
+    """Decode dispatches per token with the plan's fused lowerings off, on, and each one alone
+    (the dispatches it saves)."""
+    import packager.plan as plan_module
+
+    def decode(**kw) -> int:
+        return len(synthetic_plan(cfg, quant, context_window, **kw)["entries"]["decode"]["dispatches"])
+
+    unfused, fused, every = decode(fuse=False), decode(), list(plan_module.FUSIONS)
+    saved = {}
+    try:
+        for fusion in every:
+            plan_module.FUSIONS[:] = [fusion]
+            saved[fusion.__name__] = unfused - decode()
+    finally:
+        plan_module.FUSIONS[:] = every
+    return {"path": "decode dispatches per token, fusions off / on", "unfused": unfused, "fused": fused,
+            "saved_by_each_fusion": saved}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", type=Path, help="a bundle folder (its plan.json); default: SmolLM2-135M's shapes")
@@ -72,14 +94,16 @@ def main() -> None:
     ap.add_argument("--context-window", type=int, default=2048)
     ap.add_argument("--vocab", type=int, help="SmolLM2-135M's shapes with this vocabulary size instead of 49152")
     a = ap.parse_args()
+    cfg = {**SMOLLM2_135M, "vocab_size": a.vocab or SMOLLM2_135M["vocab_size"]}
     if a.bundle:
         plan, model = json.loads((a.bundle / "plan.json").read_text()), str(a.bundle)
     else:
-        cfg = {**SMOLLM2_135M, "vocab_size": a.vocab or SMOLLM2_135M["vocab_size"]}
         plan = synthetic_plan(cfg, a.quant, a.context_window)
         model = f"SmolLM2-135M shapes, vocab {cfg['vocab_size']}, {a.quant}"
     for row in decode_costs(plan):
         print(json.dumps({"model": model, **row}))
+    if not a.bundle:
+        print(json.dumps({"model": model, **fusion_costs(cfg, a.quant, a.context_window)}))
 
 
 if __name__ == "__main__":

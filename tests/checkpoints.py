@@ -113,13 +113,9 @@ def model_classes(architecture: str):
             "gemma3": (t.Gemma3TextConfig, t.Gemma3ForCausalLM)}[architecture]
 
 
-def build_tiny_checkpoint(out: Path, variant: str = "gqa", seed: int = 0, dtype: str = "float32",
-                          max_shard_size: str | None = None, **overrides) -> Path:
-    """Save a tiny random checkpoint of a TINY_VARIANTS (Llama, Mistral), TINY_QWEN, TINY_PHI3 or
-    TINY_GEMMA variant to `out` and return it."""
-    import torch
-    from transformers import GenerationConfig
-
+def tiny_hf_config(variant: str = "gqa", **overrides):
+    """(transformers config, model class) of a TINY_VARIANTS (Llama, Mistral), TINY_QWEN,
+    TINY_PHI3 or TINY_GEMMA variant."""
     kw = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
               num_attention_heads=4, head_dim=16, max_position_embeddings=256, rms_norm_eps=1e-5,
               tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
@@ -127,11 +123,22 @@ def build_tiny_checkpoint(out: Path, variant: str = "gqa", seed: int = 0, dtype:
     kw.update(overrides)
     architecture = kw.pop("architecture", "llama")
     config_cls, model_cls = model_classes(architecture)
-    gemma = architecture.startswith("gemma")
     if config_cls.__name__ in ("Qwen2Config", "Phi3Config"):  # no head_dim field: hidden_size / num_attention_heads
         kw.pop("head_dim")
+    return config_cls(**kw), model_cls
+
+
+def build_tiny_checkpoint(out: Path, variant: str = "gqa", seed: int = 0, dtype: str = "float32",
+                          max_shard_size: str | None = None, **overrides) -> Path:
+    """Save a tiny random checkpoint of a TINY_VARIANTS (Llama, Mistral), TINY_QWEN, TINY_PHI3 or
+    TINY_GEMMA variant to `out` and return it."""
+    import torch
+    from transformers import GenerationConfig
+
+    config, model_cls = tiny_hf_config(variant, **overrides)
+    gemma = model_cls.__name__.startswith("Gemma")
     torch.manual_seed(seed)
-    model = model_cls(config_cls(**kw)).to(getattr(torch, dtype)).eval()
+    model = model_cls(config).to(getattr(torch, dtype)).eval()
     with torch.no_grad():  # random init is tiny (std 0.02); make activations non-trivial
         for name, p in model.named_parameters():
             if "norm" in name:  # the layer norms, and the per-head q_norm / k_norm
@@ -143,5 +150,5 @@ def build_tiny_checkpoint(out: Path, variant: str = "gqa", seed: int = 0, dtype:
     model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, do_sample=True, temperature=0.6)
     save_kw = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(out, **save_kw)
-    build_tokenizer(out, kw["vocab_size"])
+    build_tokenizer(out, config.vocab_size)
     return out

@@ -18,6 +18,7 @@ import pytest
 from conftest import require, require_module
 from gpu_executor import PipelineCache, has_f16, request_device, run_kernel
 from kernel_refs import encode_weight, gelu_tanh_ref, rel_err
+from packager import plan as plan_module
 from packager.compile import render
 from packager.kernel_table import GLU_ACTS, WEIGHT_FORMATS, bindings
 from packager.plan import MAX_STORAGE_BUFFERS, build_plan
@@ -170,10 +171,16 @@ SMALL = {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 192, "num_hi
 
 
 def plans(quant, architecture="llama", **kw):
+    """(manifest, plan, the plan with every fusion but fuse_glu)."""
     from test_plan_gpu import check_plan, synthetic_manifest
 
     m = synthetic_manifest({**SMALL, **kw.pop("config", {})}, quant, architecture)
-    fused, unfused = build_plan(m, **kw)[0], build_plan(m, fuse=False, **kw)[0]
+    fused = build_plan(m, **kw)[0]
+    others = [f for f in plan_module.FUSIONS if f is not plan_module.fuse_glu]
+    assert len(others) == len(plan_module.FUSIONS) - 1
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plan_module, "FUSIONS", others)
+        unfused = build_plan(m, **kw)[0]
     check_plan(fused)
     return m, fused, unfused
 

@@ -237,6 +237,60 @@ def test_rmsnorm_per_head(gpu, head_dim, variant):
         assert rel_err(as_act(out[2], variant, x.shape), ref) <= TOL[variant]
 
 
+BIND_ADD_NORM = [(0, "uniform"), (1, "storage"), (2, "read-only-storage"), (3, "storage"), (8, "read-only-storage")]
+BIND_ADD_NORM_INPLACE = [(0, "uniform"), (1, "storage"), (2, "storage"), (8, "read-only-storage")]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("y_type", ["act", "f32"])
+def test_add_rmsnorm(gpu, y_type, variant):
+    """The residual add fused with the next RMSNorm: x += y exactly as `add` (f32), the norm of
+    the new x as `rmsnorm` (bit for bit the two unfused kernels here); y an activation or f32
+    (Gemma's `o`); `_inplace`: the norm overwrites y (Gemma's xn); the last row only (decode's
+    final norm: rows in_row0 + t of x and y, row t of out)."""
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(seed("add_rmsnorm", y_type, variant))
+    H, eps = 576, 1e-6
+    w = (1 + 0.1 * rng.normal(size=H)).astype(np.float32)
+    consts = {"H": H, "EPS": eps, "Y": y_type}
+    fused, inplace = render("add_rmsnorm", variant, consts), render("add_rmsnorm_inplace", variant, consts)
+    plain_norm = render("rmsnorm", variant, {"H": H, "EPS": eps, "IN": "f32"})
+    plain_add = render("add", variant) if y_type == "act" else None
+    for seq in SEQ_LENS:
+        x = rng.normal(0, 2, (seq, H)).astype(np.float32)
+        y = rng.normal(0, 3, (seq, H)).astype(np.float32)
+        y = act_arr(y, variant) if y_type == "act" else y
+        x_ref = x + y.astype(np.float32)  # the add in f32, as the kernel does it
+        ref = rmsnorm_ref(x_ref.astype(np.float64), w, eps)
+        out = run_kernel(dev, cache, fused, BIND_ADD_NORM, {1: x, 2: y, 3: np.zeros((seq, H), ACT[variant]), 8: w},
+                         [0], (seq, 1, 1), read=[1, 3], poison=[3])
+        assert np.array_equal(out[1].view(np.float32).reshape(seq, H), x_ref)
+        normed = out[3].view(ACT[variant]).reshape(seq, H)
+        assert rel_err(normed.astype(np.float64), ref) <= TOL[variant]
+        if plain_add is not None:  # the unfused pair: add, then rmsnorm of the new x
+            n = seq * H
+            xa = run_kernel(dev, cache, plain_add, [(0, "uniform"), (1, "storage"), (2, "read-only-storage")],
+                            {1: x, 2: y}, [n], (math.ceil(n / 256), 1, 1), read=[1])[1].view(np.float32)
+            plain = run_kernel(dev, cache, plain_norm, BIND_NORM, {1: xa, 2: np.zeros((seq, H), ACT[variant]), 8: w},
+                               [0], (seq, 1, 1), read=[2], poison=[2])[2].view(ACT[variant]).reshape(seq, H)
+            assert np.array_equal(normed, plain)
+        # y is also the output (one read_write binding)
+        out = run_kernel(dev, cache, inplace, BIND_ADD_NORM_INPLACE, {1: x, 2: y, 8: w}, [0], (seq, 1, 1),
+                         read=[1, 2])
+        assert np.array_equal(out[1].view(np.float32).reshape(seq, H), x_ref)
+        yo = out[2].view(y.dtype).reshape(seq, H)
+        if y_type == "act":  # the same values as add_rmsnorm's out
+            assert np.array_equal(yo, normed)
+        assert rel_err(yo, ref) <= TOL[variant if y_type == "act" else "f32"]
+        # the last row only: x's other rows untouched
+        out = run_kernel(dev, cache, fused, BIND_ADD_NORM, {1: x, 2: y, 3: np.zeros((1, H), ACT[variant]), 8: w},
+                         [seq - 1], (1, 1, 1), read=[1, 3], poison=[3])
+        xo = out[1].view(np.float32).reshape(seq, H)
+        assert np.array_equal(xo[:-1], x[:-1]) and np.array_equal(xo[-1], x_ref[-1])
+        assert rel_err(as_act(out[3], variant, (1, H)), ref[-1:]) <= TOL[variant]
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_bias_add(gpu, variant):
     """A linear layer's bias, added in place to every token's row."""

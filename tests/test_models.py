@@ -133,11 +133,12 @@ def test_graph_reads_the_tensor_table(d, tied, tiny_llama):
 
 
 def test_plan_follows_the_graph(packaged_tiny):
-    """The plan's dispatches are the graph's ops, in order (attention: the KV-cache append first)."""
+    """The plan's dispatches are the graph's ops, in order (attention: the KV-cache append first),
+    without fused lowerings (those: tests/test_fuse_*.py)."""
     from packager.plan import build_plan
 
     manifest = json.loads((packaged_tiny("gqa", "q4f32", quantizer="rtn") / "manifest.json").read_text())
-    plan, _ = build_plan(manifest)
+    plan, _ = build_plan(manifest, fuse=False)
     g = LLAMA.graph(config_from_manifest(manifest))
     expected = [op.label for op in g.embed]
     for i, ops in enumerate(g.layers):

@@ -85,11 +85,15 @@ def test_verify_entry_structure(packaged_tiny):
     verify, prefill = plan["entries"]["verify"], plan["entries"]["prefill"]
     assert verify["max_seq_len"] == 16 and plan["outputs"]["logits_rows"] == "logits_rows"
     assert plan["buffers"]["logits_rows"] == {"kind": "output", "dtype": "f32", "elements": 16 * vocab}
-    # the layers are prefill's dispatches exactly; the head runs over seq_len rows
+    # the layers are prefill's dispatches exactly, but for the last residual add, which the final
+    # norm takes in here (fuse_add_rmsnorm: it norms every row the add wrote); the head runs over
+    # seq_len rows
     head = head_dispatches(verify)
     layers = verify["dispatches"][:len(verify["dispatches"]) - len(head)]
-    assert layers == prefill["dispatches"][:len(prefill["dispatches"]) - len(head_dispatches(prefill))]
+    prefill_layers = prefill["dispatches"][:len(prefill["dispatches"]) - len(head_dispatches(prefill))]
+    assert layers == prefill_layers[:-1] and prefill_layers[-1]["label"] == "layer 1 residual"
     norm, lm_head = head
+    assert norm["label"] == "layer 1 residual + final norm (every token)"
     assert norm["workgroups"][0] == "seq_len" and norm["uniforms"] == ["0"]
     assert lm_head["kernel"].startswith("matmul.") and lm_head["kernel"].endswith(".f32out")
     assert lm_head["bindings"][:2] == [[1, "x_last_rows"], [2, "logits_rows"]]

@@ -235,6 +235,34 @@ def test_rmsnorm(wk):
         assert rel_err(out[1], ref[-1:]) <= TOL
 
 
+def test_add_rmsnorm(wk):
+    """The residual add fused with the next RMSNorm: x += y, then the norm of the new x, bit
+    for bit `add` then `rmsnorm`; `_inplace` writes the norm over y; the last row only (rows
+    in_row0 + t of x and y, row t of out); 3 threads = 1 thread."""
+    rng = np.random.default_rng(55)
+    H, eps = 576, 1e-6
+    consts = [H, f32_bits(eps)]
+    w = (1 + 0.1 * rng.normal(size=H)).astype(np.float32)
+    for seq in SEQ_LENS:
+        x = rng.normal(0, 2, (seq, H)).astype(np.float32)
+        y = rng.normal(0, 3, (seq, H)).astype(np.float32)
+        x_ref = x + y
+        ref = rmsnorm_ref(x_ref.astype(np.float64), w, eps)
+        xa = wk.call("add", [], [seq * H], [1, 1, 1], [x, y], read=[0])[0]
+        plain = wk.call("rmsnorm", consts, [0], [seq, 1, 1], [xa, np.zeros((seq, H), np.float32), w], read=[1])[1]
+        for threads in (1, 3):
+            out = wk.call("add_rmsnorm", consts, [0], [seq, 1, 1], [x, y, np.zeros((seq, H), np.float32), w],
+                          read=[0, 2], poison=[2], threads=threads)
+            assert np.array_equal(out[0], x_ref) and np.array_equal(out[2], plain)
+            assert rel_err(out[2], ref) <= TOL
+            out = wk.call("add_rmsnorm_inplace", consts, [0], [seq, 1, 1], [x, y, w], read=[0, 1], threads=threads)
+            assert np.array_equal(out[0], x_ref) and np.array_equal(out[1], plain)
+        out = wk.call("add_rmsnorm", consts, [seq - 1], [1, 1, 1], [x, y, np.zeros((1, H), np.float32), w],
+                      read=[0, 2], poison=[2])
+        assert np.array_equal(out[0][:-1], x[:-1]) and np.array_equal(out[0][-1], x_ref[-1])
+        assert np.array_equal(out[2], plain[-1:])
+
+
 @pytest.mark.parametrize("head_dim", [16, 24, 128])
 def test_rmsnorm_per_head(wk, head_dim):
     """Qwen3's q_norm / k_norm: one row per head (seq_len * heads rows of head_dim values)."""

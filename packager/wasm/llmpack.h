@@ -211,6 +211,19 @@ INLINE float dot_f32(const float *a, const float *b, uint32_t n) {
   return hsum(wasm_f32x4_add(s0, s1));
 }
 
+/* One row of a residual add fused with the next RMSNorm (add_rmsnorm.c,
+ * add_rmsnorm_inplace.c): x[i] += y[i], then out[i] = x[i] / sqrt(mean x^2 + eps) * w[i], the
+ * same f32 operations in the same order as add.c then rmsnorm.c. The whole row of y is read
+ * before out is written, so out may be y. H is a multiple of 4. */
+INLINE void add_rmsnorm_row(float *x, const float *y, float *out, const float *w, uint32_t H, float eps) {
+  for (uint32_t i = 0; i < H; i += 4)
+    wasm_v128_store(x + i, wasm_f32x4_add(wasm_v128_load(x + i), wasm_v128_load(y + i)));
+  float inv = 1.0f / __builtin_sqrtf(dot_f32(x, x, H) / (float)H + eps);
+  v128_t vi = wasm_f32x4_splat(inv);
+  for (uint32_t i = 0; i < H; i += 4)
+    wasm_v128_store(out + i, wasm_f32x4_mul(wasm_f32x4_mul(wasm_v128_load(x + i), vi), wasm_v128_load(w + i)));
+}
+
 /* The share [*b, *e) of n items for thread tid of nt, in runs that are multiples of
  * `align` (the last share takes the rest). */
 INLINE void share(uint32_t n, uint32_t align, uint32_t tid, uint32_t nt, uint32_t *b, uint32_t *e) {

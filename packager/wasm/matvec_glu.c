@@ -9,7 +9,7 @@
  * same rows of Wu, with it; their activation goes straight to y. */
 #include "glu.h"
 
-#define CHUNK 64u
+#define CHUNK 256u
 
 static const uint8_t PARTS[FMT_COUNT] = FMT_PARTS;
 
