@@ -106,9 +106,9 @@ def row_block(parts, r0, r1):
 # matmul (decode mat-vec and prefill), every weight format
 
 # Formats whose mat-vec dot takes x rounded to int16 per group of 32 (llmpack.h, "int16
-# activations"), below GEMM_MIN tokens (matmul.c); the prefill GEMM takes x as it is.
+# activations"), up to DOT_ROWS_MAX_SEQ tokens (matmul.c); the prefill GEMM takes x as it is.
 INT16_X = ("q4f16", "q4f32", "q8f16")
-GEMM_MIN = 8
+DOT_ROWS_MAX_SEQ = 12
 # max |wasm - x @ W.T| / max |x @ W.T| with x rounded to int16 (a step is 2^-16 of a
 # group's largest |x|): measured 3e-5 ... 5e-5 for K = 256 ... 4224, 64 rows, normal W,
 # normal and Student-t (2) x, in all three formats
@@ -118,7 +118,7 @@ INT16_X_TOL = 1e-4
 def x_as_kernel_sees(fmt, x):
     """x as the dot of `fmt` reads it: per group of 32, d = max|x| / 32767 and
     x' = round_to_even(x * (32767 / max|x|)) * d in f32 (x itself for f32 dots)."""
-    if fmt not in INT16_X or x.shape[0] >= GEMM_MIN:
+    if fmt not in INT16_X or x.shape[0] > DOT_ROWS_MAX_SEQ:
         return x.astype(np.float64)
     g = x.reshape(x.shape[0], -1, 32).astype(np.float32)
     amax = np.max(np.abs(g), axis=-1, keepdims=True)
@@ -153,6 +153,28 @@ def test_matmul(wk, fmt):
             check_matmul(fmt, out[1], x, deq)
         if seq == 3:
             assert rel_err(out[1][2], x_as_kernel_sees(fmt, x)[2] @ deq.T) <= TOL
+
+
+@pytest.mark.parametrize("fmt", INT16_X)
+def test_matmul_token_counts(wk, fmt):
+    """Batches of 1..16 tokens (speculative decoding's verify calls, short prefill tails):
+    the int16 dots in passes of up to MAXT_ROWS = 8 tokens up to DOT_ROWS_MAX_SEQ, the
+    GEMM above. Every row of an int16 batch is the single-token (decode) result bit for bit."""
+    rng = np.random.default_rng(11)
+    K, N = 192, 72
+    w = rng.normal(0, 1, (N, K)).astype(np.float32)
+    parts, deq = encode_weight(fmt, w)
+    x = rng.normal(0, 1, (16, K)).astype(np.float32)
+    x[5, 64:96] = 0  # an all-zero group
+    one = [wk.call("matmul", [FORMATS.index(fmt), K, N], [1, 0, N], [1, 1, 1],
+                   [x[t:t + 1], np.zeros((1, N), np.float32), *parts], read=[1], poison=[1])[1][0] for t in range(16)]
+    for seq in range(1, 17):
+        for threads in (1, 3):
+            out = wk.call("matmul", [FORMATS.index(fmt), K, N], [seq, 0, N], [1, 1, 1],
+                          [x[:seq], np.zeros((seq, N), np.float32), *parts], read=[1], poison=[1], threads=threads)
+            check_matmul(fmt, out[1], x[:seq], deq)
+            if seq <= DOT_ROWS_MAX_SEQ:
+                assert np.array_equal(out[1], np.stack(one[:seq])), f"{seq} tokens: a row differs from decode's"
 
 
 @pytest.mark.parametrize("fmt", ["q4f16", "q8f16", "q3f16"])

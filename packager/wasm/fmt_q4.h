@@ -59,14 +59,14 @@ static void q4_qprep(const float *x, uint32_t K, float *xp, float *xs) {
 #define Q4_ROWS_BODY(PARAMS)                                                                \
   uint32_t G = w->K / 32, G4 = GROUPS4(w->K, 32);                                           \
   float sc[G4] __attribute__((aligned(16))), mn[G4] __attribute__((aligned(16)));           \
-  float ts[MAXT][G4] __attribute__((aligned(16)));                                          \
+  float ts[MAXT_ROWS][G4] __attribute__((aligned(16)));                                     \
   const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)r0 * (w->K / 2);                    \
   for (uint32_t r = r0; r < r1; r++, q += w->K / 2) {                                       \
     PARAMS(r, sc, mn);                                                                      \
     for (uint32_t t = 0; t < T; t++)                                                        \
       for (uint32_t g = 0; g < G4; g += 4)                                                  \
         wasm_v128_store(&ts[t][g], wasm_f32x4_mul(wasm_v128_load(sc + g), wasm_v128_load(xs[t] + G4 + g))); \
-    v128_t acc[MAXT];                                                                       \
+    v128_t acc[MAXT_ROWS];                                                                  \
     for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);                       \
     for (uint32_t g = 0; g < G; g++) {                                                      \
       v128_t v = wasm_v128_load(q + 16 * g), m = wasm_i16x8_splat(0x000f);                  \

@@ -36,7 +36,7 @@ INLINE void codes(const uint8_t *q, v128_t c[8]) {
 INLINE void rows_t(const wmat *w, uint32_t r0, uint32_t r1, const float *const *xp, const float *const *xs, float *y,
                    uint32_t ys, uint32_t T) {
   uint32_t G = w->K / 32, G4 = GROUPS4(w->K, 32);
-  float sc[G4] __attribute__((aligned(16))), ts[MAXT][G4] __attribute__((aligned(16)));
+  float sc[G4] __attribute__((aligned(16))), ts[MAXT_ROWS][G4] __attribute__((aligned(16)));
   const v128_t bias = wasm_i8x16_splat((int8_t)0x80);
   const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)r0 * w->K;
   for (uint32_t r = r0; r < r1; r++, q += w->K) {
@@ -44,7 +44,7 @@ INLINE void rows_t(const wmat *w, uint32_t r0, uint32_t r1, const float *const *
     for (uint32_t t = 0; t < T; t++)
       for (uint32_t g = 0; g < G4; g += 4)
         wasm_v128_store(&ts[t][g], wasm_f32x4_mul(wasm_v128_load(sc + g), wasm_v128_load(xs[t] + G4 + g)));
-    v128_t acc[MAXT];
+    v128_t acc[MAXT_ROWS];
     for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);
     for (uint32_t g = 0; g < G; g++) {
       v128_t a = wasm_v128_xor(wasm_v128_load(q + 32 * g), bias), b = wasm_v128_xor(wasm_v128_load(q + 32 * g + 16), bias);

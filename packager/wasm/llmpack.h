@@ -52,8 +52,12 @@ typedef struct {
   uint32_t K;
 } wmat;
 
-/* Most tokens one dot call handles at once (their x vectors share the unpacked codes). */
+/* Most tokens one dot call handles at once (their x vectors share the unpacked codes):
+ * MAXT for a format's `dot`, MAXT_ROWS for its `dot_rows` (the int16 formats, whose
+ * batched steps, speculative decoding's verify calls, go through it up to DOT_ROWS_MAX_SEQ
+ * tokens: matmul.c). */
 #define MAXT 4
+#define MAXT_ROWS 8
 
 /* A format's `dot` from its always-inlined dot_t(w, row, xp, xs, out, T): one call per
  * constant T, so the compiler unrolls each token loop. */
@@ -84,8 +88,8 @@ typedef struct {
   /* x [K] -> f32 xp [K] in the order of `deq`, for the prefill GEMM; NULL: `prep` (when
    * prep already writes f32 values in that order). */
   void (*gemm_prep)(const float *x, uint32_t K, float *xp, float *xs);
-  /* `dot` for the rows [r0, r1): y[t * ystride + r - r0] for t < T, one call per run of
-   * rows (the per-call set-up paid once); NULL: `dot` per row. */
+  /* `dot` for the rows [r0, r1): y[t * ystride + r - r0] for t < T (1..MAXT_ROWS), one
+   * call per run of rows (the per-call set-up paid once); NULL: `dot` per row. */
   void (*dot_rows)(const wmat *w, uint32_t r0, uint32_t r1, const float *const *xp, const float *const *xs, float *y,
                    uint32_t ystride, uint32_t T);
 } wformat;
@@ -96,6 +100,10 @@ typedef struct {
   static void dot_rows(const wmat *w, uint32_t r0, uint32_t r1, const float *const *xp,          \
                        const float *const *xs, float *y, uint32_t ys, uint32_t T) {              \
     switch (T) {                                                                                 \
+      case 8: ROWS_T(w, r0, r1, xp, xs, y, ys, 8); break;                                        \
+      case 7: ROWS_T(w, r0, r1, xp, xs, y, ys, 7); break;                                        \
+      case 6: ROWS_T(w, r0, r1, xp, xs, y, ys, 6); break;                                        \
+      case 5: ROWS_T(w, r0, r1, xp, xs, y, ys, 5); break;                                        \
       case 4: ROWS_T(w, r0, r1, xp, xs, y, ys, 4); break;                                        \
       case 3: ROWS_T(w, r0, r1, xp, xs, y, ys, 3); break;                                        \
       case 2: ROWS_T(w, r0, r1, xp, xs, y, ys, 2); break;                                        \

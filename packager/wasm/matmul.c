@@ -14,7 +14,8 @@
 
 #define TILE MATMUL_TILE /* kernel_table.h: packager/wasm_build.py sizes the thread stacks with them */
 #define RB MATMUL_RB
-#define GEMM_MIN 8u
+#define GEMM_MIN 8u          /* formats with `dot` only */
+#define DOT_ROWS_MAX_SEQ 12u /* formats with `dot_rows`: the int16 dots up to this many tokens */
 
 /* y[t, col0 + r] for r < RB, t < 2: four dequantized rows (w, stride K) by two x rows */
 static void kernel_4x2(const float *w, const float *x0, const float *x1, uint32_t K, float *y0, float *y1) {
@@ -70,7 +71,8 @@ void op_matmul(const uint32_t *a, uint32_t tid, uint32_t nt) {
   if (rb >= re || seq == 0) return;
   uint32_t G = XS_FLOATS(K, f->group);
   uint32_t tile = seq < TILE ? seq : TILE;
-  int gemm = seq >= GEMM_MIN;
+  int gemm = seq >= (f->dot_rows ? DOT_ROWS_MAX_SEQ + 1 : GEMM_MIN);
+  uint32_t maxt = f->dot_rows ? MAXT_ROWS : MAXT;
   void (*prep)(const float *, uint32_t, float *, float *) = gemm && f->gemm_prep ? f->gemm_prep : f->prep;
   float xp[tile * K] __attribute__((aligned(16)));
   float xs[tile * G + 4] __attribute__((aligned(16)));
@@ -83,9 +85,11 @@ void op_matmul(const uint32_t *a, uint32_t tid, uint32_t nt) {
       for (uint32_t r = rb; r < re; r += RB) gemm_rows(f, &w, r, re - r < RB ? re - r : RB, xp, tt, wt, yt, N);
       continue;
     }
-    for (uint32_t q0 = 0; q0 < tt; q0 += MAXT) {
-      uint32_t T = tt - q0 < MAXT ? tt - q0 : MAXT;
-      const float *xpt[MAXT], *xst[MAXT];
+    /* passes of at most maxt tokens, as even as they go (9 tokens: 5 + 4, not 8 + 1) */
+    uint32_t passes = (tt + maxt - 1) / maxt;
+    for (uint32_t q0 = 0, T; q0 < tt; q0 += T, passes--) {
+      T = (tt - q0 + passes - 1) / passes;
+      const float *xpt[MAXT_ROWS], *xst[MAXT_ROWS];
       for (uint32_t t = 0; t < T; t++) {
         xpt[t] = xp + (size_t)(q0 + t) * K;
         xst[t] = xs + (q0 + t) * G;
@@ -96,7 +100,7 @@ void op_matmul(const uint32_t *a, uint32_t tid, uint32_t nt) {
         continue;
       }
       for (uint32_t r = rb; r < re; r++) {
-        float out[MAXT];
+        float out[MAXT_ROWS];
         f->dot(&w, r, xpt, xst, out, T);
         for (uint32_t t = 0; t < T; t++) yq[(size_t)t * N + r] = out[t];
       }
