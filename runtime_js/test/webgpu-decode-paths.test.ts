@@ -1,8 +1,12 @@
 /**
- * Top-k and top-p sampling from the candidates the GPU lists (the plan's "topk" entry: the 64
- * largest logits and the softmax sum, 520 bytes read back per step) against the same seeded
- * requests with the logits read back: the tiny random Llama packaged by the Python packager,
- * on Dawn (SwiftShader where there is no GPU).
+ * The WebGPU decode paths that read back a few bytes instead of the logits, each against
+ * the same request with the logits read back, on one engine (the tiny random Llama packaged
+ * by the Python packager, on Dawn; SwiftShader where there is no GPU):
+ * - greedy: the token picked on the GPU (the plan's "argmax" entry, 4 bytes per step);
+ * - top-k / top-p: sampled from the candidates the GPU lists (the "topk" entry: the 64
+ *   largest logits and the softmax sum, 520 bytes per step), seeded, the same text.
+ * Counters check which path each request took, and that requests the paths cannot
+ * answer (a penalty, plain temperature sampling) read the logits.
  */
 import "./gpu-env.js";
 import { describe, test } from "node:test";
@@ -21,15 +25,17 @@ const skip = skipPython || (await gpuSkip());
 /** Counts which decode path the session took. */
 class CountingGpu extends WebGpuBackend {
   decodes = 0;
+  argmaxDecodes = 0;
   topKDecodes = 0;
   /** steps whose candidates could not decide the token: their logits were read */
   fallbacks = 0;
-  constructor(opts: WebGpuBackendOptions) {
-    super(opts);
-  }
   override decode(token: number, pos: number) {
     this.decodes++;
     return super.decode(token, pos);
+  }
+  override decodeArgmax(token: number, pos: number) {
+    this.argmaxDecodes++;
+    return super.decodeArgmax(token, pos);
   }
   override decodeTopK(token: number, pos: number, invTemperature: number) {
     this.topKDecodes++;
@@ -42,35 +48,40 @@ class CountingGpu extends WebGpuBackend {
 }
 
 const REQUESTS: Record<string, Record<string, unknown>> = {
+  greedy: { temperature: 0 },
   top_k: { temperature: 0.8, top_k: 20, top_p: 1, seed: 7 },
   top_p: { temperature: 0.4, top_k: 0, top_p: 0.9, seed: 9 },
   // the whole distribution: the logits are read
   plain: { temperature: 1, top_k: 0, top_p: 1, seed: 10 },
+  // a penalty needs the logits on the CPU
+  penalized: { temperature: 0, frequency_penalty: 0.5 },
 };
 
 interface Run {
   text: string | null;
   tokens: number;
   decodes: number;
+  argmax: number;
   topK: number;
   fallbacks: number;
 }
 
-/** Every request with the candidates on the GPU and with the logits read back (deviceTopK false), on one engine. */
-async function sample(): Promise<Record<string, { device: Run; readback: Run }>> {
+/** Every request with the device paths on and off (deviceArgmax / deviceTopK false), on one engine. */
+async function runAll(): Promise<Record<string, { device: Run; readback: Run }>> {
   const opts: WebGpuBackendOptions = {};
   const backend = new CountingGpu(opts);
   const engine = await createEngine(BUNDLE, { backend, cache: null });
   const messages = [{ role: "user", content: "Name three colours." }];
-  const run = async (request: Record<string, unknown>, deviceTopK: boolean): Promise<Run> => {
-    opts.deviceTopK = deviceTopK; // (the backend reads its options at every request)
-    const before = { decodes: backend.decodes, topK: backend.topKDecodes, fallbacks: backend.fallbacks };
+  const run = async (request: Record<string, unknown>, onDevice: boolean): Promise<Run> => {
+    opts.deviceArgmax = opts.deviceTopK = onDevice; // (the backend reads its options at every request)
+    const before = { ...backend };
     const r = await engine.chat.completions.create({ messages, max_tokens: 10, ...request });
     return {
       text: r.choices[0]!.message.content,
       tokens: r.usage.completion_tokens,
       decodes: backend.decodes - before.decodes,
-      topK: backend.topKDecodes - before.topK,
+      argmax: backend.argmaxDecodes - before.argmaxDecodes,
+      topK: backend.topKDecodes - before.topKDecodes,
       fallbacks: backend.fallbacks - before.fallbacks,
     };
   };
@@ -87,15 +98,18 @@ async function sample(): Promise<Record<string, { device: Run; readback: Run }>>
   }
 }
 
-describe("top-k / top-p candidates on the GPU", { skip }, () => {
-  test("the same seeded text as the logits read back; only requests they can answer take it", async () => {
-    const runs = await sample();
+describe("decode paths that read back a few bytes", { skip }, () => {
+  test("greedy on the GPU and top-k / top-p candidates: the same text as the logits read back; only requests they can answer take them", async () => {
+    const runs = await runAll();
     for (const [name, { device: d, readback: r }] of Object.entries(runs)) {
       assert.ok(d.tokens > 2, `${name}: ${d.tokens} tokens`);
       assert.equal(d.text, r.text, name);
       assert.equal(d.tokens, r.tokens, name);
-      assert.equal(r.topK, 0, name);
+      assert.equal(r.topK + r.argmax, 0, name);
     }
+    const g = runs.greedy!.device;
+    assert.equal(g.decodes, 0);
+    assert.ok(g.argmax >= g.tokens - 2, `greedy: ${g.argmax} argmax steps`);
     const k = runs.top_k!.device;
     assert.equal(k.decodes, 0);
     assert.ok(k.topK >= k.tokens - 2, `top_k: ${k.topK} top-k steps`);
@@ -104,8 +118,10 @@ describe("top-k / top-p candidates on the GPU", { skip }, () => {
     assert.equal(p.decodes, 0);
     assert.ok(p.topK >= p.tokens - 2, `top_p: ${p.topK} top-k steps`);
     assert.ok(p.fallbacks < p.topK, `top_p: every one of ${p.topK} steps read the logits`);
-    const plain = runs.plain!.device;
-    assert.equal(plain.topK, 0);
-    assert.ok(plain.decodes > 0);
+    for (const name of ["plain", "penalized"]) {
+      const d = runs[name]!.device;
+      assert.equal(d.topK + d.argmax, 0, name);
+      assert.ok(d.decodes > 0, name);
+    }
   });
 });
