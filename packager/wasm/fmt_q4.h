@@ -55,26 +55,41 @@ static void q4_qprep(const float *x, uint32_t K, float *xp, float *xs) {
 /* The int16 dot of the rows [r0, r1) for T tokens: per group, the four nibble planes
  * of the codes as u16 lanes times xq, summed in i32 and scaled by scale * d; plus the mins times
  * the sums of x'. PARAMS(row, sc, mn) writes a row's f32 scales and mins, zero-padded
- * to GROUPS4. */
+ * to GROUPS4. One token (decode) reads its x in place; a batch (T >= 2) reads the
+ * tokens' x interleaved per group (batch_x, llmpack.h), the same operations per token. */
 #define Q4_ROWS_BODY(PARAMS)                                                                \
   uint32_t G = w->K / 32, G4 = GROUPS4(w->K, 32);                                           \
   float sc[G4] __attribute__((aligned(16))), mn[G4] __attribute__((aligned(16)));           \
-  float ts[MAXT_ROWS][G4] __attribute__((aligned(16)));                                     \
   const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)r0 * (w->K / 2);                    \
+  if (T == 1) {                                                                             \
+    float ts[G4] __attribute__((aligned(16)));                                              \
+    Q4_ROW_LOOP(PARAMS, batch_scales(sc, xs[0] + G4, G4, 1, ts), (void)0,                   \
+                (const int16_t *)xp[0] + 32 * g, &ts[g])                                    \
+  } else {                                                                                  \
+    uint32_t TP = BATCH_PAD(T);                                                             \
+    v128_t xi[4 * G * T];                                                                   \
+    float dg[G4 * TP] __attribute__((aligned(16))), ts[G4 * TP] __attribute__((aligned(16))); \
+    batch_x(xp, xs, G, G4, T, xi, dg);                                                      \
+    Q4_ROW_LOOP(PARAMS, batch_scales(sc, dg, G4, TP, ts), BATCH_GROUP(xi, ts, T, TP, g),    \
+                (const int16_t *)(xg + 4 * t), tg + t)                                      \
+  }
+
+/* Q4_ROWS_BODY's loop over the rows: TS fills the row's scales * d; GROUP starts group g;
+ * X and TS_AT (of t, g) point at token t's xq and scale * d of group g */
+#define Q4_ROW_LOOP(PARAMS, TS, GROUP, X, TS_AT)                                            \
   for (uint32_t r = r0; r < r1; r++, q += w->K / 2) {                                       \
     PARAMS(r, sc, mn);                                                                      \
-    for (uint32_t t = 0; t < T; t++)                                                        \
-      for (uint32_t g = 0; g < G4; g += 4)                                                  \
-        wasm_v128_store(&ts[t][g], wasm_f32x4_mul(wasm_v128_load(sc + g), wasm_v128_load(xs[t] + G4 + g))); \
+    TS;                                                                                     \
     v128_t acc[MAXT_ROWS];                                                                  \
     for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);                       \
     for (uint32_t g = 0; g < G; g++) {                                                      \
+      GROUP;                                                                                \
       v128_t v = wasm_v128_load(q + 16 * g), m = wasm_i16x8_splat(0x000f);                  \
       v128_t c[4] = {wasm_v128_and(v, m), wasm_v128_and(wasm_u16x8_shr(v, 4), m),           \
                      wasm_v128_and(wasm_u16x8_shr(v, 8), m), wasm_u16x8_shr(v, 12)};        \
       for (uint32_t t = 0; t < T; t++) {                                                    \
-        v128_t p = wasm_f32x4_convert_i32x4(idot32(c, (const int16_t *)xp[t] + 32 * g));    \
-        acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(p, wasm_v128_load32_splat(&ts[t][g]))); \
+        v128_t p = wasm_f32x4_convert_i32x4(idot32(c, X));                            \
+        acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(p, wasm_v128_load32_splat(TS_AT))); \
       }                                                                                     \
     }                                                                                       \
     for (uint32_t t = 0; t < T; t++) y[t * ys + r - r0] = hsum(acc[t]) + dot_f32(mn, xs[t], G4); \

@@ -33,29 +33,45 @@ INLINE void codes(const uint8_t *q, v128_t c[8]) {
   }
 }
 
+/* the rows' loop of rows_t: TS fills the row's scales * d; GROUP starts group g; X and
+ * TS_AT (of t, g) point at token t's xq and scale * d of group g */
+#define Q8_ROW_LOOP(TS, GROUP, X, TS_AT)                                                    \
+  for (uint32_t r = r0; r < r1; r++, q += w->K) {                                           \
+    f16_to_f32_pad4((const uint16_t *)w->p[1] + (size_t)r * G, G, sc);                      \
+    TS;                                                                                     \
+    v128_t acc[MAXT_ROWS];                                                                  \
+    for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);                       \
+    for (uint32_t g = 0; g < G; g++) {                                                      \
+      GROUP;                                                                                \
+      v128_t a = wasm_v128_xor(wasm_v128_load(q + 32 * g), bias);                           \
+      v128_t b = wasm_v128_xor(wasm_v128_load(q + 32 * g + 16), bias);                      \
+      v128_t c[4] = {wasm_i16x8_extend_low_i8x16(a), wasm_i16x8_extend_high_i8x16(a),       \
+                     wasm_i16x8_extend_low_i8x16(b), wasm_i16x8_extend_high_i8x16(b)};      \
+      for (uint32_t t = 0; t < T; t++) {                                                    \
+        v128_t p = wasm_f32x4_convert_i32x4(idot32(c, X));                                  \
+        acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(p, wasm_v128_load32_splat(TS_AT))); \
+      }                                                                                     \
+    }                                                                                       \
+    for (uint32_t t = 0; t < T; t++) y[t * ys + r - r0] = hsum(acc[t]);                     \
+  }
+
+/* One token (decode) reads its x in place; a batch (T >= 2) reads the tokens' x
+ * interleaved per group (batch_x, llmpack.h), the same operations per token. */
 INLINE void rows_t(const wmat *w, uint32_t r0, uint32_t r1, const float *const *xp, const float *const *xs, float *y,
                    uint32_t ys, uint32_t T) {
   uint32_t G = w->K / 32, G4 = GROUPS4(w->K, 32);
-  float sc[G4] __attribute__((aligned(16))), ts[MAXT_ROWS][G4] __attribute__((aligned(16)));
+  float sc[G4] __attribute__((aligned(16)));
   const v128_t bias = wasm_i8x16_splat((int8_t)0x80);
   const uint8_t *q = (const uint8_t *)w->p[0] + (size_t)r0 * w->K;
-  for (uint32_t r = r0; r < r1; r++, q += w->K) {
-    f16_to_f32_pad4((const uint16_t *)w->p[1] + (size_t)r * G, G, sc);
-    for (uint32_t t = 0; t < T; t++)
-      for (uint32_t g = 0; g < G4; g += 4)
-        wasm_v128_store(&ts[t][g], wasm_f32x4_mul(wasm_v128_load(sc + g), wasm_v128_load(xs[t] + G4 + g)));
-    v128_t acc[MAXT_ROWS];
-    for (uint32_t t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);
-    for (uint32_t g = 0; g < G; g++) {
-      v128_t a = wasm_v128_xor(wasm_v128_load(q + 32 * g), bias), b = wasm_v128_xor(wasm_v128_load(q + 32 * g + 16), bias);
-      v128_t c[4] = {wasm_i16x8_extend_low_i8x16(a), wasm_i16x8_extend_high_i8x16(a), wasm_i16x8_extend_low_i8x16(b),
-                     wasm_i16x8_extend_high_i8x16(b)};
-      for (uint32_t t = 0; t < T; t++) {
-        v128_t p = wasm_f32x4_convert_i32x4(idot32(c, (const int16_t *)xp[t] + 32 * g));
-        acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(p, wasm_v128_load32_splat(&ts[t][g])));
-      }
-    }
-    for (uint32_t t = 0; t < T; t++) y[t * ys + r - r0] = hsum(acc[t]);
+  if (T == 1) {
+    float ts[G4] __attribute__((aligned(16)));
+    Q8_ROW_LOOP(batch_scales(sc, xs[0] + G4, G4, 1, ts), (void)0, (const int16_t *)xp[0] + 32 * g, &ts[g])
+  } else {
+    uint32_t TP = BATCH_PAD(T);
+    v128_t xi[4 * G * T];
+    float dg[G4 * TP] __attribute__((aligned(16))), ts[G4 * TP] __attribute__((aligned(16)));
+    batch_x(xp, xs, G, G4, T, xi, dg);
+    Q8_ROW_LOOP(batch_scales(sc, dg, G4, TP, ts), BATCH_GROUP(xi, ts, T, TP, g), (const int16_t *)(xg + 4 * t), tg + t)
   }
 }
 

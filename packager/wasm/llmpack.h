@@ -313,6 +313,51 @@ INLINE v128_t idot32(const v128_t c[4], const int16_t *x) {
   return wasm_i32x4_add(a, b);
 }
 
+/* A batch of T >= 2 tokens for the int16 dots (dot_rows): their xq interleaved per group,
+ * xi[4 (T g + t) + i] = the i-th eight of token t's 32 values of group g, and their d,
+ * dg[TP g + t] (TP = BATCH_PAD(T), zero-padded), so that one pointer per group reaches
+ * every token at constant offsets (folded into the loads: no address arithmetic per
+ * token and group, which otherwise costs as much as the dots). */
+#define BATCH_PAD(T) (((T) + 3u) & ~3u)
+INLINE void batch_x(const float *const *xp, const float *const *xs, uint32_t G, uint32_t G4, uint32_t T, v128_t *xi,
+                    float *dg) {
+  uint32_t TP = BATCH_PAD(T);
+  for (uint32_t g = 0; g < G; g++) {
+    for (uint32_t t = 0; t < T; t++) {
+      const v128_t *s = (const v128_t *)xp[t] + 4 * g;
+      for (int i = 0; i < 4; i++) xi[4 * (T * g + t) + i] = s[i];
+      dg[TP * g + t] = xs[t][G4 + g];
+    }
+    for (uint32_t t = T; t < TP; t++) dg[TP * g + t] = 0.0f;
+  }
+  for (uint32_t i = TP * G; i < TP * G4; i++) dg[i] = 0.0f;
+}
+
+/* The pointers of group g of a batch: xg (its T tokens' xq) and tg (their scale * d),
+ * each made opaque to the compiler (an empty asm), so that it reads the tokens at
+ * constant offsets from them (folded into the loads) instead of keeping a pointer per
+ * token that it advances and offsets with an add before each load. */
+#define BATCH_GROUP(xi, ts, T, TP, g)                \
+  const v128_t *xg = (xi) + 4 * (T) * (g);           \
+  const float *tg = (ts) + (TP) * (g);               \
+  __asm__("" : "+r"(xg));                            \
+  __asm__("" : "+r"(tg))
+
+/* ts[TP g + t] = sc[g] * d[TP g + t] for g < G4, t < TP (a multiple of 4, or 1: then
+ * d = one token's d per group) */
+INLINE void batch_scales(const float *sc, const float *d, uint32_t G4, uint32_t TP, float *ts) {
+  if (TP == 1) {
+    for (uint32_t g = 0; g < G4; g += 4)
+      wasm_v128_store(ts + g, wasm_f32x4_mul(wasm_v128_load(sc + g), wasm_v128_load(d + g)));
+    return;
+  }
+  for (uint32_t g = 0; g < G4; g++) {
+    v128_t s = wasm_v128_load32_splat(sc + g);
+    for (uint32_t t = 0; t < TP; t += 4)
+      wasm_v128_store(ts + TP * g + t, wasm_f32x4_mul(s, wasm_v128_load(d + TP * g + t)));
+  }
+}
+
 /* Element-wise ops below this many elements run on one thread (syncing costs more). */
 #define SMALL_WORK 4096u
 
