@@ -5,8 +5,10 @@
 // attention, norms, element-wise ops), next to whole decode steps at 1..N threads
 // (fastest of --steps; the difference between the threaded step and the single-thread
 // sum divided by the threads is what syncing, imbalance and the JS side cost).
+// --verify K profiles the plan's verify entry (a batched step of K tokens, speculative
+// decoding's) instead, next to whole verify calls.
 //
-//   node scripts/profile_wasm_decode.mjs --bundle BUNDLE [--past 64] [--steps 20] [--threads 1,2]
+//   node scripts/profile_wasm_decode.mjs --bundle BUNDLE [--past 64] [--steps 20] [--threads 1,2] [--verify K]
 //
 // Needs the built runtime (cd runtime_js && npm run build). Prints a Markdown table.
 import path from "node:path";
@@ -22,6 +24,7 @@ const { values: o } = parseArgs({
     past: { type: "string", default: "64" },
     steps: { type: "string", default: "20" },
     threads: { type: "string", default: "1,2" },
+    verify: { type: "string" },
   },
 });
 if (!o.bundle) {
@@ -30,6 +33,11 @@ if (!o.bundle) {
 }
 const past = Number(o.past);
 const steps = Number(o.steps);
+const verifyK = o.verify === undefined ? 0 : Number(o.verify);
+const entry = verifyK ? "verify" : "decode";
+const tokens = verifyK || 1;
+const call = (backend) =>
+  verifyK ? backend.verify(Int32Array.from({ length: verifyK }, (_, i) => 200 + i), past) : backend.decode(1, past);
 const best = (xs) => Math.min(...xs);
 
 async function open(threads) {
@@ -46,7 +54,7 @@ async function stepMs(backend) {
   const ts = [];
   for (let i = 0; i < steps + 2; i++) {
     const t = performance.now();
-    await backend.decode(1, past);
+    await call(backend);
     ts.push(performance.now() - t);
   }
   return best(ts.slice(2));
@@ -55,11 +63,16 @@ async function stepMs(backend) {
 // ---- per dispatch, single thread -------------------------------------------------------
 const b1 = await open(1);
 const ex = b1.executor;
-const prog = ex.programs.get("decode");
-prog.prepare(1, past, new Uint32Array(ex.memory.buffer));
+if (verifyK && b1.verifyMaxTokens === undefined) {
+  console.error("error: the bundle's plan has no verify entry (package it again)");
+  process.exit(1);
+}
+if (verifyK) await call(b1); // writes the verify program's arguments once
+const prog = ex.programs.get(entry);
+prog.prepare(tokens, past, new Uint32Array(ex.memory.buffer));
 const run = ex.runner.exec;
 const mem = new Uint32Array(ex.memory.buffer);
-const dispatches = b1.plan.entries.decode.dispatches;
+const dispatches = b1.plan.entries[entry].dispatches;
 const addrs = [];
 let w = prog.addr / 4;
 for (let i = 0; i < dispatches.length; i++) {
@@ -92,7 +105,7 @@ const total = [...byKind.values()].reduce((s, e) => s + e.ms, 0);
 const step1 = await stepMs(b1);
 b1.unload();
 
-console.log(`decode step at past_len ${past}: ${dispatches.length} dispatches; single thread, one dispatch at a time (fastest of ${steps})`);
+console.log(`${verifyK ? `verify call of ${verifyK} tokens` : "decode step"} at past_len ${past}: ${dispatches.length} dispatches; single thread, one dispatch at a time (fastest of ${steps})`);
 console.log("");
 console.log("| dispatch kind | count | ms per step | share | µs each |");
 console.log("|---|---:|---:|---:|---:|");
@@ -100,12 +113,12 @@ for (const [k, e] of [...byKind.entries()].sort((a, b) => b[1].ms - a[1].ms))
   console.log(`| ${k} | ${e.n} | ${e.ms.toFixed(3)} | ${((100 * e.ms) / total).toFixed(1)} % | ${((1000 * e.ms) / e.n).toFixed(1)} |`);
 console.log(`| sum | ${dispatches.length} | ${total.toFixed(3)} | | |`);
 console.log("");
-console.log(`| threads | decode step ms | tok/s | step - sum/threads (sync, JS) |`);
+console.log(`| threads | ${verifyK ? "verify call" : "decode step"} ms | tok/s | step - sum/threads (sync, JS) |`);
 console.log("|---:|---:|---:|---:|");
-console.log(`| 1 | ${step1.toFixed(3)} | ${(1000 / step1).toFixed(1)} | ${(step1 - total).toFixed(3)} |`);
+console.log(`| 1 | ${step1.toFixed(3)} | ${((1000 * tokens) / step1).toFixed(1)} | ${(step1 - total).toFixed(3)} |`);
 for (const t of o.threads.split(",").map(Number).filter((t) => t > 1)) {
   const b = await open(t);
   const ms = await stepMs(b);
   b.unload();
-  console.log(`| ${t} | ${ms.toFixed(3)} | ${(1000 / ms).toFixed(1)} | ${(ms - total / t).toFixed(3)} |`);
+  console.log(`| ${t} | ${ms.toFixed(3)} | ${((1000 * tokens) / ms).toFixed(1)} | ${(ms - total / t).toFixed(3)} |`);
 }
