@@ -22,7 +22,7 @@ import { WasmBackend } from "../src/wasm/index.js";
 import { WebGpuBackend } from "../src/webgpu/index.js";
 import { tmpDir } from "./fixtures.js";
 import { gpuSkip } from "./gpu-env.js";
-import { requireComponent } from "./helpers.js";
+import { collect, requireComponent } from "./helpers.js";
 import { tinyBundle } from "./tiny-bundle.js";
 
 const made = tinyBundle();
@@ -88,12 +88,6 @@ function sameLogprobs(a: ChatCompletionTokenLogprob[], b: ChatCompletionTokenLog
     assert.ok(Math.abs(x.logprob - y.logprob) <= tol, `${x.logprob} vs ${y.logprob} at ${i}`);
     assert.deepEqual(x.top_logprobs.map((t) => t.token), y.top_logprobs.map((t) => t.token));
   });
-}
-
-async function collect(stream: AsyncIterable<ChatCompletionChunk>): Promise<ChatCompletionChunk[]> {
-  const out: ChatCompletionChunk[] = [];
-  for await (const c of stream) out.push(c);
-  return out;
 }
 
 const SYSTEM = { role: "system", content: "You are a helpful assistant." };

@@ -13,6 +13,7 @@ import type { LogitsProcessor } from "../src/logits_processor.js";
 import type { ChatCompletionChunk } from "../src/openai.js";
 import { EOS, FakeBackend } from "./fake-backend.js";
 import { type FakeBundle, type TestServer, makeChatBundle, serve } from "./fixtures.js";
+import { collect } from "./helpers.js";
 
 const MESSAGES = [{ role: "user", content: "Say hello" }];
 const VOCAB = 258;
@@ -63,12 +64,6 @@ after(() => server.close());
 
 async function engineWith(backend: FakeBackend): Promise<Engine> {
   return createEngine(server.url, { backend, cache: null });
-}
-
-async function collect(stream: AsyncIterable<ChatCompletionChunk>): Promise<ChatCompletionChunk[]> {
-  const out: ChatCompletionChunk[] = [];
-  for await (const c of stream) out.push(c);
-  return out;
 }
 
 describe("chat parameters", () => {

@@ -7,7 +7,7 @@ import type { ChatCompletion, ChatCompletionChunk } from "../src/openai.js";
 import type { ProgressReport } from "../src/loader.js";
 import { EOS, FakeBackend, spell } from "./fake-backend.js";
 import { type FakeBundle, type TestServer, makeChatBundle, serve, tmpDir } from "./fixtures.js";
-import { runtimeDir } from "./helpers.js";
+import { collect, runtimeDir } from "./helpers.js";
 
 const REPLY = "Héllo wörld 👋🏽 日本 — done.";
 const MESSAGES = [{ role: "user", content: "Say hello" }];
@@ -23,12 +23,6 @@ after(() => server.close());
 
 async function engineWith(backend: FakeBackend, extra: Parameters<typeof createEngine>[1] = {}): Promise<Engine> {
   return createEngine(server.url, { backend, cache: null, ...extra });
-}
-
-async function collect(stream: AsyncIterable<ChatCompletionChunk>): Promise<ChatCompletionChunk[]> {
-  const out: ChatCompletionChunk[] = [];
-  for await (const c of stream) out.push(c);
-  return out;
 }
 
 describe("engine", () => {

@@ -33,3 +33,10 @@ export function requireComponent(component: string, missing: string | false): st
   });
   return missing;
 }
+
+/** Every item of an async iterable (a streamed completion's chunks), in order. */
+export async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const c of stream) out.push(c);
+  return out;
+}

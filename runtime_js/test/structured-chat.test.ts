@@ -16,6 +16,7 @@ import type { ChatCompletionChunk } from "../src/openai.js";
 import { QWEN_STYLE_TEMPLATE } from "./chat-templates.js";
 import { EOS, FakeBackend } from "./fake-backend.js";
 import { type FakeBundle, type TestServer, makeChatBundle, serve } from "./fixtures.js";
+import { collect } from "./helpers.js";
 
 const VOCAB = 258;
 const MESSAGES = [{ role: "user", content: "Describe a person as JSON" }];
@@ -67,12 +68,6 @@ before(async () => {
   engine = await createEngine(server.url, { backend, cache: null });
 });
 after(() => server.close());
-
-async function collect(stream: AsyncIterable<ChatCompletionChunk>): Promise<ChatCompletionChunk[]> {
-  const out: ChatCompletionChunk[] = [];
-  for await (const c of stream) out.push(c);
-  return out;
-}
 
 describe("response_format on the engine", () => {
   test("json_schema: each answer parses and validates; streamed the same; n = 2 both", async () => {
