@@ -17,7 +17,7 @@ import type { Backend } from "../src/backend.js";
 import { createEngine, type Engine } from "../src/engine.js";
 import type { BundleLoader } from "../src/loader.js";
 import type { Manifest } from "../src/manifest.js";
-import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionTokenLogprob } from "../src/openai.js";
+import type { ChatCompletion, ChatCompletionRequest, ChatCompletionTokenLogprob } from "../src/openai.js";
 import { WasmBackend } from "../src/wasm/index.js";
 import { WebGpuBackend } from "../src/webgpu/index.js";
 import { tmpDir } from "./fixtures.js";

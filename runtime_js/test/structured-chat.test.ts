@@ -12,7 +12,6 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Ajv } from "ajv";
 import { createEngine, type Engine } from "../src/engine.js";
-import type { ChatCompletionChunk } from "../src/openai.js";
 import { QWEN_STYLE_TEMPLATE } from "./chat-templates.js";
 import { EOS, FakeBackend } from "./fake-backend.js";
 import { type FakeBundle, type TestServer, makeChatBundle, serve } from "./fixtures.js";
