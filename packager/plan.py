@@ -69,10 +69,6 @@ def tile(template: str, name: str) -> int:
 # ---------------------------------------------------------------------------------------
 # plan builder
 
-# fused lowerings tried at each op, in order (see _Builder.__init__)
-FUSIONS: list = []
-
-
 class _Builder:
     def __init__(self, manifest: dict, config: ModelConfig, max_binding_size, max_buffer_size, prefill_chunk,
                  fuse: bool = True, verify_chunk: int | None = None):
@@ -662,8 +658,6 @@ def fuse_glu(b: _Builder, out: list, ops: list, i: int, mode: str) -> int:
     return 3
 
 
-FUSIONS.append(fuse_glu)
-
 
 def fuse_add_rmsnorm(b: _Builder, out: list, ops: list, i: int, mode: str) -> int:
     """A residual add `a += y` and the RMSNorm of `a` right after it (in the same layer, the
@@ -698,24 +692,6 @@ def fuse_add_rmsnorm(b: _Builder, out: list, ops: list, i: int, mode: str) -> in
     return 2
 
 
-FUSIONS.append(fuse_add_rmsnorm)
-
-
-def build_plan(manifest: dict, *, config: ModelConfig | None = None, context_window: int | None = None,
-               max_binding_size: int = DEFAULT_MAX_BINDING, max_buffer_size: int = DEFAULT_MAX_BUFFER,
-               prefill_chunk: int = DEFAULT_PREFILL_CHUNK, fuse: bool = True,
-               verify_chunk: int | None = None) -> tuple[dict, list[KernelSpec]]:
-    """(plan JSON dict, kernel specs) of a bundle manifest (a dict: its tensor index and
-    quantization). config: the resolved config (packaging passes the one it resolved);
-    without it, the config is read from the manifest, the context window being
-    `context_window` if given, else the manifest's, else the default. fuse=False: every op
-    lowered on its own (no fused dispatches; for measuring what fusion saves). verify_chunk: most
-    tokens of the "verify" entry (None: min(16, prefill chunk); 0: no verify entry). Raises PackError."""
-    if config is None:
-        config = config_from_manifest(manifest, context_window)
-    elif context_window is not None:
-        raise ValueError("give the context window in the config or as context_window, not both")
-    return _Builder(manifest, config, max_binding_size, max_buffer_size, prefill_chunk, fuse, verify_chunk).build()
 
 
 def fuse_qkv_rope(b: _Builder, out: list, ops: list, i: int, mode: str) -> int:
@@ -778,4 +754,22 @@ def _matvec_rope_into(b: _Builder, out: list, op: Op, rope: Op, cache: str | Non
                 "uniforms": ["past_len", at], "workgroups": [str(cdiv(N, tile("matvec_rope", "ROWS"))), "1", "1"]})
 
 
-FUSIONS.append(fuse_qkv_rope)
+# the fused lowerings tried at each op, in order (see _Builder.__init__; docs/plan.md, "Fused dispatches")
+FUSIONS = [fuse_glu, fuse_add_rmsnorm, fuse_qkv_rope]
+
+
+def build_plan(manifest: dict, *, config: ModelConfig | None = None, context_window: int | None = None,
+               max_binding_size: int = DEFAULT_MAX_BINDING, max_buffer_size: int = DEFAULT_MAX_BUFFER,
+               prefill_chunk: int = DEFAULT_PREFILL_CHUNK, fuse: bool = True,
+               verify_chunk: int | None = None) -> tuple[dict, list[KernelSpec]]:
+    """(plan JSON dict, kernel specs) of a bundle manifest (a dict: its tensor index and
+    quantization). config: the resolved config (packaging passes the one it resolved);
+    without it, the config is read from the manifest, the context window being
+    `context_window` if given, else the manifest's, else the default. fuse=False: every op
+    lowered on its own (no fused dispatches; for measuring what fusion saves). verify_chunk: most
+    tokens of the "verify" entry (None: min(16, prefill chunk); 0: no verify entry). Raises PackError."""
+    if config is None:
+        config = config_from_manifest(manifest, context_window)
+    elif context_window is not None:
+        raise ValueError("give the context window in the config or as context_window, not both")
+    return _Builder(manifest, config, max_binding_size, max_buffer_size, prefill_chunk, fuse, verify_chunk).build()
