@@ -339,11 +339,10 @@ export class Session {
           draft = lookup ? lookup.draft(Math.min(spec!.maxDraft, budget - count - 1)) : [];
           if (spec?.adaptive && draft.length) draft.length = this.drafts.length(draft.length);
           row = 0;
-          if (draft.length || (spec && pos < this.cached.length)) {
-            // (also a step back after a rejected draft: a one-token verify where the draft began)
+          if (draft.length) {
             rows = await this.verifyStep([token, ...draft], pos, () => (consistent = false));
             logits = rows.subarray(0, rows.length / (draft.length + 1));
-            if (draft.length) timings.verify_steps!++;
+            timings.verify_steps!++; // (spec: timings has the counters)
             timings.draft_tokens! += draft.length;
           } else if (onDevice && pos === this.cached.length) next = await this.stepArgmax(token, pos, () => (consistent = false));
           else if (topAsk && pos === this.cached.length) top = await this.stepTopK(token, pos, topAsk.invTemperature, () => (consistent = false));
