@@ -39,9 +39,9 @@ LONG = 4000
 class Server:
     """`llmpack serve ... --api --port 0` as a subprocess; its output lines are kept."""
 
-    def __init__(self, paths: list[Path], env: dict | None = None):
+    def __init__(self, paths: list[Path], env: dict | None = None, args: tuple[str, ...] = ()):
         self.proc = subprocess.Popen([sys.executable, "-m", "packager.cli", "serve", *map(str, paths), "--api",
-                                      "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      "--port", "0", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self.lines: list[str] = []
         first = self.proc.stdout.readline()
@@ -349,6 +349,31 @@ def test_logprobs_logit_bias_and_n(server, bundle):
         for c in chunk.choices:
             texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
     assert texts == {0: got[2].choices[0].message.content, 1: got[2].choices[1].message.content}
+
+
+def test_the_speculative_extension_field(server, bundle):
+    """`"speculative": true` (llmpack's extension): prompt-lookup speculative decoding for
+    this request; the runtime's plain answer, streamed and not, with the drafts counted in
+    `timings`. An answer held to four tokens (logit_bias) loops, and prompt lookup drafts
+    from the loop. A value other than true, false or null is a 400 naming the field."""
+    req = dict(messages=HI, max_tokens=40, temperature=0, logit_bias={str(t): 100 for t in (65, 66, 67, 68)})
+    want = direct(bundle, [req])[0]["choices"][0]["message"]["content"]
+    client = server.client()
+    res = client.chat.completions.create(model=MODEL, extra_body={"speculative": True}, **req)
+    assert res.choices[0].message.content == want
+    t = res.timings
+    assert t["verify_steps"] > 0 and t["draft_tokens"] >= t["accepted_tokens"] > 0, t
+    chunks = list(client.chat.completions.create(model=MODEL, stream=True, extra_body={"speculative": True}, **req))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == want
+    assert chunks[-1].timings["accepted_tokens"] > 0, chunks[-1].timings
+    off = client.chat.completions.create(model=MODEL, extra_body={"speculative": None}, **req)  # the server's default
+    assert off.choices[0].message.content == want and "verify_steps" not in off.timings, off.timings
+    for bad in ("yes", 1, {"maxDraft": 2}):
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as e:
+                client.chat.completions.create(model=MODEL, stream=stream, extra_body={"speculative": bad}, **req)
+            assert e.value.body["param"] == "speculative" and e.value.body["type"] == "invalid_request_error"
+            assert e.value.body["message"].startswith("speculative must be true or false"), e.value.body
 
 
 def node_pid(server: Server) -> int:
