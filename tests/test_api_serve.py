@@ -407,6 +407,14 @@ def test_without_node_api_fails_at_start_in_one_line(bundle, tmp_path):
                         "PATH)\n")
 
 
+def test_speculative_without_api_fails_in_one_line(bundle):
+    r = subprocess.run([sys.executable, "-m", "packager.cli", "serve", str(bundle), "--speculative", "--port", "0"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout == "", r.stdout + r.stderr
+    assert r.stderr.startswith("error: --speculative is for the OpenAI-compatible API: add --api") and \
+        r.stderr.count("\n") == 1, r.stderr
+
+
 @pytest.mark.parametrize("script, message", [
     ('echo \'ready {"node": "18.19.0"}\'; cat >/dev/null', r"--api needs Node.js 20 or newer; .*/node is 18\.19\.0"),
     ("echo 'SyntaxError: Unexpected token' >&2; exit 1",
@@ -430,19 +438,33 @@ def test_a_node_that_cannot_run_the_host_is_one_line(tmp_path, script, message):
 @pytest.mark.slow
 def test_smollm2_answers_are_the_runtimes(smollm2_bundle):
     """SmolLM2 (the bundle other tests check against transformers and the numpy reference)
-    through the API: greedy and streamed, the runtime's own answers."""
+    through the API of a server started with --speculative: greedy and streamed, the
+    runtime's own plain answers; asked to repeat a sentence, drafts copied from the prompt
+    are accepted; a request's "speculative": false runs without."""
     require_node()
     bundle = smollm2_bundle("q4f32", context_window=512)
     req = dict(messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=12,
                temperature=0)
-    want = direct(bundle, [req])[0]["choices"][0]["message"]["content"]
-    s = Server([bundle])
+    sentence = "The quick brown fox jumps over the lazy dog near the old river bank."
+    repeat = dict(messages=[{"role": "user", "content": f"Repeat this sentence exactly: {sentence}"}], max_tokens=32,
+                  temperature=0)
+    want, want_repeat = (w["choices"][0]["message"]["content"] for w in direct(bundle, [req, repeat]))
+    s = Server([bundle], args=("--speculative",))
     try:
+        s.wait_for_line(r"speculative decoding \(prompt lookup\) is on", 0)
         client = s.client()
         model = client.models.list().data[0].id
         res = client.chat.completions.create(model=model, **req)
         streamed = "".join(c.choices[0].delta.content or ""
                            for c in client.chat.completions.create(model=model, stream=True, **req))
+        copied = client.chat.completions.create(model=model, **repeat)
+        plain = client.chat.completions.create(model=model, extra_body={"speculative": False}, **repeat)
     finally:
         s.stop()
     assert res.choices[0].message.content == streamed == want
+    assert "verify_steps" in res.timings, res.timings  # (on by default)
+    assert copied.choices[0].message.content == plain.choices[0].message.content == want_repeat
+    assert sentence[:20] in want_repeat  # (the model did repeat it)
+    print(f"SmolLM2 q4f32 via --api --speculative, asked to repeat a sentence: {copied.timings}")
+    assert copied.timings["accepted_tokens"] > 0, copied.timings
+    assert "verify_steps" not in plain.timings, plain.timings
