@@ -445,8 +445,11 @@ def test_smollm2_answers_are_the_runtimes(smollm2_bundle):
     bundle = smollm2_bundle("q4f32", context_window=512)
     req = dict(messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=12,
                temperature=0)
-    sentence = "The quick brown fox jumps over the lazy dog near the old river bank."
-    repeat = dict(messages=[{"role": "user", "content": f"Repeat this sentence exactly: {sentence}"}], max_tokens=32,
+    # (long: drafting is adaptive, and where the machine's timings make it decline drafts, it
+    # still checks one after 16 declined in a row; an answer that copies accepts it)
+    sentence = ("The quick brown fox jumps over the lazy dog near the old river bank, then runs across the wide "
+                "green field to the small wooden house where the farmer keeps his chickens, goats and two cats.")
+    repeat = dict(messages=[{"role": "user", "content": f"Repeat this sentence exactly: {sentence}"}], max_tokens=64,
                   temperature=0)
     want, want_repeat = (w["choices"][0]["message"]["content"] for w in direct(bundle, [req, repeat]))
     s = Server([bundle], args=("--speculative",))
@@ -464,7 +467,7 @@ def test_smollm2_answers_are_the_runtimes(smollm2_bundle):
     assert res.choices[0].message.content == streamed == want
     assert "verify_steps" in res.timings, res.timings  # (on by default)
     assert copied.choices[0].message.content == plain.choices[0].message.content == want_repeat
-    assert sentence[:20] in want_repeat  # (the model did repeat it)
+    assert sentence[:60] in want_repeat, want_repeat  # (the model did repeat it)
     print(f"SmolLM2 q4f32 via --api --speculative, asked to repeat a sentence: {copied.timings}")
     assert copied.timings["accepted_tokens"] > 0, copied.timings
     assert "verify_steps" not in plain.timings, plain.timings
