@@ -114,6 +114,11 @@ def parse_threads(text: str | None, backend: str) -> list[int | None]:
     return counts
 
 
+def _cpu(ms: float | None) -> str:
+    """ " (CPU 14.3 s)": the process's CPU time of a load, where the environment reports it (Node)."""
+    return "" if ms is None else f" (CPU {ms / 1000:.1f} s)"
+
+
 def summary_rows(result: dict) -> list[tuple[str, str]]:
     """(what, value) pairs for a human-readable table."""
     mem = result.get("peak_memory") or {}
@@ -125,8 +130,8 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
         ("backend", f"{result.get('label')} ({result.get('where')}, {result.get('runtime')})"),
         ("adapter", adapter.get("description") or vendor or "-"),
         ("model", f"{result.get('model')} {result.get('quantization')}"),
-        ("load, cold", f"{result.get('load_cold_ms', 0) / 1000:.2f} s"),
-        ("load, cached", f"{result.get('load_cached_ms', 0) / 1000:.2f} s"),
+        ("load, cold", f"{result.get('load_cold_ms', 0) / 1000:.2f} s{_cpu(result.get('load_cold_cpu_ms'))}"),
+        ("load, cached", f"{result.get('load_cached_ms', 0) / 1000:.2f} s{_cpu(result.get('load_cached_cpu_ms'))}"),
         ("prefill", f"{result.get('prefill_tok_s')} tok/s ({result.get('prompt_tokens')} tokens)"),
         ("decode", f"{result.get('decode_tok_s')} tok/s ({result.get('new_tokens')} tokens)"),
     ]

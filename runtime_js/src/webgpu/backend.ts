@@ -4,8 +4,10 @@
  * chosen variant's features and limits, allocate the plan's buffers, read every
  * kernel's source and compile those of prefill and decode while the weights stream in
  * through a staging sink, then build their bind groups; an optional entry's own kernels
- * (verify, argmax, topk) compile at its first run (PlanExecutor.prepareEntry). Run: PlanCalls' prefill (in chunks of the plan's prefill_chunk) and
- * decode over the executor; each call reads back the last token's logits (f32); verify
+ * (verify, argmax, topk) compile at its first run (PlanExecutor.prepareEntry; not in the
+ * background after load: on a CPU-emulated GPU that slows the first request, see
+ * runtime_js/README.md). Run: PlanCalls' prefill (in chunks of the plan's prefill_chunk)
+ * and decode over the executor; each call reads back the last token's logits (f32); verify
  * (plans with the "verify" entry) reads back the logits of every token of its run.
  */
 import { BackendUnsupportedError, type Backend, type BackendLoadOptions } from "../backend.js";

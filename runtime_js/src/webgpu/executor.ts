@@ -2,10 +2,11 @@
  * Runs a plan's entry points on a WebGPU device: the plan's buffers (made at load), one
  * bind group per dispatch and one uniform buffer per distinct uniform list of an entry
  * (made once: at load for the required entries, prefill and decode; at its first run,
- * after its kernels compiled, for an optional one), then per run of an entry point: write the tokens, rewrite the uniform buffers
- * whose values changed, record every dispatch in one compute pass and submit; when the
- * logits are wanted, copy them into a mappable buffer and read them back. The loop
- * around the runs (chunks, window, one call at a time) is PlanCalls'.
+ * after its kernels compiled, for an optional one), then per run of an entry point:
+ * write the tokens, rewrite the uniform buffers whose values changed, record every
+ * dispatch in one compute pass and submit; when the logits are wanted, copy them into a
+ * mappable buffer and read them back. The loop around the runs (chunks, window, one call
+ * at a time) is PlanCalls'.
  * No per-model code: everything comes from plan.json.
  */
 import { BackendUnsupportedError } from "../backend.js";
@@ -226,7 +227,12 @@ export class PlanExecutor implements PlanDevice {
     this.checkUsable();
     let p = this.entries.get(entry);
     if (!p) {
-      p = await this.preparedEntry(entry);
+      try {
+        p = await this.preparedEntry(entry);
+      } catch (e) {
+        this.checkUsable(); // (a device lost while compiling: say that, not that a kernel failed)
+        throw e;
+      }
       this.checkUsable();
     }
     const device = this.device;
