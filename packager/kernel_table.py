@@ -126,6 +126,11 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
                        params=("K", "N", "OUT"), tiles={"ROWS": 16, "THREADS_PER_ROW": 4, "X_CHUNK": 2048},
                        weights=True, workgroup_bytes=lambda v: 4 * (min(v["K"], v["X_CHUNK"]) + v["WG"]),
                        wasm="matmul"),
+    # verify (speculative decoding's few tokens): matvec's rows and threads over the tokens in
+    # passes of 8, so each weight is dequantized once per pass (a vec4 reduction per 4 tokens)
+    Template("matvec_batch", (Binding(1, "x", R), Binding(2, "y", W)), ("seq_len", "row0", "rows"), (64, 1, 1),
+                             params=("K", "N", "OUT"), tiles={"ROWS": 16, "THREADS_PER_ROW": 4}, weights=True,
+                             wasm="matmul", workgroup_bytes=lambda v: 32 * v["WG"]),
     # prefill: TILE_M (tokens) x TILE_N (rows) output tiles, K in steps of TILE_K; the
     # kernel's unrolled inner loop fixes TILE_M = 4 WG_Y and TILE_N = 8 WG_X
     Template("matmul", (Binding(1, "x", R), Binding(2, "y", W)), ("seq_len", "row0", "rows"), (8, 8, 1),
@@ -251,6 +256,8 @@ def _check() -> None:
     assert mv.tiles["THREADS_PER_ROW"] == 4
     assert TEMPLATES["matvec_glu"].tiles == mv.tiles  # the same reduction: g and u equal matvec's
     assert TEMPLATES["matvec_rope"].tiles == mv.tiles  # its rows pair up as matvec's rows do
+    mb = TEMPLATES["matvec_batch"].tiles
+    assert (mb["ROWS"], mb["THREADS_PER_ROW"]) == (mv.tiles["ROWS"], mv.tiles["THREADS_PER_ROW"])  # its reduction
     assert (mm.tiles["TILE_M"], mm.tiles["TILE_N"]) == (4 * mm.workgroup_size[1], 8 * mm.workgroup_size[0])
 
 

@@ -249,12 +249,13 @@ class _Builder:
     def lower_graph(self, mode: str) -> list[dict]:
         """The dispatches of one entry: the graph's ops in order (embedding, layers, head), where
         a run of ops that one of `FUSIONS` matches is lowered by it as one (or fewer) dispatches.
-        mode "verify" is "prefill" (fusions and lowerings see "prefill") with the head over every
-        row: its last-token activations and the logits replaced by their per-token twins."""
+        mode "verify" is "prefill" (the fusions see no "decode") with the head over every row
+        (its last-token activations and the logits replaced by their per-token twins) and its
+        linear ops lowered for a few tokens (matvec_batch instead of matmul's tiles)."""
         g = self.graph
         head = g.head
         if mode == "verify":
-            mode, head = "prefill", tuple(self.rows_op(op) for op in g.head)
+            head = tuple(self.rows_op(op) for op in g.head)
         ops = [(op, None) for op in g.embed] + [(op, i) for i, layer in enumerate(g.layers) for op in layer] \
             + [(op, None) for op in head]
         out: list[dict] = []
@@ -329,7 +330,12 @@ class _Builder:
             raise PackError(f"linear {op.label}: {N} output rows, but {op.out} has {self.width(op.out)} values")
         fmt = t["format"]
         single_row = not self.per_token(op.inputs[0])  # e.g. the logits of the last token
-        template = "matmul" if mode == "prefill" and not single_row else "matvec"
+        if single_row or mode == "decode":
+            template = "matvec"
+        elif mode == "verify":
+            template = "matvec_batch"
+        else:
+            template = "matmul"
         out_type = self.buffers[op.out]["dtype"]
         suffix = ".f32out" if out_type == "f32" else ""
         kname = self.kernel(f"{template}.{fmt}.k{K}.n{N}{suffix}", template, {"K": K, "N": N, "OUT": out_type}, fmt)
@@ -338,6 +344,8 @@ class _Builder:
         for b in blocks:
             if template == "matmul":
                 wg = [str(cdiv(b["rows"], tile("matmul", "TILE_N"))), f"cdiv({seq}, {tile('matmul', 'TILE_M')})", "1"]
+            elif template == "matvec_batch":
+                wg = [str(cdiv(b["rows"], tile("matvec_batch", "ROWS"))), "1", "1"]
             else:
                 wg = [str(cdiv(b["rows"], tile("matvec", "ROWS"))), seq, "1"]
             out.append({"kernel": kname, "label": self.block_label(label, blocks, b),
@@ -402,7 +410,7 @@ class _Builder:
         cap = float(op.cap)
         variant = (f".w{window}" if window < self.ctx else "") + (".capped" if cap else "")
         common = {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": scale, "SOFTCAP": cap, "WINDOW": window, "SLOTS": slots}
-        if mode == "prefill":
+        if mode != "decode":
             kname = self.kernel(f"attention.h{NH}.kv{NKV}.d{HD}{variant}", "attention", common)
             out.append({"kernel": kname, "label": label,
                         "bindings": self.binds("attention", q=q, kc=kc, vc=vc, out=op.out),

@@ -84,12 +84,19 @@ def wbinds(fmt):
     return [(8 + i, "read-only-storage") for i in range(len(WEIGHT_FORMATS[fmt].parts))]
 
 
+def linear_grid(path, rows, seq):
+    """The workgroups of a linear kernel (the plan's sizes): matvec a row block of 16 per token,
+    matvec_batch a row block for every token, matmul 64-row x 32-token tiles."""
+    return {"matvec": (math.ceil(rows / 16), seq, 1), "matvec_batch": (math.ceil(rows / 16), 1, 1),
+            "matmul": (math.ceil(rows / 64), math.ceil(seq / 32), 1)}[path]
+
+
 # ---------------------------------------------------------------------------------------
-# matmul (decode mat-vec and tiled prefill), every weight format
+# matmul (decode mat-vec, verify's few tokens and tiled prefill), every weight format
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("path", ["matvec", "matmul"])
+@pytest.mark.parametrize("path", ["matvec", "matvec_batch", "matmul"])
 @pytest.mark.parametrize("fmt", list(WEIGHT_FORMATS))
 def test_matmul(gpu, fmt, path, variant):
     dev, cache = gpu
@@ -103,10 +110,9 @@ def test_matmul(gpu, fmt, path, variant):
     for seq in SEQ_LENS:
         x = act_arr(rng.normal(0, 1, (seq, K)), variant)
         ref = x.astype(np.float64) @ deq.T
-        wg = (math.ceil(N / 16), seq, 1) if path == "matvec" else (math.ceil(N / 64), math.ceil(seq / 32), 1)
         out = run_kernel(dev, cache, code, BIND_MM + wbinds(fmt),
                          {1: x, 2: np.zeros((seq, N), ACT[variant]), **parts},
-                         [seq, 0, N], wg, read=[2], poison=[2])
+                         [seq, 0, N], linear_grid(path, N, seq), read=[2], poison=[2])
         got = as_act(out[2], variant, (seq, N))
         assert rel_err(got, ref) <= TOL[variant], (seq, rel_err(got, ref))
         if modules is None:
@@ -115,7 +121,7 @@ def test_matmul(gpu, fmt, path, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("path", ["matvec", "matmul"])
+@pytest.mark.parametrize("path", ["matvec", "matvec_batch", "matmul"])
 def test_matmul_row_blocks_and_f32_out(gpu, path, variant):
     """A weight split into row blocks, one dispatch per block, each writing its rows."""
     dev, cache = gpu
@@ -130,29 +136,30 @@ def test_matmul_row_blocks_and_f32_out(gpu, path, variant):
     got = np.full((seq, N), np.nan)
     for r0, r1 in [(0, 128), (128, 256), (256, N)]:
         rows = r1 - r0
-        wg = (math.ceil(rows / 16), seq, 1) if path == "matvec" else (math.ceil(rows / 64), math.ceil(seq / 32), 1)
         out = run_kernel(dev, cache, code, BIND_MM + wbinds(fmt),
                          {1: x, 2: np.zeros((seq, N), np.float32), **row_block(parts, r0, r1)},
-                         [seq, r0, rows], wg, read=[2], poison=[2])
+                         [seq, r0, rows], linear_grid(path, rows, seq), read=[2], poison=[2])
         block = out[2].view(np.float32).reshape(seq, N)
         assert np.all(np.isnan(np.delete(block, np.s_[r0:r1], axis=1))), "wrote outside its rows"
         got[:, r0:r1] = block[:, r0:r1]
     assert rel_err(got, ref) <= TOL["f32"] * (1 if variant == "f32" else 10)
 
 
+@pytest.mark.parametrize("path", ["matvec", "matvec_batch"])
 @pytest.mark.parametrize("fmt", ["f16", "q4f32", "q3f16", "q2f16"])
-def test_matvec_long_rows(gpu, fmt):
-    """K above the 2048-value x chunk of the mat-vec kernel (and not a multiple of it)."""
+def test_matvec_long_rows(gpu, fmt, path):
+    """K above the x chunk of the mat-vec kernels (2048 and 384 values), not a multiple of it;
+    matvec_batch with a partial second pass of 8 tokens."""
     dev, cache = gpu
     rng = np.random.default_rng(23)
-    K, N = 4224, 40
+    K, N = 4160, 40
     w = rng.normal(0, 1, (N, K)).astype(np.float32)
     parts, deq = weight_parts(fmt, w)
-    code = render("matvec", "f32", {"K": K, "N": N}, fmt)
-    for seq in (1, 7):
+    code = render(path, "f32", {"K": K, "N": N}, fmt)
+    for seq in (1, 7, 11):
         x = rng.normal(0, 1, (seq, K)).astype(np.float32)
         out = run_kernel(dev, cache, code, BIND_MM + wbinds(fmt), {1: x, 2: np.zeros((seq, N), np.float32), **parts},
-                         [seq, 0, N], (math.ceil(N / 16), seq, 1), read=[2], poison=[2])
+                         [seq, 0, N], linear_grid(path, N, seq), read=[2], poison=[2])
         assert rel_err(out[2].view(np.float32).reshape(seq, N), x.astype(np.float64) @ deq.T) <= TOL["f32"]
 
 

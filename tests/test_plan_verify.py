@@ -85,17 +85,27 @@ def test_verify_entry_structure(packaged_tiny):
     verify, prefill = plan["entries"]["verify"], plan["entries"]["prefill"]
     assert verify["max_seq_len"] == 16 and plan["outputs"]["logits_rows"] == "logits_rows"
     assert plan["buffers"]["logits_rows"] == {"kind": "output", "dtype": "f32", "elements": 16 * vocab}
-    # the layers are prefill's dispatches exactly, but for the last residual add, which the final
-    # norm takes in here (fuse_add_rmsnorm: it norms every row the add wrote); the head runs over
-    # seq_len rows
+    # the layers are prefill's dispatches, but for the last residual add, which the final norm
+    # takes in here (fuse_add_rmsnorm: it norms every row the add wrote), and the linear ops,
+    # which run as matvec_batch (one workgroup per 16 rows, the tokens in passes of 8) instead
+    # of matmul's 32-token tiles, same bindings and uniforms; the head runs over seq_len rows
     head = head_dispatches(verify)
     layers = verify["dispatches"][:len(verify["dispatches"]) - len(head)]
     prefill_layers = prefill["dispatches"][:len(prefill["dispatches"]) - len(head_dispatches(prefill))]
-    assert layers == prefill_layers[:-1] and prefill_layers[-1]["label"] == "layer 1 residual"
+    assert len(layers) == len(prefill_layers) - 1 and prefill_layers[-1]["label"] == "layer 1 residual"
+    batched = 0
+    for v, p in zip(layers, prefill_layers):
+        if v["kernel"].startswith("matvec_batch."):
+            batched += 1
+            assert p["kernel"] == v["kernel"].replace("matvec_batch.", "matmul.", 1)
+            assert v["workgroups"] == [str(-(-int(v["uniforms"][2]) // 16)), "1", "1"]
+            v, p = ({k: d[k] for k in ("label", "bindings", "uniforms")} for d in (v, p))
+        assert v == p
+    assert batched == 2 * 7  # q, k, v, o, gate, up, down in both layers
     norm, lm_head = head
     assert norm["label"] == "layer 1 residual + final norm (every token)"
     assert norm["workgroups"][0] == "seq_len" and norm["uniforms"] == ["0"]
-    assert lm_head["kernel"].startswith("matmul.") and lm_head["kernel"].endswith(".f32out")
+    assert lm_head["kernel"].startswith("matvec_batch.") and lm_head["kernel"].endswith(".f32out")
     assert lm_head["bindings"][:2] == [[1, "x_last_rows"], [2, "logits_rows"]]
     # without the entry (verify_chunk=0) every other entry and buffer is the same
     old, _ = build_plan(m, verify_chunk=0)
