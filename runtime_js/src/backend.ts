@@ -49,14 +49,18 @@ export interface Backend {
   prefill(tokens: Int32Array, pastLen: number): Promise<Float32Array>;
 
   /**
-   * Most recent KV cache positions a call may roll back: a prefill at `pastLen` when the
+   * Most recent KV cache positions a call may roll back: a prefill or decode at `pastLen` when the
    * cache holds `cached` positions needs `cached - pastLen <= kvRewindLimit` (a sliding
    * window's ring buffer has overwritten older ones). Absent: any rollback works. From
    * plan.json's `kv_rewind_limit`.
    */
   readonly kvRewindLimit?: number;
 
-  /** Runs one token at position `pos` (= tokens in the cache); resolves to its logits. */
+  /**
+   * Runs one token at position `pos`; resolves to its logits. `pos` is the tokens in the
+   * cache, or fewer (a rollback, within kvRewindLimit, as prefill's): the step overwrites
+   * the positions from `pos`.
+   */
   decode(token: number, pos: number): Promise<Float32Array>;
 
   /**

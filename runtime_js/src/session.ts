@@ -344,8 +344,8 @@ export class Session {
             logits = rows.subarray(0, rows.length / (draft.length + 1));
             timings.verify_steps!++; // (spec: timings has the counters)
             timings.draft_tokens! += draft.length;
-          } else if (onDevice && pos === this.cached.length) next = await this.stepArgmax(token, pos, () => (consistent = false));
-          else if (topAsk && pos === this.cached.length) top = await this.stepTopK(token, pos, topAsk.invTemperature, () => (consistent = false));
+          } else if (onDevice) next = await this.stepArgmax(token, pos, () => (consistent = false));
+          else if (topAsk) top = await this.stepTopK(token, pos, topAsk.invTemperature, () => (consistent = false));
           else logits = await this.step(token, pos, () => (consistent = false));
           consistent = true;
           const ms = performance.now() - t1;
@@ -375,15 +375,14 @@ export class Session {
   }
 
   /**
-   * Runs `token` at `pos`: a decode step when the cache holds exactly `pos` tokens, else
-   * (a choice after the first, rolled back to the prompt) a one-token prefill at `pos`,
-   * which overwrites the positions from there.
+   * Runs `token` at `pos` (a decode step): the cache holds `pos` tokens, or more when rolled
+   * back (a choice after the first, back to the prompt; the step after a rejected draft),
+   * and the step overwrites the positions from `pos`.
    */
   private async step(token: number, pos: number, running: () => void): Promise<Float32Array> {
-    const rollback = pos < this.cached.length;
     this.cached.length = Math.min(this.cached.length, pos);
     running();
-    const logits = await this.call(rollback ? this.backend.prefill(Int32Array.of(token), pos) : this.backend.decode(token, pos));
+    const logits = await this.call(this.backend.decode(token, pos));
     this.cached.push(token);
     return logits;
   }
@@ -402,16 +401,18 @@ export class Session {
     return rows;
   }
 
-  /** A decode step at `pos` (= the cached tokens) whose next token the backend picks (argmax). */
+  /** A decode step at `pos` (as `step`) whose next token the backend picks (argmax). */
   private async stepArgmax(token: number, pos: number, running: () => void): Promise<number> {
+    this.cached.length = Math.min(this.cached.length, pos);
     running();
     const next = await this.call(this.backend.decodeArgmax!(token, pos)); // argmaxOnDevice: defined
     this.cached.push(token);
     return next;
   }
 
-  /** A decode step at `pos` (= the cached tokens) that reads back the backend's top candidates, not the logits. */
+  /** A decode step at `pos` (as `step`) that reads back the backend's top candidates, not the logits. */
   private async stepTopK(token: number, pos: number, invTemperature: number, running: () => void): Promise<TopCandidates> {
+    this.cached.length = Math.min(this.cached.length, pos);
     running();
     const top = await this.call(this.backend.decodeTopK!(token, pos, invTemperature)); // topKOnDevice: defined
     this.cached.push(token);

@@ -53,14 +53,19 @@ export class FakeBackend implements Backend {
     );
   }
 
-  async prefill(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
-    if (pastLen > this.kv.length) throw new Error(`prefill at ${pastLen} but the cache holds ${this.kv.length}`);
+  /** A call at `pastLen` overwrites the cache from there: at most its length, within kvRewindLimit (but from 0). */
+  private rollTo(call: string, pastLen: number): void {
+    if (pastLen > this.kv.length) throw new Error(`${call} at ${pastLen} but the cache holds ${this.kv.length}`);
     if (pastLen > 0 && this.kv.length - pastLen > (this.opts.kvRewindLimit ?? Infinity)) {
-      throw new Error(`prefill at ${pastLen} rolls back ${this.kv.length - pastLen} positions, more than kvRewindLimit`);
+      throw new Error(`${call} at ${pastLen} rolls back ${this.kv.length - pastLen} positions, more than kvRewindLimit`);
     }
+    this.kv.length = pastLen;
+  }
+
+  async prefill(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
+    this.rollTo("prefill", pastLen);
     this.runs++;
     this.calls.push(`prefill ${tokens.length}@${pastLen}`);
-    this.kv.length = pastLen;
     this.kv.push(...tokens);
     this.promptEnd = this.kv.length;
     return this.logits();
@@ -69,13 +74,9 @@ export class FakeBackend implements Backend {
   async verify(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
     if (!this.opts.verifyMaxTokens) throw new Error("this fake backend does not verify");
     if (tokens.length > this.opts.verifyMaxTokens) throw new Error(`verify of ${tokens.length} tokens, more than verifyMaxTokens`);
-    if (pastLen > this.kv.length) throw new Error(`verify at ${pastLen} but the cache holds ${this.kv.length}`);
-    if (this.kv.length - pastLen > (this.opts.kvRewindLimit ?? Infinity)) {
-      throw new Error(`verify at ${pastLen} rolls back ${this.kv.length - pastLen} positions, more than kvRewindLimit`);
-    }
+    this.rollTo("verify", pastLen);
     this.runs++;
     this.calls.push(`verify ${tokens.length}@${pastLen}`);
-    this.kv.length = pastLen;
     const rows: Float32Array[] = [];
     for (const t of tokens) {
       this.kv.push(t);
@@ -88,7 +89,8 @@ export class FakeBackend implements Backend {
   }
 
   async decode(token: number, pos: number): Promise<Float32Array> {
-    if (pos !== this.kv.length) throw new Error(`decode at ${pos} but the cache holds ${this.kv.length}`);
+    if (pos < this.kv.length) this.calls.push(`decode 1@${pos}`); // a rollback
+    this.rollTo("decode", pos);
     if (this.opts.failDecodeAt === pos) {
       this.opts.failDecodeAt = undefined; // once
       throw new Error("device lost");
