@@ -121,11 +121,16 @@ def serve(
     allowed_host: list[str] = typer.Option([], "--allowed-host", help=ALLOWED_HOST_HELP),
     api: bool = typer.Option(False, "--api", help="also serve an OpenAI-compatible API at /v1 (chat completions, "
                              "models), run by the JS runtime in Node.js"),
+    speculative: bool = typer.Option(False, "--speculative", help="with --api: prompt-lookup speculative decoding "
+                                     "for every request that does not say (a request's \"speculative\": false "
+                                     "turns it off). The same answers; faster when the answer copies its prompt "
+                                     "(fixing typos, editing a text or code), about the same speed otherwise"),
 ):
     """Serve bundles, the JS runtime and the chat demo page over HTTP."""
     from .serve import serve as run_server
 
-    run_server(paths, host=host, port=port, registry=registry, allowed_hosts=allowed_host, api=api)
+    run_server(paths, host=host, port=port, registry=registry, allowed_hosts=allowed_host, api=api,
+               speculative=speculative)
 
 
 @app.command()

@@ -63,12 +63,15 @@ def server_error(message: str) -> Event:
 class NodeApiHost:
     """Starts `node api_host.js` and talks to it. `start()` checks Node and waits for the
     process to say it is ready (PackError, one line, when it cannot); a process that died
-    is started again at the next request."""
+    is started again at the next request. `speculative`: prompt-lookup speculative decoding
+    for the requests that do not say (their `speculative` field)."""
 
-    def __init__(self, script: Path | None = None, node: str | None = None, env: dict[str, str] | None = None):
+    def __init__(self, script: Path | None = None, node: str | None = None, env: dict[str, str] | None = None,
+                 speculative: bool = False):
         self.script = script
         self.node = node
         self.env = env
+        self.speculative = speculative
         self.proc: subprocess.Popen | None = None
         self.calls: dict[int, Call] = {}
         self._ids = itertools.count(1)
@@ -93,7 +96,8 @@ class NodeApiHost:
         env = dict(self.env if self.env is not None else os.environ)
         env.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))  # quiets Mesa
         try:
-            proc = subprocess.Popen([self.node, str(self.script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            args = ["--speculative"] if self.speculative else []
+            proc = subprocess.Popen([self.node, str(self.script), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, env=env, cwd=self.script.parent, text=True,
                                     encoding="utf-8", bufsize=1)
         except OSError as e:

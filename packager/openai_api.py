@@ -7,7 +7,8 @@
 A raw ASGI app, so that it sees the client go away: a request whose client disconnects
 (a closed stream, a cancelled call) is aborted in the runtime at once, and the model's
 queue moves on. The request body goes to the runtime unchanged (it validates every
-parameter); this side only needs the `model` it names. Errors have OpenAI's shape
+parameter; the Node host takes llmpack's `speculative` extension field); this side only
+needs the `model` it names. Errors have OpenAI's shape
 (`{"error": {"message", "type", "param", "code"}}`) and status codes: 400 for a bad
 request, 404 for an unknown model or URL, 500 when the server fails.
 """

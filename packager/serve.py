@@ -354,26 +354,30 @@ def page_url(host: str, port: int) -> str:
 
 def serve(paths: Sequence[Path | str], host: str = "127.0.0.1", port: int = 8000, *, registry: str | None = None,
           allowed_hosts: Sequence[str] = (), open_browser: bool = False, query: str = "", api: bool = False,
-          log_level: str = "warning", out: Callable[[str], None] = print) -> None:
+          speculative: bool = False, log_level: str = "warning", out: Callable[[str], None] = print) -> None:
     """Run `llmpack serve` until interrupted: checks the paths and the runtime, binds,
     prints the URL (first line) and the served models, then runs uvicorn. Requests are
     answered only for the Host names of `host` and `allowed_hosts` (bundle_contract.http.HostCheck).
-    With `api`, the Node process that runs the models is started first (packager.node_api)."""
+    With `api`, the Node process that runs the models is started first (packager.node_api);
+    `speculative` turns prompt-lookup speculative decoding on for its requests that do not say."""
+    if speculative and not api:
+        raise PackError("--speculative is for the OpenAI-compatible API: add --api (the chat page has a switch "
+                        "of its own, under Generation)")
     bundles = BundleSet(paths)
     runtime = web_assets.runtime_dir()
     sock = bind(host, port)
-    node = NodeApiHost(runtime / "api_host.js").start() if api else None
+    node = NodeApiHost(runtime / "api_host.js", speculative=speculative).start() if api else None
     try:
         app = create_app(bundles, registry=registry, runtime_dist=runtime, api=node)
         _run(app, sock, bundles, host, registry=registry, allowed_hosts=allowed_hosts, open_browser=open_browser,
-             query=query, api=api, log_level=log_level, out=out)
+             query=query, api=api, speculative=speculative, log_level=log_level, out=out)
     finally:
         if node is not None:
             node.close()
 
 
-def _run(app, sock, bundles: BundleSet, host: str, *, registry, allowed_hosts, open_browser, query, api, log_level,
-         out) -> None:
+def _run(app, sock, bundles: BundleSet, host: str, *, registry, allowed_hosts, open_browser, query, api,
+         speculative=False, log_level, out) -> None:
     """Prints the URLs and serves until interrupted."""
     import uvicorn
 
@@ -388,6 +392,9 @@ def _run(app, sock, bundles: BundleSet, host: str, *, registry, allowed_hosts, o
     if api:
         out(f"  OpenAI-compatible API: {url}v1/ (POST /v1/chat/completions, GET /v1/models; "
             "the models run in Node.js)")
+        if speculative:
+            out('  speculative decoding (prompt lookup) is on for every API request that does not say '
+                '"speculative": false')
     if not is_loopback(host):
         out(f"warning: listening on {host}: other machines can reach this server and read every served file. "
             "Browsers enable WebGPU only on https:// or localhost pages: serve other machines through HTTPS.")

@@ -39,9 +39,9 @@ LONG = 4000
 class Server:
     """`llmpack serve ... --api --port 0` as a subprocess; its output lines are kept."""
 
-    def __init__(self, paths: list[Path], env: dict | None = None):
+    def __init__(self, paths: list[Path], env: dict | None = None, args: tuple[str, ...] = ()):
         self.proc = subprocess.Popen([sys.executable, "-m", "packager.cli", "serve", *map(str, paths), "--api",
-                                      "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      "--port", "0", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self.lines: list[str] = []
         first = self.proc.stdout.readline()
@@ -351,6 +351,31 @@ def test_logprobs_logit_bias_and_n(server, bundle):
     assert texts == {0: got[2].choices[0].message.content, 1: got[2].choices[1].message.content}
 
 
+def test_the_speculative_extension_field(server, bundle):
+    """`"speculative": true` (llmpack's extension): prompt-lookup speculative decoding for
+    this request; the runtime's plain answer, streamed and not, with the drafts counted in
+    `timings`. An answer held to four tokens (logit_bias) loops, and prompt lookup drafts
+    from the loop. A value other than true, false or null is a 400 naming the field."""
+    req = dict(messages=HI, max_tokens=40, temperature=0, logit_bias={str(t): 100 for t in (65, 66, 67, 68)})
+    want = direct(bundle, [req])[0]["choices"][0]["message"]["content"]
+    client = server.client()
+    res = client.chat.completions.create(model=MODEL, extra_body={"speculative": True}, **req)
+    assert res.choices[0].message.content == want
+    t = res.timings
+    assert t["verify_steps"] > 0 and t["draft_tokens"] >= t["accepted_tokens"] > 0, t
+    chunks = list(client.chat.completions.create(model=MODEL, stream=True, extra_body={"speculative": True}, **req))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == want
+    assert chunks[-1].timings["accepted_tokens"] > 0, chunks[-1].timings
+    off = client.chat.completions.create(model=MODEL, extra_body={"speculative": None}, **req)  # the server's default
+    assert off.choices[0].message.content == want and "verify_steps" not in off.timings, off.timings
+    for bad in ("yes", 1, {"maxDraft": 2}):
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as e:
+                client.chat.completions.create(model=MODEL, stream=stream, extra_body={"speculative": bad}, **req)
+            assert e.value.body["param"] == "speculative" and e.value.body["type"] == "invalid_request_error"
+            assert e.value.body["message"].startswith("speculative must be true or false"), e.value.body
+
+
 def node_pid(server: Server) -> int:
     """The pid of the server's Node.js process (a child running api_host.js)."""
     for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
@@ -382,6 +407,14 @@ def test_without_node_api_fails_at_start_in_one_line(bundle, tmp_path):
                         "PATH)\n")
 
 
+def test_speculative_without_api_fails_in_one_line(bundle):
+    r = subprocess.run([sys.executable, "-m", "packager.cli", "serve", str(bundle), "--speculative", "--port", "0"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout == "", r.stdout + r.stderr
+    assert r.stderr.startswith("error: --speculative is for the OpenAI-compatible API: add --api") and \
+        r.stderr.count("\n") == 1, r.stderr
+
+
 @pytest.mark.parametrize("script, message", [
     ('echo \'ready {"node": "18.19.0"}\'; cat >/dev/null', r"--api needs Node.js 20 or newer; .*/node is 18\.19\.0"),
     ("echo 'SyntaxError: Unexpected token' >&2; exit 1",
@@ -405,19 +438,36 @@ def test_a_node_that_cannot_run_the_host_is_one_line(tmp_path, script, message):
 @pytest.mark.slow
 def test_smollm2_answers_are_the_runtimes(smollm2_bundle):
     """SmolLM2 (the bundle other tests check against transformers and the numpy reference)
-    through the API: greedy and streamed, the runtime's own answers."""
+    through the API of a server started with --speculative: greedy and streamed, the
+    runtime's own plain answers; asked to repeat a sentence, drafts copied from the prompt
+    are accepted; a request's "speculative": false runs without."""
     require_node()
     bundle = smollm2_bundle("q4f32", context_window=512)
     req = dict(messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=12,
                temperature=0)
-    want = direct(bundle, [req])[0]["choices"][0]["message"]["content"]
-    s = Server([bundle])
+    # (long: drafting is adaptive, and where the machine's timings make it decline drafts, it
+    # still checks one after 16 declined in a row; an answer that copies accepts it)
+    sentence = ("The quick brown fox jumps over the lazy dog near the old river bank, then runs across the wide "
+                "green field to the small wooden house where the farmer keeps his chickens, goats and two cats.")
+    repeat = dict(messages=[{"role": "user", "content": f"Repeat this sentence exactly: {sentence}"}], max_tokens=64,
+                  temperature=0)
+    want, want_repeat = (w["choices"][0]["message"]["content"] for w in direct(bundle, [req, repeat]))
+    s = Server([bundle], args=("--speculative",))
     try:
+        s.wait_for_line(r"speculative decoding \(prompt lookup\) is on", 0)
         client = s.client()
         model = client.models.list().data[0].id
         res = client.chat.completions.create(model=model, **req)
         streamed = "".join(c.choices[0].delta.content or ""
                            for c in client.chat.completions.create(model=model, stream=True, **req))
+        copied = client.chat.completions.create(model=model, **repeat)
+        plain = client.chat.completions.create(model=model, extra_body={"speculative": False}, **repeat)
     finally:
         s.stop()
     assert res.choices[0].message.content == streamed == want
+    assert "verify_steps" in res.timings, res.timings  # (on by default)
+    assert copied.choices[0].message.content == plain.choices[0].message.content == want_repeat
+    assert sentence[:60] in want_repeat, want_repeat  # (the model did repeat it)
+    print(f"SmolLM2 q4f32 via --api --speculative, asked to repeat a sentence: {copied.timings}")
+    assert copied.timings["accepted_tokens"] > 0, copied.timings
+    assert "verify_steps" not in plain.timings, plain.timings

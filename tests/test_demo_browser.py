@@ -2,7 +2,8 @@
 runtime_js/node_modules): `llmpack serve` on a free loopback port serves a real bundle
 (a tiny random Llama packaged by package_model) and web_demo/; web_demo/test/chat_page.mjs
 picks the model, loads it, asks two questions, stops a third answer, recovers from a
-(simulated) GPU device loss with Reload model, and takes screenshots into
+(simulated) GPU device loss with Reload model, asks again greedily with speculative
+decoding switched on, and takes screenshots into
 test-artifacts/web_demo/ at 1280x800 and 390x844.
 
 The page runs the runtime's own choice of backend ("auto"): Wasm here, where Chromium's
@@ -118,6 +119,19 @@ def test_chat_page(bundle, tmp_path):
     assert out["reloaded"] == {"state": "ready", "notice": False, "newBackend": True}, out["reloaded"]
     assert not out["afterReload"]["failed"] and out["afterReload"]["text"].strip(), out["afterReload"]
 
+    # speculative decoding: off until switched on (then remembered); the same greedy answer
+    # (the same question in a new chat), and the stats line says how many drafted tokens were accepted
+    assert out["speculativeAtStart"] is False and out["speculativeRemembered"] is True
+    spec, plain = out["speculative"], out["afterReload"]
+    assert not spec["failed"] and (spec["text"], spec["finish"]) == (plain["text"], plain["finish"]), (spec, plain)
+    assert tokens_in(spec["meta"]) == tokens_in(plain["meta"])
+    drafts = re.search(r"(\d+)/(\d+) drafted tokens accepted|nothing to draft", spec["meta"])
+    assert drafts and "draft" not in plain["meta"], (spec["meta"], plain["meta"])
+    print(f"chat page, speculative decoding on: {spec['meta']!r}")
+    assert drafts.group(1) is None or int(drafts.group(1)) <= int(drafts.group(2))
+    assert out["speculativeHint"].startswith("The same answers, faster when they copy the prompt"), \
+        out["speculativeHint"]  # (not "... cannot check drafts": the Wasm backend verifies them)
+
     assert out["phoneOverflow"] is False, "the page scrolls sideways at 390 px"
     assert out["panelOpenAfterLoad"] is False and out["panelOpens"] is True  # the phone's model panel
     assert out["plainLoad"] == "ready" and out["plainBackend"] == out["backend"]
@@ -127,6 +141,7 @@ def test_chat_page(bundle, tmp_path):
     assert "This browser has no WebGPU" in out["noGpuBefore"]
     assert out["noGpuLoad"] == "ready" and out["noGpuBackend"] == "wasm", out["noGpuAfter"]
     names = {Path(p).name for p in out["screenshots"]}
-    assert {"desktop-chat.png", "phone-chat.png", "phone-panel.png", "phone-start.png"} <= names
+    assert {"desktop-chat.png", "desktop-speculative.png", "phone-chat.png", "phone-panel.png",
+            "phone-start.png"} <= names
     for p in out["screenshots"]:
         assert Path(p).stat().st_size > 10_000, p

@@ -30,6 +30,8 @@ const ui = {
   temperature: $("temperature"),
   temperatureValue: $("temperature-value"),
   maxTokens: $("max-tokens"),
+  speculative: $("speculative"),
+  speculativeHint: $("speculative-hint"),
   newChat: $("new-chat"),
   messages: $("messages"),
   empty: $("empty"),
@@ -105,6 +107,32 @@ function changeBackend() {
   } catch {}
   // a loaded model moves to the backend picked
   if (state.engine && !state.loading && state.selected === state.loaded) loadSelected();
+}
+
+const SPECULATIVE_KEY = "llmpack-demo-speculative";
+const SPECULATIVE_HINT = ui.speculativeHint.textContent.replace(/\s+/g, " ");
+
+/** The speculative decoding switch: off unless it was turned on here before. */
+function initialSpeculative() {
+  try {
+    ui.speculative.checked = localStorage.getItem(SPECULATIVE_KEY) === "on";
+  } catch {}
+}
+
+function changeSpeculative() {
+  try {
+    localStorage.setItem(SPECULATIVE_KEY, ui.speculative.checked ? "on" : "off");
+  } catch {}
+  showSpeculativeHint();
+}
+
+/** The switch's hint; it says so when the loaded model's backend cannot check drafts (then it runs without). */
+function showSpeculativeHint() {
+  const b = state.engine?.backend;
+  const cannot = ui.speculative.checked && b && !(typeof b.verify === "function" && b.verifyMaxTokens >= 2);
+  ui.speculativeHint.textContent = cannot
+    ? `${describeBackend(state.engine)} cannot check drafts for this model (its bundle has no verify step): answers run without`
+    : SPECULATIVE_HINT;
 }
 
 function togglePanel(open = !ui.sidebar.classList.contains("open")) {
@@ -325,6 +353,7 @@ async function loadSelected() {
     state.engine = engine;
     state.loaded = model;
     adoptDefaults(engine);
+    showSpeculativeHint();
     const backend = describeBackend(engine);
     setBadge(backend, "on", engine.backendInfo?.reason);
     showBackendReason(engine);
@@ -445,7 +474,10 @@ async function send(text) {
   let content = "";
   let last = null;
   try {
-    const stream = await engine.chat.completions.create({ messages: state.messages, stream: true, ...settings() }, { signal: ctl.signal });
+    const stream = await engine.chat.completions.create({ messages: state.messages, stream: true, ...settings() }, {
+      signal: ctl.signal,
+      speculative: ui.speculative.checked,
+    });
     for await (const chunk of stream) {
       const choice = chunk.choices?.[0];
       const delta = choice?.delta?.content;
@@ -489,13 +521,15 @@ function finishReply(view, last, content) {
   if (stats) {
     parts.push(`${stats.tokens} token${stats.tokens === 1 ? "" : "s"}`);
     if (stats.decodeRate != null) parts.push(`${stats.decodeRate.toFixed(1)} tokens/s`);
+    if (stats.drafted != null) parts.push(stats.drafted ? `${stats.accepted}/${stats.drafted} drafted tokens accepted` : "nothing to draft");
   }
   if (reason === "abort") parts.push("stopped");
   if (reason === "length") parts.push("hit the token limit");
   const title = stats
     ? `prompt ${stats.promptTokens} tokens (${stats.prefillTokens} computed in ${formatMs(stats.prefillMs ?? 0)}` +
       `${stats.prefillRate != null ? `, ${stats.prefillRate.toFixed(0)} tokens/s` : ""}); ` +
-      `generation ${formatMs(stats.decodeMs ?? 0)}`
+      `generation ${formatMs(stats.decodeMs ?? 0)}` +
+      (stats.verifySteps != null ? `; speculative decoding: ${stats.verifySteps} batched checks of drafts` : "")
     : "";
   addMeta(view, parts.join(" · "), title);
   view.row.dataset.finish = reason ?? "";
@@ -601,6 +635,7 @@ document.addEventListener("keydown", (e) => {
 });
 ui.load.addEventListener("click", loadSelected);
 ui.backend.addEventListener("change", changeBackend);
+ui.speculative.addEventListener("change", changeSpeculative);
 ui.cancelLoad.addEventListener("click", () => state.loading?.abort());
 ui.refresh.addEventListener("click", fetchModels);
 ui.newChat.addEventListener("click", newChat);
@@ -621,6 +656,7 @@ window.llmpackDemo = { state };
 
 async function start() {
   initialBackend();
+  initialSpeculative();
   const [env] = await Promise.all([probeBrowser(), fetchModels()]);
   state.env = env;
   if (state.selected) showNotices(checkModel(env, state.selected));

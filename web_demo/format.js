@@ -68,6 +68,10 @@ export function replyStats(chunk) {
     prefillTokens: t?.prefill_tokens ?? null,
     prefillMs: t?.prefill_ms ?? null,
     decodeMs: t?.decode_ms ?? null,
+    // with speculative decoding (the counters are there only when it ran)
+    drafted: t?.draft_tokens ?? null,
+    accepted: t?.accepted_tokens ?? null,
+    verifySteps: t?.verify_steps ?? null,
   };
 }
 

@@ -91,6 +91,12 @@ export interface Plan {
   entries: Record<string, PlanEntry> & { prefill: PlanEntry; decode: PlanEntry };
 }
 
+/**
+ * The entry points every plan has and every runtime runs; the others (argmax, topk, verify)
+ * are optional, and a runtime may prepare them at their first run.
+ */
+export const REQUIRED_ENTRIES = ["prefill", "decode"] as const;
+
 export class PlanError extends Error {
   override name = "PlanError";
 }
@@ -150,7 +156,7 @@ export function parsePlan(json: unknown, manifest?: Manifest): Plan {
     }
   }
   const entries = p.entries as unknown as Record<string, unknown>;
-  for (const name of ["prefill", "decode"]) {
+  for (const name of REQUIRED_ENTRIES) {
     if (own(entries, name) === undefined) throw new PlanError(`plan.json has no "${name}" entry point (a runtime needs prefill and decode)`);
   }
   const parts = new Map<string, number>();

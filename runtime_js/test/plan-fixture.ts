@@ -60,8 +60,11 @@ export function expectedLogits(b: PlanBundle, token: number, past: number): Floa
   return out;
 }
 
-/** `overrides` are merged into the plan (e.g. other limits or variants). */
-export function makePlanBundle(overrides: Record<string, unknown> = {}, shardSize = 4096): PlanBundle {
+/**
+ * `overrides` are merged into the plan (e.g. other limits or variants); `extraFiles` (path ->
+ * text) join the bundle (e.g. more kernels).
+ */
+export function makePlanBundle(overrides: Record<string, unknown> = {}, shardSize = 4096, extraFiles: Record<string, string> = {}): PlanBundle {
   const limits = {
     maxStorageBufferBindingSize: BLOCK_ROWS * ROW_BYTES,
     maxBufferSize: BLOCK_ROWS * ROW_BYTES,
@@ -114,6 +117,7 @@ export function makePlanBundle(overrides: Record<string, unknown> = {}, shardSiz
     "plan.json": JSON.stringify(plan),
     "kernels/pick.f32.wgsl": PICK,
     "kernels/poison.f32.wgsl": POISON,
+    ...extraFiles,
   };
   const dir = tmpDir("llmpack-plan-");
   mkdirSync(path.join(dir, "kernels"), { recursive: true });

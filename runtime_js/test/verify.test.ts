@@ -4,7 +4,7 @@
  * Llama packaged by the Python packager: the logits of every verified token equal those of
  * decoding the same tokens one at a time, the KV rows it writes serve later decode steps
  * (rolling back into them included), bad calls are refused, and a plan without the entry
- * has no verify.
+ * has no verify. On WebGPU the kernels only verify uses compile at its first call.
  */
 import "./gpu-env.js";
 import { after, before, describe, test } from "node:test";
@@ -84,13 +84,29 @@ function suite(name: string, make: () => Backend, skip: string | false) {
       return out;
     }
 
+    /** WebGPU: the kernels only the verify entry uses (not compiled at load) and those compiled so far; else null */
+    function lazyKernels(): { verifyOnly: string[]; compiled: string[] } | null {
+      if (!(backend instanceof WebGpuBackend)) return null;
+      const plan = backend.plan!;
+      const kernels = (entry: string) => plan.entries[entry]!.dispatches.map((d) => d.kernel);
+      const required = new Set([...kernels("prefill"), ...kernels("decode")]);
+      return { verifyOnly: [...new Set(kernels("verify").filter((k) => !required.has(k)))], compiled: backend.compiledKernels() };
+    }
+
     test("every row equals the logits of decoding the tokens one at a time", async () => {
       assert.equal(backend.verifyMaxTokens, 16);
+      const lazy = lazyKernels();
+      if (lazy) {
+        assert.ok(lazy.verifyOnly.length >= 1, "the verify head's matmul is its own kernel");
+        assert.deepEqual(lazy.verifyOnly.filter((k) => lazy.compiled.includes(k)), [], "compiled at load");
+      }
       for (const k of [1, 4, 16]) {
         const tokens = drafts.subarray(0, k);
         const want = await stepwise(tokens, prompt.length);
         await backend.prefill(prompt, 0);
         const rows = await backend.verify!(tokens, prompt.length);
+        // (WebGPU: the first call compiled them)
+        if (lazy) assert.deepEqual(lazy.verifyOnly.filter((k) => !lazyKernels()!.compiled.includes(k)), []);
         assert.equal(rows.length, k * vocab);
         for (let i = 0; i < k; i++) {
           const row = rows.subarray(i * vocab, (i + 1) * vocab);

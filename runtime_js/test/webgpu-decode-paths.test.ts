@@ -6,7 +6,8 @@
  * - top-k / top-p: sampled from the candidates the GPU lists (the "topk" entry: the 64
  *   largest logits and the softmax sum, 520 bytes per step), seeded, the same text.
  * Counters check which path each request took, and that requests the paths cannot
- * answer (a penalty, plain temperature sampling) read the logits.
+ * answer (a penalty, plain temperature sampling) read the logits; the kernels only the
+ * argmax and topk entries use are compiled at their first request, not at load.
  */
 import "./gpu-env.js";
 import { describe, test } from "node:test";
@@ -67,7 +68,7 @@ interface Run {
 }
 
 /** Every request with the device paths on and off (deviceArgmax / deviceTopK false), on one engine. */
-async function runAll(): Promise<Record<string, { device: Run; readback: Run }>> {
+async function runAll(): Promise<{ runs: Record<string, { device: Run; readback: Run }>; compiled: Record<string, string[]>; backend: CountingGpu }> {
   const opts: WebGpuBackendOptions = {};
   const backend = new CountingGpu(opts);
   const engine = await createEngine(BUNDLE, { backend, cache: null });
@@ -88,11 +89,15 @@ async function runAll(): Promise<Record<string, { device: Run; readback: Run }>>
   try {
     // every compared request then starts from the same cache: the prompt but its last token reused
     await run({ max_tokens: 1 }, false);
-    const out: Record<string, { device: Run; readback: Run }> = {};
+    // the kernels compiled after load and after each request's device run
+    const compiled: Record<string, string[]> = { load: backend.compiledKernels() };
+    const runs: Record<string, { device: Run; readback: Run }> = {};
     for (const [name, request] of Object.entries(REQUESTS)) {
-      out[name] = { device: await run(request, true), readback: await run(request, false) };
+      const device = await run(request, true);
+      compiled[name] = backend.compiledKernels();
+      runs[name] = { device, readback: await run(request, false) };
     }
-    return out;
+    return { runs, compiled, backend };
   } finally {
     await engine.unload();
   }
@@ -100,7 +105,7 @@ async function runAll(): Promise<Record<string, { device: Run; readback: Run }>>
 
 describe("decode paths that read back a few bytes", { skip }, () => {
   test("greedy on the GPU and top-k / top-p candidates: the same text as the logits read back; only requests they can answer take them", async () => {
-    const runs = await runAll();
+    const { runs, compiled, backend } = await runAll();
     for (const [name, { device: d, readback: r }] of Object.entries(runs)) {
       assert.ok(d.tokens > 2, `${name}: ${d.tokens} tokens`);
       assert.equal(d.text, r.text, name);
@@ -123,5 +128,13 @@ describe("decode paths that read back a few bytes", { skip }, () => {
       assert.equal(d.topK + d.argmax, 0, name);
       assert.ok(d.decodes > 0, name);
     }
+    // load compiled the kernels of prefill and decode only; greedy added argmax's, top_k topk's
+    const plan = backend.plan!;
+    const kernels = (...entries: string[]) => [...new Set(entries.flatMap((e) => plan.entries[e]!.dispatches.map((d) => d.kernel)))].sort();
+    assert.deepEqual(compiled.load, kernels("prefill", "decode"));
+    assert.ok(kernels("prefill", "decode", "argmax", "topk").length > compiled.load!.length + 1, "argmax and topk have kernels of their own");
+    assert.deepEqual(compiled.greedy, kernels("prefill", "decode", "argmax"));
+    assert.deepEqual(compiled.top_k, kernels("prefill", "decode", "argmax", "topk"));
+    assert.deepEqual(compiled.penalized, compiled.top_k);
   });
 });

@@ -1,8 +1,8 @@
 /**
  * The WebGPU backend on a synthetic plan (test/plan-fixture.ts): device selection
  * against a scripted adapter, then, on Dawn (SwiftShader where there is no GPU), the
- * executor, chunked prefill, limits, automatic fallback, verified-before-use weights
- * and the cached reload.
+ * executor, chunked prefill, limits, automatic fallback, verified-before-use weights,
+ * the cached reload, and optional entries whose kernels compile at their first call.
  */
 import "./gpu-env.js";
 import { after, before, describe, test } from "node:test";
@@ -14,6 +14,7 @@ import { parsePlan, weightBlocks } from "../src/plan.js";
 import { openDevice } from "../src/webgpu/device.js";
 import { PlanExecutor } from "../src/webgpu/executor.js";
 import { WebGpuBackend } from "../src/webgpu/index.js"; // (registers "webgpu")
+import { KernelCompileError, KernelSet } from "../src/webgpu/kernels.js";
 import { StagingSink } from "../src/webgpu/weights.js";
 import { FakeBackend, spell } from "./fake-backend.js";
 import { type TestServer, serve, tmpDir } from "./fixtures.js";
@@ -273,6 +274,73 @@ describe("on Dawn", { skip }, () => {
     } finally {
       await engine.unload();
       server.faults.clear();
+    }
+  });
+
+  /**
+   * The synthetic plan with two optional entries: "verify" (pick's dispatches writing
+   * logits_rows, through their own kernel pick_rows, compiled from pick's file) and "argmax",
+   * whose kernel "broken" does not compile.
+   */
+  function withOptionalEntries(): PlanBundle {
+    const p = bundle.plan;
+    const rows = p.entries.decode.dispatches
+      .filter((d: any) => d.kernel === "pick")
+      .map((d: any) => ({ ...d, kernel: "pick_rows", bindings: d.bindings.map(([n, buf]: [number, string]) => [n, buf === "logits" ? "logits_rows" : buf]) }));
+    const argmax = { kernel: "broken", bindings: [[2, "next_token"]], uniforms: ["1"], workgroups: ["1", "1", "1"] };
+    return makePlanBundle(
+      {
+        kernels: { ...p.kernels, pick_rows: p.kernels.pick, broken: { ...p.kernels.poison, files: { f32: "kernels/broken.f32.wgsl" } } },
+        buffers: { ...p.buffers, logits_rows: { kind: "output", dtype: "f32", elements: VOCAB }, next_token: { kind: "output", dtype: "u32", elements: 2 } },
+        outputs: { logits: "logits", logits_rows: "logits_rows", next_token: "next_token" },
+        entries: { ...p.entries, verify: { max_seq_len: 1, dispatches: rows }, argmax: { max_seq_len: 1, dispatches: [argmax] } },
+      },
+      4096,
+      { "kernels/broken.f32.wgsl": "this is not WGSL" },
+    );
+  }
+  const compileFailed = (e: Error) => e instanceof KernelCompileError && /^kernel broken\.f32 failed to compile: /.test(e.message);
+
+  test("an optional entry's kernels compile at its first call; one that fails rejects the calls that need it, the rest runs on", async () => {
+    const b = withOptionalEntries();
+    const backend = new WebGpuBackend();
+    const loader = await BundleLoader.open(b.dir, { cache: null });
+    try {
+      await backend.load(loader.manifest, loader); // (the broken kernel does not fail the load: nothing needs it yet)
+      assert.deepEqual(backend.compiledKernels(), ["pick", "poison"]);
+      assert.deepEqual([...(await backend.verify(Int32Array.of(9), 4))], [...expectedLogits(b, 9, 4)]);
+      assert.deepEqual(backend.compiledKernels(), ["pick", "pick_rows", "poison"]);
+      await assert.rejects(backend.decodeArgmax(7, 2), compileFailed);
+      await assert.rejects(backend.decodeArgmax(7, 3), compileFailed); // (not retried: it fails the same way)
+      assert.deepEqual([...(await backend.decode(7, 13))], [...expectedLogits(b, 7, 13)]);
+      assert.deepEqual([...(await backend.verify(Int32Array.of(60), 14))], [...expectedLogits(b, 60, 14)]);
+      assert.deepEqual(await logitsOf(backend, [12, 44], 5), [...expectedLogits(b, 44, 5)]);
+      assert.deepEqual(backend.compiledKernels(), ["pick", "pick_rows", "poison"]);
+    } finally {
+      backend.unload();
+    }
+  });
+
+  test("KernelSet: concurrent callers share one compile of a kernel; a failed one rejects them alike", async () => {
+    const b = withOptionalEntries();
+    const plan = parsePlan(b.plan);
+    const { device, variant } = await openDevice(plan);
+    const loader = await BundleLoader.open(b.dir, { cache: null });
+    try {
+      const set = new KernelSet(device, plan, variant, (path) => loader.fetchText(path));
+      await set.sourcesRead();
+      assert.deepEqual(set.compiled(), []);
+      const [x, y] = await Promise.all([set.compile(["pick_rows"]), set.compile(["pick", "pick_rows", "pick"])]);
+      assert.deepEqual([...y.keys()], ["pick", "pick_rows"]);
+      assert.equal(x.get("pick_rows"), y.get("pick_rows"), "one compile, shared");
+      assert.ok(x.get("pick_rows")!.pipeline !== y.get("pick")!.pipeline);
+      assert.deepEqual(set.compiled(), ["pick", "pick_rows"]);
+      const [e1, e2] = await Promise.allSettled([set.compile(["broken"]), set.compile(["broken"])]);
+      assert.ok(e1.status === "rejected" && e2.status === "rejected" && compileFailed(e1.reason) && e1.reason === e2.reason);
+      await assert.rejects(set.compile(["nothing"]), /the plan has no kernel nothing/);
+      assert.deepEqual(set.compiled(), ["pick", "pick_rows"]);
+    } finally {
+      device.destroy();
     }
   });
 

@@ -1,7 +1,8 @@
 // Drives the chat page (web_demo/) in headless Chromium with playwright-core, the way a
 // user would: pick the model, load it, ask, watch the answer stream, ask again, stop a
-// long answer, recover from a (simulated) GPU device loss with Reload model, and take
-// screenshots at 1280x800 and 390x844. Run by
+// long answer, recover from a (simulated) GPU device loss with Reload model, ask the last
+// question again greedily with speculative decoding switched on, and take screenshots at
+// 1280x800 and 390x844. Run by
 // tests/test_demo_browser.py, which serves the page and a real bundle; it prints one
 // JSON line of observations, which the Python test checks.
 //
@@ -109,6 +110,7 @@ async function main() {
     await page.goto(cfg.url);
     await waitState(page, "idle", 30_000);
     out.isolated = await page.evaluate(() => window.crossOriginIsolated);
+    out.speculativeAtStart = await page.isChecked("#speculative");
     // the compatibility rules against a GPU with small limits and no shader-f16
     out.compat = await page.evaluate(async () => {
       const { checkModel, explainError } = await import("/compat.js");
@@ -198,7 +200,21 @@ async function main() {
     await page.waitForFunction(() => !window.llmpackDemo.state.loading && document.body.dataset.state !== "loading", null, { timeout: 120_000, polling: 50 });
     out.reloaded = await page.evaluate(() => ({ state: document.body.dataset.state, notice: !!document.querySelector(".device-lost"),
       newBackend: window.llmpackDemo.state.engine.backend !== window.__lostBackend }));
+    // greedy from here (the speculative decoding check below compares two greedy answers)
+    await page.evaluate(() => {
+      const t = document.getElementById("temperature");
+      t.value = "0";
+      t.dispatchEvent(new Event("input"));
+    });
     out.afterReload = await ask(page, "Are you still there?");
+
+    // the same question in a new chat, with speculative decoding switched on: the same answer,
+    // and the stats line counts the drafts
+    await page.click("#new-chat");
+    await page.check("#speculative");
+    out.speculative = await ask(page, "Are you still there?");
+    out.speculativeHint = await page.textContent("#speculative-hint");
+    out.screenshots.push(await shot(page, "desktop-speculative.png"));
 
     await page.setViewportSize(PHONE);
     await sleep(200);
@@ -215,6 +231,7 @@ async function main() {
     await fresh.setViewportSize(PHONE);
     await fresh.goto(cfg.url);
     await waitState(fresh, "idle", 30_000);
+    out.speculativeRemembered = await fresh.isChecked("#speculative");
     out.screenshots.push(await shot(fresh, "phone-start.png"));
     await fresh.click("#load");
     out.plainLoad = await waitState(fresh, ["ready", "error"]);

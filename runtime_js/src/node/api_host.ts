@@ -15,8 +15,11 @@
  *        N result <ChatCompletion>         the answer of a request without `stream`
  *        N error {"status": S, "error": {message, type, param, code}}   (also mid-stream)
  *
- * The request body reaches `engine.chat.completions.create()` exactly as the client sent
- * it: the runtime validates it, and its refusals (TypeError, GrammarError and RangeError,
+ * The request body reaches `engine.chat.completions.create()` as the client sent it, less
+ * llmpack's own extension field `speculative` (true | false | null: prompt-lookup
+ * speculative decoding for this request, passed as the request option of that name; absent
+ * or null: the server's default, on when started with `--speculative` on its command line).
+ * The runtime validates the rest, and its refusals (TypeError, GrammarError and RangeError,
  * a context window or chat template error) become 400 invalid_request_error; anything
  * else is a 500 server_error. An aborted request ends in the runtime's AbortError, unsent. An engine is created per bundle on its first request (backend
  * "auto": WebGPU through npm `webgpu` on a GPU that is not a software renderer, else
@@ -55,6 +58,8 @@ function send(line: string): void {
 
 /** Engines by bundle folder; replaced when the bundle's manifest.json changes. */
 const engines = new Map<string, { key: string; engine: Promise<Engine> }>();
+/** speculative decoding for requests that do not say (`llmpack serve --api --speculative`) */
+const SPECULATIVE = process.argv.slice(2).includes("--speculative");
 /** Requests running or queued, by id. */
 const running = new Map<number, AbortController>();
 
@@ -65,7 +70,7 @@ async function engineFor(dir: string, model: string): Promise<Engine> {
   if (known?.key === key) return known.engine;
   if (known) known.engine.then((e) => e.unload()).catch(() => {});
   console.error(`llmpack api: loading ${model} from ${dir}`);
-  const engine = createEngine(dir, { cache: null }).then((e) => {
+  const engine = createEngine(dir, { cache: null, speculative: SPECULATIVE }).then((e) => {
     console.error(`llmpack api: ${model} runs on ${e.backendInfo.label} (${e.backendInfo.reason})`);
     return e;
   });
@@ -76,7 +81,6 @@ async function engineFor(dir: string, model: string): Promise<Engine> {
   return engine;
 }
 
-/** What the runtime throws for a request it refuses (GrammarError is a TypeError). */
 /** Drops a bundle's engine (its GPU device was lost): the next request creates another. */
 function forget(dir: string): void {
   const known = engines.get(dir);
@@ -84,6 +88,7 @@ function forget(dir: string): void {
   known?.engine.then((e) => e.unload()).catch(() => {});
 }
 
+/** What the runtime throws for a request it refuses (GrammarError is a TypeError). */
 const REQUEST_ERRORS = [TypeError, RangeError, SyntaxError, ContextWindowError, TemplateError];
 
 /**
@@ -113,9 +118,11 @@ async function chat(op: ChatOp): Promise<void> {
   let chunks = 0;
   try {
     body = JSON.parse(op.body) as Record<string, unknown>;
+    const { speculative: asked, ...req } = body;
+    const speculative = speculativeField(asked);
     const engine = await engineFor(op.bundle, op.model);
     ctl.signal.throwIfAborted();
-    const res = await engine.chat.completions.create(body as unknown as ChatCompletionRequest, { signal: ctl.signal });
+    const res = await engine.chat.completions.create(req as unknown as ChatCompletionRequest, { signal: ctl.signal, speculative });
     ctl.signal.throwIfAborted();
     if (!isStream(res)) {
       send(`${op.id} result ${JSON.stringify(res)}`);
@@ -147,6 +154,18 @@ async function chat(op: ChatOp): Promise<void> {
   } finally {
     running.delete(op.id);
   }
+}
+
+/**
+ * The request's `speculative` field (an llmpack extension) as the runtime's request
+ * option: true or false, or undefined (absent or null) for the server's default.
+ */
+export function speculativeField(value: unknown): boolean | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === "boolean") return value;
+  throw new TypeError(
+    `speculative must be true or false (llmpack's prompt-lookup speculative decoding; omit it for the server's default), got ${String(JSON.stringify(value)).slice(0, 60)}`,
+  );
 }
 
 function logAbort(op: ChatOp, chunks: number): void {

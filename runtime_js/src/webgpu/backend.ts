@@ -1,21 +1,22 @@
 /**
  * The WebGPU backend: interprets the bundle's plan.json (docs/plan.md) with the
  * bundle's WGSL kernels. Load: read and check the plan, open a device that meets the
- * chosen variant's features and limits, allocate the plan's buffers, compile every
- * kernel once while the weights stream in through a staging sink, then build the
- * bind groups. Run: PlanCalls' prefill (in chunks of the plan's prefill_chunk) and
+ * chosen variant's features and limits, allocate the plan's buffers, read every
+ * kernel's source and compile those of prefill and decode while the weights stream in
+ * through a staging sink, then build their bind groups; an optional entry's own kernels
+ * (verify, argmax, topk) compile at its first run (PlanExecutor.prepareEntry). Run: PlanCalls' prefill (in chunks of the plan's prefill_chunk) and
  * decode over the executor; each call reads back the last token's logits (f32); verify
  * (plans with the "verify" entry) reads back the logits of every token of its run.
  */
 import { BackendUnsupportedError, type Backend, type BackendLoadOptions } from "../backend.js";
 import type { BundleLoader, LoadStats } from "../loader.js";
 import type { Manifest } from "../manifest.js";
-import { type Plan, hasArgmax, parsePlan, topKOf, verifyMaxTokens, weightBlocks } from "../plan.js";
+import { type Plan, REQUIRED_ENTRIES, hasArgmax, parsePlan, topKOf, verifyMaxTokens, weightBlocks } from "../plan.js";
 import { PlanCalls } from "../plan_calls.js";
 import type { TopCandidates } from "../sampler.js";
 import { type AdapterInfo, type DeviceOptions, describeAdapter, openDevice } from "./device.js";
 import { PlanExecutor } from "./executor.js";
-import { type CompiledKernel, compileKernels } from "./kernels.js";
+import { KernelSet } from "./kernels.js";
 import { StagingSink, type UploadLog } from "./weights.js";
 
 export interface WebGpuBackendOptions extends DeviceOptions {
@@ -48,9 +49,9 @@ export class WebGpuBackend implements Backend {
   uploads: UploadLog | null = null;
   private device: GPUDevice | null = null;
   private executor: PlanExecutor | null = null;
-  /** set once prepared: the kernels, compiling */
-  private compiling: Promise<Map<string, CompiledKernel>> | null = null;
   private bundle: { manifest: Manifest; loader: BundleLoader } | null = null;
+  /** set once prepared: the required entries' kernels compiling, then their bind groups made */
+  private preparing: Promise<void> | null = null;
   /** set once the kernels compiled and the bind groups were made */
   private calls: PlanCalls | null = null;
   private weightsLoaded = false;
@@ -102,9 +103,12 @@ export class WebGpuBackend implements Backend {
     signal?.throwIfAborted();
 
     this.executor = await PlanExecutor.allocate(opened.device, plan, opened.variant);
-    this.report(opts, `${this.description}: compiling ${Object.keys(plan.kernels).length} kernels`);
-    this.compiling = compileKernels(opened.device, plan, opened.variant, (path) => loader.fetchText(path, signal));
-    this.compiling.catch(() => {}); // awaited later; not unhandled if the weights fail first
+    const kernels = new KernelSet(opened.device, plan, opened.variant, (path) => loader.fetchText(path, signal));
+    const now = new Set(REQUIRED_ENTRIES.flatMap((e) => plan.entries[e].dispatches.map((d) => d.kernel))).size;
+    this.report(opts, `${this.description}: compiling ${now} of ${Object.keys(plan.kernels).length} kernels (the others at first use)`);
+    // (awaited by ready(); not unhandled if the weights fail first)
+    this.preparing = Promise.all([kernels.sourcesRead(), this.executor.prepare(kernels)]).then(() => {});
+    this.preparing.catch(() => {});
   }
 
   /** Streams the weights through a staging sink while the kernels compile (Backend.loadWeights). */
@@ -133,9 +137,9 @@ export class WebGpuBackend implements Backend {
   /** The kernels compiled and the bind groups made. */
   private async ready(): Promise<PlanCalls> {
     if (!this.calls) {
-      if (!this.executor || !this.compiling || !this.bundle) throw new Error("the WebGPU backend was not prepared");
+      if (!this.executor || !this.preparing || !this.bundle) throw new Error("the WebGPU backend was not prepared");
       const ex = this.executor;
-      ex.prepare(await this.compiling);
+      await this.preparing;
       this.calls = new PlanCalls("WebGPU", this.plan!, this.bundle.manifest.model.config.vocab_size, ex);
     }
     return this.calls;
@@ -186,6 +190,14 @@ export class WebGpuBackend implements Backend {
     return this.loaded().verify(tokens, pastLen);
   }
 
+  /**
+   * Names of the kernels compiled so far (sorted): after load those of prefill and decode;
+   * an optional entry's (verify, argmax, topk) join at its first call.
+   */
+  compiledKernels(): string[] {
+    return this.executor?.compiledKernels() ?? [];
+  }
+
   reset(): void {
     // Positions past a call's past_len are overwritten by it: nothing to clear.
   }
@@ -193,7 +205,7 @@ export class WebGpuBackend implements Backend {
   unload(): void {
     this.calls = null;
     this.weightsLoaded = false;
-    this.compiling = null;
+    this.preparing = null;
     this.executor?.destroy();
     this.executor = null;
     this.device?.destroy();

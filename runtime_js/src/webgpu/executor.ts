@@ -1,7 +1,8 @@
 /**
- * Runs a plan's entry points on a WebGPU device: the plan's buffers, one bind group
- * per dispatch and one uniform buffer per distinct uniform list (all made once, at
- * load), then per run of an entry point: write the tokens, rewrite the uniform buffers
+ * Runs a plan's entry points on a WebGPU device: the plan's buffers (made at load), one
+ * bind group per dispatch and one uniform buffer per distinct uniform list of an entry
+ * (made once: at load for the required entries, prefill and decode; at its first run,
+ * after its kernels compiled, for an optional one), then per run of an entry point: write the tokens, rewrite the uniform buffers
  * whose values changed, record every dispatch in one compute pass and submit; when the
  * logits are wanted, copy them into a mappable buffer and read them back. The loop
  * around the runs (chunks, window, one call at a time) is PlanCalls'.
@@ -13,7 +14,9 @@ import {
   type Dims,
   EntryProgram,
   type Plan,
+  type PlanEntry,
   PlanError,
+  REQUIRED_ENTRIES,
   align,
   bufferBytes,
   hasVerify,
@@ -22,7 +25,7 @@ import {
 } from "../plan.js";
 import type { PlanDevice } from "../plan_calls.js";
 import { BufferUsage, MapMode } from "./gpu.js";
-import type { CompiledKernel } from "./kernels.js";
+import type { CompiledKernel, KernelSet } from "./kernels.js";
 
 interface PreparedEntry {
   program: EntryProgram;
@@ -73,6 +76,9 @@ async function probeDeviceBytes(device: GPUDevice, limit: number): Promise<numbe
 export class PlanExecutor implements PlanDevice {
   readonly buffers = new Map<string, GPUBuffer>();
   private readonly entries = new Map<string, PreparedEntry>();
+  /** per entry asked for: its kernels compiling, then its bind groups made (shared by concurrent runs) */
+  private readonly preparing = new Map<string, Promise<PreparedEntry>>();
+  private kernels: KernelSet | null = null;
   private readonly logits: Float32Array;
   private readonly logitsBytes: number;
   private readback: GPUBuffer | null = null;
@@ -140,26 +146,68 @@ export class PlanExecutor implements PlanDevice {
     return ex;
   }
 
-  /** Builds bind groups and uniform buffers for every entry point (after the kernels compiled). */
-  prepare(kernels: Map<string, CompiledKernel>): void {
-    const device = this.device;
-    for (const [name, entry] of Object.entries(this.plan.entries)) {
-      const program = new EntryProgram(name, entry);
-      const uniforms = program.slots.map((u, s) => ({
-        buffer: device.createBuffer({ label: `${name} uniforms ${s}`, size: Math.max(16, Math.ceil((4 * u.length) / 16) * 16), usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST }),
-        values: new Uint32Array(u.length),
-      }));
-      const dispatches = entry.dispatches.map((d, i) => {
-        const k = kernels.get(d.kernel);
-        if (!k) throw new PlanError(`kernel ${d.kernel} was not compiled`);
-        // slotOf has one entry per dispatch, an index into program.slots, which uniforms maps one to one
-        const slot = uniforms[program.slotOf[i]!]!;
-        const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: slot.buffer } }];
-        for (const [binding, buf] of d.bindings) entries.push({ binding, resource: { buffer: this.planBuffer(buf) } });
-        return { pipeline: k.pipeline, bindGroup: device.createBindGroup({ label: d.label ?? d.kernel, layout: k.layout, entries }) };
+  /**
+   * Compiles the kernels of the required entries (prefill, decode) and builds their bind
+   * groups and uniform buffers; every other entry is prepared by its first run
+   * (prepareEntry), from `kernels`.
+   */
+  async prepare(kernels: KernelSet): Promise<void> {
+    this.kernels = kernels;
+    await Promise.all(REQUIRED_ENTRIES.map((name) => this.prepareEntry(name)));
+  }
+
+  /**
+   * Entry `name` ready to run: its kernels compiled (those not compiled yet, concurrently)
+   * and its bind groups and uniform buffers made, once; concurrent callers share the work.
+   * Rejects with the KernelCompileError of a kernel that failed (and so does every later
+   * run of that entry; the other entries run on).
+   */
+  prepareEntry(name: string): Promise<void> {
+    return this.preparedEntry(name).then(() => {});
+  }
+
+  /** Names of the kernels compiled so far (sorted): the required entries' after load, then those of each optional entry run. */
+  compiledKernels(): string[] {
+    return this.kernels?.compiled() ?? [];
+  }
+
+  private preparedEntry(name: string): Promise<PreparedEntry> {
+    let p = this.preparing.get(name);
+    if (!p) {
+      const kernels = this.kernels;
+      const entry = Object.prototype.hasOwnProperty.call(this.plan.entries, name) ? this.plan.entries[name] : undefined;
+      if (!kernels) return Promise.reject(new Error("the WebGPU executor has no kernels (prepare was not called)"));
+      if (!entry) return Promise.reject(new PlanError(`the plan has no entry ${name}`));
+      p = kernels.compile(entry.dispatches.map((d) => d.kernel)).then((compiled) => {
+        this.checkUsable(); // (unloaded or lost while compiling: no bind groups on a dead device)
+        const prepared = this.build(name, entry, compiled);
+        this.entries.set(name, prepared);
+        return prepared;
       });
-      this.entries.set(name, { program, uniforms, dispatches });
+      p.catch(() => {}); // rejects the runs that await it
+      this.preparing.set(name, p);
     }
+    return p;
+  }
+
+  /** The bind groups and uniform buffers of one entry point. */
+  private build(name: string, entry: PlanEntry, kernels: Map<string, CompiledKernel>): PreparedEntry {
+    const device = this.device;
+    const program = new EntryProgram(name, entry);
+    const uniforms = program.slots.map((u, s) => ({
+      buffer: device.createBuffer({ label: `${name} uniforms ${s}`, size: Math.max(16, Math.ceil((4 * u.length) / 16) * 16), usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST }),
+      values: new Uint32Array(u.length),
+    }));
+    const dispatches = entry.dispatches.map((d, i) => {
+      const k = kernels.get(d.kernel);
+      if (!k) throw new PlanError(`kernel ${d.kernel} was not compiled`);
+      // slotOf has one entry per dispatch, an index into program.slots, which uniforms maps one to one
+      const slot = uniforms[program.slotOf[i]!]!;
+      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: slot.buffer } }];
+      for (const [binding, buf] of d.bindings) entries.push({ binding, resource: { buffer: this.planBuffer(buf) } });
+      return { pipeline: k.pipeline, bindGroup: device.createBindGroup({ label: d.label ?? d.kernel, layout: k.layout, entries }) };
+    });
+    return { program, uniforms, dispatches };
   }
 
   /** PlanDevice: queues the write of the token ids. */
@@ -172,11 +220,15 @@ export class PlanExecutor implements PlanDevice {
   /**
    * PlanDevice: records every dispatch of `entry` for `dims` in one compute pass and
    * submits it; resolves once queued (readLogits waits for the work and reports errors).
+   * The first run of an optional entry waits for its kernels to compile (prepareEntry).
    */
   async runEntry(entry: string, dims: Dims): Promise<void> {
     this.checkUsable();
-    const p = this.entries.get(entry);
-    if (!p) throw new PlanError(`entry ${entry} was not prepared`);
+    let p = this.entries.get(entry);
+    if (!p) {
+      p = await this.preparedEntry(entry);
+      this.checkUsable();
+    }
     const device = this.device;
     const queue = device.queue;
     const prog = p.program;
@@ -346,5 +398,6 @@ export class PlanExecutor implements PlanDevice {
     this.rowsReadback?.destroy();
     this.buffers.clear();
     this.entries.clear();
+    this.preparing.clear();
   }
 }

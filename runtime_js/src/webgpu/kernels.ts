@@ -1,7 +1,10 @@
 /**
  * Compiles a plan's kernels for one variant: one shader module, bind group layout and
- * compute pipeline per kernel, built once at load time. Every kernel reads its dynamic
- * sizes from a uniform, so nothing is ever recompiled for another prompt length.
+ * compute pipeline per kernel. Every kernel reads its dynamic sizes from a uniform, so
+ * nothing is ever recompiled for another prompt length. A KernelSet compiles each kernel
+ * at most once, when first asked for: the backend asks for those of the required entries
+ * (prefill, decode) at load and for those only an optional entry uses (verify, topk, ...)
+ * at that entry's first run, which on a CPU-emulated GPU saves seconds of load.
  */
 import type { Plan, PlanKernel } from "../plan.js";
 import { ShaderStage } from "./gpu.js";
@@ -44,8 +47,69 @@ async function compileOne(device: GPUDevice, name: string, kernel: PlanKernel, v
 }
 
 /**
- * Compiles every kernel of `plan` in `variant`; `source(path)` returns a kernel file's
- * text (verified against the manifest by the loader).
+ * The kernels of `plan` in `variant`, each compiled on first demand. Every kernel's source
+ * is read at construction (`source(path)` returns a kernel file's text, verified against the
+ * manifest by the loader), so a later compile needs no network and a missing or corrupted
+ * file fails the load (`sourcesRead`), not the first call that needs it.
+ */
+export class KernelSet {
+  private readonly sources = new Map<string, Promise<string>>();
+  /** one promise per kernel asked for: concurrent callers share a compile; a failure stays */
+  private readonly compiling = new Map<string, Promise<CompiledKernel>>();
+  private readonly done = new Set<string>();
+
+  constructor(
+    private readonly device: GPUDevice,
+    private readonly plan: Plan,
+    private readonly variant: string,
+    source: (path: string) => Promise<string>,
+  ) {
+    for (const [name, k] of Object.entries(plan.kernels)) {
+      const file = k.files[variant];
+      const text = file ? source(file) : Promise.reject(new KernelCompileError(`kernel ${name} has no ${variant} file in the plan`));
+      text.catch(() => {}); // awaited by sourcesRead and compile
+      this.sources.set(name, text);
+    }
+  }
+
+  /** Resolves once every kernel's source was read; rejects as the first that could not be. */
+  async sourcesRead(): Promise<void> {
+    await Promise.all(this.sources.values());
+  }
+
+  /**
+   * The kernels `names` (plan kernel names), compiling those not compiled or compiling yet,
+   * all at once; rejects with a KernelCompileError when one fails (and so does every later
+   * call that needs it: a compile fails the same way again).
+   */
+  async compile(names: Iterable<string>): Promise<Map<string, CompiledKernel>> {
+    const wanted = [...new Set(names)];
+    const compiled = await Promise.all(wanted.map((name) => this.compileKernel(name)));
+    return new Map(wanted.map((name, i) => [name, compiled[i]!]));
+  }
+
+  /** Names of the kernels compiled so far, sorted (for tests and diagnostics). */
+  compiled(): string[] {
+    return [...this.done].sort();
+  }
+
+  private compileKernel(name: string): Promise<CompiledKernel> {
+    let p = this.compiling.get(name);
+    if (!p) {
+      const kernel = this.plan.kernels[name];
+      const source = this.sources.get(name);
+      if (!kernel || !source) return Promise.reject(new KernelCompileError(`the plan has no kernel ${name}`));
+      p = source.then((code) => compileOne(this.device, name, kernel, this.variant, code));
+      p.then(() => this.done.add(name), () => {});
+      this.compiling.set(name, p);
+    }
+    return p;
+  }
+}
+
+/**
+ * Compiles every kernel of `plan` in `variant` at once; `source(path)` returns a kernel
+ * file's text (verified against the manifest by the loader).
  */
 export async function compileKernels(
   device: GPUDevice,
@@ -53,12 +117,5 @@ export async function compileKernels(
   variant: string,
   source: (path: string) => Promise<string>,
 ): Promise<Map<string, CompiledKernel>> {
-  const compiled = await Promise.all(
-    Object.entries(plan.kernels).map(async ([name, k]): Promise<[string, CompiledKernel]> => {
-      const file = k.files[variant];
-      if (!file) throw new KernelCompileError(`kernel ${name} has no ${variant} file in the plan`);
-      return [name, await compileOne(device, name, k, variant, await source(file))];
-    }),
-  );
-  return new Map(compiled);
+  return new KernelSet(device, plan, variant, source).compile(Object.keys(plan.kernels));
 }
