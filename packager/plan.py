@@ -516,6 +516,7 @@ class _Builder:
         entries["argmax"] = self.argmax_entry()
         if self.verify_chunk:  # docs/plan.md, "The optional verify entry"
             entries["verify"] = {"max_seq_len": self.verify_chunk, "dispatches": self.lower_graph("verify")}
+            entries["verify_argmax"] = self.verify_argmax_entry()
         entries["topk"] = self.topk_entry()
 
         kernels = list(self.kernels.values())
@@ -531,7 +532,7 @@ class _Builder:
             "requirements": {},
             "inputs": {"tokens": "tokens", "inv_temperature": "inv_temperature"},
             "outputs": {"logits": "logits", "next_token": "next_token", "topk": "topk",
-                        **({ROWS_LOGITS: ROWS_LOGITS} if self.verify_chunk else {})},
+                        **({ROWS_LOGITS: ROWS_LOGITS, "verify_tokens": "verify_tokens"} if self.verify_chunk else {})},
             "kernels": {k.name: k.to_json(self.variants) for k in kernels},
             "buffers": self.buffers,
             "entries": entries,
@@ -550,6 +551,18 @@ class _Builder:
         return {"max_seq_len": 1, "dispatches": [
             {"kernel": kname, "label": "argmax", "bindings": self.binds("argmax", x="logits", out="next_token"),
              "uniforms": [str(self.c.vocab_size)], "workgroups": ["1", "1", "1"]}]}
+
+    def verify_argmax_entry(self) -> dict:
+        """The optional "verify_argmax" entry (docs/plan.md): the greedy token of every row of the
+        logits the last verify run wrote, [id, f32 bits] per row in `verify_tokens` (the argmax
+        kernel, one workgroup per row), so that greedy speculative decoding on WebGPU reads back
+        8 bytes a row instead of the vocabulary's logits."""
+        self.act("verify_tokens", 2 * self.verify_chunk, kind="output", dtype="u32")
+        kname = self.kernel("argmax", "argmax")
+        return {"max_seq_len": self.verify_chunk, "dispatches": [
+            {"kernel": kname, "label": "argmax (rows)",
+             "bindings": self.binds("argmax", x=ROWS_LOGITS, out="verify_tokens"),
+             "uniforms": [str(self.c.vocab_size)], "workgroups": ["1", "seq_len", "1"]}]}
 
     def topk_entry(self) -> dict:
         """The optional "topk" entry (docs/plan.md): the K largest of the logits the last prefill or
@@ -584,7 +597,8 @@ class _Builder:
         max_wg = 1
         envs = {"prefill": [(1, 0), (self.chunk, 0), (self.chunk, self.ctx - self.chunk)],
                 "decode": [(1, 0), (1, self.ctx - 1)], "argmax": [(1, 0)], "topk": [(1, 0)],
-                "verify": [(1, 0), (self.verify_chunk, 0), (self.verify_chunk, self.ctx - self.verify_chunk)]}
+                "verify": [(1, 0), (self.verify_chunk, 0), (self.verify_chunk, self.ctx - self.verify_chunk)],
+                "verify_argmax": [(1, 0), (self.verify_chunk, 0)]}
         for mode, entry in plan["entries"].items():
             for seq_len, past_len in envs[mode]:
                 env = {"seq_len": seq_len, "past_len": past_len}

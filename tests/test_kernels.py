@@ -715,6 +715,38 @@ def test_argmax(gpu):
         assert out[1:2].view(np.float32)[0] == x[want] or np.isnan(x[want])
 
 
+
+def test_argmax_rows(gpu):
+    """The "verify_argmax" entry's dispatch of the argmax kernel: one workgroup per row of a
+    rows x n buffer, row r's [id, f32 bits] at out[2 r]; each row against the CPU sampler's rule
+    (ties, NaN, an all -inf row), and fewer rows dispatched than the buffer holds (the rest
+    untouched)."""
+    dev, cache = gpu
+    binds = [(0, "uniform"), (1, "read-only-storage"), (2, "storage")]
+    rng = np.random.default_rng(43)
+    n, max_rows, rows = 4099, 8, 6
+    x = rng.normal(0, 5, (max_rows, n)).astype(np.float32)
+    x[0, [9, 3000]] = x[0].max() + 2.0  # a tie: the lowest id
+    x[1, 0], x[1, 17] = np.nan, 1e30  # NaN at the row's id 0 is kept, as the CPU sampler does
+    x[2, 1::3] = np.nan  # NaN never wins
+    x[2, 4000] = 50.0
+    x[3] = -np.inf  # all masked: id 0
+    x[4, :] = x[4].min() - 1
+    x[4, n - 1] = 1e3  # the row's last value (the next row's first is not it)
+    x[5, 0] = 1e4  # row 5's id 0
+    x[6, 0] = 1e9  # rows past `rows` are not scanned
+    sentinel = 0xDEADBEEF
+    out = run_kernel(dev, cache, render("argmax", "f32"), binds,
+                     {1: x.reshape(-1), 2: np.full(2 * max_rows, sentinel, np.uint32)}, [n], (1, rows, 1),
+                     read=[2])[2].view(np.uint32)
+    for r in range(rows):
+        want = cpu_argmax(x[r])
+        assert int(out[2 * r]) == want, r
+        assert out[2 * r + 1: 2 * r + 2].view(np.float32)[0] == x[r, want] or np.isnan(x[r, want])
+    assert cpu_argmax(x[4]) == n - 1 and cpu_argmax(x[3]) == 0
+    assert (out[2 * rows:] == sentinel).all()
+
+
 def topk_ref(x: np.ndarray, k: int, inv_t: float) -> tuple[list[int], float, int]:
     """The K largest of the logits, best first (larger value, then lower id; NaN and -inf never
     listed), the softmax denominator sum(exp((x - max) * inv_t)) over the listed ones (f64), and
