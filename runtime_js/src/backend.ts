@@ -81,6 +81,14 @@ export interface Backend {
    */
   verify?(tokens: Int32Array, pastLen: number): Promise<Float32Array>;
   /**
+   * Optional greedy verify on the device: true when `verifyArgmax` can run (a WebGPU backend
+   * whose plan has the "verify_argmax" entry). The session uses it for speculative steps of
+   * the requests that take the `decodeArgmax` path.
+   */
+  readonly verifyArgmaxOnDevice?: boolean;
+  /** `verify`, then resolves to every row's largest logit's id (lowest id on ties) instead of the rows. */
+  verifyArgmax?(tokens: Int32Array, pastLen: number): Promise<Int32Array>;
+  /**
    * Optional top-k candidates on the device: K of `decodeTopK` (a WebGPU backend whose plan
    * has the "topk" entry); absent or 0: none. The session uses it for top-k / top-p requests
    * that the K largest logits can answer (Sampler.topCandidates).

@@ -281,6 +281,8 @@ export class Session {
         let finish: FinishReason = "length";
         // greedy with nothing that needs the logits on the CPU: the backend picks the next token
         const onDevice = sampler.plainArgmax && topLogprobs === undefined && this.backend.argmaxOnDevice === true;
+        // the same requests' verify steps: the backend picks every row's token (no rows read back)
+        const verifyOnDevice = onDevice && this.backend.verifyArgmaxOnDevice === true;
         let next: number | null = null; // the token the backend picked at the last step
         // top-k / top-p that the backend's K largest logits can answer: those are read back, not the logits
         const topAsk = !onDevice && topLogprobs === undefined && this.backend.topKOnDevice ? sampler.topCandidates(this.backend.topKOnDevice, this.vocabSize) : null;
@@ -291,7 +293,8 @@ export class Session {
         let draft: number[] = [];
         let verifyMs = 0;
         let rows: Float32Array = new Float32Array(0);
-        let row = 0; // the row `logits` is
+        let rowIds: Int32Array | null = null; // verifyOnDevice: the last verify's token per row, instead of rows
+        let row = 0; // the row `logits` (or rowIds) is
 
         while (count < budget) {
           if (interrupted()) {
@@ -325,9 +328,12 @@ export class Session {
           lookup?.push(token);
           if (row < draft.length && token === draft[row]) {
             // the last verify ran this token: its logits are the next row
-            const vocab = rows.length / (draft.length + 1);
             row++;
-            logits = rows.subarray(row * vocab, (row + 1) * vocab);
+            if (rowIds) next = rowIds[row]!; // row <= draft.length: rowIds has draft.length + 1 ids
+            else {
+              const vocab = rows.length / (draft.length + 1);
+              logits = rows.subarray(row * vocab, (row + 1) * vocab);
+            }
             timings.accepted_tokens!++; // (spec: timings has the counters)
             timings.decode_tokens++;
             continue;
@@ -339,7 +345,13 @@ export class Session {
           draft = lookup ? lookup.draft(Math.min(spec!.maxDraft, budget - count - 1)) : [];
           if (spec?.adaptive && draft.length) draft.length = this.drafts.length(draft.length);
           row = 0;
-          if (draft.length) {
+          rowIds = null;
+          if (draft.length && verifyOnDevice) {
+            rowIds = await this.verifyArgmaxStep([token, ...draft], pos, () => (consistent = false));
+            next = rowIds[0]!; // one id per token
+            timings.verify_steps!++; // (spec: timings has the counters)
+            timings.draft_tokens! += draft.length;
+          } else if (draft.length) {
             rows = await this.verifyStep([token, ...draft], pos, () => (consistent = false));
             logits = rows.subarray(0, rows.length / (draft.length + 1));
             timings.verify_steps!++; // (spec: timings has the counters)
@@ -399,6 +411,16 @@ export class Session {
     if (rows.length % tokens.length !== 0 || rows.length === 0) throw new Error(`verify returned ${rows.length} floats for ${tokens.length} tokens`);
     this.cached.push(...tokens);
     return rows;
+  }
+
+  /** A verify step (as `verifyStep`) whose every row's token the backend picks (argmax). */
+  private async verifyArgmaxStep(tokens: number[], pos: number, running: () => void): Promise<Int32Array> {
+    this.cached.length = Math.min(this.cached.length, pos);
+    running();
+    const ids = await this.call(this.backend.verifyArgmax!(Int32Array.from(tokens), pos)); // verifyArgmaxOnDevice: defined
+    if (ids.length !== tokens.length) throw new Error(`verifyArgmax returned ${ids.length} ids for ${tokens.length} tokens`);
+    this.cached.push(...tokens);
+    return ids;
   }
 
   /** A decode step at `pos` (as `step`) whose next token the backend picks (argmax). */

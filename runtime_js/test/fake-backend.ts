@@ -2,8 +2,11 @@
  * A deterministic stand-in for a model executor: it keeps the token history as its
  * "KV cache" (checking the engine's positions against it) and answers with logits
  * chosen by a script of the step number after the prompt. With `verifyMaxTokens` it
- * also verifies drafts (speculative decoding): token by token, as decode would.
+ * also verifies drafts (speculative decoding): token by token, as decode would. With
+ * `argmax` it also picks greedy tokens itself (decodeArgmax, verifyArgmax: the CPU sampler's
+ * greedy choice from the same logits), as a WebGPU backend with those plan entries does.
  */
+import { Sampler } from "../src/sampler.js";
 import type { Backend, BackendLoadOptions } from "../src/backend.js";
 import type { BundleLoader, LoadStats } from "../src/loader.js";
 import type { Manifest } from "../src/manifest.js";
@@ -29,7 +32,7 @@ export class FakeBackend implements Backend {
 
   constructor(
     private readonly script: (step: number, history: number[]) => number | Float32Array,
-    readonly opts: { vocab?: number; delayMs?: number; contextWindow?: number; failDecodeAt?: number; kvRewindLimit?: number; verifyMaxTokens?: number } = {},
+    readonly opts: { vocab?: number; delayMs?: number; contextWindow?: number; failDecodeAt?: number; kvRewindLimit?: number; verifyMaxTokens?: number; argmax?: boolean } = {},
   ) {
     this.vocab = opts.vocab ?? 258;
   }
@@ -44,6 +47,27 @@ export class FakeBackend implements Backend {
 
   get verifyMaxTokens(): number | undefined {
     return this.opts.verifyMaxTokens;
+  }
+
+  get argmaxOnDevice(): boolean {
+    return this.opts.argmax === true;
+  }
+
+  get verifyArgmaxOnDevice(): boolean {
+    return this.opts.argmax === true && this.opts.verifyMaxTokens !== undefined;
+  }
+
+  async decodeArgmax(token: number, pos: number): Promise<number> {
+    if (!this.opts.argmax) throw new Error("this fake backend does not pick tokens");
+    return greedy(await this.decode(token, pos));
+  }
+
+  async verifyArgmax(tokens: Int32Array, pastLen: number): Promise<Int32Array> {
+    if (!this.opts.argmax) throw new Error("this fake backend does not pick tokens");
+    const rows = await this.verify(tokens, pastLen);
+    this.calls[this.calls.length - 1] = `verifyArgmax ${tokens.length}@${pastLen}`;
+    const vocab = rows.length / tokens.length;
+    return Int32Array.from(tokens, (_, i) => greedy(rows.subarray(i * vocab, (i + 1) * vocab)));
   }
 
   async load(_m: Manifest, loader: BundleLoader, opts: BackendLoadOptions = {}): Promise<void> {
@@ -117,4 +141,9 @@ export class FakeBackend implements Backend {
     l[out] = 5;
     return l;
   }
+}
+
+/** The CPU sampler's greedy choice (lowest id on ties). */
+function greedy(logits: Float32Array): number {
+  return new Sampler({ temperature: 0 }).choose(Float32Array.from(logits)).token;
 }
