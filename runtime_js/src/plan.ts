@@ -254,12 +254,12 @@ export function parsePlan(json: unknown, manifest?: Manifest): Plan {
       );
     }
   }
-  if (own(entries, VERIFY_ARGMAX_ENTRY) !== undefined) {
-    const verify = own(entries, VERIFY_ENTRY) as PlanEntry | undefined;
+  const verifyArgmax = own(entries, VERIFY_ARGMAX_ENTRY) as PlanEntry | undefined;
+  if (verifyArgmax !== undefined) {
     const out = typeof p.outputs.verify_tokens === "string" ? (own(buffers, p.outputs.verify_tokens) as PlanBuffer | undefined) : undefined;
-    if (!verify || !out || out.kind === "weight" || out.dtype !== "u32" || out.elements < 2 * verify.max_seq_len) {
+    if (!out || out.kind === "weight" || out.dtype !== "u32" || out.elements < 2 * verifyArgmax.max_seq_len) {
       throw new PlanError(
-        `plan.json: the "${VERIFY_ARGMAX_ENTRY}" entry needs the "${VERIFY_ENTRY}" entry and outputs.verify_tokens, a u32 array of 2 × its max_seq_len elements (package the model again)`,
+        `plan.json: the "${VERIFY_ARGMAX_ENTRY}" entry needs outputs.verify_tokens, a u32 array of 2 × its max_seq_len elements (package the model again)`,
       );
     }
   }
@@ -322,9 +322,13 @@ export function hasVerify(plan: Plan): boolean {
  */
 export const VERIFY_ARGMAX_ENTRY = "verify_argmax";
 
-/** Whether the plan can pick the greedy token of every verify row on the device (parsePlan checked its output). */
+/**
+ * Whether the plan can pick the greedy token of every verify row on the device: it has both
+ * entries, verify_argmax for as many rows as verify runs (parsePlan checked its output).
+ */
 export function hasVerifyArgmax(plan: Plan): boolean {
-  return hasVerify(plan) && plan.entries[VERIFY_ARGMAX_ENTRY] !== undefined && plan.outputs.verify_tokens !== undefined;
+  const e = plan.entries[VERIFY_ARGMAX_ENTRY];
+  return hasVerify(plan) && e !== undefined && plan.outputs.verify_tokens !== undefined && e.max_seq_len >= plan.entries[VERIFY_ENTRY]!.max_seq_len;
 }
 
 /** Most tokens of one verify call, or undefined when the plan has no verify entry. */
