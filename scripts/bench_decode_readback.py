@@ -5,7 +5,10 @@ greedy token picked on the GPU (the "argmax" entry: 4 bytes), and with top-k / t
 from the K largest logits the GPU lists (the "topk" entry: 2 K + 2 words; a top-p step whose
 nucleus is not surely among them reads the logits as well); and, for the synthetic plan, the
 decode dispatches per token with the plan's fused lowerings off (`build_plan(fuse=False)`) and
-on (docs/plan.md, "Fused dispatches").
+on (docs/plan.md, "Fused dispatches"). For speculative decoding's verify calls (the plan's
+"verify" entry, a step's token and its drafts): bytes read back per call of the entry's most
+tokens and per row, with every row's logits read back, and with greedy requests' tokens picked on
+the GPU (the "verify_argmax" entry: 8 bytes a row).
 
     python scripts/bench_decode_readback.py                   # SmolLM2-135M's shapes, q4f16
     python scripts/bench_decode_readback.py --vocab 262144    # the same with Gemma 3's vocabulary
@@ -67,6 +70,22 @@ def decode_costs(plan: dict) -> list[dict]:
     return out
 
 
+def verify_costs(plan: dict) -> list[dict]:
+    """Per verify path: dispatches and bytes read back per verify call of the entry's most tokens, and per row."""
+    if "verify" not in plan["entries"]:
+        return []
+    rows = plan["entries"]["verify"]["max_seq_len"]
+    dispatches = len(plan["entries"]["verify"]["dispatches"])
+    row = plan["buffers"][plan["outputs"]["logits"]]["elements"] * 4
+    out = [{"path": "verify, rows read back", "tokens_per_call": rows, "dispatches_per_call": dispatches,
+            "bytes_read_back_per_call": rows * row, "bytes_read_back_per_row": row}]
+    if "verify_argmax" in plan["entries"]:
+        out.append({"path": "verify, greedy on the GPU (verify_argmax entry)", "tokens_per_call": rows,
+                    "dispatches_per_call": dispatches + len(plan["entries"]["verify_argmax"]["dispatches"]),
+                    "bytes_read_back_per_call": rows * 8, "bytes_read_back_per_row": 8})
+    return out
+
+
 def fusion_costs(cfg: dict, quant: str, context_window: int) -> dict:
     """Decode dispatches per token with the plan's fused lowerings off, on, and each one alone
     (the dispatches it saves)."""
@@ -100,7 +119,7 @@ def main() -> None:
     else:
         plan = synthetic_plan(cfg, a.quant, a.context_window)
         model = f"SmolLM2-135M shapes, vocab {cfg['vocab_size']}, {a.quant}"
-    for row in decode_costs(plan):
+    for row in decode_costs(plan) + verify_costs(plan):
         print(json.dumps({"model": model, **row}))
     if not a.bundle:
         print(json.dumps({"model": model, **fusion_costs(cfg, a.quant, a.context_window)}))

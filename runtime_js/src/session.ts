@@ -18,7 +18,9 @@
  * sampler, processors and random draws as plain decoding, and a row is used only while
  * the token sampled before it equals the draft token it follows. The output is the
  * plain decoding's (up to the float rounding of a batched step against a single one);
- * the rejected draft tokens' KV rows are overwritten by the next call.
+ * the rejected draft tokens' KV rows are overwritten by the next call. Requests that take
+ * the backend's greedy decode step (decodeArgmax) verify with verifyArgmax where the backend
+ * has it: the backend picks every row's token, and the session reads no rows.
  */
 import type { Backend } from "./backend.js";
 import { LogitBias, parseLogitBias } from "./logit_bias.js";
