@@ -71,11 +71,11 @@ WASM_OPS: dict[str, WasmOp] = {
     # decode: gate and up projections and the gated activation in one op (ACT: GLU_ACTS)
     "matvec_glu": WasmOp(("FORMAT", "K", "N", "ACT")),
     "matvec_rope": WasmOp(("FORMAT", "K", "N", "HD", "HALF", "SCALE", "INV_FREQ")),
+    "add_rmsnorm": WasmOp(("H", "EPS")),
+    "add_rmsnorm_inplace": WasmOp(("H", "EPS")),
     # decode: matvec / matvec_rope with a linear layer's bias (Qwen2's q, k, v projections)
     "matvec_bias": WasmOp(("FORMAT", "K", "N")),
     "matvec_rope_bias": WasmOp(("FORMAT", "K", "N", "HD", "HALF", "SCALE", "INV_FREQ")),
-    "add_rmsnorm": WasmOp(("H", "EPS")),
-    "add_rmsnorm_inplace": WasmOp(("H", "EPS")),
 }
 
 # matvec_glu's ACT: the index of its activation here (the op it replaces: <act>_mul)
