@@ -12,6 +12,7 @@ the GPU (the "verify_argmax" entry: 8 bytes a row).
 
     python scripts/bench_decode_readback.py                   # SmolLM2-135M's shapes, q4f16
     python scripts/bench_decode_readback.py --vocab 262144    # the same with Gemma 3's vocabulary
+    python scripts/bench_decode_readback.py --model qwen2.5-0.5b   # Qwen2.5-0.5B's shapes (q/k/v biases)
     python scripts/bench_decode_readback.py --bundle DIR      # a packaged bundle's plan.json
 
 Prints one JSON line per path.
@@ -27,19 +28,26 @@ from pathlib import Path
 SMOLLM2_135M = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
                 "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64, "rms_norm_eps": 1e-5,
                 "max_position_embeddings": 8192, "tie_word_embeddings": True, "rope": {"theta": 100000.0}}
+# Qwen2.5-0.5B-Instruct's (architecture qwen2: biases on q, k and v)
+QWEN25_05B = {"vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+              "num_attention_heads": 14, "num_key_value_heads": 2, "head_dim": 64, "rms_norm_eps": 1e-6,
+              "max_position_embeddings": 32768, "tie_word_embeddings": True, "rope": {"theta": 1000000.0}}
+# --model: (architecture, config, name)
+MODELS = {"smollm2-135m": ("llama", SMOLLM2_135M, "SmolLM2-135M"),
+          "qwen2.5-0.5b": ("qwen2", QWEN25_05B, "Qwen2.5-0.5B")}
 
 
-def synthetic_plan(cfg: dict, quant: str, context_window: int, fuse: bool = True) -> dict:
+def synthetic_plan(cfg: dict, quant: str, context_window: int, fuse: bool = True, architecture: str = "llama") -> dict:
     """The plan a bundle of config `cfg` quantized `quant` would have (the tensor index only)."""
     from packager.models import config_from_manifest, definition
     from packager.plan import build_plan
     from quantization.formats import PART_ALIGN
     from quantization.policy import choose_format, get_scheme
 
-    manifest = {"model": {"architecture": "llama", "config": cfg}}
+    manifest = {"model": {"architecture": architecture, "config": cfg}}
     config = config_from_manifest(manifest, context_window)
     scheme, tensors = get_scheme(quant), []
-    for t in definition("llama").tensors(config):
+    for t in definition(architecture).tensors(config):
         fmt = choose_format(scheme, t.shape, t.role)
         parts, pos = [], 0
         for spec in fmt.parts(t.shape if len(t.shape) == 2 else (1, t.shape[0])):
@@ -86,13 +94,14 @@ def verify_costs(plan: dict) -> list[dict]:
     return out
 
 
-def fusion_costs(cfg: dict, quant: str, context_window: int) -> dict:
+def fusion_costs(cfg: dict, quant: str, context_window: int, architecture: str = "llama") -> dict:
     """Decode dispatches per token with the plan's fused lowerings off, on, and each one alone
     (the dispatches it saves)."""
     import packager.plan as plan_module
 
     def decode(**kw) -> int:
-        return len(synthetic_plan(cfg, quant, context_window, **kw)["entries"]["decode"]["dispatches"])
+        plan = synthetic_plan(cfg, quant, context_window, architecture=architecture, **kw)
+        return len(plan["entries"]["decode"]["dispatches"])
 
     unfused, fused, every = decode(fuse=False), decode(), list(plan_module.FUSIONS)
     saved = {}
@@ -108,21 +117,23 @@ def fusion_costs(cfg: dict, quant: str, context_window: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", type=Path, help="a bundle folder (its plan.json); default: SmolLM2-135M's shapes")
+    ap.add_argument("--bundle", type=Path, help="a bundle folder (its plan.json); default: --model's shapes")
+    ap.add_argument("--model", choices=list(MODELS), default="smollm2-135m", help="the shapes of the synthetic plan")
     ap.add_argument("--quant", default="q4f16")
     ap.add_argument("--context-window", type=int, default=2048)
-    ap.add_argument("--vocab", type=int, help="SmolLM2-135M's shapes with this vocabulary size instead of 49152")
+    ap.add_argument("--vocab", type=int, help="the model's shapes with this vocabulary size instead of its own")
     a = ap.parse_args()
-    cfg = {**SMOLLM2_135M, "vocab_size": a.vocab or SMOLLM2_135M["vocab_size"]}
+    architecture, base, name = MODELS[a.model]
+    cfg = {**base, "vocab_size": a.vocab or base["vocab_size"]}
     if a.bundle:
         plan, model = json.loads((a.bundle / "plan.json").read_text()), str(a.bundle)
     else:
-        plan = synthetic_plan(cfg, a.quant, a.context_window)
-        model = f"SmolLM2-135M shapes, vocab {cfg['vocab_size']}, {a.quant}"
+        plan = synthetic_plan(cfg, a.quant, a.context_window, architecture=architecture)
+        model = f"{name} shapes, vocab {cfg['vocab_size']}, {a.quant}"
     for row in decode_costs(plan) + verify_costs(plan):
         print(json.dumps({"model": model, **row}))
     if not a.bundle:
-        print(json.dumps({"model": model, **fusion_costs(cfg, a.quant, a.context_window)}))
+        print(json.dumps({"model": model, **fusion_costs(cfg, a.quant, a.context_window, architecture)}))
 
 
 if __name__ == "__main__":
