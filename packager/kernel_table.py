@@ -73,6 +73,9 @@ WASM_OPS: dict[str, WasmOp] = {
     "matvec_rope": WasmOp(("FORMAT", "K", "N", "HD", "HALF", "SCALE", "INV_FREQ")),
     "add_rmsnorm": WasmOp(("H", "EPS")),
     "add_rmsnorm_inplace": WasmOp(("H", "EPS")),
+    # decode: matvec / matvec_rope with a linear layer's bias (Qwen2's q, k, v projections)
+    "matvec_bias": WasmOp(("FORMAT", "K", "N")),
+    "matvec_rope_bias": WasmOp(("FORMAT", "K", "N", "HD", "HALF", "SCALE", "INV_FREQ")),
 }
 
 # matvec_glu's ACT: the index of its activation here (the op it replaces: <act>_mul)
@@ -126,6 +129,11 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
                        params=("K", "N", "OUT"), tiles={"ROWS": 16, "THREADS_PER_ROW": 4, "X_CHUNK": 2048},
                        weights=True, workgroup_bytes=lambda v: 4 * (min(v["K"], v["X_CHUNK"]) + v["WG"]),
                        wasm="matmul"),
+    # verify (speculative decoding's few tokens): matvec's rows and threads over the tokens in
+    # passes of 8, so each weight is dequantized once per pass (a vec4 reduction per 4 tokens)
+    Template("matvec_batch", (Binding(1, "x", R), Binding(2, "y", W)), ("seq_len", "row0", "rows"), (64, 1, 1),
+                             params=("K", "N", "OUT"), tiles={"ROWS": 16, "THREADS_PER_ROW": 4}, weights=True,
+                             wasm="matmul", workgroup_bytes=lambda v: 32 * v["WG"]),
     # prefill: TILE_M (tokens) x TILE_N (rows) output tiles, K in steps of TILE_K; the
     # kernel's unrolled inner loop fixes TILE_M = 4 WG_Y and TILE_N = 8 WG_X
     Template("matmul", (Binding(1, "x", R), Binding(2, "y", W)), ("seq_len", "row0", "rows"), (8, 8, 1),
@@ -140,6 +148,17 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
                             params=("K", "N", "HD", "HALF", "SCALE", "INV_FREQ"),
                             tiles={"ROWS": 16, "THREADS_PER_ROW": 4, "X_CHUNK": 2048}, weights=True,
                             workgroup_bytes=lambda v: 4 * (min(v["K"], v["X_CHUNK"]) + v["WG"])),
+    # decode, a linear layer with a bias (Qwen2's q, k, v; fuse_qkv_rope): matvec and matvec_rope
+    # with bias[r] (f32, one per row of the bound weight) added to row r's f32 sum, before it is
+    # stored (matvec_bias) or rounded and rotated (matvec_rope_bias)
+    Template("matvec_bias", (Binding(1, "x", R), Binding(2, "y", W), Binding(3, "bias", R)),
+                            ("seq_len", "row0", "rows"), (64, 1, 1), params=("K", "N", "OUT"),
+                            tiles={"ROWS": 16, "THREADS_PER_ROW": 4, "X_CHUNK": 2048}, weights=True,
+                            workgroup_bytes=lambda v: 4 * (min(v["K"], v["X_CHUNK"]) + v["WG"])),
+    Template("matvec_rope_bias", (Binding(1, "x", R), Binding(2, "y", W), Binding(3, "bias", R)),
+                                 ("past_len", "dst"), (64, 1, 1), params=("K", "N", "HD", "HALF", "SCALE", "INV_FREQ"),
+                                 tiles={"ROWS": 16, "THREADS_PER_ROW": 4, "X_CHUNK": 2048}, weights=True,
+                                 workgroup_bytes=lambda v: 4 * (min(v["K"], v["X_CHUNK"]) + v["WG"])),
     # CACHE: the cache's elements (a sliding-window layer's ring buffer wraps around)
     Template("kv_append", (Binding(1, "k", R), Binding(2, "v", R), Binding(3, "kc", W), Binding(4, "vc", W)),
                           ("n", "dst"), (256, 1, 1), params=("CACHE",)),
@@ -251,6 +270,9 @@ def _check() -> None:
     assert mv.tiles["THREADS_PER_ROW"] == 4
     assert TEMPLATES["matvec_glu"].tiles == mv.tiles  # the same reduction: g and u equal matvec's
     assert TEMPLATES["matvec_rope"].tiles == mv.tiles  # its rows pair up as matvec's rows do
+    assert TEMPLATES["matvec_bias"].tiles == TEMPLATES["matvec_rope_bias"].tiles == mv.tiles  # the same reductions
+    mb = TEMPLATES["matvec_batch"].tiles
+    assert (mb["ROWS"], mb["THREADS_PER_ROW"]) == (mv.tiles["ROWS"], mv.tiles["THREADS_PER_ROW"])  # its reduction
     assert (mm.tiles["TILE_M"], mm.tiles["TILE_N"]) == (4 * mm.workgroup_size[1], 8 * mm.workgroup_size[0])
 
 

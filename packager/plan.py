@@ -249,12 +249,13 @@ class _Builder:
     def lower_graph(self, mode: str) -> list[dict]:
         """The dispatches of one entry: the graph's ops in order (embedding, layers, head), where
         a run of ops that one of `FUSIONS` matches is lowered by it as one (or fewer) dispatches.
-        mode "verify" is "prefill" (fusions and lowerings see "prefill") with the head over every
-        row: its last-token activations and the logits replaced by their per-token twins."""
+        mode "verify" is "prefill" (the fusions see no "decode") with the head over every row
+        (its last-token activations and the logits replaced by their per-token twins) and its
+        linear ops lowered for a few tokens (matvec_batch instead of matmul's tiles)."""
         g = self.graph
         head = g.head
         if mode == "verify":
-            mode, head = "prefill", tuple(self.rows_op(op) for op in g.head)
+            head = tuple(self.rows_op(op) for op in g.head)
         ops = [(op, None) for op in g.embed] + [(op, i) for i, layer in enumerate(g.layers) for op in layer] \
             + [(op, None) for op in head]
         out: list[dict] = []
@@ -329,7 +330,12 @@ class _Builder:
             raise PackError(f"linear {op.label}: {N} output rows, but {op.out} has {self.width(op.out)} values")
         fmt = t["format"]
         single_row = not self.per_token(op.inputs[0])  # e.g. the logits of the last token
-        template = "matmul" if mode == "prefill" and not single_row else "matvec"
+        if single_row or mode == "decode":
+            template = "matvec"
+        elif mode == "verify":
+            template = "matvec_batch"
+        else:
+            template = "matmul"
         out_type = self.buffers[op.out]["dtype"]
         suffix = ".f32out" if out_type == "f32" else ""
         kname = self.kernel(f"{template}.{fmt}.k{K}.n{N}{suffix}", template, {"K": K, "N": N, "OUT": out_type}, fmt)
@@ -338,6 +344,8 @@ class _Builder:
         for b in blocks:
             if template == "matmul":
                 wg = [str(cdiv(b["rows"], tile("matmul", "TILE_N"))), f"cdiv({seq}, {tile('matmul', 'TILE_M')})", "1"]
+            elif template == "matvec_batch":
+                wg = [str(cdiv(b["rows"], tile("matvec_batch", "ROWS"))), "1", "1"]
             else:
                 wg = [str(cdiv(b["rows"], tile("matvec", "ROWS"))), seq, "1"]
             out.append({"kernel": kname, "label": self.block_label(label, blocks, b),
@@ -402,7 +410,7 @@ class _Builder:
         cap = float(op.cap)
         variant = (f".w{window}" if window < self.ctx else "") + (".capped" if cap else "")
         common = {"NH": NH, "NKV": NKV, "HD": HD, "SCALE": scale, "SOFTCAP": cap, "WINDOW": window, "SLOTS": slots}
-        if mode == "prefill":
+        if mode != "decode":
             kname = self.kernel(f"attention.h{NH}.kv{NKV}.d{HD}{variant}", "attention", common)
             out.append({"kernel": kname, "label": label,
                         "bindings": self.binds("attention", q=q, kc=kc, vc=vc, out=op.out),
@@ -508,6 +516,7 @@ class _Builder:
         entries["argmax"] = self.argmax_entry()
         if self.verify_chunk:  # docs/plan.md, "The optional verify entry"
             entries["verify"] = {"max_seq_len": self.verify_chunk, "dispatches": self.lower_graph("verify")}
+            entries["verify_argmax"] = self.verify_argmax_entry()
         entries["topk"] = self.topk_entry()
 
         kernels = list(self.kernels.values())
@@ -523,7 +532,7 @@ class _Builder:
             "requirements": {},
             "inputs": {"tokens": "tokens", "inv_temperature": "inv_temperature"},
             "outputs": {"logits": "logits", "next_token": "next_token", "topk": "topk",
-                        **({ROWS_LOGITS: ROWS_LOGITS} if self.verify_chunk else {})},
+                        **({ROWS_LOGITS: ROWS_LOGITS, "verify_tokens": "verify_tokens"} if self.verify_chunk else {})},
             "kernels": {k.name: k.to_json(self.variants) for k in kernels},
             "buffers": self.buffers,
             "entries": entries,
@@ -542,6 +551,18 @@ class _Builder:
         return {"max_seq_len": 1, "dispatches": [
             {"kernel": kname, "label": "argmax", "bindings": self.binds("argmax", x="logits", out="next_token"),
              "uniforms": [str(self.c.vocab_size)], "workgroups": ["1", "1", "1"]}]}
+
+    def verify_argmax_entry(self) -> dict:
+        """The optional "verify_argmax" entry (docs/plan.md): the greedy token of every row of the
+        logits the last verify run wrote, [id, f32 bits] per row in `verify_tokens` (the argmax
+        kernel, one workgroup per row), so that greedy speculative decoding on WebGPU reads back
+        8 bytes a row instead of the vocabulary's logits."""
+        self.act("verify_tokens", 2 * self.verify_chunk, kind="output", dtype="u32")
+        kname = self.kernel("argmax", "argmax")
+        return {"max_seq_len": self.verify_chunk, "dispatches": [
+            {"kernel": kname, "label": "argmax (rows)",
+             "bindings": self.binds("argmax", x=ROWS_LOGITS, out="verify_tokens"),
+             "uniforms": [str(self.c.vocab_size)], "workgroups": ["1", "seq_len", "1"]}]}
 
     def topk_entry(self) -> dict:
         """The optional "topk" entry (docs/plan.md): the K largest of the logits the last prefill or
@@ -576,7 +597,8 @@ class _Builder:
         max_wg = 1
         envs = {"prefill": [(1, 0), (self.chunk, 0), (self.chunk, self.ctx - self.chunk)],
                 "decode": [(1, 0), (1, self.ctx - 1)], "argmax": [(1, 0)], "topk": [(1, 0)],
-                "verify": [(1, 0), (self.verify_chunk, 0), (self.verify_chunk, self.ctx - self.verify_chunk)]}
+                "verify": [(1, 0), (self.verify_chunk, 0), (self.verify_chunk, self.ctx - self.verify_chunk)],
+                "verify_argmax": [(1, 0), (self.verify_chunk, 0)]}
         for mode, entry in plan["entries"].items():
             for seq_len, past_len in envs[mode]:
                 env = {"seq_len": seq_len, "past_len": past_len}
@@ -695,63 +717,91 @@ def fuse_add_rmsnorm(b: _Builder, out: list, ops: list, i: int, mode: str) -> in
 
 
 def fuse_qkv_rope(b: _Builder, out: list, ops: list, i: int, mode: str) -> int:
-    """Decode: a layer's q, k, v projections that go straight into RoPE (or none: a NoPE layer)
-    and attention, with nothing between (docs/plan.md, "Fused dispatches"). q is a `matvec_rope`,
-    k a `matvec_rope` into its cache row, v a `matvec` into its cache row (its row0 uniform is
-    the output offset), then the attention without `kv_append`: 3 dispatches before the
-    attention's instead of 5 (NoPE: 3 instead of 4). Not for weights split into row blocks."""
-    if mode != "decode" or [op.kind for op, _ in ops[i:i + 3]] != ["linear"] * 3:
+    """Decode: a layer's q, k, v projections, each a linear op or a linear op and its bias
+    (`bias_add`: Qwen2), that go straight into RoPE (or none: a NoPE layer) and attention, with
+    nothing between (docs/plan.md, "Fused dispatches"). q is a `matvec_rope`, k a `matvec_rope`
+    into its cache row, v a `matvec` into its cache row (its row0 uniform is the output offset),
+    each the `_bias` template with the bias bound where there is one; then the attention without
+    `kv_append`: 3 dispatches before the attention's instead of 5 (NoPE: 3 instead of 4; Qwen2: 3
+    instead of 8). Not for weights split into row blocks."""
+    if mode != "decode":
         return 0
-    (q, layer), (k, _), (v, _) = ops[i:i + 3]
-    n = 5 if i + 3 < len(ops) and ops[i + 3][0].kind == "rope" else 4
-    rope = ops[i + 3][0] if n == 5 else None
+    projections, j = [], i  # (linear op, its bias_add op or None) for q, k, v
+    while len(projections) < 3 and j < len(ops) and ops[j][0].kind == "linear":
+        bias = ops[j + 1][0] if j + 1 < len(ops) and ops[j + 1][0].kind == "bias_add" else None
+        projections.append((ops[j][0], bias))
+        j += 1 + (bias is not None)
+    if len(projections) < 3:
+        return 0
+    (q, q_bias), (k, k_bias), (v, v_bias) = projections
+    layer = ops[i][1]
+    rope = ops[j][0] if j < len(ops) and ops[j][0].kind == "rope" else None
+    n = j - i + (rope is not None) + 1
     att = ops[i + n - 1][0] if i + n <= len(ops) else None
     if att is None or att.kind != "attention" or att.inputs != (q.out, k.out, v.out) \
             or {lay for _, lay in ops[i:i + n]} != {layer} or (rope and rope.inputs != (q.out, k.out)):
         return 0
-    for op in (q, k, v):
+    for op, bias in projections:
         blocks = b.weight_blocks(op.weight, op.rows)
         if len(blocks) != 1 or blocks[0]["rows"] != b.width(op.out) or not b.per_token(op.inputs[0]) \
-                or b.buffers[op.out]["dtype"] != "act":
+                or b.buffers[op.out]["dtype"] != "act" or (bias and not _is_bias_of(b, bias, op)):
             return 0
     dst = b.cache_dst(att)
     if rope is None:
         b.lower(out, q, mode, layer)
-        _matvec_into(b, out, k, "k_cache", layer, dst)
+        if q_bias:
+            b.lower(out, q_bias, mode, layer)
+        _matvec_into(b, out, k, "k_cache", layer, dst, k_bias)
     else:
-        _matvec_rope_into(b, out, q, rope, None, layer, "0")
-        _matvec_rope_into(b, out, k, rope, "k_cache", layer, dst)
-    _matvec_into(b, out, v, "v_cache", layer, dst)
+        _matvec_rope_into(b, out, q, rope, None, layer, "0", q_bias)
+        _matvec_rope_into(b, out, k, rope, "k_cache", layer, dst, k_bias)
+    _matvec_into(b, out, v, "v_cache", layer, dst, v_bias)
     b._attend(out, att, f"layer {layer} ", mode, layer)
     return n
 
 
-def _matvec_into(b: _Builder, out: list, op: Op, cache: str, layer: int, at: str):
+def _is_bias_of(b: _Builder, bias: Op, op: Op) -> bool:
+    """`bias` adds an unsplit f32 vector of op's output width to op's output, in place."""
+    t = b.tensors[bias.weight]
+    return bias.inputs == (op.out,) and bias.out == op.out and t["format"] == "f32" \
+        and tuple(t["shape"]) == (b.width(op.out),) and len(b.weight_blocks(bias.weight)) == 1
+
+
+def _matvec_into(b: _Builder, out: list, op: Op, cache: str, layer: int, at: str, bias: Op | None = None):
     """The decode matvec of a linear op (one unsplit weight block) writing the layer's `cache`
-    (k_cache / v_cache) from element `at` on instead of its output."""
+    (k_cache / v_cache) from element `at` on instead of its output; with `bias` (its bias_add
+    op), `matvec_bias` adding the bias."""
     t = b.tensors[op.weight]
     (blk,) = b.weight_blocks(op.weight, op.rows)
     K, N = int(t["shape"][1]), blk["rows"]
-    kname = b.kernel(f"matvec.{t['format']}.k{K}.n{N}", "matvec", {"K": K, "N": N, "OUT": "act"}, t["format"])
-    out.append({"kernel": kname, "label": f"layer {layer} {op.label} -> {cache}",
-                "bindings": b.binds("matvec", blk["parts"], x=op.inputs[0], y=f"{cache}.{layer}"),
-                "uniforms": ["1", at, str(N)], "workgroups": [str(cdiv(N, tile("matvec", "ROWS"))), "1", "1"]})
+    template = "matvec_bias" if bias else "matvec"
+    kname = b.kernel(f"{template}.{t['format']}.k{K}.n{N}", template, {"K": K, "N": N, "OUT": "act"}, t["format"])
+    label = f"layer {layer} {op.label}" + (f" + {bias.label}" if bias else "") + f" -> {cache}"
+    extra = {"bias": b.weight_blocks(bias.weight)[0]["parts"][0]} if bias else {}
+    out.append({"kernel": kname, "label": label,
+                "bindings": b.binds(template, blk["parts"], x=op.inputs[0], y=f"{cache}.{layer}", **extra),
+                "uniforms": ["1", at, str(N)], "workgroups": [str(cdiv(N, tile(template, "ROWS"))), "1", "1"]})
 
 
-def _matvec_rope_into(b: _Builder, out: list, op: Op, rope: Op, cache: str | None, layer: int, at: str):
+def _matvec_rope_into(b: _Builder, out: list, op: Op, rope: Op, cache: str | None, layer: int, at: str,
+                      bias: Op | None = None):
     """The decode matvec of a linear op (q or k; one unsplit weight block) with the rope op's
-    rotation fused, writing its output, or the layer's `cache` from element `at` on."""
+    rotation fused, writing its output, or the layer's `cache` from element `at` on; with `bias`
+    (its bias_add op), `matvec_rope_bias` adding the bias before the rotation."""
     t = b.tensors[op.weight]
     (blk,) = b.weight_blocks(op.weight, op.rows)
     K, N, HD = int(t["shape"][1]), blk["rows"], b.c.head_dim
     consts, suffix = b.rope_consts(rope)
-    kname = b.kernel(f"matvec_rope.{t['format']}.k{K}.n{N}.d{HD}{suffix}", "matvec_rope",
+    template = "matvec_rope_bias" if bias else "matvec_rope"
+    kname = b.kernel(f"{template}.{t['format']}.k{K}.n{N}.d{HD}{suffix}", template,
                      {"K": K, "N": N, "HD": HD, **consts}, t["format"])
-    label, y = f"layer {layer} {op.label} + {rope.label}", op.out
+    label, y = f"layer {layer} {op.label}" + (f" + {bias.label}" if bias else "") + f" + {rope.label}", op.out
     if cache:
         label, y = f"{label} -> {cache}", f"{cache}.{layer}"
-    out.append({"kernel": kname, "label": label, "bindings": b.binds("matvec_rope", blk["parts"], x=op.inputs[0], y=y),
-                "uniforms": ["past_len", at], "workgroups": [str(cdiv(N, tile("matvec_rope", "ROWS"))), "1", "1"]})
+    extra = {"bias": b.weight_blocks(bias.weight)[0]["parts"][0]} if bias else {}
+    out.append({"kernel": kname, "label": label,
+                "bindings": b.binds(template, blk["parts"], x=op.inputs[0], y=y, **extra),
+                "uniforms": ["past_len", at], "workgroups": [str(cdiv(N, tile(template, "ROWS"))), "1", "1"]})
 
 
 # the fused lowerings tried at each op, in order (see _Builder.__init__; docs/plan.md, "Fused dispatches")

@@ -57,10 +57,11 @@ def rope_ref(x, pos, inv_freq, scale=1.0):
     return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s, x[..., 2 * half:]], axis=-1)
 
 
-def matvec_rope_ref(x, deq, hd, pos, inv_freq, scale=1.0):
-    """One token's projection x [K] @ deq.T, its heads of hd values rotated at position pos
-    (rope_ref): the fused decode q / k projection, flat [N] (float64)."""
-    y = (x.astype(np.float64) @ deq.T).reshape(1, -1, hd)
+def matvec_rope_ref(x, deq, hd, pos, inv_freq, scale=1.0, bias=None):
+    """One token's projection x [K] @ deq.T (+ bias [N]), its heads of hd values rotated at
+    position pos (rope_ref): the fused decode q / k projection, flat [N] (float64)."""
+    y = x.astype(np.float64) @ deq.T
+    y = (y if bias is None else y + bias).reshape(1, -1, hd)
     return rope_ref(y, np.array([pos]), inv_freq, scale).reshape(-1)
 
 

@@ -132,7 +132,8 @@ def test_plan_on_gpu_matches_reference(packaged_tiny, variant, quant):
     files, _ = compile_artifacts(manifest_of(bundle), context_window=ref.context_window, validate=False)
     plan = json.loads(files["plan.json"])
     templates = {k["template"] for k in plan["kernels"].values()}
-    assert ("bias_add" in templates) == variant.startswith("qwen2")
+    assert ("bias_add" in templates) == variant.startswith("qwen2")  # prefill's; decode fuses the biases
+    assert ("matvec_rope_bias" in templates) == ("matvec_bias" in templates) == variant.startswith("qwen2")
     assert any(k["template"] == "rmsnorm" and k["consts"]["IN"] == "act" for k in plan["kernels"].values()) == \
         variant.startswith("qwen3")
     for kv in plan["variant_order"]:

@@ -84,12 +84,19 @@ def wbinds(fmt):
     return [(8 + i, "read-only-storage") for i in range(len(WEIGHT_FORMATS[fmt].parts))]
 
 
+def linear_grid(path, rows, seq):
+    """The workgroups of a linear kernel (the plan's sizes): matvec a row block of 16 per token,
+    matvec_batch a row block for every token, matmul 64-row x 32-token tiles."""
+    return {"matvec": (math.ceil(rows / 16), seq, 1), "matvec_batch": (math.ceil(rows / 16), 1, 1),
+            "matmul": (math.ceil(rows / 64), math.ceil(seq / 32), 1)}[path]
+
+
 # ---------------------------------------------------------------------------------------
-# matmul (decode mat-vec and tiled prefill), every weight format
+# matmul (decode mat-vec, verify's few tokens and tiled prefill), every weight format
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("path", ["matvec", "matmul"])
+@pytest.mark.parametrize("path", ["matvec", "matvec_batch", "matmul"])
 @pytest.mark.parametrize("fmt", list(WEIGHT_FORMATS))
 def test_matmul(gpu, fmt, path, variant):
     dev, cache = gpu
@@ -103,10 +110,9 @@ def test_matmul(gpu, fmt, path, variant):
     for seq in SEQ_LENS:
         x = act_arr(rng.normal(0, 1, (seq, K)), variant)
         ref = x.astype(np.float64) @ deq.T
-        wg = (math.ceil(N / 16), seq, 1) if path == "matvec" else (math.ceil(N / 64), math.ceil(seq / 32), 1)
         out = run_kernel(dev, cache, code, BIND_MM + wbinds(fmt),
                          {1: x, 2: np.zeros((seq, N), ACT[variant]), **parts},
-                         [seq, 0, N], wg, read=[2], poison=[2])
+                         [seq, 0, N], linear_grid(path, N, seq), read=[2], poison=[2])
         got = as_act(out[2], variant, (seq, N))
         assert rel_err(got, ref) <= TOL[variant], (seq, rel_err(got, ref))
         if modules is None:
@@ -115,7 +121,7 @@ def test_matmul(gpu, fmt, path, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("path", ["matvec", "matmul"])
+@pytest.mark.parametrize("path", ["matvec", "matvec_batch", "matmul"])
 def test_matmul_row_blocks_and_f32_out(gpu, path, variant):
     """A weight split into row blocks, one dispatch per block, each writing its rows."""
     dev, cache = gpu
@@ -130,30 +136,61 @@ def test_matmul_row_blocks_and_f32_out(gpu, path, variant):
     got = np.full((seq, N), np.nan)
     for r0, r1 in [(0, 128), (128, 256), (256, N)]:
         rows = r1 - r0
-        wg = (math.ceil(rows / 16), seq, 1) if path == "matvec" else (math.ceil(rows / 64), math.ceil(seq / 32), 1)
         out = run_kernel(dev, cache, code, BIND_MM + wbinds(fmt),
                          {1: x, 2: np.zeros((seq, N), np.float32), **row_block(parts, r0, r1)},
-                         [seq, r0, rows], wg, read=[2], poison=[2])
+                         [seq, r0, rows], linear_grid(path, rows, seq), read=[2], poison=[2])
         block = out[2].view(np.float32).reshape(seq, N)
         assert np.all(np.isnan(np.delete(block, np.s_[r0:r1], axis=1))), "wrote outside its rows"
         got[:, r0:r1] = block[:, r0:r1]
     assert rel_err(got, ref) <= TOL["f32"] * (1 if variant == "f32" else 10)
 
 
+@pytest.mark.parametrize("path", ["matvec", "matvec_batch"])
 @pytest.mark.parametrize("fmt", ["f16", "q4f32", "q3f16", "q2f16"])
-def test_matvec_long_rows(gpu, fmt):
-    """K above the 2048-value x chunk of the mat-vec kernel (and not a multiple of it)."""
+def test_matvec_long_rows(gpu, fmt, path):
+    """K above the x chunk of the mat-vec kernels (2048 and 384 values), not a multiple of it;
+    matvec_batch with a partial second pass of 8 tokens."""
     dev, cache = gpu
     rng = np.random.default_rng(23)
-    K, N = 4224, 40
+    K, N = 4160, 40
     w = rng.normal(0, 1, (N, K)).astype(np.float32)
     parts, deq = weight_parts(fmt, w)
-    code = render("matvec", "f32", {"K": K, "N": N}, fmt)
-    for seq in (1, 7):
+    code = render(path, "f32", {"K": K, "N": N}, fmt)
+    for seq in (1, 7, 11):
         x = rng.normal(0, 1, (seq, K)).astype(np.float32)
         out = run_kernel(dev, cache, code, BIND_MM + wbinds(fmt), {1: x, 2: np.zeros((seq, N), np.float32), **parts},
-                         [seq, 0, N], (math.ceil(N / 16), seq, 1), read=[2], poison=[2])
+                         [seq, 0, N], linear_grid(path, N, seq), read=[2], poison=[2])
         assert rel_err(out[2].view(np.float32).reshape(seq, N), x.astype(np.float64) @ deq.T) <= TOL["f32"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("fmt", ["q4f16", "q3f16", "f32"])
+def test_matvec_bias(gpu, fmt, variant):
+    """matvec_bias (Qwen2's decode v projection): x W^T + bias into rows row0 .. row0 + rows of
+    y (a KV-cache row; the rest untouched), against numpy; in f32 bit for bit matvec then bias_add."""
+    dev, cache = gpu
+    need_variant(dev, variant)
+    rng = np.random.default_rng(seed("matvec_bias", fmt, variant))
+    K, N, cache_rows = 256, 72, 5
+    w = rng.normal(0, 1, (N, K)).astype(np.float32)
+    parts, deq = weight_parts(fmt, w)
+    bias = rng.normal(0, 2, N).astype(np.float32)
+    code = render("matvec_bias", variant, {"K": K, "N": N}, fmt)
+    x = act_arr(rng.normal(0, 1, (1, K)), variant)
+    kc = act_arr(rng.normal(0, 1, (cache_rows, N)), variant)
+    row = 3
+    out = run_kernel(dev, cache, code, BIND_MM + bias_binds(bias) + wbinds(fmt), {1: x, 2: kc, 3: bias, **parts},
+                     [1, row * N, N], (math.ceil(N / 16), 1, 1), read=[2])[2]
+    out = as_act(out, variant, (cache_rows, N))
+    assert rel_err(out[row], x[0].astype(np.float64) @ deq.T + bias) <= TOL[variant]
+    assert np.array_equal(np.delete(out, row, axis=0), np.delete(kc.astype(np.float64), row, axis=0))
+    if variant == "f32":
+        y = run_kernel(dev, cache, render("matvec", variant, {"K": K, "N": N}, fmt), BIND_MM + wbinds(fmt),
+                       {1: x, 2: np.zeros(N, np.float32), **parts}, [1, 0, N], (math.ceil(N / 16), 1, 1), read=[2])[2]
+        y = run_kernel(dev, cache, render("bias_add", variant, {"W": N}),
+                       [(0, "uniform"), (1, "storage"), (8, "read-only-storage")], {1: y.view(np.float32), 8: bias},
+                       [N], (1, 1, 1), read=[1])[1]
+        assert np.array_equal(out[row], y.view(np.float32).astype(np.float64))
 
 
 # ---------------------------------------------------------------------------------------
@@ -397,52 +434,69 @@ def test_rope(gpu, kind, variant):
 
 # matvec + RoPE fused (decode q / k, k straight into a KV-cache row)
 
-MATVEC_ROPE_CASES = [("q4f16", kind) for kind in ROPES] + [(fmt, "default") for fmt in ("f16", "q8f16", "q3f16")]
+# (format, rope kind, bias): matvec_rope, and matvec_rope_bias (Qwen2's biased q / k; q3f16:
+# its 4 weight parts, bias, x and y are 7 storage buffers)
+MATVEC_ROPE_CASES = [("q4f16", kind, False) for kind in ROPES] + [(fmt, "default", False) for fmt in ("f16", "q8f16",
+                                                                                                     "q3f16")] \
+    + [("q4f16", "default", True), ("q3f16", "llama3", True), ("f32", "default", True)]
+
+
+def bias_binds(bias):
+    """The bias binding of the `_bias` templates (none without a bias)."""
+    return [] if bias is None else [(3, "read-only-storage")]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("fmt,kind", MATVEC_ROPE_CASES)
-def test_matvec_rope(gpu, fmt, kind, variant):
+@pytest.mark.parametrize("fmt,kind,biased", MATVEC_ROPE_CASES)
+def test_matvec_rope(gpu, fmt, kind, biased, variant):
     """q (dst 0) and k into row past % rows of a ring cache (the other rows untouched), against
-    the projection rotated in numpy; and the same values as the matvec and rope kernels it
-    replaces (bit for bit in f32)."""
+    the projection (plus its bias: matvec_rope_bias) rotated in numpy; and the same values as the
+    matvec (bias_add) and rope kernels it replaces (bit for bit in f32)."""
     dev, cache = gpu
     need_variant(dev, variant)
-    rng = np.random.default_rng(seed("matvec_rope", fmt, kind, variant))
+    rng = np.random.default_rng(seed("matvec_rope", fmt, kind, variant, *(["bias"] if biased else [])))
     heads, HD, K, rows = 3, 64, 256, 80
     N = heads * HD
     inv = rope_inv_freq(ROPES[kind], HD)
     half, scale = len(inv), rope_scale(kind)
     w = rng.normal(0, 1, (N, K)).astype(np.float32)
     parts, deq = weight_parts(fmt, w)
+    bias = rng.normal(0, 2, N).astype(np.float32) if biased else None
+    extra = {} if bias is None else {3: bias}
     rope = {"HALF": half, "SCALE": scale, "INV_FREQ": [float(v) for v in inv]}
-    code = render("matvec_rope", variant, {"K": K, "N": N, "HD": HD, **rope}, fmt)
+    code = render("matvec_rope_bias" if biased else "matvec_rope", variant, {"K": K, "N": N, "HD": HD, **rope}, fmt)
     unfused = (render("matvec", variant, {"K": K, "N": N}, fmt),
-               render("rope", variant, {"NH": heads, "NKV": 0, "HD": HD, **rope}))
-    binds = BIND_MM + wbinds(fmt)
+               render("rope", variant, {"NH": heads, "NKV": 0, "HD": HD, **rope}),
+               render("bias_add", variant, {"W": N}))
+    binds = BIND_MM + bias_binds(bias) + wbinds(fmt)
     for past in (0, 5, 79, 80, 4095):
         x = act_arr(rng.normal(0, 1, (1, K)), variant)
         kc = act_arr(rng.normal(0, 1, (rows, N)), variant)
-        ref = matvec_rope_ref(x[0], deq, HD, past, inv, scale)
-        q = run_kernel(dev, cache, code, binds, {1: x, 2: np.zeros(N, ACT[variant]), **parts}, [past, 0],
+        ref = matvec_rope_ref(x[0], deq, HD, past, inv, scale, bias)
+        q = run_kernel(dev, cache, code, binds, {1: x, 2: np.zeros(N, ACT[variant]), **extra, **parts}, [past, 0],
                        (math.ceil(N / 16), 1, 1), read=[2], poison=[2])[2]
         got = as_act(q, variant, (N,))
         tol = max(TOL[variant], 3e-6)  # the f32 angle products at large positions (test_rope)
         assert rel_err(got, ref) <= tol, (past, rel_err(got, ref))
         row = past % rows
-        out = run_kernel(dev, cache, code, binds, {1: x, 2: kc, **parts}, [past, row * N],
+        out = run_kernel(dev, cache, code, binds, {1: x, 2: kc, **extra, **parts}, [past, row * N],
                          (math.ceil(N / 16), 1, 1), read=[2])[2]
         out = as_act(out, variant, (rows, N))
         assert np.array_equal(out[row], got)
         assert np.array_equal(np.delete(out, row, axis=0), np.delete(kc.astype(np.float64), row, axis=0))
-        y = run_kernel(dev, cache, unfused[0], binds, {1: x, 2: np.zeros((1, N), ACT[variant]), **parts},
+        y = run_kernel(dev, cache, unfused[0], BIND_MM + wbinds(fmt), {1: x, 2: np.zeros((1, N), ACT[variant]),
+                                                                        **parts},
                        [1, 0, N], (math.ceil(N / 16), 1, 1), read=[2])[2]
+        if bias is not None:
+            y = run_kernel(dev, cache, unfused[2], [(0, "uniform"), (1, "storage"), (8, "read-only-storage")],
+                           {1: y.view(ACT[variant]), 8: bias}, [N], (math.ceil(N / 256), 1, 1), read=[1])[1]
         y = run_kernel(dev, cache, unfused[1], [(0, "uniform"), (1, "storage"), (2, "storage")],
                        {1: y.view(ACT[variant]), 2: np.zeros(4, ACT[variant])}, [1, past],
                        (math.ceil(heads * half / 64), 1, 1), read=[1])[1]
         if variant == "f32":
             assert np.array_equal(got, as_act(y, variant, (N,)))
-        else:  # the products are rounded to f16 before the rotation in both; cos/sin may differ by an ulp
+        else:  # the products are rounded to f16 before the rotation in both (the unfused bias_add once more);
+            # cos/sin may differ by an ulp
             assert rel_err(got, as_act(y, variant, (N,))) <= TOL[variant]
 
 
@@ -455,18 +509,20 @@ def test_matvec_rope_pairs_across_workgroups(gpu, variant):
     rng = np.random.default_rng(seed("matvec_rope_hd24", variant))
     fmt, heads, HD, K = "q4f16", 3, 24, 64
     N = heads * HD
-    for half in (12, 4):
+    for half, biased in ((12, False), (4, False), (12, True), (4, True)):
         inv = rope_inv_freq({"type": "default", "theta": 10000.0}, 2 * half)
         w = rng.normal(0, 1, (N, K)).astype(np.float32)
         parts, deq = weight_parts(fmt, w)
-        code = render("matvec_rope", variant, {"K": K, "N": N, "HD": HD, "HALF": half, "SCALE": 1.0,
-                                               "INV_FREQ": [float(v) for v in inv]}, fmt)
+        bias = rng.normal(0, 2, N).astype(np.float32) if biased else None
+        code = render("matvec_rope_bias" if biased else "matvec_rope", variant,
+                      {"K": K, "N": N, "HD": HD, "HALF": half, "SCALE": 1.0, "INV_FREQ": [float(v) for v in inv]}, fmt)
         x = act_arr(rng.normal(0, 1, (1, K)), variant)
-        out = run_kernel(dev, cache, code, BIND_MM + wbinds(fmt), {1: x, 2: np.zeros(N, ACT[variant]), **parts},
+        out = run_kernel(dev, cache, code, BIND_MM + bias_binds(bias) + wbinds(fmt),
+                         {1: x, 2: np.zeros(N, ACT[variant]), **({} if bias is None else {3: bias}), **parts},
                          [37, 0], (math.ceil(N / 16), 1, 1), read=[2], poison=[2])[2]
         got = as_act(out, variant, (N,))
-        ref = matvec_rope_ref(x[0], deq, HD, 37, inv, 1.0)
-        assert rel_err(got, ref) <= TOL[variant], (half, rel_err(got, ref))
+        ref = matvec_rope_ref(x[0], deq, HD, 37, inv, 1.0, bias)
+        assert rel_err(got, ref) <= TOL[variant], (half, biased, rel_err(got, ref))
 
 
 # ---------------------------------------------------------------------------------------
@@ -706,6 +762,38 @@ def test_argmax(gpu):
             assert want == int(np.argmax(finite))  # the rule itself, against numpy
         assert int(out[0]) == want
         assert out[1:2].view(np.float32)[0] == x[want] or np.isnan(x[want])
+
+
+
+def test_argmax_rows(gpu):
+    """The "verify_argmax" entry's dispatch of the argmax kernel: one workgroup per row of a
+    rows x n buffer, row r's [id, f32 bits] at out[2 r]; each row against the CPU sampler's rule
+    (ties, NaN, an all -inf row), and fewer rows dispatched than the buffer holds (the rest
+    untouched)."""
+    dev, cache = gpu
+    binds = [(0, "uniform"), (1, "read-only-storage"), (2, "storage")]
+    rng = np.random.default_rng(43)
+    n, max_rows, rows = 4099, 8, 6
+    x = rng.normal(0, 5, (max_rows, n)).astype(np.float32)
+    x[0, [9, 3000]] = x[0].max() + 2.0  # a tie: the lowest id
+    x[1, 0], x[1, 17] = np.nan, 1e30  # NaN at the row's id 0 is kept, as the CPU sampler does
+    x[2, 1::3] = np.nan  # NaN never wins
+    x[2, 4000] = 50.0
+    x[3] = -np.inf  # all masked: id 0
+    x[4, :] = x[4].min() - 1
+    x[4, n - 1] = 1e3  # the row's last value (the next row's first is not it)
+    x[5, 0] = 1e4  # row 5's id 0
+    x[6, 0] = 1e9  # rows past `rows` are not scanned
+    sentinel = 0xDEADBEEF
+    out = run_kernel(dev, cache, render("argmax", "f32"), binds,
+                     {1: x.reshape(-1), 2: np.full(2 * max_rows, sentinel, np.uint32)}, [n], (1, rows, 1),
+                     read=[2])[2].view(np.uint32)
+    for r in range(rows):
+        want = cpu_argmax(x[r])
+        assert int(out[2 * r]) == want, r
+        assert out[2 * r + 1: 2 * r + 2].view(np.float32)[0] == x[r, want] or np.isnan(x[r, want])
+    assert cpu_argmax(x[4]) == n - 1 and cpu_argmax(x[3]) == 0
+    assert (out[2 * rows:] == sentinel).all()
 
 
 def topk_ref(x: np.ndarray, k: int, inv_t: float) -> tuple[list[int], float, int]:

@@ -186,16 +186,17 @@ def test_plan_for_llama3_8b_shapes(quant):
         assert "model.layers.0.mlp.gate_proj.weight" in blocks
 
 
-# variant -> decode dispatches (q, k, v, RoPE, cache append) of a layer with and without fusion
-QKV_FUSION = {"gqa": (3, 5), "mistral-window": (3, 5), "phi3-longrope": (3, 5), "qwen2": (7, 7), "qwen3": (7, 7)}
+# variant -> decode dispatches (q, k, v, their biases, RoPE, cache append) of a layer with and without fusion
+QKV_FUSION = {"gqa": (3, 5), "mistral-window": (3, 5), "phi3-longrope": (3, 5), "qwen2": (3, 8), "qwen3": (7, 7)}
 
 
 @pytest.mark.parametrize("variant", [*QKV_FUSION, "smollm3"])
 def test_decode_fuses_qkv_rope_and_cache_append(tiny_llama, variant):
     """Decode: q and k projections with RoPE fused (k, and v, written straight into their cache
-    row: no kv_append), where q/k/v go straight into RoPE and attention (Llama, Mistral's ring
-    caches, Phi-3's row views; NoPE layers: the cache writes only); nothing fused in prefill,
-    where a bias or q/k norm sits between (Qwen2, Qwen3), or where the weights are split."""
+    row: no kv_append), where q/k/v (each with its bias: Qwen2) go straight into RoPE and
+    attention (Llama, Mistral's ring caches, Phi-3's row views; NoPE layers: the cache writes
+    only); nothing fused in prefill, where a q/k norm sits between (Qwen3), or where the weights
+    are split."""
     from packager.models import definition, resolve_config
 
     c = resolve_config(json.loads((tiny_llama(variant) / "config.json").read_text()), 64 if "window" in variant
@@ -216,8 +217,20 @@ def test_decode_fuses_qkv_rope_and_cache_append(tiny_llama, variant):
     assert len(plain["entries"]["decode"]["dispatches"]) - len(decode) >= saved
     assert [d for d in plan["entries"]["prefill"]["dispatches"] if "rope" in d["kernel"] or "kv_append" in d["kernel"]]
     fused_layers = saved > 0
-    assert kinds.count("matvec_rope") == (2 * rope_layers if fused_layers else 0)
+    biased = variant == "qwen2"
+    assert kinds.count("matvec_rope_bias" if biased else "matvec_rope") == (2 * rope_layers if fused_layers else 0)
     assert ("kv_append" in kinds) == (not fused_layers)
+    if biased:  # 3 dispatches from the layer's norm to its attention: no bias_add, rope or kv_append left
+        assert kinds.count("matvec_bias") == len(layers) and not {"bias_add", "rope", "matvec_rope"} & set(kinds)
+        starts = [i for i, d in enumerate(decode) if d["label"].endswith("input_layernorm")]
+        attention = [i for i, d in enumerate(decode) if d["label"].endswith("attention (splits)")]
+        assert len(starts) == len(attention) == len(layers)
+        assert [a - n - 1 for n, a in zip(starts, attention)] == [3] * len(layers)
+        prefill = plan["entries"]["prefill"]["dispatches"]
+        assert "bias_add" in {plan["kernels"][d["kernel"]]["template"] for d in prefill}
+    plain_kinds = {plain["kernels"][d["kernel"]]["template"] for d in plain["entries"]["decode"]["dispatches"]}
+    assert not plain_kinds & {"matvec_rope", "matvec_rope_bias", "matvec_bias", "matvec_glu", "add_rmsnorm"}
+    assert "kv_append" in plain_kinds and ("bias_add" in plain_kinds) == biased
     for layer in range(len(layers) if fused_layers else 0):
         rows = 24 if c.is_sliding(layer) else c.context_window  # a ring: window 16 + chunk 8
         into = {d["label"]: d for d in decode if d["label"].startswith(f"layer {layer} ") and "->" in d["label"]}

@@ -23,6 +23,7 @@ from packager.kernel_table import TEMPLATES
 from packager.plan import build_plan
 from packager.reference import ReferenceModel
 from plan_cases import RING, rel
+from test_kernels import cpu_argmax
 from test_plan_gpu import F16_TOL, F32_TOL
 from test_wasm_plan import DRIVER, INT16_X_FORMATS, INT16_X_TOL, RUNTIME, TOL
 
@@ -85,23 +86,43 @@ def test_verify_entry_structure(packaged_tiny):
     verify, prefill = plan["entries"]["verify"], plan["entries"]["prefill"]
     assert verify["max_seq_len"] == 16 and plan["outputs"]["logits_rows"] == "logits_rows"
     assert plan["buffers"]["logits_rows"] == {"kind": "output", "dtype": "f32", "elements": 16 * vocab}
-    # the layers are prefill's dispatches exactly, but for the last residual add, which the final
-    # norm takes in here (fuse_add_rmsnorm: it norms every row the add wrote); the head runs over
-    # seq_len rows
+    # the layers are prefill's dispatches, but for the last residual add, which the final norm
+    # takes in here (fuse_add_rmsnorm: it norms every row the add wrote), and the linear ops,
+    # which run as matvec_batch (one workgroup per 16 rows, the tokens in passes of 8) instead
+    # of matmul's 32-token tiles, same bindings and uniforms; the head runs over seq_len rows
     head = head_dispatches(verify)
     layers = verify["dispatches"][:len(verify["dispatches"]) - len(head)]
     prefill_layers = prefill["dispatches"][:len(prefill["dispatches"]) - len(head_dispatches(prefill))]
-    assert layers == prefill_layers[:-1] and prefill_layers[-1]["label"] == "layer 1 residual"
+    assert len(layers) == len(prefill_layers) - 1 and prefill_layers[-1]["label"] == "layer 1 residual"
+    batched = 0
+    for v, p in zip(layers, prefill_layers):
+        if v["kernel"].startswith("matvec_batch."):
+            batched += 1
+            assert p["kernel"] == v["kernel"].replace("matvec_batch.", "matmul.", 1)
+            assert v["workgroups"] == [str(-(-int(v["uniforms"][2]) // 16)), "1", "1"]
+            v, p = ({k: d[k] for k in ("label", "bindings", "uniforms")} for d in (v, p))
+        assert v == p
+    assert batched == 2 * 7  # q, k, v, o, gate, up, down in both layers
     norm, lm_head = head
     assert norm["label"] == "layer 1 residual + final norm (every token)"
     assert norm["workgroups"][0] == "seq_len" and norm["uniforms"] == ["0"]
-    assert lm_head["kernel"].startswith("matmul.") and lm_head["kernel"].endswith(".f32out")
+    assert lm_head["kernel"].startswith("matvec_batch.") and lm_head["kernel"].endswith(".f32out")
     assert lm_head["bindings"][:2] == [[1, "x_last_rows"], [2, "logits_rows"]]
+    # "verify_argmax": the argmax kernel over every row of logits_rows, one workgroup a row,
+    # [id, f32 bits] per row into verify_tokens (u32, 2 words a row of the verify entry)
+    va = plan["entries"]["verify_argmax"]
+    assert va["max_seq_len"] == verify["max_seq_len"] and plan["outputs"]["verify_tokens"] == "verify_tokens"
+    assert plan["buffers"]["verify_tokens"] == {"kind": "output", "dtype": "u32", "elements": 2 * 16}
+    (d,) = va["dispatches"]
+    assert d["kernel"] == "argmax" and plan["kernels"]["argmax"]["template"] == "argmax"
+    assert d["bindings"] == [[1, "logits_rows"], [2, "verify_tokens"]]
+    assert d["uniforms"] == [str(vocab)] and d["workgroups"] == ["1", "seq_len", "1"]
     # without the entry (verify_chunk=0) every other entry and buffer is the same
     old, _ = build_plan(m, verify_chunk=0)
     assert "verify" not in old["entries"] and "logits_rows" not in old["outputs"]
-    assert {k: v for k, v in plan["entries"].items() if k != "verify"} == old["entries"]
-    assert set(plan["buffers"]) - set(old["buffers"]) == {"logits_rows", "x_last_rows"}
+    assert "verify_argmax" not in old["entries"] and "verify_tokens" not in old["outputs"]
+    assert {k: v for k, v in plan["entries"].items() if k not in ("verify", "verify_argmax")} == old["entries"]
+    assert set(plan["buffers"]) - set(old["buffers"]) == {"logits_rows", "x_last_rows", "verify_tokens"}
     # at most the prefill chunk: by default min(16, prefill chunk)
     assert build_plan(m, prefill_chunk=8)[0]["entries"]["verify"]["max_seq_len"] == 8
     assert build_plan(m, prefill_chunk=8, verify_chunk=5)[0]["entries"]["verify"]["max_seq_len"] == 5
@@ -149,6 +170,10 @@ def test_verify_on_wgpu_matches_reference(packaged_tiny, cid):
         assert rows.shape == want_rows.shape
         errs = [rel(got, want) for got, want in zip(rows, want_rows)]
         assert max(errs) <= tol, (variant, errs)
+        # the "verify_argmax" entry on those rows: each row's greedy id, as the CPU sampler's argmax
+        ex.run("verify_argmax", len(drafts), 0)
+        ids = ex.read("verify_tokens").reshape(-1, 2)[:len(drafts), 0]
+        assert ids.tolist() == [cpu_argmax(r) for r in rows], variant
         ex.past_len = PROMPT + ACCEPTED  # roll back into the verified rows
         assert rel(ex.decode(token), want_next) <= tol, variant
 

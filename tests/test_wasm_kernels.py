@@ -350,35 +350,73 @@ def test_rope_odd_half(wk):
 # matvec + RoPE fused (decode q / k, k straight into a KV-cache row)
 
 
-@pytest.mark.parametrize("fmt,kind", [("q4f16", kind) for kind in ROPES] + [("f16", "default"), ("q3f16", "default")])
-def test_matvec_rope(wk, fmt, kind):
+# (format, rope kind, bias): matvec_rope, and matvec_rope_bias (Qwen2's biased q / k)
+MATVEC_ROPE_CASES = [("q4f16", kind, False) for kind in ROPES] \
+    + [("f16", "default", False), ("q3f16", "default", False), ("q4f16", "default", True), ("q3f16", "llama3", True)]
+
+
+@pytest.mark.parametrize("fmt,kind,biased", MATVEC_ROPE_CASES)
+def test_matvec_rope(wk, fmt, kind, biased):
     """q (dst 0) and k into row past % rows of a ring cache (the other rows untouched), 1 and 3
-    threads, against the projection rotated in numpy, and bit for bit the matmul then rope ops."""
-    rng = np.random.default_rng(FORMATS.index(fmt) * 10 + list(ROPES).index(kind))
+    threads, against the projection (plus its bias: matvec_rope_bias) rotated in numpy, and bit
+    for bit the matmul (bias_add) then rope ops."""
+    rng = np.random.default_rng(FORMATS.index(fmt) * 10 + list(ROPES).index(kind) + 100 * biased)
     heads, HD, K, rows = 5, ROPE_HD, 256, 80
     N = heads * HD
     inv = rope_inv_freq(ROPES[kind], HD)
     half, scale = len(inv), rope_scale(kind)
     w = rng.normal(0, 1, (N, K)).astype(np.float32)
     parts, deq = encode_weight(fmt, w)
+    bias = rng.normal(0, 2, N).astype(np.float32) if biased else None
+    op, bias_buf = ("matvec_rope_bias", [bias]) if biased else ("matvec_rope", [])
     consts = [FORMATS.index(fmt), K, N, HD, half, f32_bits(scale), rope_offset(kind)]
     for past in (0, 5, 79, 80, 4095):
         x = rng.normal(0, 1, (1, K)).astype(np.float32)
         y = wk.call("matmul", [FORMATS.index(fmt), K, N], [1, 0, N], [1, 1, 1], [x, np.zeros((1, N), np.float32),
                                                                                   *parts], read=[1])[1]
+        if biased:
+            y = wk.call("bias_add", [N], [N], [1, 1, 1], [y, bias], read=[0])[0]
         unfused = wk.call("rope", [heads, 0, HD, half, f32_bits(scale), rope_offset(kind)], [1, past], [1, 1, 1],
                           [y, np.zeros(4, np.float32)], read=[0])[0].reshape(-1)
         kc = rng.normal(0, 1, (rows, N)).astype(np.float32)
         row = past % rows
         for threads in (1, 3):
-            q = wk.call("matvec_rope", consts, [past, 0], [1, 1, 1], [x, np.zeros(N, np.float32), *parts],
+            q = wk.call(op, consts, [past, 0], [1, 1, 1], [x, np.zeros(N, np.float32), *bias_buf, *parts],
                         read=[1], poison=[1], threads=threads)[1]
             np.testing.assert_array_equal(q, unfused)
-            out = wk.call("matvec_rope", consts, [past, row * N], [1, 1, 1], [x, kc, *parts], read=[1],
+            out = wk.call(op, consts, [past, row * N], [1, 1, 1], [x, kc, *bias_buf, *parts], read=[1],
                           threads=threads)[1]
             np.testing.assert_array_equal(out[row], q)
             np.testing.assert_array_equal(np.delete(out, row, axis=0), np.delete(kc, row, axis=0))
-        assert rel_err(q, matvec_rope_ref(x_as_kernel_sees(fmt, x)[0], deq, HD, past, inv, scale)) <= TOL
+        assert rel_err(q, matvec_rope_ref(x_as_kernel_sees(fmt, x)[0], deq, HD, past, inv, scale, bias)) <= TOL
+
+
+@pytest.mark.parametrize("fmt", ["q4f16", "q3f16", "f32"])
+def test_matvec_bias(wk, fmt):
+    """matvec_bias (Qwen2's decode v projection) into rows row0 .. row0 + rows of y (a KV-cache
+    row; the rest untouched), 1 and 3 threads, 1 and 3 tokens: against numpy, and bit for bit the
+    matmul then bias_add ops."""
+    rng = np.random.default_rng(FORMATS.index(fmt) + 200)
+    K, N, cache_rows, row = 256, 72, 6, 2
+    w = rng.normal(0, 1, (N, K)).astype(np.float32)
+    parts, deq = encode_weight(fmt, w)
+    bias = rng.normal(0, 2, N).astype(np.float32)
+    consts = [FORMATS.index(fmt), K, N]
+    for seq in (1, 3):
+        x = rng.normal(0, 1, (seq, K)).astype(np.float32)
+        y = wk.call("matmul", consts, [seq, 0, N], [1, 1, 1], [x, np.zeros((seq, N), np.float32), *parts],
+                    read=[1])[1]
+        unfused = wk.call("bias_add", [N], [seq * N], [1, 1, 1], [y, bias], read=[0])[0]
+        kc = rng.normal(0, 1, (cache_rows, N)).astype(np.float32)
+        for threads in (1, 3):
+            out = wk.call("matvec_bias", consts, [seq, row * N, N], [1, 1, 1], [x, kc, bias, *parts], read=[1],
+                          threads=threads)[1].reshape(-1)
+            got = out[row * N:(row + seq) * N].reshape(seq, N)
+            np.testing.assert_array_equal(got, unfused)
+            np.testing.assert_array_equal(np.delete(out, np.s_[row * N:(row + seq) * N]),
+                                          np.delete(kc.reshape(-1), np.s_[row * N:(row + seq) * N]))
+        if seq == 1:
+            assert rel_err(got, x_as_kernel_sees(fmt, x) @ deq.T + bias) <= TOL
 
 
 # ---------------------------------------------------------------------------------------

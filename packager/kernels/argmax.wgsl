@@ -1,9 +1,11 @@
-// Greedy next token on the device: out[0] = the id of the largest of x[0..n), ties to the
-// lowest id, NaN never chosen; out[1] = that value's f32 bits. As the CPU sampler's argmax:
-// id 0 when no value is above -inf, or when x[0] is NaN. One workgroup: each thread scans a
-// strided slice, then a tree reduction; the runtime reads back 8 bytes, not the vocabulary.
-// bindings: 0 uniform, 1 x f32[n] (the logits), 2 out u32[2]
-// workgroups: (1, 1, 1)
+// Greedy next token on the device, per row r = workgroup_id.y of x (rows of n values):
+// out[2 r] = the id of the largest of x[r n..(r + 1) n), ties to the lowest id, NaN never
+// chosen; out[2 r + 1] = that value's f32 bits. As the CPU sampler's argmax: id 0 when no
+// value is above -inf, or when the row's first value is NaN. One workgroup per row: each
+// thread scans a strided slice, then a tree reduction; the runtime reads back 8 bytes a
+// row, not the vocabulary.
+// bindings: 0 uniform, 1 x f32[rows * n] (the logits), 2 out u32[2 rows]
+// workgroups: (1, rows, 1) (the "argmax" entry: one row; "verify_argmax": seq_len rows)
 {{PRELUDE}}
 const WG: u32 = {{WG}}u;
 const NONE: u32 = 0xffffffffu;
@@ -26,11 +28,13 @@ fn beats(v: f32, i: u32, bv: f32, bi: u32) -> bool {
 }
 
 @compute @workgroup_size({{WG}})
-fn main(@builtin(local_invocation_index) tid: u32) {
+fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let row = wid.y;
+  let base = row * p.n;
   var bv = 0.0;
   var bi = NONE;
   for (var i = tid; i < p.n; i += WG) {
-    let v = x[i];
+    let v = x[base + i];
     if (!is_nan(v) && beats(v, i, bv, bi)) { bv = v; bi = i; }
   }
   best_v[tid] = bv;
@@ -46,8 +50,8 @@ fn main(@builtin(local_invocation_index) tid: u32) {
   if (tid == 0u) {
     // no value above -inf (all masked or NaN), or a NaN at id 0: id 0, as the CPU sampler
     var id = best_i[0];
-    if (id == NONE || bitcast<u32>(best_v[0]) == 0xff800000u || is_nan(x[0])) { id = 0u; }
-    out[0] = id;
-    out[1] = bitcast<u32>(x[id]);
+    if (id == NONE || bitcast<u32>(best_v[0]) == 0xff800000u || is_nan(x[base])) { id = 0u; }
+    out[2u * row] = id;
+    out[2u * row + 1u] = bitcast<u32>(x[base + id]);
   }
 }

@@ -49,14 +49,18 @@ export interface Backend {
   prefill(tokens: Int32Array, pastLen: number): Promise<Float32Array>;
 
   /**
-   * Most recent KV cache positions a call may roll back: a prefill at `pastLen` when the
+   * Most recent KV cache positions a call may roll back: a prefill or decode at `pastLen` when the
    * cache holds `cached` positions needs `cached - pastLen <= kvRewindLimit` (a sliding
    * window's ring buffer has overwritten older ones). Absent: any rollback works. From
    * plan.json's `kv_rewind_limit`.
    */
   readonly kvRewindLimit?: number;
 
-  /** Runs one token at position `pos` (= tokens in the cache); resolves to its logits. */
+  /**
+   * Runs one token at position `pos`; resolves to its logits. `pos` is the tokens in the
+   * cache, or fewer (a rollback, within kvRewindLimit, as prefill's): the step overwrites
+   * the positions from `pos`.
+   */
   decode(token: number, pos: number): Promise<Float32Array>;
 
   /**
@@ -76,6 +80,14 @@ export interface Backend {
    * tokens.length × vocab floats, row i = the logits after tokens[i]. The array may be reused by the next call.
    */
   verify?(tokens: Int32Array, pastLen: number): Promise<Float32Array>;
+  /**
+   * Optional greedy verify on the device: true when `verifyArgmax` can run (a WebGPU backend
+   * whose plan has the "verify_argmax" entry). The session uses it for speculative steps of
+   * the requests that take the `decodeArgmax` path.
+   */
+  readonly verifyArgmaxOnDevice?: boolean;
+  /** `verify`, then resolves to every row's largest logit's id (lowest id on ties) instead of the rows. */
+  verifyArgmax?(tokens: Int32Array, pastLen: number): Promise<Int32Array>;
   /**
    * Optional top-k candidates on the device: K of `decodeTopK` (a WebGPU backend whose plan
    * has the "topk" entry); absent or 0: none. The session uses it for top-k / top-p requests

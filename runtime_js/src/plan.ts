@@ -82,9 +82,10 @@ export interface Plan {
   /**
    * next_token: [id, f32 bits] that the optional "argmax" entry writes; logits_rows: f32
    * [max_seq_len × vocab], the logits of every token of the optional "verify" entry; topk:
-   * u32 [2 k + 2] that the optional "topk" entry writes (docs/plan.md)
+   * u32 [2 k + 2] that the optional "topk" entry writes; verify_tokens: u32 [2 × verify
+   * max_seq_len], [id, f32 bits] per row that the optional "verify_argmax" entry writes (docs/plan.md)
    */
-  outputs: { logits: string; next_token?: string; logits_rows?: string; topk?: string };
+  outputs: { logits: string; next_token?: string; logits_rows?: string; topk?: string; verify_tokens?: string };
   kernels: Record<string, PlanKernel>;
   buffers: Record<string, PlanBuffer>;
   /** every runtime needs `prefill` and `decode` (parsePlan checks they are there) */
@@ -253,6 +254,15 @@ export function parsePlan(json: unknown, manifest?: Manifest): Plan {
       );
     }
   }
+  const verifyArgmax = own(entries, VERIFY_ARGMAX_ENTRY) as PlanEntry | undefined;
+  if (verifyArgmax !== undefined) {
+    const out = typeof p.outputs.verify_tokens === "string" ? (own(buffers, p.outputs.verify_tokens) as PlanBuffer | undefined) : undefined;
+    if (!out || out.kind === "weight" || out.dtype !== "u32" || out.elements < 2 * verifyArgmax.max_seq_len) {
+      throw new PlanError(
+        `plan.json: the "${VERIFY_ARGMAX_ENTRY}" entry needs outputs.verify_tokens, a u32 array of 2 × its max_seq_len elements (package the model again)`,
+      );
+    }
+  }
   const topk = own(entries, TOPK_ENTRY) as PlanEntry | undefined;
   if (topk !== undefined) {
     const k = topk.k;
@@ -303,6 +313,22 @@ export const VERIFY_ENTRY = "verify";
 /** Whether the plan has the verify entry (parsePlan checked its output). */
 export function hasVerify(plan: Plan): boolean {
   return plan.entries[VERIFY_ENTRY] !== undefined && plan.outputs.logits_rows !== undefined;
+}
+
+/**
+ * The optional entry point, run after verify, that writes the greedy token of every row of
+ * outputs.logits_rows ([id, f32 bits] per row) into outputs.verify_tokens (bundles before it
+ * lack it: the runtime reads the rows).
+ */
+export const VERIFY_ARGMAX_ENTRY = "verify_argmax";
+
+/**
+ * Whether the plan can pick the greedy token of every verify row on the device: it has both
+ * entries, verify_argmax for as many rows as verify runs (parsePlan checked its output).
+ */
+export function hasVerifyArgmax(plan: Plan): boolean {
+  const e = plan.entries[VERIFY_ARGMAX_ENTRY];
+  return hasVerify(plan) && e !== undefined && plan.outputs.verify_tokens !== undefined && e.max_seq_len >= plan.entries[VERIFY_ENTRY]!.max_seq_len;
 }
 
 /** Most tokens of one verify call, or undefined when the plan has no verify entry. */

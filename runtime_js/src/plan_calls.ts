@@ -8,7 +8,19 @@
  * A backend supplies only what depends on where the plan runs (PlanDevice): write the
  * token ids, run one entry point for given dynamic dims, read the logits.
  */
-import { ARGMAX_ENTRY, type Dims, type Plan, TOPK_ENTRY, VERIFY_ENTRY, checkWindow, hasArgmax, topKOf, verifyMaxTokens } from "./plan.js";
+import {
+  ARGMAX_ENTRY,
+  type Dims,
+  type Plan,
+  TOPK_ENTRY,
+  VERIFY_ARGMAX_ENTRY,
+  VERIFY_ENTRY,
+  checkWindow,
+  hasArgmax,
+  hasVerifyArgmax,
+  topKOf,
+  verifyMaxTokens,
+} from "./plan.js";
 import type { TopCandidates } from "./sampler.js";
 
 export interface PlanDevice {
@@ -162,6 +174,33 @@ export class PlanCalls {
     return this.exclusive(tokens, async () => {
       await this.run(VERIFY_ENTRY, tokens, pastLen);
       return this.device.readLogitsRows!(tokens.length); // verifyMaxTokens: defined
+    });
+  }
+
+  /** Whether verifyArgmax can run: the plan has the verify and verify_argmax entries and the device reads words. */
+  get verifyArgmaxOnDevice(): boolean {
+    return this.verifyMaxTokens !== undefined && hasVerifyArgmax(this.plan) && this.device.readWords !== undefined;
+  }
+
+  /**
+   * As verify, then the plan's verify_argmax entry on the rows: resolves to the greedy token
+   * of every row (the largest logit, lowest id on ties, as the CPU sampler's argmax), reading
+   * back 8 bytes a row instead of tokens.length × vocab floats.
+   */
+  async verifyArgmax(tokens: Int32Array, pastLen: number): Promise<Int32Array> {
+    if (!this.verifyArgmaxOnDevice) throw new Error(`the ${this.backend} backend's plan has no ${VERIFY_ARGMAX_ENTRY} entry (package the model again)`);
+    const max = this.verifyMaxTokens!; // verifyArgmaxOnDevice: defined
+    if (tokens.length < 1 || tokens.length > max) {
+      throw new RangeError(`verify takes 1..${max} tokens (the plan's ${VERIFY_ENTRY} entry), got ${tokens.length}`);
+    }
+    checkWindow(this.plan, "verify", pastLen, tokens.length);
+    return this.exclusive(tokens, async () => {
+      await this.run(VERIFY_ENTRY, tokens, pastLen);
+      await this.device.runEntry(VERIFY_ARGMAX_ENTRY, { seq_len: tokens.length, past_len: pastLen });
+      const words = await this.device.readWords!(this.plan.outputs.verify_tokens!, 2 * tokens.length); // verifyArgmaxOnDevice: defined
+      const ids = new Int32Array(tokens.length);
+      for (let i = 0; i < ids.length; i++) ids[i] = words[2 * i]!; // 2 words a row
+      return ids;
     });
   }
 

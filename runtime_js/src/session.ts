@@ -18,7 +18,9 @@
  * sampler, processors and random draws as plain decoding, and a row is used only while
  * the token sampled before it equals the draft token it follows. The output is the
  * plain decoding's (up to the float rounding of a batched step against a single one);
- * the rejected draft tokens' KV rows are overwritten by the next call.
+ * the rejected draft tokens' KV rows are overwritten by the next call. Requests that take
+ * the backend's greedy decode step (decodeArgmax) verify with verifyArgmax where the backend
+ * has it: the backend picks every row's token, and the session reads no rows.
  */
 import type { Backend } from "./backend.js";
 import { LogitBias, parseLogitBias } from "./logit_bias.js";
@@ -281,6 +283,8 @@ export class Session {
         let finish: FinishReason = "length";
         // greedy with nothing that needs the logits on the CPU: the backend picks the next token
         const onDevice = sampler.plainArgmax && topLogprobs === undefined && this.backend.argmaxOnDevice === true;
+        // the same requests' verify steps: the backend picks every row's token (no rows read back)
+        const verifyOnDevice = onDevice && this.backend.verifyArgmaxOnDevice === true;
         let next: number | null = null; // the token the backend picked at the last step
         // top-k / top-p that the backend's K largest logits can answer: those are read back, not the logits
         const topAsk = !onDevice && topLogprobs === undefined && this.backend.topKOnDevice ? sampler.topCandidates(this.backend.topKOnDevice, this.vocabSize) : null;
@@ -291,7 +295,8 @@ export class Session {
         let draft: number[] = [];
         let verifyMs = 0;
         let rows: Float32Array = new Float32Array(0);
-        let row = 0; // the row `logits` is
+        let rowIds: Int32Array | null = null; // verifyOnDevice: the last verify's token per row, instead of rows
+        let row = 0; // the row `logits` (or rowIds) is
 
         while (count < budget) {
           if (interrupted()) {
@@ -325,9 +330,12 @@ export class Session {
           lookup?.push(token);
           if (row < draft.length && token === draft[row]) {
             // the last verify ran this token: its logits are the next row
-            const vocab = rows.length / (draft.length + 1);
             row++;
-            logits = rows.subarray(row * vocab, (row + 1) * vocab);
+            if (rowIds) next = rowIds[row]!; // row <= draft.length: rowIds has draft.length + 1 ids
+            else {
+              const vocab = rows.length / (draft.length + 1);
+              logits = rows.subarray(row * vocab, (row + 1) * vocab);
+            }
             timings.accepted_tokens!++; // (spec: timings has the counters)
             timings.decode_tokens++;
             continue;
@@ -339,13 +347,19 @@ export class Session {
           draft = lookup ? lookup.draft(Math.min(spec!.maxDraft, budget - count - 1)) : [];
           if (spec?.adaptive && draft.length) draft.length = this.drafts.length(draft.length);
           row = 0;
-          if (draft.length) {
+          rowIds = null;
+          if (draft.length && verifyOnDevice) {
+            rowIds = await this.verifyArgmaxStep([token, ...draft], pos, () => (consistent = false));
+            next = rowIds[0]!; // one id per token
+            timings.verify_steps!++; // (spec: timings has the counters)
+            timings.draft_tokens! += draft.length;
+          } else if (draft.length) {
             rows = await this.verifyStep([token, ...draft], pos, () => (consistent = false));
             logits = rows.subarray(0, rows.length / (draft.length + 1));
             timings.verify_steps!++; // (spec: timings has the counters)
             timings.draft_tokens! += draft.length;
-          } else if (onDevice && pos === this.cached.length) next = await this.stepArgmax(token, pos, () => (consistent = false));
-          else if (topAsk && pos === this.cached.length) top = await this.stepTopK(token, pos, topAsk.invTemperature, () => (consistent = false));
+          } else if (onDevice) next = await this.stepArgmax(token, pos, () => (consistent = false));
+          else if (topAsk) top = await this.stepTopK(token, pos, topAsk.invTemperature, () => (consistent = false));
           else logits = await this.step(token, pos, () => (consistent = false));
           consistent = true;
           const ms = performance.now() - t1;
@@ -375,15 +389,14 @@ export class Session {
   }
 
   /**
-   * Runs `token` at `pos`: a decode step when the cache holds exactly `pos` tokens, else
-   * (a choice after the first, rolled back to the prompt) a one-token prefill at `pos`,
-   * which overwrites the positions from there.
+   * Runs `token` at `pos` (a decode step): the cache holds `pos` tokens, or more when rolled
+   * back (a choice after the first, back to the prompt; the step after a rejected draft),
+   * and the step overwrites the positions from `pos`.
    */
   private async step(token: number, pos: number, running: () => void): Promise<Float32Array> {
-    const rollback = pos < this.cached.length;
     this.cached.length = Math.min(this.cached.length, pos);
     running();
-    const logits = await this.call(rollback ? this.backend.prefill(Int32Array.of(token), pos) : this.backend.decode(token, pos));
+    const logits = await this.call(this.backend.decode(token, pos));
     this.cached.push(token);
     return logits;
   }
@@ -402,16 +415,28 @@ export class Session {
     return rows;
   }
 
-  /** A decode step at `pos` (= the cached tokens) whose next token the backend picks (argmax). */
+  /** A verify step (as `verifyStep`) whose every row's token the backend picks (argmax). */
+  private async verifyArgmaxStep(tokens: number[], pos: number, running: () => void): Promise<Int32Array> {
+    this.cached.length = Math.min(this.cached.length, pos);
+    running();
+    const ids = await this.call(this.backend.verifyArgmax!(Int32Array.from(tokens), pos)); // verifyArgmaxOnDevice: defined
+    if (ids.length !== tokens.length) throw new Error(`verifyArgmax returned ${ids.length} ids for ${tokens.length} tokens`);
+    this.cached.push(...tokens);
+    return ids;
+  }
+
+  /** A decode step at `pos` (as `step`) whose next token the backend picks (argmax). */
   private async stepArgmax(token: number, pos: number, running: () => void): Promise<number> {
+    this.cached.length = Math.min(this.cached.length, pos);
     running();
     const next = await this.call(this.backend.decodeArgmax!(token, pos)); // argmaxOnDevice: defined
     this.cached.push(token);
     return next;
   }
 
-  /** A decode step at `pos` (= the cached tokens) that reads back the backend's top candidates, not the logits. */
+  /** A decode step at `pos` (as `step`) that reads back the backend's top candidates, not the logits. */
   private async stepTopK(token: number, pos: number, invTemperature: number, running: () => void): Promise<TopCandidates> {
+    this.cached.length = Math.min(this.cached.length, pos);
     running();
     const top = await this.call(this.backend.decodeTopK!(token, pos, invTemperature)); // topKOnDevice: defined
     this.cached.push(token);

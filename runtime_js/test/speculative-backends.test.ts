@@ -4,7 +4,9 @@
  * GPU), with the backends' batched `verify`. Greedy answers to three prompts (one asks to
  * repeat its text), and a seeded temperature-1 answer, must be those of plain decoding,
  * while drafts are accepted (a random model's greedy output falls into loops that
- * prompt lookup drafts from). SmolLM2 on Wasm: tests/test_speculative.py runs this file
+ * prompt lookup drafts from). On WebGPU, greedy requests verify on the device (the plan's
+ * "verify_argmax" entry: a token id read back per row, not the rows; counted), requests with
+ * logprobs read the rows. SmolLM2 on Wasm: tests/test_speculative.py runs this file
  * with $LLMPACK_SPECULATIVE_BUNDLE and $LLMPACK_SPECULATIVE_BACKENDS=wasm.
  */
 import "./gpu-env.js";
@@ -13,6 +15,7 @@ import assert from "node:assert/strict";
 import type { Backend } from "../src/backend.js";
 import { createEngine, type Engine } from "../src/engine.js";
 import type { ChatCompletion, ChatCompletionRequest } from "../src/openai.js";
+import { Sampler } from "../src/sampler.js";
 import { WasmBackend } from "../src/wasm/index.js";
 import { WebGpuBackend } from "../src/webgpu/index.js";
 import { gpuSkip } from "./gpu-env.js";
@@ -37,10 +40,24 @@ const PROMPTS: { name: string; messages: ChatCompletionRequest["messages"]; max_
 
 /** $LLMPACK_SPECULATIVE_BACKENDS (e.g. "wasm") runs only those */
 const ONLY = process.env.LLMPACK_SPECULATIVE_BACKENDS?.split(",");
+/** Counts the WebGPU verify calls that read back the rows and those that read back a token per row. */
+class CountingGpu extends WebGpuBackend {
+  rowReads = 0;
+  idReads = 0;
+  override verify(tokens: Int32Array, pastLen: number) {
+    this.rowReads++;
+    return super.verify(tokens, pastLen);
+  }
+  override verifyArgmax(tokens: Int32Array, pastLen: number) {
+    this.idReads++;
+    return super.verifyArgmax(tokens, pastLen);
+  }
+}
+
 const BACKENDS: [string, () => Backend, string | false][] = (
   [
     ["wasm", () => new WasmBackend({ threads: 1 }), skipPython],
-    ["webgpu", () => new WebGpuBackend(), skipPython || skipGpu],
+    ["webgpu", () => new CountingGpu(), skipPython || skipGpu],
   ] as [string, () => Backend, string | false][]
 ).filter(([name]) => !ONLY || ONLY.includes(name));
 
@@ -54,10 +71,15 @@ for (const [name, make, skip] of BACKENDS) {
     });
     after(() => engine?.unload());
 
+    /** the WebGPU verify calls of the last `both`: [rows read back, ids read back] */
+    let reads: [number, number] = [0, 0];
     const both = async (req: ChatCompletionRequest): Promise<[ChatCompletion, ChatCompletion]> => {
       const plain = await engine.chat.completions.create({ ...req, stream: false }, { speculative: false });
+      const gpu = engine.backend instanceof CountingGpu ? engine.backend : null;
+      const before = gpu ? [gpu.rowReads, gpu.idReads] : [0, 0];
       // (fixed draft lengths: adaptive ones follow measured call times, and the test must not)
       const spec = await engine.chat.completions.create({ ...req, stream: false }, { speculative: { adaptive: false } });
+      reads = gpu ? [gpu.rowReads - before[0]!, gpu.idReads - before[1]!] : [0, 0];
       return [plain, spec];
     };
 
@@ -70,6 +92,9 @@ for (const [name, make, skip] of BACKENDS) {
       let accepted = 0;
       for (const p of PROMPTS) {
         const [plain, spec] = await both({ messages: p.messages, temperature: 0, max_tokens: most(p.max_tokens) });
+        // WebGPU: every verify step picked its rows' tokens on the device, no rows read back (the
+        // random model drafts little in 12 tokens; the last test checks the device's ids)
+        if (name === "webgpu") assert.deepEqual(reads, [0, spec.timings.verify_steps], p.name);
         assert.equal(spec.choices[0].message.content, plain.choices[0].message.content, p.name);
         assert.equal(spec.choices[0].finish_reason, plain.choices[0].finish_reason, p.name);
         assert.equal(spec.usage.completion_tokens, plain.usage.completion_tokens, p.name);
@@ -91,6 +116,8 @@ for (const [name, make, skip] of BACKENDS) {
         assert.deepEqual(spec.choices[0].logprobs!.content!.map((e) => e.token), plain.choices[0].logprobs!.content!.map((e) => e.token));
         assert.equal(spec.choices[0].message.content, plain.choices[0].message.content);
         assert.ok(spec.timings.accepted_tokens! > 0, `${JSON.stringify(sampling)}: ${JSON.stringify(spec.timings)}`);
+        // logprobs need the logits on the CPU: WebGPU reads every verify step's rows
+        if (name === "webgpu") assert.deepEqual(reads, [spec.timings.verify_steps, 0]);
       }
     });
 
@@ -99,6 +126,24 @@ for (const [name, make, skip] of BACKENDS) {
       const [plain, spec] = await both({ messages: p.messages, temperature: 0.7, top_k: 8, seed: 3, max_tokens: most(p.max_tokens) });
       assert.equal(spec.choices[0].message.content, plain.choices[0].message.content);
       if (SMOLLM2) assert.ok(spec.timings.accepted_tokens! > 0, JSON.stringify(spec.timings));
+    });
+
+    // (last: it runs the backend behind the session's back, which then holds a stale cache)
+    test("verifyArgmax: every row's token, as the CPU sampler's greedy choice from the rows", { skip: name !== "webgpu" }, async () => {
+      const backend = engine.backend;
+      assert.equal(backend.verifyArgmaxOnDevice, true);
+      const n = backend.verifyMaxTokens!;
+      const tokens = Int32Array.from({ length: n }, (_, i) => (37 * i + 11) % 256);
+      const greedy = (rows: Float32Array, count: number) => {
+        const vocab = rows.length / count;
+        return Array.from({ length: count }, (_, i) => new Sampler({ temperature: 0 }).choose(rows.slice(i * vocab, (i + 1) * vocab)).token);
+      };
+      const want = greedy(Float32Array.from(await backend.verify!(tokens, 0)), n);
+      assert.deepEqual([...(await backend.verifyArgmax!(tokens, 0))], want);
+      // fewer rows than the entry holds; at a later position
+      const three = tokens.subarray(n - 3);
+      const rows = Float32Array.from(await backend.verify!(three, n - 3));
+      assert.deepEqual([...(await backend.verifyArgmax!(three, n - 3))], greedy(rows, 3));
     });
   });
 }

@@ -247,6 +247,30 @@ describe("speculative decoding in the session (fake backend)", () => {
     assert.equal(on.choices[0].finish_reason, "stop");
   });
 
+  test("greedy where the backend picks the tokens (decodeArgmax, verifyArgmax): the same answers; rows only for logprobs or processors", async () => {
+    const b = await pair({ argmax: true });
+    const count = (kind: string) => b.spec.calls.filter((c) => c.startsWith(`${kind} `)).length;
+    const greedy = async (req: Partial<ChatCompletionRequest>) => {
+      b.spec.calls.length = 0;
+      return same(b, { messages: GROUNDED, temperature: 0, ...req });
+    };
+    const on = await greedy({});
+    assert.equal(on.choices[0].message.content, FIXED);
+    assert.ok(on.timings.accepted_tokens! > 40, JSON.stringify(on.timings));
+    assert.equal(count("verifyArgmax"), on.timings.verify_steps);
+    assert.equal(count("verify"), 0);
+    for (const req of [{ max_tokens: 1 }, { max_tokens: 2 }, { max_tokens: 37 }, { max_tokens: 61 }, { stop: ["the old"] }]) {
+      const r = await greedy(req);
+      assert.equal(count("verifyArgmax"), r.timings.verify_steps ?? 0, JSON.stringify(req));
+    }
+    // logprobs, logit_bias (a processor): the rows are read, as without the backend's argmax
+    for (const req of [{ logprobs: true }, { logit_bias: { "200": -100 } }]) {
+      const r = await greedy(req);
+      assert.ok(r.timings.verify_steps! > 0 && count("verify") === r.timings.verify_steps, JSON.stringify(req));
+      assert.equal(count("verifyArgmax"), 0, JSON.stringify(req));
+    }
+  });
+
   test("n = 2 seeded: each choice as without speculation", async () => {
     const b = await pair();
     const on = await same(b, { messages: GROUNDED, temperature: 1, seed: 7, n: 2 });

@@ -11,7 +11,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import type { Backend } from "../src/backend.js";
 import { BundleLoader } from "../src/loader.js";
-import { parsePlan, verifyMaxTokens } from "../src/plan.js";
+import { hasVerifyArgmax, parsePlan, verifyMaxTokens } from "../src/plan.js";
 import { WasmBackend } from "../src/wasm/index.js";
 import { WASM_TABLE_FILE } from "../src/wasm/table.js";
 import { WebGpuBackend } from "../src/webgpu/index.js";
@@ -163,6 +163,7 @@ function suite(name: string, make: () => Backend, skip: string | false) {
           // (prepared only: compiling the kernels again on SwiftShader takes long; the plan decides)
           await old.prepare!(loader.manifest, loader);
           assert.equal(old.verifyMaxTokens, undefined);
+          assert.equal(old.verifyArgmaxOnDevice, false); // (the plan keeps its verify_argmax entry)
           return;
         }
         await old.load(loader.manifest, loader);
@@ -192,6 +193,16 @@ describe("the plan's verify entry", { skip: skipPython }, () => {
     const none = structuredClone(plan);
     delete none.entries.verify;
     assert.equal(verifyMaxTokens(parsePlan(none, loader.manifest)), undefined);
+    // "verify_argmax": u32 [id, f32 bits] per row in outputs.verify_tokens; without verify it is unused
+    assert.equal(hasVerifyArgmax(parsePlan(plan, loader.manifest)), true);
+    assert.equal(hasVerifyArgmax(parsePlan(none, loader.manifest)), false);
+    assert.throws(broken((p) => delete p.outputs.verify_tokens), /"verify_argmax" entry needs outputs\.verify_tokens/);
+    assert.throws(broken((p) => (p.buffers.verify_tokens.elements = 31)), /verify_tokens, a u32 array of 2 × its max_seq_len/);
+    assert.throws(broken((p) => (p.buffers.verify_tokens.dtype = "f32")), /verify_tokens/);
+    const old = structuredClone(plan); // a bundle from before the entry
+    delete old.entries.verify_argmax;
+    delete old.outputs.verify_tokens;
+    assert.equal(hasVerifyArgmax(parsePlan(old, loader.manifest)), false);
   });
 });
 

@@ -13,7 +13,7 @@
 import { BackendUnsupportedError, type Backend, type BackendLoadOptions } from "../backend.js";
 import type { BundleLoader, LoadStats } from "../loader.js";
 import type { Manifest } from "../manifest.js";
-import { type Plan, REQUIRED_ENTRIES, hasArgmax, parsePlan, topKOf, verifyMaxTokens, weightBlocks } from "../plan.js";
+import { type Plan, REQUIRED_ENTRIES, hasArgmax, hasVerifyArgmax, parsePlan, topKOf, verifyMaxTokens, weightBlocks } from "../plan.js";
 import { PlanCalls } from "../plan_calls.js";
 import type { TopCandidates } from "../sampler.js";
 import { type AdapterInfo, type DeviceOptions, describeAdapter, openDevice } from "./device.js";
@@ -26,7 +26,8 @@ export interface WebGpuBackendOptions extends DeviceOptions {
   concurrency?: number;
   /**
    * Greedy decode steps pick the token on the GPU and read back its id (the plan's
-   * "argmax" entry) instead of the vocabulary's logits; default true. false: always
+   * "argmax" entry) instead of the vocabulary's logits, and greedy verify steps every
+   * row's id (the "verify_argmax" entry) instead of the rows; default true. false: always
    * read the logits (to compare both paths).
    */
   deviceArgmax?: boolean;
@@ -190,6 +191,16 @@ export class WebGpuBackend implements Backend {
   /** Backend.verify: one run of the plan's verify entry, one readback of tokens.length × vocab logits. */
   async verify(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
     return this.loaded().verify(tokens, pastLen);
+  }
+
+  /** Backend.verifyArgmaxOnDevice: the plan has the verify_argmax entry (and deviceArgmax is not false). */
+  get verifyArgmaxOnDevice(): boolean {
+    return this.opts.deviceArgmax !== false && this.plan !== null && hasVerifyArgmax(this.plan);
+  }
+
+  /** Backend.verifyArgmax: verify, then the verify_argmax entry; 8 bytes a row read back. */
+  async verifyArgmax(tokens: Int32Array, pastLen: number): Promise<Int32Array> {
+    return this.loaded().verifyArgmax(tokens, pastLen);
   }
 
   /**
