@@ -129,7 +129,14 @@ for (const [name, make, skip] of BACKENDS) {
     });
 
     // (last: it runs the backend behind the session's back, which then holds a stale cache)
-    test("verifyArgmax: every row's token, as the CPU sampler's greedy choice from the rows", { skip: name !== "webgpu" }, async () => {
+    if (name !== "webgpu") {
+      test("no verifyArgmax: its logits are in memory, greedy verify steps read the rows", () => {
+        assert.notEqual(engine.backend.verifyArgmaxOnDevice, true);
+        assert.equal(engine.backend.verifyArgmax, undefined);
+      });
+      return;
+    }
+    test("verifyArgmax: every row's token, as the CPU sampler's greedy choice from the rows", async () => {
       const backend = engine.backend;
       assert.equal(backend.verifyArgmaxOnDevice, true);
       const n = backend.verifyMaxTokens!;
