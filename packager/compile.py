@@ -11,6 +11,10 @@ by plain text substitution of `{{NAME}}` placeholders:
   dequantized values of one row) and `fn wdot(row, g, x4) -> f32` (the dot product of
   one quantization group, `GK` columns, with x staged in the kernel's workgroup array
   `xs: array<vec4<f32>, ...>`, which every kernel including a fragment declares).
+- `{{BIAS}}` (matvec, matvec_rope): `_bias.wgsl`, the `bias` binding at 3 and `fn bias_of(r)`
+  its row r, for the templates whose table entry binds a bias (`matvec_bias`,
+  `matvec_rope_bias`, which render the same files: `Template.source`), else `_no_bias.wgsl`
+  (`bias_of` 0).
 - `{{WEIGHTS2}}` (templates with `weight_sets` 2: `matvec_glu`): the same fragment for a
   second matrix of the same format, its parts bound right after the first's and every name
   it declares prefixed `w2_` (`w2_wdot`, `w2_wload8`, ...; `second_weight_fragment`).
@@ -97,7 +101,8 @@ def render(template: str, variant: str, consts: dict | None = None, weight_forma
     if variant not in VARIANTS:
         raise PackError(f"unknown kernel variant {variant!r}")
     spec = TEMPLATES[template]
-    values = {"PRELUDE": PRELUDES[variant], "OUT": "act", **spec.tiles, **workgroup_values(spec)}
+    values = {"PRELUDE": PRELUDES[variant], "OUT": "act", **spec.tiles, **workgroup_values(spec),
+              "BIAS": load_template("_bias" if spec.has_bias else "_no_bias")}
     if weight_format is not None:
         if weight_format not in WEIGHT_FORMATS:
             raise PackError(f"no kernel for weight format {weight_format!r}")
@@ -106,7 +111,7 @@ def render(template: str, variant: str, consts: dict | None = None, weight_forma
             values["WEIGHTS2"] = second_weight_fragment(weight_format)
     values.update(consts or {})
     values = {k: wgsl_literal(v) for k, v in values.items()}
-    text = load_template(template)
+    text = load_template(spec.file)
     for _ in range(3):  # fragments may hold placeholders of their own
         text = _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
     left = sorted(set(_PLACEHOLDER.findall(text)))

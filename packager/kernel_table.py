@@ -105,6 +105,17 @@ class Template:
     weight_sets: int = 1
     workgroup_bytes: Callable[[dict], int] = lambda v: 0  # of the kernel's values
     wasm: str = ""  # the WASM_OPS entry that runs it ("": the op of the same name; "-": none)
+    source: str = ""  # its WGSL file, packager/kernels/<source>.wgsl ("": <name>.wgsl)
+
+    @property
+    def file(self) -> str:
+        """Its WGSL file's name, without .wgsl."""
+        return self.source or self.name
+
+    @property
+    def has_bias(self) -> bool:
+        """Binds a bias: `{{BIAS}}` in its file is the fragment `_bias.wgsl`, else `_no_bias.wgsl`."""
+        return any(b.name == "bias" for b in self.bindings)
 
     @property
     def wasm_op(self) -> str:
@@ -148,17 +159,19 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
                             params=("K", "N", "HD", "HALF", "SCALE", "INV_FREQ"),
                             tiles={"ROWS": 16, "THREADS_PER_ROW": 4, "X_CHUNK": 2048}, weights=True,
                             workgroup_bytes=lambda v: 4 * (min(v["K"], v["X_CHUNK"]) + v["WG"])),
-    # decode, a linear layer with a bias (Qwen2's q, k, v; fuse_qkv_rope): matvec and matvec_rope
-    # with bias[r] (f32, one per row of the bound weight) added to row r's f32 sum, before it is
-    # stored (matvec_bias) or rounded and rotated (matvec_rope_bias)
+    # decode, a linear layer with a bias (Qwen2's q, k, v; fuse_qkv_rope): matvec's and
+    # matvec_rope's files with the bias fragment, bias[r] (f32, one per row of the bound weight)
+    # added to row r's f32 sum, before it is stored (matvec_bias) or rounded and rotated
+    # (matvec_rope_bias)
     Template("matvec_bias", (Binding(1, "x", R), Binding(2, "y", W), Binding(3, "bias", R)),
                             ("seq_len", "row0", "rows"), (64, 1, 1), params=("K", "N", "OUT"),
                             tiles={"ROWS": 16, "THREADS_PER_ROW": 4, "X_CHUNK": 2048}, weights=True,
-                            workgroup_bytes=lambda v: 4 * (min(v["K"], v["X_CHUNK"]) + v["WG"])),
+                            workgroup_bytes=lambda v: 4 * (min(v["K"], v["X_CHUNK"]) + v["WG"]), source="matvec"),
     Template("matvec_rope_bias", (Binding(1, "x", R), Binding(2, "y", W), Binding(3, "bias", R)),
                                  ("past_len", "dst"), (64, 1, 1), params=("K", "N", "HD", "HALF", "SCALE", "INV_FREQ"),
                                  tiles={"ROWS": 16, "THREADS_PER_ROW": 4, "X_CHUNK": 2048}, weights=True,
-                                 workgroup_bytes=lambda v: 4 * (min(v["K"], v["X_CHUNK"]) + v["WG"])),
+                                 workgroup_bytes=lambda v: 4 * (min(v["K"], v["X_CHUNK"]) + v["WG"]),
+                                 source="matvec_rope"),
     # CACHE: the cache's elements (a sliding-window layer's ring buffer wraps around)
     Template("kv_append", (Binding(1, "k", R), Binding(2, "v", R), Binding(3, "kc", W), Binding(4, "vc", W)),
                           ("n", "dst"), (256, 1, 1), params=("CACHE",)),

@@ -22,28 +22,31 @@ ACCESS = {"storage, read": "read-only-storage", "storage, read_write": "storage"
 
 def test_every_template_file_is_in_the_table():
     files = {p.stem for p in KERNEL_DIR.glob("*.wgsl")}
-    assert {f for f in files if not f.startswith("_w_")} == set(TEMPLATES)
+    # (matvec_bias and matvec_rope_bias render matvec's and matvec_rope's files: Template.source)
+    assert {f for f in files if not f.startswith("_")} == {t.file for t in TEMPLATES.values()}
+    assert {f for f in files if f.startswith("_") and not f.startswith("_w_")} == {"_bias", "_no_bias"}
     assert {f[3:] for f in files if f.startswith("_w_")} == set(WEIGHT_FORMATS)
 
 
 @pytest.mark.parametrize("name", list(TEMPLATES))
 def test_template_placeholders_are_the_tables(name):
     """A template uses exactly the table's params and tiles (and the variant's prelude,
-    the workgroup size and, with weights, the fragment); nothing else."""
+    the workgroup size, with weights the fragment, and the bias fragment); nothing else."""
     t = TEMPLATES[name]
-    used = set(PLACEHOLDER.findall(load_template(name)))
+    used = set(PLACEHOLDER.findall(load_template(t.file)))
     fragments = {"WEIGHTS", "WEIGHTS2"} if t.weight_sets == 2 else {"WEIGHTS"}
-    allowed = {"PRELUDE", *t.params, *t.tiles, *workgroup_values(t)} | (fragments if t.weights else set())
+    allowed = {"PRELUDE", "BIAS", *t.params, *t.tiles, *workgroup_values(t)} | (fragments if t.weights else set())
     assert used <= allowed, f"{name}: placeholders not in the kernel table: {sorted(used - allowed)}"
     assert {"PRELUDE", *t.params, *t.tiles} <= used, f"{name}: table values the template ignores"
     assert ("WEIGHTS" in used) == t.weights and ("WEIGHTS2" in used) == (t.weights and t.weight_sets == 2)
-    assert "@workgroup_size({{" in load_template(name), f"{name}: the workgroup size must come from the table"
+    assert "@workgroup_size({{" in load_template(t.file), f"{name}: the workgroup size must come from the table"
+    assert "BIAS" in used or not t.has_bias, f"{name}: binds a bias its file has no place for"
 
 
 @pytest.mark.parametrize("name", list(TEMPLATES))
 def test_template_bindings_and_uniforms_are_the_tables(name):
     t = TEMPLATES[name]
-    text = load_template(name)
+    text = load_template(t.file).replace("{{BIAS}}", load_template("_bias" if t.has_bias else "_no_bias"))
     declared = [(int(n), ACCESS.get(kind, kind), var) for n, kind, var in BINDING.findall(text)]
     assert declared[0] == (0, "uniform", "p")
     assert declared[1:] == [(b.binding, b.type, b.name) for b in t.bindings]

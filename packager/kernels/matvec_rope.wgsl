@@ -1,5 +1,7 @@
 // Decode q or k projection with RoPE fused (one token, at position past_len):
-// v[n] = sum_k x[k] * W[n, k] for the N = heads * HD rows of the bound weight, then, per head
+// v[n] = sum_k x[k] * W[n, k] for the N = heads * HD rows of the bound weight (+ bias[n] for
+// matvec_rope_bias: a linear layer's bias, f32, added before the rounding to act and the
+// rotation, as a biased Linear then rope; Qwen2's q and k), then, per head
 // and i < HALF (a = past_len * inv_freq[i], c = SCALE cos a, s = SCALE sin a, as rope.wgsl):
 //   y[dst + i] = v[i] c - v[i + HALF] s,   y[dst + i + HALF] = v[i + HALF] c + v[i] s
 // (head offsets omitted); values past 2 HALF in a head pass (partial rotary). dst: where the
@@ -8,7 +10,7 @@
 // The matvec of matvec.wgsl with its rows in pair order: slot 2 i of a head computes row i,
 // slot 2 i + 1 row i + HALF, so that the pair sits in one workgroup ({{ROWS}} slots, {{THREADS_PER_ROW}} threads
 // each, x staged in chunks of up to {{X_CHUNK}} values) and rotates from workgroup memory.
-// bindings: 0 uniform, 1 x act[K], 2 y act[], 8.. weight parts
+// bindings: 0 uniform, 1 x act[K], 2 y act[], (matvec_rope_bias: 3 bias f32[N]), 8.. weight parts
 // workgroups: (cdiv(N, {{ROWS}}), 1, 1)
 {{PRELUDE}}
 const K: u32 = {{K}}u;
@@ -26,7 +28,7 @@ struct Params { past_len: u32, dst: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<act4>;
 @group(0) @binding(2) var<storage, read_write> y: array<act>;
-
+{{BIAS}}
 {{WEIGHTS}}
 
 var<workgroup> xs: array<vec4<f32>, XC / 4u>;
@@ -57,10 +59,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   workgroupBarrier();
   if (j == 0u && slot < N) {
     // the value as matvec stores it, before rope.wgsl reads it back
-    var v = red[tid] + red[tid + 1u] + red[tid + 2u] + red[tid + 3u];
+    var v = red[tid] + red[tid + 1u] + red[tid + 2u] + red[tid + 3u] + bias_of(r);
     if (pair) {
       let o = tid ^ TPR;            // the pair's other slot (slots 2 i, 2 i + 1: tid / TPR differs in bit 0)
-      let w = red[o] + red[o + 1u] + red[o + 2u] + red[o + 3u];
+      let ro = select(r - HALF, r + HALF, s % 2u == 0u);   // its row
+      let w = red[o] + red[o + 1u] + red[o + 2u] + red[o + 3u] + bias_of(ro);
       let a = f32(p.past_len) * inv_freq[s / 2u];
       // Cody-Waite reduction of rope.wgsl
       let n = round(a * 0.15915494309189535);
