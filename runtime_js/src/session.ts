@@ -122,6 +122,13 @@ export class ContextWindowError extends Error {
 
 type Resolved = Required<Pick<GenerationParams, "max_tokens">> & GenerationParams & { bias: Map<number, number> | null };
 
+/** A batched call's result: one row per token, of `width` values (the logits: any one width). */
+function checkRows<T extends { length: number }>(out: T, tokens: number, width?: number): T {
+  const ok = width === undefined ? out.length > 0 && out.length % tokens === 0 : out.length === tokens * width;
+  if (!ok) throw new Error(`a batched call returned ${out.length} values for ${tokens} tokens`);
+  return out;
+}
+
 export class Session {
   /** the tokens whose keys and values the backend holds, in order */
   private cached: number[] = [];
@@ -309,7 +316,7 @@ export class Session {
             : sampler.choose(logits, topLogprobs);
           next = null;
           top = null;
-          const token = chosen.token;
+          const token: number = chosen.token;
           count++;
           if (eos.has(token)) {
             finish = "stop";
@@ -348,19 +355,23 @@ export class Session {
           if (spec?.adaptive && draft.length) draft.length = this.drafts.length(draft.length);
           row = 0;
           rowIds = null;
-          if (draft.length && verifyOnDevice) {
-            rowIds = await this.verifyArgmaxStep([token, ...draft], pos, () => (consistent = false));
-            next = rowIds[0]!; // one id per token
+          const ran = () => (consistent = false);
+          const b = this.backend; // (the optional methods below: defined where their flags said so)
+          if (draft.length) {
+            const tokens: number[] = [token, ...draft];
+            const batch = Int32Array.from(tokens);
+            if (verifyOnDevice) {
+              rowIds = checkRows(await this.runAt(tokens, pos, ran, () => b.verifyArgmax!(batch, pos)), tokens.length, 1);
+              next = rowIds[0]!;
+            } else {
+              rows = checkRows(await this.runAt(tokens, pos, ran, () => b.verify!(batch, pos)), tokens.length);
+              logits = rows.subarray(0, rows.length / tokens.length);
+            }
             timings.verify_steps!++; // (spec: timings has the counters)
             timings.draft_tokens! += draft.length;
-          } else if (draft.length) {
-            rows = await this.verifyStep([token, ...draft], pos, () => (consistent = false));
-            logits = rows.subarray(0, rows.length / (draft.length + 1));
-            timings.verify_steps!++; // (spec: timings has the counters)
-            timings.draft_tokens! += draft.length;
-          } else if (onDevice) next = await this.stepArgmax(token, pos, () => (consistent = false));
-          else if (topAsk) top = await this.stepTopK(token, pos, topAsk.invTemperature, () => (consistent = false));
-          else logits = await this.step(token, pos, () => (consistent = false));
+          } else if (onDevice) next = await this.runAt([token], pos, ran, () => b.decodeArgmax!(token, pos));
+          else if (topAsk) top = await this.runAt([token], pos, ran, () => b.decodeTopK!(token, pos, topAsk.invTemperature));
+          else logits = await this.runAt([token], pos, ran, () => b.decode(token, pos));
           consistent = true;
           const ms = performance.now() - t1;
           if (draft.length) verifyMs = ms;
@@ -389,58 +400,19 @@ export class Session {
   }
 
   /**
-   * Runs `token` at `pos` (a decode step): the cache holds `pos` tokens, or more when rolled
-   * back (a choice after the first, back to the prompt; the step after a rejected draft),
-   * and the step overwrites the positions from `pos`.
+   * Runs `tokens` at `pos` by `call` (a decode step, a verify of a step's token and its draft,
+   * or their variants that pick tokens on the backend): the cache holds `pos` tokens, or more
+   * when rolled back (a choice after the first, back to the prompt; the step after a rejected
+   * draft), and the call overwrites the positions from `pos`; the cache then holds `tokens`
+   * after them (a verify's rejected drafts too: the next call starts before them, at most
+   * maxDraft positions back).
    */
-  private async step(token: number, pos: number, running: () => void): Promise<Float32Array> {
+  private async runAt<T>(tokens: number[], pos: number, running: () => void, call: () => Promise<T>): Promise<T> {
     this.cached.length = Math.min(this.cached.length, pos);
     running();
-    const logits = await this.call(this.backend.decode(token, pos));
-    this.cached.push(token);
-    return logits;
-  }
-
-  /**
-   * Runs `tokens` (a step's token and its draft) at `pos` in one batched call; resolves
-   * to one logits row per token. The cache then holds them all: the next call may start
-   * before its end (a rejected draft), at most maxDraft positions back.
-   */
-  private async verifyStep(tokens: number[], pos: number, running: () => void): Promise<Float32Array> {
-    this.cached.length = Math.min(this.cached.length, pos);
-    running();
-    const rows = await this.call(this.backend.verify!(Int32Array.from(tokens), pos)); // (speculation: defined)
-    if (rows.length % tokens.length !== 0 || rows.length === 0) throw new Error(`verify returned ${rows.length} floats for ${tokens.length} tokens`);
+    const out = await this.call(call());
     this.cached.push(...tokens);
-    return rows;
-  }
-
-  /** A verify step (as `verifyStep`) whose every row's token the backend picks (argmax). */
-  private async verifyArgmaxStep(tokens: number[], pos: number, running: () => void): Promise<Int32Array> {
-    this.cached.length = Math.min(this.cached.length, pos);
-    running();
-    const ids = await this.call(this.backend.verifyArgmax!(Int32Array.from(tokens), pos)); // verifyArgmaxOnDevice: defined
-    if (ids.length !== tokens.length) throw new Error(`verifyArgmax returned ${ids.length} ids for ${tokens.length} tokens`);
-    this.cached.push(...tokens);
-    return ids;
-  }
-
-  /** A decode step at `pos` (as `step`) whose next token the backend picks (argmax). */
-  private async stepArgmax(token: number, pos: number, running: () => void): Promise<number> {
-    this.cached.length = Math.min(this.cached.length, pos);
-    running();
-    const next = await this.call(this.backend.decodeArgmax!(token, pos)); // argmaxOnDevice: defined
-    this.cached.push(token);
-    return next;
-  }
-
-  /** A decode step at `pos` (as `step`) that reads back the backend's top candidates, not the logits. */
-  private async stepTopK(token: number, pos: number, invTemperature: number, running: () => void): Promise<TopCandidates> {
-    this.cached.length = Math.min(this.cached.length, pos);
-    running();
-    const top = await this.call(this.backend.decodeTopK!(token, pos, invTemperature)); // topKOnDevice: defined
-    this.cached.push(token);
-    return top;
+    return out;
   }
 
   /**
