@@ -165,16 +165,21 @@ export class PlanCalls {
    * tokens.length × vocab floats, row i after tokens[i].
    */
   async verify(tokens: Int32Array, pastLen: number): Promise<Float32Array> {
-    const max = this.verifyMaxTokens;
-    if (max === undefined) throw new Error(`the ${this.backend} backend's plan has no ${VERIFY_ENTRY} entry (package the model again)`);
-    if (tokens.length < 1 || tokens.length > max) {
-      throw new RangeError(`verify takes 1..${max} tokens (the plan's ${VERIFY_ENTRY} entry), got ${tokens.length}`);
-    }
-    checkWindow(this.plan, "verify", pastLen, tokens.length);
+    this.checkVerify(this.verifyMaxTokens !== undefined, VERIFY_ENTRY, tokens, pastLen);
     return this.exclusive(tokens, async () => {
       await this.run(VERIFY_ENTRY, tokens, pastLen);
       return this.device.readLogitsRows!(tokens.length); // verifyMaxTokens: defined
     });
+  }
+
+  /** Refuses a verify call (of `entry`, present when `can`) for tokens it cannot take, before anything runs. */
+  private checkVerify(can: boolean, entry: string, tokens: Int32Array, pastLen: number): void {
+    if (!can) throw new Error(`the ${this.backend} backend's plan has no ${entry} entry (package the model again)`);
+    const max = this.verifyMaxTokens!; // (can: the verify entry is there)
+    if (tokens.length < 1 || tokens.length > max) {
+      throw new RangeError(`verify takes 1..${max} tokens (the plan's ${VERIFY_ENTRY} entry), got ${tokens.length}`);
+    }
+    checkWindow(this.plan, "verify", pastLen, tokens.length);
   }
 
   /** Whether verifyArgmax can run: the plan has the verify and verify_argmax entries and the device reads words. */
@@ -188,12 +193,7 @@ export class PlanCalls {
    * back 8 bytes a row instead of tokens.length × vocab floats.
    */
   async verifyArgmax(tokens: Int32Array, pastLen: number): Promise<Int32Array> {
-    if (!this.verifyArgmaxOnDevice) throw new Error(`the ${this.backend} backend's plan has no ${VERIFY_ARGMAX_ENTRY} entry (package the model again)`);
-    const max = this.verifyMaxTokens!; // verifyArgmaxOnDevice: defined
-    if (tokens.length < 1 || tokens.length > max) {
-      throw new RangeError(`verify takes 1..${max} tokens (the plan's ${VERIFY_ENTRY} entry), got ${tokens.length}`);
-    }
-    checkWindow(this.plan, "verify", pastLen, tokens.length);
+    this.checkVerify(this.verifyArgmaxOnDevice, VERIFY_ARGMAX_ENTRY, tokens, pastLen);
     return this.exclusive(tokens, async () => {
       await this.run(VERIFY_ENTRY, tokens, pastLen);
       await this.device.runEntry(VERIFY_ARGMAX_ENTRY, { seq_len: tokens.length, past_len: pastLen });
